@@ -1,0 +1,203 @@
+//! The command line. clap types stay in this crate; commands convert them into domain settings.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ardpipe",
+    version,
+    about = "Fine-tune foundation models with ARD-LoRA from a pipeline file",
+    long_about = "Fine-tune foundation models with ARD-LoRA (adaptive per-head LoRA ranks learned \
+                  through continuous scaling factors, kept small by an l1 term and smooth by a \
+                  total-variation term) and its baselines, from a pipeline file kept in Git.",
+    after_help = "Exit codes: 0 success, 1 failure (bad input or a failed run), 2 bad command line, \
+                  3 environment not ready (see `ardpipe doctor`), 69 not available in this version."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// More log output (-v debug, -vv trace). RUST_LOG overrides both -v and -q.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less log output (-q warnings only, -qq errors only); plain progress lines.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+    /// When to use colour in diagnostics and logs.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, env = "ARDPIPE_COLOR")]
+    pub color: ColorChoice,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, Default)]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
+    Yaml,
+}
+
+/// `--set path.to.key=value` overrides, checked like file content.
+#[derive(Debug, Args, Clone, Default)]
+pub struct Overrides {
+    /// Override a pipeline value, e.g. `--set train.steps=100` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a pipeline: train, evaluate and export into a run directory.
+    Run {
+        /// The pipeline file (.ard).
+        file: Option<PathBuf>,
+        /// Continue a killed or stopped run from its last checkpoint.
+        #[arg(long, value_name = "RUN_DIR", conflicts_with = "file")]
+        resume: Option<PathBuf>,
+        /// Start N local data-parallel workers.
+        #[arg(long, value_name = "N")]
+        nproc: Option<usize>,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Check pipeline files and report every problem at once.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Diagnostics as text (default) or JSON for editors and CI.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Format pipeline files canonically (keeps comments).
+    Fmt {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Only report files that are not formatted; change nothing.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Print the execution plan: resolved targets, parameter counts, memory, schedules.
+    Plan {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Print the JSON Schema of the pipeline, the plan or the run manifest.
+    Schema {
+        #[arg(value_enum, default_value_t = SchemaKind::Pipeline)]
+        kind: SchemaKind,
+    },
+    /// Inspect a model (architecture, parameters, adaptable modules and heads) or a run.
+    Inspect {
+        #[command(subcommand)]
+        what: InspectWhat,
+    },
+    /// Generate text with a causal LM, optionally with a trained adapter.
+    Generate(GenerateArgs),
+    /// Classify texts with a sequence-classification model or a fine-tuned run.
+    Classify {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        adapter: Option<PathBuf>,
+        /// Texts to classify (one per argument).
+        texts: Vec<String>,
+    },
+    /// Embed texts with an encoder (masked mean pooling, L2-normalised).
+    Embed {
+        #[arg(long)]
+        model: PathBuf,
+        texts: Vec<String>,
+    },
+    /// Check this installation: libtorch, threads, CUDA, example assets.
+    Doctor {
+        /// Re-hash every example asset file instead of trusting set-up's stamp.
+        #[arg(long)]
+        deep: bool,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Work with data-loader and metric plugins.
+    Plugin {
+        #[command(subcommand)]
+        what: PluginCommand,
+    },
+    /// Measure training step speed and memory side by side with Python transformers + peft.
+    Bench {
+        /// Extra arguments for the benchmark.
+        args: Vec<String>,
+    },
+    /// Run the method comparison study (ARD-LoRA against the baselines).
+    Study {
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SchemaKind {
+    Pipeline,
+    Plan,
+    Manifest,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InspectWhat {
+    /// A model folder (config.json + safetensors) or a GGUF file.
+    Model {
+        path: PathBuf,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// A run directory: manifest, metrics, learned ranks.
+    Run { path: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Show a plugin's name, version, ABI, capabilities and options.
+    Inspect { path: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Model folder or GGUF file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// A trained adapter (run directory or PEFT adapter folder).
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    #[arg(long)]
+    pub prompt: String,
+    /// Wrap the prompt in the model's chat template.
+    #[arg(long)]
+    pub chat: bool,
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: usize,
+    /// 0 means greedy decoding.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}

@@ -1,0 +1,33 @@
+//! One module per subcommand; `dispatch` wires them to the parsed command line.
+
+mod doctor;
+
+use crate::args::{Command, Global};
+use crate::exit::Code;
+
+pub fn dispatch(command: Command, _global: &Global) -> miette::Result<Code> {
+    match command {
+        Command::Doctor { deep, format } => doctor::run(deep, format),
+        Command::Run { .. } => unavailable("run", 5),
+        Command::Check { .. } => unavailable("check", 3),
+        Command::Fmt { .. } => unavailable("fmt", 3),
+        Command::Plan { .. } => unavailable("plan", 3),
+        Command::Schema { .. } => unavailable("schema", 3),
+        Command::Inspect { .. } => unavailable("inspect", 4),
+        Command::Generate(_) => unavailable("generate", 4),
+        Command::Classify { .. } => unavailable("classify", 4),
+        Command::Embed { .. } => unavailable("embed", 4),
+        Command::Plugin { .. } => unavailable("plugin", 6),
+        Command::Bench { .. } => unavailable("bench", 4),
+        Command::Study { .. } => unavailable("study", 7),
+    }
+}
+
+/// Subcommands of the design that a later piece of work builds: say so plainly, do nothing.
+fn unavailable(name: &str, issue: u32) -> miette::Result<Code> {
+    eprintln!(
+        "ardpipe {name}: not available yet in ardpipe {} (planned in issue #{issue}). Nothing was done.",
+        env!("CARGO_PKG_VERSION")
+    );
+    Ok(Code::Unavailable)
+}

@@ -1,0 +1,1 @@
+//! The ardpipe pipeline language: `.ard` text → spanned AST → checked `Pipeline`.

@@ -1,0 +1,5 @@
+//! ardpipe's execution side: it turns a checked pipeline into an execution plan and runs it.
+
+pub use ardpipe_adapters as adapters;
+pub use ardpipe_data as data;
+pub use ardpipe_models as models;

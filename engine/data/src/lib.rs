@@ -1,0 +1,1 @@
+//! Dataset loaders, tokenisation and batching. Knows nothing of tensors.

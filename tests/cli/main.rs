@@ -1,0 +1,22 @@
+//! End-to-end tests of the `ardpipe` binary.
+
+mod doctor;
+mod help;
+
+use std::process::{Command, Output};
+
+pub fn ardpipe(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ardpipe"))
+        .args(args)
+        .env("ARDPIPE_COLOR", "never")
+        .output()
+        .expect("the ardpipe binary runs")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
