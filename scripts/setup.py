@@ -12,6 +12,7 @@ Layout of the cache (ARDPIPE_CACHE, default ~/.cache/ardpipe):
     libtorch/2.13.0-cpu/torch/       include/, lib/, build-version
     libtorch/2.13.0-cpu/nvidia/      libcudart/libcupti that libtorch_cpu links
     assets/<name>/                   extracted example assets + .verified.json
+    peer-venv/                       Python torch + transformers + peft (the peer for round trips, benchmarks)
 
 and inside the checkout (git-ignored) `.ardpipe/libtorch` and `.ardpipe/assets`
 link to them, which is what `.cargo/config.toml` and the tests read.
@@ -284,6 +285,53 @@ def install_asset(asset: dict, cache: Path, deep: bool) -> str:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+PEER_PACKAGES = ["transformers==5.24.0", "peft==0.21.2"]
+
+
+def install_peer_venv(manifest: dict, cache: Path) -> Path:
+    """The Python peer (torch + transformers + peft) for round-trip tests and benchmarks.
+
+    `import torch` needs the full wheel with its CUDA libraries (~4.7 GB), so the peer gets
+    its own venv in the cache, built once and reused by every checkout.
+    """
+    version = manifest["libtorch"]["version"]
+    dest = cache / "peer-venv"
+    stamp = dest / STAMP
+    wanted = {"torch": version, "packages": PEER_PACKAGES}
+    if stamp.exists():
+        try:
+            if json.loads(stamp.read_text()) == wanted:
+                return dest
+        except ValueError:
+            pass
+    check_space(cache, 8 * 2**30)
+    # A venv cannot be renamed after creation (its scripts embed their path): build it in place
+    # and write the stamp last, so an interrupted build is redone rather than trusted.
+    if dest.exists():
+        shutil.rmtree(dest)
+    t0 = time.time()
+    res = subprocess.run([sys.executable, "-m", "venv", str(dest)], capture_output=True, text=True)
+    if res.returncode != 0:
+        raise SetupError(f"cannot create a Python venv at {dest}:\n    {res.stderr.strip()}\n"
+                         "  fix: install the venv module (Debian: `apt-get install python3-venv`)")
+    py = dest / "bin" / "python"
+    local_wheel = [cache / "downloads" / p["file"] for p in manifest["libtorch"]["packages"]
+                   if p["spec"].startswith("torch==")]
+    torch_req = str(local_wheel[0]) if local_wheel and local_wheel[0].exists() and sys.version_info[:2] == (3, 11) \
+        else f"torch=={version}"
+    log(f"building the Python peer venv (torch {version} + transformers + peft, ~4.7 GB) in {dest}")
+    res = subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                          torch_req, *PEER_PACKAGES], capture_output=True, text=True)
+    if res.returncode != 0:
+        tail = "\n    ".join(res.stderr.strip().splitlines()[-6:])
+        raise SetupError(f"pip could not install the Python peer:\n    {tail}\n"
+                         "  fix: check the package registry is reachable and ~8 GiB are free, then retry "
+                         "(or pass --no-peer to skip the peer comparisons)")
+    stamp.write_text(json.dumps(wanted))
+    log(f"  peer venv ready in {time.time() - t0:.1f}s")
+    return dest
+
+
 def link(target: Path, link_path: Path) -> None:
     """Point `link_path` at `target` atomically (a new symlink renamed over the old one)."""
     link_path.parent.mkdir(parents=True, exist_ok=True)
@@ -302,6 +350,9 @@ def main() -> int:
                     help="also install the full CUDA build of torch and build against it (device = cuda)")
     ap.add_argument("--deep", action="store_true", help="re-hash every asset file, not only sizes")
     ap.add_argument("--skip-assets", action="store_true", help="only install libtorch")
+    ap.add_argument("--no-peer", action="store_true",
+                    help="skip the Python peer venv (torch + transformers + peft) used by the PEFT "
+                         "round-trip tests and the benchmarks")
     args = ap.parse_args()
 
     try:
@@ -322,6 +373,11 @@ def main() -> int:
                 state = install_asset(asset, cache, args.deep)
                 log(f"asset {asset['name']:<13} {state} [{time.time() - t1:.1f}s]")
             link(cache / "assets", REPO / ".ardpipe" / "assets")
+        if not args.no_peer:
+            t1 = time.time()
+            venv = install_peer_venv(manifest, cache)
+            link(venv, REPO / ".ardpipe" / "peer-venv")
+            log(f"python peer venv     ok [{time.time() - t1:.1f}s]")
     except SetupError as e:
         print(f"\nerror: {e}", file=sys.stderr)
         return 1

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The README's first command: install libtorch, the example assets and the Python peer into the
+# per-user cache (verified by sha256), build ardpipe, and run the quickstart pipeline end to end.
+# Idempotent: a second run only checks what is there and rebuilds nothing that is current.
+#
+#   scripts/setup.sh            everything
+#   scripts/setup.sh --gpu      build against the CUDA libtorch (device = cuda); see README
+#   scripts/setup.sh --no-peer  skip the Python peer (PEFT round-trip tests and benchmarks need it)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+need python3 "Install Python 3 with pip (Debian: apt-get install python3 python3-pip python3-venv)."
+need cargo "Install the Rust toolchain from https://rustup.rs (rustup installs cargo)."
+
+phase "libtorch + assets + peer" python3 scripts/setup.py "$@"
+phase "build (release)" cargo build --release --workspace --bins --lib
+phase "ardpipe doctor" ./target/release/ardpipe doctor
+phase_summary
+printf '\nardpipe is ready: ./target/release/ardpipe --help\n'

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The README's second command: the whole test suite — formatting, lints, unit, golden (real
+# models), end-to-end CLI and peer round-trip tests. Needs scripts/setup.sh to have run once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+need cargo "Install the Rust toolchain from https://rustup.rs."
+if [ ! -e .ardpipe/libtorch/lib/libtorch_cpu.so ] || [ ! -e .ardpipe/assets ]; then
+    echo "error: libtorch or the example assets are not set up in this checkout." >&2
+    echo "  fix: run scripts/setup.sh first (it reuses the per-user cache, so it is quick if done before)" >&2
+    exit 3
+fi
+
+# One profile (release) for build, lints and tests, so libtorch's bindings compile once.
+phase "cargo fmt --check" cargo fmt --all --check
+phase "cargo clippy" cargo clippy --release --workspace --all-targets -- -D warnings
+phase "cargo test" cargo test --release --workspace
+phase_summary
