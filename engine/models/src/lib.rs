@@ -1,4 +1,25 @@
 //! Real pretrained models on libtorch: weight formats, tokenizers and architectures.
+//!
+//! - [`model::describe`]: architecture facts and adaptable modules from config.json or GGUF
+//!   metadata, without reading tensors (for the planner and `ardpipe inspect`).
+//! - [`model::load_causal_lm`] / [`model::load_encoder`]: weights onto a device, in a precision,
+//!   with a [`report::LoadReport`] that fails the load when anything does not fit.
+//! - [`arch::Llama`] / [`arch::Bert`]: the forward passes; every adaptable linear is an
+//!   [`ardpipe_adapters::AdaptableLinear`] addressed by its Hugging Face module path.
 
+pub mod arch;
 pub mod assets;
+pub mod error;
+pub mod gguf;
+pub mod hf;
+pub mod model;
+pub mod precision;
+pub mod report;
 pub mod runtime;
+pub mod weights;
+
+pub use error::{ModelError, Result};
+pub use model::{
+    LoadOptions, ModelDescription, ModelLocation, describe, load_causal_lm, load_encoder,
+};
+pub use precision::{Precision, StorageDtype};

@@ -1,0 +1,260 @@
+//! Validated architecture configurations and the facts the planner needs from them: the
+//! adaptable linears with shapes and head layouts, and parameter counts — no tensor data.
+
+use ardpipe_adapters::{HeadAxis, HeadLayout};
+use serde::Serialize;
+
+/// A Llama-family causal LM (Llama, SmolLM2, TinyLlama, …).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LlamaConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    pub max_position_embeddings: usize,
+    pub tie_word_embeddings: bool,
+    pub attention_bias: bool,
+    pub mlp_bias: bool,
+    pub bos_token_id: Option<i64>,
+    pub eos_token_ids: Vec<i64>,
+}
+
+/// A BERT-family encoder (BERT, MiniLM, …): post-LN, absolute positions, GELU.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BertConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    pub max_position_embeddings: usize,
+    pub type_vocab_size: usize,
+    pub layer_norm_eps: f64,
+    pub hidden_dropout_prob: f64,
+    pub attention_probs_dropout_prob: f64,
+    /// Dropout before the classifier (`classifier_dropout`, else `hidden_dropout_prob`).
+    pub classifier_dropout: f64,
+    /// Std of the normal init of new heads (transformers' `initializer_range`).
+    pub initializer_range: f64,
+    pub pad_token_id: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "architecture", rename_all = "snake_case")]
+pub enum ArchConfig {
+    Llama(LlamaConfig),
+    Bert(BertConfig),
+}
+
+/// One linear an adapter may target, as the planner sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModuleSpec {
+    /// Hugging Face module path, e.g. `model.layers.3.self_attn.q_proj`.
+    pub path: String,
+    /// The last path component (`q_proj`, `query`, …): what selectors usually name.
+    pub name: String,
+    pub layer: usize,
+    pub d_out: usize,
+    pub d_in: usize,
+    pub bias: bool,
+    pub heads: HeadLayout,
+}
+
+impl LlamaConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        let h = self.num_attention_heads;
+        let kv = self.num_key_value_heads;
+        if h == 0 || kv == 0 || !h.is_multiple_of(kv) {
+            return Err(format!(
+                "{h} attention heads cannot be shared by {kv} key/value heads (heads must be a multiple of KV heads)"
+            ));
+        }
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
+            return Err(format!("head_dim {} must be even for RoPE", self.head_dim));
+        }
+        if self.hidden_size == 0 || self.num_hidden_layers == 0 || self.vocab_size == 0 {
+            return Err("hidden size, layer count and vocabulary must be positive".into());
+        }
+        Ok(())
+    }
+
+    pub fn modules(&self) -> Vec<ModuleSpec> {
+        let (h, kv, hd, d, f) = (
+            self.num_attention_heads,
+            self.num_key_value_heads,
+            self.head_dim,
+            self.hidden_size,
+            self.intermediate_size,
+        );
+        let out = |n, dim| HeadLayout {
+            axis: HeadAxis::Output,
+            n_heads: n,
+            head_dim: dim,
+        };
+        let mut v = Vec::new();
+        for l in 0..self.num_hidden_layers {
+            let m = |name: &str, sub: &str, d_out, d_in, bias, heads| ModuleSpec {
+                path: format!("model.layers.{l}.{sub}.{name}"),
+                name: name.into(),
+                layer: l,
+                d_out,
+                d_in,
+                bias,
+                heads,
+            };
+            let ab = self.attention_bias;
+            v.push(m("q_proj", "self_attn", h * hd, d, ab, out(h, hd)));
+            v.push(m("k_proj", "self_attn", kv * hd, d, ab, out(kv, hd)));
+            v.push(m("v_proj", "self_attn", kv * hd, d, ab, out(kv, hd)));
+            v.push(m(
+                "o_proj",
+                "self_attn",
+                d,
+                h * hd,
+                ab,
+                HeadLayout {
+                    axis: HeadAxis::Input,
+                    n_heads: h,
+                    head_dim: hd,
+                },
+            ));
+            let mb = self.mlp_bias;
+            v.push(m("gate_proj", "mlp", f, d, mb, HeadLayout::headless(f)));
+            v.push(m("up_proj", "mlp", f, d, mb, HeadLayout::headless(f)));
+            v.push(m("down_proj", "mlp", d, f, mb, HeadLayout::headless(d)));
+        }
+        v
+    }
+
+    pub fn parameter_count(&self) -> usize {
+        let linears: usize = self
+            .modules()
+            .iter()
+            .map(|m| m.d_out * m.d_in + if m.bias { m.d_out } else { 0 })
+            .sum();
+        let norms = (2 * self.num_hidden_layers + 1) * self.hidden_size;
+        let embed = self.vocab_size * self.hidden_size;
+        let head = if self.tie_word_embeddings { 0 } else { embed };
+        linears + norms + embed + head
+    }
+}
+
+impl BertConfig {
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
+            return Err(format!(
+                "hidden size {} is not divisible by {} attention heads",
+                self.hidden_size, self.num_attention_heads
+            ));
+        }
+        if self.num_hidden_layers == 0 || self.vocab_size == 0 || self.max_position_embeddings == 0
+        {
+            return Err("layer count, vocabulary and positions must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// Module paths under `prefix` (`bert.` inside a classification model, empty for the bare encoder).
+    pub fn modules(&self, prefix: &str) -> Vec<ModuleSpec> {
+        let (d, f, h, hd) = (
+            self.hidden_size,
+            self.intermediate_size,
+            self.num_attention_heads,
+            self.head_dim(),
+        );
+        let mut v = Vec::new();
+        for l in 0..self.num_hidden_layers {
+            let m = |sub: &str, name: &str, d_out, d_in, heads| ModuleSpec {
+                path: format!("{prefix}encoder.layer.{l}.{sub}"),
+                name: name.into(),
+                layer: l,
+                d_out,
+                d_in,
+                bias: true,
+                heads,
+            };
+            let q = HeadLayout {
+                axis: HeadAxis::Output,
+                n_heads: h,
+                head_dim: hd,
+            };
+            v.push(m("attention.self.query", "query", d, d, q));
+            v.push(m("attention.self.key", "key", d, d, q));
+            v.push(m("attention.self.value", "value", d, d, q));
+            v.push(m(
+                "attention.output.dense",
+                "attention.output.dense",
+                d,
+                d,
+                HeadLayout {
+                    axis: HeadAxis::Input,
+                    n_heads: h,
+                    head_dim: hd,
+                },
+            ));
+            v.push(m(
+                "intermediate.dense",
+                "intermediate.dense",
+                f,
+                d,
+                HeadLayout::headless(f),
+            ));
+            v.push(m(
+                "output.dense",
+                "output.dense",
+                d,
+                f,
+                HeadLayout::headless(d),
+            ));
+        }
+        v
+    }
+
+    /// Encoder + pooler parameters (what the checkpoint holds).
+    pub fn parameter_count(&self) -> usize {
+        let d = self.hidden_size;
+        let linears: usize = self
+            .modules("")
+            .iter()
+            .map(|m| m.d_out * m.d_in + m.d_out)
+            .sum();
+        let norms = (2 * self.num_hidden_layers + 1) * 2 * d;
+        let embed = (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * d;
+        let pooler = d * d + d;
+        linears + norms + embed + pooler
+    }
+}
+
+impl ArchConfig {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ArchConfig::Llama(_) => "llama",
+            ArchConfig::Bert(_) => "bert",
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            ArchConfig::Llama(c) => c.validate(),
+            ArchConfig::Bert(c) => c.validate(),
+        }
+    }
+
+    pub fn parameter_count(&self) -> usize {
+        match self {
+            ArchConfig::Llama(c) => c.parameter_count(),
+            ArchConfig::Bert(c) => c.parameter_count(),
+        }
+    }
+}

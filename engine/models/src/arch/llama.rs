@@ -1,0 +1,383 @@
+//! The Llama family in tch: RMSNorm, RoPE (rotate-half), grouped-query attention through
+//! libtorch's fused scaled-dot-product attention, SwiGLU, tied or untied LM head, causal and
+//! padding masks, and a KV cache for generation.
+
+use ardpipe_adapters::AdaptableLinear;
+use tch::{Device, Kind, Tensor};
+
+use super::config::LlamaConfig;
+use super::layers::{RmsNorm, Rope, repeat_kv};
+use crate::error::{ModelError, Result};
+use crate::precision::{Precision, autocast};
+use crate::weights::WeightLoader;
+
+#[derive(Debug)]
+pub struct LlamaLayer {
+    pub q_proj: AdaptableLinear,
+    pub k_proj: AdaptableLinear,
+    pub v_proj: AdaptableLinear,
+    pub o_proj: AdaptableLinear,
+    pub gate_proj: AdaptableLinear,
+    pub up_proj: AdaptableLinear,
+    pub down_proj: AdaptableLinear,
+    pub input_layernorm: RmsNorm,
+    pub post_attention_layernorm: RmsNorm,
+}
+
+/// A Llama-family causal LM (`LlamaForCausalLM`).
+#[derive(Debug)]
+pub struct Llama {
+    pub config: LlamaConfig,
+    pub embed_tokens: Tensor,
+    pub layers: Vec<LlamaLayer>,
+    pub norm: RmsNorm,
+    /// `None` when tied to `embed_tokens`.
+    pub lm_head: Option<Tensor>,
+    rope: Rope,
+    pub device: Device,
+    pub precision: Precision,
+}
+
+/// Keys and values of earlier positions, per layer: `[b, kv_heads, t, head_dim]`.
+#[derive(Debug, Default)]
+pub struct KvCache {
+    layers: Vec<(Tensor, Tensor)>,
+}
+
+impl KvCache {
+    pub fn len(&self) -> i64 {
+        self.layers.first().map(|(k, _)| k.size()[2]).unwrap_or(0)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Llama {
+    /// Build from a weight source; the loader records missing/mismatched tensors.
+    pub fn load(
+        config: LlamaConfig,
+        w: &mut WeightLoader<'_>,
+        device: Device,
+        precision: Precision,
+    ) -> Result<Self> {
+        let c = &config;
+        let d = c.hidden_size as i64;
+        let specs = c.modules();
+        let mut specs = specs.into_iter();
+        let mut linear = |w: &mut WeightLoader<'_>| -> Result<AdaptableLinear> {
+            let s = specs.next().expect("one spec per linear, in build order");
+            let weight = w.frozen(
+                &format!("{}.weight", s.path),
+                &[s.d_out as i64, s.d_in as i64],
+            )?;
+            let bias = if s.bias {
+                Some(w.f32(&format!("{}.bias", s.path), &[s.d_out as i64])?)
+            } else {
+                None
+            };
+            Ok(AdaptableLinear::new(s.path, weight, bias, s.heads))
+        };
+        let norm = |w: &mut WeightLoader<'_>, name: &str| -> Result<RmsNorm> {
+            Ok(RmsNorm {
+                weight: w.f32(name, &[d])?,
+                eps: c.rms_norm_eps,
+            })
+        };
+        let embed_tokens = w.frozen("model.embed_tokens.weight", &[c.vocab_size as i64, d])?;
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for l in 0..c.num_hidden_layers {
+            let p = format!("model.layers.{l}");
+            layers.push(LlamaLayer {
+                q_proj: linear(w)?,
+                k_proj: linear(w)?,
+                v_proj: linear(w)?,
+                o_proj: linear(w)?,
+                gate_proj: linear(w)?,
+                up_proj: linear(w)?,
+                down_proj: linear(w)?,
+                input_layernorm: norm(w, &format!("{p}.input_layernorm.weight"))?,
+                post_attention_layernorm: norm(w, &format!("{p}.post_attention_layernorm.weight"))?,
+            });
+        }
+        let norm = norm(w, "model.norm.weight")?;
+        let lm_head = if c.tie_word_embeddings {
+            // Some tied checkpoints still carry a copy of the head; it is the same tensor.
+            w.ignore("lm_head.weight");
+            None
+        } else {
+            Some(w.frozen("lm_head.weight", &[c.vocab_size as i64, d])?)
+        };
+        w.ignore("model.rotary_emb.inv_freq");
+        for l in 0..c.num_hidden_layers {
+            w.ignore(&format!("model.layers.{l}.self_attn.rotary_emb.inv_freq"));
+        }
+        Ok(Self {
+            rope: Rope::new(c.head_dim, c.rope_theta, device),
+            config,
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            device,
+            precision,
+        })
+    }
+
+    /// Every adaptable linear, in layer order (q, k, v, o, gate, up, down).
+    pub fn linears(&self) -> Vec<&AdaptableLinear> {
+        self.layers
+            .iter()
+            .flat_map(|l| {
+                [
+                    &l.q_proj,
+                    &l.k_proj,
+                    &l.v_proj,
+                    &l.o_proj,
+                    &l.gate_proj,
+                    &l.up_proj,
+                    &l.down_proj,
+                ]
+            })
+            .collect()
+    }
+
+    pub fn linears_mut(&mut self) -> Vec<&mut AdaptableLinear> {
+        self.layers
+            .iter_mut()
+            .flat_map(|l| {
+                [
+                    &mut l.q_proj,
+                    &mut l.k_proj,
+                    &mut l.v_proj,
+                    &mut l.o_proj,
+                    &mut l.gate_proj,
+                    &mut l.up_proj,
+                    &mut l.down_proj,
+                ]
+            })
+            .collect()
+    }
+
+    /// All base weights by Hugging Face name (for full fine-tuning and merging).
+    pub fn base_parameters(&self) -> Vec<(String, Tensor)> {
+        let mut v = vec![(
+            "model.embed_tokens.weight".to_string(),
+            self.embed_tokens.shallow_clone(),
+        )];
+        for (i, l) in self.layers.iter().enumerate() {
+            v.push((
+                format!("model.layers.{i}.input_layernorm.weight"),
+                l.input_layernorm.weight.shallow_clone(),
+            ));
+            v.push((
+                format!("model.layers.{i}.post_attention_layernorm.weight"),
+                l.post_attention_layernorm.weight.shallow_clone(),
+            ));
+        }
+        for lin in self.linears() {
+            v.push((
+                format!("{}.weight", lin.path),
+                lin.base.weight.shallow_clone(),
+            ));
+            if let Some(b) = &lin.base.bias {
+                v.push((format!("{}.bias", lin.path), b.shallow_clone()));
+            }
+        }
+        v.push(("model.norm.weight".into(), self.norm.weight.shallow_clone()));
+        if let Some(h) = &self.lm_head {
+            v.push(("lm_head.weight".into(), h.shallow_clone()));
+        }
+        v
+    }
+
+    /// Causal LM logits `[b, t, vocab]` (f32) for token ids `[b, t]`. `attention_mask`
+    /// (`[b, t]`, 1 = token, 0 = padding) masks padded keys; positions count real tokens.
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        train: bool,
+    ) -> Result<Tensor> {
+        let _ = train; // Llama has no dropout; adapters receive it through their own forward.
+        self.check_ids(input_ids)?;
+        let _ac = autocast(self.device, self.precision.autocast);
+        let h = self.hidden(input_ids, attention_mask, None, train)?;
+        Ok(self.head(&h))
+    }
+
+    /// One decoding step with a cache: logits `[b, t, vocab]` of the new tokens.
+    pub fn forward_cached(&self, input_ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        self.check_ids(input_ids)?;
+        let _g = tch::no_grad_guard();
+        let _ac = autocast(self.device, self.precision.autocast);
+        let h = self.hidden(input_ids, None, Some(cache), false)?;
+        Ok(self.head(&h))
+    }
+
+    fn check_ids(&self, ids: &Tensor) -> Result<()> {
+        if ids.dim() != 2 || ids.kind() != Kind::Int64 {
+            return Err(ModelError::Usage(format!(
+                "input ids must be an int64 [batch, tokens] tensor, got {:?} {:?}",
+                ids.kind(),
+                ids.size()
+            )));
+        }
+        if ids.numel() > 0 {
+            let max = ids.max().int64_value(&[]);
+            let min = ids.min().int64_value(&[]);
+            if min < 0 || max >= self.config.vocab_size as i64 {
+                return Err(ModelError::Usage(format!(
+                    "token id {} is outside the vocabulary of {} (tokenizer and model do not match?)",
+                    if min < 0 { min } else { max },
+                    self.config.vocab_size
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn head(&self, h: &Tensor) -> Tensor {
+        let w = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
+        h.linear::<Tensor>(w, None).to_kind(Kind::Float)
+    }
+
+    fn hidden(
+        &self,
+        ids: &Tensor,
+        mask: Option<&Tensor>,
+        mut cache: Option<&mut KvCache>,
+        train: bool,
+    ) -> Result<Tensor> {
+        let (b, t) = ids.size2()?;
+        let past = cache.as_ref().map(|c| c.len()).unwrap_or(0);
+        let mask = mask.map(|m| m.to_device(self.device).to_kind(Kind::Bool));
+        if let Some(m) = &mask
+            && m.size() != [b, t]
+        {
+            return Err(ModelError::Usage(format!(
+                "attention mask {:?} does not match the ids [{b}, {t}]",
+                m.size()
+            )));
+        }
+        let positions = match &mask {
+            // Count real tokens, so left padding does not shift positions.
+            Some(m) => (m.to_kind(Kind::Int64).cumsum(1, Kind::Int64) - 1).clamp_min(0),
+            None => (Tensor::arange(t, (Kind::Int64, self.device)) + past)
+                .unsqueeze(0)
+                .expand([b, t], false),
+        };
+        let (cos, sin) = self.rope.cos_sin(&positions);
+        // Boolean attention mask (true = may attend), only when the fused causal path cannot do.
+        let attn_mask = match &mask {
+            None => None,
+            Some(m) => {
+                let causal = Tensor::ones([t, t], (Kind::Bool, self.device)).tril(0);
+                let keys = m.view([b, 1, 1, t]);
+                let eye = Tensor::eye(t, (Kind::Bool, self.device));
+                // A padded query row with no visible key would give NaN; let it see itself.
+                Some(causal.logical_and(&keys).logical_or(&eye))
+            }
+        };
+        let mut x = Tensor::embedding(
+            &self.embed_tokens,
+            &ids.to_device(self.device),
+            -1,
+            false,
+            false,
+        )
+        .to_kind(Kind::Float);
+        let c = &self.config;
+        let (nh, nkv, hd) = (
+            c.num_attention_heads as i64,
+            c.num_key_value_heads as i64,
+            c.head_dim as i64,
+        );
+        if let Some(cache) = cache.as_deref_mut()
+            && cache.layers.is_empty()
+        {
+            cache.layers.reserve(self.layers.len());
+        }
+        for (i, l) in self.layers.iter().enumerate() {
+            let h = l.input_layernorm.forward(&x);
+            let q = l
+                .q_proj
+                .forward(&h, train)
+                .view([b, t, nh, hd])
+                .transpose(1, 2);
+            let k = l
+                .k_proj
+                .forward(&h, train)
+                .view([b, t, nkv, hd])
+                .transpose(1, 2);
+            let v = l
+                .v_proj
+                .forward(&h, train)
+                .view([b, t, nkv, hd])
+                .transpose(1, 2);
+            let q = Rope::apply(&q, &cos, &sin);
+            let mut k = Rope::apply(&k, &cos, &sin);
+            let mut v = v;
+            if let Some(cache) = cache.as_deref_mut() {
+                if let Some((pk, pv)) = cache.layers.get(i) {
+                    k = Tensor::cat(&[pk, &k.to_kind(pk.kind())], 2);
+                    v = Tensor::cat(&[pv, &v.to_kind(pv.kind())], 2);
+                    cache.layers[i] = (k.shallow_clone(), v.shallow_clone());
+                } else {
+                    cache.layers.push((k.shallow_clone(), v.shallow_clone()));
+                }
+            }
+            let k = repeat_kv(&k, nh / nkv);
+            let v = repeat_kv(&v, nh / nkv);
+            // Fused attention: causal flag for plain batches; with a cache, new queries see all
+            // cached keys (t == 1 while decoding, so no mask is needed either).
+            let (q, k, v) = same_kind(q, k, v);
+            let a = match &attn_mask {
+                Some(m) => Tensor::scaled_dot_product_attention(
+                    &q,
+                    &k,
+                    &v,
+                    Some(m),
+                    0.0,
+                    false,
+                    None,
+                    false,
+                ),
+                None if past > 0 && t == 1 => Tensor::scaled_dot_product_attention::<Tensor>(
+                    &q, &k, &v, None, 0.0, false, None, false,
+                ),
+                None if past > 0 => {
+                    let s = past + t;
+                    let m = Tensor::ones([t, s], (Kind::Bool, self.device)).tril(past);
+                    Tensor::scaled_dot_product_attention(
+                        &q,
+                        &k,
+                        &v,
+                        Some(&m),
+                        0.0,
+                        false,
+                        None,
+                        false,
+                    )
+                }
+                None => Tensor::scaled_dot_product_attention::<Tensor>(
+                    &q, &k, &v, None, 0.0, true, None, false,
+                ),
+            };
+            let a = a.transpose(1, 2).reshape([b, t, nh * hd]);
+            x += l.o_proj.forward(&a, train);
+            let h = l.post_attention_layernorm.forward(&x);
+            let g = l.gate_proj.forward(&h, train).silu() * l.up_proj.forward(&h, train);
+            x += l.down_proj.forward(&g, train);
+        }
+        Ok(self.norm.forward(&x))
+    }
+}
+
+/// sdpa wants one dtype; under autocast the projections may differ from cached keys.
+fn same_kind(q: Tensor, k: Tensor, v: Tensor) -> (Tensor, Tensor, Tensor) {
+    let kind = q.kind();
+    let k = if k.kind() == kind { k } else { k.to_kind(kind) };
+    let v = if v.kind() == kind { v } else { v.to_kind(kind) };
+    (q, k, v)
+}

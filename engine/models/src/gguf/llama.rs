@@ -1,0 +1,292 @@
+//! A Llama-family GGUF as a Hugging Face checkpoint: config from the metadata, tensors under
+//! their HF names, Q/K rows un-permuted, and the tokenizer's vocabulary from the metadata.
+
+use std::path::Path;
+
+use tch::{Kind, Tensor};
+
+use super::container::{GgufFile, Value};
+use crate::arch::config::LlamaConfig;
+use crate::error::{ModelError, Result};
+use crate::weights::TensorSource;
+
+/// GGUF block tensor name → HF suffix under `model.layers.N.`.
+const BLOCK_NAMES: &[(&str, &str)] = &[
+    ("attn_q", "self_attn.q_proj"),
+    ("attn_k", "self_attn.k_proj"),
+    ("attn_v", "self_attn.v_proj"),
+    ("attn_output", "self_attn.o_proj"),
+    ("ffn_gate", "mlp.gate_proj"),
+    ("ffn_up", "mlp.up_proj"),
+    ("ffn_down", "mlp.down_proj"),
+    ("attn_norm", "input_layernorm"),
+    ("ffn_norm", "post_attention_layernorm"),
+];
+
+/// Map a GGUF tensor name to its Hugging Face name (None for names ardpipe does not know).
+pub fn hf_name(gguf: &str) -> Option<String> {
+    match gguf {
+        "token_embd.weight" => return Some("model.embed_tokens.weight".into()),
+        "output_norm.weight" => return Some("model.norm.weight".into()),
+        "output.weight" => return Some("lm_head.weight".into()),
+        _ => {}
+    }
+    let rest = gguf.strip_prefix("blk.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (base, param) = rest.rsplit_once('.')?;
+    let hf = BLOCK_NAMES.iter().find(|(g, _)| *g == base)?.1;
+    Some(format!("model.layers.{layer}.{hf}.{param}"))
+}
+
+/// Undo the converter's interleaving of Q/K rows (REFERENCE trap 1): view `[out, in]` as
+/// `(n_heads, head_dim/2, 2, in)`, swap axes 1 and 2, back to `[out, in]`. After this the
+/// rotate-half RoPE of the HF implementation applies.
+pub fn unpermute(w: &Tensor, n_heads: i64) -> Tensor {
+    let (out, inp) = w.size2().expect("q/k weights are 2-D");
+    w.reshape([n_heads, out / n_heads / 2, 2, inp])
+        .transpose(1, 2)
+        .reshape([out, inp])
+}
+
+fn meta_u64(g: &GgufFile, key: &str) -> Result<usize> {
+    g.get(key)
+        .and_then(Value::as_u64)
+        .map(|v| v as usize)
+        .ok_or_else(|| {
+            ModelError::config(
+                &g.path,
+                format!("GGUF metadata `{key}` is missing or not an integer"),
+            )
+        })
+}
+
+/// The architecture facts from GGUF metadata (no tensor data is read).
+pub fn llama_config(g: &GgufFile) -> Result<LlamaConfig> {
+    let arch = g
+        .get("general.architecture")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if arch != "llama" {
+        return Err(ModelError::config(
+            &g.path,
+            format!(
+                "GGUF architecture `{arch}` is not supported: ardpipe reads Llama-family GGUF files \
+                 (general.architecture = llama); use a Hugging Face folder for other models"
+            ),
+        ));
+    }
+    let k = |s: &str| format!("llama.{s}");
+    let heads = meta_u64(g, &k("attention.head_count"))?;
+    let hidden = meta_u64(g, &k("embedding_length"))?;
+    let kv = g
+        .get(&k("attention.head_count_kv"))
+        .and_then(Value::as_u64)
+        .map(|v| v as usize)
+        .unwrap_or(heads);
+    let vocab = match g.get("tokenizer.ggml.tokens").and_then(Value::as_array) {
+        Some(t) => t.len(),
+        None => meta_u64(g, &k("vocab_size"))?,
+    };
+    let head_dim = g
+        .get(&k("rope.dimension_count"))
+        .and_then(Value::as_u64)
+        .map(|v| v as usize)
+        .unwrap_or(hidden.checked_div(heads).unwrap_or(0));
+    let eos = g
+        .get("tokenizer.ggml.eos_token_id")
+        .and_then(Value::as_u64)
+        .map(|v| vec![v as i64])
+        .unwrap_or_default();
+    let cfg = LlamaConfig {
+        vocab_size: vocab,
+        hidden_size: hidden,
+        intermediate_size: meta_u64(g, &k("feed_forward_length"))?,
+        num_hidden_layers: meta_u64(g, &k("block_count"))?,
+        num_attention_heads: heads,
+        num_key_value_heads: kv,
+        head_dim,
+        rms_norm_eps: g
+            .get(&k("attention.layer_norm_rms_epsilon"))
+            .and_then(Value::as_f64)
+            .unwrap_or(1e-5),
+        rope_theta: g
+            .get(&k("rope.freq_base"))
+            .and_then(Value::as_f64)
+            .unwrap_or(10000.0),
+        max_position_embeddings: g
+            .get(&k("context_length"))
+            .and_then(Value::as_u64)
+            .unwrap_or(2048) as usize,
+        // Without `output.weight` the LM head is the token embedding.
+        tie_word_embeddings: g.tensor("output.weight").is_none(),
+        attention_bias: g.tensor("blk.0.attn_q.bias").is_some(),
+        mlp_bias: g.tensor("blk.0.ffn_up.bias").is_some(),
+        bos_token_id: g
+            .get("tokenizer.ggml.bos_token_id")
+            .and_then(Value::as_u64)
+            .map(|v| v as i64),
+        eos_token_ids: eos,
+    };
+    cfg.validate().map_err(|e| ModelError::config(&g.path, e))?;
+    Ok(cfg)
+}
+
+/// A GGUF file seen as a [`TensorSource`] with Hugging Face names.
+pub struct GgufSource {
+    file: GgufFile,
+    heads: i64,
+    kv_heads: i64,
+    /// (HF name, index into `file.tensors`); unknown GGUF names keep their own name.
+    names: Vec<(String, usize)>,
+}
+
+impl GgufSource {
+    pub fn new(file: GgufFile, cfg: &LlamaConfig) -> Self {
+        let names = file
+            .tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (hf_name(&t.name).unwrap_or_else(|| t.name.clone()), i))
+            .collect();
+        Self {
+            file,
+            heads: cfg.num_attention_heads as i64,
+            kv_heads: cfg.num_key_value_heads as i64,
+            names,
+        }
+    }
+
+    pub fn file(&self) -> &GgufFile {
+        &self.file
+    }
+
+    fn index(&self, name: &str) -> Option<usize> {
+        self.names.iter().find(|(n, _)| n == name).map(|(_, i)| *i)
+    }
+}
+
+impl TensorSource for GgufSource {
+    fn describe(&self) -> String {
+        self.file.path.display().to_string()
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.names.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    fn shape(&self, name: &str) -> Option<Vec<i64>> {
+        self.index(name).map(|i| {
+            self.file.tensors[i]
+                .shape
+                .iter()
+                .map(|&d| d as i64)
+                .collect()
+        })
+    }
+
+    fn read(&self, name: &str) -> Result<Tensor> {
+        let i = self.index(name).ok_or_else(|| {
+            ModelError::Usage(format!("no tensor `{name}` in {}", self.describe()))
+        })?;
+        let info = &self.file.tensors[i];
+        let values = self.file.dequantise(info)?;
+        let shape: Vec<i64> = info.shape.iter().map(|&d| d as i64).collect();
+        let t = Tensor::from_slice(&values).reshape(&shape);
+        Ok(if name.ends_with("self_attn.q_proj.weight") {
+            unpermute(&t, self.heads)
+        } else if name.ends_with("self_attn.k_proj.weight") {
+            unpermute(&t, self.kv_heads)
+        } else if name.ends_with("self_attn.q_proj.bias") || name.ends_with("self_attn.k_proj.bias")
+        {
+            let n = if name.contains("q_proj") {
+                self.heads
+            } else {
+                self.kv_heads
+            };
+            unpermute(&t.unsqueeze(1), n).squeeze_dim(1)
+        } else {
+            t.to_kind(Kind::Float)
+        })
+    }
+}
+
+/// The tokenizer as the GGUF metadata describes it (`tokenizer.ggml.*`).
+#[derive(Debug, Clone)]
+pub struct GgufTokenizerMeta {
+    /// `gpt2` (byte-level BPE) is what ardpipe rebuilds.
+    pub model: String,
+    pub pre: Option<String>,
+    pub tokens: Vec<String>,
+    pub merges: Vec<String>,
+    pub token_types: Vec<i32>,
+    pub bos: Option<u32>,
+    pub eos: Option<u32>,
+    pub unk: Option<u32>,
+    pub pad: Option<u32>,
+    pub add_bos: bool,
+    pub chat_template: Option<String>,
+}
+
+pub fn tokenizer_meta(g: &GgufFile) -> Result<GgufTokenizerMeta> {
+    let path: &Path = &g.path;
+    let strings = |key: &str| -> Result<Vec<String>> {
+        let arr = g.get(key).and_then(Value::as_array).ok_or_else(|| {
+            ModelError::config(
+                path,
+                format!("GGUF metadata `{key}` is missing: no tokenizer inside"),
+            )
+        })?;
+        arr.iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| ModelError::config(path, format!("`{key}` holds a non-string")))
+            })
+            .collect()
+    };
+    let id = |key: &str| g.get(key).and_then(Value::as_u64).map(|v| v as u32);
+    let model = g
+        .get("tokenizer.ggml.model")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let tokens = strings("tokenizer.ggml.tokens")?;
+    let merges = if g.get("tokenizer.ggml.merges").is_some() {
+        strings("tokenizer.ggml.merges")?
+    } else {
+        vec![]
+    };
+    let token_types = match g.get("tokenizer.ggml.token_type").and_then(Value::as_array) {
+        Some(a) => a
+            .iter()
+            .map(|v| match v {
+                Value::I32(x) => *x,
+                other => other.as_u64().map(|x| x as i32).unwrap_or(1),
+            })
+            .collect(),
+        None => vec![1; tokens.len()],
+    };
+    Ok(GgufTokenizerMeta {
+        model,
+        pre: g
+            .get("tokenizer.ggml.pre")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        tokens,
+        merges,
+        token_types,
+        bos: id("tokenizer.ggml.bos_token_id"),
+        eos: id("tokenizer.ggml.eos_token_id"),
+        unk: id("tokenizer.ggml.unknown_token_id"),
+        pad: id("tokenizer.ggml.padding_token_id"),
+        add_bos: matches!(
+            g.get("tokenizer.ggml.add_bos_token"),
+            Some(Value::Bool(true))
+        ),
+        chat_template: g
+            .get("tokenizer.chat_template")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    })
+}

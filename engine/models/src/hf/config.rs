@@ -1,0 +1,199 @@
+//! config.json → a validated [`ArchConfig`]. Serde mirrors of the Hugging Face fields, with
+//! transformers' defaults where a field may be absent.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::arch::config::{ArchConfig, BertConfig, LlamaConfig};
+use crate::error::{ModelError, Result};
+
+#[derive(Deserialize)]
+struct Head {
+    model_type: Option<String>,
+    #[serde(default)]
+    architectures: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(i64),
+    Many(Vec<i64>),
+}
+
+#[derive(Deserialize)]
+struct HfLlama {
+    vocab_size: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    #[serde(default = "default_rms_eps")]
+    rms_norm_eps: f64,
+    #[serde(default = "default_rope_theta")]
+    rope_theta: f64,
+    #[serde(default = "default_positions")]
+    max_position_embeddings: usize,
+    #[serde(default)]
+    tie_word_embeddings: bool,
+    #[serde(default)]
+    attention_bias: bool,
+    #[serde(default)]
+    mlp_bias: bool,
+    bos_token_id: Option<i64>,
+    eos_token_id: Option<OneOrMany>,
+    rope_scaling: Option<serde_json::Value>,
+    hidden_act: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct HfBert {
+    vocab_size: usize,
+    hidden_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    intermediate_size: usize,
+    #[serde(default = "default_bert_positions")]
+    max_position_embeddings: usize,
+    #[serde(default = "default_type_vocab")]
+    type_vocab_size: usize,
+    #[serde(default = "default_ln_eps")]
+    layer_norm_eps: f64,
+    #[serde(default = "default_dropout")]
+    hidden_dropout_prob: f64,
+    #[serde(default = "default_dropout")]
+    attention_probs_dropout_prob: f64,
+    classifier_dropout: Option<f64>,
+    #[serde(default = "default_init_range")]
+    initializer_range: f64,
+    #[serde(default)]
+    pad_token_id: i64,
+    hidden_act: Option<String>,
+    position_embedding_type: Option<String>,
+}
+
+fn default_rms_eps() -> f64 {
+    1e-6
+}
+fn default_rope_theta() -> f64 {
+    10000.0
+}
+fn default_positions() -> usize {
+    2048
+}
+fn default_bert_positions() -> usize {
+    512
+}
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_ln_eps() -> f64 {
+    1e-12
+}
+fn default_init_range() -> f64 {
+    0.02
+}
+fn default_dropout() -> f64 {
+    0.1
+}
+
+const LLAMA_TYPES: &[&str] = &["llama"];
+const BERT_TYPES: &[&str] = &["bert"];
+
+/// Read and validate a folder's config.json.
+pub fn read_config(path: &Path) -> Result<ArchConfig> {
+    let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
+    parse_config(path, &text)
+}
+
+pub fn parse_config(path: &Path, text: &str) -> Result<ArchConfig> {
+    let bad = |what: String| ModelError::config(path, what);
+    let head: Head =
+        serde_json::from_str(text).map_err(|e| bad(format!("not a valid config.json: {e}")))?;
+    let ty = head.model_type.clone().unwrap_or_default();
+    let cfg = if LLAMA_TYPES.contains(&ty.as_str()) {
+        let c: HfLlama =
+            serde_json::from_str(text).map_err(|e| bad(format!("incomplete Llama config: {e}")))?;
+        if let Some(act) = c.hidden_act.as_deref().filter(|a| *a != "silu") {
+            return Err(bad(format!(
+                "hidden_act `{act}` is not supported (Llama uses silu)"
+            )));
+        }
+        if let Some(rs) = c.rope_scaling.as_ref().filter(|v| !v.is_null()) {
+            let kind = rs.get("rope_type").or_else(|| rs.get("type"));
+            if kind.and_then(|k| k.as_str()) != Some("default") {
+                return Err(bad(format!(
+                    "rope_scaling {rs} is not supported yet (ardpipe implements plain RoPE); \
+                     use a checkpoint without rope_scaling"
+                )));
+            }
+        }
+        let heads = c.num_attention_heads;
+        ArchConfig::Llama(LlamaConfig {
+            vocab_size: c.vocab_size,
+            hidden_size: c.hidden_size,
+            intermediate_size: c.intermediate_size,
+            num_hidden_layers: c.num_hidden_layers,
+            num_attention_heads: heads,
+            num_key_value_heads: c.num_key_value_heads.unwrap_or(heads),
+            head_dim: c
+                .head_dim
+                .unwrap_or(c.hidden_size.checked_div(heads).unwrap_or(0)),
+            rms_norm_eps: c.rms_norm_eps,
+            rope_theta: c.rope_theta,
+            max_position_embeddings: c.max_position_embeddings,
+            tie_word_embeddings: c.tie_word_embeddings,
+            attention_bias: c.attention_bias,
+            mlp_bias: c.mlp_bias,
+            bos_token_id: c.bos_token_id,
+            eos_token_ids: match c.eos_token_id {
+                None => vec![],
+                Some(OneOrMany::One(i)) => vec![i],
+                Some(OneOrMany::Many(v)) => v,
+            },
+        })
+    } else if BERT_TYPES.contains(&ty.as_str()) {
+        let c: HfBert =
+            serde_json::from_str(text).map_err(|e| bad(format!("incomplete BERT config: {e}")))?;
+        if let Some(act) = c.hidden_act.as_deref().filter(|a| *a != "gelu") {
+            return Err(bad(format!(
+                "hidden_act `{act}` is not supported (ardpipe's BERT uses exact gelu)"
+            )));
+        }
+        if let Some(p) = c
+            .position_embedding_type
+            .as_deref()
+            .filter(|p| *p != "absolute")
+        {
+            return Err(bad(format!(
+                "position_embedding_type `{p}` is not supported (only absolute)"
+            )));
+        }
+        ArchConfig::Bert(BertConfig {
+            vocab_size: c.vocab_size,
+            hidden_size: c.hidden_size,
+            num_hidden_layers: c.num_hidden_layers,
+            num_attention_heads: c.num_attention_heads,
+            intermediate_size: c.intermediate_size,
+            max_position_embeddings: c.max_position_embeddings,
+            type_vocab_size: c.type_vocab_size,
+            layer_norm_eps: c.layer_norm_eps,
+            hidden_dropout_prob: c.hidden_dropout_prob,
+            attention_probs_dropout_prob: c.attention_probs_dropout_prob,
+            classifier_dropout: c.classifier_dropout.unwrap_or(c.hidden_dropout_prob),
+            initializer_range: c.initializer_range,
+            pad_token_id: c.pad_token_id,
+        })
+    } else {
+        return Err(bad(format!(
+            "model_type `{ty}` (architectures {:?}) is not supported: ardpipe builds the Llama family \
+             (model_type {LLAMA_TYPES:?}) and the BERT family ({BERT_TYPES:?})",
+            head.architectures
+        )));
+    };
+    cfg.validate().map_err(bad)?;
+    Ok(cfg)
+}

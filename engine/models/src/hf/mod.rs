@@ -1,0 +1,4 @@
+//! Hugging Face model folders: config.json, safetensors weights, tokenizer.json.
+
+pub mod config;
+pub mod safetensors;

@@ -1,0 +1,248 @@
+//! Entry points: find what a path holds, describe it without reading tensors (for the
+//! planner and `inspect`), and load it onto a device in a precision.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use tch::Device;
+
+use crate::arch::config::{ArchConfig, ModuleSpec};
+use crate::arch::{Bert, EncoderHead, Llama};
+use crate::error::{ModelError, Result};
+use crate::gguf::GgufFile;
+use crate::gguf::llama::{GgufSource, llama_config};
+use crate::hf::config::read_config;
+use crate::hf::safetensors::SafetensorsSource;
+use crate::precision::Precision;
+use crate::report::LoadReport;
+use crate::weights::{TensorSource, WeightLoader};
+
+/// Where a model's files are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "format", content = "path", rename_all = "snake_case")]
+pub enum ModelLocation {
+    /// A single GGUF file (weights, config and tokenizer inside).
+    Gguf(PathBuf),
+    /// A Hugging Face folder: config.json, safetensors, tokenizer.json.
+    HfFolder(PathBuf),
+}
+
+impl ModelLocation {
+    pub fn path(&self) -> &Path {
+        match self {
+            ModelLocation::Gguf(p) | ModelLocation::HfFolder(p) => p,
+        }
+    }
+
+    /// Decide from the path: a `.gguf` file (or any file starting with the GGUF magic), or a
+    /// folder with config.json.
+    pub fn detect(path: &Path) -> Result<Self> {
+        let meta = std::fs::metadata(path).map_err(|e| ModelError::io(path, e))?;
+        if meta.is_dir() {
+            if path.join("config.json").exists() {
+                return Ok(Self::HfFolder(path.to_path_buf()));
+            }
+            let ggufs: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| ModelError::io(path, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "gguf"))
+                .collect();
+            return match ggufs.as_slice() {
+                [one] => Ok(Self::Gguf(one.clone())),
+                [] => Err(ModelError::format(
+                    path,
+                    "not a model folder: no config.json (Hugging Face layout) and no .gguf file",
+                )),
+                many => Err(ModelError::format(
+                    path,
+                    format!("{} .gguf files here: name the one to use", many.len()),
+                )),
+            };
+        }
+        let mut magic = [0u8; 4];
+        use std::io::Read;
+        let read = std::fs::File::open(path)
+            .and_then(|mut f| f.read_exact(&mut magic))
+            .is_ok();
+        if read && &magic == b"GGUF" {
+            return Ok(Self::Gguf(path.to_path_buf()));
+        }
+        if path.file_name().is_some_and(|n| n == "config.json")
+            && let Some(dir) = path.parent()
+        {
+            return Ok(Self::HfFolder(dir.to_path_buf()));
+        }
+        Err(ModelError::format(
+            path,
+            "not a model: expected a GGUF file or a Hugging Face folder (config.json + model.safetensors)",
+        ))
+    }
+}
+
+/// What the planner and `inspect` need, read from config.json or GGUF metadata only.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelDescription {
+    pub location: ModelLocation,
+    pub config: ArchConfig,
+    /// Parameters of the base model (embeddings, layers, norms, LM head when untied).
+    pub parameters: usize,
+    /// GGUF tensor storage types and their counts, e.g. `Q4_1: 210`.
+    pub storage: Vec<(String, usize)>,
+    /// Every linear an adapter may target, with shapes and head layouts.
+    pub modules: Vec<ModuleSpec>,
+}
+
+/// Describe a model without reading tensor data. Encoders are described as the bare encoder
+/// (module paths without `bert.`); [`Bert`] with a classification head prefixes them.
+pub fn describe(path: &Path) -> Result<ModelDescription> {
+    let location = ModelLocation::detect(path)?;
+    let (config, storage) = match &location {
+        ModelLocation::Gguf(p) => {
+            let g = GgufFile::open(p)?;
+            let mut counts = std::collections::BTreeMap::<String, usize>::new();
+            for t in &g.tensors {
+                *counts
+                    .entry(crate::gguf::dequant::ggml_type_name(t.ty).to_string())
+                    .or_default() += 1;
+            }
+            (
+                ArchConfig::Llama(llama_config(&g)?),
+                counts.into_iter().collect(),
+            )
+        }
+        ModelLocation::HfFolder(dir) => (read_config(&dir.join("config.json"))?, vec![]),
+    };
+    let modules = match &config {
+        ArchConfig::Llama(c) => c.modules(),
+        ArchConfig::Bert(c) => c.modules(""),
+    };
+    Ok(ModelDescription {
+        parameters: config.parameter_count(),
+        location,
+        config,
+        storage,
+        modules,
+    })
+}
+
+/// Where and how to load.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoadOptions {
+    pub device: Device,
+    pub precision: Precision,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            device: Device::Cpu,
+            precision: Precision::F32,
+        }
+    }
+}
+
+/// A loaded causal LM and the report of its load.
+pub struct LoadedLm {
+    pub model: Llama,
+    pub location: ModelLocation,
+    pub report: LoadReport,
+}
+
+/// Load a Llama-family causal LM from a GGUF file or a Hugging Face folder.
+pub fn load_causal_lm(path: &Path, opts: &LoadOptions) -> Result<LoadedLm> {
+    opts.precision.validate()?;
+    let location = ModelLocation::detect(path)?;
+    let (config, source): (_, Box<dyn TensorSource>) = match &location {
+        ModelLocation::Gguf(p) => {
+            let g = GgufFile::open(p)?;
+            let cfg = llama_config(&g)?;
+            let src = GgufSource::new(g, &cfg);
+            (cfg, Box::new(src))
+        }
+        ModelLocation::HfFolder(dir) => match read_config(&dir.join("config.json"))? {
+            ArchConfig::Llama(c) => (c, Box::new(SafetensorsSource::open_dir(dir)?)),
+            other => {
+                return Err(ModelError::config(
+                    dir.join("config.json"),
+                    format!(
+                        "this is a {} encoder, not a causal LM: use it with classify or embed",
+                        other.name()
+                    ),
+                ));
+            }
+        },
+    };
+    let _g = tch::no_grad_guard();
+    let mut w = WeightLoader::new(
+        source.as_ref(),
+        "llama",
+        opts.device,
+        opts.precision.storage.kind(),
+    );
+    let model = Llama::load(config, &mut w, opts.device, opts.precision)?;
+    let report = w.finish(&[])?;
+    Ok(LoadedLm {
+        model,
+        location,
+        report,
+    })
+}
+
+pub struct LoadedEncoder {
+    pub model: Bert,
+    pub location: ModelLocation,
+    pub report: LoadReport,
+}
+
+/// Load a BERT-family encoder from a Hugging Face folder with the given head.
+pub fn load_encoder(path: &Path, head: EncoderHead, opts: &LoadOptions) -> Result<LoadedEncoder> {
+    opts.precision.validate()?;
+    let location = ModelLocation::detect(path)?;
+    let dir = match &location {
+        ModelLocation::HfFolder(d) => d.clone(),
+        ModelLocation::Gguf(p) => {
+            return Err(ModelError::config(
+                p,
+                "GGUF files hold causal LMs here; encoders load from a Hugging Face folder (config.json + model.safetensors)",
+            ));
+        }
+    };
+    let config = match read_config(&dir.join("config.json"))? {
+        ArchConfig::Bert(c) => c,
+        other => {
+            return Err(ModelError::config(
+                dir.join("config.json"),
+                format!(
+                    "this is a {} causal LM, not an encoder: use it with generate",
+                    other.name()
+                ),
+            ));
+        }
+    };
+    let source = SafetensorsSource::open_dir(&dir)?;
+    let ckpt_prefix = if source
+        .shape("bert.embeddings.word_embeddings.weight")
+        .is_some()
+    {
+        "bert."
+    } else {
+        ""
+    };
+    let _g = tch::no_grad_guard();
+    let mut w = WeightLoader::new(&source, "bert", opts.device, opts.precision.storage.kind());
+    let model = Bert::load(
+        config,
+        head,
+        ckpt_prefix,
+        &mut w,
+        opts.device,
+        opts.precision,
+    )?;
+    // Pre-training heads (masked LM, next sentence) are not used by ardpipe's heads.
+    let report = w.finish(&["cls."])?;
+    Ok(LoadedEncoder {
+        model,
+        location,
+        report,
+    })
+}

@@ -1,0 +1,113 @@
+//! Weight sources (safetensors folders, GGUF files) behind one interface keyed by Hugging Face
+//! tensor names, and the loader that takes tensors from a source while filling a [`LoadReport`].
+
+use std::collections::BTreeSet;
+
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{ModelError, Result};
+use crate::report::{LoadReport, ShapeMismatch};
+
+/// A checkpoint that yields tensors by Hugging Face name.
+pub trait TensorSource {
+    /// Where the weights come from, for messages.
+    fn describe(&self) -> String;
+    /// Every tensor name the checkpoint holds (Hugging Face names).
+    fn names(&self) -> Vec<String>;
+    /// The torch shape of a tensor, without reading its data.
+    fn shape(&self, name: &str) -> Option<Vec<i64>>;
+    /// Read one tensor as f32 on the CPU (dequantised / converted as needed).
+    fn read(&self, name: &str) -> Result<Tensor>;
+}
+
+/// Takes tensors from a [`TensorSource`] for one architecture, recording the report.
+pub struct WeightLoader<'a> {
+    src: &'a dyn TensorSource,
+    device: Device,
+    storage: Kind,
+    taken: BTreeSet<String>,
+    report: LoadReport,
+}
+
+impl<'a> WeightLoader<'a> {
+    pub fn new(
+        src: &'a dyn TensorSource,
+        architecture: &str,
+        device: Device,
+        storage: Kind,
+    ) -> Self {
+        Self {
+            src,
+            device,
+            storage,
+            taken: BTreeSet::new(),
+            report: LoadReport {
+                source: src.describe(),
+                architecture: architecture.to_string(),
+                ..Default::default()
+            },
+        }
+    }
+
+    pub fn shape_of(&self, name: &str) -> Option<Vec<i64>> {
+        self.src.shape(name)
+    }
+
+    /// A frozen weight in the storage dtype. Records a miss or a mismatch and returns a
+    /// placeholder so that loading continues and the report can list every problem at once.
+    pub fn frozen(&mut self, name: &str, shape: &[i64]) -> Result<Tensor> {
+        self.get(name, shape, self.storage)
+    }
+
+    /// A weight kept in f32 whatever the storage dtype (norms, biases: small, precision-sensitive).
+    pub fn f32(&mut self, name: &str, shape: &[i64]) -> Result<Tensor> {
+        self.get(name, shape, Kind::Float)
+    }
+
+    fn get(&mut self, name: &str, shape: &[i64], kind: Kind) -> Result<Tensor> {
+        let placeholder = || Tensor::zeros(shape, (kind, Device::Cpu));
+        match self.src.shape(name) {
+            None => {
+                self.report.missing.push(name.to_string());
+                Ok(placeholder())
+            }
+            Some(found) if found != shape => {
+                self.taken.insert(name.to_string());
+                self.report.mismatched.push(ShapeMismatch {
+                    name: name.to_string(),
+                    expected: shape.to_vec(),
+                    found,
+                });
+                Ok(placeholder())
+            }
+            Some(_) => {
+                self.taken.insert(name.to_string());
+                self.report.applied += 1;
+                let t = self.src.read(name)?;
+                Ok(t.to_kind(kind)
+                    .to_device(self.device)
+                    .set_requires_grad(false))
+            }
+        }
+    }
+
+    /// Mark a tensor as knowingly unused (buffers such as `position_ids`, heads we do not build).
+    pub fn ignore(&mut self, name: &str) {
+        self.taken.insert(name.to_string());
+    }
+
+    /// Finish: every tensor of the source must have been taken or ignored.
+    /// `ignore_prefixes` lists parts of a checkpoint that this head does not use.
+    pub fn finish(mut self, ignore_prefixes: &[&str]) -> Result<LoadReport> {
+        for n in self.src.names() {
+            if !self.taken.contains(&n) && !ignore_prefixes.iter().any(|p| n.starts_with(p)) {
+                self.report.unexpected.push(n);
+            }
+        }
+        if self.report.is_clean() {
+            Ok(self.report)
+        } else {
+            Err(ModelError::Report(Box::new(self.report)))
+        }
+    }
+}
