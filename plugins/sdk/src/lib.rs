@@ -51,6 +51,9 @@ mod plugin;
 pub use error::PluginError;
 pub use options::{OptionSpec, Options};
 pub use plugin::{Describe, Loader, Metric, Predictions, Record, Scalar, TensorView, capability};
+/// Re-exported so a plugin's own tests can build [`Options`] with `serde_json::json!` without
+/// adding the dependency themselves.
+pub use serde_json;
 
 /// Items the export macro needs; not part of the stable API.
 #[doc(hidden)]

@@ -133,6 +133,7 @@ impl Options {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) => n
                 .as_u64()
+                .or_else(|| whole(n).and_then(|f| (f >= 0.0).then_some(f as u64)))
                 .map(Some)
                 .ok_or_else(|| wrong_type(key, "a whole number ≥ 0", &Value::Number(n.clone()))),
             Some(other) => Err(wrong_type(key, "a whole number ≥ 0", other)),
@@ -144,6 +145,7 @@ impl Options {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) => n
                 .as_i64()
+                .or_else(|| whole(n).map(|f| f as i64))
                 .map(Some)
                 .ok_or_else(|| wrong_type(key, "a whole number", &Value::Number(n.clone()))),
             Some(other) => Err(wrong_type(key, "a whole number", other)),
@@ -182,6 +184,13 @@ impl Options {
             Some(other) => Err(wrong_type(key, "a list of strings", other)),
         }
     }
+}
+
+/// A float that is a whole number within f64's exact-integer range: pipelines write every number
+/// as f64 (`limit = 100` arrives as `100.0`), and that must still count as an integer.
+fn whole(n: &serde_json::Number) -> Option<f64> {
+    n.as_f64()
+        .filter(|f| f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0)
 }
 
 fn wrong_type(key: &str, expected: &str, got: &Value) -> PluginError {
@@ -285,6 +294,15 @@ mod tests {
                 .message
                 .contains("not valid JSON")
         );
+    }
+
+    #[test]
+    fn whole_floats_count_as_integers() {
+        let o = Options::from_json(json!({"a": 100.0, "b": -3.0, "c": 1.5, "d": -1.0})).unwrap();
+        assert_eq!(o.u64("a").unwrap(), Some(100));
+        assert_eq!(o.i64("b").unwrap(), Some(-3));
+        assert!(o.u64("c").is_err());
+        assert!(o.u64("d").is_err());
     }
 
     #[test]
