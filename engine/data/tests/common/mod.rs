@@ -1,0 +1,31 @@
+//! Helpers shared by the integration tests: where the example assets live.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// Same lookup as `ardpipe_models::assets` (not a dependency here): `ARDPIPE_CACHE`, else
+/// `$XDG_CACHE_HOME/ardpipe`, else `~/.cache/ardpipe`.
+fn cache_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("ARDPIPE_CACHE").filter(|v| !v.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"));
+    base.join("ardpipe")
+}
+
+/// A file of an installed example asset. A missing asset fails the test loudly: these tests
+/// are part of the suite and must never pass by skipping.
+pub fn asset(asset: &str, file: &str) -> PathBuf {
+    let p = cache_root().join("assets").join(asset).join(file);
+    assert!(
+        p.exists(),
+        "example asset {asset}/{file} is not installed at {}: run `python3 scripts/setup.py` \
+         (or set ARDPIPE_CACHE to the cache that holds it)",
+        p.display()
+    );
+    p
+}
