@@ -1,1 +1,254 @@
-//! The ardpipe pipeline language: `.ard` text → spanned AST → checked `Pipeline`.
+//! The ardpipe pipeline language: `.ard` text → spanned AST → checked, resolved [`Pipeline`].
+//!
+//! Nothing here touches tensors or models; the only disk reads are the pipeline file and its
+//! imports. Module selectors stay symbolic: the engine resolves them against a real model.
+//!
+//! ```no_run
+//! let ctx = ardpipe_dsl::Context { assets: Some("/root/.cache/ardpipe/assets".into()), ..Default::default() };
+//! match ardpipe_dsl::check_file(std::path::Path::new("pipelines/quickstart.ard"), &ctx) {
+//!     Ok(checked) => println!("{}", checked.pipeline.name),
+//!     Err(diagnostics) => eprintln!("{} errors", diagnostics.error_count()),
+//! }
+//! ```
+
+pub mod ast;
+mod check;
+pub mod diag;
+mod eval;
+mod format;
+mod load;
+mod overrides;
+mod parse;
+pub mod pipeline;
+mod reader;
+mod scan;
+pub mod source;
+mod suggest;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use diag::{Code, Diagnostics, JsonProblem, Problem, Severity};
+pub use format::format_source;
+pub use pipeline::Pipeline;
+
+use ast::{BodyItem, Item};
+use diag::Sink;
+use source::SourceMap;
+
+/// What the caller provides besides the file.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    /// Value of `${assets}`: where the example assets are installed.
+    pub assets: Option<PathBuf>,
+    /// `path.to.key=value` overrides, applied in order after the files are read.
+    pub overrides: Vec<String>,
+    /// Where relative paths in overrides start (the current directory of a CLI user); defaults
+    /// to the pipeline file's directory.
+    pub cwd: Option<PathBuf>,
+}
+
+/// A pipeline that passed the checker, with any warnings.
+#[derive(Debug)]
+pub struct Checked {
+    pub pipeline: Pipeline,
+    pub warnings: Diagnostics,
+}
+
+/// Reads, parses and checks a pipeline file with its imports.
+pub fn check_file(path: &Path, ctx: &Context) -> Result<Checked, Diagnostics> {
+    check_impl(path, None, ctx)
+}
+
+/// Checks pipeline text as if it were the file at `path` (imports and relative paths start from
+/// its directory; nothing is read for the top file itself).
+pub fn check_source(path: &Path, text: &str, ctx: &Context) -> Result<Checked, Diagnostics> {
+    check_impl(path, Some(text), ctx)
+}
+
+/// The JSON Schema of [`Pipeline`] (checked in as `schemas/pipeline.schema.json`).
+pub fn pipeline_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(Pipeline)).unwrap_or_default()
+}
+
+fn check_impl(path: &Path, text: Option<&str>, ctx: &Context) -> Result<Checked, Diagnostics> {
+    let abs = absolute(path, ctx);
+    let name = path.display().to_string();
+    let mut sources = SourceMap::default();
+    let mut sink = Sink::default();
+    let dir = abs.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut builtins = HashMap::new();
+    builtins.insert(
+        "assets".to_string(),
+        ctx.assets.as_ref().map(|p| p.display().to_string()),
+    );
+    builtins.insert("pipeline_dir".to_string(), Some(dir.display().to_string()));
+
+    let loaded = load::Loader::new(&mut sources, &mut sink, &builtins).load_top(&abs, &name, text);
+    let mut base_dirs = loaded.base_dirs;
+    let mut items = loaded.items;
+    let top = loaded.top;
+
+    let mut scope = eval::Scope::new(builtins.clone());
+    for item in &items {
+        if let Item::Let(l) = item {
+            if check::VOCABULARY.contains(&l.name.name.as_str()) {
+                sink.push(
+                    Problem::error(
+                        Code::Duplicate,
+                        l.name.span,
+                        format!("`{}` is a word of the language", l.name.name),
+                    )
+                    .label("reserved")
+                    .help(format!(
+                        "a variable named `{0}` would hide the value `{0}`: pick another name",
+                        l.name.name
+                    )),
+                );
+                continue;
+            }
+            scope.define(l, &mut sink);
+        }
+    }
+
+    // Overrides edit the tree, so they are checked like file content.
+    let override_dir = ctx.cwd.clone().unwrap_or_else(|| dir.clone());
+    for (i, o) in ctx.overrides.iter().enumerate() {
+        let id = sources.add(format!("--set #{}", i + 1), None, o);
+        base_dirs.insert(id, override_dir.clone());
+        if let Some(entry) = parse::parse_override(o, id, &mut sink) {
+            overrides::apply(&mut items, &entry, Some(&mut scope), &mut sink);
+        }
+    }
+
+    let complete = loaded.complete;
+    let mut positions = Vec::new();
+    let mut cx = reader::Ctx {
+        sink: &mut sink,
+        scope: &mut scope,
+        base_dirs: &base_dirs,
+        complete,
+        positions: std::mem::take(&mut positions),
+        plugin_refs: Vec::new(),
+    };
+    let base_items: Vec<Item> = items.iter().filter(|i| !is_variant(i)).cloned().collect();
+    let mut pipeline = check::check_run(&base_items, &abs, &mut cx);
+
+    let mut seen = HashSet::new();
+    for item in &items {
+        let Item::Block(v) = item else { continue };
+        if v.kind.name != "variant" {
+            continue;
+        }
+        let Some(label) = &v.label else { continue };
+        if !seen.insert(label.name.clone()) {
+            continue;
+        }
+        let run_items = variant_items(&base_items, v, &mut cx);
+        let vp = check::check_run(&run_items, &abs, &mut cx);
+        if let (Some(p), Some(vp)) = (pipeline.as_mut(), vp) {
+            p.variants.push(pipeline::Variant {
+                name: label.name.clone(),
+                pipeline: Box::new(vp),
+            });
+        }
+    }
+
+    // Variables of the top file nobody used are probably a mistake (imported ones may be shared).
+    let unused: Vec<_> = scope
+        .lets()
+        .filter(|l| Some(l.name.span.file) == top && !scope.used.contains(&l.name.name))
+        .map(|l| l.name.clone())
+        .collect();
+    for n in unused {
+        sink.push(
+            Problem::warning(
+                Code::Unused,
+                n.span,
+                format!("variable `{}` is never used", n.name),
+            )
+            .label("unused")
+            .help("remove it, or use it as a value or inside a string as `${name}`"),
+        );
+    }
+
+    let problems = dedup(sink.problems);
+    let sources = Arc::new(sources);
+    let has_errors = problems.iter().any(|p| p.severity == Severity::Error);
+    match pipeline {
+        Some(p) if !has_errors => Ok(Checked {
+            pipeline: p,
+            warnings: Diagnostics::new(problems, sources),
+        }),
+        _ => {
+            let mut problems = problems;
+            if !problems.iter().any(|p| p.severity == Severity::Error) {
+                problems.push(Problem::global(Code::Missing, "the pipeline is incomplete"));
+            }
+            Err(Diagnostics::new(problems, sources))
+        }
+    }
+}
+
+fn is_variant(i: &Item) -> bool {
+    matches!(i, Item::Block(b) if b.kind.name == "variant")
+}
+
+/// The base items with a variant's blocks swapped in and its dotted entries applied.
+fn variant_items(base: &[Item], v: &ast::Block, cx: &mut reader::Ctx) -> Vec<Item> {
+    let mut items = base.to_vec();
+    for b in &v.body {
+        match b {
+            BodyItem::Block(nb) => {
+                if !check::TOP_BLOCKS.contains(&nb.kind.name.as_str()) || nb.kind.name == "variant" || nb.kind.name == "pipeline" {
+                    cx.push(
+                        Problem::error(Code::UnknownBlock, nb.kind.span, format!("a variant cannot replace `{}`", nb.kind.name))
+                            .label("not replaceable")
+                            .help("a variant replaces dataset, model, adapter, train, evaluate, output or plugin blocks"),
+                    );
+                    continue;
+                }
+                let same = |i: &Item| matches!(i, Item::Block(x) if x.kind.name == nb.kind.name
+                    && x.label.as_ref().map(|l| &l.name) == nb.label.as_ref().map(|l| &l.name));
+                match items.iter().position(same) {
+                    Some(i) => items[i] = Item::Block(nb.clone()),
+                    None => items.push(Item::Block(nb.clone())),
+                }
+            }
+            BodyItem::Entry(e) if e.key.len() == 1 => cx.push(
+                Problem::error(Code::UnknownKey, e.key_span(), format!("`{}` is not a variant setting", e.key_text()))
+                    .label("needs a block path")
+                    .help("inside a variant, write `block.key = value` (e.g. `train.steps = 600`) or a whole block"),
+            ),
+            BodyItem::Entry(e) => overrides::apply(&mut items, e, None, cx.sink),
+        }
+    }
+    items
+}
+
+fn dedup(problems: Vec<Problem>) -> Vec<Problem> {
+    let mut seen = HashSet::new();
+    problems
+        .into_iter()
+        .filter(|p| {
+            seen.insert((
+                p.code,
+                p.span.map(|s| (s.file, s.start, s.end)),
+                p.message.clone(),
+            ))
+        })
+        .collect()
+}
+
+fn absolute(path: &Path, ctx: &Context) -> PathBuf {
+    if path.is_absolute() {
+        return load::normalize(path);
+    }
+    let base = ctx
+        .cwd
+        .clone()
+        .or_else(|| std::env::current_dir().ok())
+        .unwrap_or_default();
+    load::normalize(&base.join(path))
+}

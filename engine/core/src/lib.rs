@@ -5,6 +5,8 @@ pub use ardpipe_data as data;
 pub use ardpipe_models as models;
 
 // Run infrastructure: everything a run writes and reads back, independent of the trainer loop.
+pub mod checkpoint;
+pub mod manifest;
 pub mod rng;
 pub mod rundir;
 pub mod schedule;

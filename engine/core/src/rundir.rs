@@ -43,9 +43,7 @@ pub enum RunDirError {
         "{path} is not an ardpipe run directory (no pipeline.resolved.json); point --resume at the folder `ardpipe run` created"
     )]
     NotARun { path: PathBuf },
-    #[error(
-        "run directory template `{template}` {problem}; placeholders are {{name}}, {{timestamp}}, {{date}}, {{time}}"
-    )]
+    #[error("run directory template `{template}` {problem}")]
     BadTemplate { template: String, problem: String },
     #[error("cannot encode {what} as JSON: {source}")]
     Json {
@@ -123,9 +121,14 @@ fn parent_dir(path: &Path) -> PathBuf {
 
 /// Expand a run-directory template such as `runs/{name}-{timestamp}`.
 ///
+/// `vars` supplies the caller's placeholders (`name`, `variant`, `seed`, …). Built in:
 /// `{timestamp}` is `YYYYMMDD-HHMMSS` (UTC, sortable, no characters shells or Windows dislike),
 /// `{date}` is `YYYY-MM-DD`, `{time}` is `HHMMSS`.
-pub fn expand_template(template: &str, name: &str, now: time::OffsetDateTime) -> Result<PathBuf> {
+pub fn expand_template(
+    template: &str,
+    vars: &[(&str, &str)],
+    now: time::OffsetDateTime,
+) -> Result<PathBuf> {
     let bad = |problem: String| RunDirError::BadTemplate {
         template: template.to_string(),
         problem,
@@ -146,11 +149,19 @@ pub fn expand_template(template: &str, name: &str, now: time::OffsetDateTime) ->
             .ok_or_else(|| bad(format!("has a `{{` at byte {open} without a closing `}}`")))?;
         let key = &after[..close];
         match key {
-            "name" => out.push_str(name),
             "timestamp" => out.push_str(&format!("{y:04}{mo:02}{d:02}-{h:02}{mi:02}{s:02}")),
             "date" => out.push_str(&format!("{y:04}-{mo:02}-{d:02}")),
             "time" => out.push_str(&format!("{h:02}{mi:02}{s:02}")),
-            other => return Err(bad(format!("uses the unknown placeholder {{{other}}}"))),
+            other => match vars.iter().find(|(k, _)| *k == other) {
+                Some((_, v)) => out.push_str(v),
+                None => {
+                    let known: Vec<String> = vars.iter().map(|(k, _)| format!("{{{k}}}")).collect();
+                    return Err(bad(format!(
+                        "uses the unknown placeholder {{{other}}} (known here: {}, {{timestamp}}, {{date}}, {{time}})",
+                        known.join(", ")
+                    )));
+                }
+            },
         }
         rest = &after[close + 1..];
     }
@@ -263,10 +274,10 @@ impl RunDir {
     pub fn create_from_template(
         base: &Path,
         template: &str,
-        name: &str,
+        vars: &[(&str, &str)],
         now: time::OffsetDateTime,
     ) -> Result<RunDir> {
-        RunDir::create(&base.join(expand_template(template, name, now)?))
+        RunDir::create(&base.join(expand_template(template, vars, now)?))
     }
 
     /// Open an existing run for `--resume`: it must hold a resolved pipeline, and no other
@@ -464,23 +475,31 @@ mod tests {
 
     #[test]
     fn template_expands_every_placeholder() {
-        let p = expand_template("runs/{name}-{timestamp}", "quick", t0()).unwrap();
+        let p = expand_template("runs/{name}-{timestamp}", &[("name", "quick")], t0()).unwrap();
         assert_eq!(p, PathBuf::from("runs/quick-20251128-183045"));
-        let p = expand_template("{date}/{time}/{name}", "x", t0()).unwrap();
-        assert_eq!(p, PathBuf::from("2025-11-28/183045/x"));
+        let p = expand_template(
+            "{date}/{time}/{name}-{seed}",
+            &[("name", "x"), ("seed", "7")],
+            t0(),
+        )
+        .unwrap();
+        assert_eq!(p, PathBuf::from("2025-11-28/183045/x-7"));
     }
 
     #[test]
     fn template_errors_name_the_problem() {
-        let e = expand_template("runs/{nme}", "x", t0())
+        let e = expand_template("runs/{nme}", &[("name", "x")], t0())
             .unwrap_err()
             .to_string();
-        assert!(e.contains("unknown placeholder {nme}"), "{e}");
-        let e = expand_template("runs/{name", "x", t0())
+        assert!(
+            e.contains("unknown placeholder {nme} (known here: {name}, {timestamp}"),
+            "{e}"
+        );
+        let e = expand_template("runs/{name", &[], t0())
             .unwrap_err()
             .to_string();
         assert!(e.contains("without a closing"), "{e}");
-        assert!(expand_template(" ", "x", t0()).is_err());
+        assert!(expand_template(" ", &[], t0()).is_err());
     }
 
     #[test]
@@ -514,8 +533,13 @@ mod tests {
     #[test]
     fn create_lays_out_and_locks() {
         let base = tempfile::tempdir().unwrap();
-        let run = RunDir::create_from_template(base.path(), "runs/{name}-{timestamp}", "q", t0())
-            .unwrap();
+        let run = RunDir::create_from_template(
+            base.path(),
+            "runs/{name}-{timestamp}",
+            &[("name", "q")],
+            t0(),
+        )
+        .unwrap();
         assert!(run.root().ends_with("runs/q-20251128-183045"));
         for d in [CHECKPOINTS, ADAPTER, REPORT] {
             assert!(run.path(d).is_dir(), "{d}");

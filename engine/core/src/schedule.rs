@@ -12,9 +12,11 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// A point in training, in the unit the pipeline author thinks in.
+/// A point in training, in the unit the pipeline author thinks in. Serialised exactly as the
+/// DSL's resolved pipeline writes it (`{"unit": "steps", "value": 10}`), so a pipeline's
+/// schedules deserialise straight into this type.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
+#[serde(tag = "unit", content = "value", rename_all = "snake_case")]
 pub enum Position {
     /// An optimizer step count.
     Steps(u64),
@@ -34,7 +36,14 @@ impl fmt::Display for Position {
     }
 }
 
-/// A value over training, as written in a pipeline.
+/// One `(position, value)` point of a piecewise schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct SchedulePoint {
+    pub at: Position,
+    pub value: f64,
+}
+
+/// A value over training, as written in a pipeline (same serde form as the DSL's `Schedule`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Schedule {
@@ -55,19 +64,25 @@ pub enum Schedule {
         start: Position,
         end: Position,
     },
-    /// A linear ramp from 0 at step 0 to `to` at `over`, then constant.
+    /// A linear ramp from 0 at step 0 to `then`'s value at `over`, then `then`.
     WarmUp {
-        to: f64,
         over: Position,
+        then: Box<Schedule>,
+    },
+    /// `from`, multiplied by `factor` every `every` (exponential step decay).
+    Step {
+        from: f64,
+        factor: f64,
+        every: Position,
     },
     /// `values[0]` before `boundaries[0]`, `values[i]` from `boundaries[i-1]` on.
-    Step {
+    MultiStep {
         values: Vec<f64>,
         boundaries: Vec<Position>,
     },
-    /// Linear interpolation between `(position, value)` points; flat outside them.
+    /// Linear interpolation between points; flat before the first and after the last.
     Piecewise {
-        points: Vec<(Position, f64)>,
+        points: Vec<SchedulePoint>,
     },
 }
 
@@ -106,6 +121,13 @@ pub enum ScheduleError {
     NoEpochLength,
 }
 
+/// A resolved piecewise point.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ResolvedPoint {
+    pub at: u64,
+    pub value: f64,
+}
+
 /// A schedule with every position as a concrete step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -126,15 +148,20 @@ pub enum ResolvedSchedule {
         end: u64,
     },
     WarmUp {
-        to: f64,
         over: u64,
+        then: Box<ResolvedSchedule>,
     },
     Step {
+        from: f64,
+        factor: f64,
+        every: u64,
+    },
+    MultiStep {
         values: Vec<f64>,
         boundaries: Vec<u64>,
     },
     Piecewise {
-        points: Vec<(u64, f64)>,
+        points: Vec<ResolvedPoint>,
     },
 }
 
@@ -144,13 +171,14 @@ struct Resolver {
 }
 
 impl Resolver {
-    fn step(&self, what: &str, p: Position) -> Result<u64, ScheduleError> {
+    /// A position as a step, without the "before the end" check (periods may exceed training).
+    fn raw_step(&self, what: &str, p: Position) -> Result<u64, ScheduleError> {
         let bad = |why: &str| ScheduleError::BadPosition {
             what: what.to_string(),
             position: p.to_string(),
             why: why.to_string(),
         };
-        let step = match p {
+        Ok(match p {
             Position::Steps(s) => s,
             Position::Epochs(e) => {
                 if !e.is_finite() || e < 0.0 {
@@ -167,7 +195,11 @@ impl Resolver {
                 }
                 (x * self.total as f64).round() as u64
             }
-        };
+        })
+    }
+
+    fn step(&self, what: &str, p: Position) -> Result<u64, ScheduleError> {
+        let step = self.raw_step(what, p)?;
         if step > self.total {
             return Err(ScheduleError::AfterEnd {
                 what: what.to_string(),
@@ -209,6 +241,14 @@ impl Schedule {
         Schedule::Constant { value }
     }
 
+    /// Warm up linearly from 0 to `to` over `over`, then hold `to`.
+    pub fn warm_up(to: f64, over: Position) -> Schedule {
+        Schedule::WarmUp {
+            over,
+            then: Box::new(Schedule::constant(to)),
+        }
+    }
+
     /// Concrete steps for a run of `total_steps` optimizer steps, `steps_per_epoch` per epoch
     /// (0 when unknown, e.g. a streaming dataset; then epoch positions are an error).
     pub fn resolve(
@@ -216,10 +256,13 @@ impl Schedule {
         total_steps: u64,
         steps_per_epoch: u64,
     ) -> Result<ResolvedSchedule, ScheduleError> {
-        let r = Resolver {
+        self.resolve_with(&Resolver {
             total: total_steps,
             per_epoch: steps_per_epoch,
-        };
+        })
+    }
+
+    fn resolve_with(&self, r: &Resolver) -> Result<ResolvedSchedule, ScheduleError> {
         Ok(match self {
             Schedule::Constant { value } => ResolvedSchedule::Constant {
                 value: finite("the constant value", *value)?,
@@ -256,17 +299,33 @@ impl Schedule {
                     }
                 }
             }
-            Schedule::WarmUp { to, over } => {
-                let over = r.step("the end of warm-up", *over)?;
-                ResolvedSchedule::WarmUp {
-                    to: finite("`to`", *to)?,
-                    over,
+            Schedule::WarmUp { over, then } => ResolvedSchedule::WarmUp {
+                over: r.step("the end of warm-up", *over)?,
+                then: Box::new(then.resolve_with(r)?),
+            },
+            Schedule::Step {
+                from,
+                factor,
+                every,
+            } => {
+                let every_step = r.raw_step("the decay period", *every)?;
+                if every_step == 0 {
+                    return Err(ScheduleError::BadPosition {
+                        what: "the decay period".into(),
+                        position: every.to_string(),
+                        why: "it rounds to 0 steps; give a period of at least one step".into(),
+                    });
+                }
+                ResolvedSchedule::Step {
+                    from: finite("`from`", *from)?,
+                    factor: finite("`factor`", *factor)?,
+                    every: every_step,
                 }
             }
-            Schedule::Step { values, boundaries } => {
+            Schedule::MultiStep { values, boundaries } => {
                 if values.len() != boundaries.len() + 1 {
                     return Err(ScheduleError::Shape(format!(
-                        "a step schedule needs one more value than boundaries (a value before the first boundary and one after each); it has {} values and {} boundaries",
+                        "a multi-step schedule needs one more value than boundaries (a value before the first boundary and one after each); it has {} values and {} boundaries",
                         values.len(),
                         boundaries.len()
                     )));
@@ -287,7 +346,7 @@ impl Schedule {
                     }
                     steps.push(s);
                 }
-                ResolvedSchedule::Step {
+                ResolvedSchedule::MultiStep {
                     values: values.clone(),
                     boundaries: steps,
                 }
@@ -298,14 +357,19 @@ impl Schedule {
                         "a piecewise schedule needs at least one (position, value) point".into(),
                     ));
                 }
-                let mut out: Vec<(u64, f64)> = Vec::with_capacity(points.len());
-                for (i, (p, v)) in points.iter().enumerate() {
-                    let s = r.step(&format!("point {}", i + 1), *p)?;
-                    let v = finite(&format!("the value of point {}", i + 1), *v)?;
-                    if let Some(&(prev, _)) = out.last() {
-                        ordered(&format!("point {}", i + 1), &format!("point {i}"), prev, s)?;
+                let mut out: Vec<ResolvedPoint> = Vec::with_capacity(points.len());
+                for (i, p) in points.iter().enumerate() {
+                    let at = r.step(&format!("point {}", i + 1), p.at)?;
+                    let value = finite(&format!("the value of point {}", i + 1), p.value)?;
+                    if let Some(prev) = out.last() {
+                        ordered(
+                            &format!("point {}", i + 1),
+                            &format!("point {i}"),
+                            prev.at,
+                            at,
+                        )?;
                     }
-                    out.push((s, v));
+                    out.push(ResolvedPoint { at, value });
                 }
                 ResolvedSchedule::Piecewise { points: out }
             }
@@ -348,25 +412,30 @@ impl ResolvedSchedule {
                 let t = progress(step, *start, *end);
                 lerp(*from, *to, (1.0 - (std::f64::consts::PI * t).cos()) / 2.0)
             }
-            ResolvedSchedule::WarmUp { to, over } => {
+            ResolvedSchedule::WarmUp { over, then } => {
                 if *over == 0 || step >= *over {
-                    *to
+                    then.value_at(step)
                 } else {
-                    to * step as f64 / *over as f64
+                    then.value_at(*over) * step as f64 / *over as f64
                 }
             }
-            ResolvedSchedule::Step { values, boundaries } => {
+            ResolvedSchedule::Step {
+                from,
+                factor,
+                every,
+            } => from * factor.powi(i32::try_from(step / every).unwrap_or(i32::MAX)),
+            ResolvedSchedule::MultiStep { values, boundaries } => {
                 values[boundaries.partition_point(|&b| b <= step)]
             }
             ResolvedSchedule::Piecewise { points } => {
-                let i = points.partition_point(|&(s, _)| s <= step);
+                let i = points.partition_point(|p| p.at <= step);
                 if i == 0 {
-                    points[0].1
+                    points[0].value
                 } else if i == points.len() {
-                    points[i - 1].1
+                    points[i - 1].value
                 } else {
-                    let ((s0, v0), (s1, v1)) = (points[i - 1], points[i]);
-                    lerp(v0, v1, progress(step, s0, s1))
+                    let (a, b) = (points[i - 1], points[i]);
+                    lerp(a.value, b.value, progress(step, a.at, b.at))
                 }
             }
         }
@@ -390,11 +459,16 @@ impl fmt::Display for ResolvedSchedule {
                 start,
                 end,
             } => write!(f, "cosine {from} → {to} over steps {start}..{end}"),
-            ResolvedSchedule::WarmUp { to, over } => {
-                write!(f, "warm-up 0 → {to} over steps 0..{over}, then {to}")
+            ResolvedSchedule::WarmUp { over, then } => {
+                write!(f, "warm-up from 0 over steps 0..{over}, then {then}")
             }
-            ResolvedSchedule::Step { values, boundaries } => {
-                write!(f, "step {}", values[0])?;
+            ResolvedSchedule::Step {
+                from,
+                factor,
+                every,
+            } => write!(f, "step {from} × {factor} every {every} steps"),
+            ResolvedSchedule::MultiStep { values, boundaries } => {
+                write!(f, "multi-step {}", values[0])?;
                 for (b, v) in boundaries.iter().zip(&values[1..]) {
                     write!(f, ", {v} from step {b}")?;
                 }
@@ -402,8 +476,9 @@ impl fmt::Display for ResolvedSchedule {
             }
             ResolvedSchedule::Piecewise { points } => {
                 write!(f, "piecewise")?;
-                for (i, (s, v)) in points.iter().enumerate() {
-                    write!(f, "{} {v} @ step {s}", if i == 0 { "" } else { "," })?;
+                for (i, p) in points.iter().enumerate() {
+                    let sep = if i == 0 { " " } else { ", " };
+                    write!(f, "{sep}{} @ step {}", p.value, p.at)?;
                 }
                 Ok(())
             }
@@ -472,29 +547,66 @@ mod tests {
 
     #[test]
     fn warm_up_ramps_from_zero_then_holds() {
-        let s = Schedule::WarmUp {
-            to: 1e-3,
-            over: Fraction(0.2),
-        }
-        .resolve(300, 0)
-        .unwrap();
-        assert_eq!(s, ResolvedSchedule::WarmUp { to: 1e-3, over: 60 });
+        let s = Schedule::warm_up(1e-3, Fraction(0.2))
+            .resolve(300, 0)
+            .unwrap();
         close(s.value_at(0), 0.0);
         close(s.value_at(15), 2.5e-4);
         close(s.value_at(60), 1e-3);
         close(s.value_at(299), 1e-3);
-        let instant = Schedule::WarmUp {
-            to: 5.0,
-            over: Steps(0),
-        }
-        .resolve(10, 0)
-        .unwrap();
+        assert_eq!(
+            s.to_string(),
+            "warm-up from 0 over steps 0..60, then constant 0.001"
+        );
+        let instant = Schedule::warm_up(5.0, Steps(0)).resolve(10, 0).unwrap();
         close(instant.value_at(0), 5.0);
     }
 
     #[test]
-    fn step_values_switch_at_boundaries() {
+    fn warm_up_into_cosine_meets_it_at_the_end_of_warm_up() {
+        let s = Schedule::WarmUp {
+            over: Steps(10),
+            then: Box::new(Schedule::Cosine {
+                from: 1.0,
+                to: 0.0,
+                start: Steps(10),
+                end: Steps(110),
+            }),
+        }
+        .resolve(110, 0)
+        .unwrap();
+        close(s.value_at(5), 0.5);
+        close(s.value_at(10), 1.0);
+        close(s.value_at(60), 0.5);
+        close(s.value_at(110), 0.0);
+    }
+
+    #[test]
+    fn step_decay_multiplies_every_period() {
         let s = Schedule::Step {
+            from: 1.0,
+            factor: 0.5,
+            every: Epochs(1.0),
+        }
+        .resolve(100, 30)
+        .unwrap();
+        assert_eq!(s.value_at(0), 1.0);
+        assert_eq!(s.value_at(29), 1.0);
+        assert_eq!(s.value_at(30), 0.5);
+        assert_eq!(s.value_at(95), 0.125);
+        let e = Schedule::Step {
+            from: 1.0,
+            factor: 0.5,
+            every: Fraction(0.001),
+        }
+        .resolve(100, 0)
+        .unwrap_err();
+        assert!(e.to_string().contains("rounds to 0 steps"), "{e}");
+    }
+
+    #[test]
+    fn multi_step_values_switch_at_boundaries() {
+        let s = Schedule::MultiStep {
             values: vec![1.0, 0.1, 0.01],
             boundaries: vec![Steps(10), Epochs(3.0)],
         }
@@ -505,13 +617,21 @@ mod tests {
         assert_eq!(s.value_at(10), 0.1);
         assert_eq!(s.value_at(29), 0.1);
         assert_eq!(s.value_at(30), 0.01);
-        assert_eq!(s.to_string(), "step 1, 0.1 from step 10, 0.01 from step 30");
+        assert_eq!(
+            s.to_string(),
+            "multi-step 1, 0.1 from step 10, 0.01 from step 30"
+        );
     }
 
     #[test]
     fn piecewise_interpolates_and_is_flat_outside() {
+        let pt = |at, value| SchedulePoint { at, value };
         let s = Schedule::Piecewise {
-            points: vec![(Steps(10), 0.0), (Steps(20), 1.0), (Fraction(1.0), 0.5)],
+            points: vec![
+                pt(Steps(10), 0.0),
+                pt(Steps(20), 1.0),
+                pt(Fraction(1.0), 0.5),
+            ],
         }
         .resolve(40, 0)
         .unwrap();
@@ -521,6 +641,10 @@ mod tests {
         close(s.value_at(30), 0.75);
         close(s.value_at(40), 0.5);
         close(s.value_at(50), 0.5);
+        assert_eq!(
+            s.to_string(),
+            "piecewise 0 @ step 10, 1 @ step 20, 0.5 @ step 40"
+        );
     }
 
     #[test]
@@ -541,7 +665,7 @@ mod tests {
 
     #[test]
     fn bad_shapes_and_orders_are_explained() {
-        let e = Schedule::Step {
+        let e = Schedule::MultiStep {
             values: vec![1.0],
             boundaries: vec![Steps(3)],
         }
@@ -557,19 +681,13 @@ mod tests {
         .resolve(10, 0)
         .unwrap_err();
         assert!(e.to_string().contains("must come after the start"), "{e}");
-        let e = Schedule::WarmUp {
-            to: 1.0,
-            over: Fraction(1.5),
-        }
-        .resolve(10, 0)
-        .unwrap_err();
+        let e = Schedule::warm_up(1.0, Fraction(1.5))
+            .resolve(10, 0)
+            .unwrap_err();
         assert!(e.to_string().contains("between 0 and 1"), "{e}");
-        let e = Schedule::WarmUp {
-            to: 1.0,
-            over: Epochs(1.0),
-        }
-        .resolve(10, 0)
-        .unwrap_err();
+        let e = Schedule::warm_up(1.0, Epochs(1.0))
+            .resolve(10, 0)
+            .unwrap_err();
         assert_eq!(e, ScheduleError::NoEpochLength);
         let e = Schedule::constant(f64::NAN).resolve(10, 0).unwrap_err();
         assert!(e.to_string().contains("not a finite number"), "{e}");
@@ -580,21 +698,26 @@ mod tests {
     }
 
     #[test]
-    fn serde_form_is_tagged_and_round_trips() {
-        let s = Schedule::WarmUp {
-            to: 1e-3,
-            over: Fraction(0.1),
-        };
-        let j = serde_json::to_value(&s).unwrap();
-        assert_eq!(
-            j,
-            serde_json::json!({"kind": "warm_up", "to": 0.001, "over": {"fraction": 0.1}})
-        );
-        assert_eq!(serde_json::from_value::<Schedule>(j).unwrap(), s);
+    fn serde_form_matches_the_dsl_pipeline_and_round_trips() {
+        // The form the DSL's resolved pipeline writes (dsl/src/pipeline.rs `Schedule`).
+        let dsl = serde_json::json!({
+            "kind": "warm_up",
+            "over": {"unit": "fraction", "value": 0.1},
+            "then": {"kind": "cosine", "from": 0.001, "to": 0.0,
+                     "start": {"unit": "steps", "value": 100},
+                     "end": {"unit": "fraction", "value": 1.0}}
+        });
+        let s: Schedule = serde_json::from_value(dsl.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&s).unwrap(), dsl);
         let r = s.resolve(1000, 0).unwrap();
+        close(r.value_at(50), 0.0005);
         let back: ResolvedSchedule =
             serde_json::from_value(serde_json::to_value(&r).unwrap()).unwrap();
         assert_eq!(back, r);
+        let piecewise = serde_json::json!({"kind": "piecewise", "points": [
+            {"at": {"unit": "epochs", "value": 0.5}, "value": 1.0}]});
+        let p: Schedule = serde_json::from_value(piecewise).unwrap();
+        close(p.resolve(10, 4).unwrap().value_at(0), 1.0);
         let schema = serde_json::to_value(schemars::schema_for!(Schedule)).unwrap();
         assert!(schema.to_string().contains("warm_up"));
     }

@@ -1,0 +1,466 @@
+//! `dataset NAME { ... }`: where examples come from and how they become text and labels.
+
+use std::collections::BTreeMap;
+
+use crate::ast::{Block, ExprKind};
+use crate::diag::{Code, Problem};
+use crate::pipeline::*;
+use crate::reader::{Ctx, Reader, as_string, wrong_type};
+use crate::suggest;
+
+use super::values::{option_value, regex_ok};
+
+const KEYS: &[&str] = &[
+    "format",
+    "path",
+    "delimiter",
+    "header",
+    "mode",
+    "separator",
+    "text",
+    "text_pair",
+    "label",
+    "label_regex",
+    "max_rows",
+    "on_bad_row",
+    "max_bad_rows",
+];
+const BLOCKS: &[&str] = &["split", "preprocess"];
+const FORMATS: &[&str] = &["jsonl", "csv", "text", "folders", "plugin"];
+
+pub fn check(b: &Block, name: &str, seed: u64, cx: &mut Ctx) -> Option<Dataset> {
+    let mut r = Reader::new(b, cx);
+    let source = source(&mut r, cx);
+    let fmt = source.as_ref().map(|s| match s {
+        Source::Jsonl { .. } => "jsonl",
+        Source::Csv { .. } => "csv",
+        Source::Text { .. } => "text",
+        Source::Folders { .. } => "folders",
+        Source::Plugin { .. } => "plugin",
+    });
+    let columns = matches!(fmt, Some("jsonl" | "csv" | "plugin"));
+    let text = r
+        .string("text", cx)
+        .or_else(|| columns.then(|| "text".to_string()));
+    let text_pair = r.string("text_pair", cx);
+    let label = r.string("label", cx);
+    let label_regex = match r.entry("label_regex") {
+        Some(e) => cx.eval(&e.value).and_then(|v| {
+            let s = as_string(&v, "label_regex", cx)?;
+            let re = regex_ok(&s, v.span, cx)?;
+            if re.captures_len() < 2 {
+                cx.push(
+                    Problem::error(
+                        Code::BadPattern,
+                        v.span,
+                        "`label_regex` has no capture group",
+                    )
+                    .label("nothing to capture")
+                    .help("the label is the first group in parentheses, e.g. '^(.*)-[^-]*$'"),
+                );
+                return None;
+            }
+            if label.is_none() && fmt != Some("folders") {
+                cx.push(
+                    Problem::error(
+                        Code::Contradiction,
+                        e.key_span(),
+                        "`label_regex` without a `label` column",
+                    )
+                    .label("applies to nothing")
+                    .help("name the column it applies to: `label = \"source_id\"`"),
+                );
+            }
+            Some(s)
+        }),
+        None => None,
+    };
+    if !columns {
+        for key in ["text", "text_pair"] {
+            if let Some(e) = b.entries().find(|e| e.key_text() == key) {
+                cx.push(
+                    Problem::error(Code::Contradiction, e.key_span(), format!("`{key}` needs a format with columns"))
+                        .label(format!("no columns in `{}` sources", fmt.unwrap_or("?")))
+                        .help("`text`, `text_pair` and `label` name columns of `jsonl`, `csv` or plugin records"),
+                );
+            }
+        }
+    }
+    let max_rows = r.int("max_rows", 1, u64::MAX, cx);
+    let policy = r.symbol("on_bad_row", &["fail", "skip"], cx);
+    let max_bad = r.entry("max_bad_rows");
+    let on_bad_row = match policy {
+        Some("skip") => BadRowPolicy::Skip {
+            max: max_bad.and_then(|e| {
+                let v = cx.eval(&e.value)?;
+                crate::reader::as_int(&v, "max_bad_rows", 0, u64::MAX, cx)
+            }),
+        },
+        _ => {
+            if let Some(e) = max_bad {
+                cx.push(
+                    Problem::error(Code::Contradiction, e.key_span(), "`max_bad_rows` without `on_bad_row = skip`")
+                        .label("nothing is skipped")
+                        .help("bad rows stop the run by default; add `on_bad_row = skip` to skip and count them"),
+                );
+            }
+            BadRowPolicy::Fail
+        }
+    };
+    let split = match r.block("split", cx) {
+        Some(sb) => split(sb, seed, cx),
+        None => Some(Split {
+            validation: None,
+            test: None,
+            seed,
+        }),
+    };
+    let preprocess = match r.block("preprocess", cx) {
+        Some(pb) => preprocess(pb, cx),
+        None => Some(default_preprocess()),
+    };
+    r.finish(KEYS, BLOCKS, &|_| None, cx);
+    Some(Dataset {
+        name: name.to_string(),
+        source: source?,
+        fields: Fields {
+            text,
+            text_pair,
+            label,
+            label_regex,
+        },
+        split: split?,
+        preprocess: preprocess?,
+        on_bad_row,
+        max_rows,
+    })
+}
+
+fn source(r: &mut Reader, cx: &mut Ctx) -> Option<Source> {
+    let Some(e) = r.entry("format") else {
+        cx.missing(r.span(), "`format`", "say how to read the data: `format = jsonl`, `csv`, `text`, `folders` or `plugin(NAME)`");
+        return None;
+    };
+    let v = cx.eval(&e.value)?;
+    let (fmt, plugin_args) = match &v.kind {
+        ExprKind::Symbol(s) => (s.clone(), None),
+        ExprKind::Call { name, args } if name.name == "plugin" => {
+            ("plugin".to_string(), Some(args.clone()))
+        }
+        _ => {
+            wrong_type(
+                &v,
+                "format",
+                &format!("one of {} or `plugin(NAME)`", suggest::list(FORMATS)),
+                cx,
+            );
+            return None;
+        }
+    };
+    let foreign = |key: &str, fmt_needed: &str, r: &mut Reader, cx: &mut Ctx| {
+        if let Some(e) = r.entry(key) {
+            cx.push(
+                Problem::error(
+                    Code::Contradiction,
+                    e.key_span(),
+                    format!("`{key}` applies to `{fmt_needed}` sources only"),
+                )
+                .label(format!("this source is `{fmt}`"))
+                .help(format!("remove `{key}`")),
+            );
+        }
+    };
+    if fmt != "csv" {
+        foreign("delimiter", "csv", r, cx);
+        foreign("header", "csv", r, cx);
+    }
+    if fmt != "text" {
+        foreign("mode", "text", r, cx);
+        foreign("separator", "text", r, cx);
+    }
+    let path = if fmt == "plugin" {
+        r.path("path", cx)
+    } else {
+        let p = r.path("path", cx);
+        if p.is_none() && !r.has("path") {
+            cx.missing(
+                r.span(),
+                "`path`",
+                "name the data file or folder, relative to this pipeline file",
+            );
+        }
+        p
+    };
+    match fmt.as_str() {
+        "jsonl" => Some(Source::Jsonl { path: path? }),
+        "folders" => Some(Source::Folders { path: path? }),
+        "csv" => {
+            let delimiter = match r.entry("delimiter") {
+                Some(e) => {
+                    let v = cx.eval(&e.value)?;
+                    let s = as_string(&v, "delimiter", cx)?;
+                    let mut chars = s.chars();
+                    match (chars.next(), chars.next()) {
+                        (Some(c), None) if c != '"' && c != '\n' => c,
+                        _ => {
+                            cx.push(
+                                Problem::error(
+                                    Code::OutOfRange,
+                                    v.span,
+                                    "`delimiter` must be one character",
+                                )
+                                .label("not one character")
+                                .help("e.g. `delimiter = \",\"` or `delimiter = \"\\t\"`"),
+                            );
+                            return None;
+                        }
+                    }
+                }
+                None => ',',
+            };
+            let header = r.bool("header", cx).unwrap_or(true);
+            Some(Source::Csv {
+                path: path?,
+                delimiter,
+                header,
+            })
+        }
+        "text" => {
+            let mode = r
+                .symbol("mode", &["lines", "documents", "separator"], cx)
+                .unwrap_or("lines");
+            let sep = r.entry("separator");
+            let mode = match mode {
+                "separator" => {
+                    let Some(e) = sep else {
+                        cx.missing(
+                            r.span(),
+                            "`separator`",
+                            "name the line that separates examples, e.g. `separator = \"%\"`",
+                        );
+                        return None;
+                    };
+                    let v = cx.eval(&e.value)?;
+                    let line = as_string(&v, "separator", cx)?;
+                    if line.is_empty() || line.contains('\n') {
+                        cx.push(
+                            Problem::error(
+                                Code::OutOfRange,
+                                v.span,
+                                "`separator` must be a non-empty single line",
+                            )
+                            .label("bad separator")
+                            .help("e.g. `separator = \"%\"`"),
+                        );
+                        return None;
+                    }
+                    TextMode::Separator { line }
+                }
+                m => {
+                    if let Some(e) = sep {
+                        cx.push(
+                            Problem::error(
+                                Code::Contradiction,
+                                e.key_span(),
+                                "`separator` without `mode = separator`",
+                            )
+                            .label(format!("mode is `{m}`"))
+                            .help("add `mode = separator` or remove `separator`"),
+                        );
+                    }
+                    if m == "documents" {
+                        TextMode::Documents
+                    } else {
+                        TextMode::Lines
+                    }
+                }
+            };
+            Some(Source::Text { path: path?, mode })
+        }
+        "plugin" => {
+            let args = plugin_args.unwrap_or_default();
+            let Some(first) = args.first().filter(|a| a.name.is_none()) else {
+                cx.push(
+                    Problem::error(Code::Missing, v.span, "`plugin(...)` needs the plugin's name first")
+                        .label("which plugin?")
+                        .help("write `format = plugin(my_loader, option = value)` with a `plugin my_loader { ... }` block"),
+                );
+                return None;
+            };
+            let ExprKind::Symbol(plugin) = &first.value.kind else {
+                wrong_type(&first.value, "plugin", "the name of a `plugin` block", cx);
+                return None;
+            };
+            cx.plugin_refs.push((plugin.clone(), first.value.span));
+            let mut options = BTreeMap::new();
+            for a in &args[1..] {
+                match &a.name {
+                    Some(n) => {
+                        if let Some(o) = option_value(&a.value, cx) {
+                            options.insert(n.name.clone(), o);
+                        }
+                    }
+                    None => {
+                        cx.push(
+                            Problem::error(
+                                Code::WrongType,
+                                a.value.span,
+                                "plugin options need names",
+                            )
+                            .label("unnamed option")
+                            .help("write `plugin(my_loader, key = value)`"),
+                        );
+                    }
+                }
+            }
+            Some(Source::Plugin {
+                plugin: plugin.clone(),
+                path,
+                options,
+            })
+        }
+        other => {
+            cx.push(
+                Problem::error(
+                    Code::WrongType,
+                    v.span,
+                    format!("`{other}` is not a data format"),
+                )
+                .label("unknown format")
+                .help(suggest::help_for(other, "formats are", FORMATS)),
+            );
+            None
+        }
+    }
+}
+
+fn split(block: &Block, seed: u64, cx: &mut Ctx) -> Option<Split> {
+    let mut r = Reader::new(block, cx);
+    let part = |key: &str, r: &mut Reader, cx: &mut Ctx| -> Option<Option<SplitPart>> {
+        let Some(v) = r.value(key, cx) else {
+            return Some(None);
+        };
+        match &v.kind {
+            ExprKind::Str(_) | ExprKind::RawStr(_) => {
+                let s = as_string(&v, key, cx)?;
+                Some(Some(SplitPart::File {
+                    path: cx.resolve_path(&s, v.span),
+                }))
+            }
+            ExprKind::Number { .. } | ExprKind::Quantity { .. } => {
+                let f = crate::reader::as_number(&v, key, 0.0, 1.0, cx)?;
+                if f <= 0.0 || f >= 1.0 {
+                    cx.push(
+                        Problem::error(
+                            Code::OutOfRange,
+                            v.span,
+                            format!("`{key}` must be a fraction strictly between 0 and 1"),
+                        )
+                        .label("out of range")
+                        .help(format!("e.g. `{key} = 10%` or `{key} = 0.1`")),
+                    );
+                    return None;
+                }
+                Some(Some(SplitPart::Fraction { fraction: f }))
+            }
+            _ => {
+                wrong_type(&v, key, "a fraction (`10%`) or a file path in quotes", cx);
+                None
+            }
+        }
+    };
+    let validation = part("validation", &mut r, cx);
+    let test = part("test", &mut r, cx);
+    let seed = r.int("seed", 0, u64::MAX, cx).unwrap_or(seed);
+    r.finish(
+        &["validation", "test", "seed"],
+        &[],
+        &|k| {
+            (k == "train").then(|| {
+                "the train split is what `validation` and `test` leave of `path`".to_string()
+            })
+        },
+        cx,
+    );
+    let (validation, test) = (validation?, test?);
+    if let (Some(SplitPart::Fraction { fraction: a }), Some(SplitPart::Fraction { fraction: b })) =
+        (&validation, &test)
+        && a + b >= 1.0
+    {
+        cx.push(
+            Problem::error(Code::Contradiction, block.kind.span, format!(
+                "`validation` and `test` take {:.0}% of the data together: nothing is left to train on",
+                (a + b) * 100.0
+            ))
+            .label("no training data left")
+            .help("make the two fractions add up to less than 100%"),
+        );
+        return None;
+    }
+    Some(Split {
+        validation,
+        test,
+        seed,
+    })
+}
+
+pub fn default_preprocess() -> Preprocess {
+    Preprocess {
+        max_length: 128,
+        truncation: Side::Right,
+        strip: Vec::new(),
+        lowercase: false,
+        block_size: 256,
+    }
+}
+
+fn preprocess(b: &Block, cx: &mut Ctx) -> Option<Preprocess> {
+    let d = default_preprocess();
+    let mut r = Reader::new(b, cx);
+    let max_length = r
+        .int("max_length", 1, 1 << 20, cx)
+        .map(|v| v as u32)
+        .unwrap_or(d.max_length);
+    let truncation = match r.symbol("truncation", &["left", "right"], cx) {
+        Some("left") => Side::Left,
+        _ => Side::Right,
+    };
+    let mut strip = Vec::new();
+    if let Some(v) = r.value("strip", cx) {
+        let items: Vec<_> = match &v.kind {
+            ExprKind::List(l) => l.clone(),
+            _ => vec![v.clone()],
+        };
+        for e in items {
+            if let Some(s) = as_string(&e, "strip", cx)
+                && regex_ok(&s, e.span, cx).is_some()
+            {
+                strip.push(s);
+            }
+        }
+    }
+    let lowercase = r.bool("lowercase", cx).unwrap_or(false);
+    let block_size = r
+        .int("block_size", 2, 1 << 20, cx)
+        .map(|v| v as u32)
+        .unwrap_or(d.block_size);
+    r.finish(
+        &[
+            "max_length",
+            "truncation",
+            "strip",
+            "lowercase",
+            "block_size",
+        ],
+        &[],
+        &|_| None,
+        cx,
+    );
+    Some(Preprocess {
+        max_length,
+        truncation,
+        strip,
+        lowercase,
+        block_size,
+    })
+}

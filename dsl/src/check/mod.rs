@@ -1,0 +1,575 @@
+//! Checker: top-level blocks → one resolved [`Pipeline`], every problem reported.
+
+mod adapter;
+mod dataset;
+mod evaluate;
+mod model;
+mod train;
+pub mod values;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::ast::{Block, Item, Span};
+use crate::diag::{Code, Problem};
+use crate::pipeline::*;
+use crate::reader::{Ctx, Reader};
+use crate::suggest;
+
+pub const TOP_BLOCKS: &[&str] = &[
+    "pipeline", "dataset", "model", "adapter", "train", "evaluate", "output", "plugin", "variant",
+];
+/// Blocks that carry a name (`dataset tweets { ... }`).
+pub const NAMED_BLOCKS: &[&str] = &["dataset", "adapter", "plugin", "variant"];
+
+/// Every word the language gives a meaning; a `let` may not take one of these names.
+pub const VOCABULARY: &[&str] = &[
+    "all",
+    "auto",
+    "true",
+    "false",
+    "jsonl",
+    "csv",
+    "text",
+    "folders",
+    "plugin",
+    "lines",
+    "documents",
+    "separator",
+    "fail",
+    "skip",
+    "left",
+    "right",
+    "hf_folder",
+    "gguf",
+    "causal_lm",
+    "sequence_classification",
+    "embedding",
+    "mean",
+    "cls",
+    "f32",
+    "f16",
+    "bf16",
+    "cpu",
+    "cuda",
+    "ard_lora",
+    "lora",
+    "dora",
+    "adalora",
+    "full",
+    "joint",
+    "alternating",
+    "depth",
+    "time",
+    "adamw",
+    "adam",
+    "sgd",
+    "min",
+    "max",
+    "loss",
+    "perplexity",
+    "accuracy",
+    "macro_f1",
+    "validation",
+    "test",
+    "train",
+    "peft",
+    "merged",
+    "regex",
+];
+
+/// Checks the top-level items of one run (the base pipeline or one variant).
+pub fn check_run(items: &[Item], file: &Path, cx: &mut Ctx) -> Option<Pipeline> {
+    let whole = items.first().map(|i| i.span()).unwrap_or_default();
+    let mut singles: HashMap<&str, &Block> = HashMap::new();
+    let mut named: HashMap<&str, Vec<&Block>> = HashMap::new();
+    for item in items {
+        let Item::Block(b) = item else { continue };
+        let kind = b.kind.name.as_str();
+        if !TOP_BLOCKS.contains(&kind) {
+            cx.push(
+                Problem::error(
+                    Code::UnknownBlock,
+                    b.kind.span,
+                    format!("unknown block `{kind}`"),
+                )
+                .label("unknown block")
+                .help(suggest::help_for(kind, "top-level blocks are", TOP_BLOCKS)),
+            );
+            continue;
+        }
+        if NAMED_BLOCKS.contains(&kind) {
+            let Some(label) = &b.label else {
+                cx.push(
+                    Problem::error(
+                        Code::Missing,
+                        b.kind.span,
+                        format!("a `{kind}` block needs a name"),
+                    )
+                    .label("no name")
+                    .help(format!(
+                        "write `{kind} NAME {{ ... }}`; other blocks refer to it by that name"
+                    )),
+                );
+                continue;
+            };
+            let list = named.entry(kind).or_default();
+            if list
+                .iter()
+                .any(|o| o.label.as_ref().map(|l| &l.name) == Some(&label.name))
+            {
+                cx.push(
+                    Problem::error(
+                        Code::Duplicate,
+                        label.span,
+                        format!("there is already a {kind} named `{}`", label.name),
+                    )
+                    .label("duplicate name")
+                    .help(format!("rename one of them; {kind} names must be unique")),
+                );
+                continue;
+            }
+            list.push(b);
+        } else {
+            if let Some(l) = &b.label {
+                cx.push(
+                    Problem::error(
+                        Code::Syntax,
+                        l.span,
+                        format!("a `{kind}` block takes no name"),
+                    )
+                    .label("unexpected name")
+                    .help(format!("write `{kind} {{ ... }}`")),
+                );
+            }
+            if singles.contains_key(kind) {
+                cx.push(
+                    Problem::error(Code::Duplicate, b.kind.span, format!("second `{kind}` block"))
+                        .label("duplicate")
+                        .help(format!("a pipeline has one `{kind}` block; merge them (use `variant` for side-by-side runs)")),
+                );
+                continue;
+            }
+            singles.insert(kind, b);
+        }
+    }
+    let blocks = |k: &str| named.get(k).cloned().unwrap_or_default();
+    let label = |b: &Block| b.label.as_ref().map(|l| l.name.clone()).unwrap_or_default();
+
+    // pipeline { name seed description }
+    let stem = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("pipeline")
+        .to_string();
+    let (name, seed, description) = match singles.get("pipeline") {
+        Some(b) => {
+            let mut r = Reader::new(b, cx);
+            let name = r.string("name", cx).unwrap_or(stem);
+            let seed = r.int("seed", 0, u64::MAX, cx).unwrap_or(0);
+            let description = r.string("description", cx);
+            r.finish(&["name", "seed", "description"], &[], &|_| None, cx);
+            (name, seed, description)
+        }
+        None => (stem, 0, None),
+    };
+
+    let plugins: Vec<Plugin> = blocks("plugin")
+        .into_iter()
+        .filter_map(|b| {
+            let mut r = Reader::new(b, cx);
+            let library = r.path("library", cx);
+            if !r.has("library") {
+                cx.missing(
+                    r.span(),
+                    "`library`",
+                    "name the plugin's shared library, relative to this pipeline file",
+                );
+            }
+            let abi = r.int("abi", 1, u32::MAX as u64, cx).unwrap_or(1) as u32;
+            r.finish(&["library", "abi"], &[], &|_| None, cx);
+            Some(Plugin {
+                name: label(b),
+                library: library?,
+                abi,
+            })
+        })
+        .collect();
+
+    let datasets: Vec<Dataset> = blocks("dataset")
+        .into_iter()
+        .filter_map(|b| dataset::check(b, &label(b), seed, cx))
+        .collect();
+    if blocks("dataset").is_empty() {
+        cx.missing(
+            whole,
+            "a `dataset` block",
+            "declare the data: `dataset NAME { format = jsonl path = \"...\" }`",
+        );
+    }
+
+    let model = match singles.get("model") {
+        Some(b) => model::check(b, cx),
+        None => {
+            cx.missing(
+                whole,
+                "a `model` block",
+                "declare the base model: `model { path = \"...\" head = causal_lm }`",
+            );
+            None
+        }
+    };
+
+    let adapters: Vec<Adapter> = blocks("adapter")
+        .into_iter()
+        .filter_map(|b| adapter::check(b, &label(b), cx))
+        .collect();
+    if blocks("adapter").is_empty() {
+        cx.missing(
+            whole,
+            "an `adapter` block",
+            "say what trains: `adapter NAME { method = ard_lora modules = [query, value] }`",
+        );
+    }
+    let has_ard = adapters
+        .iter()
+        .any(|a| matches!(a.method, Method::ArdLora(_)));
+
+    let (train, tspans) = match singles.get("train") {
+        Some(b) => {
+            let (t, s) = train::check(b, seed, cx);
+            (t, Some(s))
+        }
+        None => {
+            cx.missing(
+                whole,
+                "a `train` block",
+                "say how to train: `train { lr = 3e-4 steps = 300 }`",
+            );
+            (None, None)
+        }
+    };
+    let dataset_names: Vec<&str> = datasets.iter().map(|d| d.name.as_str()).collect();
+    let all_dataset_names: Vec<String> = blocks("dataset").iter().map(|b| label(b)).collect();
+    let train = train.and_then(|mut t| {
+        let tspans = tspans.as_ref()?;
+        // Which dataset trains: the named one, else the only one.
+        if t.dataset.is_empty() {
+            match all_dataset_names.as_slice() {
+                [one] => t.dataset = one.clone(),
+                [] => return None,
+                _ => {
+                    cx.push(
+                        Problem::error(
+                            Code::Missing,
+                            singles["train"].kind.span,
+                            "which dataset does `train` use?",
+                        )
+                        .label("several datasets")
+                        .help(format!(
+                            "add `dataset = NAME` with one of {}",
+                            all_dataset_names.join(", ")
+                        )),
+                    );
+                    return None;
+                }
+            }
+        } else if !all_dataset_names.contains(&t.dataset) {
+            unresolved(cx, tspans.dataset?, "dataset", &t.dataset, &dataset_names);
+            return None;
+        }
+        Some(t)
+    });
+
+    let evaluate = singles.get("evaluate").and_then(|b| {
+        let (e, spans) = evaluate::check(b, cx);
+        let (ds, split, metrics, batch) = e?;
+        if let Some(m) = &model {
+            for (metric, span) in metrics.iter().zip(&spans.metrics) {
+                head_allows(metric, &m.head, *span, cx);
+            }
+        }
+        let dataset = match ds {
+            Some(d) => {
+                if !all_dataset_names.contains(&d) {
+                    unresolved(cx, spans.dataset?, "dataset", &d, &dataset_names);
+                    return None;
+                }
+                d
+            }
+            None => train.as_ref().map(|t| t.dataset.clone())?,
+        };
+        if let Some(d) = datasets.iter().find(|x| x.name == dataset) {
+            let missing = match split {
+                SplitName::Validation => d.split.validation.is_none(),
+                SplitName::Test => d.split.test.is_none(),
+                SplitName::Train => false,
+            };
+            if missing {
+                let word = if split == SplitName::Test { "test" } else { "validation" };
+                cx.push(
+                    Problem::error(Code::Contradiction, spans.split.unwrap_or(b.kind.span), format!("dataset `{dataset}` has no {word} split"))
+                        .label(format!("no {word} data"))
+                        .help(format!("add `split {{ {word} = 10% }}` to dataset `{dataset}`, or evaluate another split")),
+                );
+            }
+        }
+        Some(Evaluate {
+            dataset,
+            split,
+            metrics,
+            batch_size: batch.or(train.as_ref().map(|t| t.batch_size)).unwrap_or(16),
+        })
+    });
+
+    // Cross-checks that need several blocks.
+    if let Some(ts) = &tspans {
+        if !has_ard && blocks("adapter").len() == adapters.len() {
+            for s in &ts.alpha_keys {
+                cx.push(
+                    Problem::error(
+                        Code::Contradiction,
+                        *s,
+                        "α settings without an `ard_lora` adapter",
+                    )
+                    .label("no α to train")
+                    .help("only ARD-LoRA learns α; remove this or add an `ard_lora` adapter"),
+                );
+            }
+        }
+        if let Some(d) = ts.length {
+            past_the_end(d, ts.duration, cx);
+        }
+    }
+    if let (Some(t), Some(ts)) = (&train, &tspans) {
+        if let Some(s) = ts.eval_every
+            && evaluate.is_none()
+            && cx.complete
+        {
+            cx.push(
+                Problem::error(
+                    Code::Contradiction,
+                    s,
+                    "`eval_every` without an `evaluate` block",
+                )
+                .label("nothing to evaluate")
+                .help("add `evaluate { metrics = [loss] }` or remove `eval_every`"),
+            );
+        }
+        if let (Some(es), Some(span)) = (&t.early_stopping, ts.early_metric) {
+            match &evaluate {
+                Some(e) if e.metrics.contains(&es.metric) => {}
+                Some(_) => cx.push(
+                    Problem::error(
+                        Code::Contradiction,
+                        span,
+                        "early stopping watches a metric that is not evaluated",
+                    )
+                    .label("not in `evaluate.metrics`")
+                    .help("add it to `evaluate { metrics = [...] }`"),
+                ),
+                None => cx.push(
+                    Problem::error(
+                        Code::Contradiction,
+                        span,
+                        "early stopping without an `evaluate` block",
+                    )
+                    .label("never measured")
+                    .help("add an `evaluate` block that measures this metric"),
+                ),
+            }
+        }
+    }
+    if let (Some(m), Some(t)) = (&model, &train)
+        && let Some(d) = datasets.iter().find(|d| d.name == t.dataset)
+        && matches!(m.head, Head::SequenceClassification { .. })
+        && d.fields.label.is_none()
+        && !matches!(d.source, Source::Folders { .. } | Source::Plugin { .. })
+        && let Some(b) = blocks("dataset").into_iter().find(|b| label(b) == d.name)
+    {
+        cx.push(
+            Problem::error(
+                Code::Missing,
+                b.kind.span,
+                format!("dataset `{}` has no labels for the classifier", d.name),
+            )
+            .label("no `label`")
+            .help("name the label column: `label = \"label\"` (with `label_regex` to extract it)"),
+        );
+    }
+    let declared: Vec<&str> = plugins.iter().map(|p| p.name.as_str()).collect();
+    let all_plugins: Vec<String> = blocks("plugin").iter().map(|b| label(b)).collect();
+    for (p, span) in std::mem::take(&mut cx.plugin_refs) {
+        if !all_plugins.contains(&p) {
+            unresolved(cx, span, "plugin", &p, &declared);
+        }
+    }
+
+    let output = match singles.get("output") {
+        Some(b) => output(b, &adapters, cx),
+        None => Some(Output {
+            dir: cx
+                .resolve_path("runs/{name}-{timestamp}", whole)
+                .to_string_lossy()
+                .into_owned(),
+            export: vec![Export::Peft],
+            report: true,
+        }),
+    };
+
+    Some(Pipeline {
+        format: PIPELINE_FORMAT,
+        name,
+        description,
+        seed,
+        file: file.to_path_buf(),
+        plugins,
+        datasets,
+        model: model?,
+        adapters,
+        train: train?,
+        evaluate,
+        output: output?,
+        variants: Vec::new(),
+    })
+}
+
+fn unresolved(cx: &mut Ctx, span: Span, what: &str, name: &str, known: &[&str]) {
+    let help = match suggest::closest(name, known.iter().copied()) {
+        Some(s) => format!("did you mean `{s}`?"),
+        None if known.is_empty() => format!("declare it: `{what} {name} {{ ... }}`"),
+        None => format!("declared {what}s: {}", suggest::list(known)),
+    };
+    cx.push(
+        Problem::error(Code::Unresolved, span, format!("no {what} named `{name}`"))
+            .label("not declared")
+            .help(help),
+    );
+}
+
+fn head_allows(metric: &Metric, head: &Head, span: Span, cx: &mut Ctx) {
+    let bad = match (metric, head) {
+        (Metric::Perplexity, Head::CausalLm) => None,
+        (Metric::Perplexity, _) => Some("perplexity needs `head = causal_lm`"),
+        (Metric::Accuracy | Metric::MacroF1, Head::SequenceClassification { .. }) => None,
+        (Metric::Accuracy | Metric::MacroF1, _) => {
+            Some("accuracy and macro-F1 need `head = sequence_classification`")
+        }
+        _ => None,
+    };
+    if let Some(why) = bad {
+        cx.push(
+            Problem::error(Code::Contradiction, span, format!("this metric does not fit the model's head: {why}"))
+                .label("wrong metric for this head")
+                .help("classifiers use `accuracy`/`macro_f1`, language models `perplexity`; `loss` fits both"),
+        );
+    }
+}
+
+/// A schedule or cadence that points past the end of training is an error (when comparable).
+fn past_the_end(d: Duration, dspan: Option<Span>, cx: &mut Ctx) {
+    let positions = std::mem::take(&mut cx.positions);
+    for (p, span) in positions {
+        let past = match (p, d) {
+            (Position::Steps(s), Duration::Steps(n)) => s > n,
+            (Position::Epochs(e), Duration::Epochs(n)) => e > n as f64,
+            _ => false,
+        };
+        if past {
+            let end = match d {
+                Duration::Steps(n) => format!("{n} steps"),
+                Duration::Epochs(n) => format!("{n} epochs"),
+            };
+            let mut p = Problem::error(
+                Code::Contradiction,
+                span,
+                format!("this lies after training ends ({end})"),
+            )
+            .label("past the end of training")
+            .help("use a point within training, or a percentage of it such as `20%`");
+            if dspan.is_none() {
+                p = p.help("use a point within training, or a percentage of it");
+            }
+            cx.push(p);
+        }
+    }
+}
+
+const PLACEHOLDERS: &[&str] = &["name", "variant", "seed", "timestamp"];
+
+fn output(b: &Block, adapters: &[Adapter], cx: &mut Ctx) -> Option<Output> {
+    let mut r = Reader::new(b, cx);
+    let dir_e = r.entry("dir");
+    let dir = match dir_e.and_then(|e| cx.eval(&e.value)) {
+        Some(v) => {
+            let s = crate::reader::as_string(&v, "dir", cx)?;
+            for part in s.split('{').skip(1) {
+                let name = part.split('}').next().unwrap_or("");
+                if !PLACEHOLDERS.contains(&name) {
+                    cx.push(
+                        Problem::error(
+                            Code::Unresolved,
+                            v.span,
+                            format!("unknown placeholder `{{{name}}}` in the run directory"),
+                        )
+                        .label("unknown placeholder")
+                        .help(suggest::help_for(
+                            name,
+                            "placeholders are",
+                            PLACEHOLDERS,
+                        )),
+                    );
+                    return None;
+                }
+            }
+            cx.resolve_path(&s, v.span).to_string_lossy().into_owned()
+        }
+        None => cx
+            .resolve_path("runs/{name}-{timestamp}", b.kind.span)
+            .to_string_lossy()
+            .into_owned(),
+    };
+    let export_e = r.entry("export");
+    let mut export = Vec::new();
+    if let Some(v) = export_e.and_then(|e| cx.eval(&e.value)) {
+        let items = match &v.kind {
+            crate::ast::ExprKind::List(l) => l.clone(),
+            _ => vec![v.clone()],
+        };
+        for e in items {
+            match crate::reader::as_symbol(&e, "export", &["peft", "merged"], cx) {
+                Some("peft") => {
+                    if let Some(a) = adapters
+                        .iter()
+                        .find(|a| matches!(a.method, Method::Full(_)))
+                    {
+                        cx.push(
+                            Problem::error(Code::Contradiction, e.span, format!("adapter `{}` trains full weights: there is no PEFT adapter to export", a.name))
+                                .label("nothing to export as PEFT")
+                                .help("export `merged` weights for full fine-tuning"),
+                        );
+                    }
+                    export.push(Export::Peft)
+                }
+                Some(_) => export.push(Export::Merged),
+                None => {}
+            }
+        }
+    } else {
+        export.push(
+            if adapters.iter().any(|a| matches!(a.method, Method::Full(_))) {
+                Export::Merged
+            } else {
+                Export::Peft
+            },
+        );
+    }
+    export.dedup();
+    let report = r.bool("report", cx).unwrap_or(true);
+    r.finish(&["dir", "export", "report"], &[], &|_| None, cx);
+    Some(Output {
+        dir,
+        export,
+        report,
+    })
+}

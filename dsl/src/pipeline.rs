@@ -1,0 +1,616 @@
+//! The checked, resolved pipeline: what the engine consumes. Every knob is explicit with its
+//! default filled in, every path is absolute, every schedule is typed. Serialised as the run
+//! directory's `pipeline.json`; its JSON Schema is `schemas/pipeline.schema.json`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Version of this structure; bumped when a field changes meaning.
+pub const PIPELINE_FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Pipeline {
+    pub format: u32,
+    pub name: String,
+    pub description: Option<String>,
+    /// The seed every other seed defaults to.
+    pub seed: u64,
+    /// The pipeline file (absolute).
+    pub file: PathBuf,
+    pub plugins: Vec<Plugin>,
+    pub datasets: Vec<Dataset>,
+    pub model: Model,
+    pub adapters: Vec<Adapter>,
+    pub train: Train,
+    pub evaluate: Option<Evaluate>,
+    pub output: Output,
+    /// Side-by-side runs: each variant is this pipeline with some blocks replaced.
+    pub variants: Vec<Variant>,
+}
+
+impl Pipeline {
+    /// The runs this pipeline asks for: itself when it has no variants, else each variant.
+    pub fn runs(&self) -> Vec<(&str, &Pipeline)> {
+        if self.variants.is_empty() {
+            vec![(self.name.as_str(), self)]
+        } else {
+            self.variants
+                .iter()
+                .map(|v| (v.name.as_str(), v.pipeline.as_ref()))
+                .collect()
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    pub name: String,
+    /// The complete pipeline of this run (its own `variants` is empty).
+    pub pipeline: Box<Pipeline>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plugins
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Plugin {
+    pub name: String,
+    /// The shared library (absolute; written relative to the pipeline file).
+    pub library: PathBuf,
+    /// The plugin ABI version the pipeline expects; the host refuses a mismatch.
+    pub abi: u32,
+}
+
+/// Free-form options handed to a plugin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum OptionValue {
+    Bool(bool),
+    Number(f64),
+    String(String),
+    List(Vec<OptionValue>),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Datasets
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Dataset {
+    pub name: String,
+    pub source: Source,
+    pub fields: Fields,
+    pub split: Split,
+    pub preprocess: Preprocess,
+    pub on_bad_row: BadRowPolicy,
+    /// Read at most this many rows (records) from the source.
+    pub max_rows: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "format", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Source {
+    /// One JSON object per line. `path` may contain glob wildcards (`*`, `?`, `[..]`).
+    Jsonl {
+        path: PathBuf,
+    },
+    Csv {
+        path: PathBuf,
+        delimiter: char,
+        /// Whether the first row names the columns (else columns are `0`, `1`, …).
+        header: bool,
+    },
+    Text {
+        path: PathBuf,
+        mode: TextMode,
+    },
+    /// One sub-folder per class, one text file per example; the folder name is the label.
+    Folders {
+        path: PathBuf,
+    },
+    /// Records streamed by a loader plugin.
+    Plugin {
+        plugin: String,
+        path: Option<PathBuf>,
+        options: BTreeMap<String, OptionValue>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TextMode {
+    /// Each non-empty line is one example.
+    Lines,
+    /// Each file is one example.
+    Documents,
+    /// Examples are separated by a line that is exactly `line` (e.g. `%` in fortune files).
+    Separator { line: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Fields {
+    /// The text column (JSONL key / CSV column); `None` for text and folder sources.
+    pub text: Option<String>,
+    /// A second text for pair tasks.
+    pub text_pair: Option<String>,
+    /// The label column.
+    pub label: Option<String>,
+    /// The label is the first capture group of this regex applied to the label column.
+    pub label_regex: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Split {
+    pub validation: Option<SplitPart>,
+    pub test: Option<SplitPart>,
+    /// Seed of the shuffle that carves fractions out of the source.
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SplitPart {
+    /// This fraction of the source's rows (after `max_rows`), drawn with the split seed.
+    Fraction { fraction: f64 },
+    /// A separate file in the source's format.
+    File { path: PathBuf },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Preprocess {
+    /// Tokens per example (classification) before truncation.
+    pub max_length: u32,
+    pub truncation: Side,
+    /// Regexes removed from every text before tokenising (e.g. `http\S+`).
+    pub strip: Vec<String>,
+    pub lowercase: bool,
+    /// Causal LM: texts are concatenated and cut into blocks of this many tokens.
+    pub block_size: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Left,
+    Right,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "policy", rename_all = "snake_case", deny_unknown_fields)]
+pub enum BadRowPolicy {
+    /// Stop at the first bad row, naming file and line.
+    Fail,
+    /// Skip bad rows and count them; stop when more than `max` were skipped.
+    Skip { max: Option<u64> },
+}
+
+// ---------------------------------------------------------------------------------------------
+// Model
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Model {
+    pub path: PathBuf,
+    pub format: ModelFormat,
+    pub head: Head,
+    pub dtype: DType,
+    pub device: Device,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelFormat {
+    /// `config.json` + `*.safetensors` + `tokenizer.json`.
+    HfFolder,
+    Gguf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Head {
+    CausalLm,
+    SequenceClassification { classes: Classes },
+    Embedding { pooling: Pooling },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Classes {
+    /// The distinct labels of the training data, sorted.
+    FromData,
+    Names {
+        names: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    Mean,
+    Cls,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DType {
+    F32,
+    F16,
+    Bf16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Device {
+    /// CUDA when available, else CPU.
+    Auto,
+    Cpu,
+    Cuda {
+        index: u32,
+    },
+}
+
+// ---------------------------------------------------------------------------------------------
+// Adapters
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Adapter {
+    pub name: String,
+    pub targets: Targets,
+    pub method: Method,
+}
+
+/// Where an adapter goes, kept symbolic: the engine matches it against a real model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Targets {
+    /// A module is adapted when any selector matches its path…
+    pub modules: Vec<Selector>,
+    /// …its layer index is in `layers`…
+    pub layers: Indices,
+    /// …and (for per-head methods) only these heads get units.
+    pub heads: Indices,
+    /// …unless an exclude selector matches it.
+    pub exclude: Vec<Selector>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", content = "pattern", rename_all = "snake_case")]
+pub enum Selector {
+    /// Matches the last component of a module path (`query` matches `…attention.self.query`).
+    Name(String),
+    /// Matches the whole module path; `*` stays within one component, `**` spans several.
+    Glob(String),
+    /// Matches the whole module path (anchored).
+    Regex(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", content = "indices", rename_all = "snake_case")]
+pub enum Indices {
+    All,
+    /// Sorted, without duplicates.
+    Only(Vec<u32>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Method {
+    ArdLora(ArdLora),
+    Lora(Lora),
+    Dora(Lora),
+    #[serde(rename = "adalora")]
+    AdaLora(AdaLora),
+    Full(Full),
+}
+
+impl Method {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::ArdLora(_) => "ard_lora",
+            Method::Lora(_) => "lora",
+            Method::Dora(_) => "dora",
+            Method::AdaLora(_) => "adalora",
+            Method::Full(_) => "full",
+        }
+    }
+}
+
+/// ARD-LoRA as DESIGN.md defines it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArdLora {
+    /// Base rank: effective rank r = max(1, round(r0·α)).
+    pub r0: u32,
+    pub alpha: AlphaBounds,
+    /// LoRA scale s: ΔW = (s / r0) · B · diag(m) · A.
+    pub scale: f64,
+    pub dropout: f64,
+    /// Units per head-less linear (MLP), split along the output axis.
+    pub groups: u32,
+    /// Physically shrink r_max as α falls; `None` keeps r_max = ceil(r0·α_max).
+    pub compaction: Option<Compaction>,
+    pub meta: MetaMode,
+    pub regularizer: Regularizer,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlphaBounds {
+    pub init: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Compaction {
+    pub every: Position,
+    /// Ranks kept above what α reaches now.
+    pub margin: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+pub enum MetaMode {
+    /// α steps together with A and B on every batch.
+    Joint,
+    /// α steps on held-out batches: every `every` steps, on the named split of the training
+    /// dataset.
+    Alternating { every: u32, split: SplitName },
+}
+
+/// R(α) = β·Σ c_u α_u + γ·TV(α), weighted by λ(t) in the objective.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Regularizer {
+    pub lambda: Schedule,
+    pub beta: Schedule,
+    pub gamma: Schedule,
+    pub tv: TvAxis,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "axis", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TvAxis {
+    /// Σ |α_{l+1,h} − α_{l,h}| across layers.
+    Depth,
+    /// Σ |α_u(t) − EMA(α_u)| with this EMA decay.
+    Time { ema_decay: f64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Lora {
+    pub rank: u32,
+    /// LoRA scale s (PEFT's `lora_alpha`): ΔW = (s / rank) · B · A.
+    pub scale: f64,
+    pub dropout: f64,
+}
+
+/// AdaLoRA, driven automatically by the trainer (PEFT's knobs, same meaning).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdaLora {
+    pub init_r: u32,
+    pub target_r: u32,
+    /// Steps of warm-up before pruning starts.
+    pub tinit: Position,
+    /// Steps at the end with the budget fixed.
+    pub tfinal: Position,
+    /// Prune every this many steps.
+    pub delta_t: Position,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub orth_reg: f64,
+    pub scale: f64,
+    pub dropout: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Full {}
+
+// ---------------------------------------------------------------------------------------------
+// Schedules
+
+/// A value over training time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Schedule {
+    Constant {
+        value: f64,
+    },
+    /// `from` until `start`, straight to `to` at `end`, `to` after.
+    Linear {
+        from: f64,
+        to: f64,
+        start: Position,
+        end: Position,
+    },
+    /// Half-cosine from `from` at `start` to `to` at `end`.
+    Cosine {
+        from: f64,
+        to: f64,
+        start: Position,
+        end: Position,
+    },
+    /// Linear from 0 at step 0 to `then`'s value at `over`, then `then`.
+    #[serde(rename = "warmup")]
+    WarmUp {
+        over: Position,
+        then: Box<Schedule>,
+    },
+    /// `from`, multiplied by `factor` every `every`.
+    Step {
+        from: f64,
+        factor: f64,
+        every: Position,
+    },
+    /// Straight lines between points; constant before the first and after the last.
+    Piecewise {
+        points: Vec<SchedulePoint>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulePoint {
+    pub at: Position,
+    pub value: f64,
+}
+
+/// A point in training time.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "unit", content = "value", rename_all = "snake_case")]
+pub enum Position {
+    Steps(u64),
+    Epochs(f64),
+    /// Fraction of the whole training run, 0..=1.
+    Fraction(f64),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Training
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Train {
+    /// The dataset whose train split is trained on.
+    pub dataset: String,
+    pub optimizer: Optimizer,
+    pub lr: Schedule,
+    /// Optimizer of the ARD α parameters (no weight decay).
+    pub alpha_optimizer: Optimizer,
+    pub alpha_lr: Schedule,
+    pub batch_size: u32,
+    pub grad_accum: u32,
+    pub duration: Duration,
+    /// Global gradient-norm clipping.
+    pub clip: Option<f64>,
+    pub precision: Precision,
+    pub seed: u64,
+    pub log_every: Position,
+    pub eval_every: Option<Position>,
+    pub checkpoint_every: Option<Position>,
+    pub early_stopping: Option<EarlyStopping>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Optimizer {
+    #[serde(rename = "adamw")]
+    AdamW {
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        weight_decay: f64,
+    },
+    Adam {
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+    },
+    Sgd {
+        momentum: f64,
+        weight_decay: f64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "unit", content = "value", rename_all = "snake_case")]
+pub enum Duration {
+    Steps(u64),
+    Epochs(u32),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    F32,
+    /// bf16 autocast, f32 master weights.
+    Bf16,
+    /// f16 autocast with loss scaling.
+    F16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyStopping {
+    pub metric: Metric,
+    pub mode: Goal,
+    /// Evaluations without improvement before stopping.
+    pub patience: u32,
+    pub min_delta: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Goal {
+    Min,
+    Max,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Evaluation and output
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Evaluate {
+    pub dataset: String,
+    pub split: SplitName,
+    pub metrics: Vec<Metric>,
+    pub batch_size: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SplitName {
+    Train,
+    Validation,
+    Test,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Metric {
+    Loss,
+    Perplexity,
+    Accuracy,
+    MacroF1,
+    /// A named scalar reported by a metric plugin.
+    Plugin {
+        plugin: String,
+        /// Which of the plugin's scalars (`None`: all of them, the first for early stopping).
+        name: Option<String>,
+        options: BTreeMap<String, OptionValue>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Output {
+    /// Run directory template (absolute); `{name}`, `{variant}`, `{seed}` and `{timestamp}`
+    /// are filled in when the run starts.
+    pub dir: String,
+    pub export: Vec<Export>,
+    pub report: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Export {
+    /// A Hugging Face PEFT LoRA adapter (ARD folds into per-module `rank_pattern`).
+    Peft,
+    /// The base weights with the adapter merged in.
+    Merged,
+}

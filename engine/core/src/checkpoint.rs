@@ -1,0 +1,716 @@
+//! Checkpoints holding **all** training state, written atomically as a whole.
+//!
+//! ```text
+//! checkpoints/
+//!   step-0000120/            a complete checkpoint (the rename into this name is the commit)
+//!     tensors.safetensors    adapters, α, optimizer moments, EMAs, … (names chosen by the trainer)
+//!     state.json             step, epoch, data position, RNG streams, early stopping, … + the
+//!                            size and sha256 of tensors.safetensors
+//!   step-0000150.partial/    being written, or left by a killed process: never loaded
+//!   latest                   "step-0000120": the newest checkpoint, for people and tools
+//! ```
+//!
+//! [`load_latest`] trusts only directories whose name has no suffix, whose `state.json` parses
+//! and whose tensor file matches the recorded size and hash: a crash at any instant of a save
+//! leaves the previous checkpoint as the one that loads.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, SafeTensors, View};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::manifest::sha256_hex;
+use crate::rng::RngStreams;
+use crate::rundir::{self, RunDirError, fsync_dir, io_err, write_atomic, write_json_atomic};
+
+pub const TENSORS_FILE: &str = "tensors.safetensors";
+pub const STATE_FILE: &str = "state.json";
+pub const LATEST: &str = "latest";
+/// Bumped when the sidecar changes incompatibly; older checkpoints are then refused, not guessed.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error(transparent)]
+    RunDir(#[from] RunDirError),
+    #[error("tensor `{name}`: {why}")]
+    Tensor { name: String, why: String },
+    #[error("{path}: not a valid safetensors file: {why}")]
+    SafeTensors { path: PathBuf, why: String },
+    #[error("{path}: {why}")]
+    Corrupt { path: PathBuf, why: String },
+    #[error(
+        "keep_last must be at least 1 (0 would delete the checkpoint just written); set checkpoint keep_last ≥ 1"
+    )]
+    KeepNone,
+}
+
+pub type Result<T, E = CheckpointError> = std::result::Result<T, E>;
+
+/// Where the data loader is: a position that, with [`RngStreams::epoch_permutation`], replays
+/// the same batches.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct DataPosition {
+    pub epoch: u64,
+    /// Examples of this epoch already consumed (in permuted order).
+    pub examples_consumed: u64,
+}
+
+/// Early-stopping bookkeeping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct EarlyStoppingState {
+    pub metric: String,
+    pub best: Option<f64>,
+    pub best_step: Option<u64>,
+    pub evals_without_improvement: u32,
+}
+
+/// Every non-tensor piece of training state. Tensor state (adapter weights, α, optimizer
+/// moments, α EMAs) travels beside it in the safetensors file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TrainingState {
+    /// Optimizer steps taken.
+    pub step: u64,
+    pub data: DataPosition,
+    pub rng: RngStreams,
+    #[serde(default)]
+    pub early_stopping: Option<EarlyStoppingState>,
+    /// Scalar running averages (e.g. a smoothed loss for the progress bar).
+    #[serde(default)]
+    pub ema: BTreeMap<String, f64>,
+    /// Class names in label-id order, so a resumed run maps labels identically.
+    #[serde(default)]
+    pub label_vocab: Option<Vec<String>>,
+    /// Optimizer step counters and anything else the trainer owns (schedule state, meta-mode
+    /// phase, compaction history): stored and returned verbatim.
+    #[serde(default)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+impl TrainingState {
+    pub fn new(seed: u64) -> TrainingState {
+        TrainingState {
+            step: 0,
+            data: DataPosition::default(),
+            rng: RngStreams::new(seed),
+            early_stopping: None,
+            ema: BTreeMap::new(),
+            label_vocab: None,
+            extra: BTreeMap::new(),
+        }
+    }
+}
+
+/// The sidecar as written: the state plus what is needed to check the tensor file.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Sidecar {
+    pub format_version: u32,
+    pub created_at: String,
+    pub tensors_file: String,
+    pub tensors_bytes: u64,
+    pub tensors_sha256: String,
+    pub tensor_count: usize,
+    pub state: TrainingState,
+}
+
+/// A loaded checkpoint. Tensors are on the CPU; the trainer moves them where it needs them.
+#[derive(Debug)]
+pub struct Checkpoint {
+    pub path: PathBuf,
+    pub state: TrainingState,
+    pub tensors: Vec<(String, Tensor)>,
+}
+
+impl Checkpoint {
+    pub fn step(&self) -> u64 {
+        self.state.step
+    }
+
+    /// The tensor named `name`, or an error naming what the checkpoint does hold.
+    pub fn tensor(&self, name: &str) -> Result<&Tensor> {
+        self.tensors
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t)
+            .ok_or_else(|| CheckpointError::Tensor {
+                name: name.to_string(),
+                why: format!(
+                    "not in checkpoint {} (it holds {} tensors{}); was it written by a different pipeline?",
+                    self.path.display(),
+                    self.tensors.len(),
+                    self.tensors
+                        .first()
+                        .map(|(n, _)| format!(", e.g. `{n}`"))
+                        .unwrap_or_default()
+                ),
+            })
+    }
+}
+
+pub fn step_dir_name(step: u64) -> String {
+    format!("step-{step:07}")
+}
+
+fn parse_step_dir(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("step-")?;
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+/// The checkpoints folder of a run, with its retention policy.
+#[derive(Debug, Clone)]
+pub struct Checkpoints {
+    dir: PathBuf,
+    keep_last: usize,
+}
+
+impl Checkpoints {
+    /// `keep_last`: how many complete checkpoints survive a save (at least 1).
+    pub fn new(dir: &Path, keep_last: usize) -> Result<Checkpoints> {
+        if keep_last == 0 {
+            return Err(CheckpointError::KeepNone);
+        }
+        fs::create_dir_all(dir).map_err(io_err("cannot create", dir))?;
+        Ok(Checkpoints {
+            dir: dir.to_path_buf(),
+            keep_last,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Save a checkpoint for `state.step`: write into `step-N.partial/`, fsync, rename to
+    /// `step-N/`, point `latest` at it, then prune old ones. Returns the checkpoint's path.
+    pub fn save<S: AsRef<str>>(
+        &self,
+        state: &TrainingState,
+        tensors: &[(S, &Tensor)],
+    ) -> Result<PathBuf> {
+        let name = step_dir_name(state.step);
+        let final_dir = self.dir.join(&name);
+        let partial = self.dir.join(format!("{name}.partial"));
+        if partial.exists() {
+            fs::remove_dir_all(&partial).map_err(io_err("cannot remove stale", &partial))?;
+        }
+        fs::create_dir(&partial).map_err(io_err("cannot create", &partial))?;
+
+        let bytes = serialize_tensors(tensors, None)?;
+        write_atomic(&partial.join(TENSORS_FILE), &bytes)?;
+        let sidecar = Sidecar {
+            format_version: FORMAT_VERSION,
+            created_at: crate::manifest::now_rfc3339(),
+            tensors_file: TENSORS_FILE.into(),
+            tensors_bytes: bytes.len() as u64,
+            tensors_sha256: sha256_hex(&bytes),
+            tensor_count: tensors.len(),
+            state: state.clone(),
+        };
+        drop(bytes);
+        write_json_atomic(&partial.join(STATE_FILE), &sidecar)?;
+        fsync_dir(&partial)?;
+
+        // Saving a step that already exists (a resumed run re-reaching it): move the old one
+        // aside first, so there is no instant without a complete checkpoint for this step.
+        let aside = self.dir.join(format!("{name}.old-{}", std::process::id()));
+        let had_old = final_dir.exists();
+        if had_old {
+            fs::rename(&final_dir, &aside).map_err(io_err("cannot move aside", &final_dir))?;
+        }
+        fs::rename(&partial, &final_dir)
+            .map_err(io_err("cannot rename checkpoint into", &final_dir))?;
+        fsync_dir(&self.dir)?;
+        if had_old {
+            fs::remove_dir_all(&aside).map_err(io_err("cannot remove", &aside))?;
+        }
+        write_atomic(&self.dir.join(LATEST), format!("{name}\n").as_bytes())?;
+        self.prune()?;
+        Ok(final_dir)
+    }
+
+    /// Steps of the complete-looking checkpoint directories, ascending (not yet verified).
+    pub fn steps(&self) -> Result<Vec<u64>> {
+        let mut steps = Vec::new();
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(steps),
+            Err(e) => return Err(io_err("cannot read", &self.dir)(e).into()),
+        };
+        for entry in entries {
+            let entry = entry.map_err(io_err("cannot read", &self.dir))?;
+            if let Some(step) = entry.file_name().to_str().and_then(parse_step_dir)
+                && entry.path().is_dir()
+            {
+                steps.push(step);
+            }
+        }
+        steps.sort_unstable();
+        Ok(steps)
+    }
+
+    /// Keep the newest `keep_last` complete checkpoints; remove leftovers of interrupted saves.
+    fn prune(&self) -> Result<()> {
+        let steps = self.steps()?;
+        let cut = steps.len().saturating_sub(self.keep_last);
+        for step in &steps[..cut] {
+            let p = self.dir.join(step_dir_name(*step));
+            fs::remove_dir_all(&p).map_err(io_err("cannot remove old checkpoint", &p))?;
+        }
+        for entry in fs::read_dir(&self.dir).map_err(io_err("cannot read", &self.dir))? {
+            let entry = entry.map_err(io_err("cannot read", &self.dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("step-") && (name.ends_with(".partial") || name.contains(".old-")) {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+        Ok(())
+    }
+
+    /// Load and verify the checkpoint of one step.
+    pub fn load(&self, step: u64) -> Result<Checkpoint> {
+        load_dir(&self.dir.join(step_dir_name(step)))
+    }
+
+    /// The newest checkpoint that is complete and intact; `None` when there is none. Broken
+    /// ones (a crash, a full disk, a hand edit) are skipped with a warning naming the reason.
+    pub fn load_latest(&self) -> Result<Option<Checkpoint>> {
+        for step in self.steps()?.into_iter().rev() {
+            match self.load(step) {
+                Ok(c) => return Ok(Some(c)),
+                Err(e) => tracing::warn!("skipping checkpoint at step {step}: {e}"),
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// [`Checkpoints::load_latest`] for a run directory.
+pub fn load_latest(run_dir: &Path) -> Result<Option<Checkpoint>> {
+    let dir = run_dir.join(rundir::CHECKPOINTS);
+    Checkpoints {
+        dir,
+        keep_last: usize::MAX,
+    }
+    .load_latest()
+}
+
+/// Load one checkpoint directory, checking the sidecar and the tensor file's size and hash.
+pub fn load_dir(dir: &Path) -> Result<Checkpoint> {
+    let corrupt = |why: String| CheckpointError::Corrupt {
+        path: dir.to_path_buf(),
+        why,
+    };
+    let state_path = dir.join(STATE_FILE);
+    let raw = fs::read(&state_path).map_err(|e| {
+        corrupt(format!(
+            "cannot read {STATE_FILE}: {e} (the save was interrupted)"
+        ))
+    })?;
+    let sidecar: Sidecar = serde_json::from_slice(&raw)
+        .map_err(|e| corrupt(format!("{STATE_FILE} is not valid: {e}")))?;
+    if sidecar.format_version != FORMAT_VERSION {
+        return Err(corrupt(format!(
+            "checkpoint format {} is not the format {FORMAT_VERSION} this ardpipe reads; resume with the ardpipe version that wrote it",
+            sidecar.format_version
+        )));
+    }
+    let tensor_path = dir.join(&sidecar.tensors_file);
+    let bytes = fs::read(&tensor_path)
+        .map_err(|e| corrupt(format!("cannot read {}: {e}", sidecar.tensors_file)))?;
+    if bytes.len() as u64 != sidecar.tensors_bytes {
+        return Err(corrupt(format!(
+            "{} has {} bytes, the sidecar recorded {} (truncated write)",
+            sidecar.tensors_file,
+            bytes.len(),
+            sidecar.tensors_bytes
+        )));
+    }
+    let sha = sha256_hex(&bytes);
+    if sha != sidecar.tensors_sha256 {
+        return Err(corrupt(format!(
+            "{} has sha256 {sha}, the sidecar recorded {} (the file changed after the save)",
+            sidecar.tensors_file, sidecar.tensors_sha256
+        )));
+    }
+    let tensors = deserialize_tensors(&bytes, &tensor_path)?;
+    if tensors.len() != sidecar.tensor_count {
+        return Err(corrupt(format!(
+            "{} holds {} tensors, the sidecar recorded {}",
+            sidecar.tensors_file,
+            tensors.len(),
+            sidecar.tensor_count
+        )));
+    }
+    Ok(Checkpoint {
+        path: dir.to_path_buf(),
+        state: sidecar.state,
+        tensors,
+    })
+}
+
+// ---- safetensors I/O (shared with `export`) -------------------------------------------------
+
+fn dtype_of(kind: Kind) -> Option<Dtype> {
+    Some(match kind {
+        Kind::Bool => Dtype::BOOL,
+        Kind::Uint8 => Dtype::U8,
+        Kind::Int8 => Dtype::I8,
+        Kind::Int16 => Dtype::I16,
+        Kind::Int => Dtype::I32,
+        Kind::Int64 => Dtype::I64,
+        Kind::BFloat16 => Dtype::BF16,
+        Kind::Half => Dtype::F16,
+        Kind::Float => Dtype::F32,
+        Kind::Double => Dtype::F64,
+        _ => return None,
+    })
+}
+
+fn kind_of(dtype: Dtype) -> Option<Kind> {
+    Some(match dtype {
+        Dtype::BOOL => Kind::Bool,
+        Dtype::U8 => Kind::Uint8,
+        Dtype::I8 => Kind::Int8,
+        Dtype::I16 => Kind::Int16,
+        Dtype::I32 => Kind::Int,
+        Dtype::I64 => Kind::Int64,
+        Dtype::BF16 => Kind::BFloat16,
+        Dtype::F16 => Kind::Half,
+        Dtype::F32 => Kind::Float,
+        Dtype::F64 => Kind::Double,
+        _ => return None,
+    })
+}
+
+/// A tensor's bytes on the host, contiguous, in the layout safetensors expects.
+struct HostTensor {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl View for &HostTensor {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        (&self.data[..]).into()
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+fn to_host(name: &str, t: &Tensor) -> Result<HostTensor> {
+    let bad = |why: String| CheckpointError::Tensor {
+        name: name.to_string(),
+        why,
+    };
+    let kind = t.f_kind().map_err(|e| bad(e.to_string()))?;
+    let dtype = dtype_of(kind)
+        .ok_or_else(|| bad(format!("dtype {kind:?} cannot be stored in safetensors")))?;
+    let t = t
+        .detach()
+        .f_to_device(Device::Cpu)
+        .and_then(|t| t.f_contiguous())
+        .map_err(|e| bad(e.to_string()))?;
+    let numel = t.numel();
+    let mut data = vec![0u8; numel * kind.elt_size_in_bytes()];
+    t.f_copy_data_u8(&mut data, numel)
+        .map_err(|e| bad(e.to_string()))?;
+    let shape = t.size().iter().map(|&d| d as usize).collect();
+    Ok(HostTensor { dtype, shape, data })
+}
+
+/// Serialise named tensors (any device, any layout) to safetensors bytes. Metadata always
+/// carries `format: pt`, which transformers checks when loading weights.
+pub fn serialize_tensors<S: AsRef<str>>(
+    tensors: &[(S, &Tensor)],
+    metadata: Option<BTreeMap<String, String>>,
+) -> Result<Vec<u8>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut host = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let name = name.as_ref();
+        if !seen.insert(name) {
+            return Err(CheckpointError::Tensor {
+                name: name.to_string(),
+                why: "appears twice; tensor names in one file must be unique".into(),
+            });
+        }
+        host.push((name.to_string(), to_host(name, t)?));
+    }
+    let mut info: HashMap<String, String> = metadata.unwrap_or_default().into_iter().collect();
+    info.entry("format".into()).or_insert_with(|| "pt".into());
+    safetensors::serialize(host.iter().map(|(n, h)| (n.as_str(), h)), Some(info)).map_err(|e| {
+        CheckpointError::SafeTensors {
+            path: PathBuf::from("(in memory)"),
+            why: e.to_string(),
+        }
+    })
+}
+
+/// Write named tensors to a safetensors file atomically.
+pub fn write_safetensors<S: AsRef<str>>(
+    path: &Path,
+    tensors: &[(S, &Tensor)],
+    metadata: Option<BTreeMap<String, String>>,
+) -> Result<()> {
+    let bytes = serialize_tensors(tensors, metadata)?;
+    Ok(write_atomic(path, &bytes)?)
+}
+
+fn deserialize_tensors(bytes: &[u8], path: &Path) -> Result<Vec<(String, Tensor)>> {
+    let bad = |why: String| CheckpointError::SafeTensors {
+        path: path.to_path_buf(),
+        why,
+    };
+    let st = SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
+    let mut out = Vec::new();
+    // Sorted names: file order is not meaningful, a stable order is.
+    let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
+    names.sort();
+    for name in names {
+        let view = st.tensor(&name).map_err(|e| bad(e.to_string()))?;
+        let kind = kind_of(view.dtype()).ok_or_else(|| {
+            bad(format!(
+                "tensor `{name}` has unsupported dtype {:?}",
+                view.dtype()
+            ))
+        })?;
+        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        let t = Tensor::f_from_data_size(view.data(), &shape, kind)
+            .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+        out.push((name, t));
+    }
+    Ok(out)
+}
+
+/// Read every tensor of a safetensors file onto the CPU, sorted by name.
+pub fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    let bytes = fs::read(path).map_err(io_err("cannot read", path))?;
+    deserialize_tensors(&bytes, path)
+}
+
+/// The metadata block of a safetensors file.
+pub fn read_safetensors_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
+    let bytes = fs::read(path).map_err(io_err("cannot read", path))?;
+    let (_, meta) =
+        SafeTensors::read_metadata(&bytes).map_err(|e| CheckpointError::SafeTensors {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        })?;
+    Ok(meta
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensors() -> Vec<(String, Tensor)> {
+        vec![
+            (
+                "adapter/layer0.q.A".into(),
+                Tensor::arange(12, (Kind::Float, Device::Cpu)).reshape([3, 4]) / 7.0,
+            ),
+            (
+                "alpha/layer0.q".into(),
+                Tensor::from_slice(&[1.0f32, 0.5, 2.0]),
+            ),
+            ("optim/step".into(), Tensor::from_slice(&[17i64])),
+            (
+                "ema/bf16".into(),
+                Tensor::from_slice(&[0.25f32, -3.5]).to_kind(Kind::BFloat16),
+            ),
+            // A transposed view: must be written in logical order, not storage order.
+            (
+                "adapter/layer0.q.B".into(),
+                Tensor::arange(6, (Kind::Double, Device::Cpu))
+                    .reshape([2, 3])
+                    .tr(),
+            ),
+        ]
+    }
+
+    fn state(step: u64) -> TrainingState {
+        let mut s = TrainingState::new(42);
+        s.step = step;
+        s.data = DataPosition {
+            epoch: 1,
+            examples_consumed: 96,
+        };
+        s.rng.stream("meta").next_u64();
+        s.early_stopping = Some(EarlyStoppingState {
+            metric: "accuracy".into(),
+            best: Some(0.61),
+            best_step: Some(step),
+            evals_without_improvement: 2,
+        });
+        s.ema.insert("loss".into(), 1.25);
+        s.label_vocab = Some(vec!["bbc".into(), "cnn".into()]);
+        s.extra
+            .insert("meta_phase".into(), serde_json::json!("alpha"));
+        s
+    }
+
+    fn save(c: &Checkpoints, step: u64) -> PathBuf {
+        let t = tensors();
+        let refs: Vec<(&str, &Tensor)> = t.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        c.save(&state(step), &refs).unwrap()
+    }
+
+    #[test]
+    fn round_trip_restores_every_tensor_and_all_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Checkpoints::new(dir.path(), 3).unwrap();
+        let p = save(&c, 120);
+        assert!(p.ends_with("step-0000120"));
+        assert_eq!(
+            fs::read_to_string(dir.path().join(LATEST)).unwrap(),
+            "step-0000120\n"
+        );
+        let ck = c.load_latest().unwrap().unwrap();
+        assert_eq!(ck.state, state(120));
+        for (name, t) in tensors() {
+            let got = ck.tensor(&name).unwrap();
+            assert_eq!(got.kind(), t.kind(), "{name}");
+            assert_eq!(got.size(), t.size(), "{name}");
+            assert!(got.equal(&t), "{name}");
+        }
+        let e = ck.tensor("nope").unwrap_err().to_string();
+        assert!(e.contains("holds 5 tensors"), "{e}");
+    }
+
+    #[test]
+    fn load_latest_from_a_run_dir() {
+        let run = tempfile::tempdir().unwrap();
+        let c = Checkpoints::new(&run.path().join(rundir::CHECKPOINTS), 2).unwrap();
+        assert!(load_latest(run.path()).unwrap().is_none());
+        save(&c, 5);
+        assert_eq!(load_latest(run.path()).unwrap().unwrap().step(), 5);
+    }
+
+    #[test]
+    fn keep_last_n_prunes_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Checkpoints::new(dir.path(), 2).unwrap();
+        for s in [10, 20, 30, 40] {
+            save(&c, s);
+        }
+        assert_eq!(c.steps().unwrap(), vec![30, 40]);
+        assert!(matches!(
+            Checkpoints::new(dir.path(), 0),
+            Err(CheckpointError::KeepNone)
+        ));
+    }
+
+    #[test]
+    fn half_written_checkpoints_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Checkpoints::new(dir.path(), 10).unwrap();
+        save(&c, 10);
+        let good = save(&c, 20);
+
+        // 1. A save killed before its rename: a `.partial` directory with only the tensors.
+        let partial = dir.path().join("step-0000030.partial");
+        fs::create_dir(&partial).unwrap();
+        fs::copy(good.join(TENSORS_FILE), partial.join(TENSORS_FILE)).unwrap();
+        // 2. A directory with the final name but no sidecar (made by hand or a broken copy).
+        let no_state = dir.path().join("step-0000040");
+        fs::create_dir(&no_state).unwrap();
+        fs::copy(good.join(TENSORS_FILE), no_state.join(TENSORS_FILE)).unwrap();
+        // 3. A complete-looking one whose tensor file was cut short.
+        let torn = dir.path().join("step-0000050");
+        fs::create_dir(&torn).unwrap();
+        fs::copy(good.join(STATE_FILE), torn.join(STATE_FILE)).unwrap();
+        let bytes = fs::read(good.join(TENSORS_FILE)).unwrap();
+        fs::write(torn.join(TENSORS_FILE), &bytes[..bytes.len() / 2]).unwrap();
+        // 4. Same size, one flipped byte.
+        let flipped = dir.path().join("step-0000060");
+        fs::create_dir(&flipped).unwrap();
+        fs::copy(good.join(STATE_FILE), flipped.join(STATE_FILE)).unwrap();
+        let mut b = bytes.clone();
+        let last = b.len() - 1;
+        b[last] ^= 0xff;
+        fs::write(flipped.join(TENSORS_FILE), &b).unwrap();
+
+        let ck = c.load_latest().unwrap().unwrap();
+        assert_eq!(ck.step(), 20);
+        assert_eq!(ck.path, good);
+        let e = c.load(50).unwrap_err().to_string();
+        assert!(e.contains("truncated write"), "{e}");
+        let e = c.load(60).unwrap_err().to_string();
+        assert!(e.contains("sha256"), "{e}");
+        let e = c.load(40).unwrap_err().to_string();
+        assert!(e.contains("interrupted"), "{e}");
+
+        // The next save clears the partial leftover.
+        save(&c, 70);
+        assert!(!partial.exists());
+    }
+
+    #[test]
+    fn resaving_an_existing_step_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Checkpoints::new(dir.path(), 3).unwrap();
+        save(&c, 10);
+        let mut s = state(10);
+        s.ema.insert("loss".into(), 9.0);
+        let t = Tensor::from_slice(&[3.0f32]);
+        c.save(&s, &[("x", &t)]).unwrap();
+        let ck = c.load(10).unwrap();
+        assert_eq!(ck.state.ema["loss"], 9.0);
+        assert_eq!(ck.tensors.len(), 1);
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.contains(".old-") || n.contains(".partial"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn duplicate_and_unsupported_tensors_are_refused() {
+        let t = Tensor::from_slice(&[1.0f32]);
+        let e = serialize_tensors(&[("a", &t), ("a", &t)], None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("appears twice"), "{e}");
+        let c = Tensor::from_slice(&[1.0f32, 2.0])
+            .reshape([1, 2])
+            .view_as_complex();
+        let e = serialize_tensors(&[("c", &c)], None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot be stored"), "{e}");
+    }
+
+    #[test]
+    fn safetensors_files_carry_format_pt() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.safetensors");
+        let t = Tensor::from_slice(&[1.0f32, 2.0]);
+        write_safetensors(&p, &[("w", &t)], None).unwrap();
+        assert_eq!(read_safetensors_metadata(&p).unwrap()["format"], "pt");
+        let back = read_safetensors(&p).unwrap();
+        assert_eq!(back[0].0, "w");
+        assert!(back[0].1.equal(&t));
+        let e = read_safetensors(&dir.path().join("missing"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot read"), "{e}");
+    }
+}
