@@ -3,6 +3,11 @@
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
+use crate::adalora::AdaLora;
+use crate::ard::ArdLora;
+use crate::error::{AdapterError, Result};
+use crate::peft::PeftModule;
+
 /// Along which axis of `W (d_out × d_in)` a linear is split into attention heads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -54,6 +59,33 @@ impl BaseLinear {
     pub fn d_in(&self) -> usize {
         self.weight.size()[1] as usize
     }
+    /// Full fine-tuning: make the base weight (and optionally the bias) trainable. The tensors
+    /// are first copied into memory the process owns, because the loaded weights may be views
+    /// of a read-only memory map that an optimiser must never write into.
+    pub fn set_trainable(&mut self, weight: bool, bias: bool) {
+        if weight {
+            self.weight = self.weight.detach().copy().set_requires_grad(true);
+        } else {
+            self.weight = self.weight.detach();
+        }
+        if let Some(b) = self.bias.take() {
+            self.bias = Some(if bias {
+                b.detach().copy().set_requires_grad(true)
+            } else {
+                b.detach()
+            });
+        }
+    }
+}
+
+/// Which optimiser parameter group a trainable tensor belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamRole {
+    /// Adapter (or base) weights: the main optimiser, with weight decay.
+    Weight,
+    /// ARD-LoRA's α: its own optimiser and learning rate, no weight decay.
+    Alpha,
 }
 
 /// An adapter attached to one linear. Implementations own their trainable tensors.
@@ -64,6 +96,51 @@ pub trait LinearAdapter: Send + std::fmt::Debug {
     fn delta_weight(&self, base: &BaseLinear) -> Tensor;
     /// Trainable tensors with names relative to this linear (e.g. `lora_A`, `alpha.3`).
     fn trainable(&self) -> Vec<(String, Tensor)>;
+
+    /// The method's name as the pipeline spells it (`ard_lora`, `lora`, …).
+    fn method(&self) -> &'static str {
+        "custom"
+    }
+    /// Which optimiser group the trainable tensor `name` (from [`Self::trainable`]) goes in.
+    fn param_role(&self, _name: &str) -> ParamRole {
+        ParamRole::Weight
+    }
+    /// Whether ΔW is currently folded into the base weight (the forward then skips the adapter).
+    fn is_merged(&self) -> bool {
+        false
+    }
+    /// Fold the adapter into `base.weight` in place.
+    fn merge(&mut self, _base: &mut BaseLinear) -> Result<()> {
+        Err(self.unsupported("merge"))
+    }
+    /// Undo [`Self::merge`].
+    fn unmerge(&mut self, _base: &mut BaseLinear) -> Result<()> {
+        Err(self.unsupported("unmerge"))
+    }
+    /// The adapter as Hugging Face PEFT tensors for this module.
+    fn peft_export(&self, _base: &BaseLinear) -> Result<PeftModule> {
+        Err(self.unsupported("PEFT export"))
+    }
+    fn as_ard(&self) -> Option<&ArdLora> {
+        None
+    }
+    fn as_ard_mut(&mut self) -> Option<&mut ArdLora> {
+        None
+    }
+    fn as_adalora(&self) -> Option<&AdaLora> {
+        None
+    }
+    fn as_adalora_mut(&mut self) -> Option<&mut AdaLora> {
+        None
+    }
+    #[doc(hidden)]
+    fn unsupported(&self, what: &str) -> AdapterError {
+        AdapterError::Unsupported {
+            module: String::from("?"),
+            method: self.method().to_string(),
+            what: what.to_string(),
+        }
+    }
 }
 
 /// A linear layer that an adapter may target.
@@ -93,8 +170,39 @@ impl AdaptableLinear {
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         match &self.adapter {
-            None => self.base.forward(x),
-            Some(a) => a.forward(&self.base, x, train),
+            Some(a) if !a.is_merged() => a.forward(&self.base, x, train),
+            _ => self.base.forward(x),
+        }
+    }
+
+    /// Fold the adapter into the base weight (no-op without an adapter or when already merged).
+    pub fn merge(&mut self) -> Result<()> {
+        match &mut self.adapter {
+            Some(a) if !a.is_merged() => a.merge(&mut self.base),
+            _ => Ok(()),
+        }
+    }
+
+    /// Restore the base weight the adapter was merged into.
+    pub fn unmerge(&mut self) -> Result<()> {
+        match &mut self.adapter {
+            Some(a) if a.is_merged() => a.unmerge(&mut self.base),
+            _ => Ok(()),
+        }
+    }
+
+    /// Trainable tensors under their full names (`<path>.<name>`) with their optimiser role.
+    pub fn trainable(&self) -> Vec<(String, Tensor, ParamRole)> {
+        match &self.adapter {
+            None => vec![],
+            Some(a) => a
+                .trainable()
+                .into_iter()
+                .map(|(n, t)| {
+                    let role = a.param_role(&n);
+                    (format!("{}.{n}", self.path), t, role)
+                })
+                .collect(),
         }
     }
 }

@@ -1,0 +1,174 @@
+//! AdamW exactly as PyTorch's `torch.optim.AdamW` (decoupled weight decay, bias correction,
+//! per-parameter step counts), with per-group learning rate and weight decay.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use super::{Optimizer, ParamGroup, check_no_strays, find_param, take_state};
+use crate::error::{Result, state_err};
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AdamWConfig {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        Self {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Moments {
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    step: i64,
+}
+
+#[derive(Debug)]
+pub struct AdamW {
+    /// Prefix of every state tensor name (two optimisers can share a checkpoint).
+    name: String,
+    cfg: AdamWConfig,
+    groups: Vec<ParamGroup>,
+    state: HashMap<String, Moments>,
+}
+
+impl AdamW {
+    pub fn new(name: impl Into<String>, cfg: AdamWConfig, groups: Vec<ParamGroup>) -> Self {
+        Self {
+            name: name.into(),
+            cfg,
+            groups,
+            state: HashMap::new(),
+        }
+    }
+
+    /// The step count of one parameter (0 before its first update).
+    pub fn param_step(&self, name: &str) -> i64 {
+        self.state.get(name).map_or(0, |m| m.step)
+    }
+    pub fn moments(&self, name: &str) -> Option<(&Tensor, &Tensor)> {
+        self.state.get(name).map(|m| (&m.exp_avg, &m.exp_avg_sq))
+    }
+}
+
+impl Optimizer for AdamW {
+    fn groups(&self) -> &[ParamGroup] {
+        &self.groups
+    }
+    fn groups_mut(&mut self) -> &mut [ParamGroup] {
+        &mut self.groups
+    }
+
+    fn step(&mut self) {
+        let AdamWConfig { beta1, beta2, eps } = self.cfg;
+        tch::no_grad(|| {
+            for g in &mut self.groups {
+                for p in &mut g.params {
+                    let grad = p.tensor.grad();
+                    if !grad.defined() {
+                        continue;
+                    }
+                    let st = self.state.entry(p.name.clone()).or_insert_with(|| Moments {
+                        exp_avg: p.tensor.zeros_like(),
+                        exp_avg_sq: p.tensor.zeros_like(),
+                        step: 0,
+                    });
+                    st.step += 1;
+                    if g.weight_decay != 0.0 {
+                        let _ = p.tensor.g_mul_scalar_(1.0 - g.lr * g.weight_decay);
+                    }
+                    let _ = st.exp_avg.lerp_(&grad, 1.0 - beta1);
+                    let _ = st.exp_avg_sq.g_mul_scalar_(beta2);
+                    let _ = st.exp_avg_sq.addcmul_(&(&grad * (1.0 - beta2)), &grad);
+                    let bc1 = 1.0 - beta1.powi(st.step as i32);
+                    let bc2 = 1.0 - beta2.powi(st.step as i32);
+                    let step_size = g.lr / bc1;
+                    let denom = st.exp_avg_sq.sqrt() / bc2.sqrt() + eps;
+                    let _ = p.tensor.g_add_(&(&st.exp_avg / denom * -step_size));
+                }
+            }
+        });
+    }
+
+    fn replace_param(
+        &mut self,
+        name: &str,
+        new: Tensor,
+        reslice: &dyn Fn(&Tensor) -> Tensor,
+    ) -> Result<()> {
+        let p = find_param(&mut self.groups, name)
+            .ok_or_else(|| state_err(name, "not a parameter of this optimiser"))?;
+        p.tensor = new;
+        if let Some(m) = self.state.get_mut(name) {
+            tch::no_grad(|| {
+                m.exp_avg = reslice(&m.exp_avg);
+                m.exp_avg_sq = reslice(&m.exp_avg_sq);
+            });
+        }
+        Ok(())
+    }
+
+    fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        for p in self.groups.iter().flat_map(|g| g.params.iter()) {
+            if let Some(m) = self.state.get(&p.name) {
+                let pre = format!("{}.{}", self.name, p.name);
+                out.push((format!("{pre}.exp_avg"), m.exp_avg.shallow_clone()));
+                out.push((format!("{pre}.exp_avg_sq"), m.exp_avg_sq.shallow_clone()));
+                out.push((format!("{pre}.step"), Tensor::from(m.step)));
+            }
+        }
+        out
+    }
+
+    fn load_state(&mut self, tensors: &[(String, Tensor)]) -> Result<()> {
+        check_no_strays(
+            tensors,
+            &self.name,
+            &self.groups,
+            &["exp_avg", "exp_avg_sq", "step"],
+        )?;
+        let mut state = HashMap::new();
+        for p in self.groups.iter().flat_map(|g| g.params.iter()) {
+            let pre = format!("{}.{}", self.name, p.name);
+            let m = take_state(tensors, &format!("{pre}.exp_avg"), &p.tensor)?;
+            let v = take_state(tensors, &format!("{pre}.exp_avg_sq"), &p.tensor)?;
+            let step = tensors
+                .iter()
+                .find(|(n, _)| *n == format!("{pre}.step"))
+                .map(|(_, t)| t.to_kind(Kind::Int64).int64_value(&[]));
+            match (m, v, step) {
+                (Some(exp_avg), Some(exp_avg_sq), Some(step)) => {
+                    state.insert(
+                        p.name.clone(),
+                        Moments {
+                            exp_avg,
+                            exp_avg_sq,
+                            step,
+                        },
+                    );
+                }
+                (None, None, None) => {}
+                _ => {
+                    return Err(state_err(
+                        &pre,
+                        "the checkpoint holds only part of this parameter's AdamW state",
+                    ));
+                }
+            }
+        }
+        self.state = state;
+        Ok(())
+    }
+}

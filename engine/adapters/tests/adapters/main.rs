@@ -1,0 +1,8 @@
+//! Unit tests of the adapters and optimisers on small seeded random tensors (CPU).
+
+mod adalora;
+mod ard;
+mod common;
+mod dora;
+mod lora_full;
+mod optim;
