@@ -67,11 +67,12 @@ pub(crate) unsafe fn read(
                 .into(),
         ));
     }
-    if !(desc as usize).is_multiple_of(std::mem::align_of::<ArdPluginDescriptor>()) {
+    // The two leading u32s are the only part of the layout every ABI version shares, so only
+    // their alignment is assumed before the version is known.
+    if !(desc as usize).is_multiple_of(std::mem::align_of::<u32>()) {
         return Err(bad(label, "the descriptor pointer is misaligned".into()));
     }
-    // The two leading u32s are the only part of the layout every ABI version shares.
-    // SAFETY: non-null, aligned, and every descriptor starts with these two fields.
+    // SAFETY: non-null, u32-aligned, and every descriptor starts with these two fields.
     let (abi_version, size) = unsafe {
         let head = desc as *const u32;
         (head.read(), head.add(1).read())
@@ -93,7 +94,10 @@ pub(crate) unsafe fn read(
             format!("struct_size is {size} bytes, smaller than ABI {ABI_VERSION}'s {needed}"),
         ));
     }
-    // SAFETY: version and size say the whole ABI-1 descriptor is there.
+    if !(desc as usize).is_multiple_of(std::mem::align_of::<ArdPluginDescriptor>()) {
+        return Err(bad(label, "the descriptor pointer is misaligned".into()));
+    }
+    // SAFETY: version and size say the whole ABI-1 descriptor is there, and it is aligned.
     let d = unsafe { &*desc };
     let name = text(d.name, "name").map_err(|e| bad(label, e))?;
     if name.trim().is_empty() {
