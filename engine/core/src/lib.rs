@@ -6,7 +6,11 @@ pub use ardpipe_models as models;
 
 // Run infrastructure: everything a run writes and reads back, independent of the trainer loop.
 pub mod checkpoint;
+pub mod export;
 pub mod manifest;
+pub mod metrics;
+pub mod progress;
+pub mod report;
 pub mod rng;
 pub mod rundir;
 pub mod schedule;
