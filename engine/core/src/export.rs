@@ -10,7 +10,9 @@
 //!   (parameters, no `.weight`), and a `modules_to_save` module's own tensors under
 //!   `base_model.model.<module>.<weight|bias>`.
 //!
-//! PEFT scales a module's update by `alpha / r` (no rsLoRA). ARD-LoRA's per-head units fold
+//! PEFT scales a LoRA/DoRA module's update by `alpha / r` (no rsLoRA), and an AdaLoRA module's
+//! `B·(A⊙E)` by `lora_alpha / (init_r + 1e-5)` whatever rank it was pruned to (PEFT restores
+//! `ranknum = init_r` on load; checked against PEFT 0.21 by `tests/peft_peer.rs`). ARD-LoRA's per-head units fold
 //! into one LoRA per module with [`fold_heads`], which puts the mask and `s/r0` into B, so the
 //! folded module's alpha equals its rank (scale 1).
 
@@ -280,17 +282,24 @@ pub fn adapter_config(adapter: &PeftAdapter) -> Result<Value> {
         let s = adapter.adalora.as_ref().ok_or_else(|| {
             ExportError::Invalid("an AdaLoRA export needs its schedule (AdaLoraSettings)".into())
         })?;
-        // PEFT's AdaLoRA rank_pattern is a keep-mask per module's `lora_E`; the tensors are
-        // already at their pruned size, so every kept entry is true.
-        let mask: serde_json::Map<String, Value> = ranks
-            .iter()
-            .map(|(m, rr, _)| {
-                (
-                    format!("{PREFIX}{m}.lora_E"),
-                    json!(vec![true; *rr as usize]),
-                )
-            })
-            .collect();
+        // PEFT's AdaLoRA `rank_pattern` is a keep-mask over the `init_r` triplets of each module,
+        // keyed by the module path inside the model plus `.lora_E`. On load PEFT builds every
+        // module at `init_r`, keeps the masked rows, then loads our tensors, which are already at
+        // the kept size: so the mask needs exactly r trues (which ones does not matter).
+        let mut mask = serde_json::Map::new();
+        for (m, rr, _) in &ranks {
+            if *rr > s.init_r as i64 {
+                return Err(module_err(
+                    m,
+                    format!(
+                        "rank {rr} exceeds AdaLoRA's init_r {}; raise init_r",
+                        s.init_r
+                    ),
+                ));
+            }
+            let keep: Vec<bool> = (0..s.init_r as i64).map(|i| i < *rr).collect();
+            mask.insert(format!("{m}.lora_E"), json!(keep));
+        }
         let obj = cfg.as_object_mut().expect("config is an object");
         obj.insert("rank_pattern".into(), Value::Object(mask));
         obj.insert("alpha_pattern".into(), json!({}));
@@ -593,8 +602,10 @@ mod tests {
         assert_eq!(cfg["peft_type"], "ADALORA");
         assert_eq!(cfg["total_step"], 100);
         assert_eq!(
-            cfg["rank_pattern"]["base_model.model.model.layers.0.self_attn.q_proj.lora_E"],
-            json!([true, true, true])
+            cfg["rank_pattern"]["model.layers.0.self_attn.q_proj.lora_E"],
+            json!([
+                true, true, true, false, false, false, false, false, false, false, false, false
+            ])
         );
         let names: Vec<String> = checkpoint::read_safetensors(&d2.path().join(WEIGHTS_FILE))
             .unwrap()

@@ -8,8 +8,8 @@ use std::process::Command;
 
 use ardpipe_engine::checkpoint::write_safetensors;
 use ardpipe_engine::export::{
-    HeadAxis, HeadUnit, ModuleAdapter, PeftAdapter, PeftKind, SavedModule, TaskType, fold_heads,
-    write_peft_adapter,
+    AdaLoraSettings, HeadAxis, HeadUnit, ModuleAdapter, PeftAdapter, PeftKind, SavedModule,
+    TaskType, fold_heads, write_peft_adapter,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -198,10 +198,76 @@ fn peft_loads_ardpipe_exports_and_reconstructs_the_same_updates() {
     )
     .unwrap();
 
+    // 3. AdaLoRA: pruned triplets of different sizes (rank_pattern masks over init_r = 6).
+    //    PEFT's SVD update is B·(A⊙E)·alpha/(ranknum + 1e-5), and on load ranknum keeps the
+    //    value it had at creation, init_r, whatever rank a module was pruned to.
+    let alpha = 3.0;
+    let mut ada_modules = Vec::new();
+    let mut ada_expected: Vec<(String, Tensor)> = Vec::new();
+    for (i, (path, r)) in [
+        ("bert.encoder.layer.0.attention.self.query", 4i64),
+        ("bert.encoder.layer.1.attention.self.query", 2),
+        ("bert.encoder.layer.1.attention.self.value", 2),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let a = mat(r, 12, 20.0 + i as f64);
+        let b = mat(12, r, 30.0 + i as f64) * 0.1;
+        let e = mat(r, 1, 40.0 + i as f64);
+        let delta = b.matmul(&(&a * &e)) * (alpha / (6.0 + 1e-5));
+        ada_expected.push((path.to_string(), delta));
+        ada_modules.push(ModuleAdapter {
+            module: path.to_string(),
+            a,
+            b,
+            alpha,
+            magnitude: None,
+            e: Some(e),
+        });
+    }
+    for (n, t) in &classifier().tensors {
+        ada_expected.push((format!("classifier.{n}"), t.shallow_clone()));
+    }
+    let ada_dir = work.path().join("adalora");
+    write_peft_adapter(
+        &ada_dir,
+        &PeftAdapter {
+            kind: PeftKind::AdaLora,
+            task_type: TaskType::SeqCls,
+            base_model_name_or_path: "tiny-bert".into(),
+            modules: ada_modules,
+            modules_to_save: vec![classifier()],
+            lora_dropout: 0.0,
+            adalora: Some(AdaLoraSettings {
+                init_r: 6,
+                target_r: 3,
+                tinit: 0,
+                tfinal: 0,
+                delta_t: 1,
+                beta1: 0.85,
+                beta2: 0.85,
+                orth_reg_weight: 0.5,
+                total_step: 100,
+            }),
+        },
+    )
+    .unwrap();
+    let ada_expected_path = work.path().join("adalora-expected.safetensors");
+    let refs: Vec<(&str, &Tensor)> = ada_expected.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    write_safetensors(&ada_expected_path, &refs, None).unwrap();
+
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peft_peer.py");
     let out = Command::new(&python)
         .arg(script)
-        .args([&lora_dir, &lora_expected, &dora_dir, &dora_expected])
+        .args([
+            &lora_dir,
+            &lora_expected,
+            &dora_dir,
+            &dora_expected,
+            &ada_dir,
+            &ada_expected_path,
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -215,7 +281,7 @@ fn peft_loads_ardpipe_exports_and_reconstructs_the_same_updates() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(results.len(), 2, "{stdout}");
+    assert_eq!(results.len(), 3, "{stdout}");
 
     let lora = &results[0];
     for ((path, _, _), r) in specs.iter().zip(ranks) {
@@ -248,4 +314,15 @@ fn peft_loads_ardpipe_exports_and_reconstructs_the_same_updates() {
         dora["classifier"]["weight"].as_f64().unwrap() < 1e-7,
         "{dora}"
     );
+
+    let ada = &results[2];
+    for (path, r) in [
+        ("bert.encoder.layer.0.attention.self.query", 4),
+        ("bert.encoder.layer.1.attention.self.query", 2),
+        ("bert.encoder.layer.1.attention.self.value", 2),
+    ] {
+        assert_eq!(ada[path]["r"], r, "{path}: {ada}");
+        assert!(ada[path]["delta"].as_f64().unwrap() < 1e-6, "{path}: {ada}");
+    }
+    assert_eq!(ada.as_object().unwrap().len(), 4, "{ada}");
 }
