@@ -1,8 +1,29 @@
 //! Dataset loaders, tokenisation and batching. Knows nothing of tensors: everything it produces
 //! is plain Rust vectors with shapes, which the trainer turns into tensors.
+//!
+//! The flow: [`DatasetSpec`] → [`DatasetReader`] (a built-in loader or any [`RecordSource`], with
+//! preprocessing and the error policy) → [`Record`]s → [`ratio_split`] / [`LabelVocab`] →
+//! [`ShuffledOrder`] → [`ClassificationBatcher`] per batch, or [`LmPacker`] for language modelling.
 
+pub mod batch;
 pub mod error;
+pub mod labels;
+pub mod lm;
+pub mod loaders;
+pub mod reader;
+pub mod record;
+pub mod shuffle;
+pub mod spec;
+pub mod split;
 pub mod tokenizer;
 
+pub use batch::{ClassBatch, ClassificationBatcher};
 pub use error::{DataError, ErrorKind};
+pub use labels::LabelVocab;
+pub use lm::{IGNORE_INDEX, LastBlock, LmBatch, LmBlock, LmPacker};
+pub use reader::{DatasetReader, Loaded, SkipReport, collect, load};
+pub use record::{Origin, Record, RecordSource};
+pub use shuffle::{Position, ShuffledOrder, epoch_permutation, stable_hash};
+pub use spec::{DatasetSpec, FieldMap, Format, OnError, Preprocess, TextMode};
+pub use split::ratio_split;
 pub use tokenizer::{BpeSpec, Encoding, TextTokenizer, TruncationSide};

@@ -129,7 +129,10 @@ fn smollm_spec() -> BpeSpec {
             Some(Value::Str(s)) => s.clone(),
             other => panic!("pre: {other:?}"),
         },
-        add_bos: matches!(kv.get("tokenizer.ggml.add_bos_token"), Some(Value::Bool(true))),
+        add_bos: matches!(
+            kv.get("tokenizer.ggml.add_bos_token"),
+            Some(Value::Bool(true))
+        ),
     }
 }
 
@@ -152,10 +155,7 @@ fn smollm2_golden_ids_and_round_trip() {
     assert_eq!(ids[0], 1, "control tokens must be matched whole");
     assert_eq!(*ids.iter().rev().nth(1).unwrap(), 2);
     assert_eq!(tok.decode(&ids, false).unwrap(), chat);
-    assert_eq!(
-        tok.decode(&ids, true).unwrap(),
-        "user\nWhat is 12 + 345?\n"
-    );
+    assert_eq!(tok.decode(&ids, true).unwrap(), "user\nWhat is 12 + 345?\n");
     // Digits are split one by one before byte-level BPE.
     let digits = tok.encode("345", false).unwrap().ids;
     assert_eq!(digits.len(), 3);

@@ -1,0 +1,83 @@
+//! One folder per class: `root/<class>/<file>`, each file one record labelled with its folder.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{DataError, ErrorKind};
+use crate::record::{Origin, Record};
+
+pub struct FolderSource {
+    files: std::vec::IntoIter<(String, PathBuf)>,
+}
+
+impl FolderSource {
+    pub fn open(root: &Path) -> Result<Self, DataError> {
+        let read = |dir: &Path| -> Result<Vec<PathBuf>, DataError> {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map_err(|e| DataError::io(dir, &e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                // Hidden files (.DS_Store, .gitkeep) are not data.
+                .filter(|p| {
+                    !p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                })
+                .collect();
+            v.sort();
+            Ok(v)
+        };
+        let mut files = Vec::new();
+        let mut classes = 0;
+        for class_dir in read(root)?.into_iter().filter(|p| p.is_dir()) {
+            classes += 1;
+            let class = class_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            for f in read(&class_dir)?.into_iter().filter(|p| p.is_file()) {
+                files.push((class.clone(), f));
+            }
+        }
+        if classes == 0 {
+            return Err(
+                DataError::new(ErrorKind::Empty, "the folder has no class subfolders")
+                    .in_file(root)
+                    .with_help("lay the data out as root/<class>/<file>, one subfolder per class"),
+            );
+        }
+        Ok(Self {
+            files: files.into_iter(),
+        })
+    }
+}
+
+impl Iterator for FolderSource {
+    type Item = Result<Record, DataError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (class, path) = self.files.next()?;
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => return Some(Err(DataError::io(&path, &e))),
+        };
+        Some(match String::from_utf8(bytes) {
+            Ok(text) => {
+                let mut rec = Record::new(
+                    text.trim_end().to_string(),
+                    Origin {
+                        file: Arc::from(path.as_path()),
+                        line: 1,
+                    },
+                );
+                rec.label = Some(class);
+                Ok(rec)
+            }
+            Err(_) => Err(
+                DataError::new(ErrorKind::BadRow, "the file is not valid UTF-8 text")
+                    .at(&path, 1)
+                    .with_help(
+                        "convert it to UTF-8, or remove binary files from the class folders",
+                    ),
+            ),
+        })
+    }
+}

@@ -1,0 +1,94 @@
+//! Plain text: one record per line, per blank-line-separated document, per separator-delimited
+//! block (fortunes' `%`), or per file.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::DataError;
+use crate::record::{Origin, Record};
+use crate::spec::TextMode;
+
+use super::files::stem;
+use super::lines::ByteLines;
+
+pub struct TextSource {
+    file: Arc<Path>,
+    lines: ByteLines,
+    mode: TextMode,
+    label: Option<String>,
+}
+
+impl TextSource {
+    pub fn open(path: &Path, mode: TextMode, label_from_stem: bool) -> Result<Self, DataError> {
+        Ok(Self {
+            file: Arc::from(path),
+            lines: ByteLines::open(path)?,
+            mode,
+            label: label_from_stem.then(|| stem(path)),
+        })
+    }
+
+    fn record(&self, text: String, line: u64) -> Record {
+        let mut rec = Record::new(
+            text,
+            Origin {
+                file: self.file.clone(),
+                line,
+            },
+        );
+        rec.label = self.label.clone();
+        rec
+    }
+
+    /// Whether `line` ends the current block in this mode.
+    fn is_boundary(&self, line: &str) -> bool {
+        match &self.mode {
+            TextMode::Lines => true,
+            TextMode::Documents => line.trim().is_empty(),
+            TextMode::Separator(sep) => line.trim_end() == sep,
+            TextMode::File => false,
+        }
+    }
+}
+
+impl Iterator for TextSource {
+    type Item = Result<Record, DataError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut block = String::new();
+        let mut start = 0;
+        loop {
+            let Some(item) = self.lines.next() else {
+                // End of file: flush what is collected.
+                return (!block.trim().is_empty())
+                    .then(|| Ok(self.record(block.trim_end().to_string(), start)));
+            };
+            let (line, text) = match item {
+                Ok(x) => x,
+                Err(e) => return Some(Err(e)),
+            };
+            if self.mode == TextMode::Lines {
+                if text.trim().is_empty() {
+                    continue;
+                }
+                return Some(Ok(self.record(text, line)));
+            }
+            if self.is_boundary(&text) {
+                if block.trim().is_empty() {
+                    block.clear();
+                    continue;
+                }
+                return Some(Ok(self.record(block.trim_end().to_string(), start)));
+            }
+            if block.is_empty() {
+                if text.trim().is_empty() {
+                    continue; // leading blank lines belong to no record
+                }
+                start = line;
+            } else {
+                block.push('\n');
+            }
+            block.push_str(&text);
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! Preprocessing and the error policy over any record stream, and `load` to collect a dataset.
+
+use std::path::Path;
+
+use regex::Regex;
+use serde::Serialize;
+
+use crate::error::{DataError, ErrorKind};
+use crate::loaders::open_source;
+use crate::record::{Record, RecordSource};
+use crate::spec::{DatasetSpec, OnError, Preprocess};
+
+/// How many skip reasons a report keeps (the count covers all of them).
+pub const KEPT_REASONS: usize = 5;
+
+/// What the skip policy dropped.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SkipReport {
+    pub skipped: usize,
+    /// The first [`KEPT_REASONS`] reasons, each with file:line.
+    pub first_reasons: Vec<String>,
+}
+
+/// Compiled preprocessing.
+#[derive(Debug, Clone)]
+struct Compiled {
+    strip: Vec<Regex>,
+    label: Option<Regex>,
+    max_rows: Option<usize>,
+}
+
+impl Compiled {
+    fn new(p: &Preprocess) -> Result<Self, DataError> {
+        let compile = |what: &str, pat: &str| {
+            Regex::new(pat).map_err(|e| {
+                DataError::config(format!("{what} `{pat}` is not a valid regex: {e}"))
+                    .with_help("the syntax is Rust's `regex` crate (like RE2: no look-around)")
+            })
+        };
+        let strip = p
+            .strip
+            .iter()
+            .map(|s| compile("strip pattern", s))
+            .collect::<Result<_, _>>()?;
+        let label = match &p.label_regex {
+            Some(pat) => {
+                let re = compile("label_regex", pat)?;
+                if re.captures_len() < 2 {
+                    return Err(DataError::config(format!(
+                        "label_regex `{pat}` has no capture group"
+                    ))
+                    .with_help("wrap the part that is the label in (…), e.g. `^(.*)-[^-]*$`"));
+                }
+                Some(re)
+            }
+            None => None,
+        };
+        Ok(Self {
+            strip,
+            label,
+            max_rows: p.max_rows,
+        })
+    }
+
+    fn strip(&self, s: &str) -> String {
+        let mut out = s.to_string();
+        for re in &self.strip {
+            out = re.replace_all(&out, "").into_owned();
+        }
+        out.trim().to_string()
+    }
+
+    fn apply(&self, mut rec: Record) -> Result<Record, DataError> {
+        if !self.strip.is_empty() {
+            rec.text = self.strip(&rec.text);
+            rec.text_pair = rec.text_pair.as_deref().map(|t| self.strip(t));
+        }
+        if rec.text.trim().is_empty() {
+            return Err(rec.error(
+                DataError::new(ErrorKind::BadRow, "the text is empty")
+                    .with_help("remove the row, or use on_error = skip to drop empty rows"),
+            ));
+        }
+        if let (Some(re), Some(label)) = (&self.label, rec.label.as_deref()) {
+            let Some(m) = re.captures(label).and_then(|c| c.get(1)) else {
+                let msg = format!(
+                    "label `{label}` does not match label_regex `{}`",
+                    re.as_str()
+                );
+                return Err(rec.error(
+                    DataError::new(ErrorKind::BadRow, msg)
+                        .with_help("fix the label, loosen the regex, or use on_error = skip"),
+                ));
+            };
+            rec.label = Some(m.as_str().to_string());
+        }
+        Ok(rec)
+    }
+}
+
+/// Records after preprocessing, with the error policy applied. Under `stop` the first bad row is
+/// yielded as an error and the stream ends; under `skip` bad rows are counted in [`Self::report`].
+/// Errors that are not about one row (unreadable file, bad header) always stop.
+pub struct DatasetReader {
+    source: Box<dyn RecordSource>,
+    prep: Compiled,
+    policy: OnError,
+    report: SkipReport,
+    good: usize,
+    done: bool,
+}
+
+impl DatasetReader {
+    /// Open a spec's files, relative to `base` (normally the pipeline file's folder).
+    pub fn open(spec: &DatasetSpec, base: &Path) -> Result<Self, DataError> {
+        let prep = Compiled::new(&spec.preprocess)?;
+        let source = open_source(spec, base)?;
+        Ok(Self::with_source(source, prep, spec.on_error))
+    }
+
+    /// Apply preprocessing and a policy to any source, e.g. a plugin loader's records.
+    pub fn from_source(
+        source: Box<dyn RecordSource>,
+        preprocess: &Preprocess,
+        policy: OnError,
+    ) -> Result<Self, DataError> {
+        Ok(Self::with_source(
+            source,
+            Compiled::new(preprocess)?,
+            policy,
+        ))
+    }
+
+    fn with_source(source: Box<dyn RecordSource>, prep: Compiled, policy: OnError) -> Self {
+        Self {
+            source,
+            prep,
+            policy,
+            report: SkipReport::default(),
+            good: 0,
+            done: false,
+        }
+    }
+
+    pub fn report(&self) -> &SkipReport {
+        &self.report
+    }
+}
+
+/// Row errors can be skipped; file-level errors (no line) cannot.
+fn is_row_error(e: &DataError) -> bool {
+    e.line.is_some() && matches!(e.kind, ErrorKind::BadRow | ErrorKind::MissingField)
+}
+
+impl Iterator for DatasetReader {
+    type Item = Result<Record, DataError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done || self.prep.max_rows.is_some_and(|m| self.good >= m) {
+            return None;
+        }
+        loop {
+            let item = self.source.next()?.and_then(|r| self.prep.apply(r));
+            match item {
+                Ok(rec) => {
+                    self.good += 1;
+                    return Some(Ok(rec));
+                }
+                Err(e) if self.policy == OnError::Skip && is_row_error(&e) => {
+                    self.report.skipped += 1;
+                    if self.report.first_reasons.len() < KEPT_REASONS {
+                        self.report.first_reasons.push(e.to_string());
+                    }
+                }
+                Err(mut e) => {
+                    self.done = true;
+                    if is_row_error(&e) && e.help.is_some() {
+                        let help = e.help.take().unwrap_or_default();
+                        e.help = Some(format!(
+                            "{help} (on_error = skip drops bad rows and counts them)"
+                        ));
+                    }
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
+/// A dataset held in memory (raw text only: tokenisation happens per batch).
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub records: Vec<Record>,
+    pub skipped: SkipReport,
+}
+
+/// Read a whole dataset. An empty result is an error that says why (and what was skipped).
+pub fn load(spec: &DatasetSpec, base: &Path) -> Result<Loaded, DataError> {
+    let mut reader = DatasetReader::open(spec, base)?;
+    let records = reader.by_ref().collect::<Result<Vec<_>, _>>()?;
+    finish(records, reader.report().clone(), &spec.files.join(", "))
+}
+
+/// Collect any reader, with the same empty-dataset check as [`load`].
+pub fn collect(mut reader: DatasetReader, name: &str) -> Result<Loaded, DataError> {
+    let records = reader.by_ref().collect::<Result<Vec<_>, _>>()?;
+    finish(records, reader.report().clone(), name)
+}
+
+fn finish(records: Vec<Record>, skipped: SkipReport, name: &str) -> Result<Loaded, DataError> {
+    if records.is_empty() {
+        let help = if skipped.skipped > 0 {
+            format!(
+                "all {} rows were skipped as bad; the first: {}",
+                skipped.skipped,
+                skipped.first_reasons.first().map_or("", String::as_str)
+            )
+        } else {
+            "the files hold no records: check the format and text mode".to_string()
+        };
+        return Err(
+            DataError::new(ErrorKind::Empty, format!("dataset `{name}` is empty")).with_help(help),
+        );
+    }
+    Ok(Loaded { records, skipped })
+}

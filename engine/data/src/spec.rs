@@ -1,0 +1,128 @@
+//! What a dataset is, as the pipeline describes it: files, format, field mapping, preprocessing,
+//! error policy. Plain serde values, so the resolved pipeline can carry and print them.
+
+use serde::{Deserialize, Serialize};
+
+/// How the files are laid out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Format {
+    /// One JSON object per line.
+    Jsonl,
+    /// A header row, then rows; RFC 4180 quoting.
+    Csv {
+        #[serde(default = "comma")]
+        delimiter: char,
+    },
+    /// Plain text, split into records by `mode`.
+    Text {
+        #[serde(default)]
+        mode: TextMode,
+    },
+    /// `root/<class>/<file>`: each subfolder is a class, each file one record.
+    FolderPerClass,
+}
+
+fn comma() -> char {
+    ','
+}
+
+/// How plain text splits into records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TextMode {
+    /// Each non-blank line is a record.
+    #[default]
+    Lines,
+    /// Records are separated by one or more blank lines.
+    Documents,
+    /// Records are separated by a line that equals this string (e.g. `%` for fortunes).
+    Separator(String),
+    /// Each file is one record (e.g. a whole play for language modelling).
+    File,
+}
+
+/// Which fields of a structured row (JSONL key, CSV column) feed which part of a record.
+/// JSONL keys may be nested with dots: `meta.label`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldMap {
+    #[serde(default = "text_field")]
+    pub text: String,
+    #[serde(default)]
+    pub text_pair: Option<String>,
+    #[serde(default)]
+    pub label: Option<String>,
+    /// More fields to carry along into `Record::extra`.
+    #[serde(default)]
+    pub extra: Vec<String>,
+}
+
+fn text_field() -> String {
+    "text".into()
+}
+
+impl Default for FieldMap {
+    fn default() -> Self {
+        Self {
+            text: text_field(),
+            text_pair: None,
+            label: None,
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// What to do with a bad row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// The first bad row is an error naming file:line and the reason.
+    #[default]
+    Stop,
+    /// Bad rows are skipped and counted; the first few reasons are kept for the report.
+    Skip,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Preprocess {
+    /// Regexes whose matches are removed from the text (and the pair), e.g. `http\S+`.
+    #[serde(default)]
+    pub strip: Vec<String>,
+    /// Applied to the label; the first capture group becomes the label, e.g. `^(.*)-[^-]*$`.
+    /// A label that does not match is a bad row.
+    #[serde(default)]
+    pub label_regex: Option<String>,
+    /// Stop after this many good rows.
+    #[serde(default)]
+    pub max_rows: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetSpec {
+    /// Paths or globs (`shakespeare/*.txt`), relative to the base directory given when opening.
+    /// For `folder_per_class`, the root folder(s).
+    pub files: Vec<String>,
+    pub format: Format,
+    #[serde(default)]
+    pub fields: FieldMap,
+    /// Plain text and folder formats: the label is the file stem (`hamlet` for `hamlet.txt`).
+    #[serde(default)]
+    pub label_from_stem: bool,
+    #[serde(default)]
+    pub preprocess: Preprocess,
+    #[serde(default)]
+    pub on_error: OnError,
+}
+
+impl DatasetSpec {
+    pub fn new(files: impl IntoIterator<Item = impl Into<String>>, format: Format) -> Self {
+        Self {
+            files: files.into_iter().map(Into::into).collect(),
+            format,
+            fields: FieldMap::default(),
+            label_from_stem: false,
+            preprocess: Preprocess::default(),
+            on_error: OnError::Stop,
+        }
+    }
+}
