@@ -391,6 +391,76 @@ pub fn rank_maps(last: &RankRecord) -> Vec<RankMap> {
         .collect()
 }
 
+/// Loss curves and rank records from a run directory's `metrics.jsonl` and `ranks.jsonl`, read
+/// leniently so both this crate's record types and flat trainer lines work: a metrics line
+/// gives its loss as `values.loss` or `loss` (split `split`, default `train`); a rank unit gives
+/// its module kind as `kind` or `module`, its rank as `rank` or `effective_rank`, and a missing
+/// `layer` counts as layer 0.
+pub fn read_run_curves(run_dir: &Path) -> Result<(Vec<Series>, Vec<RankRecord>), RunDirError> {
+    let metrics: Vec<MetricsRecord> = rundir::read_jsonl(&run_dir.join(rundir::METRICS))?
+        .iter()
+        .filter_map(|v| {
+            let step = v.get("step")?.as_u64()?;
+            let loss = v
+                .get("values")
+                .and_then(|x| x.get("loss"))
+                .or_else(|| v.get("loss"))?
+                .as_f64()?;
+            let split = v.get("split").and_then(|s| s.as_str()).unwrap_or("train");
+            Some(MetricsRecord {
+                step,
+                split: split.to_string(),
+                values: BTreeMap::from([("loss".to_string(), loss)]),
+            })
+        })
+        .collect();
+    let ranks = rundir::read_jsonl(&run_dir.join(rundir::RANKS))?
+        .iter()
+        .filter_map(|v| {
+            let step = v.get("step")?.as_u64()?;
+            let units = v
+                .get("units")?
+                .as_array()?
+                .iter()
+                .filter_map(|u| {
+                    let module = u.get("kind").or_else(|| u.get("module"))?.as_str()?;
+                    let rank = u
+                        .get("rank")
+                        .or_else(|| u.get("effective_rank"))?
+                        .as_u64()?;
+                    Some(crate::metrics::UnitRank {
+                        module: module.to_string(),
+                        layer: u.get("layer").and_then(|l| l.as_u64()).unwrap_or(0) as u32,
+                        head: u.get("head")?.as_u64()? as u32,
+                        alpha: u.get("alpha")?.as_f64()?,
+                        rank: rank as u32,
+                    })
+                })
+                .collect();
+            Some(RankRecord { step, units })
+        })
+        .collect();
+    Ok((loss_curves(&metrics), ranks))
+}
+
+/// Write `RUN/report/` from the run's logs: rank maps from the last rank record, α and loss
+/// curves, and the caller's summary rows.
+pub fn write_run_report(
+    run_dir: &Path,
+    title: &str,
+    summary: Vec<(String, String)>,
+) -> Result<ReportFiles, RunDirError> {
+    let (loss, ranks) = read_run_curves(run_dir)?;
+    let input = ReportInput {
+        title: title.to_string(),
+        summary,
+        rank_maps: ranks.last().map(rank_maps).unwrap_or_default(),
+        alpha_curves: alpha_curves(&ranks),
+        loss_curves: loss,
+    };
+    write_report(&run_dir.join(rundir::REPORT), &input)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -496,5 +566,39 @@ mod tests {
             layers: vec![0],
             ranks: vec![vec![f64::NAN, 3.0]],
         }));
+    }
+
+    #[test]
+    fn a_run_directory_with_flat_trainer_lines_gets_a_full_report() {
+        let d = tempfile::tempdir().unwrap();
+        let lines = [
+            r#"{"step":1,"split":"train","loss":2.0,"lr":0.001}"#,
+            r#"{"step":2,"split":"train","loss":1.5,"lr":0.001}"#,
+            r#"{"step":2,"split":"eval","metrics":{"accuracy":0.5},"values":{"loss":1.8}}"#,
+        ];
+        std::fs::write(d.path().join(rundir::METRICS), lines.join("\n") + "\n").unwrap();
+        let unit = |layer: u32, head: u32, alpha: f64, r: u32| {
+            serde_json::json!({"module": format!("encoder.layer.{layer}.attention.self.value"),
+                "kind": "value", "layer": layer, "head": head, "alpha": alpha,
+                "effective_rank": r, "capacity": 16})
+        };
+        let ranks = [
+            serde_json::json!({"step": 1, "units": [unit(0, 0, 1.0, 8), unit(0, 1, 1.0, 8), unit(1, 0, 1.0, 8)]}),
+            serde_json::json!({"step": 2, "units": [unit(0, 0, 0.5, 4), unit(0, 1, 1.2, 10), unit(1, 0, 0.25, 2)]}),
+        ];
+        let text: String = ranks.iter().map(|r| r.to_string() + "\n").collect();
+        std::fs::write(d.path().join(rundir::RANKS), text).unwrap();
+        let files = write_run_report(d.path(), "run", vec![("steps".into(), "2".into())]).unwrap();
+        assert_eq!(files.pictures.len(), 3);
+        for p in &files.pictures {
+            parse(&std::fs::read_to_string(p).unwrap());
+        }
+        let (loss, recs) = read_run_curves(d.path()).unwrap();
+        assert_eq!(loss.len(), 2);
+        assert_eq!(loss[1].points, vec![(1.0, 2.0), (2.0, 1.5)]);
+        let maps = rank_maps(recs.last().unwrap());
+        assert_eq!(maps[0].module, "value");
+        assert_eq!(maps[0].ranks[0], vec![4.0, 10.0]);
+        assert!(maps[0].ranks[1][1].is_nan()); // layer 1 has no head 1
     }
 }
