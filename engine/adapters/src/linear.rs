@@ -121,6 +121,16 @@ pub trait LinearAdapter: Send + std::fmt::Debug {
     fn peft_export(&self, _base: &BaseLinear) -> Result<PeftModule> {
         Err(self.unsupported("PEFT export"))
     }
+    /// Everything a checkpoint needs to rebuild the trained adapter (default: the trainable
+    /// tensors; ARD-LoRA adds its compacted capacities).
+    fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        self.trainable()
+    }
+    /// Restore [`Self::state_tensors`] into this freshly attached adapter. Build optimisers
+    /// after this call: ARD-LoRA may replace its tensors with compacted (narrower) ones.
+    fn load_state_tensors(&mut self, tensors: &[(String, Tensor)]) -> Result<()> {
+        copy_into_trainable(&self.trainable(), tensors)
+    }
     fn as_ard(&self) -> Option<&ArdLora> {
         None
     }
@@ -141,6 +151,31 @@ pub trait LinearAdapter: Send + std::fmt::Debug {
             what: what.to_string(),
         }
     }
+}
+
+/// Copy checkpoint tensors into the same-named trainable tensors, checking shapes.
+pub fn copy_into_trainable(
+    trainable: &[(String, Tensor)],
+    tensors: &[(String, Tensor)],
+) -> Result<()> {
+    for (name, p) in trainable {
+        let (_, t) = tensors
+            .iter()
+            .find(|(n, _)| n == name)
+            .ok_or_else(|| crate::error::state_err(name, "missing from the checkpoint"))?;
+        if t.size() != p.size() {
+            return Err(crate::error::state_err(
+                name,
+                format!(
+                    "shape {:?} in the checkpoint, {:?} here: the adapter configuration changed",
+                    t.size(),
+                    p.size()
+                ),
+            ));
+        }
+        tch::no_grad(|| p.shallow_clone().copy_(t));
+    }
+    Ok(())
 }
 
 /// A linear layer that an adapter may target.
@@ -188,6 +223,31 @@ impl AdaptableLinear {
         match &mut self.adapter {
             Some(a) if a.is_merged() => a.unmerge(&mut self.base),
             _ => Ok(()),
+        }
+    }
+
+    /// The adapter's checkpoint tensors under their full names (`<path>.<name>`).
+    pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        self.adapter
+            .iter()
+            .flat_map(|a| a.state_tensors())
+            .map(|(n, t)| (format!("{}.{n}", self.path), t))
+            .collect()
+    }
+
+    /// Restore this linear's adapter from a checkpoint holding many modules' tensors.
+    pub fn load_state_tensors(&mut self, all: &[(String, Tensor)]) -> Result<()> {
+        let prefix = format!("{}.", self.path);
+        let mine: Vec<(String, Tensor)> = all
+            .iter()
+            .filter_map(|(n, t)| {
+                n.strip_prefix(&prefix)
+                    .map(|rest| (rest.to_string(), t.shallow_clone()))
+            })
+            .collect();
+        match &mut self.adapter {
+            Some(a) => a.load_state_tensors(&mine),
+            None => Ok(()),
         }
     }
 

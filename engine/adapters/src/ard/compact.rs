@@ -61,7 +61,18 @@ impl ArdLora {
             .zip(&live)
             .map(|(&cap, &need)| (need as usize + margin).max(1).min(cap))
             .collect();
-        if new_caps == self.caps {
+        self.restore_capacities(&new_caps)
+    }
+
+    /// Narrow every unit to the given capacities (what a checkpoint recorded after compaction;
+    /// each at most the current one). Returns the replaced tensors, like [`Self::compact`].
+    pub fn restore_capacities(&mut self, caps: &[usize]) -> Vec<Resized> {
+        let new_caps: Vec<usize> = caps
+            .iter()
+            .zip(&self.caps)
+            .map(|(&c, &cur)| c.clamp(1, cur))
+            .collect();
+        if new_caps == self.caps || caps.len() != self.caps.len() {
             return vec![];
         }
         let r_new = *new_caps.iter().max().expect("at least one unit") as i64;

@@ -17,7 +17,7 @@ use serde::Serialize;
 use tch::{Kind, Tensor};
 
 use crate::config::ArdLoraConfig;
-use crate::error::{Result, module_err};
+use crate::error::{Result, module_err, state_err};
 use crate::init::{adapter_kind, in_kind, kaiming_uniform_a_sqrt5, maybe_dropout, zeros_param};
 use crate::linear::{AdaptableLinear, BaseLinear, HeadAxis, LinearAdapter, ParamRole};
 use crate::lora::add_delta;
@@ -253,6 +253,63 @@ impl ArdLora {
         self.row_index = Tensor::arange(self.a.size()[1], (self.kind, self.a.device()));
     }
 
+    /// Rebuild from checkpoint tensors, compacted widths included.
+    fn restore(&mut self, tensors: &[(String, Tensor)]) -> Result<()> {
+        let get = |n: &str| {
+            tensors
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, t)| t.shallow_clone())
+                .ok_or_else(|| {
+                    state_err(&format!("{}.{n}", self.path), "missing from the checkpoint")
+                })
+        };
+        let (a, b, alpha, caps) = (
+            get("lora_A")?,
+            get("lora_B")?,
+            get("alpha")?,
+            get("capacity")?,
+        );
+        let caps = Vec::<i64>::try_from(&caps.to_kind(Kind::Int64)).unwrap_or_default();
+        let (u, r) = (self.n_units, a.size().get(1).copied().unwrap_or(0));
+        let ok = a.size() == [u, r, self.d_in_u]
+            && b.size() == [u, self.d_out_u, r]
+            && alpha.size() == [u]
+            && caps.len() == u as usize
+            && caps.iter().all(|&c| c >= 1 && c <= r)
+            && r <= self.cfg.r_max() as i64;
+        if !ok {
+            return Err(state_err(
+                &self.path,
+                format!(
+                    "checkpoint shapes A {:?}, B {:?}, α {:?}, {} capacities do not fit {u} units of {}×{} with r_max {}: the adapter configuration changed",
+                    a.size(),
+                    b.size(),
+                    alpha.size(),
+                    caps.len(),
+                    self.d_out_u,
+                    self.d_in_u,
+                    self.cfg.r_max()
+                ),
+            ));
+        }
+        let dev = self.a.device();
+        let leaf = |t: &Tensor| {
+            t.detach()
+                .to_kind(self.kind)
+                .to_device(dev)
+                .contiguous()
+                .copy()
+                .set_requires_grad(true)
+        };
+        self.a = leaf(&a);
+        self.b = leaf(&b);
+        self.alpha = leaf(&alpha);
+        self.caps = caps.into_iter().map(|c| c as usize).collect();
+        self.refresh_bounds();
+        Ok(())
+    }
+
     /// The soft rank mask m `[U, R]`; differentiable in α.
     pub fn mask(&self) -> Tensor {
         (self.alpha.unsqueeze(1) * self.cfg.r0 as f64 - self.row_index.unsqueeze(0)).clamp(0.0, 1.0)
@@ -406,6 +463,15 @@ impl LinearAdapter for ArdLora {
     }
     fn peft_export(&self, _base: &BaseLinear) -> Result<PeftModule> {
         Ok(self.fold_to_peft())
+    }
+    fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        let caps: Vec<i64> = self.caps.iter().map(|&c| c as i64).collect();
+        let mut v = self.trainable();
+        v.push(("capacity".into(), Tensor::from_slice(&caps)));
+        v
+    }
+    fn load_state_tensors(&mut self, tensors: &[(String, Tensor)]) -> Result<()> {
+        self.restore(tensors)
     }
     fn as_ard(&self) -> Option<&ArdLora> {
         Some(self)

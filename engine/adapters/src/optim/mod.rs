@@ -205,3 +205,23 @@ pub(crate) fn check_no_strays(
     }
     Ok(())
 }
+
+/// Tensors under their full names.
+pub type NamedTensors = Vec<(String, Tensor)>;
+
+/// The trainable tensors of `linears` split by role: (weights, ARD α). Build the weight group
+/// (with decay) and the α group (own lr, no decay) from these.
+pub fn split_by_role<'a>(
+    linears: impl IntoIterator<Item = &'a crate::AdaptableLinear>,
+) -> (NamedTensors, NamedTensors) {
+    let (mut weights, mut alphas) = (Vec::new(), Vec::new());
+    for l in linears {
+        for (n, t, role) in l.trainable() {
+            match role {
+                crate::ParamRole::Weight => weights.push((n, t)),
+                crate::ParamRole::Alpha => alphas.push((n, t)),
+            }
+        }
+    }
+    (weights, alphas)
+}

@@ -520,3 +520,62 @@ fn bad_layouts_and_settings_are_errors_not_panics() {
         .to_string();
     assert!(e.contains("r0"), "{e}");
 }
+
+#[test]
+fn checkpoint_state_restores_a_compacted_adapter() {
+    tch::manual_seed(7);
+    let c = ArdLoraConfig {
+        r0: 4,
+        alpha_max: 4.0,
+        ..Default::default()
+    };
+    let mut lin = linear(
+        "model.layers.1.self_attn.q_proj",
+        8,
+        8,
+        heads(HeadAxis::Output, 2, 4),
+        Kind::Float,
+    );
+    ArdLora::attach(&mut lin, &c).unwrap();
+    randomize(ard(&lin).b(), 0.3);
+    ard_mut(&mut lin).set_alpha(&Tensor::from_slice(&[0.6f32, 1.1]));
+    ard_mut(&mut lin).compact();
+    let saved: Vec<(String, Tensor)> = lin
+        .state_tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.detach().copy()))
+        .collect();
+    assert!(
+        saved
+            .iter()
+            .any(|(n, _)| n == "model.layers.1.self_attn.q_proj.capacity")
+    );
+    let x = Tensor::randn([3, 8], (Kind::Float, Device::Cpu));
+    let want = lin.forward(&x, false);
+    // A fresh adapter on the same base (as a resumed run builds it) takes the compacted shapes.
+    let mut fresh = AdaptableLinear::new(
+        lin.path.clone(),
+        lin.base.weight.copy(),
+        lin.base.bias.as_ref().map(Tensor::copy),
+        lin.heads,
+    );
+    ArdLora::attach(&mut fresh, &c).unwrap();
+    fresh.load_state_tensors(&saved).unwrap();
+    assert_eq!(ard(&fresh).allocated_rank(), ard(&lin).allocated_rank());
+    assert_eq!(ard(&fresh).capacities(), ard(&lin).capacities());
+    assert!(max_abs_diff(&fresh.forward(&x, false), &want) < 1e-7);
+    assert!(ard(&fresh).a().requires_grad());
+    // A checkpoint of another configuration is refused with the module's name.
+    let mut other = AdaptableLinear::new(
+        lin.path.clone(),
+        lin.base.weight.copy(),
+        None,
+        heads(HeadAxis::Output, 4, 2),
+    );
+    ArdLora::attach(&mut other, &c).unwrap();
+    let e = other.load_state_tensors(&saved).unwrap_err().to_string();
+    assert!(
+        e.contains("q_proj") && e.contains("configuration changed"),
+        "{e}"
+    );
+}

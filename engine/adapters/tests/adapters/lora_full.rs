@@ -2,7 +2,7 @@ use ardpipe_adapters::full::Full;
 use ardpipe_adapters::lora::Lora;
 use ardpipe_adapters::optim::{AdamW, AdamWConfig, Optimizer, ParamGroup};
 use ardpipe_adapters::peft::{PeftType, assemble};
-use ardpipe_adapters::{FullConfig, HeadLayout, LoraConfig, MethodConfig, attach};
+use ardpipe_adapters::{AdaptableLinear, FullConfig, HeadLayout, LoraConfig, MethodConfig, attach};
 use tch::{Device, Kind, Tensor};
 
 use crate::common::{linear, max_abs_diff, randomize};
@@ -174,4 +174,50 @@ fn full_fine_tuning_trains_an_owned_copy_of_the_base_weight() {
     // Merging a full fine-tune is a no-op; the forward is the base forward.
     lin.merge().unwrap();
     assert!(max_abs_diff(&lin.forward(&x, false), &lin.base.forward(&x)) == 0.0);
+}
+
+#[test]
+fn adapter_state_round_trips_through_named_tensors() {
+    tch::manual_seed(14);
+    for method in [
+        MethodConfig::Lora(LoraConfig::default()),
+        MethodConfig::Dora(LoraConfig::default()),
+        MethodConfig::Adalora(ardpipe_adapters::AdaLoraConfig::default()),
+    ] {
+        let mut lin = linear(
+            "enc.layer.0.query",
+            8,
+            8,
+            HeadLayout::headless(8),
+            Kind::Float,
+        );
+        attach(&mut lin, &method).unwrap();
+        for (_, t, _) in lin.trainable() {
+            randomize(&t, 0.2);
+        }
+        let x = Tensor::randn([2, 8], (Kind::Float, Device::Cpu));
+        let want = lin.forward(&x, false);
+        let saved: Vec<(String, Tensor)> = lin
+            .state_tensors()
+            .into_iter()
+            .map(|(n, t)| (n, t.detach().copy()))
+            .collect();
+        let mut fresh = AdaptableLinear::new(
+            lin.path.clone(),
+            lin.base.weight.copy(),
+            lin.base.bias.as_ref().map(Tensor::copy),
+            lin.heads,
+        );
+        attach(&mut fresh, &method).unwrap();
+        fresh.load_state_tensors(&saved).unwrap();
+        assert!(
+            max_abs_diff(&fresh.forward(&x, false), &want) < 1e-6,
+            "{method:?}"
+        );
+        let e = fresh
+            .load_state_tensors(&saved[1..])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing from the checkpoint"), "{e}");
+    }
 }
