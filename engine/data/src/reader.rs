@@ -78,7 +78,7 @@ impl Compiled {
         if rec.text.trim().is_empty() {
             return Err(rec.error(
                 DataError::new(ErrorKind::BadRow, "the text is empty")
-                    .with_help("remove the row, or use on_error = skip to drop empty rows"),
+                    .with_help("remove the row, or check the strip patterns"),
             ));
         }
         if let (Some(re), Some(label)) = (&self.label, rec.label.as_deref()) {
