@@ -59,12 +59,12 @@ impl Formatter<'_> {
             self.leading(item.span().start, 0, force_blank, i == 0);
             match item {
                 Item::Import(imp) => {
-                    let line = format!("import {}", self.expr(&imp.path, 7));
+                    let line = format!("import {}", self.expr(&imp.path, 7, 0));
                     self.line(0, &line, imp.span.end);
                 }
                 Item::Let(l) => {
                     let head = format!("let {} = ", l.name.name);
-                    let v = self.expr(&l.value, head.len());
+                    let v = self.expr(&l.value, head.len(), 0);
                     self.line(0, &format!("{head}{v}"), l.span.end);
                 }
                 Item::Block(b) => self.block(b, 0),
@@ -97,7 +97,7 @@ impl Formatter<'_> {
             .find('{')
             .map(|i| b.kind.span.end + i + 1)
             .unwrap_or(b.kind.span.end);
-        self.line(depth, &format!("{head} {{"), brace);
+        self.line_before(depth, &format!("{head} {{"), brace, open);
         for (i, item) in b.body.iter().enumerate() {
             self.leading(item.span().start, depth + 1, false, i == 0);
             match item {
@@ -115,32 +115,32 @@ impl Formatter<'_> {
         self.leading_inside(e.span, depth);
         let key = e.key_text();
         let prefix = INDENT.len() * depth + key.len() + 3;
-        let v = self.expr(&e.value, prefix);
+        let v = self.expr(&e.value, prefix, depth);
         self.line(depth, &format!("{key} = {v}"), e.span.end);
     }
 
     /// Writes the comments before `upto` on their own lines, with blank lines as the source had.
     fn leading(&mut self, upto: usize, depth: usize, force_blank: bool, first_in_scope: bool) {
         let mut blank = force_blank;
+        // Right after `{` (or at the top of the file) a blank line is dropped; after a comment
+        // the source's blank lines count again.
+        let mut keep_blanks = !first_in_scope;
         while let Some(c) = self.comments.get(self.next_comment).cloned() {
             if c.span.start >= upto {
                 break;
             }
             self.next_comment += 1;
-            if !first_in_scope || blank {
-                blank |= self.blank_before(c.span.start);
-            }
+            blank |= keep_blanks && self.blank_before(c.span.start);
             if blank && !self.out.is_empty() {
                 self.out.push('\n');
             }
             blank = false;
+            keep_blanks = true;
             self.push_line(depth, &c.text);
             self.last_end = c.span.end;
         }
-        if (!first_in_scope && self.blank_before(upto) || blank)
-            && !self.out.is_empty()
-            && upto < self.text.len()
-        {
+        blank |= keep_blanks && self.blank_before(upto);
+        if blank && !self.out.is_empty() && upto < self.text.len() {
             self.out.push('\n');
         }
     }
@@ -162,9 +162,16 @@ impl Formatter<'_> {
 
     /// Writes one line for a node ending at `end`, with a comment that follows on the same line.
     fn line(&mut self, depth: usize, s: &str, end: usize) {
+        self.line_before(depth, s, end, usize::MAX);
+    }
+
+    /// As `line`, taking a same-line comment only when it starts before `limit` (a block
+    /// header must not take a comment that follows its first entry on the same line).
+    fn line_before(&mut self, depth: usize, s: &str, end: usize, limit: usize) {
         let mut line = s.to_string();
         if let Some(c) = self.comments.get(self.next_comment)
             && c.span.start >= end
+            && c.span.start < limit
             && !self.text[end..c.span.start].contains('\n')
         {
             line.push_str("  ");
@@ -186,18 +193,21 @@ impl Formatter<'_> {
     }
 
     /// A value, on one line when it fits, else broken one element per line.
-    fn expr(&self, e: &Expr, col: usize) -> String {
+    fn expr(&self, e: &Expr, col: usize, depth: usize) -> String {
         let flat = flat(e);
-        if col + flat.len() <= WIDTH || !flat.contains(", ") {
+        if col + flat.chars().count() <= WIDTH || !flat.contains(", ") {
             return flat;
         }
-        let indent = INDENT.repeat(col / INDENT.len() + 1);
-        let close_indent = INDENT.repeat(col / INDENT.len());
+        let indent = INDENT.repeat(depth + 1);
+        let close_indent = INDENT.repeat(depth);
         match &e.kind {
             ExprKind::List(items) => {
                 let mut s = "[\n".to_string();
                 for i in items {
-                    s.push_str(&format!("{indent}{},\n", self.expr(i, indent.len())));
+                    s.push_str(&format!(
+                        "{indent}{},\n",
+                        self.expr(i, indent.len(), depth + 1)
+                    ));
                 }
                 s.push_str(&close_indent);
                 s.push(']');
@@ -211,7 +221,7 @@ impl Formatter<'_> {
                         .as_ref()
                         .map(|n| format!("{} = ", n.name))
                         .unwrap_or_default();
-                    let v = self.expr(&a.value, indent.len() + prefix.len());
+                    let v = self.expr(&a.value, indent.len() + prefix.len(), depth + 1);
                     s.push_str(&format!("{indent}{prefix}{v},\n"));
                 }
                 s.push_str(&close_indent);

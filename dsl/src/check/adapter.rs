@@ -138,12 +138,12 @@ fn ard_lora(r: &mut Reader, cx: &mut Ctx) -> Option<ArdLora> {
     let dropout = r.number("dropout", 0.0, 0.99, cx).unwrap_or(0.0);
     let groups = r.int("groups", 1, 4096, cx).unwrap_or(1) as u32;
     let alpha = match r.block("alpha", cx) {
-        Some(b) => alpha(b, r0, cx)?,
-        None => AlphaBounds {
+        Some(b) => alpha(b, r0, cx),
+        None => Some(AlphaBounds {
             init: 1.0,
             min: 0.0,
             max: 4.0,
-        },
+        }),
     };
     let compaction = match r.block("compaction", cx) {
         Some(b) => {
@@ -196,9 +196,10 @@ fn ard_lora(r: &mut Reader, cx: &mut Ctx) -> Option<ArdLora> {
         },
     };
     let regularizer = match r.block("regularize", cx) {
-        Some(b) => regularizer(b, cx)?,
-        None => default_regularizer(),
+        Some(b) => regularizer(b, cx),
+        None => Some(default_regularizer()),
     };
+    let (alpha, regularizer) = (alpha?, regularizer?);
     Some(ArdLora {
         r0,
         alpha,

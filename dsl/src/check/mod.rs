@@ -539,12 +539,13 @@ fn output(b: &Block, adapters: &[Adapter], cx: &mut Ctx) -> Option<Output> {
         for e in items {
             match crate::reader::as_symbol(&e, "export", &["peft", "merged"], cx) {
                 Some("peft") => {
-                    if let Some(a) = adapters
-                        .iter()
-                        .find(|a| matches!(a.method, Method::Full(_)))
+                    // Fully trained modules ride along in PEFT's `modules_to_save`; with no low-rank
+                    // adapter at all there is nothing PEFT could load.
+                    if !adapters.is_empty()
+                        && adapters.iter().all(|a| matches!(a.method, Method::Full(_)))
                     {
                         cx.push(
-                            Problem::error(Code::Contradiction, e.span, format!("adapter `{}` trains full weights: there is no PEFT adapter to export", a.name))
+                            Problem::error(Code::Contradiction, e.span, "every adapter trains full weights: there is no PEFT adapter to export")
                                 .label("nothing to export as PEFT")
                                 .help("export `merged` weights for full fine-tuning"),
                         );

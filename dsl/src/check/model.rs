@@ -93,7 +93,15 @@ pub fn check(b: &Block, cx: &mut Ctx) -> Option<Model> {
             Head::Embedding { pooling }
         }
         Some(_) => Head::CausalLm,
-        None => None?,
+        // Unknown or missing head: read the other keys anyway so their problems are reported too.
+        None => {
+            let _ = (
+                r.symbol("dtype", &["f32", "f16", "bf16"], cx),
+                r.value("device", cx),
+            );
+            r.finish(KEYS, &[], &|_| None, cx);
+            return None;
+        }
     };
     if !matches!(head, Head::SequenceClassification { .. })
         && let Some(e) = classes
