@@ -81,6 +81,12 @@ impl LmBatch {
 }
 
 /// Streams [`LmBlock`]s from a stream of documents.
+///
+/// Packing is deterministic for a given document order, so a resumed run rebuilds the same
+/// stream and skips the blocks it already trained on (`packer.skip(n)`), re-tokenising but never
+/// holding the corpus. For shuffled LM training, feed documents in a [`crate::ShuffledOrder`]
+/// (take an epoch's indices with `order.next_batch(docs.len(), false)` and map each to
+/// `Ok(docs[i].clone())`): the blocks of that epoch then follow the shuffled document order.
 pub struct LmPacker<I> {
     docs: I,
     tokenizer: TextTokenizer,

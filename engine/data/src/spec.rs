@@ -126,3 +126,35 @@ impl DatasetSpec {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The serialised shape is what the resolved pipeline and run manifest show users.
+    #[test]
+    fn spec_round_trips_through_json_with_defaults() {
+        let json = r#"{
+            "files": ["healthtweets.csv"],
+            "format": {"type": "csv"},
+            "fields": {"label": "source_id"},
+            "preprocess": {"strip": ["http\\S+"], "label_regex": "^(.*)-[^-]*$"},
+            "on_error": "skip"
+        }"#;
+        let spec: DatasetSpec = serde_json::from_str(json).unwrap();
+        assert_eq!(spec.format, Format::Csv { delimiter: ',' });
+        assert_eq!(spec.fields.text, "text");
+        assert_eq!(spec.on_error, OnError::Skip);
+        let back: DatasetSpec =
+            serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
+        assert_eq!(back, spec);
+        let fortunes: Format =
+            serde_json::from_str(r#"{"type": "text", "mode": {"separator": "%"}}"#).unwrap();
+        assert_eq!(
+            fortunes,
+            Format::Text {
+                mode: TextMode::Separator("%".into())
+            }
+        );
+    }
+}
