@@ -91,9 +91,7 @@ pub fn check(b: &Block, name: &str, cx: &mut Ctx) -> Option<Adapter> {
     let exclude = r
         .value("exclude", cx)
         .map_or(Some(Vec::new()), |v| selectors(&v, "exclude", cx));
-    let Some(m) = method else {
-        return None;
-    };
+    let m = method?;
     let method = match m {
         "ard_lora" => ard_lora(&mut r, cx).map(Method::ArdLora),
         "lora" => lora(&mut r, cx).map(Method::Lora),

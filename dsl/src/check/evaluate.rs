@@ -19,13 +19,10 @@ pub struct EvalSpans {
     pub metrics: Vec<Span>,
 }
 
-pub fn check(
-    b: &Block,
-    cx: &mut Ctx,
-) -> (
-    Option<(Option<String>, SplitName, Vec<Metric>, Option<u32>)>,
-    EvalSpans,
-) {
+/// The evaluate block as read: dataset (when named), split, metrics, batch size.
+pub type EvalParts = (Option<String>, SplitName, Vec<Metric>, Option<u32>);
+
+pub fn check(b: &Block, cx: &mut Ctx) -> (Option<EvalParts>, EvalSpans) {
     let mut r = Reader::new(b, cx);
     let mut spans = EvalSpans {
         dataset: None,
