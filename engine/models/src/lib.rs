@@ -9,13 +9,17 @@
 
 pub mod arch;
 pub mod assets;
+pub mod bench;
 pub mod error;
+pub mod generate;
 pub mod gguf;
 pub mod hf;
 pub mod model;
 pub mod precision;
 pub mod report;
 pub mod runtime;
+pub mod text;
+pub mod tokenizer;
 pub mod weights;
 
 pub use error::{ModelError, Result};

@@ -120,3 +120,8 @@ pub fn libtorch_info(probe_cuda: bool) -> LibtorchInfo {
         cuda_devices,
     }
 }
+
+/// Set libtorch's intra-op thread count (the CLI has no direct tch dependency).
+pub fn set_threads(n: i32) {
+    tch::set_num_threads(n);
+}

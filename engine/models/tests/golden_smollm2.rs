@@ -2,7 +2,9 @@
 
 use ardpipe_models::arch::KvCache;
 use ardpipe_models::assets::asset_file;
-use ardpipe_models::{LoadOptions, Precision, load_causal_lm};
+use ardpipe_models::generate::{Sampling, StopReason, generate};
+use ardpipe_models::tokenizer::{ChatTemplate, load_tokenizer};
+use ardpipe_models::{LoadOptions, ModelLocation, Precision, load_causal_lm};
 use tch::{Kind, Tensor};
 
 const GGUF: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -78,4 +80,40 @@ fn smollm2_bf16_agrees_on_the_top_token() {
         !ardpipe_models::precision::cpu_autocast_enabled(),
         "autocast left on after forward"
     );
+}
+
+#[test]
+fn smollm2_gguf_tokenizer_and_greedy_chat_reply() {
+    let path = asset_file("smollm2", GGUF).unwrap_or_else(|e| panic!("{e}"));
+    let tok = load_tokenizer(&ModelLocation::Gguf(path.clone())).unwrap();
+    let enc = tok
+        .tokenizer
+        .encode("The capital of France is", true)
+        .unwrap();
+    assert_eq!(enc.ids, IDS.map(|i| i as u32));
+    assert_eq!(tok.chat, Some(ChatTemplate::ChatMl));
+
+    let lm = load_causal_lm(&path, &LoadOptions::default()).unwrap();
+    let chat = ChatTemplate::ChatMl;
+    let prompt = chat.user_prompt("What is the capital of France?");
+    let ids: Vec<i64> = tok
+        .tokenizer
+        .encode(&prompt, true)
+        .unwrap()
+        .ids
+        .iter()
+        .map(|&i| i as i64)
+        .collect();
+    let end = tok.tokenizer.token_to_id(chat.end_of_turn()).unwrap() as i64;
+    let s = Sampling {
+        max_tokens: 16,
+        ..Default::default()
+    };
+    let (out, why) = generate(&lm.model, &ids, &[end], &s, |_| Ok(())).unwrap();
+    let out: Vec<u32> = out.iter().map(|&i| i as u32).collect();
+    assert_eq!(
+        tok.tokenizer.decode(&out, false).unwrap(),
+        "The capital of France is Paris."
+    );
+    assert_eq!(why, StopReason::EndOfSequence);
 }

@@ -54,6 +54,8 @@ pub struct Bert {
     pub pooler: Option<HeadLinear>,
     /// Classification head only: new (or the checkpoint's, when it carries one that fits).
     pub classifier: Option<HeadLinear>,
+    /// Whether the classifier came from the checkpoint (a fine-tuned model) or is new.
+    pub classifier_from_checkpoint: bool,
     pub device: Device,
     pub precision: Precision,
 }
@@ -133,6 +135,7 @@ impl Bert {
                 output_norm,
             });
         }
+        let mut classifier_from_checkpoint = false;
         let (pooler, classifier) = match head {
             EncoderHead::Embedding => {
                 // Mean pooling does not use the pooler; it stays in the file, unused.
@@ -155,6 +158,7 @@ impl Bert {
                 };
                 let shape = [num_labels as i64, d];
                 let classifier = if w.shape_of("classifier.weight").as_deref() == Some(&shape[..]) {
+                    classifier_from_checkpoint = true;
                     HeadLinear {
                         weight: trainable(w.f32("classifier.weight", &shape)?),
                         bias: trainable(w.f32("classifier.bias", &[num_labels as i64])?),
@@ -184,6 +188,7 @@ impl Bert {
             layers,
             pooler,
             classifier,
+            classifier_from_checkpoint,
             device,
             precision,
         })

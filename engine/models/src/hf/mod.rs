@@ -1,4 +1,5 @@
 //! Hugging Face model folders: config.json, safetensors weights, tokenizer.json.
 
 pub mod config;
+pub mod export;
 pub mod safetensors;

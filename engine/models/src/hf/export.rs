@@ -1,0 +1,71 @@
+//! Write a loaded model back out as a Hugging Face folder (config.json + model.safetensors, f32),
+//! e.g. a dequantised GGUF for Python transformers to load, or a merged fine-tuned model.
+
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, TensorView};
+use tch::{Device, Kind};
+
+use crate::arch::Llama;
+use crate::error::{ModelError, Result};
+
+pub fn save_llama(model: &Llama, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+    let c = &model.config;
+    let config = serde_json::json!({
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": c.vocab_size,
+        "hidden_size": c.hidden_size,
+        "intermediate_size": c.intermediate_size,
+        "num_hidden_layers": c.num_hidden_layers,
+        "num_attention_heads": c.num_attention_heads,
+        "num_key_value_heads": c.num_key_value_heads,
+        "head_dim": c.head_dim,
+        "rms_norm_eps": c.rms_norm_eps,
+        "rope_theta": c.rope_theta,
+        "max_position_embeddings": c.max_position_embeddings,
+        "tie_word_embeddings": c.tie_word_embeddings,
+        "attention_bias": c.attention_bias,
+        "mlp_bias": c.mlp_bias,
+        "hidden_act": "silu",
+        "bos_token_id": c.bos_token_id,
+        "eos_token_id": c.eos_token_ids.first(),
+        "torch_dtype": "float32",
+    });
+    let cfg_path = dir.join("config.json");
+    std::fs::write(
+        &cfg_path,
+        serde_json::to_string_pretty(&config).expect("json"),
+    )
+    .map_err(|e| ModelError::io(&cfg_path, e))?;
+    let tensors: Vec<(String, Vec<u8>, Vec<usize>)> = model
+        .base_parameters()
+        .into_iter()
+        .map(|(name, t)| {
+            let t = t
+                .detach()
+                .to_device(Device::Cpu)
+                .to_kind(Kind::Float)
+                .contiguous();
+            let shape = t.size().iter().map(|&d| d as usize).collect();
+            let values: Vec<f32> = Vec::try_from(t.flatten(0, -1))?;
+            let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            Ok((name, bytes, shape))
+        })
+        .collect::<Result<_>>()?;
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, b, s)| {
+            TensorView::new(Dtype::F32, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| ModelError::Usage(format!("cannot write tensor {n}: {e}")))
+        })
+        .collect::<Result<_>>()?;
+    let out = dir.join("model.safetensors");
+    // Write beside and rename, so a reader never sees half a file.
+    let tmp = dir.join("model.safetensors.partial");
+    safetensors::serialize_to_file(views, None, &tmp)
+        .map_err(|e| ModelError::Usage(format!("cannot write {}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, &out).map_err(|e| ModelError::io(&out, e))
+}
