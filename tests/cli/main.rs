@@ -2,6 +2,7 @@
 
 mod doctor;
 mod help;
+mod plugin;
 
 use std::process::{Command, Output};
 

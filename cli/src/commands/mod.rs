@@ -1,6 +1,7 @@
 //! One module per subcommand; `dispatch` wires them to the parsed command line.
 
 mod doctor;
+mod plugin;
 
 use crate::args::{Command, Global};
 use crate::exit::Code;
@@ -17,7 +18,7 @@ pub fn dispatch(command: Command, _global: &Global) -> miette::Result<Code> {
         Command::Generate(_) => unavailable("generate", 4),
         Command::Classify { .. } => unavailable("classify", 4),
         Command::Embed { .. } => unavailable("embed", 4),
-        Command::Plugin { .. } => unavailable("plugin", 6),
+        Command::Plugin { what } => plugin::run(what),
         Command::Bench { .. } => unavailable("bench", 4),
         Command::Study { .. } => unavailable("study", 7),
     }
