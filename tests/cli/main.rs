@@ -1,8 +1,12 @@
 //! End-to-end tests of the `ardpipe` binary.
 
+mod check;
 mod doctor;
+mod fmt;
 mod help;
+mod plan;
 mod plugin;
+mod schema;
 
 use std::process::{Command, Output};
 

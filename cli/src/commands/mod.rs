@@ -1,19 +1,34 @@
 //! One module per subcommand; `dispatch` wires them to the parsed command line.
 
+mod check;
 mod doctor;
+mod fmt;
+mod plan;
 mod plugin;
+mod schema;
 
-use crate::args::{Command, Global};
+use crate::args::{Command, Global, SchemaKind};
 use crate::exit::Code;
 
 pub fn dispatch(command: Command, _global: &Global) -> miette::Result<Code> {
     match command {
         Command::Doctor { deep, format } => doctor::run(deep, format),
         Command::Run { .. } => unavailable("run", 5),
-        Command::Check { .. } => unavailable("check", 3),
-        Command::Fmt { .. } => unavailable("fmt", 3),
-        Command::Plan { .. } => unavailable("plan", 3),
-        Command::Schema { .. } => unavailable("schema", 3),
+        Command::Check {
+            files,
+            format,
+            overrides,
+        } => check::run(&files, format, &overrides),
+        Command::Fmt { files, check } => fmt::run(&files, check),
+        Command::Plan {
+            file,
+            format,
+            overrides,
+        } => plan::run(&file, format, &overrides),
+        Command::Schema {
+            kind: SchemaKind::Pipeline,
+        } => schema::pipeline(),
+        Command::Schema { .. } => unavailable("schema plan/manifest", 5),
         Command::Inspect { .. } => unavailable("inspect", 4),
         Command::Generate(_) => unavailable("generate", 4),
         Command::Classify { .. } => unavailable("classify", 4),

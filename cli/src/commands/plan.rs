@@ -1,0 +1,91 @@
+//! `ardpipe plan FILE`: the resolved pipeline as text, JSON or YAML. The engine extends the
+//! printed value with resolved targets later; `render` is the one place that prints it.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::args::{Format, Overrides};
+use crate::exit::Code;
+
+pub fn run(file: &Path, format: Format, overrides: &Overrides) -> miette::Result<Code> {
+    let ctx = super::check::context(overrides);
+    match ardpipe_dsl::check_file(file, &ctx) {
+        Ok(c) => {
+            super::check::print_diagnostics(c.warnings);
+            print!("{}", render(&c.pipeline, format));
+            Ok(Code::Success)
+        }
+        Err(d) => {
+            super::check::print_diagnostics(d);
+            Ok(Code::Failure)
+        }
+    }
+}
+
+/// Any plan-like value in the requested format.
+pub fn render<T: Serialize>(value: &T, format: Format) -> String {
+    let v = serde_json::to_value(value).unwrap_or_default();
+    match format {
+        Format::Json => format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default()),
+        Format::Yaml => serde_yaml::to_string(&v).unwrap_or_default(),
+        Format::Text => {
+            let mut out = String::new();
+            text(&v, 0, &mut out);
+            out
+        }
+    }
+}
+
+/// An indented outline: `key: value` per line, nested values indented, nulls left out.
+fn text(v: &serde_json::Value, depth: usize, out: &mut String) {
+    use serde_json::Value;
+    let pad = "  ".repeat(depth);
+    match v {
+        Value::Object(map) => {
+            for (k, x) in map {
+                match x {
+                    Value::Null => {}
+                    Value::Object(m) if m.is_empty() => {}
+                    Value::Array(a) if a.is_empty() => out.push_str(&format!("{pad}{k}: none\n")),
+                    Value::Object(_) | Value::Array(_) if !is_flat(x) => {
+                        out.push_str(&format!("{pad}{k}:\n"));
+                        text(x, depth + 1, out);
+                    }
+                    _ => out.push_str(&format!("{pad}{k}: {}\n", scalar(x))),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for x in items {
+                if is_flat(x) {
+                    out.push_str(&format!("{pad}- {}\n", scalar(x)));
+                } else {
+                    out.push_str(&format!("{pad}-\n"));
+                    text(x, depth + 1, out);
+                }
+            }
+        }
+        other => out.push_str(&format!("{pad}{}\n", scalar(other))),
+    }
+}
+
+/// Small values print on one line: scalars, lists of scalars, objects of one or two scalars.
+fn is_flat(v: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::Array(a) => a.iter().all(|x| !x.is_object() && !x.is_array()) && a.len() <= 8,
+        Value::Object(m) => m.len() <= 2 && m.values().all(|x| !x.is_object() && !x.is_array()),
+        _ => true,
+    }
+}
+
+fn scalar(v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(a) => format!("[{}]", a.iter().map(scalar).collect::<Vec<_>>().join(", ")),
+        Value::Object(m) => m.values().map(scalar).collect::<Vec<_>>().join(" "),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,70 @@
+use crate::{ardpipe, stderr, stdout};
+
+const PIPELINES: &[&str] = &[
+    "pipelines/quickstart.ard",
+    "pipelines/classification.ard",
+    "pipelines/causal_lm.ard",
+    "pipelines/compare_baselines.ard",
+];
+
+fn repo_file(p: &str) -> String {
+    format!("{}/../{p}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn shipped_pipelines_check() {
+    let files: Vec<String> = PIPELINES.iter().map(|p| repo_file(p)).collect();
+    let args: Vec<&str> = std::iter::once("check")
+        .chain(files.iter().map(String::as_str))
+        .collect();
+    let out = ardpipe(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out).matches("ok: ").count(), PIPELINES.len());
+}
+
+#[test]
+fn bad_pipeline_reports_every_problem_and_exits_1() {
+    let dir = std::env::temp_dir().join(format!("ardpipe-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.ard");
+    std::fs::write(&bad, "model {\n    path = \"m\"\n    hed = causal_lm\n}\n\ntrain {\n    lr = 1e-3\n    steps = 10 epochs\n}\n").unwrap();
+    let out = ardpipe(&["check", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("ardpipe::dsl::unknown_key") && err.contains("did you mean `head`?"),
+        "{err}"
+    );
+    assert!(err.contains("ardpipe::dsl::bad_unit"), "{err}");
+    assert!(err.contains("bad.ard:3:5"), "{err}");
+
+    let out = ardpipe(&["check", "--format", "json", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON on stdout");
+    assert_eq!(v["ok"], false);
+    let problems = v["files"][0]["problems"].as_array().unwrap();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p["code"] == "ardpipe::dsl::unknown_key" && p["line"] == 3)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn overrides_are_checked_and_point_at_the_override() {
+    let q = repo_file("pipelines/quickstart.ard");
+    let out = ardpipe(&[
+        "check",
+        &q,
+        "--set",
+        "train.steps=500",
+        "--set",
+        "adapter.qv.r0=four",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("--set #2"), "{err}");
+    let out = ardpipe(&["check", &q, "--set", "train.steps=500"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
