@@ -64,8 +64,9 @@ pub enum Command {
     Run {
         /// The pipeline file (.ard).
         file: Option<PathBuf>,
-        /// Continue a killed or stopped run from its last checkpoint.
-        #[arg(long, value_name = "RUN_DIR", conflicts_with = "file")]
+        /// Continue a killed or stopped run from its last checkpoint (with FILE: refuse if the
+        /// pipeline changed in a way that would change the result).
+        #[arg(long, value_name = "RUN_DIR")]
         resume: Option<PathBuf>,
         /// Start N local data-parallel workers.
         #[arg(long, value_name = "N")]
@@ -112,20 +113,9 @@ pub enum Command {
     /// Generate text with a causal LM, optionally with a trained adapter.
     Generate(GenerateArgs),
     /// Classify texts with a sequence-classification model or a fine-tuned run.
-    Classify {
-        #[arg(long)]
-        model: PathBuf,
-        #[arg(long)]
-        adapter: Option<PathBuf>,
-        /// Texts to classify (one per argument).
-        texts: Vec<String>,
-    },
+    Classify(ClassifyArgs),
     /// Embed texts with an encoder (masked mean pooling, L2-normalised).
-    Embed {
-        #[arg(long)]
-        model: PathBuf,
-        texts: Vec<String>,
-    },
+    Embed(EmbedArgs),
     /// Check this installation: libtorch, threads, CUDA, example assets.
     Doctor {
         /// Re-hash every example asset file instead of trusting set-up's stamp.
@@ -141,8 +131,8 @@ pub enum Command {
     },
     /// Measure training step speed and memory side by side with Python transformers + peft.
     Bench {
-        /// Extra arguments for the benchmark.
-        args: Vec<String>,
+        #[command(subcommand)]
+        what: BenchWhat,
     },
     /// Run the method comparison study (ARD-LoRA against the baselines).
     Study {
@@ -176,6 +166,23 @@ pub enum PluginCommand {
     Inspect { path: PathBuf },
 }
 
+/// Where a model runs and in which precision.
+#[derive(Debug, Args, Clone)]
+pub struct Compute {
+    /// cpu, cuda or cuda:N (cuda needs the GPU install: `python3 scripts/setup.py --gpu`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// f32, or bf16 (bf16 weights with bf16 autocast).
+    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
+    pub dtype: DtypeArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum DtypeArg {
+    F32,
+    Bf16,
+}
+
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
     /// Model folder or GGUF file.
@@ -200,4 +207,74 @@ pub struct GenerateArgs {
     pub top_p: Option<f64>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    #[command(flatten)]
+    pub compute: Compute,
+}
+
+#[derive(Debug, Args)]
+pub struct ClassifyArgs {
+    /// Encoder folder (config.json + model.safetensors + tokenizer.json).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// A trained adapter (run directory or PEFT adapter folder).
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    /// Number of classes when the model has no classifier of its own (a new, untrained head).
+    #[arg(long)]
+    pub num_labels: Option<usize>,
+    /// Seed of a new classifier head.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+    #[command(flatten)]
+    pub compute: Compute,
+    /// Texts to classify (one per argument).
+    #[arg(required = true)]
+    pub texts: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    /// text: first dimensions and the cosine matrix; json: full vectors.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+    #[command(flatten)]
+    pub compute: Compute,
+    #[arg(required = true)]
+    pub texts: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchWhat {
+    /// Forward+backward steps of SmolLM2 and MiniLM, f32 and bf16. The side-by-side table
+    /// with Python transformers comes from `python3 scripts/bench_models.py`, which runs this
+    /// for the Rust side.
+    Models(BenchModelsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchModelsArgs {
+    /// smollm2 or minilm.
+    #[arg(long, default_value = "smollm2")]
+    pub model: String,
+    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
+    pub dtype: DtypeArg,
+    /// Timed steps (after warm-up).
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// libtorch intra-op threads (default: libtorch's choice).
+    #[arg(long)]
+    pub threads: Option<i32>,
+    /// Write the batch (token ids) and, for SmolLM2, the dequantised weights as a Hugging Face
+    /// folder here, so the Python peer runs the very same model on the very same tokens.
+    #[arg(long, value_name = "DIR")]
+    pub prepare: Option<PathBuf>,
+    /// Print one JSON object instead of a line of text.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -1,13 +1,18 @@
 //! One module per subcommand; `dispatch` wires them to the parsed command line.
 
+mod bench;
 mod check;
+mod classify;
 mod doctor;
+mod embed;
 mod fmt;
+mod generate;
+mod inspect;
 mod plan;
 mod plugin;
 mod schema;
 
-use crate::args::{Command, Global, SchemaKind};
+use crate::args::{Command, Global, InspectWhat, SchemaKind};
 use crate::exit::Code;
 
 pub fn dispatch(command: Command, _global: &Global) -> miette::Result<Code> {
@@ -29,12 +34,17 @@ pub fn dispatch(command: Command, _global: &Global) -> miette::Result<Code> {
             kind: SchemaKind::Pipeline,
         } => schema::pipeline(),
         Command::Schema { .. } => unavailable("schema plan/manifest", 5),
-        Command::Inspect { .. } => unavailable("inspect", 4),
-        Command::Generate(_) => unavailable("generate", 4),
-        Command::Classify { .. } => unavailable("classify", 4),
-        Command::Embed { .. } => unavailable("embed", 4),
+        Command::Inspect {
+            what: InspectWhat::Model { path, format },
+        } => inspect::model(&path, format),
+        Command::Inspect {
+            what: InspectWhat::Run { .. },
+        } => unavailable("inspect run", 5),
+        Command::Generate(args) => generate::run(args),
+        Command::Classify(args) => classify::run(args),
+        Command::Embed(args) => embed::run(args),
         Command::Plugin { what } => plugin::run(what),
-        Command::Bench { .. } => unavailable("bench", 4),
+        Command::Bench { what } => bench::run(what),
         Command::Study { .. } => unavailable("study", 7),
     }
 }

@@ -1,0 +1,107 @@
+//! `ardpipe classify`: class probabilities from an encoder with a classification head.
+
+use ardpipe_engine::models::arch::EncoderHead;
+use ardpipe_engine::models::load_encoder;
+use ardpipe_engine::models::text::classify_texts;
+use ardpipe_engine::models::tokenizer::load_tokenizer;
+use serde::Serialize;
+
+use super::generate::{adapter_unavailable, load_options};
+use crate::args::{ClassifyArgs, Format};
+use crate::exit::Code;
+
+#[derive(Serialize)]
+struct Row<'a> {
+    text: &'a str,
+    label: String,
+    probabilities: Vec<(String, f32)>,
+}
+
+/// Labels from config.json's `id2label`, when it names them.
+fn config_labels(model: &std::path::Path) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(model.join("config.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let map = v.get("id2label")?.as_object()?;
+    let mut labels: Vec<(usize, String)> = map
+        .iter()
+        .filter_map(|(k, v)| Some((k.parse().ok()?, v.as_str()?.to_string())))
+        .collect();
+    labels.sort();
+    labels
+        .iter()
+        .enumerate()
+        .all(|(i, (k, _))| i == *k)
+        .then(|| labels.into_iter().map(|(_, l)| l).collect())
+}
+
+pub fn run(a: ClassifyArgs) -> miette::Result<Code> {
+    if a.adapter.is_some() {
+        return Ok(adapter_unavailable("classify"));
+    }
+    let labels = match (config_labels(&a.model), a.num_labels) {
+        (Some(l), None) => l,
+        (Some(l), Some(n)) if l.len() == n => l,
+        (_, Some(n)) => (0..n).map(|i| format!("LABEL_{i}")).collect(),
+        (None, None) => {
+            return Err(miette::miette!(
+                help = "pass --num-labels N to attach a new (untrained) classifier, or use a fine-tuned model",
+                "{} names no labels (config.json has no id2label)",
+                a.model.display()
+            ));
+        }
+    };
+    let opts = load_options(&a.compute)?;
+    let head = EncoderHead::Classification {
+        num_labels: labels.len(),
+        seed: a.seed,
+    };
+    let enc = load_encoder(&a.model, head, &opts).map_err(|e| miette::miette!("{e}"))?;
+    if !enc.model.classifier_from_checkpoint {
+        eprintln!(
+            "note: {} has no trained classifier: a new head with {} labels (seed {}) is attached, \
+             so the labels are arbitrary until the model is fine-tuned",
+            a.model.display(),
+            labels.len(),
+            a.seed
+        );
+    }
+    let tok = load_tokenizer(&enc.location).map_err(|e| miette::miette!("{e}"))?;
+    let texts: Vec<&str> = a.texts.iter().map(String::as_str).collect();
+    let probs =
+        classify_texts(&enc.model, &tok.tokenizer, &texts).map_err(|e| miette::miette!("{e}"))?;
+    let rows: Vec<Row<'_>> = texts
+        .iter()
+        .zip(&probs)
+        .map(|(t, p)| {
+            let best = p
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(i, _)| i)
+                .unwrap_or(0);
+            Row {
+                text: t,
+                label: labels[best].clone(),
+                probabilities: labels.iter().cloned().zip(p.iter().copied()).collect(),
+            }
+        })
+        .collect();
+    match a.format {
+        Format::Json | Format::Yaml => println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).expect("serialises")
+        ),
+        Format::Text => {
+            for r in &rows {
+                let p = r
+                    .probabilities
+                    .iter()
+                    .find(|(l, _)| *l == r.label)
+                    .map(|x| x.1)
+                    .unwrap_or(0.0);
+                println!("{}\t{:.3}\t{}", r.label, p, r.text);
+            }
+        }
+    }
+    Ok(Code::Success)
+}

@@ -1,0 +1,155 @@
+//! `ardpipe inspect model PATH`: architecture, parameter count and the adaptable modules with
+//! shapes and heads — what a user needs to write selectors. Reads no tensor data.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use ardpipe_engine::adapters::HeadAxis;
+use ardpipe_engine::models::arch::{ArchConfig, ModuleSpec};
+use ardpipe_engine::models::{ModelDescription, ModelLocation, describe};
+
+use crate::args::Format;
+use crate::exit::Code;
+
+pub fn model(path: &Path, format: Format) -> miette::Result<Code> {
+    let d = describe(path).map_err(|e| miette::miette!("{e}"))?;
+    match format {
+        Format::Json | Format::Yaml => println!(
+            "{}",
+            serde_json::to_string_pretty(&d).expect("description serialises")
+        ),
+        Format::Text => print!("{}", render(&d)),
+    }
+    Ok(Code::Success)
+}
+
+fn human(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn heads(m: &ModuleSpec) -> String {
+    let h = m.heads;
+    match h.axis {
+        HeadAxis::Output => format!("{} heads × {} rows (output axis)", h.n_heads, h.head_dim),
+        HeadAxis::Input => format!("{} heads × {} columns (input axis)", h.n_heads, h.head_dim),
+        HeadAxis::None => "no heads (MLP)".into(),
+    }
+}
+
+/// Collapse the per-layer modules into one line per module kind: `model.layers.{0-29}.…`.
+pub fn render(d: &ModelDescription) -> String {
+    let mut s = String::new();
+    let (kind, path) = match &d.location {
+        ModelLocation::Gguf(p) => ("GGUF file", p),
+        ModelLocation::HfFolder(p) => ("Hugging Face folder", p),
+    };
+    s += &format!("model         {} ({kind})\n", path.display());
+    match &d.config {
+        ArchConfig::Llama(c) => {
+            s += "architecture  llama (causal LM: RMSNorm, RoPE, SwiGLU";
+            s += if c.num_key_value_heads < c.num_attention_heads {
+                ", GQA)\n"
+            } else {
+                ")\n"
+            };
+            s += &format!(
+                "              {} layers, hidden {}, FFN {}, {} heads ({} KV heads) × {}, vocab {}, context {}\n",
+                c.num_hidden_layers,
+                c.hidden_size,
+                c.intermediate_size,
+                c.num_attention_heads,
+                c.num_key_value_heads,
+                c.head_dim,
+                c.vocab_size,
+                c.max_position_embeddings
+            );
+            s += &format!(
+                "              RoPE theta {}, RMSNorm eps {}, LM head {}\n",
+                c.rope_theta,
+                c.rms_norm_eps,
+                if c.tie_word_embeddings {
+                    "tied to the embeddings"
+                } else {
+                    "untied"
+                }
+            );
+        }
+        ArchConfig::Bert(c) => {
+            s += "architecture  bert (encoder: post-LN, GELU, absolute positions)\n";
+            s += &format!(
+                "              {} layers, hidden {}, FFN {}, {} heads × {}, vocab {}, {} positions\n",
+                c.num_hidden_layers,
+                c.hidden_size,
+                c.intermediate_size,
+                c.num_attention_heads,
+                c.head_dim(),
+                c.vocab_size,
+                c.max_position_embeddings
+            );
+            s += "              heads: embedding (masked mean, L2) or classification \
+                  (adds `bert.` to module paths, as transformers does)\n";
+        }
+    }
+    s += &format!(
+        "parameters    {} ({:.1}M)\n",
+        human(d.parameters),
+        d.parameters as f64 / 1e6
+    );
+    if !d.storage.is_empty() {
+        let st: Vec<String> = d.storage.iter().map(|(t, n)| format!("{t} ×{n}")).collect();
+        s += &format!(
+            "storage       {} (dequantised to f32 on load)\n",
+            st.join(", ")
+        );
+    }
+    let layers = d
+        .modules
+        .iter()
+        .map(|m| m.layer)
+        .max()
+        .map(|l| l + 1)
+        .unwrap_or(0);
+    s += &format!(
+        "\nadaptable modules: {} linears, {} per layer; select them by name (e.g. `{}`), layers and heads\n",
+        d.modules.len(),
+        d.modules.len() / layers.max(1),
+        d.modules
+            .first()
+            .map(|m| m.name.as_str())
+            .unwrap_or("q_proj")
+    );
+    // Group by the path with the layer index replaced, keeping first-seen order.
+    let mut order: Vec<String> = Vec::new();
+    let mut groups: BTreeMap<String, Vec<&ModuleSpec>> = BTreeMap::new();
+    for m in &d.modules {
+        let key = m.path.replacen(&format!(".{}.", m.layer), ".{L}.", 1);
+        if !groups.contains_key(&key) {
+            order.push(key.clone());
+        }
+        groups.entry(key).or_default().push(m);
+    }
+    let width = order.iter().map(|k| k.len()).max().unwrap_or(0) + 6;
+    for key in order {
+        let ms = &groups[&key];
+        let m = ms[0];
+        let first = ms.iter().map(|m| m.layer).min().unwrap_or(0);
+        let last = ms.iter().map(|m| m.layer).max().unwrap_or(0);
+        let shown = key.replace("{L}", &format!("{{{first}-{last}}}"));
+        s += &format!(
+            "  {shown:<width$} [{:>4} × {:<4}]{}  {}\n",
+            m.d_out,
+            m.d_in,
+            if m.bias { " +bias" } else { "      " },
+            heads(m)
+        );
+    }
+    s
+}
