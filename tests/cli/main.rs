@@ -4,6 +4,7 @@ mod check;
 mod doctor;
 mod fmt;
 mod help;
+mod models;
 mod plan;
 mod plugin;
 mod schema;
