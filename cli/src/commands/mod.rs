@@ -10,15 +10,27 @@ mod generate;
 mod inspect;
 mod plan;
 mod plugin;
+mod run;
 mod schema;
 
 use crate::args::{Command, Global, InspectWhat, SchemaKind};
 use crate::exit::Code;
 
-pub fn dispatch(command: Command, _global: &Global) -> miette::Result<Code> {
+pub fn dispatch(command: Command, global: &Global) -> miette::Result<Code> {
     match command {
         Command::Doctor { deep, format } => doctor::run(deep, format),
-        Command::Run { .. } => unavailable("run", 5),
+        Command::Run {
+            file,
+            resume,
+            nproc,
+            overrides,
+        } => run::run(
+            file.as_deref(),
+            resume.as_deref(),
+            nproc,
+            &overrides,
+            global.quiet > 0,
+        ),
         Command::Check {
             files,
             format,

@@ -4,6 +4,11 @@ pub use ardpipe_adapters as adapters;
 pub use ardpipe_data as data;
 pub use ardpipe_models as models;
 
+// From a checked pipeline to a plan, and the loop that runs it.
+pub mod convert;
+pub mod plan;
+pub mod train;
+
 // Run infrastructure: everything a run writes and reads back, independent of the trainer loop.
 pub mod checkpoint;
 pub mod export;

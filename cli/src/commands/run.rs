@@ -1,0 +1,162 @@
+//! `ardpipe run FILE` / `ardpipe run --resume RUN_DIR`: train, evaluate and export.
+
+use std::path::Path;
+
+use ardpipe_dsl::Pipeline;
+use ardpipe_engine::train::{self, RunOptions, RunSummary, TrainError};
+
+use crate::args::Overrides;
+use crate::exit::Code;
+
+pub fn run(
+    file: Option<&Path>,
+    resume: Option<&Path>,
+    nproc: Option<usize>,
+    overrides: &Overrides,
+    quiet: bool,
+) -> miette::Result<Code> {
+    if nproc.is_some_and(|n| n > 1) {
+        eprintln!(
+            "ardpipe run --nproc: data-parallel training is not available yet in this version (planned in issue #8). Nothing was done."
+        );
+        return Ok(Code::Unavailable);
+    }
+    let pipeline = match (file, resume) {
+        (Some(f), _) => {
+            let ctx = super::check::context(overrides);
+            match ardpipe_dsl::check_file(f, &ctx) {
+                Ok(c) => {
+                    super::check::print_diagnostics(c.warnings);
+                    c.pipeline
+                }
+                Err(d) => {
+                    super::check::print_diagnostics(d);
+                    return Ok(Code::Failure);
+                }
+            }
+        }
+        (None, Some(dir)) => {
+            if !overrides.set.is_empty() {
+                return Err(miette::miette!(
+                    help =
+                        "pass the pipeline file too: `ardpipe run FILE --resume RUN_DIR --set …`",
+                    "--set needs a pipeline file to apply to"
+                ));
+            }
+            saved_pipeline(dir)?
+        }
+        (None, None) => {
+            return Err(miette::miette!(
+                help = "e.g. `ardpipe run pipelines/quickstart.ard`",
+                "name a pipeline file, or --resume RUN_DIR"
+            ));
+        }
+    };
+    let mut last = None;
+    for (variant, p) in pipeline.runs() {
+        if pipeline.runs().len() > 1 {
+            eprintln!("\n== variant {variant}");
+        }
+        let opts = RunOptions {
+            resume: resume.map(Path::to_path_buf),
+            quiet,
+            stop_after: stop_after(),
+        };
+        match train::run(p, &opts) {
+            Ok(s) => {
+                print_summary(p, &s);
+                last = Some(s);
+            }
+            Err(e) => return Err(report(e)),
+        }
+    }
+    Ok(if last.is_some() {
+        Code::Success
+    } else {
+        Code::Failure
+    })
+}
+
+/// A test hook: `ARDPIPE_STOP_AFTER_STEPS=N` stops like a kill after N steps (checkpoint kept).
+fn stop_after() -> Option<u64> {
+    std::env::var("ARDPIPE_STOP_AFTER_STEPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+}
+
+fn saved_pipeline(dir: &Path) -> miette::Result<Pipeline> {
+    let path = dir.join(ardpipe_engine::rundir::RESOLVED_PIPELINE);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        miette::miette!(
+            help = "RUN_DIR is the folder `ardpipe run` printed when the run started",
+            "{} is not a run directory: {e}",
+            dir.display()
+        )
+    })?;
+    serde_json::from_str(&text)
+        .map_err(|e| miette::miette!("{} is damaged or from another version: {e}", path.display()))
+}
+
+fn report(e: TrainError) -> miette::Report {
+    let help = match &e {
+        TrainError::Plan(p) => p.help().map(str::to_string),
+        TrainError::Data(d) => Some(d.to_string()),
+        _ => None,
+    };
+    match help {
+        Some(h) => miette::miette!(help = h, "{e}"),
+        None => miette::miette!("{e}"),
+    }
+}
+
+fn print_summary(p: &Pipeline, s: &RunSummary) {
+    if s.interrupted {
+        println!(
+            "stopped after step {} (checkpoint saved): resume with `ardpipe run --resume {}`",
+            s.steps,
+            s.run_dir.display()
+        );
+        return;
+    }
+    println!("\nrun        {}", s.run_dir.display());
+    println!(
+        "steps      {}{} in {:.0} s ({:.0} tokens/s)",
+        s.steps,
+        if s.stopped_early { " (early stop)" } else { "" },
+        s.wall_seconds,
+        s.tokens_per_second
+    );
+    if let Some(e) = &s.final_eval {
+        for (k, v) in &e.metrics {
+            println!("{:<10} {v:.4}", k);
+        }
+    }
+    if let Some(b) = s.majority_baseline {
+        println!("baseline   {b:.4} (accuracy of always predicting the most frequent class)");
+    }
+    println!(
+        "trainable  {} parameters, {:.3}% of the base model's {}",
+        s.trainable_parameters,
+        100.0 * s.trainable_parameters as f64 / s.base_parameters.max(1) as f64,
+        s.base_parameters
+    );
+    if let Some(r) = s.mean_effective_rank {
+        println!("mean rank  {r:.2} (ARD-LoRA effective rank per head)");
+        println!("rank map   (rows: module × layer, columns: heads)");
+        for row in &s.rank_map {
+            let ranks: Vec<String> = row.ranks.iter().map(|x| format!("{x:>2}")).collect();
+            println!(
+                "  {:<40} {:>2}  {}",
+                row.module,
+                row.layer.map(|l| l.to_string()).unwrap_or_default(),
+                ranks.join(" ")
+            );
+        }
+    }
+    if p.output
+        .export
+        .contains(&ardpipe_dsl::pipeline::Export::Peft)
+    {
+        println!("adapter    {}", s.run_dir.join("adapter").display());
+    }
+}

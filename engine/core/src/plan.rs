@@ -1,0 +1,660 @@
+//! The execution plan: a checked pipeline resolved against the real model's configuration
+//! (no weights read): which modules and heads every adapter selector reaches, trainable
+//! parameters, rank budgets, a memory estimate and the schedules at concrete steps.
+
+use std::path::Path;
+
+use ardpipe_adapters::{HeadAxis, MethodConfig};
+use ardpipe_dsl::pipeline as p;
+use ardpipe_models::arch::config::{ArchConfig, ModuleSpec};
+use ardpipe_models::{ModelDescription, describe};
+use serde::Serialize;
+
+use crate::convert;
+use crate::schedule::ResolvedSchedule;
+
+/// Why a pipeline cannot be planned against its model, with the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("cannot read the model at {path}: {message}")]
+    Model { path: String, message: String },
+    #[error("adapter `{adapter}`: {message}")]
+    Targets {
+        adapter: String,
+        message: String,
+        help: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl PlanError {
+    pub fn help(&self) -> Option<&str> {
+        match self {
+            PlanError::Targets { help, .. } => Some(help),
+            PlanError::Model { .. } => {
+                Some("check `model.path`; `ardpipe inspect model PATH` shows what is there")
+            }
+            PlanError::Invalid(_) => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct ExecutionPlan {
+    pub pipeline: String,
+    pub model: ModelSummary,
+    pub adapters: Vec<AdapterPlan>,
+    /// Parameters of a new task head that trains too (classifier, pooler).
+    pub head_parameters: usize,
+    /// All trainable parameters at the initial ranks (adapters + head).
+    pub trainable_initial: usize,
+    /// All trainable parameters at the maximum ranks (what is allocated before compaction).
+    pub trainable_max: usize,
+    /// `trainable_initial` as a percentage of the base model's parameters.
+    pub trainable_percent: f64,
+    pub memory: MemoryEstimate,
+    pub training: TrainingPlan,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct ModelSummary {
+    pub path: String,
+    pub architecture: String,
+    pub parameters: usize,
+    pub layers: usize,
+    pub hidden_size: usize,
+    pub attention_heads: usize,
+    pub kv_heads: usize,
+    pub head: String,
+}
+
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct AdapterPlan {
+    pub name: String,
+    pub method: String,
+    pub selectors: Vec<SelectorMatch>,
+    pub modules: Vec<TargetModule>,
+    /// Σ over units of the initial rank (r0·α_init for ARD-LoRA, r for LoRA, init_r for AdaLoRA).
+    pub rank_budget_initial: usize,
+    pub rank_budget_max: usize,
+    pub trainable_initial: usize,
+    pub trainable_max: usize,
+}
+
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct SelectorMatch {
+    pub selector: String,
+    pub modules: usize,
+}
+
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct TargetModule {
+    pub path: String,
+    pub layer: usize,
+    pub d_out: usize,
+    pub d_in: usize,
+    /// `output`, `input` or `none` (head-less: groups along the output axis).
+    pub head_axis: String,
+    /// Units the adapter splits this module into (heads, or groups for head-less linears).
+    pub units: usize,
+    pub rank_initial: usize,
+    pub rank_max: usize,
+    pub trainable_initial: usize,
+    pub trainable_max: usize,
+}
+
+/// Bytes, estimated before anything is loaded; activations follow Korthikanti et al. (2022).
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct MemoryEstimate {
+    pub weights: u64,
+    pub adapters: u64,
+    pub gradients: u64,
+    pub optimizer_state: u64,
+    pub activations: u64,
+    pub total: u64,
+}
+
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct TrainingPlan {
+    pub total_steps: u64,
+    /// 0 when unknown (the data were not counted).
+    pub steps_per_epoch: u64,
+    pub batch_size: u32,
+    pub grad_accum: u32,
+    pub sequence_length: u32,
+    pub schedules: Vec<NamedSchedule>,
+}
+
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct NamedSchedule {
+    pub name: String,
+    pub schedule: ResolvedSchedule,
+}
+
+/// Does `selector` pick the module at `path`?
+pub fn selector_matches(selector: &p::Selector, path: &str) -> bool {
+    match selector {
+        // A name matches the last component(s): `query`, or `attention.output.dense`.
+        p::Selector::Name(n) => path == n || path.ends_with(&format!(".{n}")),
+        p::Selector::Glob(g) => glob_regex(g).is_some_and(|re| re.is_match(path)),
+        p::Selector::Regex(r) => {
+            regex::Regex::new(&format!("^(?:{r})$")).is_ok_and(|re| re.is_match(path))
+        }
+    }
+}
+
+fn glob_regex(glob: &str) -> Option<regex::Regex> {
+    let mut re = String::from("^");
+    let mut chars = glob.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' if chars.peek() == Some(&'*') => {
+                chars.next();
+                re.push_str(".*");
+            }
+            '*' => re.push_str("[^.]*"),
+            '?' => re.push_str("[^.]"),
+            c => re.push_str(&regex::escape(&c.to_string())),
+        }
+    }
+    re.push('$');
+    regex::Regex::new(&re).ok()
+}
+
+pub fn selector_text(s: &p::Selector) -> String {
+    match s {
+        p::Selector::Name(n) => n.clone(),
+        p::Selector::Glob(g) => format!("glob({g:?})"),
+        p::Selector::Regex(r) => format!("regex({r:?})"),
+    }
+}
+
+fn in_indices(ix: &p::Indices, i: usize) -> bool {
+    match ix {
+        p::Indices::All => true,
+        p::Indices::Only(v) => v.contains(&(i as u32)),
+    }
+}
+
+/// The model's adaptable modules as the trainer will address them (encoders with a
+/// classification head live under `bert.`, as transformers names them).
+pub fn model_modules(desc: &ModelDescription, head: &p::Head) -> Vec<ModuleSpec> {
+    match (&desc.config, head) {
+        (ArchConfig::Bert(c), p::Head::SequenceClassification { .. }) => c.modules("bert."),
+        _ => desc.modules.clone(),
+    }
+}
+
+/// Resolve one adapter's targets to concrete modules; every selector must match something.
+pub fn resolve_targets(
+    adapter: &p::Adapter,
+    modules: &[ModuleSpec],
+) -> Result<(Vec<ModuleSpec>, Vec<SelectorMatch>), PlanError> {
+    let t = &adapter.targets;
+    let mut selected = Vec::new();
+    let mut matches = Vec::new();
+    for sel in &t.modules {
+        let hits: Vec<&ModuleSpec> = modules
+            .iter()
+            .filter(|m| selector_matches(sel, &m.path))
+            .filter(|m| in_indices(&t.layers, m.layer))
+            .filter(|m| !t.exclude.iter().any(|x| selector_matches(x, &m.path)))
+            .collect();
+        if hits.is_empty() {
+            let mut names: Vec<&str> = modules.iter().map(|m| m.name.as_str()).collect();
+            names.sort();
+            names.dedup();
+            return Err(PlanError::Targets {
+                adapter: adapter.name.clone(),
+                message: format!(
+                    "selector `{}` matches no module of this model (after layers and excludes)",
+                    selector_text(sel)
+                ),
+                help: format!(
+                    "this model's adaptable modules are named {} (e.g. `{}`); `ardpipe inspect model PATH` lists them all",
+                    names.join(", "),
+                    modules.first().map(|m| m.path.as_str()).unwrap_or("")
+                ),
+            });
+        }
+        matches.push(SelectorMatch {
+            selector: selector_text(sel),
+            modules: hits.len(),
+        });
+        for h in hits {
+            if !selected.iter().any(|m: &ModuleSpec| m.path == h.path) {
+                selected.push(h.clone());
+            }
+        }
+    }
+    selected.sort_by(|a, b| (a.layer, &a.path).cmp(&(b.layer, &b.path)));
+    Ok((selected, matches))
+}
+
+/// Units, initial rank and maximum rank of one module under a method.
+fn module_budget(m: &ModuleSpec, method: &MethodConfig) -> (usize, usize, usize, usize, usize) {
+    let (d_out, d_in) = (m.d_out, m.d_in);
+    match method {
+        MethodConfig::ArdLora(c) => {
+            let units = match m.heads.axis {
+                HeadAxis::None => c.groups,
+                _ => m.heads.n_heads,
+            };
+            let (dout_u, din_u) = match m.heads.axis {
+                HeadAxis::Output => (m.heads.head_dim, d_in),
+                HeadAxis::Input => (d_out, m.heads.head_dim),
+                HeadAxis::None => (d_out / c.groups.max(1), d_in),
+            };
+            let r_init = ((c.r0 as f64 * c.alpha_init.clamp(c.alpha_min, c.alpha_max)).round()
+                as usize)
+                .max(1);
+            let r_max = c.r_max();
+            let per_rank = dout_u + din_u;
+            (
+                units,
+                units * r_init,
+                units * r_max,
+                units * (r_init * per_rank + 1),
+                units * (r_max * per_rank + 1),
+            )
+        }
+        MethodConfig::Lora(c) => (1, c.r, c.r, c.r * (d_in + d_out), c.r * (d_in + d_out)),
+        MethodConfig::Dora(c) => (
+            1,
+            c.r,
+            c.r,
+            c.r * (d_in + d_out) + d_out,
+            c.r * (d_in + d_out) + d_out,
+        ),
+        MethodConfig::Adalora(c) => {
+            let n = c.init_r * (d_in + d_out + 1);
+            (1, c.init_r, c.init_r, n, n)
+        }
+        MethodConfig::Full(c) => {
+            let n = d_out * d_in + if c.train_bias && m.bias { d_out } else { 0 };
+            (1, 0, 0, n, n)
+        }
+    }
+}
+
+/// Everything `ardpipe plan` prints, from the pipeline and the model's configuration.
+/// `steps_per_epoch` is 0 when the data were not counted.
+pub fn plan(pipeline: &p::Pipeline, steps_per_epoch: u64) -> Result<ExecutionPlan, PlanError> {
+    let desc = describe(&pipeline.model.path).map_err(|e| PlanError::Model {
+        path: pipeline.model.path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    check_head(&desc, &pipeline.model.head, &pipeline.model.path)?;
+    let modules = model_modules(&desc, &pipeline.model.head);
+    let mut warnings = Vec::new();
+    let mut adapters = Vec::new();
+    let mut claimed: Vec<(String, String)> = Vec::new();
+    for a in &pipeline.adapters {
+        let method = convert::method_config(&a.method, 1);
+        if !matches!(a.targets.heads, p::Indices::All) && !matches!(a.method, p::Method::ArdLora(_))
+        {
+            return Err(PlanError::Targets {
+                adapter: a.name.clone(),
+                message: format!(
+                    "`heads` selects heads, but {} adapts whole modules",
+                    a.method.name()
+                ),
+                help: "remove `heads` (per-head placement is an ARD-LoRA feature)".into(),
+            });
+        }
+        if !matches!(a.targets.heads, p::Indices::All) {
+            return Err(PlanError::Targets {
+                adapter: a.name.clone(),
+                message:
+                    "placing ARD-LoRA units on a subset of heads is not supported by this version"
+                        .into(),
+                help: "remove `heads` (all heads get units; ℓ1 shrinks the ones that do not help)"
+                    .into(),
+            });
+        }
+        let (selected, selectors) = resolve_targets(a, &modules)?;
+        for m in &selected {
+            if let Some((other, _)) = claimed.iter().find(|(_, path)| path == &m.path) {
+                return Err(PlanError::Targets {
+                    adapter: a.name.clone(),
+                    message: format!("module `{}` is already adapted by adapter `{other}`", m.path),
+                    help: "a module takes one adapter: narrow one of the selectors or add an `exclude`".into(),
+                });
+            }
+            claimed.push((a.name.clone(), m.path.clone()));
+        }
+        uneven_layers_warning(a, &selected, &mut warnings);
+        let mut plan = AdapterPlan {
+            name: a.name.clone(),
+            method: a.method.name().into(),
+            selectors,
+            modules: vec![],
+            rank_budget_initial: 0,
+            rank_budget_max: 0,
+            trainable_initial: 0,
+            trainable_max: 0,
+        };
+        for m in &selected {
+            let (units, r_init, r_max, n_init, n_max) = module_budget(m, &method);
+            plan.rank_budget_initial += r_init;
+            plan.rank_budget_max += r_max;
+            plan.trainable_initial += n_init;
+            plan.trainable_max += n_max;
+            plan.modules.push(TargetModule {
+                path: m.path.clone(),
+                layer: m.layer,
+                d_out: m.d_out,
+                d_in: m.d_in,
+                head_axis: format!("{:?}", m.heads.axis).to_lowercase(),
+                units,
+                rank_initial: r_init,
+                rank_max: r_max,
+                trainable_initial: n_init,
+                trainable_max: n_max,
+            });
+        }
+        adapters.push(plan);
+    }
+
+    let head_parameters = match (&desc.config, &pipeline.model.head) {
+        (ArchConfig::Bert(c), p::Head::SequenceClassification { classes }) => {
+            let n = match classes {
+                p::Classes::Names { names } => names.len(),
+                p::Classes::FromData => 0,
+            };
+            // pooler.dense trains with the classifier (PEFT's modules_to_save for SEQ_CLS).
+            c.hidden_size * c.hidden_size + c.hidden_size + n * c.hidden_size + n
+        }
+        _ => 0,
+    };
+    let trainable_initial: usize =
+        adapters.iter().map(|a| a.trainable_initial).sum::<usize>() + head_parameters;
+    let trainable_max: usize =
+        adapters.iter().map(|a| a.trainable_max).sum::<usize>() + head_parameters;
+    let training = training_plan(pipeline, steps_per_epoch)?;
+    let memory = memory_estimate(&desc, pipeline, trainable_max, &training);
+    let (layers, hidden, heads, kv) = match &desc.config {
+        ArchConfig::Llama(c) => (
+            c.num_hidden_layers,
+            c.hidden_size,
+            c.num_attention_heads,
+            c.num_key_value_heads,
+        ),
+        ArchConfig::Bert(c) => (
+            c.num_hidden_layers,
+            c.hidden_size,
+            c.num_attention_heads,
+            c.num_attention_heads,
+        ),
+    };
+    Ok(ExecutionPlan {
+        pipeline: pipeline.name.clone(),
+        model: ModelSummary {
+            path: pipeline.model.path.display().to_string(),
+            architecture: desc.config.name().into(),
+            parameters: desc.parameters,
+            layers,
+            hidden_size: hidden,
+            attention_heads: heads,
+            kv_heads: kv,
+            head: head_name(&pipeline.model.head).into(),
+        },
+        adapters,
+        head_parameters,
+        trainable_initial,
+        trainable_max,
+        trainable_percent: 100.0 * trainable_initial as f64 / desc.parameters.max(1) as f64,
+        memory,
+        training,
+        warnings,
+    })
+}
+
+fn head_name(h: &p::Head) -> &'static str {
+    match h {
+        p::Head::CausalLm => "causal_lm",
+        p::Head::SequenceClassification { .. } => "sequence_classification",
+        p::Head::Embedding { .. } => "embedding",
+    }
+}
+
+fn check_head(desc: &ModelDescription, head: &p::Head, path: &Path) -> Result<(), PlanError> {
+    let ok = matches!(
+        (&desc.config, head),
+        (ArchConfig::Llama(_), p::Head::CausalLm)
+            | (ArchConfig::Bert(_), p::Head::SequenceClassification { .. })
+            | (ArchConfig::Bert(_), p::Head::Embedding { .. })
+    );
+    if ok {
+        Ok(())
+    } else {
+        Err(PlanError::Invalid(format!(
+            "model.head = {} does not fit {} (a {} model): use {}",
+            head_name(head),
+            path.display(),
+            desc.config.name(),
+            match desc.config {
+                ArchConfig::Llama(_) => "head = causal_lm",
+                ArchConfig::Bert(_) => "head = sequence_classification or embedding",
+            }
+        )))
+    }
+}
+
+fn uneven_layers_warning(a: &p::Adapter, selected: &[ModuleSpec], warnings: &mut Vec<String>) {
+    let mut per_layer = std::collections::BTreeMap::<usize, usize>::new();
+    for m in selected {
+        *per_layer.entry(m.layer).or_default() += 1;
+    }
+    let (min, max) = (per_layer.values().min(), per_layer.values().max());
+    if let (Some(min), Some(max)) = (min, max)
+        && min != max
+    {
+        warnings.push(format!(
+            "adapter `{}`: layers get uneven numbers of modules ({min} to {max}); total variation across depth compares only layers that share a module",
+            a.name
+        ));
+    }
+}
+
+/// Total optimiser steps; `steps_per_epoch` (0 = unknown) is needed when training is in epochs.
+pub fn total_steps(pipeline: &p::Pipeline, steps_per_epoch: u64) -> Result<u64, PlanError> {
+    match pipeline.train.duration {
+        p::Duration::Steps(s) => Ok(s),
+        p::Duration::Epochs(e) if steps_per_epoch > 0 => Ok(e as u64 * steps_per_epoch),
+        p::Duration::Epochs(_) => Err(PlanError::Invalid(
+            "training is given in epochs but the training set's size is unknown".into(),
+        )),
+    }
+}
+
+fn training_plan(pipeline: &p::Pipeline, steps_per_epoch: u64) -> Result<TrainingPlan, PlanError> {
+    let total = total_steps(pipeline, steps_per_epoch)?;
+    let mut schedules = Vec::new();
+    let mut add = |name: &str, s: &p::Schedule| -> Result<(), PlanError> {
+        let r = convert::resolve_schedule(s, total, steps_per_epoch)
+            .map_err(|e| PlanError::Invalid(format!("schedule `{name}`: {e}")))?;
+        schedules.push(NamedSchedule {
+            name: name.into(),
+            schedule: r,
+        });
+        Ok(())
+    };
+    add("train.lr", &pipeline.train.lr)?;
+    for a in &pipeline.adapters {
+        if let p::Method::ArdLora(c) = &a.method {
+            add("train.alpha_lr", &pipeline.train.alpha_lr)?;
+            add(&format!("{}.lambda", a.name), &c.regularizer.lambda)?;
+            add(&format!("{}.beta", a.name), &c.regularizer.beta)?;
+            add(&format!("{}.gamma", a.name), &c.regularizer.gamma)?;
+        }
+    }
+    let sequence_length = match pipeline.model.head {
+        p::Head::CausalLm => pipeline_dataset(pipeline)
+            .map(|d| d.preprocess.block_size)
+            .unwrap_or(0),
+        _ => pipeline_dataset(pipeline)
+            .map(|d| d.preprocess.max_length)
+            .unwrap_or(0),
+    };
+    Ok(TrainingPlan {
+        total_steps: total,
+        steps_per_epoch,
+        batch_size: pipeline.train.batch_size,
+        grad_accum: pipeline.train.grad_accum,
+        sequence_length,
+        schedules,
+    })
+}
+
+pub fn pipeline_dataset(pipeline: &p::Pipeline) -> Option<&p::Dataset> {
+    pipeline
+        .datasets
+        .iter()
+        .find(|d| d.name == pipeline.train.dataset)
+}
+
+fn memory_estimate(
+    desc: &ModelDescription,
+    pipeline: &p::Pipeline,
+    trainable: usize,
+    t: &TrainingPlan,
+) -> MemoryEstimate {
+    let weight_bytes = match pipeline.model.dtype {
+        p::DType::F32 => 4,
+        p::DType::F16 | p::DType::Bf16 => 2,
+    };
+    let act_bytes: u64 = match pipeline.train.precision {
+        p::Precision::F32 => 4,
+        _ => 2,
+    };
+    let (layers, hidden, heads, vocab) = match &desc.config {
+        ArchConfig::Llama(c) => (
+            c.num_hidden_layers,
+            c.hidden_size,
+            c.num_attention_heads,
+            c.vocab_size,
+        ),
+        ArchConfig::Bert(c) => (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, 0),
+    };
+    let (b, s, h, a) = (
+        t.batch_size as u64,
+        t.sequence_length as u64,
+        hidden as u64,
+        heads as u64,
+    );
+    // Per layer: s·b·h·(34 + 5·a·s/h) bytes at 16 bits (Korthikanti et al., no recomputation).
+    let per_layer = s * b * h * 34 + 5 * a * s * s * b;
+    let logits = b * s * vocab as u64 * 4 * 2;
+    let activations = per_layer * layers as u64 * act_bytes / 2 + logits;
+    let weights = desc.parameters as u64 * weight_bytes;
+    let adapters = trainable as u64 * 4;
+    let gradients = trainable as u64 * 4;
+    let optimizer_state = match pipeline.train.optimizer {
+        p::Optimizer::Sgd { momentum: 0.0, .. } => 0,
+        p::Optimizer::Sgd { .. } => trainable as u64 * 4,
+        _ => trainable as u64 * 8,
+    };
+    MemoryEstimate {
+        weights,
+        adapters,
+        gradients,
+        optimizer_state,
+        activations,
+        total: weights + adapters + gradients + optimizer_state + activations,
+    }
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
+}
+
+/// The plan as a person reads it.
+pub fn render_text(plan: &ExecutionPlan) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let m = &plan.model;
+    let _ = writeln!(o, "pipeline   {}", plan.pipeline);
+    let _ = writeln!(
+        o,
+        "model      {} ({}, {:.1}M parameters, {} layers, hidden {}, {} heads / {} KV heads), head {}",
+        m.path,
+        m.architecture,
+        m.parameters as f64 / 1e6,
+        m.layers,
+        m.hidden_size,
+        m.attention_heads,
+        m.kv_heads,
+        m.head
+    );
+    for a in &plan.adapters {
+        let _ = writeln!(
+            o,
+            "adapter    {} ({}): {} modules",
+            a.name,
+            a.method,
+            a.modules.len()
+        );
+        for s in &a.selectors {
+            let _ = writeln!(o, "  selector {:<28} {} modules", s.selector, s.modules);
+        }
+        let _ = writeln!(
+            o,
+            "  rank budget {} initial, {} max; trainable {} initial, {} max",
+            a.rank_budget_initial, a.rank_budget_max, a.trainable_initial, a.trainable_max
+        );
+        for t in &a.modules {
+            let _ = writeln!(
+                o,
+                "    {:<48} [{}×{}] heads {:<6} units {:>2}  rank {:>3} → max {:>3}",
+                t.path, t.d_out, t.d_in, t.head_axis, t.units, t.rank_initial, t.rank_max
+            );
+        }
+    }
+    if plan.head_parameters > 0 {
+        let _ = writeln!(
+            o,
+            "head       {} trainable parameters (pooler + classifier)",
+            plan.head_parameters
+        );
+    }
+    let _ = writeln!(
+        o,
+        "trainable  {} ({:.3}% of the base), {} at maximum ranks",
+        plan.trainable_initial, plan.trainable_percent, plan.trainable_max
+    );
+    let mem = &plan.memory;
+    let _ = writeln!(
+        o,
+        "memory     ~{} (weights {}, adapters {}, gradients {}, optimizer {}, activations {})",
+        mib(mem.total),
+        mib(mem.weights),
+        mib(mem.adapters),
+        mib(mem.gradients),
+        mib(mem.optimizer_state),
+        mib(mem.activations)
+    );
+    let t = &plan.training;
+    let _ = writeln!(
+        o,
+        "training   {} steps ({} per epoch), batch {} × {} accumulation, sequence {}",
+        t.total_steps,
+        if t.steps_per_epoch == 0 {
+            "?".to_string()
+        } else {
+            t.steps_per_epoch.to_string()
+        },
+        t.batch_size,
+        t.grad_accum,
+        t.sequence_length
+    );
+    for s in &t.schedules {
+        let _ = writeln!(o, "  {:<20} {}", s.name, s.schedule);
+    }
+    for w in &plan.warnings {
+        let _ = writeln!(o, "warning: {w}");
+    }
+    o
+}

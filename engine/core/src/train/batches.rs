@@ -1,0 +1,357 @@
+//! From the pipeline's datasets to tensor batches: splits, label vocabulary, seeded epoch
+//! order with a resumable position, tokenisation per batch (classification) or packed blocks
+//! (causal LM).
+
+use std::collections::BTreeMap;
+
+use ardpipe_data::TextTokenizer;
+use ardpipe_dsl::pipeline as p;
+use tch::{Device, Tensor};
+
+use super::TrainError;
+use super::task::TensorBatch;
+use crate::checkpoint::DataPosition;
+use crate::rundir::RunDir;
+
+/// One example after the dataset's preprocessing.
+#[derive(Debug, Clone)]
+pub struct Example {
+    pub text: String,
+    pub pair: Option<String>,
+    pub label: Option<String>,
+}
+
+enum Kind {
+    Classification {
+        train: Vec<Example>,
+        eval: Vec<Example>,
+        labels: Vec<String>,
+        max_length: usize,
+        truncate_left: bool,
+    },
+    CausalLm {
+        /// `block_size + 1` tokens each: inputs are the first `block_size`, targets the last.
+        train: Vec<Vec<i64>>,
+        eval: Vec<Vec<i64>>,
+    },
+}
+
+pub struct Batches {
+    kind: Kind,
+    tokenizer: TextTokenizer,
+    batch_size: usize,
+    eval_batch_size: usize,
+    seed: u64,
+    pad_id: i64,
+}
+
+impl Batches {
+    pub fn build(pipeline: &p::Pipeline, run_dir: &RunDir) -> Result<Batches, TrainError> {
+        let ds = crate::plan::pipeline_dataset(pipeline).ok_or_else(|| {
+            TrainError::Other(format!(
+                "train.dataset `{}` is not declared",
+                pipeline.train.dataset
+            ))
+        })?;
+        let location = ardpipe_models::ModelLocation::detect(&pipeline.model.path)?;
+        let tokenizer = ardpipe_models::tokenizer::load_tokenizer(&location)?.tokenizer;
+        let (train, eval) = super::records::load_splits(pipeline, ds)?;
+        let pad_id = tokenizer.pad_id().or(tokenizer.eos_id()).unwrap_or(0) as i64;
+        let eval_batch_size = pipeline
+            .evaluate
+            .as_ref()
+            .map(|e| e.batch_size)
+            .unwrap_or(pipeline.train.batch_size) as usize;
+        let kind = match &pipeline.model.head {
+            p::Head::CausalLm => {
+                let block = ds.preprocess.block_size as usize;
+                let pack = |exs: &[Example]| -> Result<Vec<Vec<i64>>, TrainError> {
+                    pack_blocks(&tokenizer, exs, block)
+                };
+                let (train, eval) = (pack(&train)?, pack(&eval)?);
+                if train.is_empty() {
+                    return Err(TrainError::Other(format!(
+                        "dataset `{}` packs into no block of {block} tokens: give it more text or lower block_size",
+                        ds.name
+                    )));
+                }
+                Kind::CausalLm { train, eval }
+            }
+            p::Head::SequenceClassification { classes } => {
+                let labels = label_vocabulary(classes, &train, &ds.name)?;
+                for (split, exs) in [("training", &train), ("evaluation", &eval)] {
+                    if let Some(bad) = exs
+                        .iter()
+                        .find(|e| e.label.as_ref().is_none_or(|l| !labels.contains(l)))
+                    {
+                        return Err(TrainError::Other(format!(
+                            "dataset `{}`: a {split} example has label {:?}, which is not among the {} classes ({})",
+                            ds.name,
+                            bad.label,
+                            labels.len(),
+                            labels.join(", ")
+                        )));
+                    }
+                }
+                Kind::Classification {
+                    train,
+                    eval,
+                    labels,
+                    max_length: ds.preprocess.max_length as usize,
+                    truncate_left: ds.preprocess.truncation == p::Side::Left,
+                }
+            }
+            p::Head::Embedding { .. } => {
+                return Err(TrainError::Other(
+                    "embedding heads do not train in this version".into(),
+                ));
+            }
+        };
+        let me = Batches {
+            kind,
+            tokenizer,
+            batch_size: pipeline.train.batch_size as usize,
+            eval_batch_size: eval_batch_size.max(1),
+            seed: pipeline.train.seed,
+            pad_id,
+        };
+        if let Kind::Classification { labels, .. } = &me.kind {
+            // Saved with the run so a fine-tuned classifier's outputs can be named later.
+            crate::rundir::write_json_atomic(&run_dir.path("labels.json"), labels)?;
+        }
+        Ok(me)
+    }
+
+    pub fn num_labels(&self) -> usize {
+        match &self.kind {
+            Kind::Classification { labels, .. } => labels.len(),
+            Kind::CausalLm { .. } => 0,
+        }
+    }
+
+    pub fn labels(&self) -> &[String] {
+        match &self.kind {
+            Kind::Classification { labels, .. } => labels,
+            Kind::CausalLm { .. } => &[],
+        }
+    }
+
+    fn train_len(&self) -> usize {
+        match &self.kind {
+            Kind::Classification { train, .. } => train.len(),
+            Kind::CausalLm { train, .. } => train.len(),
+        }
+    }
+
+    pub fn eval_len(&self) -> usize {
+        match &self.kind {
+            Kind::Classification { eval, .. } => eval.len(),
+            Kind::CausalLm { eval, .. } => eval.len(),
+        }
+    }
+
+    pub fn train_examples(&self) -> usize {
+        self.train_len()
+    }
+
+    /// Optimiser steps per epoch (the last partial batch of an epoch is dropped).
+    pub fn steps_per_epoch(&self, batch_size: u32, grad_accum: u32) -> u64 {
+        (self.train_len() / (batch_size.max(1) as usize * grad_accum.max(1) as usize)).max(1) as u64
+    }
+
+    /// Accuracy of always predicting the most frequent training label, on the evaluation split.
+    pub fn majority_baseline(&self) -> Option<f64> {
+        let Kind::Classification { train, eval, .. } = &self.kind else {
+            return None;
+        };
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for e in train {
+            *counts.entry(e.label.as_deref().unwrap_or("")).or_default() += 1;
+        }
+        let top = counts.into_iter().max_by_key(|&(_, c)| c)?.0;
+        (!eval.is_empty()).then(|| {
+            eval.iter()
+                .filter(|e| e.label.as_deref() == Some(top))
+                .count() as f64
+                / eval.len() as f64
+        })
+    }
+
+    /// The next training batch; advances `pos`, starting a new seeded permutation each epoch.
+    pub fn next_train(
+        &self,
+        pos: &mut DataPosition,
+        device: Device,
+    ) -> Result<TensorBatch, TrainError> {
+        let n = self.train_len();
+        let bs = self.batch_size.min(n).max(1);
+        if pos.examples_consumed as usize + bs > n {
+            pos.epoch += 1;
+            pos.examples_consumed = 0;
+        }
+        let perm = crate::rng::RngStreams::new(self.seed).epoch_permutation(pos.epoch, n);
+        let at = pos.examples_consumed as usize;
+        let idx = &perm[at..at + bs];
+        pos.examples_consumed += bs as u64;
+        self.batch(idx, true, device)
+    }
+
+    /// Evaluation batches in order.
+    pub fn eval_batches(
+        &self,
+        device: Device,
+    ) -> impl Iterator<Item = Result<TensorBatch, TrainError>> + '_ {
+        let n = self.eval_len();
+        (0..n).step_by(self.eval_batch_size).map(move |start| {
+            let idx: Vec<usize> = (start..(start + self.eval_batch_size).min(n)).collect();
+            self.batch(&idx, false, device)
+        })
+    }
+
+    fn batch(&self, idx: &[usize], train: bool, device: Device) -> Result<TensorBatch, TrainError> {
+        match &self.kind {
+            Kind::CausalLm { train: tr, eval } => {
+                let blocks = if train { tr } else { eval };
+                let t = blocks[idx[0]].len() as i64 - 1;
+                let mut ids = Vec::with_capacity(idx.len() * t as usize);
+                let mut targets = Vec::with_capacity(idx.len() * t as usize);
+                for &i in idx {
+                    let b = &blocks[i];
+                    ids.extend_from_slice(&b[..t as usize]);
+                    targets.extend_from_slice(&b[1..]);
+                }
+                let b = idx.len() as i64;
+                Ok(TensorBatch {
+                    input_ids: Tensor::from_slice(&ids).view([b, t]).to_device(device),
+                    attention_mask: Tensor::ones([b, t], (tch::Kind::Int64, device)),
+                    labels: Tensor::from_slice(&targets).view([b, t]).to_device(device),
+                    tokens: b * t,
+                })
+            }
+            Kind::Classification {
+                train: tr,
+                eval,
+                labels,
+                max_length,
+                truncate_left,
+            } => {
+                let exs = if train { tr } else { eval };
+                let mut seqs = Vec::with_capacity(idx.len());
+                let mut ys = Vec::with_capacity(idx.len());
+                for &i in idx {
+                    let e = &exs[i];
+                    let enc = match &e.pair {
+                        Some(pair) => self.tokenizer.encode_pair(&e.text, pair, true)?,
+                        None => self.tokenizer.encode(&e.text, true)?,
+                    };
+                    seqs.push(truncate(enc.ids, *max_length, *truncate_left));
+                    let label = e.label.as_deref().unwrap_or_default();
+                    ys.push(labels.iter().position(|l| l == label).unwrap_or(0) as i64);
+                }
+                let t = seqs.iter().map(Vec::len).max().unwrap_or(1).max(1);
+                let b = seqs.len();
+                let mut ids = vec![self.pad_id; b * t];
+                let mut mask = vec![0i64; b * t];
+                let mut tokens = 0;
+                for (r, s) in seqs.iter().enumerate() {
+                    for (c, &id) in s.iter().enumerate() {
+                        ids[r * t + c] = id as i64;
+                        mask[r * t + c] = 1;
+                    }
+                    tokens += s.len() as i64;
+                }
+                let (b, t) = (b as i64, t as i64);
+                Ok(TensorBatch {
+                    input_ids: Tensor::from_slice(&ids).view([b, t]).to_device(device),
+                    attention_mask: Tensor::from_slice(&mask).view([b, t]).to_device(device),
+                    labels: Tensor::from_slice(&ys).to_device(device),
+                    tokens,
+                })
+            }
+        }
+    }
+}
+
+/// Keep `max` tokens, the special first/last tokens included: cut from the middle-facing side.
+fn truncate(mut ids: Vec<u32>, max: usize, left: bool) -> Vec<u32> {
+    if ids.len() <= max || max < 2 {
+        return ids;
+    }
+    let last = *ids.last().expect("non-empty");
+    if left {
+        let first = ids[0];
+        let keep = ids.split_off(ids.len() - (max - 1));
+        let mut v = vec![first];
+        v.extend(keep);
+        v
+    } else {
+        ids.truncate(max - 1);
+        ids.push(last);
+        ids
+    }
+}
+
+fn label_vocabulary(
+    classes: &p::Classes,
+    train: &[Example],
+    dataset: &str,
+) -> Result<Vec<String>, TrainError> {
+    match classes {
+        p::Classes::Names { names } => Ok(names.clone()),
+        p::Classes::FromData => {
+            let mut set: Vec<String> = train.iter().filter_map(|e| e.label.clone()).collect();
+            set.sort();
+            set.dedup();
+            if set.len() < 2 {
+                return Err(TrainError::Other(format!(
+                    "dataset `{dataset}` has {} distinct label(s) in its training split: classification needs at least 2 \
+                     (check the label field and label_regex)",
+                    set.len()
+                )));
+            }
+            Ok(set)
+        }
+    }
+}
+
+/// Tokenise documents, join them with EOS and cut into blocks of `block + 1` tokens that
+/// overlap by one (the last input token's target is the next block's first token).
+fn pack_blocks(
+    tok: &TextTokenizer,
+    exs: &[Example],
+    block: usize,
+) -> Result<Vec<Vec<i64>>, TrainError> {
+    let eos = tok.eos_id().map(|e| e as i64);
+    let mut stream: Vec<i64> = Vec::new();
+    for e in exs {
+        stream.extend(tok.encode(&e.text, false)?.ids.iter().map(|&i| i as i64));
+        if let Some(eos) = eos {
+            stream.push(eos);
+        }
+    }
+    let mut blocks = Vec::new();
+    let mut start = 0;
+    while start + block < stream.len() {
+        blocks.push(stream[start..start + block + 1].to_vec());
+        start += block;
+    }
+    Ok(blocks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_keeps_the_special_ends() {
+        assert_eq!(
+            truncate(vec![101, 1, 2, 3, 4, 102], 4, false),
+            vec![101, 1, 2, 102]
+        );
+        assert_eq!(
+            truncate(vec![101, 1, 2, 3, 4, 102], 4, true),
+            vec![101, 3, 4, 102]
+        );
+        assert_eq!(truncate(vec![101, 1, 102], 4, false), vec![101, 1, 102]);
+    }
+}

@@ -1,0 +1,226 @@
+//! The end products of a run: a Hugging Face PEFT adapter (ARD-LoRA folded into per-module
+//! ranks), merged full weights, and the run report.
+
+use std::collections::BTreeMap;
+
+use ardpipe_adapters::peft::{self, PeftModule, PeftType};
+use ardpipe_dsl::pipeline as p;
+use tch::Tensor;
+
+use super::{RunSummary, TrainError, Trainer};
+use crate::rundir;
+
+impl Trainer {
+    /// Write every export the pipeline asks for into the run directory.
+    pub fn export(&mut self) -> Result<(), TrainError> {
+        for e in self.pipeline.output.export.clone() {
+            match e {
+                p::Export::Peft => self.export_peft()?,
+                p::Export::Merged => self.export_merged()?,
+            }
+        }
+        Ok(())
+    }
+
+    fn export_peft(&self) -> Result<(), TrainError> {
+        let methods: std::collections::BTreeSet<&str> = self
+            .pipeline
+            .adapters
+            .iter()
+            .map(|a| a.method.name())
+            .collect();
+        if methods.contains("full") {
+            tracing::info!(
+                "full fine-tuning has no PEFT adapter: use `export = [merged]` for its weights"
+            );
+            if methods.len() == 1 {
+                return Ok(());
+            }
+        }
+        let peft_type = if methods.contains("adalora") {
+            PeftType::AdaLora
+        } else {
+            PeftType::Lora
+        };
+        if methods.contains("adalora") && methods.len() > 1 {
+            return Err(TrainError::Other(
+                "one PEFT adapter cannot mix AdaLoRA with other methods: export them from separate pipelines".into(),
+            ));
+        }
+        let mut modules: Vec<PeftModule> = Vec::new();
+        for lin in self.model.linears() {
+            if let Some(a) = &lin.adapter
+                && a.method() != "full"
+            {
+                modules.push(a.peft_export(&lin.base)?);
+            }
+        }
+        let dropout = self.pipeline.adapters.iter().find_map(|a| match &a.method {
+            p::Method::Lora(l) | p::Method::Dora(l) => Some(l.dropout),
+            p::Method::ArdLora(c) => Some(c.dropout),
+            p::Method::AdaLora(c) => Some(c.dropout),
+            p::Method::Full(_) => None,
+        });
+        let (mut config, mut tensors) = peft::assemble(
+            peft_type,
+            &modules,
+            "",
+            dropout.unwrap_or(0.0),
+            methods.contains("dora"),
+        );
+        let head = self.model.head_parameters();
+        if !head.is_empty() {
+            // PEFT keeps a trained head under `modules_to_save`; its saved names carry no adapter name.
+            let mut mods: Vec<String> = head
+                .iter()
+                .filter_map(|(n, _)| n.rsplit_once('.').map(|(m, _)| m.to_string()))
+                .collect();
+            mods.dedup();
+            config.modules_to_save = Some(
+                mods.iter()
+                    .map(|m| m.rsplit('.').next().unwrap_or(m).to_string())
+                    .collect(),
+            );
+            for (n, t) in head {
+                tensors.push((
+                    format!("base_model.model.{n}"),
+                    t.detach().to_device(tch::Device::Cpu).contiguous(),
+                ));
+            }
+        }
+        config.task_type = Some(match self.pipeline.model.head {
+            p::Head::CausalLm => "CAUSAL_LM".into(),
+            _ => "SEQ_CLS".into(),
+        });
+        config.base_model_name_or_path = Some(self.pipeline.model.path.display().to_string());
+        if let Some(a) = self.pipeline.adapters.iter().find_map(|a| match &a.method {
+            p::Method::AdaLora(c) => Some(c),
+            _ => None,
+        }) {
+            let s = self.adalora.first().map(|b| b.allocator.schedule());
+            let mut extra = BTreeMap::new();
+            extra.insert("init_r".into(), serde_json::json!(a.init_r));
+            extra.insert("target_r".into(), serde_json::json!(a.target_r));
+            extra.insert("beta1".into(), serde_json::json!(a.beta1));
+            extra.insert("beta2".into(), serde_json::json!(a.beta2));
+            extra.insert("orth_reg_weight".into(), serde_json::json!(a.orth_reg));
+            if let Some(s) = s {
+                extra.insert("tinit".into(), serde_json::json!(s.tinit));
+                extra.insert("tfinal".into(), serde_json::json!(s.tfinal));
+                extra.insert("deltaT".into(), serde_json::json!(s.delta_t));
+                extra.insert("total_step".into(), serde_json::json!(s.total_step));
+            }
+            config.extra = extra;
+        }
+        let dir = self.run_dir.adapter_dir();
+        let tensors: Vec<(String, Tensor)> = tensors
+            .into_iter()
+            .map(|(n, t)| {
+                (
+                    n,
+                    t.detach()
+                        .to_kind(tch::Kind::Float)
+                        .to_device(tch::Device::Cpu)
+                        .contiguous(),
+                )
+            })
+            .collect();
+        let tmp = dir.join("adapter_model.safetensors.tmp");
+        Tensor::write_safetensors(&tensors, &tmp)?;
+        std::fs::rename(&tmp, dir.join("adapter_model.safetensors"))
+            .map_err(|e| TrainError::Other(format!("cannot write {}: {e}", dir.display())))?;
+        rundir::write_json_atomic(&dir.join("adapter_config.json"), &config)?;
+        tracing::info!("PEFT adapter written to {}", dir.display());
+        Ok(())
+    }
+
+    /// The base weights with every adapter folded in, as one safetensors file.
+    fn export_merged(&mut self) -> Result<(), TrainError> {
+        let mut tensors: Vec<(String, Tensor)> = Vec::new();
+        for lin in self.model.linears() {
+            let mut w = lin.base.weight.detach().to_kind(tch::Kind::Float);
+            if let Some(a) = &lin.adapter
+                && !a.is_merged()
+                && a.method() != "full"
+            {
+                w = tch::no_grad(|| w + a.delta_weight(&lin.base).to_kind(tch::Kind::Float));
+            }
+            tensors.push((
+                format!("{}.weight", lin.path),
+                w.to_device(tch::Device::Cpu).contiguous(),
+            ));
+            if let Some(b) = &lin.base.bias {
+                tensors.push((
+                    format!("{}.bias", lin.path),
+                    b.detach()
+                        .to_kind(tch::Kind::Float)
+                        .to_device(tch::Device::Cpu)
+                        .contiguous(),
+                ));
+            }
+        }
+        for (n, t) in self.model.head_parameters() {
+            tensors.push((n, t.detach().to_device(tch::Device::Cpu).contiguous()));
+        }
+        let path = self.run_dir.path("merged.safetensors");
+        let tmp = self.run_dir.path("merged.safetensors.tmp");
+        Tensor::write_safetensors(&tensors, &tmp)?;
+        std::fs::rename(&tmp, &path)
+            .map_err(|e| TrainError::Other(format!("cannot write {}: {e}", path.display())))?;
+        tracing::info!(
+            "merged adapted linears and head written to {} (other base tensors are unchanged)",
+            path.display()
+        );
+        Ok(())
+    }
+
+    /// `report/report.md` with the rank map, α and loss curves as SVG.
+    pub fn write_report(&self, summary: &RunSummary) -> Result<(), TrainError> {
+        if !self.pipeline.output.report {
+            return Ok(());
+        }
+        use std::fmt::Write;
+        let mut md = String::new();
+        let _ = writeln!(md, "# {}\n", self.pipeline.name);
+        let _ = writeln!(
+            md,
+            "{} steps, {:.0} s, {:.0} tokens/s\n",
+            summary.steps, summary.wall_seconds, summary.tokens_per_second
+        );
+        if let Some(e) = &summary.final_eval {
+            let _ = writeln!(md, "| metric | value |\n|---|---|");
+            for (k, v) in &e.metrics {
+                let _ = writeln!(md, "| {k} | {v:.4} |");
+            }
+            if let Some(b) = summary.majority_baseline {
+                let _ = writeln!(md, "| majority-class accuracy | {b:.4} |");
+            }
+            md.push('\n');
+        }
+        let _ = writeln!(
+            md,
+            "Trainable parameters: {} ({:.3}% of {}).\n",
+            summary.trainable_parameters,
+            100.0 * summary.trainable_parameters as f64 / summary.base_parameters.max(1) as f64,
+            summary.base_parameters
+        );
+        if !summary.rank_map.is_empty() {
+            let _ = writeln!(
+                md,
+                "## Learned ranks (layer × head)\n\n| module | layer | ranks per head |\n|---|---|---|"
+            );
+            for r in &summary.rank_map {
+                let ranks: Vec<String> = r.ranks.iter().map(|x| x.to_string()).collect();
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} |",
+                    r.module,
+                    r.layer.map(|l| l.to_string()).unwrap_or_default(),
+                    ranks.join(" ")
+                );
+            }
+        }
+        crate::rundir::write_atomic(&self.run_dir.report_dir().join("report.md"), md.as_bytes())?;
+        Ok(())
+    }
+}

@@ -1,0 +1,353 @@
+//! The trainer: one pipeline run, from a checked pipeline to a run directory.
+//!
+//! Per optimiser step: `grad_accum` micro-batches of task loss (under autocast when asked),
+//! plus for ARD-LoRA λ(t)·(β(t)·ℓ1 + γ(t)·TV) and for AdaLoRA the orthogonality term; clipping;
+//! the weight and α optimisers step with their scheduled learning rates; α is projected into
+//! its bounds; AdaLoRA's rank allocator and ARD-LoRA's compaction run at their cadence.
+//! Checkpoints hold every piece of state, so `--resume` continues bit-for-bit on CPU.
+
+pub mod batches;
+mod console;
+mod export;
+pub mod records;
+mod run_loop;
+pub mod setup;
+pub mod state;
+pub mod task;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use ardpipe_adapters::adalora::orth_regulariser;
+use ardpipe_adapters::ard::ArdRegulariser;
+use ardpipe_adapters::optim::Optimizer;
+use ardpipe_dsl::pipeline as p;
+use serde::Serialize;
+use tch::{Kind, Tensor};
+
+use crate::rundir::RunDir;
+pub use setup::Prepared;
+use task::TaskModel;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Model(#[from] ardpipe_models::ModelError),
+    #[error(transparent)]
+    Adapter(#[from] ardpipe_adapters::AdapterError),
+    #[error(transparent)]
+    Data(#[from] ardpipe_data::DataError),
+    #[error(transparent)]
+    Plan(#[from] crate::plan::PlanError),
+    #[error(transparent)]
+    RunDir(#[from] crate::rundir::RunDirError),
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+    #[error(
+        "training stopped at step {step}: the {term} became {value}. The last good checkpoint ({checkpoint}) is intact; \
+         lower the learning rate, enable `clip`, or use precision = f32, then `ardpipe run --resume {run_dir}`"
+    )]
+    NonFinite {
+        step: u64,
+        term: String,
+        value: f64,
+        checkpoint: String,
+        run_dir: String,
+    },
+    #[error("cannot resume {run_dir}: {why}")]
+    Resume { run_dir: String, why: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// How to run, beyond the pipeline itself.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Continue this run directory from its last checkpoint.
+    pub resume: Option<PathBuf>,
+    /// No progress bar; plain log lines.
+    pub quiet: bool,
+    /// Stop (as if killed, without the final export) after this many steps. For tests of resume.
+    pub stop_after: Option<u64>,
+}
+
+/// One evaluation's named scalars.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EvalResult {
+    pub step: u64,
+    pub metrics: Vec<(String, f64)>,
+}
+
+/// What a finished run reports to the user.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub run_dir: PathBuf,
+    pub steps: u64,
+    pub stopped_early: bool,
+    pub interrupted: bool,
+    pub final_eval: Option<EvalResult>,
+    /// Accuracy of always predicting the most frequent training label (classification only).
+    pub majority_baseline: Option<f64>,
+    pub trainable_parameters: usize,
+    pub base_parameters: usize,
+    pub mean_effective_rank: Option<f64>,
+    /// Per ARD module kind: layer × head effective ranks.
+    pub rank_map: Vec<RankRow>,
+    pub wall_seconds: f64,
+    pub tokens_per_second: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RankRow {
+    pub module: String,
+    pub layer: Option<usize>,
+    pub ranks: Vec<usize>,
+}
+
+/// Everything the loop needs, built by [`setup::prepare`].
+pub struct Trainer {
+    pub pipeline: p::Pipeline,
+    pub model: TaskModel,
+    pub data: batches::Batches,
+    pub main_opt: Box<dyn Optimizer>,
+    pub alpha_opt: Option<Box<dyn Optimizer>>,
+    pub ard: Vec<ArdBlock>,
+    pub adalora: Vec<AdaBlock>,
+    pub schedules: setup::Schedules,
+    pub total_steps: u64,
+    pub steps_per_epoch: u64,
+    pub run_dir: RunDir,
+    pub state: state::LoopState,
+    pub device: tch::Device,
+    pub autocast: Option<ardpipe_models::StorageDtype>,
+    pub base_parameters: usize,
+    pub eval_every: Option<u64>,
+    pub checkpoint_every: u64,
+    pub log_every: u64,
+    pub quiet: bool,
+}
+
+/// One ARD-LoRA adapter block: its linears, regulariser and schedules.
+pub struct ArdBlock {
+    pub name: String,
+    pub paths: Vec<String>,
+    pub regulariser: ArdRegulariser,
+    pub lambda: crate::schedule::ResolvedSchedule,
+    pub beta: crate::schedule::ResolvedSchedule,
+    pub gamma: crate::schedule::ResolvedSchedule,
+    pub compaction_every: u64,
+}
+
+/// One AdaLoRA adapter block and its rank allocator.
+pub struct AdaBlock {
+    pub name: String,
+    pub paths: Vec<String>,
+    pub allocator: ardpipe_adapters::adalora::RankAllocator,
+    pub orth_reg: f64,
+}
+
+impl Trainer {
+    fn ard_adapters<'a>(
+        model: &'a TaskModel,
+        paths: &[String],
+    ) -> Vec<&'a ardpipe_adapters::ard::ArdLora> {
+        model
+            .linears()
+            .into_iter()
+            .filter(|l| paths.contains(&l.path))
+            .filter_map(|l| l.adapter.as_ref().and_then(|a| a.as_ard()))
+            .collect()
+    }
+
+    /// Mean effective rank over every ARD unit (None without ARD-LoRA).
+    pub fn mean_effective_rank(&self) -> Option<f64> {
+        let ranks: Vec<usize> = self
+            .model
+            .linears()
+            .into_iter()
+            .filter_map(|l| l.adapter.as_ref().and_then(|a| a.as_ard()))
+            .flat_map(|a| a.effective_ranks())
+            .collect();
+        (!ranks.is_empty()).then(|| ranks.iter().sum::<usize>() as f64 / ranks.len() as f64)
+    }
+
+    /// Regularisation terms of this step (added to the task loss), and their values for the log.
+    fn regularisers(&self, step: u64) -> Result<Option<Tensor>, TrainError> {
+        let mut total: Option<Tensor> = None;
+        for block in &self.ard {
+            let adapters = Self::ard_adapters(&self.model, &block.paths);
+            let terms = block.regulariser.terms(&adapters)?;
+            let (lambda, beta, gamma) = (
+                block.lambda.value_at(step),
+                block.beta.value_at(step),
+                block.gamma.value_at(step),
+            );
+            let r = terms.total(beta, gamma) * lambda;
+            total = Some(match total {
+                None => r,
+                Some(t) => t + r,
+            });
+        }
+        for block in &self.adalora {
+            let adapters: Vec<&ardpipe_adapters::adalora::AdaLora> = self
+                .model
+                .linears()
+                .into_iter()
+                .filter(|l| block.paths.contains(&l.path))
+                .filter_map(|l| l.adapter.as_ref().and_then(|a| a.as_adalora()))
+                .collect();
+            if let Some(orth) = orth_regulariser(&adapters, block.orth_reg) {
+                total = Some(match total {
+                    None => orth,
+                    Some(t) => t + orth,
+                });
+            }
+        }
+        Ok(total)
+    }
+
+    /// One optimiser step over `grad_accum` micro-batches. Returns (task loss, regulariser, tokens).
+    fn step(&mut self) -> Result<(f64, f64, i64), TrainError> {
+        let step = self.state.step;
+        let accum = self.pipeline.train.grad_accum.max(1) as u64;
+        self.main_opt.zero_grad();
+        if let Some(o) = self.alpha_opt.as_mut() {
+            o.zero_grad();
+        }
+        // Dropout and any other torch randomness: one seed per step, so a resumed run
+        // draws exactly what the uninterrupted run drew.
+        tch::manual_seed(
+            crate::rng::derive_seed(self.pipeline.train.seed, "torch-step", step) as i64,
+        );
+        let mut task_sum = Tensor::zeros([], (Kind::Float, self.device));
+        let mut tokens = 0;
+        for _ in 0..accum {
+            let batch = self.data.next_train(&mut self.state.data, self.device)?;
+            tokens += batch.tokens;
+            let loss = {
+                let _ac = ardpipe_models::precision::autocast(self.device, self.autocast);
+                self.model.loss(&batch, true)?.0
+            };
+            (&loss / accum as f64).backward();
+            task_sum += loss.detach();
+        }
+        let reg = self.regularisers(step)?;
+        let reg_value = match reg {
+            Some(r) => {
+                r.backward();
+                r.detach()
+            }
+            None => Tensor::zeros([], (Kind::Float, self.device)),
+        };
+        // One host sync per step: the loss and regulariser values, checked for finiteness.
+        let both = Tensor::stack(
+            &[task_sum / accum as f64, reg_value.to_kind(Kind::Float)],
+            0,
+        );
+        let host = Vec::<f64>::try_from(both.to_kind(Kind::Double).to_device(tch::Device::Cpu))?;
+        let (task, reg) = (host[0], host[1]);
+        for (term, v) in [("task loss", task), ("regulariser λ·R(α)", reg)] {
+            if !v.is_finite() {
+                return Err(self.non_finite(step, term, v));
+            }
+        }
+        if let Some(max) = self.pipeline.train.clip {
+            let norm = self.main_opt.clip_grad_norm(max);
+            if !norm.is_finite() {
+                return Err(self.non_finite(step, "gradient norm", norm));
+            }
+        }
+        let lr = self.schedules.lr.value_at(step);
+        let names: Vec<String> = self
+            .main_opt
+            .groups()
+            .iter()
+            .map(|g| g.name.clone())
+            .collect();
+        for n in names {
+            self.main_opt.set_lr(&n, lr)?;
+        }
+        self.main_opt.step();
+        if let (Some(o), Some(s)) = (self.alpha_opt.as_mut(), self.schedules.alpha_lr.as_ref()) {
+            let lr = s.value_at(step);
+            let names: Vec<String> = o.groups().iter().map(|g| g.name.clone()).collect();
+            for n in names {
+                o.set_lr(&n, lr)?;
+            }
+            o.step();
+        }
+        self.after_step(step + 1)?;
+        Ok((task, reg, tokens))
+    }
+
+    /// α projection, EMA, AdaLoRA allocation and ARD compaction, after the update of `step_done`.
+    fn after_step(&mut self, step_done: u64) -> Result<(), TrainError> {
+        for lin in self.model.linears_mut() {
+            if let Some(a) = lin.adapter.as_mut().and_then(|a| a.as_ard_mut()) {
+                a.project_alpha();
+            }
+        }
+        for i in 0..self.ard.len() {
+            let paths = self.ard[i].paths.clone();
+            {
+                let adapters = Self::ard_adapters(&self.model, &paths);
+                self.ard[i].regulariser.update_ema(&adapters)?;
+            }
+            let every = self.ard[i].compaction_every;
+            if every > 0 && step_done.is_multiple_of(every) && step_done < self.total_steps {
+                let linears: Vec<_> = self
+                    .model
+                    .linears_mut()
+                    .into_iter()
+                    .filter(|l| paths.contains(&l.path))
+                    .collect();
+                let report =
+                    ardpipe_adapters::ard::compact_linears(linears, self.main_opt.as_mut())?;
+                if report.modules_resized > 0 {
+                    tracing::info!(
+                        "step {step_done}: compaction resized {} modules of `{}`, adapter parameters {} → {}",
+                        report.modules_resized,
+                        self.ard[i].name,
+                        report.params_before,
+                        report.params_after
+                    );
+                }
+            }
+        }
+        for block in &mut self.adalora {
+            let mut adapters: Vec<&mut ardpipe_adapters::adalora::AdaLora> = self
+                .model
+                .linears_mut()
+                .into_iter()
+                .filter(|l| block.paths.contains(&l.path))
+                .filter_map(|l| l.adapter.as_mut().and_then(|a| a.as_adalora_mut()))
+                .collect();
+            block
+                .allocator
+                .update_and_allocate(&mut adapters, step_done as usize)?;
+        }
+        Ok(())
+    }
+
+    fn non_finite(&self, step: u64, term: &str, value: f64) -> TrainError {
+        TrainError::NonFinite {
+            step,
+            term: term.into(),
+            value,
+            checkpoint: state::latest_checkpoint_name(&self.run_dir)
+                .unwrap_or_else(|| "none yet".into()),
+            run_dir: self.run_dir.root().display().to_string(),
+        }
+    }
+}
+
+/// Run a pipeline (one variant) end to end.
+pub fn run(pipeline: &p::Pipeline, opts: &RunOptions) -> Result<RunSummary, TrainError> {
+    let t0 = Instant::now();
+    let mut trainer = setup::prepare(pipeline, opts)?;
+    let summary = trainer.train_loop(opts)?;
+    Ok(RunSummary {
+        wall_seconds: t0.elapsed().as_secs_f64(),
+        ..summary
+    })
+}

@@ -1,0 +1,329 @@
+//! The training loop proper: steps, logging, evaluation, early stopping, checkpoints, and the
+//! end of a run (final evaluation, export, report).
+
+use std::time::Instant;
+
+use ardpipe_dsl::pipeline as p;
+use serde_json::json;
+use tch::{Kind, Tensor};
+
+use super::{EvalResult, RankRow, RunOptions, RunSummary, TrainError, Trainer};
+
+/// Streaming evaluation counts: nothing but sums and a confusion matrix stays on the host.
+struct EvalCounts {
+    loss_sum: f64,
+    loss_items: f64,
+    confusion: Option<Tensor>,
+}
+
+impl Trainer {
+    /// Evaluate on the evaluation split with the pipeline's metrics.
+    pub fn evaluate(&self) -> Result<Option<EvalResult>, TrainError> {
+        if self.data.eval_len() == 0 {
+            return Ok(None);
+        }
+        let _ng = tch::no_grad_guard();
+        let n_classes = self.data.num_labels() as i64;
+        let mut c = EvalCounts {
+            loss_sum: 0.0,
+            loss_items: 0.0,
+            confusion: (n_classes > 0)
+                .then(|| Tensor::zeros([n_classes * n_classes], (Kind::Int64, self.device))),
+        };
+        let mut loss_acc = Tensor::zeros([], (Kind::Double, self.device));
+        for batch in self.data.eval_batches(self.device) {
+            let batch = batch?;
+            let (loss, logits) = {
+                let _ac = ardpipe_models::precision::autocast(self.device, self.autocast);
+                self.model.loss(&batch, false)?
+            };
+            let items = if logits.dim() == 3 {
+                batch.labels.ne(-100).sum(Kind::Int64).int64_value(&[])
+            } else {
+                batch.labels.size()[0]
+            };
+            loss_acc += loss.to_kind(Kind::Double) * items as f64;
+            c.loss_items += items as f64;
+            if let Some(conf) = c.confusion.as_mut() {
+                let pred = logits.argmax(-1, false);
+                let cell = &batch.labels * n_classes + pred;
+                let _ = conf.index_add_(0, &cell, &Tensor::ones_like(&cell));
+            }
+        }
+        c.loss_sum = loss_acc.double_value(&[]);
+        let mean_loss = c.loss_sum / c.loss_items.max(1.0);
+        let mut metrics = Vec::new();
+        let wanted: Vec<p::Metric> = self
+            .pipeline
+            .evaluate
+            .as_ref()
+            .map(|e| e.metrics.clone())
+            .unwrap_or_else(|| vec![p::Metric::Loss]);
+        let conf: Option<Vec<i64>> = c
+            .confusion
+            .as_ref()
+            .map(|t| Vec::<i64>::try_from(t.to_device(tch::Device::Cpu)).unwrap_or_default());
+        for m in &wanted {
+            match m {
+                p::Metric::Loss => metrics.push(("loss".to_string(), mean_loss)),
+                p::Metric::Perplexity => metrics.push(("perplexity".to_string(), mean_loss.exp())),
+                p::Metric::Accuracy => {
+                    if let Some(conf) = &conf {
+                        metrics.push(("accuracy".to_string(), accuracy(conf, n_classes as usize)));
+                    }
+                }
+                p::Metric::MacroF1 => {
+                    if let Some(conf) = &conf {
+                        metrics.push(("macro_f1".to_string(), macro_f1(conf, n_classes as usize)));
+                    }
+                }
+                p::Metric::Plugin { plugin, .. } => {
+                    tracing::warn!(
+                        "metric plugin `{plugin}` is not wired into evaluation in this version; skipped"
+                    );
+                }
+            }
+        }
+        Ok(Some(EvalResult {
+            step: self.state.step,
+            metrics,
+        }))
+    }
+
+    fn log_metrics(&self, record: serde_json::Value) -> Result<(), TrainError> {
+        let mut log = self.run_dir.metrics_log()?;
+        log.append(&record)?;
+        Ok(())
+    }
+
+    fn log_ranks(&self) -> Result<(), TrainError> {
+        let units: Vec<_> = self
+            .model
+            .linears()
+            .into_iter()
+            .filter_map(|l| l.adapter.as_ref().and_then(|a| a.as_ard()))
+            .flat_map(|a| a.telemetry())
+            .collect();
+        if units.is_empty() {
+            return Ok(());
+        }
+        let mut log = self.run_dir.ranks_log()?;
+        log.append(&json!({ "step": self.state.step, "units": units }))?;
+        Ok(())
+    }
+
+    /// Returns true when early stopping says to stop.
+    fn early_stop_check(&mut self, eval: &EvalResult) -> bool {
+        let Some(es) = &self.pipeline.train.early_stopping else {
+            return false;
+        };
+        let name = metric_name(&es.metric);
+        let Some(&(_, v)) = eval.metrics.iter().find(|(n, _)| *n == name) else {
+            return false;
+        };
+        let improved = match (self.state.best_metric, es.mode) {
+            (None, _) => true,
+            (Some(b), p::Goal::Max) => v > b + es.min_delta,
+            (Some(b), p::Goal::Min) => v < b - es.min_delta,
+        };
+        if improved {
+            self.state.best_metric = Some(v);
+            self.state.evals_without_improvement = 0;
+        } else {
+            self.state.evals_without_improvement += 1;
+        }
+        self.state.evals_without_improvement >= es.patience
+    }
+
+    pub fn train_loop(&mut self, opts: &RunOptions) -> Result<RunSummary, TrainError> {
+        let started = Instant::now();
+        let seconds_before = self.state.train_seconds;
+        let progress = super::console::Console::new(self.total_steps, self.state.step, self.quiet);
+        let mut window_tokens = 0i64;
+        let mut window_start = Instant::now();
+        let mut interrupted = false;
+        while self.state.step < self.total_steps && !self.state.stopped_early {
+            let (task, reg, tokens) = self.step()?;
+            self.state.step += 1;
+            self.state.tokens_seen += tokens as u64;
+            window_tokens += tokens;
+            let step = self.state.step;
+            let lr = self.schedules.lr.value_at(step - 1);
+            let rank = self.mean_effective_rank();
+            if step.is_multiple_of(self.log_every) || step == self.total_steps {
+                let tps = window_tokens as f64 / window_start.elapsed().as_secs_f64().max(1e-9);
+                window_tokens = 0;
+                window_start = Instant::now();
+                self.log_metrics(json!({
+                    "step": step, "split": "train", "loss": task, "regularizer": reg, "lr": lr,
+                    "mean_effective_rank": rank, "tokens_per_second": tps,
+                }))?;
+                self.log_ranks()?;
+                progress.update(step, task, lr, rank, tps);
+            } else {
+                progress.tick(step);
+            }
+            if let Some(every) = self.eval_every
+                && step.is_multiple_of(every)
+                && step < self.total_steps
+                && let Some(eval) = self.evaluate()?
+            {
+                let mut rec = json!({ "step": step, "split": "eval" });
+                for (k, v) in &eval.metrics {
+                    rec[k] = json!(v);
+                }
+                self.log_metrics(rec)?;
+                progress.message(&format_eval(&eval));
+                if self.early_stop_check(&eval) {
+                    self.state.stopped_early = true;
+                    progress.message(&format!(
+                        "early stopping at step {step}: no improvement in {} evaluations",
+                        self.state.evals_without_improvement
+                    ));
+                }
+            }
+            if step.is_multiple_of(self.checkpoint_every) && step < self.total_steps {
+                self.state.train_seconds = seconds_before + started.elapsed().as_secs_f64();
+                self.save_checkpoint()?;
+            }
+            if opts.stop_after.is_some_and(|s| step >= s) && step < self.total_steps {
+                interrupted = true;
+                break;
+            }
+        }
+        progress.finish();
+        self.state.train_seconds = seconds_before + started.elapsed().as_secs_f64();
+        if interrupted {
+            self.save_checkpoint()?;
+            return Ok(self.summary(None, true));
+        }
+        let final_eval = self.evaluate()?;
+        if let Some(eval) = &final_eval {
+            let mut rec = json!({ "step": self.state.step, "split": "eval", "final": true });
+            for (k, v) in &eval.metrics {
+                rec[k] = json!(v);
+            }
+            self.log_metrics(rec)?;
+        }
+        self.log_ranks()?;
+        self.save_checkpoint()?;
+        self.export()?;
+        let summary = self.summary(final_eval, false);
+        crate::rundir::write_json_atomic(&self.run_dir.path("summary.json"), &summary)?;
+        self.write_report(&summary)?;
+        Ok(summary)
+    }
+
+    fn summary(&self, final_eval: Option<EvalResult>, interrupted: bool) -> RunSummary {
+        let mut rank_map: Vec<RankRow> = Vec::new();
+        for lin in self.model.linears() {
+            if let Some(a) = lin.adapter.as_ref().and_then(|a| a.as_ard()) {
+                let t = a.telemetry();
+                if let Some(first) = t.first() {
+                    rank_map.push(RankRow {
+                        module: first.kind.clone(),
+                        layer: first.layer,
+                        ranks: t.iter().map(|u| u.effective_rank).collect(),
+                    });
+                }
+            }
+        }
+        let trainable_now = self
+            .model
+            .head_parameters()
+            .iter()
+            .map(|(_, t)| t.numel())
+            .sum::<usize>()
+            + self
+                .model
+                .linears()
+                .into_iter()
+                .map(|l| match l.adapter.as_ref().and_then(|a| a.as_ard()) {
+                    Some(a) => a.param_count_effective(),
+                    None => l.trainable().iter().map(|(_, t, _)| t.numel()).sum(),
+                })
+                .sum::<usize>();
+        RunSummary {
+            run_dir: self.run_dir.root().to_path_buf(),
+            steps: self.state.step,
+            stopped_early: self.state.stopped_early,
+            interrupted,
+            final_eval,
+            majority_baseline: self.data.majority_baseline(),
+            trainable_parameters: trainable_now,
+            base_parameters: self.base_parameters,
+            mean_effective_rank: self.mean_effective_rank(),
+            rank_map,
+            wall_seconds: 0.0,
+            tokens_per_second: self.state.tokens_seen as f64 / self.state.train_seconds.max(1e-9),
+        }
+    }
+}
+
+pub fn metric_name(m: &p::Metric) -> String {
+    match m {
+        p::Metric::Loss => "loss".into(),
+        p::Metric::Perplexity => "perplexity".into(),
+        p::Metric::Accuracy => "accuracy".into(),
+        p::Metric::MacroF1 => "macro_f1".into(),
+        p::Metric::Plugin { plugin, name, .. } => name.clone().unwrap_or_else(|| plugin.clone()),
+    }
+}
+
+pub fn format_eval(e: &EvalResult) -> String {
+    let parts: Vec<String> = e
+        .metrics
+        .iter()
+        .map(|(k, v)| format!("{k} {v:.4}"))
+        .collect();
+    format!("eval @ step {}: {}", e.step, parts.join(", "))
+}
+
+/// Row = true class, column = prediction.
+fn accuracy(conf: &[i64], n: usize) -> f64 {
+    let total: i64 = conf.iter().sum();
+    let right: i64 = (0..n).map(|i| conf[i * n + i]).sum();
+    right as f64 / total.max(1) as f64
+}
+
+/// Mean over classes present in the labels or the predictions of per-class F1.
+fn macro_f1(conf: &[i64], n: usize) -> f64 {
+    let mut sum = 0.0;
+    let mut classes = 0;
+    for c in 0..n {
+        let tp = conf[c * n + c] as f64;
+        let fp: f64 = (0..n)
+            .filter(|&r| r != c)
+            .map(|r| conf[r * n + c] as f64)
+            .sum();
+        let fn_: f64 = (0..n)
+            .filter(|&k| k != c)
+            .map(|k| conf[c * n + k] as f64)
+            .sum();
+        if tp + fp + fn_ == 0.0 {
+            continue;
+        }
+        classes += 1;
+        sum += 2.0 * tp / (2.0 * tp + fp + fn_);
+    }
+    if classes == 0 {
+        0.0
+    } else {
+        sum / classes as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accuracy_and_macro_f1_from_a_confusion_matrix() {
+        // 2 classes: true 0 → [3 right, 1 wrong], true 1 → [2 wrong, 4 right].
+        let conf = [3, 1, 2, 4];
+        assert!((accuracy(&conf, 2) - 0.7).abs() < 1e-12);
+        let f0 = 2.0 * 3.0 / (6.0 + 2.0 + 1.0);
+        let f1 = 2.0 * 4.0 / (8.0 + 1.0 + 2.0);
+        assert!((macro_f1(&conf, 2) - (f0 + f1) / 2.0).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,85 @@
+//! The model a run trains, seen through its task: which linears adapters may take, which
+//! head tensors train, and the task loss of one batch.
+
+use ardpipe_adapters::AdaptableLinear;
+use ardpipe_models::arch::{Bert, Llama};
+use tch::{Kind, Reduction, Tensor};
+
+use super::TrainError;
+
+/// One batch on the model's device.
+pub struct TensorBatch {
+    /// `[b, t]` int64.
+    pub input_ids: Tensor,
+    /// `[b, t]` int64, 1 = token, 0 = padding.
+    pub attention_mask: Tensor,
+    /// Classification: `[b]` class ids. Causal LM: `[b, t]` next-token targets, −100 ignored.
+    pub labels: Tensor,
+    /// Tokens that count for throughput (non-padding).
+    pub tokens: i64,
+}
+
+pub enum TaskModel {
+    CausalLm(Box<Llama>),
+    Classifier(Box<Bert>),
+}
+
+impl TaskModel {
+    pub fn linears(&self) -> Vec<&AdaptableLinear> {
+        match self {
+            TaskModel::CausalLm(m) => m.linears(),
+            TaskModel::Classifier(m) => m.linears(),
+        }
+    }
+
+    pub fn linears_mut(&mut self) -> Vec<&mut AdaptableLinear> {
+        match self {
+            TaskModel::CausalLm(m) => m.linears_mut(),
+            TaskModel::Classifier(m) => m.linears_mut(),
+        }
+    }
+
+    /// Tensors of the task head that train with the adapters (PEFT's `modules_to_save`).
+    pub fn head_parameters(&self) -> Vec<(String, Tensor)> {
+        match self {
+            TaskModel::CausalLm(_) => vec![],
+            TaskModel::Classifier(m) => m.head_parameters(),
+        }
+    }
+
+    /// Logits for a batch: `[b, classes]` or `[b, t, vocab]`.
+    pub fn logits(&self, batch: &TensorBatch, train: bool) -> Result<Tensor, TrainError> {
+        Ok(match self {
+            TaskModel::CausalLm(m) => {
+                m.forward(&batch.input_ids, Some(&batch.attention_mask), train)?
+            }
+            TaskModel::Classifier(m) => {
+                m.classify(&batch.input_ids, &batch.attention_mask, train)?
+            }
+        })
+    }
+
+    /// Mean task loss (cross-entropy) and the logits it came from.
+    pub fn loss(&self, batch: &TensorBatch, train: bool) -> Result<(Tensor, Tensor), TrainError> {
+        let logits = self.logits(batch, train)?;
+        let loss = task_loss(&logits, &batch.labels);
+        Ok((loss, logits))
+    }
+}
+
+/// Cross-entropy in f32 whatever the compute precision; LM targets of −100 are ignored.
+pub fn task_loss(logits: &Tensor, labels: &Tensor) -> Tensor {
+    let logits = logits.to_kind(Kind::Float);
+    if logits.dim() == 3 {
+        let v = logits.size()[2];
+        logits.view([-1, v]).cross_entropy_loss::<Tensor>(
+            &labels.view([-1]),
+            None,
+            Reduction::Mean,
+            -100,
+            0.0,
+        )
+    } else {
+        logits.cross_entropy_loss::<Tensor>(labels, None, Reduction::Mean, -100, 0.0)
+    }
+}
