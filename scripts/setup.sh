@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The README's first command: install libtorch, the example assets and the Python peer into the
 # per-user cache (verified by sha256), build ardpipe, and run the quickstart pipeline end to end.
+# One cargo profile (dev, with optimised dependencies) serves the binary, lints and tests, so
+# libtorch's bindings compile once.
 # Idempotent: a second run only checks what is there and rebuilds nothing that is current.
 #
 #   scripts/setup.sh            everything
@@ -14,7 +16,8 @@ need python3 "Install Python 3 with pip (Debian: apt-get install python3 python3
 need cargo "Install the Rust toolchain from https://rustup.rs (rustup installs cargo)."
 
 phase "libtorch + assets + peer" python3 scripts/setup.py "$@"
-phase "build (release)" cargo build --release --workspace --bins --lib
-phase "ardpipe doctor" ./target/release/ardpipe doctor
+phase "build" cargo build --workspace
+phase "ardpipe doctor" ./target/debug/ardpipe doctor
+phase "quickstart" ./target/debug/ardpipe run pipelines/quickstart.ard
 phase_summary
-printf '\nardpipe is ready: ./target/release/ardpipe --help\n'
+printf '\nardpipe is ready: ./target/debug/ardpipe --help\n'

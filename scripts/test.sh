@@ -12,8 +12,8 @@ if [ ! -e .ardpipe/libtorch/lib/libtorch_cpu.so ] || [ ! -e .ardpipe/assets ]; t
     exit 3
 fi
 
-# One profile (release) for build, lints and tests, so libtorch's bindings compile once.
+# The same profile as scripts/setup.sh, so nothing compiles twice.
 phase "cargo fmt --check" cargo fmt --all --check
-phase "cargo clippy" cargo clippy --release --workspace --all-targets -- -D warnings
-phase "cargo test" cargo test --release --workspace
+phase "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+phase "cargo test" cargo test --workspace
 phase_summary

@@ -7,6 +7,7 @@ mod help;
 mod models;
 mod plan;
 mod plugin;
+mod run;
 mod schema;
 
 use std::process::{Command, Output};
