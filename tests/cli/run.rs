@@ -11,7 +11,7 @@ fn run_quickstart(out: &Path, extra: &[&str], env: &[(&str, &str)]) -> std::proc
         "train.batch_size=8",
         "train.eval_every=3 steps",
         "train.checkpoint_every=3 steps",
-        "dataset.tweets.max_rows=400",
+        "dataset.tweets.split.validation=1%",
         "evaluate.batch_size=32",
     ] {
         args.push("--set".into());
