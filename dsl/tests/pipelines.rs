@@ -78,7 +78,7 @@ fn quickstart_is_the_measured_ard_lora_setting() {
             Selector::Name("value".into())
         ]
     );
-    assert_eq!(p.train.duration, Duration::Steps(300));
+    assert_eq!(p.train.duration, Duration::Steps(200));
     assert_eq!(
         p.evaluate.as_ref().map(|e| e.metrics.clone()),
         Some(vec![Metric::Loss, Metric::Accuracy, Metric::MacroF1])

@@ -167,8 +167,10 @@ mod tests {
         let r = resolve_schedule(&s, 100, 0).unwrap();
         assert_eq!(r.value_at(0), 0.0);
         let at5 = r.value_at(5);
-        let cos5 = (1.0 + (std::f64::consts::PI * 0.05).cos()) / 2.0;
-        assert!((at5 - 0.5 * cos5).abs() < 1e-12, "{at5}");
+        // The ramp climbs to the value `then` has where warm-up ends (step 10), as
+        // engine::schedule defines warm-up.
+        let cos10 = (1.0 + (std::f64::consts::PI * 0.1).cos()) / 2.0;
+        assert!((at5 - 0.5 * cos10).abs() < 1e-12, "{at5}");
         assert!((r.value_at(50) - 0.5).abs() < 1e-12);
         assert!(r.value_at(100).abs() < 1e-12);
     }
