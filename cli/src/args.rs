@@ -71,6 +71,11 @@ pub enum Command {
         /// Start N local data-parallel workers.
         #[arg(long, value_name = "N")]
         nproc: Option<usize>,
+        /// libtorch intra-op threads (default: libtorch's choice, OMP_NUM_THREADS or all
+        /// cores). On CPU, `--threads 1` makes reruns and resumes bit-for-bit reproducible;
+        /// libtorch's multi-threaded kernels occasionally round differently from run to run.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..))]
+        threads: Option<i32>,
         #[command(flatten)]
         overrides: Overrides,
     },

@@ -28,13 +28,20 @@ pub fn init(global: &Global) {
         .with_target(global.verbose > 0)
         .without_time()
         .try_init();
+    // COLUMNS (the shell convention) sets the wrap width where there is no terminal to ask,
+    // e.g. when stderr goes to a log file or a CI console.
+    let width = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<usize>().ok())
+        .filter(|&w| w >= 20);
     let _ = miette::set_hook(Box::new(move |_| {
-        Box::new(
-            miette::MietteHandlerOpts::new()
-                .color(color)
-                .unicode(color)
-                .terminal_links(false)
-                .build(),
-        )
+        let mut opts = miette::MietteHandlerOpts::new()
+            .color(color)
+            .unicode(color)
+            .terminal_links(false);
+        if let Some(w) = width {
+            opts = opts.width(w);
+        }
+        Box::new(opts.build())
     }));
 }

@@ -16,6 +16,8 @@ pub fn ardpipe(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ardpipe"))
         .args(args)
         .env("ARDPIPE_COLOR", "never")
+        // Wide enough that no message wraps: assertions must not depend on the checkout's path.
+        .env("COLUMNS", "1000")
         .output()
         .expect("the ardpipe binary runs")
 }

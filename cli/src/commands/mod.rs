@@ -23,11 +23,13 @@ pub fn dispatch(command: Command, global: &Global) -> miette::Result<Code> {
             file,
             resume,
             nproc,
+            threads,
             overrides,
         } => run::run(
             file.as_deref(),
             resume.as_deref(),
             nproc,
+            threads,
             &overrides,
             global.quiet > 0,
         ),

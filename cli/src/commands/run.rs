@@ -12,9 +12,13 @@ pub fn run(
     file: Option<&Path>,
     resume: Option<&Path>,
     nproc: Option<usize>,
+    threads: Option<i32>,
     overrides: &Overrides,
     quiet: bool,
 ) -> miette::Result<Code> {
+    if let Some(n) = threads {
+        ardpipe_engine::models::runtime::set_threads(n);
+    }
     if nproc.is_some_and(|n| n > 1) {
         eprintln!(
             "ardpipe run --nproc: data-parallel training is not available yet in this version (planned in issue #8). Nothing was done."

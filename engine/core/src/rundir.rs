@@ -446,20 +446,36 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<serde_json::Value>> {
 /// Keep only the records whose `step` is at most `step` (records without a step are kept), and
 /// drop a torn last line. Rewritten atomically.
 pub fn truncate_jsonl_after_step(path: &Path, step: u64) -> Result<()> {
-    if !path.exists() {
-        return Ok(());
-    }
-    let records = read_jsonl(path)?;
-    let mut bytes = Vec::new();
-    for r in records.iter().filter(|r| match r.get("step") {
-        Some(s) => s.as_u64().is_some_and(|s| s <= step),
-        None => true,
-    }) {
-        serde_json::to_writer(&mut bytes, r).map_err(|source| RunDirError::Json {
-            what: path.display().to_string(),
-            source,
-        })?;
-        bytes.push(b'\n');
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err("cannot read", path)(e)),
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let mut bytes = Vec::with_capacity(text.len());
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record: serde_json::Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            Err(_) if i + 1 == lines.len() => break,
+            Err(source) => {
+                return Err(RunDirError::Json {
+                    what: format!("{}:{}", path.display(), i + 1),
+                    source,
+                });
+            }
+        };
+        let keep = match record.get("step") {
+            Some(s) => s.as_u64().is_some_and(|s| s <= step),
+            None => true,
+        };
+        // The kept lines are copied as written: re-serialising could change their numbers.
+        if keep {
+            bytes.extend_from_slice(line.as_bytes());
+            bytes.push(b'\n');
+        }
     }
     write_atomic(path, &bytes)
 }
@@ -588,6 +604,13 @@ mod tests {
             .map(|r| r.get("step").and_then(|s| s.as_u64()))
             .collect();
         assert_eq!(steps, vec![Some(1), Some(2), Some(3), None]);
+        // Kept lines are byte-for-byte what was written (no float re-formatting).
+        let kept = fs::read_to_string(&p).unwrap();
+        assert!(
+            kept.starts_with("{\"loss\":1.0,\"step\":1}\n{\"loss\":0.5,\"step\":2}\n"),
+            "{kept}"
+        );
+        assert!(kept.contains("0.3333333333333333"), "{kept}");
         // Appending after truncation continues cleanly.
         JsonlLog::open(&p)
             .unwrap()

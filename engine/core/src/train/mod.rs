@@ -4,7 +4,9 @@
 //! plus for ARD-LoRA λ(t)·(β(t)·ℓ1 + γ(t)·TV) and for AdaLoRA the orthogonality term; clipping;
 //! the weight and α optimisers step with their scheduled learning rates; α is projected into
 //! its bounds; AdaLoRA's rank allocator and ARD-LoRA's compaction run at their cadence.
-//! Checkpoints hold every piece of state, so `--resume` continues bit-for-bit on CPU.
+//! Checkpoints hold every piece of state, so `--resume` continues exactly where the run was
+//! killed; on CPU with one intra-op thread (`ardpipe run --threads 1`) the result is bit-for-bit
+//! the uninterrupted run's (libtorch's multi-threaded kernels may round differently per process).
 
 pub mod batches;
 mod console;
