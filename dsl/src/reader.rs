@@ -21,6 +21,8 @@ pub struct Ctx<'a> {
     pub positions: Vec<(crate::pipeline::Position, Span)>,
     /// Every plugin named by a loader or metric, to check it is declared.
     pub plugin_refs: Vec<(String, Span)>,
+    /// Where each plugin use and its options are written (for the run's plugin errors).
+    pub plugin_uses: Vec<crate::plugin_uses::PluginUse>,
 }
 
 impl Ctx<'_> {

@@ -5,6 +5,7 @@ const PIPELINES: &[&str] = &[
     "pipelines/classification.ard",
     "pipelines/causal_lm.ard",
     "pipelines/compare_baselines.ard",
+    "pipelines/fortunes_mcc.ard",
 ];
 
 fn repo_file(p: &str) -> String {

@@ -28,7 +28,18 @@ fn doctor_names_missing_assets_and_the_fix() {
     assert_eq!(out.status.code(), Some(3));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let problems = v["problems"].as_array().unwrap();
+    // The four required assets; the optional fortunes data is listed, missing, but no problem.
     assert_eq!(problems.len(), 4, "{problems:?}");
+    let fortunes = v["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "fortunes")
+        .unwrap();
+    assert_eq!(
+        (&fortunes["state"], &fortunes["optional"]),
+        (&"missing".into(), &true.into())
+    );
     assert!(
         problems
             .iter()

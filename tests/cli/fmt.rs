@@ -8,6 +8,7 @@ fn fmt_check_passes_on_shipped_pipelines_and_fmt_rewrites_messy_files() {
         "classification",
         "causal_lm",
         "compare_baselines",
+        "fortunes_mcc",
         "shared/healthtweets",
     ]
     .iter()

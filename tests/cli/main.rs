@@ -7,6 +7,7 @@ mod help;
 mod models;
 mod plan;
 mod plugin;
+mod plugin_run;
 mod run;
 mod schema;
 

@@ -8,7 +8,7 @@ use crate::{ardpipe, stderr, stdout};
 
 /// Builds the workspace's fixture plugins once, into their own target dir (the outer `cargo test`
 /// holds the lock on the normal one, so building there from a test would deadlock).
-fn plugin(package: &str) -> PathBuf {
+pub(crate) fn plugin(package: &str) -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let dir = DIR.get_or_init(|| {
@@ -19,6 +19,7 @@ fn plugin(package: &str) -> PathBuf {
             .arg(&target)
             .args(["-p", "fortunes-loader", "-p", "mcc-metric"])
             .args(["-p", "ardpipe-test-no-entry", "-p", "ardpipe-test-abi-999"])
+            .args(["-p", "ardpipe-test-misbehaving"])
             .output()
             .expect("cargo runs");
         assert!(

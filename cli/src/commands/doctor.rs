@@ -41,6 +41,8 @@ pub fn run(deep: bool, format: Format) -> miette::Result<Code> {
     for s in &statuses {
         match s.state {
             assets::AssetState::Verified => {}
+            // Set-up said why it could not fetch it; only its example pipeline needs it.
+            assets::AssetState::Missing if s.optional => {}
             assets::AssetState::Missing => problems.push(format!(
                 "example asset `{}` is missing from {}: run `python3 scripts/setup.py`",
                 s.name,
@@ -115,6 +117,7 @@ fn print_text(r: &Report) {
     for a in &r.assets {
         let state = match a.state {
             assets::AssetState::Verified => "verified",
+            assets::AssetState::Missing if a.optional => "missing",
             assets::AssetState::Missing => "MISSING",
             assets::AssetState::Corrupt => "CORRUPT",
         };
@@ -122,6 +125,11 @@ fn print_text(r: &Report) {
             "  {:<13} {:<9} {} ({} files)",
             a.name, state, a.description, a.files
         );
+        if a.optional && a.state == assets::AssetState::Missing {
+            println!(
+                "                optional: `python3 scripts/setup.py` fetches it where apt-get works"
+            );
+        }
     }
     if r.problems.is_empty() {
         println!("\nall good: ardpipe is ready");

@@ -1,8 +1,12 @@
-//! `ardpipe plugin inspect PATH`: what a plugin library says about itself, or why it cannot be used.
+//! `ardpipe plugin inspect PATH`: what a plugin library says about itself, or why it cannot be
+//! used; and how a plugin's failure during `ardpipe run` is shown.
 
 use std::path::Path;
 
-use ardpipe_plugin_host::{PluginInfo, load};
+use ardpipe_dsl::pipeline::Source;
+use ardpipe_dsl::{Pipeline, PluginSite, PluginUses};
+use ardpipe_engine::train::plugins::Site;
+use ardpipe_plugin_host::{PluginError, PluginInfo, load};
 
 use crate::args::PluginCommand;
 use crate::exit::Code;
@@ -18,6 +22,56 @@ fn inspect(path: &Path) -> miette::Result<Code> {
     let plugin = load(path).map_err(miette::Report::new)?;
     print!("{}", render(plugin.info()));
     Ok(Code::Success)
+}
+
+/// A plugin's error during `ardpipe run`: an option it refused is shown at that option in the pipeline text;
+/// anything else (a panic, a failure while streaming) with the plugin's own code and fix.
+pub fn run_failure(
+    site: &Site,
+    error: &PluginError,
+    pipeline: &Pipeline,
+    uses: Option<&PluginUses>,
+    variant: Option<&str>,
+) -> miette::Result<Code> {
+    let message = format!("{site}: {error}");
+    let help = missing_path_help(site, error, pipeline).unwrap_or_else(|| error.help());
+    if let (Some(key), Some(uses)) = (error.key.as_deref(), uses) {
+        let at = match site {
+            Site::Dataset { name } => PluginSite::Dataset { name: name.clone() },
+            Site::Metric { index, .. } => PluginSite::Metric { index: *index },
+        };
+        if let Some(d) = uses.problem(variant, &at, Some(key), message.clone(), help.clone()) {
+            super::check::print_diagnostics(d);
+            return Ok(Code::Failure);
+        }
+    }
+    let diagnostic = miette::MietteDiagnostic::new(message)
+        .with_code(error.code())
+        .with_help(help);
+    Err(miette::Report::new(diagnostic))
+}
+
+/// A loader refusing its `path` because nothing is there is most often an example asset that
+/// is not installed: say so, as the built-in formats do.
+fn missing_path_help(site: &Site, error: &PluginError, pipeline: &Pipeline) -> Option<String> {
+    let Site::Dataset { name } = site else {
+        return None;
+    };
+    let dataset = pipeline.datasets.iter().find(|d| &d.name == name)?;
+    let Source::Plugin {
+        path: Some(path), ..
+    } = &dataset.source
+    else {
+        return None;
+    };
+    (error.key.as_deref() == Some("path") && !path.exists()).then(|| {
+        format!(
+            "{} does not exist: check the dataset's `path` (relative paths are relative to the \
+             pipeline file; `${{assets}}` is the example-asset folder `python3 scripts/setup.py` \
+             fills, and `ardpipe doctor` lists what is installed)",
+            path.display()
+        )
+    })
 }
 
 fn render(info: &PluginInfo) -> String {

@@ -25,12 +25,16 @@ pub fn run(
         );
         return Ok(Code::Unavailable);
     }
+    // Where plugin options are written, to show a plugin's option error against the text (a
+    // resumed run has only its saved pipeline, without the text).
+    let mut uses = None;
     let pipeline = match (file, resume) {
         (Some(f), _) => {
             let ctx = super::check::context(overrides);
             match ardpipe_dsl::check_file(f, &ctx) {
                 Ok(c) => {
                     super::check::print_diagnostics(c.warnings);
+                    uses = Some(c.plugin_uses);
                     c.pipeline
                 }
                 Err(d) => {
@@ -70,6 +74,11 @@ pub fn run(
             Ok(s) => {
                 print_summary(p, &s);
                 last = Some(s);
+            }
+            Err(TrainError::Plugin { site, error }) => {
+                let name: &str = variant;
+                let variant = (!pipeline.variants.is_empty()).then_some(name);
+                return super::plugin::run_failure(&site, &error, p, uses.as_ref(), variant);
             }
             Err(e) => return Err(report(e)),
         }

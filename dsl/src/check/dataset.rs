@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use crate::ast::{Block, ExprKind};
 use crate::diag::{Code, Problem};
 use crate::pipeline::*;
+use crate::plugin_uses::{PluginSite, PluginUse};
 use crate::reader::{Ctx, Reader, as_string, wrong_type};
 use crate::suggest;
 
@@ -30,7 +31,7 @@ const FORMATS: &[&str] = &["jsonl", "csv", "text", "folders", "plugin"];
 
 pub fn check(b: &Block, name: &str, seed: u64, cx: &mut Ctx) -> Option<Dataset> {
     let mut r = Reader::new(b, cx);
-    let source = source(&mut r, cx);
+    let source = source(&mut r, name, cx);
     let fmt = source.as_ref().map(|s| match s {
         Source::Jsonl { .. } => "jsonl",
         Source::Csv { .. } => "csv",
@@ -136,7 +137,7 @@ pub fn check(b: &Block, name: &str, seed: u64, cx: &mut Ctx) -> Option<Dataset> 
     })
 }
 
-fn source(r: &mut Reader, cx: &mut Ctx) -> Option<Source> {
+fn source(r: &mut Reader, dataset: &str, cx: &mut Ctx) -> Option<Source> {
     let Some(e) = r.entry("format") else {
         cx.missing(r.span(), "`format`", "say how to read the data: `format = jsonl`, `csv`, `text`, `folders` or `plugin(NAME)`");
         return None;
@@ -292,6 +293,14 @@ fn source(r: &mut Reader, cx: &mut Ctx) -> Option<Source> {
                 return None;
             };
             cx.plugin_refs.push((plugin.clone(), first.value.span));
+            let site = PluginSite::Dataset {
+                name: dataset.to_string(),
+            };
+            let mut used = PluginUse::new(site, plugin, v.span, &args[1..]);
+            if let Some(e) = r.entry("path") {
+                used.options.push(("path".into(), e.value.span));
+            }
+            cx.plugin_uses.push(used);
             let mut options = BTreeMap::new();
             for a in &args[1..] {
                 match &a.name {

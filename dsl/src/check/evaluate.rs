@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use crate::ast::{Block, Expr, ExprKind, Span};
 use crate::diag::{Code, Problem};
 use crate::pipeline::*;
+use crate::plugin_uses::{PluginSite, PluginUse};
 use crate::reader::{Ctx, Reader, as_string, wrong_type};
 use crate::suggest;
 
@@ -72,6 +73,16 @@ pub fn check(b: &Block, cx: &mut Ctx) -> (Option<EvalParts>, EvalSpans) {
                                 .help("list each metric once"),
                             );
                         } else {
+                            if let (Metric::Plugin { plugin, .. }, ExprKind::Call { args, .. }) =
+                                (&m, &e.kind)
+                            {
+                                let site = PluginSite::Metric {
+                                    index: metrics.len(),
+                                };
+                                let args = args.get(1..).unwrap_or_default();
+                                cx.plugin_uses
+                                    .push(PluginUse::new(site, plugin, e.span, args));
+                            }
                             metrics.push(m);
                             spans.metrics.push(e.span);
                         }

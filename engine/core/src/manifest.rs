@@ -197,6 +197,51 @@ impl FileHash {
     }
 }
 
+/// A plugin library: its bytes' hash and what it says it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct PluginHash {
+    #[serde(flatten)]
+    pub file: FileHash,
+    /// From the plugin's descriptor; absent when the library could not be loaded to ask (the
+    /// run then fails where the plugin is used, with the reason).
+    #[serde(default)]
+    pub identity: Option<PluginIdentity>,
+}
+
+/// A plugin's own name, version, kind and ABI, as its descriptor reports them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct PluginIdentity {
+    pub name: String,
+    pub version: String,
+    /// `loader` or `metric`.
+    pub kind: String,
+    pub abi: u32,
+}
+
+impl PluginHash {
+    /// Hashes the library and asks it who it is (the host loads a library once per process, so
+    /// a plugin the run already uses is not loaded again).
+    pub fn of(name: &str, path: &Path) -> Result<PluginHash, RunDirError> {
+        let file = FileHash::of(name, path)?;
+        let identity = match ardpipe_plugin_host::load(path) {
+            Ok(plugin) => {
+                let info = plugin.info();
+                Some(PluginIdentity {
+                    name: info.name.clone(),
+                    version: info.version.clone(),
+                    kind: info.kind.to_string(),
+                    abi: info.abi_version,
+                })
+            }
+            Err(e) => {
+                tracing::debug!("manifest: plugin `{name}` not identified: {e}");
+                None
+            }
+        };
+        Ok(PluginHash { file, identity })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Versions {
     pub ardpipe: String,
@@ -269,7 +314,7 @@ pub struct Manifest {
     pub pipeline_file: Option<PathBuf>,
     pub git: Option<GitInfo>,
     pub datasets: Vec<FileHash>,
-    pub plugins: Vec<FileHash>,
+    pub plugins: Vec<PluginHash>,
     pub versions: Versions,
     /// e.g. `cpu`, `cuda:0 NVIDIA H200`.
     pub device: String,
@@ -313,7 +358,11 @@ impl Manifest {
             pipeline_file: inputs.pipeline_file.map(Path::to_path_buf),
             git: inputs.pipeline_file.and_then(git_info),
             datasets: hash_all(inputs.datasets)?,
-            plugins: hash_all(inputs.plugins)?,
+            plugins: inputs
+                .plugins
+                .iter()
+                .map(|(name, path)| PluginHash::of(name, path))
+                .collect::<Result<_, _>>()?,
             versions: Versions::current(),
             device: inputs.device.to_string(),
             seeds: inputs.seeds.clone(),
@@ -600,9 +649,10 @@ pub fn check_resume(old: &Value, new: &Value) -> ResumeCheck {
 /// hashes with fresh ones.
 pub fn check_inputs(old: &Manifest, datasets: &[FileHash], plugins: &[FileHash]) -> ResumeCheck {
     let mut differences = Vec::new();
+    let old_plugins: Vec<FileHash> = old.plugins.iter().map(|p| p.file.clone()).collect();
     for (kind, before, now) in [
-        ("datasets", &old.datasets, datasets),
-        ("plugins", &old.plugins, plugins),
+        ("datasets", &old.datasets[..], datasets),
+        ("plugins", &old_plugins[..], plugins),
     ] {
         for b in before {
             let n = now.iter().find(|n| n.name == b.name);

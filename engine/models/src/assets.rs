@@ -26,6 +26,10 @@ pub struct LibtorchSpec {
 pub struct AssetSpec {
     pub name: String,
     pub description: String,
+    /// Only one example pipeline needs it, and set-up may be unable to fetch it (the Debian
+    /// fortunes need apt-get): missing, it is reported but is not a problem.
+    #[serde(default)]
+    pub optional: bool,
     pub files: Vec<FileSpec>,
 }
 
@@ -85,6 +89,7 @@ pub enum AssetState {
 pub struct AssetStatus {
     pub name: String,
     pub description: String,
+    pub optional: bool,
     pub dir: PathBuf,
     pub state: AssetState,
     pub files: usize,
@@ -116,6 +121,7 @@ pub fn check_asset(spec: &AssetSpec, deep: bool) -> AssetStatus {
     let status = |state, detail: Option<String>| AssetStatus {
         name: spec.name.clone(),
         description: spec.description.clone(),
+        optional: spec.optional,
         dir: dir.clone(),
         state,
         files: spec.files.len(),

@@ -96,12 +96,13 @@ impl PluginError {
     pub fn help(&self) -> String {
         let path = self.path.display();
         match &self.kind {
-            ErrorKind::NotFound => "check the plugin's `path` in the pipeline (relative paths are \
-                 resolved from the pipeline file's folder), or build the plugin first (`cargo build \
-                 --release` puts it in target/release/lib<name>.so)"
+            ErrorKind::NotFound => "check the `library` of the pipeline's plugin block (relative \
+                 paths are resolved from the pipeline file's folder), or build the plugin first \
+                 (`cargo build --release` puts it in target/release/lib<name>.so; ardpipe's example \
+                 plugins are built by `cargo build --workspace`)"
                 .to_string(),
             ErrorKind::NotInSearchPath { .. } => format!(
-                "give the plugin a `path` in the pipeline, or copy lib{0}.so into one of the searched \
+                "give the pipeline's plugin block a `library`, or copy lib{0}.so into one of the searched \
                  folders (set {1} to add folders, separated by `:`)",
                 self.plugin,
                 crate::resolve::SEARCH_PATH_ENV
@@ -151,8 +152,9 @@ impl PluginError {
                 }
             ),
             ErrorKind::Failed { .. } if self.key.is_some() => format!(
-                "fix the option in the pipeline's plugin block; `ardpipe plugin inspect {path}` lists \
-                 the options it accepts"
+                "fix the option where the pipeline uses the plugin (`plugin({}, key = value)`); \
+                 `ardpipe plugin inspect {path}` lists the options it accepts",
+                self.plugin
             ),
             ErrorKind::Failed { .. } => {
                 "the plugin's message says what is wrong; fix its input or options".to_string()

@@ -11,6 +11,9 @@
 pub mod batches;
 mod console;
 mod export;
+mod metric_plugins;
+mod plugin_records;
+pub mod plugins;
 pub mod records;
 mod run_loop;
 pub mod setup;
@@ -56,6 +59,13 @@ pub enum TrainError {
         checkpoint: String,
         run_dir: String,
     },
+    /// A loader or metric plugin failed; `site` is where the pipeline uses it.
+    #[error("{site}: {error}")]
+    Plugin {
+        site: plugins::Site,
+        // Boxed: the error names, paths and messages would make every `Result` here large.
+        error: Box<ardpipe_plugin_host::PluginError>,
+    },
     #[error("cannot resume {run_dir}: {why}")]
     Resume { run_dir: String, why: String },
     #[error("{0}")]
@@ -78,6 +88,10 @@ pub struct RunOptions {
 pub struct EvalResult {
     pub step: u64,
     pub metrics: Vec<(String, f64)>,
+    /// Per entry of `evaluate.metrics`, the value early stopping watches (a plugin's first
+    /// scalar unless the pipeline named one).
+    #[serde(skip)]
+    pub primary: Vec<Option<f64>>,
 }
 
 /// What a finished run reports to the user.

@@ -14,14 +14,15 @@ fn bad_row(file: &Path, line: u64, why: impl std::fmt::Display) -> String {
     format!("{}:{line}: {why}", file.display())
 }
 
-struct Prep {
+/// The dataset's clean-up and label extraction, compiled once.
+pub(super) struct Prep {
     strip: Vec<Regex>,
     label_re: Option<Regex>,
     lowercase: bool,
 }
 
 impl Prep {
-    fn new(ds: &p::Dataset) -> Result<Prep, TrainError> {
+    pub(super) fn new(ds: &p::Dataset) -> Result<Prep, TrainError> {
         let re = |r: &str| {
             Regex::new(r).map_err(|e| {
                 TrainError::Other(format!("dataset `{}`: bad regex {r:?}: {e}", ds.name))
@@ -39,7 +40,7 @@ impl Prep {
         })
     }
 
-    fn text(&self, t: &str) -> String {
+    pub(super) fn text(&self, t: &str) -> String {
         let mut s = t.to_string();
         for r in &self.strip {
             s = r.replace_all(&s, "").into_owned();
@@ -48,7 +49,7 @@ impl Prep {
         if self.lowercase { s.to_lowercase() } else { s }
     }
 
-    fn label(&self, raw: &str) -> Result<String, String> {
+    pub(super) fn label(&self, raw: &str) -> Result<String, String> {
         match &self.label_re {
             None => Ok(raw.trim().to_string()),
             Some(re) => re
@@ -61,19 +62,19 @@ impl Prep {
 }
 
 /// Rows read so far, with the skip policy applied.
-struct Sink<'a> {
+pub(super) struct Sink<'a> {
     ds: &'a p::Dataset,
-    out: Vec<Example>,
+    pub(super) out: Vec<Example>,
     skipped: u64,
     first_skips: Vec<String>,
 }
 
 impl Sink<'_> {
-    fn full(&self) -> bool {
+    pub(super) fn full(&self) -> bool {
         self.ds.max_rows.is_some_and(|m| self.out.len() as u64 >= m)
     }
 
-    fn bad(&mut self, msg: String) -> Result<(), TrainError> {
+    pub(super) fn bad(&mut self, msg: String) -> Result<(), TrainError> {
         match &self.ds.on_bad_row {
             p::BadRowPolicy::Fail => Err(TrainError::Other(format!(
                 "dataset `{}`: {msg}\n  help: fix the row, or set `on_bad_row = skip` to skip and count bad rows",
@@ -120,9 +121,16 @@ fn expand(path: &Path) -> Result<Vec<PathBuf>, TrainError> {
     Ok(files)
 }
 
-/// All examples of a source (before splitting).
-fn read_source(ds: &p::Dataset, path: &Path) -> Result<Vec<Example>, TrainError> {
+/// All examples of a source (before splitting). `path` is the dataset's (or a split file's);
+/// only a plugin source may have none.
+fn read_source(
+    pipeline: &p::Pipeline,
+    ds: &p::Dataset,
+    path: Option<&Path>,
+) -> Result<Vec<Example>, TrainError> {
     let prep = Prep::new(ds)?;
+    let need_path =
+        || path.ok_or_else(|| TrainError::Other(format!("dataset `{}` has no path", ds.name)));
     let mut sink = Sink {
         ds,
         out: Vec::new(),
@@ -133,28 +141,24 @@ fn read_source(ds: &p::Dataset, path: &Path) -> Result<Vec<Example>, TrainError>
         p::Source::Csv {
             delimiter, header, ..
         } => {
-            for file in expand(path)? {
+            for file in expand(need_path()?)? {
                 read_csv(&file, *delimiter, *header, ds, &prep, &mut sink)?;
             }
         }
         p::Source::Jsonl { .. } => {
-            for file in expand(path)? {
+            for file in expand(need_path()?)? {
                 read_jsonl(&file, ds, &prep, &mut sink)?;
             }
         }
         p::Source::Text { mode, .. } => {
-            for file in expand(path)? {
+            for file in expand(need_path()?)? {
                 read_text(&file, mode, &prep, &mut sink)?;
             }
         }
-        p::Source::Folders { .. } => read_folders(path, &prep, &mut sink)?,
-        p::Source::Plugin { plugin, .. } => {
-            return Err(TrainError::Other(format!(
-                "dataset `{}` streams from plugin `{plugin}`: loader plugins are not wired into training in this version \
-                 (`ardpipe plugin inspect` works); use a built-in format",
-                ds.name
-            )));
-        }
+        p::Source::Folders { .. } => read_folders(need_path()?, &prep, &mut sink)?,
+        p::Source::Plugin {
+            plugin, options, ..
+        } => super::plugin_records::read(pipeline, ds, plugin, options, path, &prep, &mut sink)?,
     }
     if sink.skipped > 0 {
         tracing::warn!(
@@ -165,10 +169,14 @@ fn read_source(ds: &p::Dataset, path: &Path) -> Result<Vec<Example>, TrainError>
         );
     }
     if sink.out.is_empty() {
+        let from = match (&ds.source, path) {
+            (p::Source::Plugin { plugin, .. }, _) => format!(" from plugin `{plugin}`"),
+            (_, Some(path)) => format!(" in {}", path.display()),
+            (_, None) => String::new(),
+        };
         return Err(TrainError::Other(format!(
-            "dataset `{}` has no usable examples in {}",
-            ds.name,
-            path.display()
+            "dataset `{}` has no usable examples{from}",
+            ds.name
         )));
     }
     Ok(sink.out)
@@ -466,9 +474,7 @@ pub fn load_splits(
     pipeline: &p::Pipeline,
     ds: &p::Dataset,
 ) -> Result<(Vec<Example>, Vec<Example>), TrainError> {
-    let path = source_path(&ds.source)
-        .ok_or_else(|| TrainError::Other(format!("dataset `{}` has no path", ds.name)))?;
-    let mut all = read_source(ds, path)?;
+    let mut all = read_source(pipeline, ds, source_path(&ds.source))?;
     let eval_split = pipeline
         .evaluate
         .as_ref()
@@ -496,7 +502,7 @@ pub fn load_splits(
     let from_file =
         |part: &Option<p::SplitPart>, carved: Vec<Example>| -> Result<Vec<Example>, TrainError> {
             match part {
-                Some(p::SplitPart::File { path }) => read_source(ds, path),
+                Some(p::SplitPart::File { path }) => read_source(pipeline, ds, Some(path)),
                 _ => Ok(carved),
             }
         };

@@ -7,6 +7,7 @@ use ardpipe_dsl::pipeline as p;
 use serde_json::json;
 use tch::{Kind, Tensor};
 
+use super::metric_plugins::MetricPlugins;
 use super::{EvalResult, RankRow, RunOptions, RunSummary, TrainError, Trainer};
 
 /// Streaming evaluation counts: nothing but sums and a confusion matrix stays on the host.
@@ -31,6 +32,7 @@ impl Trainer {
                 .then(|| Tensor::zeros([n_classes * n_classes], (Kind::Int64, self.device))),
         };
         let mut loss_acc = Tensor::zeros([], (Kind::Double, self.device));
+        let mut plugins = MetricPlugins::create(&self.pipeline)?;
         for batch in self.data.eval_batches(self.device) {
             let batch = batch?;
             let (loss, logits) = {
@@ -49,10 +51,13 @@ impl Trainer {
                 let cell = &batch.labels * n_classes + pred;
                 let _ = conf.index_add_(0, &cell, &Tensor::ones_like(&cell));
             }
+            plugins.update(&logits, &batch.labels)?;
         }
+        let mut plugin_scalars = plugins.finish()?;
         c.loss_sum = loss_acc.double_value(&[]);
         let mean_loss = c.loss_sum / c.loss_items.max(1.0);
-        let mut metrics = Vec::new();
+        let mut metrics: Vec<(String, f64)> = Vec::new();
+        let mut primary = Vec::new();
         let wanted: Vec<p::Metric> = self
             .pipeline
             .evaluate
@@ -63,7 +68,8 @@ impl Trainer {
             .confusion
             .as_ref()
             .map(|t| Vec::<i64>::try_from(t.to_device(tch::Device::Cpu)).unwrap_or_default());
-        for m in &wanted {
+        for (index, m) in wanted.iter().enumerate() {
+            let before = metrics.len();
             match m {
                 p::Metric::Loss => metrics.push(("loss".to_string(), mean_loss)),
                 p::Metric::Perplexity => metrics.push(("perplexity".to_string(), mean_loss.exp())),
@@ -78,15 +84,18 @@ impl Trainer {
                     }
                 }
                 p::Metric::Plugin { plugin, .. } => {
-                    tracing::warn!(
-                        "metric plugin `{plugin}` is not wired into evaluation in this version; skipped"
-                    );
+                    for (name, value) in plugin_scalars.remove(&index).unwrap_or_default() {
+                        let name = unique_name(&metrics, plugin, name);
+                        metrics.push((name, value));
+                    }
                 }
             }
+            primary.push(metrics.get(before).map(|&(_, v)| v));
         }
         Ok(Some(EvalResult {
             step: self.state.step,
             metrics,
+            primary,
         }))
     }
 
@@ -117,8 +126,17 @@ impl Trainer {
         let Some(es) = &self.pipeline.train.early_stopping else {
             return false;
         };
+        // The checker made the watched metric one of `evaluate.metrics`; a plugin metric without
+        // `metric = ` is watched through the first scalar it reports.
+        let watched = self
+            .pipeline
+            .evaluate
+            .as_ref()
+            .and_then(|e| e.metrics.iter().position(|m| *m == es.metric))
+            .and_then(|i| eval.primary.get(i).copied().flatten());
         let name = metric_name(&es.metric);
-        let Some(&(_, v)) = eval.metrics.iter().find(|(n, _)| *n == name) else {
+        let by_name = || eval.metrics.iter().find(|(n, _)| *n == name).map(|m| m.1);
+        let Some(v) = watched.or_else(by_name) else {
             return false;
         };
         let improved = match (self.state.best_metric, es.mode) {
@@ -142,6 +160,11 @@ impl Trainer {
         let mut window_tokens = 0i64;
         let mut window_start = Instant::now();
         let mut interrupted = false;
+        if self.data.eval_len() > 0 {
+            // A metric plugin that cannot be loaded or refuses its options fails the run now,
+            // not at the first evaluation after minutes of training.
+            MetricPlugins::create(&self.pipeline)?;
+        }
         while self.state.step < self.total_steps && !self.state.stopped_early {
             let (task, reg, tokens) = self.step()?;
             self.state.step += 1;
@@ -270,6 +293,25 @@ pub fn metric_name(m: &p::Metric) -> String {
     }
 }
 
+/// Keys of a metrics.jsonl record that are not metrics.
+const RECORD_KEYS: &[&str] = &["step", "split", "final"];
+
+/// A plugin's scalar keeps its own name unless a metric already has it (or it is a record key):
+/// then it is `PLUGIN.NAME`, so nothing is overwritten in metrics.jsonl.
+fn unique_name(metrics: &[(String, f64)], plugin: &str, name: String) -> String {
+    let taken = |n: &str| RECORD_KEYS.contains(&n) || metrics.iter().any(|(m, _)| m == n);
+    if !taken(&name) {
+        return name;
+    }
+    let mut candidate = format!("{plugin}.{name}");
+    let mut k = 2;
+    while taken(&candidate) {
+        candidate = format!("{plugin}.{name}.{k}");
+        k += 1;
+    }
+    candidate
+}
+
 pub fn format_eval(e: &EvalResult) -> String {
     let parts: Vec<String> = e
         .metrics
@@ -325,5 +367,19 @@ mod tests {
         let f0 = 2.0 * 3.0 / (6.0 + 2.0 + 1.0);
         let f1 = 2.0 * 4.0 / (8.0 + 1.0 + 2.0);
         assert!((macro_f1(&conf, 2) - (f0 + f1) / 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn plugin_scalars_never_overwrite_a_metric_or_a_record_key() {
+        let metrics = vec![
+            ("accuracy".to_string(), 0.5),
+            ("mcc.accuracy".to_string(), 0.4),
+        ];
+        assert_eq!(unique_name(&metrics, "mcc", "mcc".into()), "mcc");
+        assert_eq!(unique_name(&metrics, "mcc", "step".into()), "mcc.step");
+        assert_eq!(
+            unique_name(&metrics, "mcc", "accuracy".into()),
+            "mcc.accuracy.2"
+        );
     }
 }
