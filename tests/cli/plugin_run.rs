@@ -117,6 +117,13 @@ fn fortunes_pipeline_streams_from_the_loader_and_reports_mcc() {
     assert_eq!(identity("fortunes")["kind"], "loader");
     assert_eq!(identity("mcc")["kind"], "metric");
     assert_eq!(identity("mcc")["version"], env!("CARGO_PKG_VERSION"));
+    // The folder the loader read is hashed like any dataset's file.
+    let data = manifest["datasets"].as_array().unwrap();
+    assert!(
+        data.iter()
+            .any(|d| d["name"] == "fortunes" && d["sha256"].as_str().map(str::len) == Some(64)),
+        "{data:?}"
+    );
     std::fs::remove_dir_all(&out_dir).ok();
 }
 

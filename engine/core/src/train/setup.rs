@@ -313,7 +313,8 @@ impl Trainer {
                 | p::Source::Csv { path, .. }
                 | p::Source::Text { path, .. }
                 | p::Source::Folders { path } => Some((d.name.clone(), path.clone())),
-                p::Source::Plugin { .. } => None,
+                // A loader plugin's `path` is its data too (the plugin's own bytes are hashed below).
+                p::Source::Plugin { path, .. } => path.clone().map(|p| (d.name.clone(), p)),
             })
             .filter(|(_, path)| path.exists())
             .collect();
