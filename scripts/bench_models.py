@@ -127,7 +127,10 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=2, help="alternations of the two sides")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--ardpipe", default=str(REPO / "target" / "release" / "ardpipe"))
+    # The release build if there is one; else the dev build (its dependencies, libtorch
+    # included, are optimised: the step time is spent in libtorch either way).
+    release = REPO / "target" / "release" / "ardpipe"
+    ap.add_argument("--ardpipe", default=str(release if release.exists() else REPO / "target" / "debug" / "ardpipe"))
     ap.add_argument("--peer-python", default=str(cache_root() / "peer-venv" / "bin" / "python"))
     ap.add_argument("--work", default=str(cache_root() / "bench"))
     args = ap.parse_args()
@@ -135,7 +138,7 @@ def main() -> None:
         return peer(args)
 
     for exe, fix in [
-        (args.ardpipe, "build it: cargo build --release -p ardpipe"),
+        (args.ardpipe, "build it: cargo build -p ardpipe (or --release)"),
         (args.peer_python, "run scripts/setup.sh (it creates the Python peer venv)"),
     ]:
         if not Path(exe).exists():
@@ -165,6 +168,7 @@ def main() -> None:
                     )
 
     print()
+    print(f"ardpipe binary {args.ardpipe}")
     print(f"threads {args.threads}, {args.steps} timed steps + {args.warmup} warm-up per process, {args.rounds} rounds")
     print("| model | batch | dtype | ardpipe step | ardpipe tok/s | ardpipe RSS | transformers step | transformers tok/s | transformers RSS | speed (tf/ard) | RSS (ard/tf) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

@@ -68,6 +68,9 @@ pub enum Command {
         /// pipeline changed in a way that would change the result).
         #[arg(long, value_name = "RUN_DIR")]
         resume: Option<PathBuf>,
+        /// Run only this variant of a pipeline with `variant` blocks (default: all, in order).
+        #[arg(long, value_name = "NAME")]
+        variant: Option<String>,
         /// Start N local data-parallel workers.
         #[arg(long, value_name = "N")]
         nproc: Option<usize>,
@@ -102,6 +105,13 @@ pub enum Command {
         file: PathBuf,
         #[arg(long, value_enum, default_value_t)]
         format: Format,
+        /// Print the checked pipeline (imports, defaults, overrides and variants resolved)
+        /// instead of the plan; nothing is read but the pipeline files.
+        #[arg(long)]
+        resolved: bool,
+        /// Plan only this variant (default: all).
+        #[arg(long, value_name = "NAME")]
+        variant: Option<String>,
         #[command(flatten)]
         overrides: Overrides,
     },

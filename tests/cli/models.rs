@@ -116,8 +116,12 @@ fn generate_greedy_chat_streams_the_reply() {
         "--adapter",
         "/tmp",
     ]);
-    assert_eq!(out.status.code(), Some(69));
-    assert!(stderr(&out).contains("not available until adapters can be trained"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no adapter_config.json here or in adapter/"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -19,6 +19,9 @@ fn run_quickstart(out: &Path, extra: &[&str], env: &[(&str, &str)]) -> std::proc
     ];
     for s in [
         "train.steps=6",
+        // A high constant rate: six steps must move the LoRA weights well past the PEFT
+        // comparison's tolerance, or that comparison would prove nothing.
+        "train.lr=2e-2",
         "train.batch_size=8",
         "train.eval_every=3 steps",
         "train.checkpoint_every=3 steps",
@@ -65,6 +68,23 @@ fn short_ard_lora_run_exports_a_peft_adapter_and_resumes_exactly() {
     assert_eq!(cfg["task_type"], "SEQ_CLS");
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     assert!(metrics.lines().count() >= 3, "{metrics}");
+    peft_loads_the_export_and_agrees(&run);
+    // The report: summary and pictures of the rank maps, α and loss curves.
+    let md = std::fs::read_to_string(run.join("report/report.md")).unwrap();
+    for pic in [
+        "ranks-bert-encoder-layer---attention-self-query.svg",
+        "ranks-bert-encoder-layer---attention-self-value.svg",
+        "loss.svg",
+        "alpha.svg",
+    ] {
+        assert!(md.contains(&format!("]({pic})")), "{pic} not in\n{md}");
+        let svg = std::fs::read_to_string(run.join("report").join(pic)).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+            "{pic}"
+        );
+    }
+    assert!(md.contains("majority-class accuracy"), "{md}");
 
     // Stop after step 3 (a checkpoint is there), then resume: the adapter must be identical.
     let split = fresh_dir("split");
@@ -118,4 +138,97 @@ fn a_selector_that_matches_nothing_is_a_clear_error() {
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&d);
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The real peer: Hugging Face PEFT loads the run's adapter onto the same MiniLM and must
+/// produce the logits `ardpipe classify --adapter` produces, within 1e-3.
+fn peft_loads_the_export_and_agrees(run: &Path) {
+    let texts = [
+        "New study links sleep to heart health http://bit.ly/x",
+        "Ebola outbreak spreads in West Africa",
+        "Five tips to keep your kids active this summer",
+        "FDA approves a new drug for migraines",
+    ];
+    let minilm = repo().join(".ardpipe/assets/minilm");
+    let mut args = vec![
+        "classify".to_string(),
+        "--model".into(),
+        minilm.display().to_string(),
+        "--adapter".into(),
+        run.display().to_string(),
+        "--format".into(),
+        "json".into(),
+    ];
+    args.extend(texts.iter().map(|t| t.to_string()));
+    let out = Command::new(env!("CARGO_BIN_EXE_ardpipe"))
+        .args(&args)
+        .env("ARDPIPE_COLOR", "never")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("merged 12 modules") && err.contains("4 head tensors"),
+        "{err}"
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let labels: Vec<String> =
+        serde_json::from_slice(&std::fs::read(run.join("labels.json")).unwrap()).unwrap();
+    let probs = rows[0]["probabilities"].as_array().unwrap();
+    assert_eq!(
+        probs.len(),
+        labels.len(),
+        "classify names the run's classes"
+    );
+    assert_eq!(probs[0][0].as_str().unwrap(), labels[0]);
+    // The same adapter on a different model is refused, naming why.
+    let smollm2 = repo().join(".ardpipe/assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let wrong = Command::new(env!("CARGO_BIN_EXE_ardpipe"))
+        .args(["generate", "--model", smollm2.to_str().unwrap(), "--prompt", "hi", "--adapter"])
+        .arg(run)
+        .env("ARDPIPE_COLOR", "never")
+        .env("COLUMNS", "1000")
+        .output()
+        .unwrap();
+    let werr = String::from_utf8_lossy(&wrong.stderr);
+    assert_eq!(wrong.status.code(), Some(1), "{werr}");
+    assert!(werr.contains("trained on another model"), "{werr}");
+    let ours = run.join("classify.json");
+    std::fs::write(&ours, &out.stdout).unwrap();
+
+    let python = std::env::var_os("ARDPIPE_PEER_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".ardpipe/peer-venv/bin/python"));
+    assert!(
+        python.exists(),
+        "{} is missing: the Python peer venv comes from the README's first command (scripts/setup.sh)",
+        python.display()
+    );
+    let peer = Command::new(&python)
+        .arg(repo().join("tests/peer/peft_classify.py"))
+        .arg(&minilm)
+        .arg(run.join("adapter"))
+        .arg(&ours)
+        .env("HF_HUB_OFFLINE", "1")
+        .env("TRANSFORMERS_VERBOSITY", "error")
+        .output()
+        .unwrap();
+    let perr = String::from_utf8_lossy(&peer.stderr);
+    assert!(peer.status.success(), "the PEFT peer failed:\n{perr}");
+    let stdout = String::from_utf8_lossy(&peer.stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let diff = v["max_abs_diff"].as_f64().unwrap();
+    let effect = v["lora_effect"].as_f64().unwrap();
+    println!(
+        "PEFT round trip: max |Δlogits| {diff:.2e}, LoRA's own effect on the logits {effect:.2e}"
+    );
+    assert!(diff < 1e-3, "PEFT's logits differ from ardpipe's by {diff}");
+    assert!(
+        effect > 1e-2,
+        "the LoRA weights barely matter ({effect}): the comparison would not catch a wrong export"
+    );
 }

@@ -2,11 +2,12 @@
 
 use ardpipe_engine::models::arch::EncoderHead;
 use ardpipe_engine::models::load_encoder;
-use ardpipe_engine::models::text::classify_texts;
+use ardpipe_engine::models::text::classify_logits;
 use ardpipe_engine::models::tokenizer::load_tokenizer;
+use ardpipe_engine::peft_merge::AdapterFolder;
 use serde::Serialize;
 
-use super::generate::{adapter_unavailable, load_options};
+use super::generate::{load_options, merge_adapter};
 use crate::args::{ClassifyArgs, Format};
 use crate::exit::Code;
 
@@ -15,6 +16,7 @@ struct Row<'a> {
     text: &'a str,
     label: String,
     probabilities: Vec<(String, f32)>,
+    logits: Vec<f32>,
 }
 
 /// Labels from config.json's `id2label`, when it names them.
@@ -35,14 +37,32 @@ fn config_labels(model: &std::path::Path) -> Option<Vec<String>> {
 }
 
 pub fn run(a: ClassifyArgs) -> miette::Result<Code> {
-    if a.adapter.is_some() {
-        return Ok(adapter_unavailable("classify"));
-    }
-    let labels = match (config_labels(&a.model), a.num_labels) {
-        (Some(l), None) => l,
-        (Some(l), Some(n)) if l.len() == n => l,
-        (_, Some(n)) => (0..n).map(|i| format!("LABEL_{i}")).collect(),
-        (None, None) => {
+    let adapter = match &a.adapter {
+        Some(p) => Some(AdapterFolder::read(p).map_err(|e| miette::miette!("{e}"))?),
+        None => None,
+    };
+    // A fine-tuned run names its classes (labels.json) and its classifier fixes their number.
+    let from_adapter = adapter.as_ref().and_then(|f| {
+        let n = f.classifier_rows()?;
+        Some(match &f.labels {
+            Some(l) if l.len() == n => l.clone(),
+            _ => (0..n).map(|i| format!("LABEL_{i}")).collect(),
+        })
+    });
+    let labels = match (from_adapter, config_labels(&a.model), a.num_labels) {
+        (Some(l), _, None) => l,
+        (Some(l), _, Some(n)) if l.len() == n => l,
+        (Some(l), _, Some(n)) => {
+            return Err(miette::miette!(
+                help = "drop --num-labels: the adapter's classifier decides it",
+                "--num-labels {n}, but the adapter's classifier has {} classes",
+                l.len()
+            ));
+        }
+        (None, Some(l), None) => l,
+        (None, Some(l), Some(n)) if l.len() == n => l,
+        (None, _, Some(n)) => (0..n).map(|i| format!("LABEL_{i}")).collect(),
+        (None, None, None) => {
             return Err(miette::miette!(
                 help = "pass --num-labels N to attach a new (untrained) classifier, or use a fine-tuned model",
                 "{} names no labels (config.json has no id2label)",
@@ -55,8 +75,16 @@ pub fn run(a: ClassifyArgs) -> miette::Result<Code> {
         num_labels: labels.len(),
         seed: a.seed,
     };
-    let enc = load_encoder(&a.model, head, &opts).map_err(|e| miette::miette!("{e}"))?;
-    if !enc.model.classifier_from_checkpoint {
+    let mut enc = load_encoder(&a.model, head, &opts).map_err(|e| miette::miette!("{e}"))?;
+    let trained_head = match &adapter {
+        Some(f) => {
+            let head = enc.model.head_parameters();
+            let r = merge_adapter(f, enc.model.linears_mut(), &head)?;
+            r.head_tensors > 0
+        }
+        None => false,
+    };
+    if !enc.model.classifier_from_checkpoint && !trained_head {
         eprintln!(
             "note: {} has no trained classifier: a new head with {} labels (seed {}) is attached, \
              so the labels are arbitrary until the model is fine-tuned",
@@ -67,12 +95,13 @@ pub fn run(a: ClassifyArgs) -> miette::Result<Code> {
     }
     let tok = load_tokenizer(&enc.location).map_err(|e| miette::miette!("{e}"))?;
     let texts: Vec<&str> = a.texts.iter().map(String::as_str).collect();
-    let probs =
-        classify_texts(&enc.model, &tok.tokenizer, &texts).map_err(|e| miette::miette!("{e}"))?;
+    let logits =
+        classify_logits(&enc.model, &tok.tokenizer, &texts).map_err(|e| miette::miette!("{e}"))?;
     let rows: Vec<Row<'_>> = texts
         .iter()
-        .zip(&probs)
-        .map(|(t, p)| {
+        .zip(logits)
+        .map(|(t, logits)| {
+            let p = softmax(&logits);
             let best = p
                 .iter()
                 .enumerate()
@@ -83,6 +112,7 @@ pub fn run(a: ClassifyArgs) -> miette::Result<Code> {
                 text: t,
                 label: labels[best].clone(),
                 probabilities: labels.iter().cloned().zip(p.iter().copied()).collect(),
+                logits,
             }
         })
         .collect();
@@ -104,4 +134,11 @@ pub fn run(a: ClassifyArgs) -> miette::Result<Code> {
         }
     }
     Ok(Code::Success)
+}
+
+fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f64> = logits.iter().map(|&x| ((x - max) as f64).exp()).collect();
+    let sum: f64 = exps.iter().sum();
+    exps.iter().map(|e| (e / sum) as f32).collect()
 }

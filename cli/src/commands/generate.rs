@@ -2,11 +2,13 @@
 
 use std::io::Write;
 
+use ardpipe_engine::adapters::AdaptableLinear;
 use ardpipe_engine::models::generate::Sampling;
 use ardpipe_engine::models::precision::parse_device;
 use ardpipe_engine::models::text::generate_text;
 use ardpipe_engine::models::tokenizer::load_tokenizer;
 use ardpipe_engine::models::{LoadOptions, Precision, load_causal_lm};
+use ardpipe_engine::peft_merge::{AdapterFolder, MergeReport};
 
 use crate::args::{Compute, DtypeArg, GenerateArgs};
 use crate::exit::Code;
@@ -21,19 +23,36 @@ pub fn load_options(c: &Compute) -> miette::Result<LoadOptions> {
     Ok(LoadOptions { device, precision })
 }
 
-/// Adapters come with training (a later issue): say so plainly instead of ignoring the flag.
-pub fn adapter_unavailable(cmd: &str) -> Code {
+/// Merge a PEFT adapter into a loaded model's weights and say what was applied.
+pub fn merge_adapter(
+    folder: &AdapterFolder,
+    linears: Vec<&mut AdaptableLinear>,
+    head: &[(String, ardpipe_engine::tch::Tensor)],
+) -> miette::Result<MergeReport> {
+    let r = folder
+        .merge_into(linears, head)
+        .map_err(|e| miette::miette!("{e}"))?;
+    let ranks: Vec<usize> = r.ranks.iter().map(|(_, r)| *r).collect();
     eprintln!(
-        "ardpipe {cmd}: --adapter is not available until adapters can be trained (a later \
-         issue of this version); run without --adapter to use the base model. Nothing was done."
+        "adapter {}: merged {} modules (ranks {}–{}){}",
+        folder.dir.display(),
+        r.modules,
+        ranks.iter().min().unwrap_or(&0),
+        ranks.iter().max().unwrap_or(&0),
+        if r.head_tensors > 0 {
+            format!(", {} head tensors", r.head_tensors)
+        } else {
+            String::new()
+        }
     );
-    Code::Unavailable
+    Ok(r)
 }
 
 pub fn run(a: GenerateArgs) -> miette::Result<Code> {
-    if a.adapter.is_some() {
-        return Ok(adapter_unavailable("generate"));
-    }
+    let adapter = match &a.adapter {
+        Some(p) => Some(AdapterFolder::read(p).map_err(|e| miette::miette!("{e}"))?),
+        None => None,
+    };
     let sampling = Sampling {
         temperature: a.temperature,
         top_k: a.top_k,
@@ -43,7 +62,10 @@ pub fn run(a: GenerateArgs) -> miette::Result<Code> {
     };
     sampling.validate().map_err(|e| miette::miette!("{e}"))?;
     let opts = load_options(&a.compute)?;
-    let lm = load_causal_lm(&a.model, &opts).map_err(|e| miette::miette!("{e}"))?;
+    let mut lm = load_causal_lm(&a.model, &opts).map_err(|e| miette::miette!("{e}"))?;
+    if let Some(f) = &adapter {
+        merge_adapter(f, lm.model.linears_mut(), &[])?;
+    }
     let tok = load_tokenizer(&lm.location).map_err(|e| miette::miette!("{e}"))?;
     tracing::info!(
         "loaded {} ({} tensors) on {:?}",

@@ -13,7 +13,7 @@ mod plugin;
 mod run;
 mod schema;
 
-use crate::args::{Command, Global, InspectWhat, SchemaKind};
+use crate::args::{Command, Global, InspectWhat};
 use crate::exit::Code;
 
 pub fn dispatch(command: Command, global: &Global) -> miette::Result<Code> {
@@ -22,12 +22,14 @@ pub fn dispatch(command: Command, global: &Global) -> miette::Result<Code> {
         Command::Run {
             file,
             resume,
+            variant,
             nproc,
             threads,
             overrides,
         } => run::run(
             file.as_deref(),
             resume.as_deref(),
+            variant.as_deref(),
             nproc,
             threads,
             &overrides,
@@ -42,12 +44,11 @@ pub fn dispatch(command: Command, global: &Global) -> miette::Result<Code> {
         Command::Plan {
             file,
             format,
+            resolved,
+            variant,
             overrides,
-        } => plan::run(&file, format, &overrides),
-        Command::Schema {
-            kind: SchemaKind::Pipeline,
-        } => schema::pipeline(),
-        Command::Schema { .. } => unavailable("schema plan/manifest", 5),
+        } => plan::run(&file, format, resolved, variant.as_deref(), &overrides),
+        Command::Schema { kind } => schema::print(kind),
         Command::Inspect {
             what: InspectWhat::Model { path, format },
         } => inspect::model(&path, format),

@@ -1,28 +1,62 @@
-//! `ardpipe plan FILE`: the resolved pipeline as text, JSON or YAML. The engine extends the
-//! printed value with resolved targets later; `render` is the one place that prints it.
+//! `ardpipe plan FILE`: what a run of the pipeline would do, resolved against the real model's
+//! configuration (no weights read): targets, budgets, memory, schedules at concrete steps.
+//! `--resolved` prints the checked pipeline instead; JSON and YAML print both
+//! (`ardpipe schema plan` describes that document).
 
 use std::path::Path;
 
+use ardpipe_engine::plan::{PlanDocument, RunPlan, render_text};
+use ardpipe_engine::train::planning::plan_run;
 use serde::Serialize;
 
 use crate::args::{Format, Overrides};
 use crate::exit::Code;
 
-pub fn run(file: &Path, format: Format, overrides: &Overrides) -> miette::Result<Code> {
+pub fn run(
+    file: &Path,
+    format: Format,
+    resolved_only: bool,
+    variant: Option<&str>,
+    overrides: &Overrides,
+) -> miette::Result<Code> {
     let ctx = super::check::context(overrides);
-    match ardpipe_dsl::check_file(file, &ctx) {
+    let pipeline = match ardpipe_dsl::check_file(file, &ctx) {
         Ok(c) => {
             super::check::print_diagnostics(c.warnings);
-            print!("{}", render(&c.pipeline, format));
-            Ok(Code::Success)
+            c.pipeline
         }
         Err(d) => {
             super::check::print_diagnostics(d);
-            Ok(Code::Failure)
+            return Ok(Code::Failure);
+        }
+    };
+    if resolved_only {
+        print!("{}", render(&pipeline, format));
+        return Ok(Code::Success);
+    }
+    let mut runs = Vec::new();
+    for (name, p) in super::run::select_runs(&pipeline, variant)? {
+        match plan_run(p) {
+            Ok(plan) => runs.push(RunPlan {
+                run: name.to_string(),
+                plan,
+            }),
+            Err(e) => return Err(super::run::report(e)),
         }
     }
+    match format {
+        Format::Text => {
+            for (i, r) in runs.iter().enumerate() {
+                if runs.len() > 1 {
+                    println!("{}== variant {}", if i > 0 { "\n" } else { "" }, r.run);
+                }
+                print!("{}", render_text(&r.plan));
+            }
+        }
+        _ => print!("{}", render(&PlanDocument { pipeline, runs }, format)),
+    }
+    Ok(Code::Success)
 }
-
 /// Any plan-like value in the requested format.
 pub fn render<T: Serialize>(value: &T, format: Format) -> String {
     let v = serde_json::to_value(value).unwrap_or_default();

@@ -11,6 +11,7 @@ use crate::exit::Code;
 pub fn run(
     file: Option<&Path>,
     resume: Option<&Path>,
+    variant: Option<&str>,
     nproc: Option<usize>,
     threads: Option<i32>,
     overrides: &Overrides,
@@ -61,14 +62,16 @@ pub fn run(
         }
     };
     let mut last = None;
-    for (variant, p) in pipeline.runs() {
-        if pipeline.runs().len() > 1 {
+    let runs = select_runs(&pipeline, variant)?;
+    for (variant, p) in &runs {
+        if runs.len() > 1 {
             eprintln!("\n== variant {variant}");
         }
         let opts = RunOptions {
             resume: resume.map(Path::to_path_buf),
             quiet,
             stop_after: stop_after(),
+            variant: (!pipeline.variants.is_empty()).then(|| variant.to_string()),
         };
         match train::run(p, &opts) {
             Ok(s) => {
@@ -88,6 +91,33 @@ pub fn run(
     } else {
         Code::Failure
     })
+}
+
+/// The runs of a pipeline: all of them, or the one variant asked for.
+pub(crate) fn select_runs<'p>(
+    pipeline: &'p Pipeline,
+    variant: Option<&str>,
+) -> miette::Result<Vec<(&'p str, &'p Pipeline)>> {
+    let all = pipeline.runs();
+    let Some(want) = variant else {
+        return Ok(all);
+    };
+    if pipeline.variants.is_empty() {
+        return Err(miette::miette!(
+            help = "remove --variant, or add `variant NAME { … }` blocks to the pipeline",
+            "--variant {want}: pipeline `{}` has no variants",
+            pipeline.name
+        ));
+    }
+    let names: Vec<&str> = all.iter().map(|(n, _)| *n).collect();
+    match all.iter().find(|(n, _)| *n == want) {
+        Some(r) => Ok(vec![*r]),
+        None => Err(miette::miette!(
+            help = format!("the variants are: {}", names.join(", ")),
+            "--variant {want}: pipeline `{}` has no such variant",
+            pipeline.name
+        )),
+    }
 }
 
 /// A test hook: `ARDPIPE_STOP_AFTER_STEPS=N` stops like a kill after N steps (checkpoint kept).
@@ -110,7 +140,7 @@ fn saved_pipeline(dir: &Path) -> miette::Result<Pipeline> {
         .map_err(|e| miette::miette!("{} is damaged or from another version: {e}", path.display()))
 }
 
-fn report(e: TrainError) -> miette::Report {
+pub(crate) fn report(e: TrainError) -> miette::Report {
     let help = match &e {
         TrainError::Plan(p) => p.help().map(str::to_string),
         TrainError::Data(d) => Some(d.to_string()),

@@ -3,6 +3,8 @@
 pub use ardpipe_adapters as adapters;
 pub use ardpipe_data as data;
 pub use ardpipe_models as models;
+/// The tch the engine is built on, for callers that hold its tensors (the CLI has no tch of its own).
+pub use tch;
 
 // From a checked pipeline to a plan, and the loop that runs it.
 pub mod convert;
@@ -14,6 +16,7 @@ pub mod checkpoint;
 pub mod export;
 pub mod manifest;
 pub mod metrics;
+pub mod peft_merge;
 pub mod progress;
 pub mod report;
 pub mod rng;

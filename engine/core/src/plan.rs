@@ -279,9 +279,41 @@ fn module_budget(m: &ModuleSpec, method: &MethodConfig) -> (usize, usize, usize,
     }
 }
 
-/// Everything `ardpipe plan` prints, from the pipeline and the model's configuration.
-/// `steps_per_epoch` is 0 when the data were not counted.
+/// What `ardpipe plan --format json|yaml` prints: the resolved pipeline and its plan.
+/// Its schema is checked in as `schemas/plan.schema.json`.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct PlanDocument {
+    /// The pipeline after imports, defaults, `--set` overrides and variant expansion.
+    pub pipeline: p::Pipeline,
+    /// One plan per run: the pipeline itself, or each of its variants.
+    pub runs: Vec<RunPlan>,
+}
+
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct RunPlan {
+    /// The pipeline's name, or the variant's.
+    pub run: String,
+    pub plan: ExecutionPlan,
+}
+
+/// The JSON Schema of [`PlanDocument`].
+pub fn plan_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(PlanDocument)).unwrap_or_default()
+}
+
+/// The plan from the pipeline and the model's configuration alone. `steps_per_epoch` is 0
+/// when the data were not counted; classes read from the data then count as none.
 pub fn plan(pipeline: &p::Pipeline, steps_per_epoch: u64) -> Result<ExecutionPlan, PlanError> {
+    plan_with_data(pipeline, steps_per_epoch, None)
+}
+
+/// The plan, given what counting the data found: steps per epoch (0 = unknown) and the
+/// number of classes when `classes = auto`.
+pub fn plan_with_data(
+    pipeline: &p::Pipeline,
+    steps_per_epoch: u64,
+    classes_from_data: Option<usize>,
+) -> Result<ExecutionPlan, PlanError> {
     let desc = describe(&pipeline.model.path).map_err(|e| PlanError::Model {
         path: pipeline.model.path.display().to_string(),
         message: e.to_string(),
@@ -362,7 +394,7 @@ pub fn plan(pipeline: &p::Pipeline, steps_per_epoch: u64) -> Result<ExecutionPla
         (ArchConfig::Bert(c), p::Head::SequenceClassification { classes }) => {
             let n = match classes {
                 p::Classes::Names { names } => names.len(),
-                p::Classes::FromData => 0,
+                p::Classes::FromData => classes_from_data.unwrap_or(0),
             };
             // pooler.dense trains with the classifier (PEFT's modules_to_save for SEQ_CLS).
             c.hidden_size * c.hidden_size + c.hidden_size + n * c.hidden_size + n
@@ -657,4 +689,28 @@ pub fn render_text(plan: &ExecutionPlan) -> String {
         let _ = writeln!(o, "warning: {w}");
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_schema_file_has_not_drifted() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../schemas/plan.schema.json"
+        );
+        let generated = serde_json::to_string_pretty(&plan_schema()).unwrap() + "\n";
+        if std::env::var_os("ARDPIPE_BLESS").is_some() {
+            std::fs::write(path, &generated).unwrap();
+        }
+        let on_disk: Option<serde_json::Value> = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok());
+        assert!(
+            on_disk.as_ref() == Some(&plan_schema()),
+            "schemas/plan.schema.json is out of date with PlanDocument; regenerate it with `ARDPIPE_BLESS=1 cargo test -p ardpipe-engine plan_schema` and commit it"
+        );
+    }
 }

@@ -11,7 +11,6 @@ use tch::{Device, Tensor};
 use super::TrainError;
 use super::task::TensorBatch;
 use crate::checkpoint::DataPosition;
-use crate::rundir::RunDir;
 
 /// One example after the dataset's preprocessing.
 #[derive(Debug, Clone)]
@@ -46,7 +45,8 @@ pub struct Batches {
 }
 
 impl Batches {
-    pub fn build(pipeline: &p::Pipeline, run_dir: &RunDir) -> Result<Batches, TrainError> {
+    /// Read, split, label and (for causal LMs) pack the training and evaluation data.
+    pub fn build(pipeline: &p::Pipeline) -> Result<Batches, TrainError> {
         let ds = crate::plan::pipeline_dataset(pipeline).ok_or_else(|| {
             TrainError::Other(format!(
                 "train.dataset `{}` is not declared",
@@ -115,10 +115,6 @@ impl Batches {
             seed: pipeline.train.seed,
             pad_id,
         };
-        if let Kind::Classification { labels, .. } = &me.kind {
-            // Saved with the run so a fine-tuned classifier's outputs can be named later.
-            crate::rundir::write_json_atomic(&run_dir.path("labels.json"), labels)?;
-        }
         Ok(me)
     }
 

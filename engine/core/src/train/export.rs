@@ -76,11 +76,9 @@ impl Trainer {
                 .filter_map(|(n, _)| n.rsplit_once('.').map(|(m, _)| m.to_string()))
                 .collect();
             mods.dedup();
-            config.modules_to_save = Some(
-                mods.iter()
-                    .map(|m| m.rsplit('.').next().unwrap_or(m).to_string())
-                    .collect(),
-            );
+            // Full paths: PEFT matches these as name suffixes, and a bare `dense` would wrap
+            // every dense layer of the encoder, not just the pooler.
+            config.modules_to_save = Some(mods);
             for (n, t) in head {
                 tensors.push((
                     format!("base_model.model.{n}"),
@@ -174,53 +172,37 @@ impl Trainer {
         Ok(())
     }
 
-    /// `report/report.md` with the rank map, α and loss curves as SVG.
+    /// `report/report.md` with the summary, and SVG pictures of the learned rank map per
+    /// module kind (layer × head), α and loss curves, drawn from the run's own logs.
     pub fn write_report(&self, summary: &RunSummary) -> Result<(), TrainError> {
         if !self.pipeline.output.report {
             return Ok(());
         }
-        use std::fmt::Write;
-        let mut md = String::new();
-        let _ = writeln!(md, "# {}\n", self.pipeline.name);
-        let _ = writeln!(
-            md,
-            "{} steps, {:.0} s, {:.0} tokens/s\n",
-            summary.steps, summary.wall_seconds, summary.tokens_per_second
-        );
+        let mut rows: Vec<(String, String)> = vec![(
+            "steps".into(),
+            format!(
+                "{} in {:.0} s of training ({:.0} tokens/s)",
+                summary.steps, self.state.train_seconds, summary.tokens_per_second
+            ),
+        )];
         if let Some(e) = &summary.final_eval {
-            let _ = writeln!(md, "| metric | value |\n|---|---|");
             for (k, v) in &e.metrics {
-                let _ = writeln!(md, "| {k} | {v:.4} |");
-            }
-            if let Some(b) = summary.majority_baseline {
-                let _ = writeln!(md, "| majority-class accuracy | {b:.4} |");
-            }
-            md.push('\n');
-        }
-        let _ = writeln!(
-            md,
-            "Trainable parameters: {} ({:.3}% of {}).\n",
-            summary.trainable_parameters,
-            100.0 * summary.trainable_parameters as f64 / summary.base_parameters.max(1) as f64,
-            summary.base_parameters
-        );
-        if !summary.rank_map.is_empty() {
-            let _ = writeln!(
-                md,
-                "## Learned ranks (layer × head)\n\n| module | layer | ranks per head |\n|---|---|---|"
-            );
-            for r in &summary.rank_map {
-                let ranks: Vec<String> = r.ranks.iter().map(|x| x.to_string()).collect();
-                let _ = writeln!(
-                    md,
-                    "| {} | {} | {} |",
-                    r.module,
-                    r.layer.map(|l| l.to_string()).unwrap_or_default(),
-                    ranks.join(" ")
-                );
+                rows.push((format!("final {k}"), format!("{v:.4}")));
             }
         }
-        crate::rundir::write_atomic(&self.run_dir.report_dir().join("report.md"), md.as_bytes())?;
+        if let Some(b) = summary.majority_baseline {
+            rows.push(("majority-class accuracy".into(), format!("{b:.4}")));
+        }
+        rows.push((
+            "trainable parameters".into(),
+            format!(
+                "{} ({:.3}% of {})",
+                summary.trainable_parameters,
+                100.0 * summary.trainable_parameters as f64 / summary.base_parameters.max(1) as f64,
+                summary.base_parameters
+            ),
+        ));
+        crate::report::write_run_report(self.run_dir.root(), &self.pipeline.name, rows)?;
         Ok(())
     }
 }

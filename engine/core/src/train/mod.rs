@@ -12,6 +12,7 @@ pub mod batches;
 mod console;
 mod export;
 mod metric_plugins;
+pub mod planning;
 mod plugin_records;
 pub mod plugins;
 pub mod records;
@@ -81,6 +82,8 @@ pub struct RunOptions {
     pub quiet: bool,
     /// Stop (as if killed, without the final export) after this many steps. For tests of resume.
     pub stop_after: Option<u64>,
+    /// The variant this run is, for `{variant}` in `output.dir` (the pipeline's name otherwise).
+    pub variant: Option<String>,
 }
 
 /// One evaluation's named scalars.

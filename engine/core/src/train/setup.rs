@@ -161,11 +161,15 @@ pub fn prepare(pipeline: &p::Pipeline, opts: &RunOptions) -> Result<Trainer, Tra
     let dev = device(&pipeline.model.device)?;
     let (run_dir, resume_state) = match &opts.resume {
         Some(dir) => open_for_resume(dir, pipeline)?,
-        None => (create_run_dir(pipeline)?, None),
+        None => (create_run_dir(pipeline, opts.variant.as_deref())?, None),
     };
 
     tracing::info!("loading data");
-    let data = Batches::build(pipeline, &run_dir)?;
+    let data = Batches::build(pipeline)?;
+    if !data.labels().is_empty() {
+        // Saved with the run so a fine-tuned classifier's outputs can be named later.
+        crate::rundir::write_json_atomic(&run_dir.path("labels.json"), data.labels())?;
+    }
     let steps_per_epoch =
         data.steps_per_epoch(pipeline.train.batch_size, pipeline.train.grad_accum);
     let total_steps = plan::total_steps(pipeline, steps_per_epoch)?;
@@ -353,13 +357,13 @@ impl Trainer {
     }
 }
 
-fn create_run_dir(pipeline: &p::Pipeline) -> Result<RunDir, TrainError> {
+fn create_run_dir(pipeline: &p::Pipeline, variant: Option<&str>) -> Result<RunDir, TrainError> {
     let now = time::OffsetDateTime::now_utc();
     // The template is absolute (the checker resolved it against the pipeline file).
     let seed = pipeline.train.seed.to_string();
     let vars = [
         ("name", pipeline.name.as_str()),
-        ("variant", pipeline.name.as_str()),
+        ("variant", variant.unwrap_or(pipeline.name.as_str())),
         ("seed", seed.as_str()),
     ];
     Ok(RunDir::create_from_template(

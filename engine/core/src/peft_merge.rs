@@ -1,0 +1,284 @@
+//! Apply a Hugging Face PEFT LoRA adapter folder (ardpipe's export or PEFT's own) to a loaded
+//! model by merging it into the base weights: `W += s · B·A` per adapted module, DoRA's
+//! magnitude rescaling where the folder has one, and the `modules_to_save` head copied over.
+//! This is how `ardpipe classify` / `generate --adapter` run a fine-tuned model; merged, the
+//! forward pass costs what the base model's does.
+//!
+//! Every tensor in the file must land somewhere: a name that matches no module of the model is
+//! an error (an adapter for another model), never silently skipped.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ardpipe_adapters::AdaptableLinear;
+use serde::Deserialize;
+use tch::{Kind, Tensor};
+
+use crate::checkpoint::read_safetensors;
+
+pub const CONFIG_FILE: &str = "adapter_config.json";
+pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeftMergeError {
+    #[error("{path}: {why}")]
+    Folder { path: PathBuf, why: String },
+    #[error("adapter {path}: {why}")]
+    Mismatch { path: PathBuf, why: String },
+}
+
+/// The `adapter_config.json` fields that decide the merge.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MergeConfig {
+    pub peft_type: String,
+    #[serde(default)]
+    pub task_type: Option<String>,
+    #[serde(default)]
+    pub base_model_name_or_path: Option<String>,
+    pub r: usize,
+    pub lora_alpha: f64,
+    #[serde(default)]
+    pub rank_pattern: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    pub alpha_pattern: BTreeMap<String, f64>,
+    #[serde(default)]
+    pub use_rslora: bool,
+    #[serde(default)]
+    pub use_dora: bool,
+    #[serde(default)]
+    pub fan_in_fan_out: bool,
+    #[serde(default)]
+    pub modules_to_save: Option<Vec<String>>,
+}
+
+/// A PEFT adapter folder, read and checked.
+#[derive(Debug)]
+pub struct AdapterFolder {
+    pub dir: PathBuf,
+    pub config: MergeConfig,
+    pub tensors: Vec<(String, Tensor)>,
+    /// Class names, when the folder sits in an ardpipe run directory (`../labels.json`).
+    pub labels: Option<Vec<String>>,
+}
+
+/// What a merge did, for the user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MergeReport {
+    pub modules: usize,
+    pub head_tensors: usize,
+    pub ranks: Vec<(String, usize)>,
+}
+
+impl AdapterFolder {
+    /// Read `path`: a PEFT adapter folder, or an ardpipe run directory (its `adapter/`).
+    pub fn read(path: &Path) -> Result<AdapterFolder, PeftMergeError> {
+        let dir = if path.join(CONFIG_FILE).is_file() {
+            path.to_path_buf()
+        } else if path.join("adapter").join(CONFIG_FILE).is_file() {
+            path.join("adapter")
+        } else {
+            return Err(PeftMergeError::Folder {
+                path: path.to_path_buf(),
+                why: format!(
+                    "no {CONFIG_FILE} here or in adapter/: give a PEFT adapter folder or an ardpipe run directory that finished its export"
+                ),
+            });
+        };
+        let folder_err = |why: String| PeftMergeError::Folder {
+            path: dir.clone(),
+            why,
+        };
+        let text = std::fs::read_to_string(dir.join(CONFIG_FILE))
+            .map_err(|e| folder_err(format!("cannot read {CONFIG_FILE}: {e}")))?;
+        let config: MergeConfig = serde_json::from_str(&text)
+            .map_err(|e| folder_err(format!("{CONFIG_FILE} is not a PEFT config: {e}")))?;
+        match config.peft_type.as_str() {
+            "LORA" => {}
+            other => {
+                return Err(folder_err(format!(
+                    "peft_type {other} cannot be merged here (LORA adapters, DoRA included, can)"
+                )));
+            }
+        }
+        if config.fan_in_fan_out {
+            return Err(folder_err(
+                "fan_in_fan_out = true (GPT-2-style Conv1D weights) does not fit these models"
+                    .into(),
+            ));
+        }
+        let weights = dir.join(WEIGHTS_FILE);
+        if !weights.is_file() {
+            return Err(folder_err(format!(
+                "{WEIGHTS_FILE} is missing (adapter_model.bin, PyTorch's pickle format, is not read: re-save with safe_serialization=True)"
+            )));
+        }
+        let tensors = read_safetensors(&weights).map_err(|e| folder_err(e.to_string()))?;
+        let labels = dir
+            .parent()
+            .map(|run| run.join("labels.json"))
+            .filter(|p| p.is_file())
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|t| serde_json::from_str::<Vec<String>>(&t).ok());
+        Ok(AdapterFolder {
+            dir,
+            config,
+            tensors,
+            labels,
+        })
+    }
+
+    /// Rows of the saved classifier (`classifier.weight`), when the adapter trained one.
+    pub fn classifier_rows(&self) -> Option<usize> {
+        self.tensors
+            .iter()
+            .find(|(n, _)| n.ends_with("classifier.weight"))
+            .map(|(_, t)| t.size()[0] as usize)
+    }
+
+    fn rank_of(&self, module: &str) -> usize {
+        pattern_value(&self.config.rank_pattern, module)
+            .and_then(|v| v.as_u64())
+            .map_or(self.config.r, |r| r as usize)
+    }
+
+    fn alpha_of(&self, module: &str) -> f64 {
+        self.config
+            .alpha_pattern
+            .iter()
+            .find(|(k, _)| suffix_match(k, module))
+            .map_or(self.config.lora_alpha, |(_, a)| *a)
+    }
+
+    /// Merge into `linears` and copy the head into `head` (name → tensor, transformers' names).
+    pub fn merge_into(
+        &self,
+        linears: Vec<&mut AdaptableLinear>,
+        head: &[(String, Tensor)],
+    ) -> Result<MergeReport, PeftMergeError> {
+        let mismatch = |why: String| PeftMergeError::Mismatch {
+            path: self.dir.clone(),
+            why,
+        };
+        let mut used = vec![false; self.tensors.len()];
+        let find = |name: &str, used: &mut Vec<bool>| -> Option<Tensor> {
+            let i = self.tensors.iter().position(|(n, _)| n == name)?;
+            used[i] = true;
+            Some(self.tensors[i].1.shallow_clone())
+        };
+        let mut report = MergeReport {
+            modules: 0,
+            head_tensors: 0,
+            ranks: vec![],
+        };
+        for lin in linears {
+            let pre = format!("base_model.model.{}", lin.path);
+            let a = find(&format!("{pre}.lora_A.weight"), &mut used);
+            let b = find(&format!("{pre}.lora_B.weight"), &mut used);
+            let (a, b) = match (a, b) {
+                (Some(a), Some(b)) => (a, b),
+                (None, None) => continue,
+                _ => {
+                    return Err(mismatch(format!(
+                        "`{}` has only one of lora_A and lora_B",
+                        lin.path
+                    )));
+                }
+            };
+            let magnitude = find(&format!("{pre}.lora_magnitude_vector"), &mut used);
+            let r = a.size()[0] as usize;
+            let w = lin.base.weight.shallow_clone();
+            let (d_out, d_in) = (w.size()[0], w.size()[1]);
+            if a.size() != [r as i64, d_in] || b.size() != [d_out, r as i64] {
+                return Err(mismatch(format!(
+                    "`{}`: lora_A is {:?} and lora_B {:?}, but the module is [{d_out}, {d_in}]: the adapter was trained on another model",
+                    lin.path,
+                    a.size(),
+                    b.size()
+                )));
+            }
+            let r_cfg = self.rank_of(&lin.path);
+            if r_cfg != r {
+                return Err(mismatch(format!(
+                    "`{}` holds rank {r} but the config says {r_cfg} (check rank_pattern)",
+                    lin.path
+                )));
+            }
+            let alpha = self.alpha_of(&lin.path);
+            let scale = if self.config.use_rslora {
+                alpha / (r as f64).sqrt()
+            } else {
+                alpha / r as f64
+            };
+            tch::no_grad(|| {
+                let device = w.device();
+                let delta = b
+                    .to_device(device)
+                    .to_kind(Kind::Float)
+                    .matmul(&a.to_device(device).to_kind(Kind::Float))
+                    * scale;
+                let mut merged = w.to_kind(Kind::Float) + delta;
+                if let Some(m) = &magnitude {
+                    // DoRA: each output row rescaled to its learned magnitude (PEFT's weight norm
+                    // is over the input axis of W + s·BA).
+                    let norm = merged.norm_scalaropt_dim(2.0, [1i64].as_slice(), true);
+                    merged = merged / norm * m.to_device(device).to_kind(Kind::Float).view([-1, 1]);
+                }
+                w.shallow_clone().copy_(&merged.to_kind(w.kind()));
+            });
+            report.modules += 1;
+            report.ranks.push((lin.path.clone(), r));
+        }
+        for (name, t) in head {
+            if let Some(src) = find(&format!("base_model.model.{name}"), &mut used) {
+                if src.size() != t.size() {
+                    return Err(mismatch(format!(
+                        "`{name}` is {:?} in the adapter but {:?} in the model",
+                        src.size(),
+                        t.size()
+                    )));
+                }
+                tch::no_grad(|| t.shallow_clone().copy_(&src.to_kind(t.kind())));
+                report.head_tensors += 1;
+            }
+        }
+        let strays: Vec<&str> = self
+            .tensors
+            .iter()
+            .zip(&used)
+            .filter(|(_, u)| !**u)
+            .map(|((n, _), _)| n.as_str())
+            .collect();
+        if !strays.is_empty() {
+            return Err(mismatch(format!(
+                "{} tensor(s) match no module of this model, e.g. `{}`: the adapter was trained on another model (base {})",
+                strays.len(),
+                strays[0],
+                self.config
+                    .base_model_name_or_path
+                    .as_deref()
+                    .unwrap_or("unknown")
+            )));
+        }
+        if report.modules == 0 {
+            return Err(mismatch(
+                "no LoRA pair matches a module of this model".into(),
+            ));
+        }
+        Ok(report)
+    }
+}
+
+/// PEFT's pattern keys match a module name as a suffix on a `.` boundary.
+fn suffix_match(key: &str, module: &str) -> bool {
+    module == key || module.ends_with(&format!(".{key}"))
+}
+
+fn pattern_value<'a>(
+    pattern: &'a BTreeMap<String, serde_json::Value>,
+    module: &str,
+) -> Option<&'a serde_json::Value> {
+    pattern
+        .iter()
+        .find(|(k, _)| suffix_match(k, module))
+        .map(|(_, v)| v)
+}
