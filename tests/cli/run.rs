@@ -1,5 +1,6 @@
 //! `ardpipe run` end to end on the real MiniLM and health tweets: a short ARD-LoRA run exports
-//! a PEFT adapter, and a run stopped after a checkpoint resumes to the same adapter.
+//! a PEFT adapter that Python PEFT loads to the same logits, and a run killed (SIGKILL) after a
+//! checkpoint resumes to the same adapter.
 //!
 //! The runs here use `--threads 1`: libtorch's two-thread CPU kernels are not bitwise
 //! reproducible from process to process (on the 2-core dev machine 4 of 70 identical runs
@@ -9,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn run_quickstart(out: &Path, extra: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+fn quickstart_command(out: &Path, extra: &[&str]) -> Command {
     let mut args: Vec<String> = vec![
         "run".into(),
         "pipelines/quickstart.ard".into(),
@@ -39,10 +40,13 @@ fn run_quickstart(out: &Path, extra: &[&str], env: &[(&str, &str)]) -> std::proc
         .args(&args)
         .env("ARDPIPE_COLOR", "never")
         .env("COLUMNS", "1000");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("ardpipe runs")
+    cmd
+}
+
+fn run_quickstart(out: &Path, extra: &[&str]) -> std::process::Output {
+    quickstart_command(out, extra)
+        .output()
+        .expect("ardpipe runs")
 }
 
 fn fresh_dir(name: &str) -> PathBuf {
@@ -54,7 +58,7 @@ fn fresh_dir(name: &str) -> PathBuf {
 #[test]
 fn short_ard_lora_run_exports_a_peft_adapter_and_resumes_exactly() {
     let full = fresh_dir("full");
-    let out = run_quickstart(&full, &[], &[]);
+    let out = run_quickstart(&full, &[]);
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
@@ -86,14 +90,33 @@ fn short_ard_lora_run_exports_a_peft_adapter_and_resumes_exactly() {
     }
     assert!(md.contains("majority-class accuracy"), "{md}");
 
-    // Stop after step 3 (a checkpoint is there), then resume: the adapter must be identical.
+    // Kill -9 once the step-3 checkpoint is there (mid-run: three steps and the export are
+    // still to come), then resume in a new process: the adapter must be identical.
     let split = fresh_dir("split");
-    let stopped = run_quickstart(&split, &[], &[("ARDPIPE_STOP_AFTER_STEPS", "3")]);
+    let mut child = quickstart_command(&split, &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let latest = split.join("quickstart/checkpoints/latest");
+    let t0 = std::time::Instant::now();
+    while !latest.exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before its first checkpoint"
+        );
+        assert!(
+            t0.elapsed().as_secs() < 600,
+            "no checkpoint after 10 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     assert!(
-        stopped.status.success(),
-        "{}",
-        String::from_utf8_lossy(&stopped.stderr)
+        child.try_wait().unwrap().is_none(),
+        "the run finished before it could be killed"
     );
+    child.kill().unwrap(); // SIGKILL
+    let _ = child.wait();
     assert!(
         !split
             .join("quickstart/adapter/adapter_model.safetensors")
@@ -130,7 +153,7 @@ fn short_ard_lora_run_exports_a_peft_adapter_and_resumes_exactly() {
 #[test]
 fn a_selector_that_matches_nothing_is_a_clear_error() {
     let d = fresh_dir("bad");
-    let out = run_quickstart(&d, &["--set", "adapter.qv.modules=[q_proj]"], &[]);
+    let out = run_quickstart(&d, &["--set", "adapter.qv.modules=[q_proj]"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
@@ -188,7 +211,14 @@ fn peft_loads_the_export_and_agrees(run: &Path) {
     // The same adapter on a different model is refused, naming why.
     let smollm2 = repo().join(".ardpipe/assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
     let wrong = Command::new(env!("CARGO_BIN_EXE_ardpipe"))
-        .args(["generate", "--model", smollm2.to_str().unwrap(), "--prompt", "hi", "--adapter"])
+        .args([
+            "generate",
+            "--model",
+            smollm2.to_str().unwrap(),
+            "--prompt",
+            "hi",
+            "--adapter",
+        ])
         .arg(run)
         .env("ARDPIPE_COLOR", "never")
         .env("COLUMNS", "1000")

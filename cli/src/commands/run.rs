@@ -70,7 +70,7 @@ pub fn run(
         let opts = RunOptions {
             resume: resume.map(Path::to_path_buf),
             quiet,
-            stop_after: stop_after(),
+            stop_after: None,
             variant: (!pipeline.variants.is_empty()).then(|| variant.to_string()),
         };
         match train::run(p, &opts) {
@@ -118,13 +118,6 @@ pub(crate) fn select_runs<'p>(
             pipeline.name
         )),
     }
-}
-
-/// A test hook: `ARDPIPE_STOP_AFTER_STEPS=N` stops like a kill after N steps (checkpoint kept).
-fn stop_after() -> Option<u64> {
-    std::env::var("ARDPIPE_STOP_AFTER_STEPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
 }
 
 fn saved_pipeline(dir: &Path) -> miette::Result<Pipeline> {
