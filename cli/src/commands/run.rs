@@ -164,7 +164,14 @@ fn print_summary(p: &Pipeline, s: &RunSummary) {
     );
     if let Some(e) = &s.final_eval {
         for (k, v) in &e.metrics {
-            println!("{:<10} {v:.4}", k);
+            let before = s
+                .initial_eval
+                .iter()
+                .flatten()
+                .find(|(name, _)| name == k)
+                .map(|(_, b)| format!(" (before training {b:.4})"))
+                .unwrap_or_default();
+            println!("{:<10} {v:.4}{before}", k);
         }
     }
     if let Some(b) = s.majority_baseline {

@@ -185,6 +185,9 @@ impl Trainer {
                 summary.steps, self.state.train_seconds, summary.tokens_per_second
             ),
         )];
+        for (k, v) in summary.initial_eval.iter().flatten() {
+            rows.push((format!("{k} before training"), format!("{v:.4}")));
+        }
         if let Some(e) = &summary.final_eval {
             for (k, v) in &e.metrics {
                 rows.push((format!("final {k}"), format!("{v:.4}")));

@@ -105,6 +105,8 @@ pub struct RunSummary {
     pub stopped_early: bool,
     pub interrupted: bool,
     pub final_eval: Option<EvalResult>,
+    /// A causal LM's evaluation before training (the base model's perplexity).
+    pub initial_eval: Option<Vec<(String, f64)>>,
     /// Accuracy of always predicting the most frequent training label (classification only).
     pub majority_baseline: Option<f64>,
     pub trainable_parameters: usize,

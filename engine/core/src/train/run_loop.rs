@@ -165,6 +165,21 @@ impl Trainer {
             // not at the first evaluation after minutes of training.
             MetricPlugins::create(&self.pipeline)?;
         }
+        if self.state.step == 0
+            && self.state.initial_eval.is_none()
+            && matches!(self.pipeline.model.head, p::Head::CausalLm)
+            && self.pipeline.evaluate.is_some()
+            && let Some(eval) = self.evaluate()?
+        {
+            // The base model's own score: "perplexity before → after" is what a user asks.
+            let mut rec = json!({ "step": 0, "split": "eval", "initial": true });
+            for (k, v) in &eval.metrics {
+                rec[k] = json!(v);
+            }
+            self.log_metrics(rec)?;
+            progress.message(&format!("before training: {}", format_eval(&eval)));
+            self.state.initial_eval = Some(eval.metrics);
+        }
         while self.state.step < self.total_steps && !self.state.stopped_early {
             let (task, reg, tokens) = self.step()?;
             self.state.step += 1;
@@ -186,6 +201,8 @@ impl Trainer {
             } else {
                 progress.tick(step);
             }
+            // Evaluations and checkpoints are not training: keep them out of tokens/s.
+            let pause = Instant::now();
             if let Some(every) = self.eval_every
                 && step.is_multiple_of(every)
                 && step < self.total_steps
@@ -209,6 +226,7 @@ impl Trainer {
                 self.state.train_seconds = seconds_before + started.elapsed().as_secs_f64();
                 self.save_checkpoint()?;
             }
+            window_start += pause.elapsed();
             if opts.stop_after.is_some_and(|s| step >= s) && step < self.total_steps {
                 interrupted = true;
                 break;
@@ -272,6 +290,7 @@ impl Trainer {
             stopped_early: self.state.stopped_early,
             interrupted,
             final_eval,
+            initial_eval: self.state.initial_eval.clone(),
             majority_baseline: self.data.majority_baseline(),
             trainable_parameters: trainable_now,
             base_parameters: self.base_parameters,

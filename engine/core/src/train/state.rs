@@ -23,6 +23,9 @@ pub struct LoopState {
     pub trainable_parameters: usize,
     /// Seconds spent training before this process (for throughput across resumes).
     pub train_seconds: f64,
+    /// A causal LM's evaluation before the first step (what the base model scores).
+    #[serde(default)]
+    pub initial_eval: Option<Vec<(String, f64)>>,
 }
 
 impl LoopState {
