@@ -376,3 +376,26 @@ fn storage_dtype_without_autocast_is_refused() {
     let e = err_text(load_causal_lm(&dir, &opts).err().unwrap());
     assert!(e.contains("needs autocast"), "{e}");
 }
+
+/// Full-parameter training backpropagates through every layer's residual stream: no forward
+/// op may modify in place a tensor that a norm saved for its backward pass.
+#[test]
+fn llama_backward_reaches_every_base_weight() {
+    let hf = hf_llama("backward", &llama_weights());
+    let lm = load_causal_lm(&hf, &LoadOptions::default()).unwrap();
+    let params = lm.model.base_parameters();
+    for (_, p) in &params {
+        let _ = p.shallow_clone().set_requires_grad(true);
+    }
+    let ids = Tensor::from_slice(&[1i64, 5, 9, 63, 0, 7]).unsqueeze(0);
+    let logits = lm.model.forward(&ids, None, true).unwrap();
+    logits.square().mean(tch::Kind::Float).backward();
+    for (name, p) in &params {
+        let g = p.grad();
+        assert!(g.defined(), "{name} got no gradient");
+        assert!(
+            g.abs().sum(tch::Kind::Float).double_value(&[]) > 0.0,
+            "{name}: zero gradient"
+        );
+    }
+}

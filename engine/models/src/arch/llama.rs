@@ -367,10 +367,10 @@ impl Llama {
             let a = a.transpose(1, 2).reshape([b, t, nh * hd]);
             // Out of place: the norms saved `x` for their backward pass, and an in-place add
             // would invalidate it as soon as anything upstream of `x` trains.
-            x = x + l.o_proj.forward(&a, train);
+            x = x.g_add(&l.o_proj.forward(&a, train));
             let h = l.post_attention_layernorm.forward(&x);
             let g = l.gate_proj.forward(&h, train).silu() * l.up_proj.forward(&h, train);
-            x = x + l.down_proj.forward(&g, train);
+            x = x.g_add(&l.down_proj.forward(&g, train));
         }
         Ok(self.norm.forward(&x))
     }
