@@ -15,5 +15,6 @@ fi
 # The same profile as scripts/setup.sh, so nothing compiles twice.
 phase "cargo fmt --check" cargo fmt --all --check
 phase "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
-phase "cargo test" cargo test --workspace
+# --no-fail-fast: one red test binary must not hide what the others would say.
+phase "cargo test" cargo test --workspace --no-fail-fast
 phase_summary

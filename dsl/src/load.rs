@@ -174,13 +174,21 @@ impl<'a> Loader<'a> {
                     .label("not readable")
                     .help(format!(
                         "the path is relative to this file; it resolved to {}",
-                        path.display()
+                        shown(&path)
                     )),
                 );
                 Vec::new()
             }
         }
     }
+}
+
+/// A path as the user can use it: relative to the current directory when it lies inside it.
+fn shown(path: &Path) -> String {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(|r| r.display().to_string()))
+        .unwrap_or_else(|| path.display().to_string())
 }
 
 fn read(path: &Path) -> Result<String, String> {
