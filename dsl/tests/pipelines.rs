@@ -127,10 +127,11 @@ fn causal_lm_uses_gguf_and_perplexity() {
     assert!(matches!(
         p.datasets[0].source,
         Source::Text {
-            mode: TextMode::Documents,
+            mode: TextMode::Lines,
             ..
         }
     ));
+    assert_eq!(p.datasets[0].preprocess.block_size, 128);
     assert_eq!(
         p.adapters[1].targets.layers,
         Indices::Only((15..=29).collect())
