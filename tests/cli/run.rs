@@ -70,6 +70,10 @@ fn short_ard_lora_run_exports_a_peft_adapter_and_resumes_exactly() {
             .unwrap();
     assert_eq!(cfg["peft_type"], "LORA");
     assert_eq!(cfg["task_type"], "SEQ_CLS");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["status"], "completed", "{manifest}");
+    assert!(manifest["ended_at"].is_string(), "{manifest}");
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     assert!(metrics.lines().count() >= 3, "{metrics}");
     peft_loads_the_export_and_agrees(&run);
@@ -140,6 +144,11 @@ fn short_ard_lora_run_exports_a_peft_adapter_and_resumes_exactly() {
         "{}",
         String::from_utf8_lossy(&resumed.stderr)
     );
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["status"], "completed", "{m}");
+    assert_eq!(m["resumptions"].as_array().unwrap().len(), 1, "{m}");
+    assert_eq!(m["resumptions"][0]["from_step"], 3, "{m}");
     let a = std::fs::read(run.join("adapter/adapter_model.safetensors")).unwrap();
     let b = std::fs::read(dir.join("adapter/adapter_model.safetensors")).unwrap();
     assert!(

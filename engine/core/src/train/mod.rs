@@ -366,7 +366,22 @@ impl Trainer {
 pub fn run(pipeline: &p::Pipeline, opts: &RunOptions) -> Result<RunSummary, TrainError> {
     let t0 = Instant::now();
     let mut trainer = setup::prepare(pipeline, opts)?;
-    let summary = trainer.train_loop(opts)?;
+    let summary = match trainer.train_loop(opts) {
+        Ok(s) => s,
+        Err(e) => {
+            // Best effort: the error being reported matters more than the manifest write.
+            let _ = trainer.update_manifest(|m| m.finish(crate::manifest::RunStatus::Failed));
+            return Err(e);
+        }
+    };
+    if !summary.interrupted {
+        let status = if summary.stopped_early {
+            crate::manifest::RunStatus::Stopped
+        } else {
+            crate::manifest::RunStatus::Completed
+        };
+        trainer.update_manifest(|m| m.finish(status))?;
+    }
     Ok(RunSummary {
         wall_seconds: t0.elapsed().as_secs_f64(),
         ..summary
