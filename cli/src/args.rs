@@ -171,8 +171,12 @@ pub enum InspectWhat {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
-    /// A run directory: manifest, metrics, learned ranks.
-    Run { path: PathBuf },
+    /// A run directory: manifest, status, last evaluation, checkpoints, export.
+    Run {
+        path: PathBuf,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
 }
 
 #[derive(Debug, Subcommand)]

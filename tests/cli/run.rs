@@ -74,6 +74,25 @@ fn short_ard_lora_run_exports_a_peft_adapter_and_resumes_exactly() {
         serde_json::from_slice(&std::fs::read(run.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["status"], "completed", "{manifest}");
     assert!(manifest["ended_at"].is_string(), "{manifest}");
+    let shown = Command::new(env!("CARGO_BIN_EXE_ardpipe"))
+        .args(["inspect", "run", run.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    for want in [
+        "status     completed",
+        "latest checkpoint step-0000006",
+        "last eval  step 6",
+        "adapter    ",
+    ] {
+        assert!(shown.contains(want), "missing {want:?} in\n{shown}");
+    }
+    let not_a_run = Command::new(env!("CARGO_BIN_EXE_ardpipe"))
+        .args(["inspect", "run", std::env::temp_dir().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(not_a_run.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&not_a_run.stderr).contains("is not a run directory"));
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     assert!(metrics.lines().count() >= 3, "{metrics}");
     peft_loads_the_export_and_agrees(&run);

@@ -8,6 +8,7 @@ mod embed;
 mod fmt;
 mod generate;
 mod inspect;
+mod inspect_run;
 mod plan;
 mod plugin;
 mod run;
@@ -53,8 +54,8 @@ pub fn dispatch(command: Command, global: &Global) -> miette::Result<Code> {
             what: InspectWhat::Model { path, format },
         } => inspect::model(&path, format),
         Command::Inspect {
-            what: InspectWhat::Run { .. },
-        } => unavailable("inspect run", 5),
+            what: InspectWhat::Run { path, format },
+        } => inspect_run::run(&path, format),
         Command::Generate(args) => generate::run(args),
         Command::Classify(args) => classify::run(args),
         Command::Embed(args) => embed::run(args),
