@@ -118,11 +118,17 @@ fn check_impl(path: &Path, text: Option<&str>, ctx: &Context) -> Result<Checked,
 
     // Overrides edit the tree, so they are checked like file content.
     let override_dir = ctx.cwd.clone().unwrap_or_else(|| dir.clone());
+    // Block overrides again after each variant's expansion: the command line wins over a
+    // variant that replaces a whole block, not just over the base file.
+    let mut block_overrides = Vec::new();
     for (i, o) in ctx.overrides.iter().enumerate() {
         let id = sources.add(format!("--set #{}", i + 1), None, o);
         base_dirs.insert(id, override_dir.clone());
         if let Some(entry) = parse::parse_override(o, id, &mut sink) {
             overrides::apply(&mut items, &entry, Some(&mut scope), &mut sink);
+            if entry.key.first().is_some_and(|k| k.name != "let") {
+                block_overrides.push(entry);
+            }
         }
     }
 
@@ -154,7 +160,10 @@ fn check_impl(path: &Path, text: Option<&str>, ctx: &Context) -> Result<Checked,
         if !seen.insert(label.name.clone()) {
             continue;
         }
-        let run_items = variant_items(&base_items, v, &mut cx);
+        let mut run_items = variant_items(&base_items, v, &mut cx);
+        for e in &block_overrides {
+            overrides::apply(&mut run_items, e, None, cx.sink);
+        }
         let vp = check::check_run(&run_items, &abs, &mut cx);
         uses.variants
             .insert(label.name.clone(), std::mem::take(&mut cx.plugin_uses));

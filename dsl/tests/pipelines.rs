@@ -137,3 +137,27 @@ fn causal_lm_uses_gguf_and_perplexity() {
         Indices::Only((15..=29).collect())
     );
 }
+
+#[test]
+fn command_line_overrides_win_over_variants() {
+    let path = repo().join("pipelines/compare_baselines.ard");
+    let mut c = ctx();
+    c.overrides = vec![
+        "output.dir=\"/tmp/x/{variant}\"".into(),
+        "train.steps=300".into(),
+    ];
+    let p = match ardpipe_dsl::check_file(&path, &c) {
+        Ok(c) => c.pipeline,
+        Err(d) => panic!("{}", render(&d)),
+    };
+    // The `full` variant replaces the whole output block; the override still applies.
+    for v in &p.variants {
+        assert_eq!(v.pipeline.output.dir, "/tmp/x/{variant}", "{}", v.name);
+        assert_eq!(
+            v.pipeline.train.duration,
+            ardpipe_dsl::pipeline::Duration::Steps(300),
+            "{}",
+            v.name
+        );
+    }
+}

@@ -217,7 +217,13 @@ fn alpha(b: &Block, r0: u32, cx: &mut Ctx) -> Option<AlphaBounds> {
     let max = r.number("max", 0.0, 1e3, cx);
     r.finish(&["init", "min", "max"], &[], &|_| None, cx);
     let (min, max) = (min.unwrap_or(0.0), max.unwrap_or(4.0));
-    let init = init.unwrap_or(1.0_f64.clamp(min, max));
+    // The default init is 1 within the bounds; with min > max there are no bounds to clamp to
+    // (f64::clamp would panic) and the error below says so.
+    let init = init.unwrap_or(if min < max {
+        1.0_f64.clamp(min, max)
+    } else {
+        min
+    });
     if min >= max || init < min || init > max {
         cx.push(
             Problem::error(Code::Contradiction, b.kind.span, format!(
