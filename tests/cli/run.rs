@@ -10,6 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::ardpipe;
+
 fn quickstart_command(out: &Path, extra: &[&str]) -> Command {
     let mut args: Vec<String> = vec![
         "run".into(),
@@ -74,10 +76,7 @@ fn short_ard_lora_run_exports_a_peft_adapter_and_resumes_exactly() {
         serde_json::from_slice(&std::fs::read(run.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["status"], "completed", "{manifest}");
     assert!(manifest["ended_at"].is_string(), "{manifest}");
-    let shown = Command::new(env!("CARGO_BIN_EXE_ardpipe"))
-        .args(["inspect", "run", run.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let shown = ardpipe(&["inspect", "run", run.to_str().unwrap()]);
     let shown = String::from_utf8_lossy(&shown.stdout);
     for want in [
         "status     completed",
@@ -87,10 +86,7 @@ fn short_ard_lora_run_exports_a_peft_adapter_and_resumes_exactly() {
     ] {
         assert!(shown.contains(want), "missing {want:?} in\n{shown}");
     }
-    let not_a_run = Command::new(env!("CARGO_BIN_EXE_ardpipe"))
-        .args(["inspect", "run", std::env::temp_dir().to_str().unwrap()])
-        .output()
-        .unwrap();
+    let not_a_run = ardpipe(&["inspect", "run", std::env::temp_dir().to_str().unwrap()]);
     assert_eq!(not_a_run.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&not_a_run.stderr).contains("is not a run directory"));
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
@@ -146,18 +142,14 @@ fn short_ard_lora_run_exports_a_peft_adapter_and_resumes_exactly() {
             .exists()
     );
     let dir = split.join("quickstart");
-    let resumed = Command::new(env!("CARGO_BIN_EXE_ardpipe"))
-        .args([
-            "run",
-            "-q",
-            "--threads",
-            "1",
-            "--resume",
-            dir.to_str().unwrap(),
-        ])
-        .env("ARDPIPE_COLOR", "never")
-        .output()
-        .unwrap();
+    let resumed = ardpipe(&[
+        "run",
+        "-q",
+        "--threads",
+        "1",
+        "--resume",
+        dir.to_str().unwrap(),
+    ]);
     assert!(
         resumed.status.success(),
         "{}",
@@ -206,20 +198,16 @@ fn peft_loads_the_export_and_agrees(run: &Path) {
     ];
     let minilm = repo().join(".ardpipe/assets/minilm");
     let mut args = vec![
-        "classify".to_string(),
-        "--model".into(),
-        minilm.display().to_string(),
-        "--adapter".into(),
-        run.display().to_string(),
-        "--format".into(),
-        "json".into(),
+        "classify",
+        "--model",
+        minilm.to_str().unwrap(),
+        "--adapter",
+        run.to_str().unwrap(),
+        "--format",
+        "json",
     ];
-    args.extend(texts.iter().map(|t| t.to_string()));
-    let out = Command::new(env!("CARGO_BIN_EXE_ardpipe"))
-        .args(&args)
-        .env("ARDPIPE_COLOR", "never")
-        .output()
-        .unwrap();
+    args.extend(texts);
+    let out = ardpipe(&args);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
@@ -238,20 +226,15 @@ fn peft_loads_the_export_and_agrees(run: &Path) {
     assert_eq!(probs[0][0].as_str().unwrap(), labels[0]);
     // The same adapter on a different model is refused, naming why.
     let smollm2 = repo().join(".ardpipe/assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    let wrong = Command::new(env!("CARGO_BIN_EXE_ardpipe"))
-        .args([
-            "generate",
-            "--model",
-            smollm2.to_str().unwrap(),
-            "--prompt",
-            "hi",
-            "--adapter",
-        ])
-        .arg(run)
-        .env("ARDPIPE_COLOR", "never")
-        .env("COLUMNS", "1000")
-        .output()
-        .unwrap();
+    let wrong = ardpipe(&[
+        "generate",
+        "--model",
+        smollm2.to_str().unwrap(),
+        "--prompt",
+        "hi",
+        "--adapter",
+        run.to_str().unwrap(),
+    ]);
     let werr = String::from_utf8_lossy(&wrong.stderr);
     assert_eq!(wrong.status.code(), Some(1), "{werr}");
     assert!(werr.contains("trained on another model"), "{werr}");

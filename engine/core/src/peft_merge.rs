@@ -142,11 +142,9 @@ impl AdapterFolder {
     }
 
     fn alpha_of(&self, module: &str) -> f64 {
-        self.config
-            .alpha_pattern
-            .iter()
-            .find(|(k, _)| suffix_match(k, module))
-            .map_or(self.config.lora_alpha, |(_, a)| *a)
+        pattern_value(&self.config.alpha_pattern, module)
+            .copied()
+            .unwrap_or(self.config.lora_alpha)
     }
 
     /// Merge into `linears` and copy the head into `head` (name → tensor, transformers' names).
@@ -273,10 +271,8 @@ fn suffix_match(key: &str, module: &str) -> bool {
     module == key || module.ends_with(&format!(".{key}"))
 }
 
-fn pattern_value<'a>(
-    pattern: &'a BTreeMap<String, serde_json::Value>,
-    module: &str,
-) -> Option<&'a serde_json::Value> {
+/// The `rank_pattern` / `alpha_pattern` entry that applies to `module`, if any.
+fn pattern_value<'a, V>(pattern: &'a BTreeMap<String, V>, module: &str) -> Option<&'a V> {
     pattern
         .iter()
         .find(|(k, _)| suffix_match(k, module))

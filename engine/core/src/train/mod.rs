@@ -336,13 +336,7 @@ impl Trainer {
             }
         }
         for block in &mut self.adalora {
-            let mut adapters: Vec<&mut ardpipe_adapters::adalora::AdaLora> = self
-                .model
-                .linears_mut()
-                .into_iter()
-                .filter(|l| block.paths.contains(&l.path))
-                .filter_map(|l| l.adapter.as_mut().and_then(|a| a.as_adalora_mut()))
-                .collect();
+            let mut adapters = self.model.adalora_adapters(&block.paths);
             block
                 .allocator
                 .update_and_allocate(&mut adapters, step_done as usize)?;

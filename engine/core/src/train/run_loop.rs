@@ -105,6 +105,19 @@ impl Trainer {
         Ok(())
     }
 
+    /// One evaluation as a `metrics.jsonl` record; `marker` (`initial`, `final`) flags the
+    /// evaluations before and after training. Its keys are [`RECORD_KEYS`].
+    fn log_eval(&self, eval: &EvalResult, marker: Option<&str>) -> Result<(), TrainError> {
+        let mut rec = json!({ "step": eval.step, "split": "eval" });
+        if let Some(m) = marker {
+            rec[m] = json!(true);
+        }
+        for (k, v) in &eval.metrics {
+            rec[k] = json!(v);
+        }
+        self.log_metrics(rec)
+    }
+
     fn log_ranks(&self) -> Result<(), TrainError> {
         let units: Vec<_> = self
             .model
@@ -172,11 +185,7 @@ impl Trainer {
             && let Some(eval) = self.evaluate()?
         {
             // The base model's own score: "perplexity before → after" is what a user asks.
-            let mut rec = json!({ "step": 0, "split": "eval", "initial": true });
-            for (k, v) in &eval.metrics {
-                rec[k] = json!(v);
-            }
-            self.log_metrics(rec)?;
+            self.log_eval(&eval, Some("initial"))?;
             progress.message(&format!("before training: {}", format_eval(&eval)));
             self.state.initial_eval = Some(eval.metrics);
         }
@@ -208,11 +217,7 @@ impl Trainer {
                 && step < self.total_steps
                 && let Some(eval) = self.evaluate()?
             {
-                let mut rec = json!({ "step": step, "split": "eval" });
-                for (k, v) in &eval.metrics {
-                    rec[k] = json!(v);
-                }
-                self.log_metrics(rec)?;
+                self.log_eval(&eval, None)?;
                 progress.message(&format_eval(&eval));
                 if self.early_stop_check(&eval) {
                     self.state.stopped_early = true;
@@ -240,11 +245,7 @@ impl Trainer {
         }
         let final_eval = self.evaluate()?;
         if let Some(eval) = &final_eval {
-            let mut rec = json!({ "step": self.state.step, "split": "eval", "final": true });
-            for (k, v) in &eval.metrics {
-                rec[k] = json!(v);
-            }
-            self.log_metrics(rec)?;
+            self.log_eval(eval, Some("final"))?;
         }
         self.log_ranks()?;
         self.save_checkpoint()?;
@@ -313,7 +314,7 @@ pub fn metric_name(m: &p::Metric) -> String {
 }
 
 /// Keys of a metrics.jsonl record that are not metrics.
-const RECORD_KEYS: &[&str] = &["step", "split", "final"];
+const RECORD_KEYS: &[&str] = &["step", "split", "initial", "final"];
 
 /// A plugin's scalar keeps its own name unless a metric already has it (or it is a record key):
 /// then it is `PLUGIN.NAME`, so nothing is overwritten in metrics.jsonl.

@@ -224,13 +224,7 @@ impl Trainer {
             if let Some((_, st)) = meta.adalora_allocators.iter().find(|(n, _)| n == &b.name) {
                 b.allocator.load_state(st.clone(), &s)?;
             }
-            let mut adapters: Vec<&mut ardpipe_adapters::adalora::AdaLora> = self
-                .model
-                .linears_mut()
-                .into_iter()
-                .filter(|l| b.paths.contains(&l.path))
-                .filter_map(|l| l.adapter.as_mut().and_then(|a| a.as_adalora_mut()))
-                .collect();
+            let mut adapters = self.model.adalora_adapters(&b.paths);
             b.allocator.sync_adapters(&mut adapters);
         }
         self.state = meta.state;

@@ -39,6 +39,18 @@ impl TaskModel {
         }
     }
 
+    /// The AdaLoRA adapters on the modules at `paths` (one allocator's block).
+    pub fn adalora_adapters(
+        &mut self,
+        paths: &[String],
+    ) -> Vec<&mut ardpipe_adapters::adalora::AdaLora> {
+        self.linears_mut()
+            .into_iter()
+            .filter(|l| paths.contains(&l.path))
+            .filter_map(|l| l.adapter.as_mut().and_then(|a| a.as_adalora_mut()))
+            .collect()
+    }
+
     /// Tensors of the task head that train with the adapters (PEFT's `modules_to_save`).
     pub fn head_parameters(&self) -> Vec<(String, Tensor)> {
         match self {
