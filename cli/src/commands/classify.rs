@@ -2,7 +2,7 @@
 
 use ardpipe_engine::models::arch::EncoderHead;
 use ardpipe_engine::models::load_encoder;
-use ardpipe_engine::models::text::classify_logits;
+use ardpipe_engine::models::text::classify_texts;
 use ardpipe_engine::models::tokenizer::load_tokenizer;
 use ardpipe_engine::peft_merge::AdapterFolder;
 use serde::Serialize;
@@ -95,13 +95,12 @@ pub fn run(a: ClassifyArgs) -> miette::Result<Code> {
     }
     let tok = load_tokenizer(&enc.location).map_err(|e| miette::miette!("{e}"))?;
     let texts: Vec<&str> = a.texts.iter().map(String::as_str).collect();
-    let logits =
-        classify_logits(&enc.model, &tok.tokenizer, &texts).map_err(|e| miette::miette!("{e}"))?;
+    let out =
+        classify_texts(&enc.model, &tok.tokenizer, &texts).map_err(|e| miette::miette!("{e}"))?;
     let rows: Vec<Row<'_>> = texts
         .iter()
-        .zip(logits)
-        .map(|(t, logits)| {
-            let p = softmax(&logits);
+        .zip(out.logits.into_iter().zip(out.probabilities))
+        .map(|(t, (logits, p))| {
             let best = p
                 .iter()
                 .enumerate()
@@ -134,11 +133,4 @@ pub fn run(a: ClassifyArgs) -> miette::Result<Code> {
         }
     }
     Ok(Code::Success)
-}
-
-fn softmax(logits: &[f32]) -> Vec<f32> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let exps: Vec<f64> = logits.iter().map(|&x| ((x - max) as f64).exp()).collect();
-    let sum: f64 = exps.iter().sum();
-    exps.iter().map(|e| (e / sum) as f32).collect()
 }

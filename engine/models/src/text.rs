@@ -58,19 +58,21 @@ pub fn embed_texts(model: &Bert, tok: &TextTokenizer, texts: &[&str]) -> Result<
 }
 
 /// Class probabilities, one row per text.
-pub fn classify_texts(model: &Bert, tok: &TextTokenizer, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-    let logits = classify_logits_tensor(model, tok, texts)?;
-    rows(&logits.softmax(-1, Kind::Float))
+/// The classifier's output, one row per text.
+#[derive(Debug, Clone)]
+pub struct Classified {
+    pub logits: Vec<Vec<f32>>,
+    pub probabilities: Vec<Vec<f32>>,
 }
 
-/// The classifier's logits per text (before the softmax).
-pub fn classify_logits(model: &Bert, tok: &TextTokenizer, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-    rows(&classify_logits_tensor(model, tok, texts)?)
-}
-
-fn classify_logits_tensor(model: &Bert, tok: &TextTokenizer, texts: &[&str]) -> Result<Tensor> {
+/// Logits and their softmax probabilities per text (one forward pass).
+pub fn classify_texts(model: &Bert, tok: &TextTokenizer, texts: &[&str]) -> Result<Classified> {
     let (ids, mask) = encode_batch(tok, texts, model.config.max_position_embeddings)?;
-    tch::no_grad(|| model.classify(&ids, &mask, false))
+    let logits = tch::no_grad(|| model.classify(&ids, &mask, false))?;
+    Ok(Classified {
+        probabilities: rows(&logits.softmax(-1, Kind::Float))?,
+        logits: rows(&logits)?,
+    })
 }
 
 fn rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
