@@ -149,11 +149,36 @@ pub enum Command {
         #[command(subcommand)]
         what: BenchWhat,
     },
-    /// Run the method comparison study (ARD-LoRA against the baselines).
-    Study {
-        #[arg(long)]
-        quick: bool,
-    },
+    /// Run the method comparison study (ARD-LoRA against the baselines) over several seeds and
+    /// write the results report.
+    Study(StudyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StudyArgs {
+    /// Study pipelines: every variant of each runs once per seed (default: pipelines/study/*.ard).
+    pub files: Vec<PathBuf>,
+    /// Seeds per variant (default 3; 1 with --quick).
+    #[arg(long)]
+    pub seeds: Option<usize>,
+    /// A smoke-sized study: one seed and a few training steps per run (what CI runs).
+    #[arg(long)]
+    pub quick: bool,
+    /// Only these variants (repeatable; default: all).
+    #[arg(long = "variant", value_name = "NAME")]
+    pub variants: Vec<String>,
+    /// Where the runs go (default: runs/study, or runs/study-quick with --quick).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The results report to write (default: docs/RESULTS.md, or OUT/RESULTS.md with --quick).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// libtorch intra-op threads for every run (default: libtorch's choice).
+    #[arg(long)]
+    pub threads: Option<i32>,
+    /// Override a pipeline value in every run, as in `ardpipe run` (repeatable).
+    #[command(flatten)]
+    pub overrides: Overrides,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

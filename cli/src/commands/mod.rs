@@ -61,7 +61,7 @@ pub fn dispatch(command: Command, global: &Global) -> miette::Result<Code> {
         Command::Embed(args) => embed::run(args),
         Command::Plugin { what } => plugin::run(what),
         Command::Bench { what } => bench::run(what),
-        Command::Study { .. } => unavailable("study", 7),
+        Command::Study(_) => unavailable("study", 7),
     }
 }
 
