@@ -10,7 +10,7 @@ fn main() {
     let ctx = ardpipe_dsl::Context {
         assets: Some("/root/.cache/ardpipe/assets".into()),
         overrides: args.collect(),
-        cwd: None,
+        ..Default::default()
     };
     match ardpipe_dsl::check_file(std::path::Path::new(&file), &ctx) {
         Ok(c) => println!(

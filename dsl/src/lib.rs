@@ -49,6 +49,9 @@ pub struct Context {
     /// Where relative paths in overrides start (the current directory of a CLI user); defaults
     /// to the pipeline file's directory.
     pub cwd: Option<PathBuf>,
+    /// Check only this variant (`--variant NAME`): the others are not run, so their settings
+    /// cannot block it (e.g. a schedule point past a `--set train.steps` that only one needs).
+    pub variant: Option<String>,
 }
 
 /// A pipeline that passed the checker, with any warnings.
@@ -160,6 +163,9 @@ fn check_impl(path: &Path, text: Option<&str>, ctx: &Context) -> Result<Checked,
         if !seen.insert(label.name.clone()) {
             continue;
         }
+        if ctx.variant.as_ref().is_some_and(|want| *want != label.name) {
+            continue;
+        }
         let mut run_items = variant_items(&base_items, v, &mut cx);
         for e in &block_overrides {
             overrides::apply(&mut run_items, e, None, cx.sink);
@@ -175,9 +181,26 @@ fn check_impl(path: &Path, text: Option<&str>, ctx: &Context) -> Result<Checked,
         }
     }
 
+    if let Some(want) = &ctx.variant
+        && !seen.is_empty()
+        && !seen.contains(want)
+    {
+        let mut names: Vec<&str> = seen.iter().map(String::as_str).collect();
+        names.sort_unstable();
+        cx.sink.push(
+            Problem::global(
+                Code::Unresolved,
+                format!("--variant {want}: the pipeline has no such variant"),
+            )
+            .help(suggest::help_for(want, "the variants are", &names)),
+        );
+    }
+
     // Variables of the top file nobody used are probably a mistake (imported ones may be shared).
+    // With one variant selected, the others' uses were not seen: say nothing then.
     let unused: Vec<_> = scope
         .lets()
+        .filter(|_| ctx.variant.is_none())
         .filter(|l| Some(l.name.span.file) == top && !scope.used.contains(&l.name.name))
         .map(|l| l.name.clone())
         .collect();

@@ -16,6 +16,7 @@ pub fn ctx() -> ardpipe_dsl::Context {
         assets: Some("/assets".into()),
         overrides: Vec::new(),
         cwd: Some(repo()),
+        ..Default::default()
     }
 }
 

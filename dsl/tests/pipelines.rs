@@ -161,3 +161,33 @@ fn command_line_overrides_win_over_variants() {
         );
     }
 }
+
+#[test]
+fn one_selected_variant_is_checked_alone() {
+    let path = repo().join("pipelines/compare_baselines.ard");
+    // Four steps: the AdaLoRA variant's `delta_t = 10 steps` lies past the end of training.
+    let mut c = ctx();
+    c.overrides = vec!["train.steps=4".into(), "train.eval_every=2 steps".into()];
+    let all = ardpipe_dsl::check_file(&path, &c).expect_err("adalora cannot fit 4 steps");
+    assert!(render(&all).contains("delta_t"), "{}", render(&all));
+    // Selecting another variant checks only that one, so it runs.
+    c.variant = Some("lora_r8".into());
+    let p = match ardpipe_dsl::check_file(&path, &c) {
+        Ok(c) => c.pipeline,
+        Err(d) => panic!("{}", render(&d)),
+    };
+    let names: Vec<&str> = p.variants.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["lora_r8"]);
+    // A misspelt variant is an error with a suggestion, not an empty run list.
+    c.variant = Some("lora_r9".into());
+    let d = ardpipe_dsl::check_file(&path, &c).expect_err("no such variant");
+    let text = render(&d);
+    assert!(
+        text.contains("--variant lora_r9: the pipeline has no such variant"),
+        "{text}"
+    );
+    assert!(
+        text.contains("did you mean `lora_r4`?") || text.contains("did you mean `lora_r8`?"),
+        "{text}"
+    );
+}

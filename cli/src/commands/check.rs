@@ -11,6 +11,15 @@ pub fn context(overrides: &Overrides) -> ardpipe_dsl::Context {
         assets: Some(ardpipe_engine::models::assets::cache_root().join("assets")),
         overrides: overrides.set.clone(),
         cwd: std::env::current_dir().ok(),
+        variant: None,
+    }
+}
+
+/// The context of a command that runs or plans one variant (`--variant NAME`) or all.
+pub fn context_for_variant(overrides: &Overrides, variant: Option<&str>) -> ardpipe_dsl::Context {
+    ardpipe_dsl::Context {
+        variant: variant.map(str::to_string),
+        ..context(overrides)
     }
 }
 

@@ -19,7 +19,7 @@ pub fn run(
     variant: Option<&str>,
     overrides: &Overrides,
 ) -> miette::Result<Code> {
-    let ctx = super::check::context(overrides);
+    let ctx = super::check::context_for_variant(overrides, variant);
     let pipeline = match ardpipe_dsl::check_file(file, &ctx) {
         Ok(c) => {
             super::check::print_diagnostics(c.warnings);

@@ -31,7 +31,7 @@ pub fn run(
     let mut uses = None;
     let pipeline = match (file, resume) {
         (Some(f), _) => {
-            let ctx = super::check::context(overrides);
+            let ctx = super::check::context_for_variant(overrides, variant);
             match ardpipe_dsl::check_file(f, &ctx) {
                 Ok(c) => {
                     super::check::print_diagnostics(c.warnings);
