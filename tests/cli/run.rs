@@ -170,6 +170,55 @@ fn short_ard_lora_run_exports_a_peft_adapter_and_resumes_exactly() {
     let _ = std::fs::remove_dir_all(&split);
 }
 
+/// The baselines export like LoRA: a short DoRA run and a short AdaLoRA run (pruning included)
+/// of the study pipeline each give a PEFT folder that Python PEFT loads to ardpipe's logits.
+#[test]
+fn dora_and_adalora_exports_load_in_peft_with_matching_logits() {
+    let root = fresh_dir("baselines");
+    for variant in ["dora", "adalora"] {
+        let dir = root.join(variant);
+        let out = Command::new(env!("CARGO_BIN_EXE_ardpipe"))
+            .current_dir(repo())
+            .args(["run", "pipelines/study/classification.ard", "-q"])
+            .args(["--threads", "1", "--variant", variant])
+            .args(["--set", "train.steps=8", "--set", "train.batch_size=8"])
+            // A high rate, so that eight steps move the adapter well past the tolerance.
+            .args(["--set", "train.lr=2e-2"])
+            .args(["--set", "dataset.tweets.split.test=1%"])
+            .args(["--set", &format!("output.dir=\"{}\"", dir.display())])
+            .env("ARDPIPE_COLOR", "never")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{variant}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cfg: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.join("adapter/adapter_config.json")).unwrap(),
+        )
+        .unwrap();
+        if variant == "dora" {
+            assert_eq!(cfg["peft_type"], "LORA");
+            assert_eq!(cfg["use_dora"], true);
+        } else {
+            assert_eq!(cfg["peft_type"], "ADALORA");
+            assert_eq!(cfg["init_r"], 12);
+            // The budget schedule pruned: some modules keep fewer than their 12 triplets.
+            let kept: Vec<usize> = cfg["rank_pattern"]
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|v| v.as_array().unwrap().iter().filter(|b| **b == true).count())
+                .collect();
+            assert_eq!(kept.len(), 12, "{cfg}");
+            assert!(kept.iter().any(|&k| k < 12), "nothing was pruned: {kept:?}");
+        }
+        peft_loads_the_export_and_agrees(&dir);
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
 #[test]
 fn a_selector_that_matches_nothing_is_a_clear_error() {
     let d = fresh_dir("bad");

@@ -1,6 +1,7 @@
-//! Apply a Hugging Face PEFT LoRA adapter folder (ardpipe's export or PEFT's own) to a loaded
-//! model by merging it into the base weights: `W += s · B·A` per adapted module, DoRA's
-//! magnitude rescaling where the folder has one, and the `modules_to_save` head copied over.
+//! Apply a Hugging Face PEFT LoRA or AdaLoRA adapter folder (ardpipe's export or PEFT's own) to a
+//! loaded model by merging it into the base weights: `W += s · B·A` per adapted module (AdaLoRA:
+//! `W += B·(A⊙E) · lora_alpha / (init_r + 1e-5)`, PEFT's SVD form), DoRA's magnitude rescaling
+//! where the folder has one, and the `modules_to_save` head copied over.
 //! This is how `ardpipe classify` / `generate --adapter` run a fine-tuned model; merged, the
 //! forward pass costs what the base model's does.
 //!
@@ -49,6 +50,10 @@ pub struct MergeConfig {
     pub fan_in_fan_out: bool,
     #[serde(default)]
     pub modules_to_save: Option<Vec<String>>,
+    /// AdaLoRA: the rank every module started with; PEFT keeps it as `ranknum` in the scale
+    /// whatever a module was pruned to.
+    #[serde(default)]
+    pub init_r: Option<usize>,
 }
 
 /// A PEFT adapter folder, read and checked.
@@ -94,9 +99,15 @@ impl AdapterFolder {
             .map_err(|e| folder_err(format!("{CONFIG_FILE} is not a PEFT config: {e}")))?;
         match config.peft_type.as_str() {
             "LORA" => {}
+            "ADALORA" if config.init_r.is_some() => {}
+            "ADALORA" => {
+                return Err(folder_err(format!(
+                    "an ADALORA {CONFIG_FILE} without `init_r`: PEFT writes it; the scale of every module depends on it"
+                )));
+            }
             other => {
                 return Err(folder_err(format!(
-                    "peft_type {other} cannot be merged here (LORA adapters, DoRA included, can)"
+                    "peft_type {other} cannot be merged here (LORA, DoRA included, and ADALORA adapters can)"
                 )));
             }
         }
@@ -168,8 +179,16 @@ impl AdapterFolder {
             head_tensors: 0,
             ranks: vec![],
         };
+        let adalora = self.config.peft_type == "ADALORA";
         for lin in linears {
             let pre = format!("base_model.model.{}", lin.path);
+            if adalora {
+                if let Some(r) = self.merge_adalora(lin, &pre, &find, &mut used)? {
+                    report.modules += 1;
+                    report.ranks.push((lin.path.clone(), r));
+                }
+                continue;
+            }
             let a = find(&format!("{pre}.lora_A.weight"), &mut used);
             let b = find(&format!("{pre}.lora_B.weight"), &mut used);
             let (a, b) = match (a, b) {
@@ -259,10 +278,78 @@ impl AdapterFolder {
         }
         if report.modules == 0 {
             return Err(mismatch(
-                "no LoRA pair matches a module of this model".into(),
+                "no LoRA pair or AdaLoRA triplet matches a module of this model".into(),
             ));
         }
         Ok(report)
+    }
+}
+
+impl AdapterFolder {
+    /// One AdaLoRA module: PEFT saves the kept triplets only (`lora_A` [k, d_in], `lora_E`
+    /// [k, 1], `lora_B` [d_out, k], no `.weight` suffix) and says which of the `init_r` it kept
+    /// in `rank_pattern["<module>.lora_E"]`. Returns the kept rank, or None when the module has
+    /// no adapter.
+    fn merge_adalora(
+        &self,
+        lin: &mut AdaptableLinear,
+        pre: &str,
+        find: &dyn Fn(&str, &mut Vec<bool>) -> Option<Tensor>,
+        used: &mut Vec<bool>,
+    ) -> Result<Option<usize>, PeftMergeError> {
+        let mismatch = |why: String| PeftMergeError::Mismatch {
+            path: self.dir.clone(),
+            why,
+        };
+        let parts = ["lora_A", "lora_E", "lora_B"].map(|p| find(&format!("{pre}.{p}"), used));
+        let [a, e, b] = match parts {
+            [Some(a), Some(e), Some(b)] => [a, e, b],
+            [None, None, None] => return Ok(None),
+            _ => {
+                return Err(mismatch(format!(
+                    "`{}` lacks one of lora_A, lora_E and lora_B",
+                    lin.path
+                )));
+            }
+        };
+        let w = lin.base.weight.shallow_clone();
+        let (d_out, d_in) = (w.size()[0], w.size()[1]);
+        let k = a.size()[0];
+        if a.size() != [k, d_in] || e.size() != [k, 1] || b.size() != [d_out, k] {
+            return Err(mismatch(format!(
+                "`{}`: lora_A is {:?}, lora_E {:?} and lora_B {:?}, but the module is [{d_out}, {d_in}]: the adapter was trained on another model",
+                lin.path,
+                a.size(),
+                e.size(),
+                b.size()
+            )));
+        }
+        let kept = pattern_value(&self.config.rank_pattern, &format!("{}.lora_E", lin.path))
+            .and_then(|v| v.as_array())
+            .map(|keep| keep.iter().filter(|x| x.as_bool() == Some(true)).count() as i64);
+        if let Some(kept) = kept
+            && kept != k
+        {
+            return Err(mismatch(format!(
+                "`{}` holds {k} triplets but rank_pattern keeps {kept}",
+                lin.path
+            )));
+        }
+        let init_r = self.config.init_r.unwrap_or(self.config.r) as f64;
+        let scaling = if self.config.lora_alpha > 0.0 {
+            self.config.lora_alpha
+        } else {
+            init_r
+        };
+        let scale = scaling / (init_r + 1e-5);
+        tch::no_grad(|| {
+            let device = w.device();
+            let f = |t: &Tensor| t.to_device(device).to_kind(Kind::Float);
+            let delta = f(&b).matmul(&(f(&a) * f(&e))) * scale;
+            let merged = w.to_kind(Kind::Float) + delta;
+            w.shallow_clone().copy_(&merged.to_kind(w.kind()));
+        });
+        Ok(Some(k as usize))
     }
 }
 
