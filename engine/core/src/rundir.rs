@@ -236,6 +236,8 @@ pub struct RunDir {
 
 pub const RESOLVED_PIPELINE: &str = "pipeline.resolved.json";
 pub const MANIFEST: &str = "manifest.json";
+/// The finished run's outcome (final evaluation, parameters, ranks, time, memory).
+pub const SUMMARY: &str = "summary.json";
 pub const METRICS: &str = "metrics.jsonl";
 pub const RANKS: &str = "ranks.jsonl";
 pub const CHECKPOINTS: &str = "checkpoints";

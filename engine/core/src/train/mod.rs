@@ -116,6 +116,8 @@ pub struct RunSummary {
     pub rank_map: Vec<RankRow>,
     pub wall_seconds: f64,
     pub tokens_per_second: f64,
+    /// This process's peak resident memory (VmHWM) when the run ended.
+    pub peak_rss_mb: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -376,8 +378,14 @@ pub fn run(pipeline: &p::Pipeline, opts: &RunOptions) -> Result<RunSummary, Trai
         };
         trainer.update_manifest(|m| m.finish(status))?;
     }
-    Ok(RunSummary {
+    let summary = RunSummary {
         wall_seconds: t0.elapsed().as_secs_f64(),
+        peak_rss_mb: ardpipe_models::bench::peak_rss_mb(),
         ..summary
-    })
+    };
+    if !summary.interrupted {
+        // What scripts and `ardpipe study` read: the run's outcome in one file.
+        crate::rundir::write_json_atomic(&summary.run_dir.join(crate::rundir::SUMMARY), &summary)?;
+    }
+    Ok(summary)
 }
