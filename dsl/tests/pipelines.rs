@@ -10,6 +10,8 @@ const FILES: &[&str] = &[
     "classification",
     "causal_lm",
     "compare_baselines",
+    "study/classification",
+    "study/causal_lm",
 ];
 
 fn check(name: &str) -> Pipeline {

@@ -10,6 +10,7 @@ mod plugin;
 mod plugin_run;
 mod run;
 mod schema;
+mod study;
 
 use std::process::{Command, Output};
 

@@ -13,6 +13,8 @@ mod plan;
 mod plugin;
 mod run;
 mod schema;
+mod study;
+mod study_report;
 
 use crate::args::{Command, Global, InspectWhat};
 use crate::exit::Code;
@@ -61,15 +63,6 @@ pub fn dispatch(command: Command, global: &Global) -> miette::Result<Code> {
         Command::Embed(args) => embed::run(args),
         Command::Plugin { what } => plugin::run(what),
         Command::Bench { what } => bench::run(what),
-        Command::Study(_) => unavailable("study", 7),
+        Command::Study(args) => study::run(args),
     }
-}
-
-/// Subcommands of the design that a later piece of work builds: say so plainly, do nothing.
-fn unavailable(name: &str, issue: u32) -> miette::Result<Code> {
-    eprintln!(
-        "ardpipe {name}: not available yet in ardpipe {} (planned in issue #{issue}). Nothing was done.",
-        env!("CARGO_PKG_VERSION")
-    );
-    Ok(Code::Unavailable)
 }

@@ -1,0 +1,350 @@
+//! `ardpipe study`: the method comparison. Every variant of each study pipeline runs once per
+//! seed, each as its own `ardpipe run` process (so its peak memory is its own and a crash takes
+//! down one run, not the study); then the runs' `summary.json` files are aggregated into the
+//! results report (`study_report`).
+//!
+//! A killed study continues where it stopped: a run whose directory holds a `summary.json` is
+//! finished and is not run again; a run directory without one is started afresh.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use ardpipe_dsl::Pipeline;
+use ardpipe_dsl::pipeline::SplitPart;
+
+use super::study_report::{self, RunOutcome, StudySettings};
+use crate::args::{Overrides, StudyArgs};
+use crate::exit::Code;
+
+/// Steps per run with `--quick`: enough to pass every phase (warm-up, AdaLoRA pruning,
+/// ARD compaction, evaluation, export) in a few seconds.
+const QUICK_STEPS: u64 = 3;
+/// Examples per step with `--quick`.
+const QUICK_BATCH: u32 = 2;
+/// Held-out fractions with `--quick` (evaluation dominates a four-step run otherwise).
+const QUICK_SPLIT: &str = "1%";
+
+pub fn run(a: StudyArgs) -> miette::Result<Code> {
+    let files = study_files(&a.files)?;
+    let seeds = a.seeds.unwrap_or(if a.quick { 1 } else { 3 });
+    if seeds == 0 {
+        return Err(miette::miette!("--seeds must be at least 1"));
+    }
+    let out = absolute(&a.out.clone().unwrap_or_else(|| {
+        PathBuf::from(if a.quick {
+            "runs/study-quick"
+        } else {
+            "runs/study"
+        })
+    }));
+    let report_path = a.report.clone().unwrap_or_else(|| {
+        if a.quick {
+            out.join("RESULTS.md")
+        } else {
+            PathBuf::from("docs/RESULTS.md")
+        }
+    });
+
+    // Check every file first: a typo in the last pipeline must not surface an hour in.
+    let mut plans = Vec::new();
+    for file in &files {
+        let pipeline = checked(file, &a.overrides.set, None)?;
+        let quick = if a.quick {
+            quick_overrides(&pipeline)
+        } else {
+            vec![]
+        };
+        let sets: Vec<String> = a.overrides.set.iter().cloned().chain(quick).collect();
+        let pipeline = checked(file, &sets, None)?;
+        let mut variants: Vec<String> =
+            pipeline.runs().iter().map(|(n, _)| n.to_string()).collect();
+        if !a.variants.is_empty() {
+            for want in &a.variants {
+                if !variants.contains(want) {
+                    return Err(miette::miette!(
+                        help = format!("its variants are: {}", variants.join(", ")),
+                        "--variant {want}: {} has no such variant",
+                        file.display()
+                    ));
+                }
+            }
+            variants.retain(|v| a.variants.contains(v));
+        }
+        let seed0 = pipeline.seed;
+        plans.push(FilePlan {
+            file: file.clone(),
+            name: pipeline.name.clone(),
+            description: pipeline.description.clone(),
+            steps: steps_of(&pipeline),
+            sets,
+            has_variants: !pipeline.variants.is_empty(),
+            variants,
+            seeds: (0..seeds as u64).map(|k| seed0 + k).collect(),
+        });
+    }
+    let total: usize = plans.iter().map(|p| p.variants.len() * p.seeds.len()).sum();
+    eprintln!(
+        "study: {} pipeline(s), {total} runs ({seeds} seed(s) each){}; runs in {}",
+        plans.len(),
+        if a.quick { ", quick" } else { "" },
+        out.display()
+    );
+
+    let t0 = Instant::now();
+    let mut outcomes = Vec::new();
+    let mut done = 0;
+    for plan in &plans {
+        if a.quick {
+            let quick: Vec<&String> = plan.sets.iter().skip(a.overrides.set.len()).collect();
+            eprintln!(
+                "study: {} quick settings: --set {}",
+                plan.name,
+                quick
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" --set ")
+            );
+        }
+        // Seeds outermost: a study stopped early still has every method at the first seeds.
+        for &seed in &plan.seeds {
+            for variant in &plan.variants {
+                done += 1;
+                let dir = out
+                    .join(&plan.name)
+                    .join(variant)
+                    .join(format!("seed-{seed}"));
+                let outcome = run_one(plan, variant, seed, &dir, a.threads)?;
+                eprintln!(
+                    "[{done}/{total}] {} {variant} seed {seed}: {}{}",
+                    plan.name,
+                    outcome.one_line(),
+                    if outcome.earlier {
+                        " (finished earlier)"
+                    } else {
+                        ""
+                    }
+                );
+                outcomes.push(outcome);
+            }
+        }
+    }
+
+    let settings = StudySettings {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        quick: a.quick,
+        seeds,
+        files: plans
+            .iter()
+            .map(|p| study_report::FileInfo {
+                file: p.file.display().to_string(),
+                name: p.name.clone(),
+                description: p.description.clone(),
+                steps: p.steps,
+                variants: p.variants.clone(),
+            })
+            .collect(),
+        elapsed_s: t0.elapsed().as_secs_f64(),
+    };
+    let text = study_report::render(&settings, &outcomes);
+    write_atomic(&report_path, &text)?;
+    let failed = outcomes.iter().filter(|o| o.summary.is_none()).count();
+    eprintln!(
+        "study: {} of {total} runs finished in {:.0} s; results in {}",
+        total - failed,
+        settings.elapsed_s,
+        report_path.display()
+    );
+    if failed > 0 {
+        eprintln!("study: {failed} run(s) failed: their logs are named in the report");
+        return Ok(Code::Failure);
+    }
+    Ok(Code::Success)
+}
+
+struct FilePlan {
+    file: PathBuf,
+    name: String,
+    description: Option<String>,
+    steps: Option<u64>,
+    /// `--set` values for every run of this file: the user's, then the quick ones.
+    sets: Vec<String>,
+    /// Without variants the pipeline is one run, named after itself.
+    has_variants: bool,
+    variants: Vec<String>,
+    seeds: Vec<u64>,
+}
+
+/// The files named, or `pipelines/study/*.ard` under the current directory.
+fn study_files(named: &[PathBuf]) -> miette::Result<Vec<PathBuf>> {
+    if !named.is_empty() {
+        return Ok(named.to_vec());
+    }
+    let dir = Path::new("pipelines/study");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| {
+            miette::miette!(
+                help = "run it from the repository root, or name the study pipelines: `ardpipe study FILE.ard…`",
+                "cannot read {}: {e}",
+                dir.display()
+            )
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "ard"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(miette::miette!(
+            help = "name the study pipelines: `ardpipe study FILE.ard…`",
+            "no .ard files in {}",
+            dir.display()
+        ));
+    }
+    Ok(files)
+}
+
+fn checked(file: &Path, sets: &[String], variant: Option<&str>) -> miette::Result<Pipeline> {
+    let overrides = Overrides { set: sets.to_vec() };
+    let ctx = super::check::context_for_variant(&overrides, variant);
+    match ardpipe_dsl::check_file(file, &ctx) {
+        Ok(c) => Ok(c.pipeline),
+        Err(d) => {
+            super::check::print_diagnostics(d);
+            Err(miette::miette!(
+                "{} does not check: nothing was run",
+                file.display()
+            ))
+        }
+    }
+}
+
+/// `--quick`: a few steps, and small held-out splits, derived from what the pipeline has so
+/// that any study pipeline shrinks the same way.
+fn quick_overrides(p: &Pipeline) -> Vec<String> {
+    let mut sets = vec![
+        format!("train.steps={QUICK_STEPS}"),
+        format!("train.batch_size={}", p.train.batch_size.min(QUICK_BATCH)),
+    ];
+    for d in &p.datasets {
+        for (part, value) in [("validation", &d.split.validation), ("test", &d.split.test)] {
+            if let Some(SplitPart::Fraction { .. }) = value {
+                sets.push(format!("dataset.{}.split.{part}={QUICK_SPLIT}", d.name));
+            }
+        }
+    }
+    sets
+}
+
+fn steps_of(p: &Pipeline) -> Option<u64> {
+    match p.train.duration {
+        ardpipe_dsl::pipeline::Duration::Steps(n) => Some(n),
+        _ => None,
+    }
+}
+
+/// One run in its own process; its outcome from the `summary.json` it leaves.
+fn run_one(
+    plan: &FilePlan,
+    variant: &str,
+    seed: u64,
+    dir: &Path,
+    threads: Option<i32>,
+) -> miette::Result<RunOutcome> {
+    let log = dir.with_extension("log");
+    let outcome = |summary| RunOutcome {
+        pipeline: plan.name.clone(),
+        variant: variant.to_string(),
+        seed,
+        run_dir: dir.to_path_buf(),
+        log: log.clone(),
+        summary,
+        earlier: false,
+    };
+    if let Some(s) = study_report::read_summary(dir) {
+        let mut o = outcome(Some(s));
+        o.earlier = true;
+        return Ok(o);
+    }
+    if dir.exists() {
+        // An unfinished run of a killed study: start it again from nothing.
+        std::fs::remove_dir_all(dir).map_err(|e| {
+            miette::miette!("cannot remove the unfinished run {}: {e}", dir.display())
+        })?;
+    }
+    let parent = dir.parent().expect("a run directory has a parent");
+    std::fs::create_dir_all(parent)
+        .map_err(|e| miette::miette!("cannot create {}: {e}", parent.display()))?;
+    let log_file = std::fs::File::create(&log)
+        .map_err(|e| miette::miette!("cannot create {}: {e}", log.display()))?;
+    // On Linux, this very binary even if it was replaced on disk since the study started (a
+    // rebuild or an upgrade): every run of one study uses the same ardpipe.
+    let proc_exe = Path::new("/proc/self/exe");
+    let exe = if proc_exe.exists() {
+        proc_exe.to_path_buf()
+    } else {
+        std::env::current_exe()
+            .map_err(|e| miette::miette!("cannot find the ardpipe executable: {e}"))?
+    };
+    let mut cmd = Command::new(exe);
+    cmd.arg("run").arg(&plan.file);
+    if plan.has_variants {
+        cmd.args(["--variant", variant]);
+    }
+    if let Some(t) = threads {
+        cmd.args(["--threads", &t.to_string()]);
+    }
+    for s in &plan.sets {
+        cmd.args(["--set", s]);
+    }
+    cmd.args(["--set", &format!("pipeline.seed={seed}")])
+        .args(["--set", &format!("output.dir={}", dsl_string(dir))])
+        .stdin(Stdio::null())
+        .stdout(
+            log_file
+                .try_clone()
+                .map_err(|e| miette::miette!("{}: {e}", log.display()))?,
+        )
+        .stderr(log_file);
+    let status = cmd.status().map_err(|e| {
+        miette::miette!(
+            help = "start the study again: finished runs are kept",
+            "cannot start `{}`: {e}",
+            cmd.get_program().to_string_lossy()
+        )
+    })?;
+    let summary = if status.success() {
+        study_report::read_summary(dir)
+    } else {
+        None
+    };
+    Ok(outcome(summary))
+}
+
+/// A path as a string literal of the pipeline language.
+fn dsl_string(p: &Path) -> String {
+    let s = p.display().to_string();
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    }
+}
+
+/// Write through a temporary file and a rename: a reader never sees half a report.
+fn write_atomic(path: &Path, text: &str) -> miette::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| miette::miette!("cannot create {}: {e}", parent.display()))?;
+    }
+    let tmp = path.with_extension("md.tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| miette::miette!("cannot write {}: {e}", path.display()))
+}
