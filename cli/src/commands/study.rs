@@ -132,7 +132,11 @@ pub fn run(a: StudyArgs) -> miette::Result<Code> {
     }
 
     let settings = StudySettings {
-        command: std::env::args().collect::<Vec<_>>().join(" "),
+        // As a user would type it, whatever path the binary was started from.
+        command: std::iter::once("ardpipe".to_string())
+            .chain(std::env::args().skip(1))
+            .collect::<Vec<_>>()
+            .join(" "),
         quick: a.quick,
         seeds,
         files: plans
@@ -313,6 +317,19 @@ fn run_one(
             cmd.get_program().to_string_lossy()
         )
     })?;
+    // Ctrl-C (or a SIGTERM to the group) reaches the run too: it stops, and so does the study,
+    // instead of going on to the next run. A run killed otherwise (say, out of memory) is a
+    // failed run, and the study goes on.
+    use std::os::unix::process::ExitStatusExt;
+    const SIGINT: i32 = 2;
+    const SIGTERM: i32 = 15;
+    if status.code() == Some(130) || matches!(status.signal(), Some(SIGINT | SIGTERM)) {
+        return Err(miette::miette!(
+            help = "run the same `ardpipe study` again to continue: finished runs are kept",
+            "the study was interrupted during {} {variant} seed {seed}",
+            plan.name
+        ));
+    }
     let summary = if status.success() {
         study_report::read_summary(dir)
     } else {
