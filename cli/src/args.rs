@@ -293,10 +293,23 @@ pub struct EmbedArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchWhat {
-    /// Forward+backward steps of SmolLM2 and MiniLM, f32 and bf16. The side-by-side table
-    /// with Python transformers comes from `python3 scripts/bench_models.py`, which runs this
-    /// for the Rust side.
+    /// Timed training steps of SmolLM2 and MiniLM (LoRA, ARD-LoRA or full), f32 and bf16. The
+    /// side-by-side table with Python transformers + peft comes from
+    /// `python3 scripts/bench_models.py`, which runs this for the Rust side.
     Models(BenchModelsArgs),
+    /// This machine's peak GEMM throughput through libtorch (square matmuls, f32 or bf16).
+    Matmul(BenchMatmulArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum BenchMethodArg {
+    /// Every weight gets a gradient (forward + backward, no optimiser).
+    Full,
+    /// LoRA on the attention modules (SmolLM2: q,k,v,o; MiniLM: query,value) + AdamW.
+    Lora,
+    /// ARD-LoRA on the same modules, r0 = --rank per head, with its regulariser and α optimiser.
+    #[value(name = "ard_lora")]
+    ArdLora,
 }
 
 #[derive(Debug, Args)]
@@ -306,6 +319,20 @@ pub struct BenchModelsArgs {
     pub model: String,
     #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
     pub dtype: DtypeArg,
+    /// What trains: full (the default), lora or ard_lora.
+    #[arg(long, value_enum, default_value_t = BenchMethodArg::Full)]
+    pub method: BenchMethodArg,
+    /// LoRA rank per module; ARD-LoRA's r0 (its maximum rank per head).
+    #[arg(long, default_value_t = 8)]
+    pub rank: usize,
+    /// With --method lora: rank × the module's heads per module (ARD-LoRA's maximum rank per
+    /// module at r0 = --rank).
+    #[arg(long)]
+    pub per_head: bool,
+    /// With --method ard_lora: let ranks fall to a fixed pattern (2, 3, 4 of r0 = 8 cycling over
+    /// heads and layers) and compact the adapters before timing.
+    #[arg(long)]
+    pub compacted: bool,
     /// Timed steps (after warm-up).
     #[arg(long, default_value_t = 5)]
     pub steps: usize,
@@ -318,6 +345,21 @@ pub struct BenchModelsArgs {
     /// folder here, so the Python peer runs the very same model on the very same tokens.
     #[arg(long, value_name = "DIR")]
     pub prepare: Option<PathBuf>,
+    /// Print one JSON object instead of a line of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchMatmulArgs {
+    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
+    pub dtype: DtypeArg,
+    /// libtorch intra-op threads (default: libtorch's choice).
+    #[arg(long)]
+    pub threads: Option<i32>,
+    /// Seconds of timing per matrix size.
+    #[arg(long, default_value_t = 1.0)]
+    pub seconds: f64,
     /// Print one JSON object instead of a line of text.
     #[arg(long)]
     pub json: bool,

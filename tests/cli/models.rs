@@ -178,3 +178,43 @@ fn classify_attaches_a_new_head_and_says_so() {
         stderr(&out)
     );
 }
+
+fn bench_json(extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "-q", "bench", "models", "--model", "minilm", "--steps", "1", "--warmup", "0", "--json",
+    ];
+    args.extend_from_slice(extra);
+    let out = ardpipe(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    serde_json::from_str(stdout(&out).trim()).unwrap()
+}
+
+#[test]
+fn bench_models_trains_lora_and_compacts_ard_lora() {
+    // LoRA r 8 on query and value of 6 layers (8 × (384 + 384) each) plus the head that trains
+    // with it: pooler.dense (384 × 384 + 384) and the 16-class classifier (16 × 384 + 16).
+    let v = bench_json(&["--method", "lora"]);
+    assert!(v["loss"].as_f64().unwrap().is_finite(), "{v}");
+    assert!(v["median_step_s"].as_f64().unwrap() > 0.0, "{v}");
+    assert_eq!(v["modules"], 12);
+    assert_eq!(v["rank_total"], 12 * 8);
+    let lora = 12 * 8 * (384 + 384);
+    let head = 384 * 384 + 384 + 16 * 384 + 16;
+    assert_eq!(v["trainable_params"], lora + head);
+
+    // ARD-LoRA at r0 8 per head (12 heads) stores 96 rows per module; the compaction pattern
+    // (ranks 2, 3, 4, one margin row) leaves 5 per head, and mean effective rank 3.
+    let v = bench_json(&["--method", "ard_lora", "--compacted"]);
+    assert!(v["loss"].as_f64().unwrap().is_finite(), "{v}");
+    assert_eq!(v["rank_total"], 12 * 12 * 5);
+    assert_eq!(v["mean_effective_rank"], 3.0);
+    let alpha = 12 * 12;
+    assert_eq!(
+        v["trainable_params"],
+        12 * 12 * 5 * (384 + 32) + alpha + head
+    );
+
+    let out = ardpipe(&["bench", "models", "--method", "lora", "--compacted"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--compacted applies to --method ard_lora only"));
+}

@@ -1,15 +1,18 @@
-//! `ardpipe bench models`: the Rust side of the model benchmark (one model, one dtype per
-//! call). `python3 scripts/bench_models.py` runs it alternately with the transformers peer
-//! and prints the side-by-side table.
+//! `ardpipe bench models` and `ardpipe bench matmul`: the Rust side of the model benchmark (one
+//! model, dtype and method per call) and this machine's GEMM peak. `python3
+//! scripts/bench_models.py` runs them alternately with the transformers + peft peer and writes
+//! the side-by-side report (docs/BENCHMARKS.md).
 
-use ardpipe_engine::models::bench;
+use ardpipe_engine::models::bench::{self, BenchMethod, BenchSpec};
 
-use crate::args::{BenchModelsArgs, BenchWhat, DtypeArg};
+use crate::args::{BenchMatmulArgs, BenchMethodArg, BenchModelsArgs, BenchWhat, DtypeArg};
 use crate::exit::Code;
 
 pub fn run(what: BenchWhat) -> miette::Result<Code> {
-    let BenchWhat::Models(a) = what;
-    models(a)
+    match what {
+        BenchWhat::Models(a) => models(a),
+        BenchWhat::Matmul(a) => matmul(a),
+    }
 }
 
 fn models(a: BenchModelsArgs) -> miette::Result<Code> {
@@ -24,22 +27,67 @@ fn models(a: BenchModelsArgs) -> miette::Result<Code> {
         );
         return Ok(Code::Success);
     }
-    let r = bench::run(&a.model, a.dtype == DtypeArg::Bf16, a.steps, a.warmup)
-        .map_err(|e| miette::miette!("{e}"))?;
+    let spec = BenchSpec {
+        model: a.model.clone(),
+        bf16: a.dtype == DtypeArg::Bf16,
+        steps: a.steps,
+        warmup: a.warmup,
+        method: match a.method {
+            BenchMethodArg::Full => BenchMethod::Full,
+            BenchMethodArg::Lora => BenchMethod::Lora,
+            BenchMethodArg::ArdLora => BenchMethod::ArdLora,
+        },
+        rank: a.rank,
+        per_head: a.per_head,
+        compacted: a.compacted,
+    };
+    let r = bench::run(&spec).map_err(|e| miette::miette!("{e}"))?;
     if a.json {
         println!("{}", serde_json::to_string(&r).expect("result serialises"));
     } else {
         println!(
-            "{} {} batch {}x{}, {} threads: median step {:.3} s, {:.0} tokens/s, peak RSS {:.0} MiB (loss {:.3})",
+            "{} {} {}{} batch {}x{}, {} threads: median step {:.3} s, {:.0} tokens/s, peak RSS {:.0} MiB, \
+             {} trainable, {:.1} GFLOP/step (loss {:.3})",
             r.model,
             r.dtype,
+            r.method,
+            if r.compacted { " (compacted)" } else { "" },
             r.batch[0],
             r.batch[1],
             r.threads,
             r.median_step_s,
             r.tokens_per_s,
             r.peak_rss_mb,
+            r.trainable_params,
+            r.flops_per_step / 1e9,
             r.loss
+        );
+    }
+    Ok(Code::Success)
+}
+
+fn matmul(a: BenchMatmulArgs) -> miette::Result<Code> {
+    if let Some(n) = a.threads {
+        tch_threads(n)?;
+    }
+    if !(a.seconds > 0.0 && a.seconds.is_finite()) {
+        return Err(miette::miette!("--seconds must be positive"));
+    }
+    let r = bench::matmul_peak(a.dtype == DtypeArg::Bf16, a.seconds);
+    if a.json {
+        println!("{}", serde_json::to_string(&r).expect("result serialises"));
+    } else {
+        let sizes: Vec<String> = r
+            .sizes
+            .iter()
+            .map(|(n, g)| format!("{n}: {g:.1}"))
+            .collect();
+        println!(
+            "{} matmul, {} threads: peak {:.1} GFLOP/s (n: GFLOP/s {})",
+            r.dtype,
+            r.threads,
+            r.peak_gflops,
+            sizes.join(", ")
         );
     }
     Ok(Code::Success)

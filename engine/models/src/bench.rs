@@ -1,9 +1,17 @@
-//! The model benchmark's Rust side: forward+backward steps on a fixed batch, timed.
+//! The model benchmark's Rust side: training steps on a fixed batch, timed.
 //!
-//! Both sides (this and `scripts/bench_models.py`'s transformers peer) run the same step: the
-//! same weights in f32, every weight receiving a gradient (full-parameter backward, the
-//! heaviest case and independent of any adapter implementation), either in f32 or under bf16
-//! autocast, on the same token ids, which [`prepare`] writes to a shared folder.
+//! Both sides (this and `scripts/bench_models.py`'s transformers + peft peer) run the same
+//! step on the same f32 weights and the same token ids, which [`prepare`] writes to a shared
+//! folder, either in f32 or under bf16 autocast:
+//! - `lora`: LoRA (r = 8, lora_alpha = 16, no dropout) on the model's attention modules
+//!   ([`target_modules`]), plus the classification head for MiniLM (PEFT's
+//!   `modules_to_save`); a step is forward + backward + AdamW;
+//! - `ard_lora`: ARD-LoRA at the same maximum rank per head (r0 = rank, α_max = 1), with its
+//!   regulariser, α optimiser and projection, as the trainer runs it; optionally compacted
+//!   first to a fixed rank pattern ([`compacted_rank`]) by the adapters' own compaction;
+//! - `full`: every weight receives a gradient (forward + backward, no optimiser).
+//!
+//! [`matmul_peak`] measures the GEMM throughput the achieved FLOP/s are compared with.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -11,7 +19,11 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Reduction, Tensor};
 
-use crate::arch::EncoderHead;
+use ardpipe_adapters::ard::{ArdLora, ArdRegulariser};
+use ardpipe_adapters::optim::{AdamW, AdamWConfig, Optimizer, ParamGroup};
+use ardpipe_adapters::{AdaptableLinear, ArdLoraConfig, LoraConfig, MethodConfig, ParamRole};
+
+use crate::arch::{Bert, EncoderHead, Llama};
 use crate::assets::asset_file;
 use crate::error::{ModelError, Result};
 use crate::precision::{Precision, StorageDtype};
@@ -30,20 +42,6 @@ pub struct BenchBatch {
     pub input_ids: Vec<Vec<i64>>,
     pub attention_mask: Vec<Vec<i64>>,
     pub labels: Vec<i64>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct BenchResult {
-    pub side: &'static str,
-    pub model: String,
-    pub dtype: String,
-    pub threads: i32,
-    pub batch: [usize; 2],
-    pub steps: usize,
-    pub median_step_s: f64,
-    pub tokens_per_s: f64,
-    pub peak_rss_mb: f64,
-    pub loss: f64,
 }
 
 fn other(e: impl std::fmt::Display) -> ModelError {
@@ -236,116 +234,589 @@ fn to_tensor(rows: &[Vec<i64>]) -> Tensor {
     Tensor::from_slice(&flat).reshape([b, -1])
 }
 
-/// Run `warmup + steps` forward+backward steps; all weights get gradients.
-pub fn run(model: &str, bf16: bool, steps: usize, warmup: usize) -> Result<BenchResult> {
-    // f32 weights; bf16 means autocast, exactly as the peer's `torch.autocast("cpu", bfloat16)`.
-    let precision = Precision {
-        storage: StorageDtype::F32,
-        autocast: bf16.then_some(StorageDtype::Bf16),
+/// What a timed step trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BenchMethod {
+    /// Every weight gets a gradient; forward + backward only (no optimiser).
+    Full,
+    /// LoRA (PEFT semantics) on the model's attention modules + AdamW.
+    Lora,
+    /// ARD-LoRA (per-head units, the regulariser, both optimisers, α projection).
+    ArdLora,
+}
+
+impl BenchMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            BenchMethod::Full => "full",
+            BenchMethod::Lora => "lora",
+            BenchMethod::ArdLora => "ard_lora",
+        }
+    }
+}
+
+/// PEFT's `lora_alpha / r` (16 / 8), used for every LoRA and as ARD-LoRA's s / r0.
+pub const LORA_SCALING: f64 = 2.0;
+/// AdamW of the adapter weights (and the classification head): torch.optim.AdamW's defaults
+/// but for the learning rate, which does not change the work.
+pub const LR: f64 = 1e-3;
+pub const WEIGHT_DECAY: f64 = 0.01;
+/// ARD-LoRA: α's own AdamW (no weight decay) and the regulariser weight (DESIGN.md's runs).
+pub const ALPHA_LR: f64 = 1e-2;
+pub const ARD_LAMBDA: f64 = 1e-3;
+
+/// One benchmark case of the Rust side.
+#[derive(Debug, Clone)]
+pub struct BenchSpec {
+    /// `smollm2` or `minilm`.
+    pub model: String,
+    /// bf16 autocast over f32 weights (as `torch.autocast("cpu", dtype=torch.bfloat16)`).
+    pub bf16: bool,
+    pub steps: usize,
+    pub warmup: usize,
+    pub method: BenchMethod,
+    /// LoRA rank per module; ARD-LoRA's r0 (= its maximum rank per head, α_max = 1).
+    pub rank: usize,
+    /// LoRA only: rank × the module's heads per module, i.e. ARD-LoRA's maximum rank per
+    /// module at r0 = `rank` ("LoRA at the same maximum rank").
+    pub per_head: bool,
+    /// ARD-LoRA only: before timing, set α to [`compacted_rank`]'s pattern and run the
+    /// adapters' compaction (after one real training step, so AdamW's moments are resliced).
+    pub compacted: bool,
+}
+
+impl Default for BenchSpec {
+    fn default() -> Self {
+        Self {
+            model: "smollm2".into(),
+            bf16: false,
+            steps: 5,
+            warmup: 1,
+            method: BenchMethod::Full,
+            rank: 8,
+            per_head: false,
+            compacted: false,
+        }
+    }
+}
+
+/// The modules each benchmark model adapts (last segment of the module path): SmolLM2's four
+/// attention projections, MiniLM's query and value.
+pub fn target_modules(model: &str) -> &'static [&'static str] {
+    match model {
+        "smollm2" => &["q_proj", "k_proj", "v_proj", "o_proj"],
+        "minilm" => &["query", "value"],
+        _ => &[],
+    }
+}
+
+/// The effective rank ARD-LoRA's head `head` of layer `layer` is given before compaction in a
+/// `compacted` case: 2 + (layer + head) mod 3 at r0 = 8 (ranks 2, 3, 4 cycling over heads and
+/// layers; mean 3 of 8, 37.5%), scaled to other r0 and at least 1. DESIGN.md's learned
+/// outcomes on MiniLM have mean effective ranks of 2 to 5 at r0 = 8.
+pub fn compacted_rank(layer: usize, head: usize, r0: usize) -> usize {
+    let r8 = 2 + (layer + head) % 3;
+    ((r8 * r0) as f64 / 8.0).round().max(1.0) as usize
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchResult {
+    pub side: &'static str,
+    pub model: String,
+    pub dtype: String,
+    pub method: &'static str,
+    pub rank: usize,
+    pub per_head: bool,
+    pub compacted: bool,
+    pub threads: i32,
+    pub batch: [usize; 2],
+    pub steps: usize,
+    pub median_step_s: f64,
+    pub tokens_per_s: f64,
+    pub peak_rss_mb: f64,
+    pub loss: f64,
+    /// Adapted modules (0 for `full`).
+    pub modules: usize,
+    /// Tensors the step updates or differentiates (adapters, α, the classification head).
+    pub trainable_params: usize,
+    /// Σ over adapted modules of the allocated rank (LoRA r; ARD-LoRA units × stored rows).
+    pub rank_total: usize,
+    /// ARD-LoRA: mean of max(1, round(r0·α)) over heads.
+    pub mean_effective_rank: Option<f64>,
+    /// Matmul FLOPs of one step, from the shapes ([`step_flops`]).
+    pub flops_per_step: f64,
+}
+
+/// The two benchmark models behind one interface.
+enum Net {
+    Lm(Box<Llama>),
+    Enc(Box<Bert>),
+}
+
+impl Net {
+    fn linears(&self) -> Vec<&AdaptableLinear> {
+        match self {
+            Net::Lm(m) => m.linears(),
+            Net::Enc(m) => m.linears(),
+        }
+    }
+    fn linears_mut(&mut self) -> Vec<&mut AdaptableLinear> {
+        match self {
+            Net::Lm(m) => m.linears_mut(),
+            Net::Enc(m) => m.linears_mut(),
+        }
+    }
+    /// The task head that trains with the adapters (PEFT's `modules_to_save`).
+    fn head_parameters(&self) -> Vec<(String, Tensor)> {
+        match self {
+            Net::Lm(_) => vec![],
+            Net::Enc(m) => m.head_parameters(),
+        }
+    }
+    fn all_parameters(&self) -> Vec<Tensor> {
+        match self {
+            Net::Lm(m) => m.base_parameters().into_iter().map(|(_, t)| t).collect(),
+            Net::Enc(m) => m
+                .base_parameters()
+                .into_iter()
+                .chain(m.head_parameters())
+                .map(|(_, t)| t)
+                .collect(),
+        }
+    }
+    fn loss(&self, ids: &Tensor, mask: &Tensor, labels: &Tensor) -> Result<Tensor> {
+        match self {
+            Net::Lm(m) => {
+                // As the trainer's `task_loss`: labels already shifted (−100 at the end), the
+                // logits viewed, not sliced (no copy of the [b, t, vocab] tensor).
+                let logits = m.forward(ids, None, true)?;
+                let v = logits.size()[2];
+                Ok(logits.view([-1, v]).cross_entropy_loss::<Tensor>(
+                    &labels.view([-1]),
+                    None,
+                    Reduction::Mean,
+                    -100,
+                    0.0,
+                ))
+            }
+            Net::Enc(m) => {
+                let logits = m.classify(ids, mask, true)?;
+                Ok(logits.cross_entropy_loss::<Tensor>(labels, None, Reduction::Mean, -100, 0.0))
+            }
+        }
+    }
+    fn ard_adapters(&self) -> Vec<&ArdLora> {
+        self.linears()
+            .into_iter()
+            .filter_map(|l| l.adapter.as_ref().and_then(|a| a.as_ard()))
+            .collect()
+    }
+}
+
+fn is_target(model: &str, path: &str) -> bool {
+    let last = path.rsplit('.').next().unwrap_or(path);
+    target_modules(model).contains(&last)
+}
+
+/// Matmul FLOPs of one training step (2 per multiply-add), from the shapes; the same count
+/// serves both sides, which do the same work. With N = batch × tokens:
+/// - each linear: 2·N·d_in·d_out forward; backward 1× that (input gradient) when its weight
+///   is frozen, 2× (input and weight gradients) when it trains (`full`);
+/// - each adapter (LoRA or ARD-LoRA): 2·N·(|A| + |B|) forward, 2× that backward (|A|, |B|
+///   the stored sizes: for ARD-LoRA units × stored rows × per-unit width, as its batched
+///   products compute);
+/// - attention: 4·b·t²·d_q per layer forward (QKᵀ and PV over all t×t), 2× that backward;
+/// - SmolLM2's tied LM head: 2·N·d·V forward, 1× backward (2× under `full`); MiniLM's pooler
+///   and classifier on the b CLS rows, 3× their forward (they train).
+///
+/// Elementwise work (norms, softmax, activations, the optimiser) is not counted.
+fn step_flops(net: &Net, b: i64, t: i64, method: BenchMethod) -> f64 {
+    let n = (b * t) as f64;
+    let base_mult = if method == BenchMethod::Full {
+        3.0
+    } else {
+        2.0
     };
-    let opts = LoadOptions {
-        precision,
-        ..Default::default()
-    };
-    let data = batch(model)?;
-    let ids = to_tensor(&data.input_ids);
-    let mask = to_tensor(&data.attention_mask);
-    let (b, t) = ids.size2()?;
-    let step: Box<dyn Fn() -> Result<Tensor>>;
-    let params: Vec<Tensor>;
+    let mut f = 0.0;
+    for l in net.linears() {
+        let (d_out, d_in) = (l.base.d_out() as f64, l.base.d_in() as f64);
+        f += base_mult * 2.0 * n * d_in * d_out;
+        if let Some(a) = l.adapter.as_ref().filter(|a| a.method() != "full") {
+            let ab: usize = a
+                .trainable()
+                .iter()
+                .filter(|(k, _)| k == "lora_A" || k == "lora_B")
+                .map(|(_, t)| t.numel())
+                .sum();
+            f += 3.0 * 2.0 * n * ab as f64;
+        }
+        let last = l.path.rsplit('.').next().unwrap_or("");
+        if last == "q_proj" || last == "query" {
+            f += 3.0 * 4.0 * (b * t * t) as f64 * d_out;
+        }
+    }
+    match net {
+        Net::Lm(m) => {
+            let w = m.lm_head.as_ref().unwrap_or(&m.embed_tokens).size();
+            f += base_mult * 2.0 * n * (w[0] * w[1]) as f64;
+        }
+        Net::Enc(m) => {
+            let head: f64 = m
+                .head_parameters()
+                .iter()
+                .filter(|(k, _)| k.ends_with(".weight"))
+                .map(|(_, t)| t.numel() as f64)
+                .sum();
+            f += 3.0 * 2.0 * b as f64 * head;
+        }
+    }
+    f
+}
+
+/// The trainer's step, minus data loading: task loss backward, the ARD regulariser backward,
+/// both AdamW updates, α projection and the regulariser's EMA (what
+/// `engine/core/src/train/mod.rs` does per step).
+struct Training {
+    main: AdamW,
+    alpha: Option<AdamW>,
+    regulariser: Option<ArdRegulariser>,
+}
+
+impl Training {
+    fn new(net: &Net, ard: Option<&ArdLoraConfig>) -> Result<Self> {
+        let mut weights = net.head_parameters();
+        let mut alphas = Vec::new();
+        for l in net.linears() {
+            for (name, t, role) in l.trainable() {
+                match role {
+                    ParamRole::Weight => weights.push((name, t)),
+                    ParamRole::Alpha => alphas.push((name, t)),
+                }
+            }
+        }
+        let main = AdamW::new(
+            "main",
+            AdamWConfig::default(),
+            vec![ParamGroup::new("weights", LR, WEIGHT_DECAY, weights)],
+        );
+        let alpha = (!alphas.is_empty()).then(|| {
+            AdamW::new(
+                "alpha",
+                AdamWConfig::default(),
+                vec![ParamGroup::new("alpha", ALPHA_LR, 0.0, alphas)],
+            )
+        });
+        let regulariser = match ard {
+            Some(cfg) => Some(ArdRegulariser::new(&net.ard_adapters(), cfg).map_err(other)?),
+            None => None,
+        };
+        Ok(Self {
+            main,
+            alpha,
+            regulariser,
+        })
+    }
+
+    fn trainable(&self) -> usize {
+        self.main.num_params() + self.alpha.as_ref().map_or(0, |o| o.num_params())
+    }
+
+    fn zero_grad(&mut self) {
+        self.main.zero_grad();
+        if let Some(o) = self.alpha.as_mut() {
+            o.zero_grad();
+        }
+    }
+
+    fn step(&mut self, net: &mut Net, loss: &Tensor) -> Result<()> {
+        loss.backward();
+        if let Some(reg) = &self.regulariser {
+            let r = reg.total(&net.ard_adapters()).map_err(other)? * ARD_LAMBDA;
+            r.backward();
+        }
+        self.main.step();
+        if let Some(o) = self.alpha.as_mut() {
+            o.step();
+        }
+        for l in net.linears_mut() {
+            if let Some(a) = l.adapter.as_mut().and_then(|a| a.as_ard_mut()) {
+                a.project_alpha();
+            }
+        }
+        if let Some(reg) = self.regulariser.as_mut() {
+            reg.update_ema(&net.ard_adapters()).map_err(other)?;
+        }
+        Ok(())
+    }
+}
+
+/// Set every ARD-LoRA head's α to [`compacted_rank`] / r0 and compact, through the adapters'
+/// own compaction (optimiser state resliced). Returns (params before, after).
+fn compact_to_pattern(net: &mut Net, training: &mut Training, r0: usize) -> Result<(usize, usize)> {
+    for l in net.linears_mut() {
+        let (layer, _) = ardpipe_adapters::ard::layer_and_kind(&l.path);
+        if let Some(a) = l.adapter.as_mut().and_then(|a| a.as_ard_mut()) {
+            let alpha: Vec<f64> = (0..a.n_units())
+                .map(|h| compacted_rank(layer.unwrap_or(0), h, r0) as f64 / r0 as f64)
+                .collect();
+            a.set_alpha(&Tensor::from_slice(&alpha));
+        }
+    }
+    let report = ardpipe_adapters::ard::compact_linears(net.linears_mut(), &mut training.main)
+        .map_err(other)?;
+    Ok((report.params_before, report.params_after))
+}
+
+fn load_net(model: &str, opts: &LoadOptions) -> Result<Net> {
     match model {
         "smollm2" => {
             let lm = load_causal_lm(
                 &asset_file("smollm2", SMOLLM2_GGUF).map_err(ModelError::Usage)?,
-                &opts,
+                opts,
             )?;
-            params = lm
-                .model
-                .base_parameters()
-                .into_iter()
-                .map(|(_, t)| t)
-                .collect();
-            let m = lm.model;
-            let ids = ids.shallow_clone();
-            step = Box::new(move || {
-                let logits = m.forward(&ids, None, true)?;
-                let v = logits.size()[2];
-                Ok(logits
-                    .narrow(1, 0, t - 1)
-                    .reshape([-1, v])
-                    .cross_entropy_loss::<Tensor>(
-                        &ids.narrow(1, 1, t - 1).reshape([-1]),
-                        None,
-                        Reduction::Mean,
-                        -100,
-                        0.0,
-                    ))
-            });
+            Ok(Net::Lm(Box::new(lm.model)))
         }
         "minilm" => {
             let head = EncoderHead::Classification {
                 num_labels: CLS_LABELS,
                 seed: 0,
             };
-            let enc = load_encoder(&minilm_dir()?, head, &opts)?;
-            params = enc
-                .model
-                .base_parameters()
-                .into_iter()
-                .chain(enc.model.head_parameters())
-                .map(|(_, t)| t)
-                .collect();
-            let m = enc.model;
-            let labels = Tensor::from_slice(&data.labels);
-            step = Box::new(move || {
-                let logits = m.classify(&ids, &mask, true)?;
-                Ok(logits.cross_entropy_loss::<Tensor>(&labels, None, Reduction::Mean, -100, 0.0))
-            });
+            Ok(Net::Enc(Box::new(
+                load_encoder(&minilm_dir()?, head, opts)?.model,
+            )))
         }
-        other => {
-            return Err(ModelError::Usage(format!(
-                "unknown benchmark model `{other}`"
-            )));
+        other => Err(ModelError::Usage(format!(
+            "unknown benchmark model `{other}` (smollm2 or minilm)"
+        ))),
+    }
+}
+
+fn check(spec: &BenchSpec) -> Result<()> {
+    let bad = |m: &str| Err(ModelError::Usage(m.to_string()));
+    if spec.rank == 0 {
+        return bad("--rank must be at least 1");
+    }
+    if spec.per_head && spec.method != BenchMethod::Lora {
+        return bad("--per-head applies to --method lora only");
+    }
+    if spec.compacted && spec.method != BenchMethod::ArdLora {
+        return bad("--compacted applies to --method ard_lora only");
+    }
+    Ok(())
+}
+
+/// Run `warmup + steps` training steps of `spec` on its fixed batch; time each step
+/// (forward, backward and, for the adapters, the optimiser step); gradients are zeroed
+/// outside the timed region.
+pub fn run(spec: &BenchSpec) -> Result<BenchResult> {
+    check(spec)?;
+    // f32 weights; bf16 means autocast, exactly as the peer's `torch.autocast("cpu", bfloat16)`.
+    let precision = Precision {
+        storage: StorageDtype::F32,
+        autocast: spec.bf16.then_some(StorageDtype::Bf16),
+    };
+    let opts = LoadOptions {
+        precision,
+        ..Default::default()
+    };
+    let data = batch(&spec.model)?;
+    let ids = to_tensor(&data.input_ids);
+    let mask = to_tensor(&data.attention_mask);
+    let (b, t) = ids.size2()?;
+    let labels = match spec.model.as_str() {
+        // Next-token targets; the last position has none (what transformers' loss does too).
+        "smollm2" => Tensor::cat(
+            &[
+                ids.narrow(1, 1, t - 1),
+                Tensor::full([b, 1], -100, (Kind::Int64, tch::Device::Cpu)),
+            ],
+            1,
+        ),
+        _ => Tensor::from_slice(&data.labels),
+    };
+    let mut net = load_net(&spec.model, &opts)?;
+    tracing::debug!("peak RSS after loading: {:.0} MiB", peak_rss_mb());
+    tch::manual_seed(0);
+
+    let r = spec.rank;
+    let ard_cfg = ArdLoraConfig {
+        r0: r,
+        alpha_init: 1.0,
+        alpha_min: 0.0,
+        alpha_max: 1.0,
+        scale: LORA_SCALING * r as f64,
+        dropout: 0.0,
+        compaction_interval: 0,
+        ..ArdLoraConfig::default()
+    };
+    let mut modules = 0;
+    for l in net.linears_mut() {
+        if spec.method == BenchMethod::Full || !is_target(&spec.model, &l.path) {
+            continue;
         }
+        let method = match spec.method {
+            BenchMethod::Lora => {
+                let r = if spec.per_head {
+                    r * l.heads.n_heads
+                } else {
+                    r
+                };
+                MethodConfig::Lora(LoraConfig {
+                    r,
+                    lora_alpha: LORA_SCALING * r as f64,
+                    dropout: 0.0,
+                })
+            }
+            _ => MethodConfig::ArdLora(ard_cfg.clone()),
+        };
+        ardpipe_adapters::attach(l, &method).map_err(other)?;
+        modules += 1;
     }
-    for p in &params {
-        let _ = p.shallow_clone().set_requires_grad(true);
-    }
-    let mut times = Vec::with_capacity(steps);
-    let mut loss = f64::NAN;
-    for i in 0..warmup + steps {
-        let start = Instant::now();
-        let l = step()?;
-        l.backward();
-        let dt = start.elapsed().as_secs_f64();
-        // Zeroing outside the timed region, as the Python peer does.
-        for p in &params {
+
+    let mut training = match spec.method {
+        BenchMethod::Full => {
+            for p in net.all_parameters() {
+                let _ = p.set_requires_grad(true);
+            }
+            None
+        }
+        BenchMethod::Lora => Some(Training::new(&net, None)?),
+        BenchMethod::ArdLora => Some(Training::new(&net, Some(&ard_cfg))?),
+    };
+    let zero_all = |net: &Net| {
+        for p in net.all_parameters() {
             let mut g = p.grad();
             if g.defined() {
                 let _ = g.zero_();
             }
         }
-        loss = l.double_value(&[]);
-        if i >= warmup {
+    };
+    let one_step = |net: &mut Net, training: &mut Option<Training>| -> Result<(f64, f64)> {
+        let start = Instant::now();
+        let l = net.loss(&ids, &mask, &labels)?;
+        match training.as_mut() {
+            Some(tr) => tr.step(net, &l)?,
+            None => l.backward(),
+        }
+        let dt = start.elapsed().as_secs_f64();
+        // Zeroing outside the timed region, as the Python peer does.
+        match training.as_mut() {
+            Some(tr) => tr.zero_grad(),
+            None => zero_all(net),
+        }
+        Ok((dt, l.double_value(&[])))
+    };
+
+    if spec.compacted {
+        // One real step first, so compaction has AdamW moments to reslice, as in a run.
+        one_step(&mut net, &mut training)?;
+        let tr = training.as_mut().expect("ard_lora trains");
+        let (before, after) = compact_to_pattern(&mut net, tr, r)?;
+        tracing::info!("compaction: adapter parameters {before} → {after}");
+    }
+
+    let mut times = Vec::with_capacity(spec.steps);
+    let mut loss = f64::NAN;
+    for i in 0..spec.warmup + spec.steps {
+        let (dt, l) = one_step(&mut net, &mut training)?;
+        loss = l;
+        if i >= spec.warmup {
             times.push(dt);
         }
+        tracing::debug!("step {i}: {dt:.3} s, peak RSS {:.0} MiB", peak_rss_mb());
     }
     times.sort_by(f64::total_cmp);
     let median = if times.is_empty() {
         f64::NAN
-    } else {
+    } else if times.len() % 2 == 1 {
         times[times.len() / 2]
+    } else {
+        (times[times.len() / 2 - 1] + times[times.len() / 2]) / 2.0
+    };
+
+    let mut rank_total = 0;
+    let mut eff = Vec::new();
+    for l in net.linears() {
+        let Some(a) = &l.adapter else { continue };
+        if let Some(ard) = a.as_ard() {
+            rank_total += ard.n_units() * ard.allocated_rank();
+            eff.extend(ard.effective_ranks());
+        } else if let Some((_, t)) = a.trainable().iter().find(|(k, _)| k == "lora_A") {
+            rank_total += t.size()[0] as usize;
+        }
+    }
+    let trainable_params = match &training {
+        Some(tr) => tr.trainable(),
+        None => net.all_parameters().iter().map(Tensor::numel).sum(),
     };
     Ok(BenchResult {
         side: "ardpipe",
-        model: model.to_string(),
-        dtype: if bf16 { "bf16".into() } else { "f32".into() },
+        model: spec.model.clone(),
+        dtype: if spec.bf16 {
+            "bf16".into()
+        } else {
+            "f32".into()
+        },
+        method: spec.method.name(),
+        rank: spec.rank,
+        per_head: spec.per_head,
+        compacted: spec.compacted,
         threads: tch::get_num_threads(),
         batch: [b as usize, t as usize],
-        steps,
+        steps: spec.steps,
         median_step_s: median,
         tokens_per_s: (b * t) as f64 / median,
         peak_rss_mb: peak_rss_mb(),
         loss,
+        modules,
+        trainable_params,
+        rank_total,
+        mean_effective_rank: (!eff.is_empty())
+            .then(|| eff.iter().sum::<usize>() as f64 / eff.len() as f64),
+        flops_per_step: step_flops(&net, b, t, spec.method),
     })
+}
+
+/// This machine's GEMM throughput through the same libtorch at the current thread count.
+#[derive(Debug, Clone, Serialize)]
+pub struct MatmulPeak {
+    pub dtype: String,
+    pub threads: i32,
+    /// (n, GFLOP/s) of an n×n×n product, best of repeated timings.
+    pub sizes: Vec<(i64, f64)>,
+    pub peak_gflops: f64,
+}
+
+/// Time square matmuls of a few sizes (f32, or bf16 operands — what autocast feeds the
+/// kernels) for about `seconds` each and keep the best rate: the machine's practical peak.
+pub fn matmul_peak(bf16: bool, seconds: f64) -> MatmulPeak {
+    let kind = if bf16 { Kind::BFloat16 } else { Kind::Float };
+    let _g = tch::no_grad_guard();
+    tch::manual_seed(0);
+    let mut sizes = Vec::new();
+    for n in [512i64, 1024, 2048, 3072] {
+        let a = Tensor::randn([n, n], (Kind::Float, tch::Device::Cpu)).to_kind(kind);
+        let b = Tensor::randn([n, n], (Kind::Float, tch::Device::Cpu)).to_kind(kind);
+        let out = Tensor::empty([n, n], (kind, tch::Device::Cpu));
+        let _ = a.mm_out(&out, &b); // warm-up (allocations, kernel selection)
+        let flops = 2.0 * (n * n * n) as f64;
+        let mut best = f64::INFINITY;
+        let start = Instant::now();
+        let mut reps = 0;
+        while reps < 3 || start.elapsed().as_secs_f64() < seconds {
+            let t0 = Instant::now();
+            let _ = a.mm_out(&out, &b);
+            best = best.min(t0.elapsed().as_secs_f64());
+            reps += 1;
+        }
+        sizes.push((n, flops / best / 1e9));
+    }
+    let peak_gflops = sizes.iter().map(|s| s.1).fold(0.0, f64::max);
+    MatmulPeak {
+        dtype: if bf16 { "bf16".into() } else { "f32".into() },
+        threads: tch::get_num_threads(),
+        sizes,
+        peak_gflops,
+    }
 }

@@ -327,11 +327,17 @@ impl Llama {
                     cache.layers.push((k.shallow_clone(), v.shallow_clone()));
                 }
             }
-            let k = repeat_kv(&k, nh / nkv);
-            let v = repeat_kv(&v, nh / nkv);
             // Fused attention: causal flag for plain batches; with a cache, new queries see all
             // cached keys (t == 1 while decoding, so no mask is needed either).
             let (q, k, v) = same_kind(q, k, v);
+            // Plain causal batches share the KV heads inside the kernel (`enable_gqa`): no
+            // repeated copies of k and v to compute, save for backward and differentiate.
+            let gqa = attn_mask.is_none() && past == 0;
+            let (k, v) = if gqa {
+                (k, v)
+            } else {
+                (repeat_kv(&k, nh / nkv), repeat_kv(&v, nh / nkv))
+            };
             let a = match &attn_mask {
                 Some(m) => Tensor::scaled_dot_product_attention(
                     &q,
@@ -361,7 +367,7 @@ impl Llama {
                     )
                 }
                 None => Tensor::scaled_dot_product_attention::<Tensor>(
-                    &q, &k, &v, None, 0.0, true, None, false,
+                    &q, &k, &v, None, 0.0, true, None, gqa,
                 ),
             };
             let a = a.transpose(1, 2).reshape([b, t, nh * hd]);
