@@ -106,8 +106,8 @@ proptest! {
     }
 
     #[test]
-    fn mutated_pipelines(file in 0usize..4, cut in 0usize..4000, insert in proptest::sample::select(TOKENS), del in 0usize..8) {
-        let name = ["quickstart", "classification", "causal_lm", "compare_baselines"][file];
+    fn mutated_pipelines(file in 0usize..6, cut in 0usize..4000, insert in proptest::sample::select(TOKENS), del in 0usize..8) {
+        let name = ["quickstart", "classification", "causal_lm", "compare_baselines", "study/classification", "study/causal_lm"][file];
         let text = std::fs::read_to_string(common::repo().join("pipelines").join(format!("{name}.ard"))).unwrap();
         let mut at = cut.min(text.len());
         while !text.is_char_boundary(at) { at -= 1; }
