@@ -192,7 +192,13 @@ fn check_impl(path: &Path, text: Option<&str>, ctx: &Context) -> Result<Checked,
                 Code::Unresolved,
                 format!("--variant {want}: the pipeline has no such variant"),
             )
-            .help(suggest::help_for(want, "the variants are", &names)),
+            .help(match suggest::closest(want, names.iter().copied()) {
+                Some(c) => format!(
+                    "did you mean `{c}`? The variants are: {}",
+                    suggest::list(&names)
+                ),
+                None => format!("the variants are: {}", suggest::list(&names)),
+            }),
         );
     }
 
