@@ -49,14 +49,14 @@ pub fn run(a: StudyArgs) -> miette::Result<Code> {
     // Check every file first: a typo in the last pipeline must not surface an hour in.
     let mut plans = Vec::new();
     for file in &files {
-        let pipeline = checked(file, &a.overrides.set, None)?;
+        let pipeline = checked(file, &a.overrides.set)?;
         let quick = if a.quick {
             quick_overrides(&pipeline)
         } else {
             vec![]
         };
         let sets: Vec<String> = a.overrides.set.iter().cloned().chain(quick).collect();
-        let pipeline = checked(file, &sets, None)?;
+        let pipeline = checked(file, &sets)?;
         let mut variants: Vec<String> =
             pipeline.runs().iter().map(|(n, _)| n.to_string()).collect();
         if !a.variants.is_empty() {
@@ -208,9 +208,9 @@ fn study_files(named: &[PathBuf]) -> miette::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn checked(file: &Path, sets: &[String], variant: Option<&str>) -> miette::Result<Pipeline> {
+fn checked(file: &Path, sets: &[String]) -> miette::Result<Pipeline> {
     let overrides = Overrides { set: sets.to_vec() };
-    let ctx = super::check::context_for_variant(&overrides, variant);
+    let ctx = super::check::context(&overrides);
     match ardpipe_dsl::check_file(file, &ctx) {
         Ok(c) => Ok(c.pipeline),
         Err(d) => {
@@ -354,14 +354,11 @@ fn absolute(p: &Path) -> PathBuf {
     }
 }
 
-/// Write through a temporary file and a rename: a reader never sees half a report.
+/// The report through the run directories' atomic writer: a reader never sees half of it.
 fn write_atomic(path: &Path, text: &str) -> miette::Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .map_err(|e| miette::miette!("cannot create {}: {e}", parent.display()))?;
     }
-    let tmp = path.with_extension("md.tmp");
-    std::fs::write(&tmp, text)
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| miette::miette!("cannot write {}: {e}", path.display()))
+    ardpipe_engine::rundir::write_atomic(path, text.as_bytes()).map_err(|e| miette::miette!("{e}"))
 }
