@@ -256,7 +256,7 @@ fn variant_items(base: &[Item], v: &ast::Block, cx: &mut reader::Ctx) -> Vec<Ite
                     cx.push(
                         Problem::error(Code::UnknownBlock, nb.kind.span, format!("a variant cannot replace `{}`", nb.kind.name))
                             .label("not replaceable")
-                            .help("a variant replaces dataset, model, adapter, train, evaluate, output or plugin blocks"),
+                            .help("a variant replaces dataset, model, adapter, train, evaluate, output, distributed or plugin blocks"),
                     );
                     continue;
                 }

@@ -28,6 +28,10 @@ pub struct Pipeline {
     pub train: Train,
     pub evaluate: Option<Evaluate>,
     pub output: Output,
+    /// Data-parallel settings; the same pipeline runs on one process or on N. Absent from
+    /// pipelines resolved before the `distributed` block existed (the defaults then apply).
+    #[serde(default)]
+    pub distributed: Distributed,
     /// Side-by-side runs: each variant is this pipeline with some blocks replaced.
     pub variants: Vec<Variant>,
 }
@@ -613,4 +617,39 @@ pub enum Export {
     Peft,
     /// The base weights with the adapter merged in.
     Merged,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Distributed (data-parallel) training
+
+/// How the processes of a data-parallel run talk to each other. One process ignores it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Distributed {
+    pub backend: DistBackend,
+    /// Gradient all-reduce bucket size, in MiB (0 < bucket_mb <= 1024).
+    pub bucket_mb: f64,
+    /// How long a collective or the rendezvous may wait before the run fails, in seconds.
+    pub timeout_seconds: f64,
+}
+
+impl Default for Distributed {
+    fn default() -> Distributed {
+        Distributed {
+            backend: DistBackend::Auto,
+            bucket_mb: 25.0,
+            timeout_seconds: 1800.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DistBackend {
+    /// NCCL when the model's device is CUDA, Gloo on the CPU.
+    Auto,
+    /// CPU and CUDA.
+    Gloo,
+    /// CUDA only.
+    Nccl,
 }

@@ -2,6 +2,7 @@
 
 mod adapter;
 mod dataset;
+mod distributed;
 mod evaluate;
 mod model;
 mod train;
@@ -17,7 +18,16 @@ use crate::reader::{Ctx, Reader};
 use crate::suggest;
 
 pub const TOP_BLOCKS: &[&str] = &[
-    "pipeline", "dataset", "model", "adapter", "train", "evaluate", "output", "plugin", "variant",
+    "pipeline",
+    "dataset",
+    "model",
+    "adapter",
+    "train",
+    "evaluate",
+    "output",
+    "distributed",
+    "plugin",
+    "variant",
 ];
 /// Blocks that carry a name (`dataset tweets { ... }`).
 pub const NAMED_BLOCKS: &[&str] = &["dataset", "adapter", "plugin", "variant"];
@@ -76,6 +86,8 @@ pub const VOCABULARY: &[&str] = &[
     "peft",
     "merged",
     "regex",
+    "gloo",
+    "nccl",
 ];
 
 /// Checks the top-level items of one run (the base pipeline or one variant).
@@ -417,6 +429,11 @@ pub fn check_run(items: &[Item], file: &Path, cx: &mut Ctx) -> Option<Pipeline> 
         }),
     };
 
+    let distributed = match singles.get("distributed") {
+        Some(b) => distributed::check(b, model.as_ref().map(|m| m.device), cx),
+        None => Some(Distributed::default()),
+    };
+
     Some(Pipeline {
         format: PIPELINE_FORMAT,
         name,
@@ -430,6 +447,7 @@ pub fn check_run(items: &[Item], file: &Path, cx: &mut Ctx) -> Option<Pipeline> 
         train: train?,
         evaluate,
         output: output?,
+        distributed: distributed?,
         variants: Vec::new(),
     })
 }
