@@ -10,6 +10,4 @@ pub enum Code {
     // 2 is clap's: the command line itself was wrong.
     /// The environment is not ready (libtorch or example assets missing): `ardpipe doctor` says what to fix.
     Environment = 3,
-    /// The subcommand exists in the design but is not built yet in this version.
-    Unavailable = 69,
 }

@@ -13,7 +13,12 @@ pub fn init(global: &Global) {
         }
     };
     // RUST_LOG wins when set; otherwise -v / -q move the level from `info`.
-    let level = match global.verbose as i8 - global.quiet as i8 {
+    // The other workers of a data-parallel run keep to warnings: rank 0 tells the story.
+    let other_rank = std::env::var("RANK")
+        .ok()
+        .and_then(|r| r.trim().parse::<usize>().ok())
+        .is_some_and(|r| r > 0);
+    let level = match global.verbose as i8 - global.quiet as i8 - other_rank as i8 {
         i8::MIN..=-2 => "error",
         -1 => "warn",
         0 => "info",

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `ardpipe` binary.
 
 mod check;
+mod distributed;
 mod doctor;
 mod fmt;
 mod help;

@@ -9,6 +9,7 @@ mod fmt;
 mod generate;
 mod inspect;
 mod inspect_run;
+mod launch;
 mod plan;
 mod plugin;
 mod run;

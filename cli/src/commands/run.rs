@@ -20,11 +20,18 @@ pub fn run(
     if let Some(n) = threads {
         ardpipe_engine::models::runtime::set_threads(n);
     }
-    if nproc.is_some_and(|n| n > 1) {
-        eprintln!(
-            "ardpipe run --nproc: data-parallel training is not available yet in this version (planned in issue #8). Nothing was done."
-        );
-        return Ok(Code::Unavailable);
+    if let Some(n) = nproc.filter(|&n| n > 1) {
+        if ardpipe_engine::dist::Launch::from_env()
+            .ok()
+            .flatten()
+            .is_some()
+        {
+            return Err(miette::miette!(
+                help = "drop --nproc: the launcher already started the workers",
+                "--nproc {n} inside a launched worker (RANK and WORLD_SIZE are set)"
+            ));
+        }
+        return super::launch::local_workers(n, threads);
     }
     // Where plugin options are written, to show a plugin's option error against the text (a
     // resumed run has only its saved pipeline, without the text).
@@ -63,6 +70,9 @@ pub fn run(
     };
     let mut last = None;
     let runs = select_runs(&pipeline, variant)?;
+    // Under a launcher (torchrun, srun, a PyTorchJob, --nproc): join the other processes.
+    let group = super::launch::join_group(runs.first().map(|r| r.1).unwrap_or(&pipeline))?;
+    let root = group.as_ref().is_none_or(|g| g.is_root());
     for (variant, p) in &runs {
         if runs.len() > 1 {
             eprintln!("\n== variant {variant}");
@@ -72,10 +82,13 @@ pub fn run(
             quiet,
             stop_after: None,
             variant: (!pipeline.variants.is_empty()).then(|| variant.to_string()),
+            group: group.clone(),
         };
         match train::run(p, &opts) {
             Ok(s) => {
-                print_summary(p, &s);
+                if root {
+                    print_summary(p, &s);
+                }
                 last = Some(s);
             }
             Err(TrainError::Plugin { site, error }) => {

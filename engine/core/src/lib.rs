@@ -2,6 +2,7 @@
 
 pub use ardpipe_adapters as adapters;
 pub use ardpipe_data as data;
+pub use ardpipe_dist as dist;
 pub use ardpipe_models as models;
 /// The tch the engine is built on, for callers that hold its tensors (the CLI has no tch of its own).
 pub use tch;

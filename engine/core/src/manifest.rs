@@ -536,6 +536,10 @@ impl Default for ResumePolicy {
                 "extra or fewer metrics do not change the weights",
             ),
             ("output.**", "outputs are written after training"),
+            (
+                "distributed.**",
+                "how processes exchange gradients does not change what they compute",
+            ),
         ];
         let reasons = [
             ("model.**", "a different base model or model setting"),

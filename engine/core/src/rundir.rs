@@ -231,7 +231,8 @@ impl Drop for RunLock {
 #[derive(Debug)]
 pub struct RunDir {
     root: PathBuf,
-    _lock: RunLock,
+    /// None for the other ranks of a data-parallel run, which never write here.
+    _lock: Option<RunLock>,
 }
 
 pub const RESOLVED_PIPELINE: &str = "pipeline.resolved.json";
@@ -268,7 +269,7 @@ impl RunDir {
         }
         Ok(RunDir {
             root: root.to_path_buf(),
-            _lock: lock,
+            _lock: Some(lock),
         })
     }
 
@@ -297,8 +298,28 @@ impl RunDir {
         }
         Ok(RunDir {
             root: root.to_path_buf(),
-            _lock: lock,
+            _lock: Some(lock),
         })
+    }
+
+    /// Read an existing run without locking it: the other ranks of a data-parallel run load
+    /// its checkpoint while rank 0 holds the lock.
+    pub fn open_unlocked(root: &Path) -> Result<RunDir> {
+        if !root.join(RESOLVED_PIPELINE).is_file() {
+            return Err(RunDirError::NotARun {
+                path: root.to_path_buf(),
+            });
+        }
+        Ok(RunDir::of_another_rank(root))
+    }
+
+    /// A run directory owned by rank 0 of a data-parallel run, as the other ranks know it:
+    /// its path, nothing created, locked or written.
+    pub fn of_another_rank(root: &Path) -> RunDir {
+        RunDir {
+            root: root.to_path_buf(),
+            _lock: None,
+        }
     }
 
     pub fn root(&self) -> &Path {

@@ -42,6 +42,8 @@ pub struct Batches {
     eval_batch_size: usize,
     seed: u64,
     pad_id: i64,
+    /// This process's share of every batch under data parallelism: (rank, world size).
+    shard: (usize, usize),
 }
 
 impl Batches {
@@ -114,6 +116,7 @@ impl Batches {
             eval_batch_size: eval_batch_size.max(1),
             seed: pipeline.train.seed,
             pad_id,
+            shard: (0, 1),
         };
         Ok(me)
     }
@@ -173,7 +176,17 @@ impl Batches {
         })
     }
 
-    /// The next training batch; advances `pos`, starting a new seeded permutation each epoch.
+    /// Data parallelism: from now on this process takes part `rank` of `world` of every
+    /// training batch (and every `world`-th evaluation batch). The seeded order is the
+    /// single-process one; each global batch is cut into contiguous, near-equal parts.
+    pub fn set_shard(&mut self, rank: usize, world: usize) -> Result<(), TrainError> {
+        check_batch_splits(self.batch_size.min(self.train_len()), world)?;
+        self.shard = (rank, world);
+        Ok(())
+    }
+
+    /// The next training batch (this process's part of it); advances `pos`, starting a new
+    /// seeded permutation each epoch.
     pub fn next_train(
         &self,
         pos: &mut DataPosition,
@@ -189,7 +202,11 @@ impl Batches {
         let at = pos.examples_consumed as usize;
         let idx = &perm[at..at + bs];
         pos.examples_consumed += bs as u64;
-        self.batch(idx, true, device)
+        let (rank, world) = self.shard;
+        let mine = &idx[shard_range(bs, rank, world)];
+        let mut batch = self.batch(mine, true, device)?;
+        batch.share = mine.len() as f64 / bs as f64;
+        Ok(batch)
     }
 
     /// Evaluation batches in order.
@@ -197,11 +214,26 @@ impl Batches {
         &self,
         device: Device,
     ) -> impl Iterator<Item = Result<TensorBatch, TrainError>> + '_ {
+        self.eval_batches_of(device, 0, 1)
+    }
+
+    /// Every `world`-th evaluation batch, starting at `rank`.
+    pub fn eval_batches_of(
+        &self,
+        device: Device,
+        rank: usize,
+        world: usize,
+    ) -> impl Iterator<Item = Result<TensorBatch, TrainError>> + '_ {
         let n = self.eval_len();
-        (0..n).step_by(self.eval_batch_size).map(move |start| {
-            let idx: Vec<usize> = (start..(start + self.eval_batch_size).min(n)).collect();
-            self.batch(&idx, false, device)
-        })
+        let step = self.eval_batch_size;
+        (0..n)
+            .step_by(step)
+            .skip(rank)
+            .step_by(world.max(1))
+            .map(move |start| {
+                let idx: Vec<usize> = (start..(start + self.eval_batch_size).min(n)).collect();
+                self.batch(&idx, false, device)
+            })
     }
 
     fn batch(&self, idx: &[usize], train: bool, device: Device) -> Result<TensorBatch, TrainError> {
@@ -222,6 +254,7 @@ impl Batches {
                     attention_mask: Tensor::ones([b, t], (tch::Kind::Int64, device)),
                     labels: Tensor::from_slice(&targets).view([b, t]).to_device(device),
                     tokens: b * t,
+                    share: 1.0,
                 })
             }
             Kind::Classification {
@@ -262,6 +295,7 @@ impl Batches {
                     attention_mask: Tensor::from_slice(&mask).view([b, t]).to_device(device),
                     labels: Tensor::from_slice(&ys).to_device(device),
                     tokens,
+                    share: 1.0,
                 })
             }
         }
@@ -269,6 +303,26 @@ impl Batches {
 }
 
 /// Keep `max` tokens, the special first/last tokens included: cut from the middle-facing side.
+/// Every process needs at least one example of each global batch.
+pub fn check_batch_splits(batch_size: usize, world: usize) -> Result<(), TrainError> {
+    if batch_size < world {
+        return Err(TrainError::Other(format!(
+            "train.batch_size is {batch_size} but the run has {world} processes: every process needs at least one example per step; \
+             raise batch_size to {world} or more, or start fewer processes"
+        )));
+    }
+    Ok(())
+}
+
+/// Part `rank` of `world` of `0..n`: contiguous, sizes differing by at most one, the larger
+/// parts first, so the parts of all ranks tile `0..n` in order.
+pub fn shard_range(n: usize, rank: usize, world: usize) -> std::ops::Range<usize> {
+    let world = world.max(1);
+    let (base, extra) = (n / world, n % world);
+    let start = rank * base + rank.min(extra);
+    start..start + base + usize::from(rank < extra)
+}
+
 fn truncate(mut ids: Vec<u32>, max: usize, left: bool) -> Vec<u32> {
     if ids.len() <= max || max < 2 {
         return ids;

@@ -13,6 +13,9 @@ use crate::rundir;
 impl Trainer {
     /// Write every export the pipeline asks for into the run directory.
     pub fn export(&mut self) -> Result<(), TrainError> {
+        if !self.writes() {
+            return Ok(());
+        }
         for e in self.pipeline.output.export.clone() {
             match e {
                 p::Export::Peft => self.export_peft()?,
@@ -175,7 +178,7 @@ impl Trainer {
     /// `report/report.md` with the summary, and SVG pictures of the learned rank map per
     /// module kind (layer × head), α and loss curves, drawn from the run's own logs.
     pub fn write_report(&self, summary: &RunSummary) -> Result<(), TrainError> {
-        if !self.pipeline.output.report {
+        if !self.pipeline.output.report || !self.writes() {
             return Ok(());
         }
         let mut rows: Vec<(String, String)> = vec![(

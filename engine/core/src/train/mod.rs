@@ -12,6 +12,7 @@ pub mod batches;
 mod console;
 mod export;
 mod metric_plugins;
+pub mod parallel;
 pub mod planning;
 mod plugin_records;
 pub mod plugins;
@@ -49,6 +50,8 @@ pub enum TrainError {
     RunDir(#[from] crate::rundir::RunDirError),
     #[error(transparent)]
     Torch(#[from] tch::TchError),
+    #[error(transparent)]
+    Dist(#[from] ardpipe_dist::DistError),
     #[error(
         "training stopped at step {step}: the {term} became {value}. The last good checkpoint ({checkpoint}) is intact; \
          lower the learning rate, enable `clip`, or use precision = f32, then `ardpipe run --resume {run_dir}`"
@@ -84,6 +87,8 @@ pub struct RunOptions {
     pub stop_after: Option<u64>,
     /// The variant this run is, for `{variant}` in `output.dir` (the pipeline's name otherwise).
     pub variant: Option<String>,
+    /// Data parallelism: this process's group (from the torchrun environment).
+    pub group: Option<std::sync::Arc<ardpipe_dist::ProcessGroup>>,
 }
 
 /// One evaluation's named scalars.
@@ -148,6 +153,8 @@ pub struct Trainer {
     pub checkpoint_every: u64,
     pub log_every: u64,
     pub quiet: bool,
+    /// Data parallelism over several processes (None: this process trains alone).
+    pub parallel: Option<parallel::DataParallel>,
 }
 
 /// One ARD-LoRA adapter block: its linears, regulariser and schedules.
@@ -244,6 +251,7 @@ impl Trainer {
         );
         let mut task_sum = Tensor::zeros([], (Kind::Float, self.device));
         let mut tokens = 0;
+        let world = self.rank_and_world().1 as f64;
         for _ in 0..accum {
             let batch = self.data.next_train(&mut self.state.data, self.device)?;
             tokens += batch.tokens;
@@ -251,8 +259,14 @@ impl Trainer {
                 let _ac = ardpipe_models::precision::autocast(self.device, self.autocast);
                 self.model.loss(&batch, true)?.0
             };
-            (&loss / accum as f64).backward();
-            task_sum += loss.detach();
+            if batch.share == 1.0 && world == 1.0 {
+                (&loss / accum as f64).backward();
+                task_sum += loss.detach();
+            } else {
+                // Averaged over processes below: weight by this process's share of the batch.
+                (&loss * (batch.share * world / accum as f64)).backward();
+                task_sum += loss.detach() * batch.share;
+            }
         }
         let reg = self.regularisers(step)?;
         let reg_value = match reg {
@@ -262,6 +276,21 @@ impl Trainer {
             }
             None => Tensor::zeros([], (Kind::Float, self.device)),
         };
+        if self.parallel.is_some() {
+            self.average_gradients()?;
+            // The global batch's loss and tokens, for the log and the finiteness check (which
+            // every process then takes alike).
+            let local = Tensor::stack(
+                &[
+                    task_sum.to_kind(Kind::Double),
+                    Tensor::from(tokens as f64).to_device(self.device),
+                ],
+                0,
+            );
+            let global = self.sum_over_processes(local)?;
+            task_sum = global.get(0).to_kind(Kind::Float);
+            tokens = global.get(1).double_value(&[]).round() as i64;
+        }
         // One host sync per step: the loss and regulariser values, checked for finiteness.
         let both = Tensor::stack(
             &[task_sum / accum as f64, reg_value.to_kind(Kind::Float)],
@@ -318,6 +347,8 @@ impl Trainer {
             }
             let every = self.ard[i].compaction_every;
             if every > 0 && step_done.is_multiple_of(every) && step_done < self.total_steps {
+                // Every process must cut the same ranks: decide on rank 0's α.
+                self.sync_parameters(Some(&paths))?;
                 let linears: Vec<_> = self
                     .model
                     .linears_mut()
@@ -335,6 +366,12 @@ impl Trainer {
                         report.params_after
                     );
                 }
+            }
+        }
+        if self.parallel.is_some() {
+            for i in 0..self.adalora.len() {
+                let paths = self.adalora[i].paths.clone();
+                self.sync_parameters(Some(&paths))?;
             }
         }
         for block in &mut self.adalora {
@@ -370,7 +407,7 @@ pub fn run(pipeline: &p::Pipeline, opts: &RunOptions) -> Result<RunSummary, Trai
             return Err(e);
         }
     };
-    if !summary.interrupted {
+    if !summary.interrupted && trainer.writes() {
         let status = if summary.stopped_early {
             crate::manifest::RunStatus::Stopped
         } else {
@@ -383,7 +420,7 @@ pub fn run(pipeline: &p::Pipeline, opts: &RunOptions) -> Result<RunSummary, Trai
         peak_rss_mb: ardpipe_models::bench::peak_rss_mb(),
         ..summary
     };
-    if !summary.interrupted {
+    if !summary.interrupted && trainer.writes() {
         // What scripts and `ardpipe study` read: the run's outcome in one file.
         crate::rundir::write_json_atomic(&summary.run_dir.join(crate::rundir::SUMMARY), &summary)?;
     }

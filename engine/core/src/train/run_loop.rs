@@ -33,7 +33,13 @@ impl Trainer {
         };
         let mut loss_acc = Tensor::zeros([], (Kind::Double, self.device));
         let mut plugins = MetricPlugins::create(&self.pipeline)?;
-        for batch in self.data.eval_batches(self.device) {
+        // Several processes split the evaluation batches and add up their counts; a metric
+        // plugin sees predictions one by one and cannot be summed, so with plugins every
+        // process evaluates everything (the same result, no faster).
+        let (rank, world) = self.rank_and_world();
+        let split = world > 1 && !self.has_metric_plugins();
+        let (rank, world) = if split { (rank, world) } else { (0, 1) };
+        for batch in self.data.eval_batches_of(self.device, rank, world) {
             let batch = batch?;
             let (loss, logits) = {
                 let _ac = ardpipe_models::precision::autocast(self.device, self.autocast);
@@ -54,6 +60,17 @@ impl Trainer {
             plugins.update(&logits, &batch.labels)?;
         }
         let mut plugin_scalars = plugins.finish()?;
+        if split {
+            let sums = self.sum_over_processes(Tensor::stack(
+                &[loss_acc, Tensor::from(c.loss_items).to_device(self.device)],
+                0,
+            ))?;
+            loss_acc = sums.get(0);
+            c.loss_items = sums.get(1).double_value(&[]);
+            if let (Some(conf), Some(dp)) = (c.confusion.as_ref(), self.parallel.as_ref()) {
+                dp.group.all_reduce_sum(std::slice::from_ref(conf))?;
+            }
+        }
         c.loss_sum = loss_acc.double_value(&[]);
         let mean_loss = c.loss_sum / c.loss_items.max(1.0);
         let mut metrics: Vec<(String, f64)> = Vec::new();
@@ -100,6 +117,9 @@ impl Trainer {
     }
 
     fn log_metrics(&self, record: serde_json::Value) -> Result<(), TrainError> {
+        if !self.writes() {
+            return Ok(());
+        }
         let mut log = self.run_dir.metrics_log()?;
         log.append(&record)?;
         Ok(())
@@ -119,6 +139,9 @@ impl Trainer {
     }
 
     fn log_ranks(&self) -> Result<(), TrainError> {
+        if !self.writes() {
+            return Ok(());
+        }
         let units: Vec<_> = self
             .model
             .linears()
@@ -132,6 +155,14 @@ impl Trainer {
         let mut log = self.run_dir.ranks_log()?;
         log.append(&json!({ "step": self.state.step, "units": units }))?;
         Ok(())
+    }
+
+    fn has_metric_plugins(&self) -> bool {
+        self.pipeline.evaluate.as_ref().is_some_and(|e| {
+            e.metrics
+                .iter()
+                .any(|m| matches!(m, p::Metric::Plugin { .. }))
+        })
     }
 
     /// Returns true when early stopping says to stop.
@@ -251,7 +282,9 @@ impl Trainer {
         self.save_checkpoint()?;
         self.export()?;
         let summary = self.summary(final_eval, false);
-        crate::rundir::write_json_atomic(&self.run_dir.path("summary.json"), &summary)?;
+        if self.writes() {
+            crate::rundir::write_json_atomic(&self.run_dir.path("summary.json"), &summary)?;
+        }
         self.write_report(&summary)?;
         Ok(summary)
     }

@@ -13,6 +13,7 @@ use ardpipe_models::arch::EncoderHead;
 use ardpipe_models::{LoadOptions, Precision, StorageDtype};
 
 use super::batches::Batches;
+use super::parallel::DataParallel;
 use super::state::LoopState;
 use super::task::TaskModel;
 use super::{AdaBlock, ArdBlock, RunOptions, TrainError, Trainer};
@@ -158,15 +159,44 @@ fn attach_adapters(
 }
 
 pub fn prepare(pipeline: &p::Pipeline, opts: &RunOptions) -> Result<Trainer, TrainError> {
-    let dev = device(&pipeline.model.device)?;
-    let (run_dir, resume_state) = match &opts.resume {
-        Some(dir) => open_for_resume(dir, pipeline)?,
-        None => (create_run_dir(pipeline, opts.variant.as_deref())?, None),
+    let parallel = opts
+        .group
+        .clone()
+        .map(|g| DataParallel::new(g, pipeline.distributed.bucket_mb));
+    let root = parallel.as_ref().is_none_or(|d| d.group.is_root());
+    if let Some(dp) = &parallel {
+        // Before anything is written: a batch that does not split fails every process alike.
+        super::batches::check_batch_splits(pipeline.train.batch_size as usize, dp.world())?;
+    }
+    let mut dev = device(&pipeline.model.device)?;
+    if let (Some(dp), tch::Device::Cuda(_)) = (&parallel, dev) {
+        // One GPU per process on a machine: the launcher's LOCAL_RANK picks it.
+        dev = tch::Device::Cuda(dp.group.local_rank());
+    }
+    let (run_dir, resume_state) = match (&opts.resume, &parallel) {
+        (Some(dir), _) => open_for_resume(dir, pipeline, root)?,
+        (None, None) => (create_run_dir(pipeline, opts.variant.as_deref())?, None),
+        (None, Some(dp)) => {
+            // Rank 0 creates the run directory; the others learn where it is and write nothing.
+            let created = if root {
+                Some(create_run_dir(pipeline, opts.variant.as_deref())?)
+            } else {
+                None
+            };
+            let path = super::parallel::share_path(&dp.group, created.as_ref().map(|d| d.root()))?;
+            (
+                created.unwrap_or_else(|| RunDir::of_another_rank(&path)),
+                None,
+            )
+        }
     };
 
     tracing::info!("loading data");
-    let data = Batches::build(pipeline)?;
-    if !data.labels().is_empty() {
+    let mut data = Batches::build(pipeline)?;
+    if let Some(dp) = &parallel {
+        data.set_shard(dp.rank(), dp.world())?;
+    }
+    if !data.labels().is_empty() && root {
         // Saved with the run so a fine-tuned classifier's outputs can be named later.
         crate::rundir::write_json_atomic(&run_dir.path("labels.json"), data.labels())?;
     }
@@ -289,14 +319,19 @@ pub fn prepare(pipeline: &p::Pipeline, opts: &RunOptions) -> Result<Trainer, Tra
         state: LoopState::new(trainable),
         device: dev,
         autocast: precision(&pipeline.model, &pipeline.train).autocast,
-        quiet: opts.quiet,
+        // One progress display: rank 0's.
+        quiet: opts.quiet || !root,
+        parallel,
     };
+    trainer.state.world_size = trainer.rank_and_world().1;
     if let Some(ckpt) = resume_state {
         trainer.restore(ckpt)?;
+        trainer.sync_parameters(None)?;
         let value = serde_json::to_value(pipeline).map_err(|e| TrainError::Other(e.to_string()))?;
         let step = trainer.state.step;
         trainer.update_manifest(|m| m.record_resume(step, &value))?;
     } else {
+        trainer.sync_parameters(None)?;
         trainer.write_start_files()?;
     }
     Ok(trainer)
@@ -305,6 +340,9 @@ pub fn prepare(pipeline: &p::Pipeline, opts: &RunOptions) -> Result<Trainer, Tra
 impl Trainer {
     /// The resolved pipeline and the manifest, written when a run starts.
     pub fn write_start_files(&self) -> Result<(), TrainError> {
+        if !self.writes() {
+            return Ok(());
+        }
         let value =
             serde_json::to_value(&self.pipeline).map_err(|e| TrainError::Other(e.to_string()))?;
         self.run_dir.write_resolved_pipeline(&value)?;
@@ -349,6 +387,9 @@ impl Trainer {
         &self,
         f: impl FnOnce(&mut crate::manifest::Manifest),
     ) -> Result<(), TrainError> {
+        if !self.writes() {
+            return Ok(());
+        }
         let path = self.run_dir.manifest_path();
         let mut m = crate::manifest::Manifest::read(&path)?;
         f(&mut m);
@@ -374,12 +415,19 @@ fn create_run_dir(pipeline: &p::Pipeline, variant: Option<&str>) -> Result<RunDi
     )?)
 }
 
-/// Open a run to resume: its pipeline must be compatible with the one given now.
+/// Open a run to resume: its pipeline must be compatible with the one given now. Only the
+/// process that writes the run (`owner`) locks it; the other ranks of a data-parallel run
+/// read its checkpoint (the directory must be on a filesystem they all see).
 fn open_for_resume(
     dir: &Path,
     pipeline: &p::Pipeline,
+    owner: bool,
 ) -> Result<(RunDir, Option<crate::checkpoint::Checkpoint>), TrainError> {
-    let run_dir = RunDir::open(dir)?;
+    let run_dir = if owner {
+        RunDir::open(dir)?
+    } else {
+        RunDir::open_unlocked(dir)?
+    };
     let before = run_dir.read_resolved_pipeline()?;
     let now = serde_json::to_value(pipeline).map_err(|e| TrainError::Other(e.to_string()))?;
     let check = crate::manifest::check_resume(&before, &now);

@@ -26,6 +26,9 @@ pub struct LoopState {
     /// A causal LM's evaluation before the first step (what the base model scores).
     #[serde(default)]
     pub initial_eval: Option<Vec<(String, f64)>>,
+    /// Processes that trained together (data parallelism); 0 in checkpoints from before it.
+    #[serde(default)]
+    pub world_size: usize,
 }
 
 impl LoopState {
@@ -98,7 +101,10 @@ impl Trainer {
     }
 
     /// Write a checkpoint of the current state atomically and point `latest` at it.
-    pub fn save_checkpoint(&self) -> Result<PathBuf, TrainError> {
+    pub fn save_checkpoint(&self) -> Result<Option<PathBuf>, TrainError> {
+        if !self.writes() {
+            return Ok(None);
+        }
         let extra = TrainerExtra {
             state: self.state.clone(),
             ard_capacities: self
@@ -130,7 +136,7 @@ impl Trainer {
         let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
         let store = Checkpoints::new(&self.run_dir.checkpoints_dir(), KEEP_CHECKPOINTS)
             .map_err(ckpt_err)?;
-        store.save(&ts, &refs).map_err(ckpt_err)
+        store.save(&ts, &refs).map_err(ckpt_err).map(Some)
     }
 
     /// Load a checkpoint into a freshly prepared trainer.
@@ -227,9 +233,24 @@ impl Trainer {
             let mut adapters = self.model.adalora_adapters(&b.paths);
             b.allocator.sync_adapters(&mut adapters);
         }
+        let world_now = self.rank_and_world().1;
+        let world_then = meta.state.world_size.max(1);
         self.state = meta.state;
+        self.state.world_size = world_now;
+        if world_then != world_now {
+            // The data order and the global batch belong to the pipeline, not to the number of
+            // processes: the run goes on where it stopped, only sums are added up differently.
+            tracing::warn!(
+                "this run trained on {world_then} process(es) and resumes on {world_now}: the global batch stays {} \
+                 examples in the same seeded order, now cut into {world_now} part(s); the result matches an uninterrupted run \
+                 up to floating-point rounding, not bit for bit",
+                self.pipeline.train.batch_size
+            );
+        }
         // Logs may run past the checkpoint (the kill came later): cut them back to it.
-        self.run_dir.truncate_logs_to_step(self.state.step)?;
+        if self.writes() {
+            self.run_dir.truncate_logs_to_step(self.state.step)?;
+        }
         tracing::info!(
             "resumed {} at step {} of {}",
             self.run_dir.root().display(),

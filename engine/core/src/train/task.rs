@@ -17,6 +17,9 @@ pub struct TensorBatch {
     pub labels: Tensor,
     /// Tokens that count for throughput (non-padding).
     pub tokens: i64,
+    /// This process's fraction of the global batch's examples (1 without data parallelism):
+    /// the weight that makes the mean of all processes' losses the global batch's mean.
+    pub share: f64,
 }
 
 pub enum TaskModel {

@@ -1,0 +1,3 @@
+// Declarations only: see gloo/rendezvous/store.h.
+#pragma once
+#include <gloo/rendezvous/store.h>

@@ -1,0 +1,15 @@
+// NCCL process groups, compiled only against a CUDA libtorch whose NCCL and CUDA runtime
+// headers the build script found (the CPU build has Gloo alone).
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+
+#include <chrono>
+
+c10::intrusive_ptr<c10d::Backend> ardpipe_make_nccl(
+    const c10::intrusive_ptr<c10d::Store>& store,
+    int rank,
+    int world,
+    std::chrono::milliseconds timeout) {
+  auto opts = c10d::ProcessGroupNCCL::Options::create();
+  opts->timeout = timeout;
+  return c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, world, opts);
+}

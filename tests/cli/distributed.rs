@@ -1,0 +1,360 @@
+//! Data-parallel training over c10d with Gloo, on loopback only: two CPU workers train the
+//! adapter one worker trains at the same global batch; a torchrun-style launch (the
+//! environment alone, and torchrun itself when the Python peer is installed) works; a killed
+//! worker stops the others with a clear error instead of a hang, and the run resumes; a wrong
+//! launcher environment, an unreachable rendezvous and a batch too small to split say so.
+//!
+//! MiniLM's own config has dropout 0.1, and dropout masks depend on how a batch is cut (each
+//! process draws its own); the equivalence test uses the same weights with dropout off, from a
+//! folder that links to the real files and changes only config.json.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{stderr, stdout};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ardpipe-dist-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// MiniLM with dropout off: links to the real weights and tokenizer, an edited config.json.
+fn minilm_without_dropout(dir: &Path) -> PathBuf {
+    let src = repo().join(".ardpipe/assets/minilm");
+    let dst = dir.join("minilm-no-dropout");
+    std::fs::create_dir_all(&dst).unwrap();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name == "config.json" || name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        std::os::unix::fs::symlink(
+            std::fs::canonicalize(entry.path()).unwrap(),
+            dst.join(&name),
+        )
+        .unwrap();
+    }
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(src.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["hidden_dropout_prob"], 0.1, "MiniLM's config changed");
+    cfg["hidden_dropout_prob"] = 0.0.into();
+    cfg["attention_probs_dropout_prob"] = 0.0.into();
+    std::fs::write(dst.join("config.json"), cfg.to_string()).unwrap();
+    dst
+}
+
+/// `ardpipe run pipelines/quickstart.ard` made short, into `out`.
+fn quickstart(out: &Path, steps: u32, extra: &[String]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ardpipe"));
+    cmd.current_dir(repo())
+        .args(["run", "pipelines/quickstart.ard", "-q", "--threads", "1"])
+        .env("ARDPIPE_COLOR", "never")
+        .env("COLUMNS", "1000");
+    for s in [
+        format!("train.steps={steps}"),
+        // A high rate: the adapter must move far beyond the tolerance of the comparison.
+        "train.lr=2e-2".into(),
+        "train.batch_size=8".into(),
+        "train.eval_every=3 steps".into(),
+        "train.checkpoint_every=3 steps".into(),
+        "dataset.tweets.split.validation=1%".into(),
+        "evaluate.batch_size=32".into(),
+        format!("output.dir=\"{}\"", out.display()),
+    ] {
+        cmd.arg("--set").arg(s);
+    }
+    cmd.args(extra);
+    cmd
+}
+
+fn ok(o: &Output) -> String {
+    let text = stdout(o) + &stderr(o);
+    assert!(o.status.success(), "{text}");
+    text
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A worker as a launcher would start it: the torchrun environment and nothing else.
+fn worker(mut cmd: Command, rank: usize, world: usize, port: u16) -> Command {
+    cmd.env("RANK", rank.to_string())
+        .env("LOCAL_RANK", rank.to_string())
+        .env("WORLD_SIZE", world.to_string())
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", port.to_string());
+    cmd
+}
+
+/// Every f32 tensor of a safetensors file whose name contains `part`, by name.
+fn tensors(file: &Path, part: &str) -> Vec<(String, Vec<f32>)> {
+    let bytes = std::fs::read(file).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut out: Vec<(String, Vec<f32>)> = st
+        .tensors()
+        .into_iter()
+        .filter(|(n, _)| n.contains(part))
+        .map(|(n, v)| {
+            assert_eq!(v.dtype(), safetensors::Dtype::F32, "{n}");
+            let f = v
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            (n, f)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn final_eval_loss(run: &Path) -> f64 {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["final"] == true)
+        .and_then(|r| r["loss"].as_f64())
+        .expect("a final evaluation")
+}
+
+#[test]
+fn two_gloo_workers_train_the_adapter_one_worker_trains() {
+    let dir = scratch("equal");
+    let model = minilm_without_dropout(&dir);
+    let m = vec![
+        "--set".into(),
+        format!("model.path=\"{}\"", model.display()),
+    ];
+    let one = dir.join("one");
+    ok(&quickstart(&one, 6, &m).output().unwrap());
+    let two = dir.join("two");
+    let mut args = m.clone();
+    args.extend(["--nproc".into(), "2".into()]);
+    let text = ok(&quickstart(&two, 6, &args).output().unwrap());
+    assert!(
+        text.contains("starting 2 workers on this machine"),
+        "{text}"
+    );
+    // Rank 0 alone wrote the run: one summary, each step logged once.
+    assert_eq!(text.matches("\nrun        ").count(), 1, "{text}");
+    let metrics = std::fs::read_to_string(two.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.matches("\"final\":true").count(), 1, "{metrics}");
+    let manifest = std::fs::read_to_string(two.join("manifest.json")).unwrap();
+    assert!(manifest.contains("\"completed\""), "{manifest}");
+
+    // Same global batch, same seeded order: the same training up to float rounding (batches
+    // cut in two pad to other lengths, sums go in another order, Adam magnifies both a little).
+    let (l1, l2) = (final_eval_loss(&one), final_eval_loss(&two));
+    assert!(
+        (l1 - l2).abs() < 1e-2 * l1,
+        "final eval loss {l1} (1 worker) vs {l2} (2)"
+    );
+    let a = tensors(&one.join("adapter/adapter_model.safetensors"), "lora_B");
+    let b = tensors(&two.join("adapter/adapter_model.safetensors"), "lora_B");
+    assert_eq!(a.len(), 12);
+    assert_eq!(
+        a.iter().map(|t| &t.0).collect::<Vec<_>>(),
+        b.iter().map(|t| &t.0).collect::<Vec<_>>()
+    );
+    // lora_B starts at zero: its norm is how far training moved it.
+    let (mut diff, mut moved) = (0.0f64, 0.0f64);
+    for ((_, x), (_, y)) in a.iter().zip(&b) {
+        for (p, q) in x.iter().zip(y) {
+            diff += ((p - q) as f64).powi(2);
+            moved += (*p as f64).powi(2);
+        }
+    }
+    let rel = (diff / moved).sqrt();
+    eprintln!("lora_B: |2 workers - 1 worker| / |1 worker| = {rel:.2e} (tolerance 1e-2)");
+    assert!(moved.sqrt() > 0.1, "training did not move the adapter");
+    assert!(
+        rel < 1e-2,
+        "2 workers differ from 1 by {rel:.2e} (relative)"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_torchrun_style_environment_launches_the_workers() {
+    let dir = scratch("env");
+    let port = free_port();
+    let out = dir.join("run");
+    let children: Vec<Child> = (0..2)
+        .map(|rank| {
+            worker(quickstart(&out, 4, &[]), rank, 2, port)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let text0 = ok(&outputs[0]);
+    let text1 = ok(&outputs[1]);
+    assert!(text0.contains("\nrun        "), "{text0}");
+    // Rank 1 trains quietly and prints no summary: the run is rank 0's.
+    assert!(!text1.contains("run        "), "{text1}");
+    assert!(out.join("summary.json").is_file());
+
+    // torchrun itself (its agent hosts the rendezvous store), from the Python peer's torch.
+    let torchrun = repo().join(".ardpipe/peer-venv/bin/torchrun");
+    if !torchrun.is_file() {
+        eprintln!(
+            "skipped the torchrun half: {} is missing (scripts/setup.sh --no-peer)",
+            torchrun.display()
+        );
+        return;
+    }
+    let out = dir.join("torchrun");
+    let inner = quickstart(&out, 4, &[]);
+    let mut cmd = Command::new(&torchrun);
+    cmd.current_dir(repo())
+        .args(["--no-python", "--nnodes", "1", "--nproc-per-node", "2"])
+        .arg(format!("--master-port={}", free_port()))
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .env("ARDPIPE_COLOR", "never")
+        .env("COLUMNS", "1000");
+    let text = ok(&cmd.output().unwrap());
+    assert_eq!(text.matches("\nrun        ").count(), 1, "{text}");
+    assert!(out.join("summary.json").is_file(), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_killed_worker_stops_the_others_and_the_run_resumes() {
+    let dir = scratch("kill");
+    let out = dir.join("run");
+    let port = free_port();
+    let mut rank0 = worker(quickstart(&out, 30, &[]), 0, 2, port)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut rank1 = worker(quickstart(&out, 30, &[]), 1, 2, port)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let latest = out.join("checkpoints/latest");
+    let t0 = Instant::now();
+    while !latest.exists() {
+        assert!(rank0.try_wait().unwrap().is_none(), "rank 0 ended early");
+        assert!(t0.elapsed() < Duration::from_secs(300), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    rank1.kill().unwrap(); // SIGKILL
+    let _ = rank1.wait();
+    let killed = Instant::now();
+    // The survivor must stop by itself (the collective timeout is 30 minutes: a hang would
+    // show here as the 120 s limit).
+    let status = loop {
+        if let Some(s) = rank0.try_wait().unwrap() {
+            break s;
+        }
+        if killed.elapsed() > Duration::from_secs(120) {
+            let _ = rank0.kill();
+            panic!("rank 0 still running 120 s after rank 1 was killed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(rank0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("another process of this run stopped"), "{err}");
+    eprintln!(
+        "rank 0 stopped {:.1} s after rank 1 was killed",
+        killed.elapsed().as_secs_f64()
+    );
+
+    // Resume on one process: it says what it does with the different world size, and goes on.
+    let resumed = Command::new(env!("CARGO_BIN_EXE_ardpipe"))
+        .current_dir(repo())
+        .args(["run", "-q", "--threads", "1", "--resume"])
+        .arg(&out)
+        .env("ARDPIPE_COLOR", "never")
+        .output()
+        .unwrap();
+    let text = ok(&resumed);
+    assert!(
+        text.contains("this run trained on 2 process(es) and resumes on 1"),
+        "{text}"
+    );
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["status"], "completed", "{m}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_wrong_launch_says_what_is_wrong() {
+    let dir = scratch("bad");
+    let out = dir.join("run");
+    // RANK without WORLD_SIZE.
+    let o = quickstart(&out, 4, &[]).env("RANK", "0").output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("WORLD_SIZE is not set, but RANK=0 is"),
+        "{}",
+        stderr(&o)
+    );
+    // A rank past the world.
+    let o = worker(quickstart(&out, 4, &[]), 2, 2, 1).output().unwrap();
+    assert!(
+        stderr(&o).contains("ranks run from 0 to WORLD_SIZE - 1 = 1"),
+        "{}",
+        stderr(&o)
+    );
+    // Nobody hosts the rendezvous: rank 1 gives up after the pipeline's timeout.
+    let port = free_port();
+    let t0 = Instant::now();
+    let o = worker(
+        quickstart(&out, 4, &["--set".into(), "distributed.timeout=3 s".into()]),
+        1,
+        2,
+        port,
+    )
+    .output()
+    .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!(
+            "rank 1 could not join the run's rendezvous at 127.0.0.1:{port} within 3 s"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("is rank 0 running"), "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(60), "{err}");
+    // A global batch smaller than the number of workers: every worker refuses, the launcher
+    // reports the first failure.
+    let o = quickstart(&out, 4, &["--nproc".into(), "9".into()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("train.batch_size is 8 but the run has 9 processes"),
+        "{err}"
+    );
+    assert!(err.contains("the other workers stop too"), "{err}");
+    assert!(!out.join("summary.json").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
