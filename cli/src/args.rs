@@ -299,6 +299,10 @@ pub enum BenchWhat {
     Models(BenchModelsArgs),
     /// This machine's peak GEMM throughput through libtorch (square matmuls, f32 or bf16).
     Matmul(BenchMatmulArgs),
+    /// Data-parallel scaling: training steps/s of one pipeline on 1 and on N local workers at
+    /// the same global batch (CPU: Gloo, one thread per worker by default; CUDA: NCCL, one GPU
+    /// per worker), alternating, and the scaling efficiency.
+    Distributed(BenchDistributedArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -348,6 +352,34 @@ pub struct BenchModelsArgs {
     /// Print one JSON object instead of a line of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchDistributedArgs {
+    /// The pipeline to train (evaluated and checkpointed once, after the timed steps).
+    #[arg(long, default_value = "pipelines/quickstart.ard")]
+    pub pipeline: PathBuf,
+    /// Worker counts to compare (repeatable; default 1 and 2).
+    #[arg(long = "nproc", value_name = "N")]
+    pub nproc: Vec<usize>,
+    /// Training steps per run.
+    #[arg(long, default_value_t = 20)]
+    pub steps: u32,
+    /// Rounds; each runs every worker count once, in alternating order.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// libtorch threads per worker.
+    #[arg(long, default_value_t = 1)]
+    pub threads: i32,
+    /// Where the runs go (default: a temporary folder, removed afterwards).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Also write the table as Markdown, with the machine it ran on, to this file.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Override a pipeline value in every run, e.g. `--set model.device=cuda` (repeatable).
+    #[command(flatten)]
+    pub overrides: Overrides,
 }
 
 #[derive(Debug, Args)]

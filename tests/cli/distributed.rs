@@ -358,3 +358,35 @@ fn a_wrong_launch_says_what_is_wrong() {
     assert!(!out.join("summary.json").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_scaling_benchmark_compares_one_and_two_workers() {
+    let dir = scratch("bench");
+    let report = dir.join("scaling.md");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ardpipe"))
+        .current_dir(repo())
+        .args(["bench", "distributed", "--steps", "2", "--rounds", "1"])
+        .arg("--out")
+        .arg(dir.join("runs"))
+        .arg("--report")
+        .arg(&report)
+        .args(["--set", "train.batch_size=4"])
+        .args(["--set", "dataset.tweets.split.validation=1%"])
+        .env("ARDPIPE_COLOR", "never")
+        .output()
+        .unwrap();
+    let text = ok(&o);
+    assert!(text.contains("| 1 | "), "{text}");
+    assert!(text.contains("| 2 | "), "{text}");
+    assert!(text.contains("1.00x | 100 % | 0.0 % |"), "{text}");
+    let md = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        md.contains("# Data-parallel scaling") && md.contains("- machine: "),
+        "{md}"
+    );
+    for n in [1, 2] {
+        let s = dir.join(format!("runs/round-0-workers-{n}/summary.json"));
+        assert!(s.is_file(), "{}", s.display());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

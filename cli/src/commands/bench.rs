@@ -12,6 +12,7 @@ pub fn run(what: BenchWhat) -> miette::Result<Code> {
     match what {
         BenchWhat::Models(a) => models(a),
         BenchWhat::Matmul(a) => matmul(a),
+        BenchWhat::Distributed(a) => super::bench_distributed::run(a),
     }
 }
 

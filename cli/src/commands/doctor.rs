@@ -1,5 +1,6 @@
 //! `ardpipe doctor`: is this installation ready, and if not, what to do.
 
+use ardpipe_engine::dist::Backend;
 use ardpipe_engine::models::{assets, runtime};
 use serde::Serialize;
 
@@ -11,6 +12,8 @@ struct Report {
     ardpipe: &'static str,
     libtorch_expected: String,
     libtorch: runtime::LibtorchInfo,
+    /// c10d backends this build can start for data-parallel runs.
+    distributed: Vec<&'static str>,
     cache: std::path::PathBuf,
     assets: Vec<assets::AssetStatus>,
     problems: Vec<String>,
@@ -60,6 +63,11 @@ pub fn run(deep: bool, format: Format) -> miette::Result<Code> {
         ardpipe: env!("CARGO_PKG_VERSION"),
         libtorch_expected: manifest.libtorch.version.clone(),
         libtorch,
+        distributed: [Backend::Gloo, Backend::Nccl]
+            .into_iter()
+            .filter(|b| b.compiled_in())
+            .map(Backend::name)
+            .collect(),
         cache: assets::cache_root(),
         assets: statuses,
         problems,
@@ -112,6 +120,15 @@ fn print_text(r: &Report) {
             "cuda       not available (CPU only; `python3 scripts/setup.py --gpu` installs the CUDA build)"
         );
     }
+    println!(
+        "parallel   c10d {}{}",
+        r.distributed.join(", "),
+        if r.distributed.contains(&"nccl") {
+            ""
+        } else {
+            " (no NCCL: it needs a CUDA libtorch and its headers when ardpipe is built)"
+        }
+    );
     println!("cache      {}", r.cache.display());
     println!("assets");
     for a in &r.assets {

@@ -1,6 +1,7 @@
 //! One module per subcommand; `dispatch` wires them to the parsed command line.
 
 mod bench;
+mod bench_distributed;
 mod check;
 mod classify;
 mod doctor;

@@ -216,7 +216,7 @@ pub fn render(settings: &StudySettings, outcomes: &[RunOutcome]) -> String {
         "- whole study: {:.1} minutes of wall time",
         settings.elapsed_s / 60.0
     );
-    for line in machine(outcomes) {
+    for line in machine(outcomes.iter().map(|o| o.run_dir.as_path())) {
         let _ = writeln!(md, "- {line}");
     }
     let _ = writeln!(
@@ -461,7 +461,7 @@ fn rank_maps(md: &mut String, methods: &[MethodStats]) {
 }
 
 /// The machine and versions: CPU and memory from /proc, the rest from a run's manifest.
-fn machine(outcomes: &[RunOutcome]) -> Vec<String> {
+pub(crate) fn machine<'a>(run_dirs: impl IntoIterator<Item = &'a std::path::Path>) -> Vec<String> {
     let mut lines = Vec::new();
     let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|t| {
         t.lines()
@@ -474,8 +474,8 @@ fn machine(outcomes: &[RunOutcome]) -> Vec<String> {
             .find(|l| l.starts_with("MemTotal:"))
             .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
     });
-    let manifest = outcomes.iter().find_map(|o| {
-        let text = std::fs::read_to_string(o.run_dir.join("manifest.json")).ok()?;
+    let manifest = run_dirs.into_iter().find_map(|dir| {
+        let text = std::fs::read_to_string(dir.join("manifest.json")).ok()?;
         serde_json::from_str::<serde_json::Value>(&text).ok()
     });
     let cpus = manifest

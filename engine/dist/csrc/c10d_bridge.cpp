@@ -19,6 +19,7 @@ c10::intrusive_ptr<c10d::Backend> ardpipe_make_nccl(
     const c10::intrusive_ptr<c10d::Store>& store,
     int rank,
     int world,
+    int device,
     std::chrono::milliseconds timeout);
 #endif
 
@@ -84,7 +85,8 @@ extern "C" {
 
 // Rendezvous through a TCPStore at host:port and create the process group. `store_server`:
 // this process hosts the store (rank 0, unless a launcher's agent already does). `prefix`
-// keeps ardpipe's keys apart from a launcher's own in a shared store. NULL on failure.
+// keeps ardpipe's keys apart from a launcher's own in a shared store. `device`: the CUDA
+// device of this process (NCCL), ignored by Gloo. NULL on failure.
 void* ardpipe_c10d_new(
     const char* backend,
     const char* host,
@@ -92,6 +94,7 @@ void* ardpipe_c10d_new(
     int rank,
     int world,
     int store_server,
+    int device,
     const char* prefix,
     int64_t timeout_ms,
     char* err,
@@ -119,8 +122,9 @@ void* ardpipe_c10d_new(
           c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, gloo_opts);
     } else if (name == "nccl") {
 #ifdef ARDPIPE_WITH_NCCL
-      group->backend = ardpipe_make_nccl(store, rank, world, timeout);
+      group->backend = ardpipe_make_nccl(store, rank, world, device, timeout);
 #else
+      (void)device;
       throw std::runtime_error(
           "this ardpipe was built without NCCL (it needs a CUDA libtorch and its NCCL "
           "headers at build time: scripts/setup.sh --gpu)");

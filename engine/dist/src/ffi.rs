@@ -14,6 +14,7 @@ unsafe extern "C" {
         rank: c_int,
         world: c_int,
         store_server: c_int,
+        device: c_int,
         prefix: *const c_char,
         timeout_ms: i64,
         err: *mut c_char,

@@ -73,8 +73,9 @@ impl ProcessGroup {
     pub fn init(launch: &Launch, backend: Backend, timeout: Duration) -> Result<Self, DistError> {
         if !backend.compiled_in() {
             return Err(DistError::Usage(format!(
-                "this ardpipe was built without {} support: NCCL needs a CUDA libtorch and its \
-                 headers when ardpipe is built (scripts/setup.sh --gpu); use `distributed {{ backend = gloo }}` meanwhile",
+                "this ardpipe was built without {} support: NCCL needs a CUDA libtorch and the CUDA and NCCL \
+                 headers when ardpipe is built (scripts/setup.sh --gpu, with CUDA_HOME or NCCL_INCLUDE_DIR set); \
+                 until then train on the CPU with `distributed {{ backend = gloo }}`",
                 backend.name()
             )));
         }
@@ -96,6 +97,7 @@ impl ProcessGroup {
                 launch.rank as i32,
                 launch.world_size as i32,
                 launch.hosts_store() as i32,
+                launch.local_rank as i32,
                 prefix.as_ptr(),
                 timeout_ms,
                 err.as_mut_ptr().cast(),

@@ -393,6 +393,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn shards_tile_the_batch_in_order_and_differ_by_at_most_one() {
+        for n in 1..40 {
+            for world in 1..=n.min(9) {
+                let parts: Vec<_> = (0..world).map(|r| shard_range(n, r, world)).collect();
+                assert_eq!(parts[0].start, 0);
+                assert_eq!(parts[world - 1].end, n);
+                for w in parts.windows(2) {
+                    assert_eq!(w[0].end, w[1].start, "n {n} world {world}");
+                }
+                let sizes: Vec<usize> = parts.iter().map(|p| p.len()).collect();
+                let (lo, hi) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+                assert!(*lo >= 1 && hi - lo <= 1, "n {n} world {world}: {sizes:?}");
+            }
+        }
+        assert_eq!(shard_range(10, 0, 3), 0..4);
+        assert_eq!(shard_range(10, 2, 3), 7..10);
+        assert!(check_batch_splits(2, 3).is_err());
+        assert!(check_batch_splits(3, 3).is_ok());
+    }
+
+    #[test]
     fn truncation_keeps_the_special_ends() {
         assert_eq!(
             truncate(vec![101, 1, 2, 3, 4, 102], 4, false),

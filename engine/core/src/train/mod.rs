@@ -120,6 +120,12 @@ pub struct RunSummary {
     /// Per ARD module kind: layer × head effective ranks.
     pub rank_map: Vec<RankRow>,
     pub wall_seconds: f64,
+    /// Seconds inside the training loop (all processes of a run, resumes included): steps per
+    /// second is `steps / train_seconds`.
+    pub train_seconds: f64,
+    /// Of those, seconds rank 0 spent averaging gradients over processes (this process's run
+    /// only, not before a resume; 0 for a single process).
+    pub communication_seconds: f64,
     pub tokens_per_second: f64,
     /// This process's peak resident memory (VmHWM) when the run ended.
     pub peak_rss_mb: f64,
@@ -155,6 +161,8 @@ pub struct Trainer {
     pub quiet: bool,
     /// Data parallelism over several processes (None: this process trains alone).
     pub parallel: Option<parallel::DataParallel>,
+    /// Seconds this process spent in the per-step gradient and loss all-reduces.
+    pub comm_seconds: f64,
 }
 
 /// One ARD-LoRA adapter block: its linears, regulariser and schedules.
@@ -245,13 +253,19 @@ impl Trainer {
             o.zero_grad();
         }
         // Dropout and any other torch randomness: one seed per step, so a resumed run
-        // draws exactly what the uninterrupted run drew.
-        tch::manual_seed(
-            crate::rng::derive_seed(self.pipeline.train.seed, "torch-step", step) as i64,
-        );
+        // draws exactly what the uninterrupted run drew. Each process of a data-parallel run
+        // draws its own stream: the same seed everywhere would give every part of the batch
+        // the same dropout masks.
+        let (rank, world) = self.rank_and_world();
+        let stream = if world > 1 {
+            format!("torch-step-rank-{rank}")
+        } else {
+            "torch-step".to_string()
+        };
+        tch::manual_seed(crate::rng::derive_seed(self.pipeline.train.seed, &stream, step) as i64);
         let mut task_sum = Tensor::zeros([], (Kind::Float, self.device));
         let mut tokens = 0;
-        let world = self.rank_and_world().1 as f64;
+        let world = world as f64;
         for _ in 0..accum {
             let batch = self.data.next_train(&mut self.state.data, self.device)?;
             tokens += batch.tokens;
@@ -277,6 +291,7 @@ impl Trainer {
             None => Tensor::zeros([], (Kind::Float, self.device)),
         };
         if self.parallel.is_some() {
+            let t = Instant::now();
             self.average_gradients()?;
             // The global batch's loss and tokens, for the log and the finiteness check (which
             // every process then takes alike).
@@ -290,6 +305,7 @@ impl Trainer {
             let global = self.sum_over_processes(local)?;
             task_sum = global.get(0).to_kind(Kind::Float);
             tokens = global.get(1).double_value(&[]).round() as i64;
+            self.comm_seconds += t.elapsed().as_secs_f64();
         }
         // One host sync per step: the loss and regulariser values, checked for finiteness.
         let both = Tensor::stack(

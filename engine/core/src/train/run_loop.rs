@@ -331,6 +331,8 @@ impl Trainer {
             mean_effective_rank: self.mean_effective_rank(),
             rank_map,
             wall_seconds: 0.0,
+            train_seconds: self.state.train_seconds,
+            communication_seconds: self.comm_seconds,
             peak_rss_mb: 0.0,
             tokens_per_second: self.state.tokens_seen as f64 / self.state.train_seconds.max(1e-9),
         }

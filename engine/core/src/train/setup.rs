@@ -322,6 +322,7 @@ pub fn prepare(pipeline: &p::Pipeline, opts: &RunOptions) -> Result<Trainer, Tra
         // One progress display: rank 0's.
         quiet: opts.quiet || !root,
         parallel,
+        comm_seconds: 0.0,
     };
     trainer.state.world_size = trainer.rank_and_world().1;
     if let Some(ckpt) = resume_state {

@@ -242,8 +242,8 @@ impl Trainer {
             // processes: the run goes on where it stopped, only sums are added up differently.
             tracing::warn!(
                 "this run trained on {world_then} process(es) and resumes on {world_now}: the global batch stays {} \
-                 examples in the same seeded order, now cut into {world_now} part(s); the result matches an uninterrupted run \
-                 up to floating-point rounding, not bit for bit",
+                 examples in the same seeded order, now cut into {world_now} part(s); sums are added in another order \
+                 and dropout draws other masks, so the result is the same training but not bit for bit the run it would have been",
                 self.pipeline.train.batch_size
             );
         }
