@@ -15,7 +15,8 @@ struct Sample {
     workers: usize,
     steps_per_s: f64,
     tokens_per_s: f64,
-    /// Share of the training loop spent averaging gradients (rank 0's view).
+    /// Share of the training loop rank 0 spent in the gradient all-reduce, waiting for the
+    /// slower worker included (a worker whose part of the batch pads longer finishes later).
     comm_share: f64,
 }
 
@@ -177,7 +178,7 @@ fn table(counts: &[usize], samples: &[Sample]) -> String {
     let base_n = *counts.iter().min().unwrap_or(&1);
     let base = med(base_n, |s| s.steps_per_s);
     let mut t = String::from(
-        "| workers | steps/s (median) | tokens/s (median) | speed-up | scaling efficiency | time in gradient all-reduce |\n|---|---|---|---|---|---|\n",
+        "| workers | steps/s (median) | tokens/s (median) | speed-up | scaling efficiency | time in the gradient all-reduce, waiting for the slower worker included |\n|---|---|---|---|---|---|\n",
     );
     for &n in counts {
         let sps = med(n, |s| s.steps_per_s);
