@@ -1,16 +1,11 @@
 include!("../../build-support/rpath.rs");
+include!("../../build-support/libtorch_cc.rs");
 
 use std::path::{Path, PathBuf};
 
 fn main() {
     emit_libtorch_rpath();
-    let lib = std::env::var("DEP_TCH_LIBTORCH_LIB")
-        .expect("torch-sys reports its libtorch lib dir (DEP_TCH_LIBTORCH_LIB)");
-    let lib = PathBuf::from(lib);
-    let root = lib
-        .parent()
-        .expect("libtorch lib dir has a parent")
-        .to_path_buf();
+    let (lib, root) = libtorch_dirs();
     println!("cargo:rerun-if-changed=csrc");
     println!("cargo:rerun-if-env-changed=CUDA_HOME");
     println!("cargo:rerun-if-env-changed=NCCL_INCLUDE_DIR");
@@ -29,23 +24,13 @@ fn main() {
         println!("cargo:rustc-cfg=ardpipe_nccl");
         println!("cargo:rustc-link-lib=dylib=torch_cuda");
     }
-    println!("cargo:rustc-link-search=native={}", lib.display());
-    println!("cargo:rustc-link-lib=dylib=torch_cpu");
-    println!("cargo:rustc-link-lib=dylib=c10");
+    link_libtorch(&lib);
 }
 
-/// The same flags torch-sys builds tch's own C++ with.
 fn build(root: &Path) -> cc::Build {
-    let mut b = cc::Build::new();
-    b.cpp(true)
-        .pic(true)
-        .warnings(false)
-        .include(root.join("include"))
-        .include(root.join("include/torch/csrc/api/include"))
-        // libtorch has no Gloo headers: declarations of what its ProcessGroupGloo.hpp names.
-        .include("csrc/gloo_decls")
-        .flag("-std=c++17")
-        .flag("-D_GLIBCXX_USE_CXX11_ABI=1");
+    let mut b = libtorch_cpp(root);
+    // libtorch has no Gloo headers: declarations of what its ProcessGroupGloo.hpp names.
+    b.include("csrc/gloo_decls");
     b
 }
 

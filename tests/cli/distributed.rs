@@ -390,3 +390,52 @@ fn the_scaling_benchmark_compares_one_and_two_workers() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The other methods and the causal LM path under two workers: AdaLoRA (its allocator runs on
+/// broadcast adapters every step), full fine-tuning (22 M gradients in several buckets, a merged
+/// export) and ARD-LoRA on SmolLM2 with a compaction every step (ranks decided on rank 0's α).
+#[test]
+fn every_method_and_the_causal_lm_train_on_two_workers() {
+    let dir = scratch("methods");
+    let run = |file: &str, variant: &str, sets: &[&str]| {
+        let out = dir.join(variant);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ardpipe"));
+        cmd.current_dir(repo())
+            .args(["run", file, "-q", "--nproc", "2", "--threads", "1"])
+            .args(["--variant", variant])
+            .args(["--set", &format!("output.dir=\"{}\"", out.display())])
+            .env("ARDPIPE_COLOR", "never");
+        for s in sets {
+            cmd.args(["--set", s]);
+        }
+        let text = ok(&cmd.output().unwrap());
+        assert!(out.join("summary.json").is_file(), "{variant}: {text}");
+        (out, text)
+    };
+    let small = ["train.batch_size=4", "dataset.tweets.split.test=1%"];
+    let (out, _) = run(
+        "pipelines/study/classification.ard",
+        "adalora",
+        &[&["train.steps=8", "train.lr=2e-2"], &small[..]].concat(),
+    );
+    let cfg = std::fs::read_to_string(out.join("adapter/adapter_config.json")).unwrap();
+    assert!(cfg.contains("ADALORA"), "{cfg}");
+    let (out, _) = run(
+        "pipelines/study/classification.ard",
+        "full",
+        &[&["train.steps=2"], &small[..]].concat(),
+    );
+    assert!(out.join("merged.safetensors").is_file());
+    let (_, text) = run(
+        "pipelines/study/causal_lm.ard",
+        "ard_lora",
+        &[
+            "train.steps=4",
+            "train.batch_size=2",
+            "dataset.shakespeare.max_rows=2000",
+            "dataset.shakespeare.split.validation=2%",
+        ],
+    );
+    assert!(text.contains("perplexity"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -99,6 +99,11 @@ pub fn run(
             Err(e) => return Err(report(e)),
         }
     }
+    if let Some(g) = &group {
+        // Rank 0 may still be writing the export and report: leave together, so a launcher
+        // does not see one process finish while another is still working.
+        g.barrier().map_err(|e| miette::miette!("{e}"))?;
+    }
     Ok(if last.is_some() {
         Code::Success
     } else {

@@ -194,39 +194,45 @@ impl ProcessGroup {
     }
 
     fn raw_all_reduce_sum(&self, tensors: &[Tensor]) -> Result<(), DistError> {
-        let ptrs: Vec<*mut torch_sys::C_tensor> =
-            tensors.iter().map(|t| t.as_ptr() as *mut _).collect();
-        let mut err = vec![0u8; ffi::ERR_LEN];
-        // SAFETY: the handles stay alive for the call (the bridge waits for every collective);
-        // the bridge writes into the tensors' storage, which their owners expect (in place).
-        let rc = unsafe {
-            ffi::ardpipe_c10d_all_reduce_sum(
-                self.raw.as_ptr(),
-                ptrs.as_ptr(),
-                ptrs.len(),
-                err.as_mut_ptr().cast(),
-                err.len(),
-            )
-        };
-        self.check(rc, "an all-reduce", &err)
+        self.with_tensors(tensors, "an all-reduce", |g, ptrs, n, err, len| {
+            // SAFETY: see `with_tensors`.
+            unsafe { ffi::ardpipe_c10d_all_reduce_sum(g, ptrs, n, err, len) }
+        })
     }
 
     fn raw_broadcast(&self, tensors: &[Tensor], root: usize) -> Result<(), DistError> {
+        self.with_tensors(tensors, "a broadcast", |g, ptrs, n, err, len| {
+            // SAFETY: see `with_tensors`.
+            unsafe { ffi::ardpipe_c10d_broadcast(g, ptrs, n, root as i32, err, len) }
+        })
+    }
+
+    /// Call a bridge collective on `tensors`. The handles stay alive for the call (the bridge
+    /// waits for every collective it launched) and the bridge writes into the tensors'
+    /// storage, which their owners expect (the collectives work in place).
+    fn with_tensors(
+        &self,
+        tensors: &[Tensor],
+        what: &'static str,
+        call: impl FnOnce(
+            *mut c_void,
+            *const *mut torch_sys::C_tensor,
+            usize,
+            *mut std::ffi::c_char,
+            usize,
+        ) -> i32,
+    ) -> Result<(), DistError> {
         let ptrs: Vec<*mut torch_sys::C_tensor> =
             tensors.iter().map(|t| t.as_ptr() as *mut _).collect();
         let mut err = vec![0u8; ffi::ERR_LEN];
-        // SAFETY: as in raw_all_reduce_sum.
-        let rc = unsafe {
-            ffi::ardpipe_c10d_broadcast(
-                self.raw.as_ptr(),
-                ptrs.as_ptr(),
-                ptrs.len(),
-                root as i32,
-                err.as_mut_ptr().cast(),
-                err.len(),
-            )
-        };
-        self.check(rc, "a broadcast", &err)
+        let rc = call(
+            self.raw.as_ptr(),
+            ptrs.as_ptr(),
+            ptrs.len(),
+            err.as_mut_ptr().cast(),
+            err.len(),
+        );
+        self.check(rc, what, &err)
     }
 
     /// Pack `tensors` into flat buckets (per device and precision, in order), run `op` on all
