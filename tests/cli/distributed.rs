@@ -439,3 +439,66 @@ fn every_method_and_the_causal_lm_train_on_two_workers() {
     assert!(text.contains("perplexity"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A worker that stops answering (SIGSTOP, as a hung process would) makes the others fail after
+/// `distributed.timeout`, with the timeout named, instead of waiting forever.
+#[test]
+fn a_stuck_worker_times_the_others_out() {
+    let dir = scratch("stuck");
+    let out = dir.join("run");
+    let port = free_port();
+    let timeout = ["--set".to_string(), "distributed.timeout=10 s".to_string()];
+    let mut rank0 = worker(quickstart(&out, 30, &timeout), 0, 2, port)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut rank1 = worker(quickstart(&out, 30, &timeout), 1, 2, port)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let latest = out.join("checkpoints/latest");
+    let t0 = Instant::now();
+    while !latest.exists() {
+        assert!(rank0.try_wait().unwrap().is_none(), "rank 0 ended early");
+        assert!(t0.elapsed() < Duration::from_secs(300), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stop = Command::new("kill")
+        .args(["-STOP", &rank1.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stop.success());
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(s) = rank0.try_wait().unwrap() {
+            break s;
+        }
+        if stopped.elapsed() > Duration::from_secs(120) {
+            let _ = rank0.kill();
+            let _ = rank1.kill();
+            panic!("rank 0 still waiting 120 s after rank 1 stopped (timeout 10 s)");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let waited = stopped.elapsed();
+    let _ = rank1.kill();
+    let _ = rank1.wait();
+    let mut err = String::new();
+    std::io::Read::read_to_string(rank0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("waited longer than the timeout (10 s) for the other processes"),
+        "{err}"
+    );
+    assert!(
+        waited >= Duration::from_secs(5),
+        "gave up after {waited:?}: {err}"
+    );
+    eprintln!(
+        "rank 0 gave up {:.1} s after rank 1 stopped",
+        waited.as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
