@@ -155,6 +155,9 @@ fn two_gloo_workers_train_the_adapter_one_worker_trains() {
     assert_eq!(metrics.matches("\"final\":true").count(), 1, "{metrics}");
     let manifest = std::fs::read_to_string(two.join("manifest.json")).unwrap();
     assert!(manifest.contains("\"completed\""), "{manifest}");
+    let m: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    assert_eq!(m["processes"]["world_size"], 2, "{manifest}");
+    assert_eq!(m["processes"]["backend"], "gloo", "{manifest}");
 
     // Same global batch, same seeded order: the same training up to float rounding (batches
     // cut in two pad to other lengths, sums go in another order, Adam magnifies both a little).

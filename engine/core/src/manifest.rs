@@ -302,6 +302,17 @@ pub struct Resumption {
     pub from_step: u64,
     /// The pipeline hash of the resuming invocation (differs when allowed fields changed).
     pub pipeline_sha256: String,
+    /// The resuming invocation's processes (absent: one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<Processes>,
+}
+
+/// A data-parallel invocation: how many processes trained together, over which c10d backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Processes {
+    pub world_size: usize,
+    /// `gloo` or `nccl`.
+    pub backend: String,
 }
 
 /// `manifest.json`.
@@ -321,6 +332,9 @@ pub struct Manifest {
     /// Every seed in use, by role (`seed`, `train`, …).
     pub seeds: BTreeMap<String, u64>,
     pub host: HostInfo,
+    /// Data parallelism at the start (absent: one process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<Processes>,
     pub started_at: String,
     pub ended_at: Option<String>,
     pub status: RunStatus,
@@ -340,6 +354,7 @@ pub struct ManifestInputs<'a> {
     pub plugins: &'a [(String, PathBuf)],
     pub device: &'a str,
     pub seeds: BTreeMap<String, u64>,
+    pub processes: Option<Processes>,
 }
 
 impl Manifest {
@@ -367,6 +382,7 @@ impl Manifest {
             device: inputs.device.to_string(),
             seeds: inputs.seeds.clone(),
             host: HostInfo::current(),
+            processes: inputs.processes.clone(),
             started_at: now_rfc3339(),
             ended_at: None,
             status: RunStatus::Running,
@@ -379,13 +395,19 @@ impl Manifest {
         self.ended_at = Some(now_rfc3339());
     }
 
-    pub fn record_resume(&mut self, from_step: u64, pipeline: &Value) {
+    pub fn record_resume(
+        &mut self,
+        from_step: u64,
+        pipeline: &Value,
+        processes: Option<Processes>,
+    ) {
         self.status = RunStatus::Running;
         self.ended_at = None;
         self.resumptions.push(Resumption {
             at: now_rfc3339(),
             from_step,
             pipeline_sha256: pipeline_hash(pipeline),
+            processes,
         });
     }
 
@@ -829,6 +851,7 @@ mod tests {
             plugins: &[],
             device: "cpu",
             seeds: BTreeMap::from([("seed".to_string(), 7)]),
+            processes: None,
         })
         .unwrap();
         assert_eq!(m.pipeline_sha256, pipeline_hash(&p));
@@ -843,7 +866,14 @@ mod tests {
             m.versions
         );
         assert!(m.host.cpus >= 1 && m.host.torch_threads >= 1);
-        m.record_resume(40, &p);
+        m.record_resume(
+            40,
+            &p,
+            Some(Processes {
+                world_size: 2,
+                backend: "gloo".into(),
+            }),
+        );
         m.finish(RunStatus::Completed);
         let path = d.path().join("manifest.json");
         m.write(&path).unwrap();

@@ -47,6 +47,14 @@ impl Trainer {
         self.parallel.as_ref().is_none_or(|d| d.group.is_root())
     }
 
+    /// For the manifest: the processes of this run (None for one).
+    pub fn processes(&self) -> Option<crate::manifest::Processes> {
+        self.parallel.as_ref().map(|d| crate::manifest::Processes {
+            world_size: d.world(),
+            backend: d.group.backend().name().to_string(),
+        })
+    }
+
     /// (rank, world size); (0, 1) without data parallelism.
     pub fn rank_and_world(&self) -> (usize, usize) {
         self.parallel

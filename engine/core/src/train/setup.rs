@@ -330,7 +330,8 @@ pub fn prepare(pipeline: &p::Pipeline, opts: &RunOptions) -> Result<Trainer, Tra
         trainer.sync_parameters(None)?;
         let value = serde_json::to_value(pipeline).map_err(|e| TrainError::Other(e.to_string()))?;
         let step = trainer.state.step;
-        trainer.update_manifest(|m| m.record_resume(step, &value))?;
+        let processes = trainer.processes();
+        trainer.update_manifest(|m| m.record_resume(step, &value, processes))?;
     } else {
         trainer.sync_parameters(None)?;
         trainer.write_start_files()?;
@@ -378,6 +379,7 @@ impl Trainer {
             plugins: &plugins,
             device: &format!("{:?}", self.device).to_lowercase(),
             seeds,
+            processes: self.processes(),
         })?;
         manifest.write(&self.run_dir.manifest_path())?;
         Ok(())
