@@ -158,6 +158,12 @@ fn two_gloo_workers_train_the_adapter_one_worker_trains() {
     let m: serde_json::Value = serde_json::from_str(&manifest).unwrap();
     assert_eq!(m["processes"]["world_size"], 2, "{manifest}");
     assert_eq!(m["processes"]["backend"], "gloo", "{manifest}");
+    let shown = crate::ardpipe(&["inspect", "run", two.to_str().unwrap()]);
+    assert!(
+        stdout(&shown).contains("processes  2 (data parallel, gloo)"),
+        "{}",
+        stdout(&shown)
+    );
 
     // Same global batch, same seeded order: the same training up to float rounding (batches
     // cut in two pad to other lengths, sums go in another order, Adam magnifies both a little).

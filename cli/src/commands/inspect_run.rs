@@ -112,6 +112,14 @@ fn text(d: &Value) -> String {
         s(&m["versions"]["libtorch"]),
         s(&m["device"])
     );
+    if m["processes"].is_object() {
+        let _ = writeln!(
+            o,
+            "processes  {} (data parallel, {})",
+            s(&m["processes"]["world_size"]),
+            s(&m["processes"]["backend"])
+        );
+    }
     let _ = writeln!(
         o,
         "progress   last logged step {}, latest checkpoint {}",
