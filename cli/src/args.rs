@@ -71,7 +71,9 @@ pub enum Command {
         /// Run only this variant of a pipeline with `variant` blocks (default: all, in order).
         #[arg(long, value_name = "NAME")]
         variant: Option<String>,
-        /// Start N local data-parallel workers.
+        /// Train with N data-parallel worker processes on this machine (c10d: Gloo on CPU,
+        /// NCCL on CUDA), at the pipeline's global batch. Under torchrun, srun or another
+        /// launcher that sets RANK and WORLD_SIZE, leave it out. See docs/DISTRIBUTED.md.
         #[arg(long, value_name = "N")]
         nproc: Option<usize>,
         /// libtorch intra-op threads (default: libtorch's choice, OMP_NUM_THREADS or all

@@ -450,7 +450,8 @@ fn every_method_and_the_causal_lm_train_on_two_workers() {
 }
 
 /// A worker that stops answering (SIGSTOP, as a hung process would) makes the others fail after
-/// `distributed.timeout`, with the timeout named, instead of waiting forever.
+/// `distributed.timeout`, with the timeout named, instead of waiting forever; two processes then
+/// resume the run.
 #[test]
 fn a_stuck_worker_times_the_others_out() {
     let dir = scratch("stuck");
@@ -508,6 +509,28 @@ fn a_stuck_worker_times_the_others_out() {
     eprintln!(
         "rank 0 gave up {:.1} s after rank 1 stopped",
         waited.as_secs_f64()
+    );
+
+    // The same two processes resume it from its last checkpoint.
+    let resumed = Command::new(env!("CARGO_BIN_EXE_ardpipe"))
+        .current_dir(repo())
+        .args(["run", "-q", "--threads", "1", "--nproc", "2", "--resume"])
+        .arg(&out)
+        .env("ARDPIPE_COLOR", "never")
+        .output()
+        .unwrap();
+    let text = ok(&resumed);
+    assert!(
+        !text.contains("resumes on"),
+        "same world size, no warning: {text}"
+    );
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["status"], "completed", "{m}");
+    assert_eq!(m["resumptions"][0]["processes"]["world_size"], 2, "{m}");
+    assert!(
+        m["resumptions"][0]["from_step"].as_u64().unwrap() >= 3,
+        "{m}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
