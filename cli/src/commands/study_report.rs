@@ -5,39 +5,8 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-
-/// What `ardpipe run` leaves in `summary.json` (the fields the study reads).
-#[derive(Debug, Clone, Deserialize)]
-pub struct Summary {
-    #[serde(default)]
-    pub interrupted: bool,
-    pub final_eval: Option<FinalEval>,
-    #[serde(default)]
-    pub initial_eval: Option<Vec<(String, f64)>>,
-    #[serde(default)]
-    pub majority_baseline: Option<f64>,
-    pub trainable_parameters: usize,
-    #[serde(default)]
-    pub mean_effective_rank: Option<f64>,
-    #[serde(default)]
-    pub rank_map: Vec<RankRow>,
-    pub wall_seconds: f64,
-    pub tokens_per_second: f64,
-    pub peak_rss_mb: f64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct FinalEval {
-    pub metrics: Vec<(String, f64)>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct RankRow {
-    pub module: String,
-    pub layer: Option<usize>,
-    pub ranks: Vec<usize>,
-}
+/// What each run wrote: the engine's own summary type.
+pub use ardpipe_engine::train::RunSummary as Summary;
 
 /// A finished run's summary, or None when the run did not finish (or left no summary).
 pub fn read_summary(run_dir: &Path) -> Option<Summary> {
@@ -519,16 +488,24 @@ mod tests {
 
     fn summary(acc: f64, params: usize, rank: Option<f64>) -> Summary {
         Summary {
+            run_dir: "runs/x".into(),
+            steps: 10,
+            stopped_early: false,
             interrupted: false,
-            final_eval: Some(FinalEval {
+            final_eval: Some(ardpipe_engine::train::EvalResult {
+                step: 10,
                 metrics: vec![("loss".into(), 1.0), ("accuracy".into(), acc)],
+                primary: vec![],
             }),
             initial_eval: None,
             majority_baseline: Some(0.1),
             trainable_parameters: params,
+            base_parameters: 1000,
             mean_effective_rank: rank,
             rank_map: vec![],
             wall_seconds: 10.0,
+            train_seconds: 9.0,
+            communication_seconds: 0.0,
             tokens_per_second: 1.0,
             peak_rss_mb: 100.0,
         }

@@ -215,19 +215,6 @@ pub fn prepare(dir: &Path) -> Result<()> {
     std::fs::write(&p, minilm_dir()?.display().to_string()).map_err(|e| ModelError::io(&p, e))
 }
 
-/// Peak resident set size of this process (VmHWM), in MiB.
-pub fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
 fn to_tensor(rows: &[Vec<i64>]) -> Tensor {
     let b = rows.len() as i64;
     let flat: Vec<i64> = rows.iter().flatten().copied().collect();
@@ -636,7 +623,10 @@ pub fn run(spec: &BenchSpec) -> Result<BenchResult> {
         _ => Tensor::from_slice(&data.labels),
     };
     let mut net = load_net(&spec.model, &opts)?;
-    tracing::debug!("peak RSS after loading: {:.0} MiB", peak_rss_mb());
+    tracing::debug!(
+        "peak RSS after loading: {:.0} MiB",
+        crate::runtime::peak_rss_mb()
+    );
     tch::manual_seed(0);
 
     let r = spec.rank;
@@ -724,7 +714,10 @@ pub fn run(spec: &BenchSpec) -> Result<BenchResult> {
         if i >= spec.warmup {
             times.push(dt);
         }
-        tracing::debug!("step {i}: {dt:.3} s, peak RSS {:.0} MiB", peak_rss_mb());
+        tracing::debug!(
+            "step {i}: {dt:.3} s, peak RSS {:.0} MiB",
+            crate::runtime::peak_rss_mb()
+        );
     }
     times.sort_by(f64::total_cmp);
     let median = if times.is_empty() {
@@ -767,7 +760,7 @@ pub fn run(spec: &BenchSpec) -> Result<BenchResult> {
         steps: spec.steps,
         median_step_s: median,
         tokens_per_s: (b * t) as f64 / median,
-        peak_rss_mb: peak_rss_mb(),
+        peak_rss_mb: crate::runtime::peak_rss_mb(),
         loss,
         modules,
         trainable_params,

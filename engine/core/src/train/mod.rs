@@ -29,7 +29,7 @@ use ardpipe_adapters::adalora::orth_regulariser;
 use ardpipe_adapters::ard::ArdRegulariser;
 use ardpipe_adapters::optim::Optimizer;
 use ardpipe_dsl::pipeline as p;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::rundir::RunDir;
@@ -92,7 +92,7 @@ pub struct RunOptions {
 }
 
 /// One evaluation's named scalars.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EvalResult {
     pub step: u64,
     pub metrics: Vec<(String, f64)>,
@@ -102,8 +102,8 @@ pub struct EvalResult {
     pub primary: Vec<Option<f64>>,
 }
 
-/// What a finished run reports to the user.
-#[derive(Debug, Clone, Serialize)]
+/// What a finished run reports to the user, and `summary.json` (what `ardpipe study` reads).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunSummary {
     pub run_dir: PathBuf,
     pub steps: u64,
@@ -122,16 +122,18 @@ pub struct RunSummary {
     pub wall_seconds: f64,
     /// Seconds inside the training loop (all processes of a run, resumes included): steps per
     /// second is `steps / train_seconds`.
+    #[serde(default)]
     pub train_seconds: f64,
     /// Of those, seconds rank 0 spent averaging gradients over processes (this process's run
     /// only, not before a resume; 0 for a single process).
+    #[serde(default)]
     pub communication_seconds: f64,
     pub tokens_per_second: f64,
     /// This process's peak resident memory (VmHWM) when the run ended.
     pub peak_rss_mb: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RankRow {
     pub module: String,
     pub layer: Option<usize>,
@@ -433,7 +435,7 @@ pub fn run(pipeline: &p::Pipeline, opts: &RunOptions) -> Result<RunSummary, Trai
     }
     let summary = RunSummary {
         wall_seconds: t0.elapsed().as_secs_f64(),
-        peak_rss_mb: ardpipe_models::bench::peak_rss_mb(),
+        peak_rss_mb: ardpipe_models::runtime::peak_rss_mb(),
         ..summary
     };
     if !summary.interrupted && trainer.writes() {
