@@ -131,6 +131,48 @@ fn final_eval_loss(run: &Path) -> f64 {
         .expect("a final evaluation")
 }
 
+/// Two workers of a 30-step quickstart into `out`, past their first checkpoint (rank 0's stderr
+/// piped, for the error it will print).
+fn two_workers_past_a_checkpoint(out: &Path, extra: &[String]) -> (Child, Child) {
+    let port = free_port();
+    let mut rank0 = worker(quickstart(out, 30, extra), 0, 2, port)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rank1 = worker(quickstart(out, 30, extra), 1, 2, port)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let latest = out.join("checkpoints/latest");
+    let t0 = Instant::now();
+    while !latest.exists() {
+        assert!(rank0.try_wait().unwrap().is_none(), "rank 0 ended early");
+        assert!(t0.elapsed() < Duration::from_secs(300), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (rank0, rank1)
+}
+
+/// Wait for `child` to exit by itself within `limit`; its exit status, seconds taken and stderr.
+fn exits_by_itself(child: &mut Child, limit: Duration) -> (std::process::ExitStatus, f64, String) {
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            panic!("still running {limit:?} later");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    (status, t0.elapsed().as_secs_f64(), err)
+}
+
 #[test]
 fn two_gloo_workers_train_the_adapter_one_worker_trains() {
     let dir = scratch("equal");
@@ -251,47 +293,15 @@ fn a_torchrun_style_environment_launches_the_workers() {
 fn a_killed_worker_stops_the_others_and_the_run_resumes() {
     let dir = scratch("kill");
     let out = dir.join("run");
-    let port = free_port();
-    let mut rank0 = worker(quickstart(&out, 30, &[]), 0, 2, port)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut rank1 = worker(quickstart(&out, 30, &[]), 1, 2, port)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let latest = out.join("checkpoints/latest");
-    let t0 = Instant::now();
-    while !latest.exists() {
-        assert!(rank0.try_wait().unwrap().is_none(), "rank 0 ended early");
-        assert!(t0.elapsed() < Duration::from_secs(300), "no checkpoint");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut rank0, mut rank1) = two_workers_past_a_checkpoint(&out, &[]);
     rank1.kill().unwrap(); // SIGKILL
     let _ = rank1.wait();
-    let killed = Instant::now();
     // The survivor must stop by itself (the collective timeout is 30 minutes: a hang would
     // show here as the 120 s limit).
-    let status = loop {
-        if let Some(s) = rank0.try_wait().unwrap() {
-            break s;
-        }
-        if killed.elapsed() > Duration::from_secs(120) {
-            let _ = rank0.kill();
-            panic!("rank 0 still running 120 s after rank 1 was killed");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(rank0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let (status, took, err) = exits_by_itself(&mut rank0, Duration::from_secs(120));
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("another process of this run stopped"), "{err}");
-    eprintln!(
-        "rank 0 stopped {:.1} s after rank 1 was killed",
-        killed.elapsed().as_secs_f64()
-    );
+    eprintln!("rank 0 stopped {took:.1} s after rank 1 was killed");
 
     // Resume on one process: it says what it does with the different world size, and goes on.
     let resumed = Command::new(env!("CARGO_BIN_EXE_ardpipe"))
@@ -456,60 +466,23 @@ fn every_method_and_the_causal_lm_train_on_two_workers() {
 fn a_stuck_worker_times_the_others_out() {
     let dir = scratch("stuck");
     let out = dir.join("run");
-    let port = free_port();
     let timeout = ["--set".to_string(), "distributed.timeout=10 s".to_string()];
-    let mut rank0 = worker(quickstart(&out, 30, &timeout), 0, 2, port)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut rank1 = worker(quickstart(&out, 30, &timeout), 1, 2, port)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let latest = out.join("checkpoints/latest");
-    let t0 = Instant::now();
-    while !latest.exists() {
-        assert!(rank0.try_wait().unwrap().is_none(), "rank 0 ended early");
-        assert!(t0.elapsed() < Duration::from_secs(300), "no checkpoint");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut rank0, mut rank1) = two_workers_past_a_checkpoint(&out, &timeout);
     let stop = Command::new("kill")
         .args(["-STOP", &rank1.id().to_string()])
         .status()
         .unwrap();
     assert!(stop.success());
-    let stopped = Instant::now();
-    let status = loop {
-        if let Some(s) = rank0.try_wait().unwrap() {
-            break s;
-        }
-        if stopped.elapsed() > Duration::from_secs(120) {
-            let _ = rank0.kill();
-            let _ = rank1.kill();
-            panic!("rank 0 still waiting 120 s after rank 1 stopped (timeout 10 s)");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let waited = stopped.elapsed();
+    let (status, waited, err) = exits_by_itself(&mut rank0, Duration::from_secs(120));
     let _ = rank1.kill();
     let _ = rank1.wait();
-    let mut err = String::new();
-    std::io::Read::read_to_string(rank0.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(
         err.contains("waited longer than the timeout (10 s) for the other processes"),
         "{err}"
     );
-    assert!(
-        waited >= Duration::from_secs(5),
-        "gave up after {waited:?}: {err}"
-    );
-    eprintln!(
-        "rank 0 gave up {:.1} s after rank 1 stopped",
-        waited.as_secs_f64()
-    );
+    assert!(waited >= 5.0, "gave up after {waited:.1} s: {err}");
+    eprintln!("rank 0 gave up {waited:.1} s after rank 1 stopped");
 
     // The same two processes resume it from its last checkpoint.
     let resumed = Command::new(env!("CARGO_BIN_EXE_ardpipe"))
