@@ -507,3 +507,74 @@ fn a_stuck_worker_times_the_others_out() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The processes whose parent is `pid` (from /proc).
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
+        if status
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["PPid:", &pid.to_string()])
+        {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// Running, not gone and not a zombie waiting to be reaped.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map(|s| {
+            !s.lines()
+                .any(|l| l.starts_with("State:") && l.contains('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// `--nproc` workers do not outlive their launcher (a scheduler's SIGKILL, a crash): the kernel
+/// stops them.
+#[test]
+fn killing_the_launcher_stops_its_workers() {
+    let dir = scratch("launcher");
+    let out = dir.join("run");
+    // 400 steps: minutes of work, so workers that kept running could not pass for stopped ones.
+    let mut launcher = quickstart(&out, 400, &["--nproc".into(), "2".into()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let latest = out.join("checkpoints/latest");
+    let t0 = Instant::now();
+    while !latest.exists() {
+        assert!(
+            launcher.try_wait().unwrap().is_none(),
+            "the run ended early"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(300), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let workers = children_of(launcher.id());
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    launcher.kill().unwrap(); // SIGKILL: no chance to clean up
+    let _ = launcher.wait();
+    let killed = Instant::now();
+    while workers.iter().any(|&w| alive(w)) {
+        if killed.elapsed() > Duration::from_secs(20) {
+            for w in &workers {
+                let _ = Command::new("kill").args(["-9", &w.to_string()]).status();
+            }
+            panic!("workers {workers:?} still running 20 s after their launcher was killed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "workers stopped {:.1} s after the launcher was killed",
+        killed.elapsed().as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

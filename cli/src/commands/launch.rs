@@ -79,6 +79,7 @@ pub fn local_workers(n: usize, threads: Option<i32>) -> miette::Result<Code> {
             .env("MASTER_ADDR", "127.0.0.1")
             .env("MASTER_PORT", port.to_string())
             .env_remove("TORCHELASTIC_USE_AGENT_STORE");
+        stop_with_parent(&mut cmd);
         match cmd.spawn() {
             Ok(c) => children.push(c),
             Err(e) => {
@@ -88,6 +89,26 @@ pub fn local_workers(n: usize, threads: Option<i32>) -> miette::Result<Code> {
         }
     }
     Ok(supervise(children))
+}
+
+/// A worker outlives nothing: if this launcher dies (killed by a scheduler, SIGKILL, a crash),
+/// the kernel sends the worker SIGTERM, instead of leaving it training unsupervised.
+fn stop_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let launcher = std::process::id();
+    // SAFETY: prctl and getppid are async-signal-safe; nothing is allocated between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The launcher may have died before the prctl took effect.
+            if libc::getppid() as u32 != launcher {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
 }
 
 /// The command line minus `--nproc N`; the workers get the launcher environment instead.
