@@ -145,14 +145,19 @@ fn two_workers_past_a_checkpoint(out: &Path, extra: &[String]) -> (Child, Child)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    wait_for_a_checkpoint(&mut rank0, out);
+    (rank0, rank1)
+}
+
+/// Wait until the run in `out` has written its first checkpoint, while `child` still runs.
+fn wait_for_a_checkpoint(child: &mut Child, out: &Path) {
     let latest = out.join("checkpoints/latest");
     let t0 = Instant::now();
     while !latest.exists() {
-        assert!(rank0.try_wait().unwrap().is_none(), "rank 0 ended early");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
         assert!(t0.elapsed() < Duration::from_secs(300), "no checkpoint");
         std::thread::sleep(Duration::from_millis(20));
     }
-    (rank0, rank1)
 }
 
 /// Wait for `child` to exit by itself within `limit`; its exit status, seconds taken and stderr.
@@ -548,16 +553,7 @@ fn killing_the_launcher_stops_its_workers() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let latest = out.join("checkpoints/latest");
-    let t0 = Instant::now();
-    while !latest.exists() {
-        assert!(
-            launcher.try_wait().unwrap().is_none(),
-            "the run ended early"
-        );
-        assert!(t0.elapsed() < Duration::from_secs(300), "no checkpoint");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_a_checkpoint(&mut launcher, &out);
     let workers = children_of(launcher.id());
     assert_eq!(workers.len(), 2, "{workers:?}");
     launcher.kill().unwrap(); // SIGKILL: no chance to clean up

@@ -61,9 +61,17 @@ int guarded(char* err, size_t len, F&& body) {
   return -1;
 }
 
-void wait_all(std::vector<c10::intrusive_ptr<c10d::Work>>& works) {
-  // Wait for every launched collective even if one fails, so none is left running on a
-  // tensor the caller is about to free; then report the first failure.
+// Launch `op` on each tensor, then wait for all: the backend's worker threads work on several
+// at once. Every launched collective is awaited even if one fails, so none is left running on
+// a tensor the caller is about to free; then the first failure is reported.
+template <typename Launch>
+void launch_all(at::Tensor** tensors, size_t n, Launch&& op) {
+  at::NoGradGuard no_grad;
+  std::vector<c10::intrusive_ptr<c10d::Work>> works;
+  for (size_t i = 0; i < n; ++i) {
+    std::vector<at::Tensor> one{*tensors[i]};
+    works.push_back(op(one));
+  }
   std::exception_ptr first;
   for (auto& w : works) {
     try {
@@ -161,15 +169,11 @@ int ardpipe_c10d_broadcast(
     size_t err_len) {
   return guarded(err, err_len, [&] {
     auto* g = static_cast<Group*>(group);
-    at::NoGradGuard no_grad;
     c10d::BroadcastOptions opts;
     opts.rootRank = root;
-    std::vector<c10::intrusive_ptr<c10d::Work>> works;
-    for (size_t i = 0; i < n; ++i) {
-      std::vector<at::Tensor> one{*tensors[i]};
-      works.push_back(g->backend->broadcast(one, opts));
-    }
-    wait_all(works);
+    launch_all(tensors, n, [&](std::vector<at::Tensor>& one) {
+      return g->backend->broadcast(one, opts);
+    });
   });
 }
 
@@ -183,15 +187,11 @@ int ardpipe_c10d_all_reduce_sum(
     size_t err_len) {
   return guarded(err, err_len, [&] {
     auto* g = static_cast<Group*>(group);
-    at::NoGradGuard no_grad;
     c10d::AllreduceOptions opts;
     opts.reduceOp = c10d::ReduceOp::SUM;
-    std::vector<c10::intrusive_ptr<c10d::Work>> works;
-    for (size_t i = 0; i < n; ++i) {
-      std::vector<at::Tensor> one{*tensors[i]};
-      works.push_back(g->backend->allreduce(one, opts));
-    }
-    wait_all(works);
+    launch_all(tensors, n, [&](std::vector<at::Tensor>& one) {
+      return g->backend->allreduce(one, opts);
+    });
   });
 }
 
