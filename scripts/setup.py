@@ -28,15 +28,20 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import html.parser
 import io
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -84,6 +89,117 @@ def check_space(where: Path, need_bytes: int) -> None:
 # ---------------------------------------------------------------- downloads
 
 
+def pip_failure(spec: str, output: str, downloads: Path) -> str:
+    """pip's own last lines, and the fix that fits what they say."""
+    lines = output.strip().splitlines()
+    tail = "\n    ".join(lines[-6:]) or "(pip printed nothing)"
+    text = output.lower()
+    if "no space left" in text:
+        fix = f"free space in {downloads} or point ARDPIPE_CACHE at a larger disk"
+    elif any(k in text for k in ("connection", "resolve", "timed out", "proxy", "max retries", "ssl")):
+        # pip ends an unreachable index with "no matching distribution" too: the cause is the network.
+        fix = ("the package registry could not be reached: check the network, proxy and "
+               "certificate settings pip uses (`python3 -m pip config list`)")
+    elif "no matching distribution" in text or "could not find a version" in text:
+        fix = (f"your package index does not serve {spec}; use PyPI or a mirror that has it "
+               "(`python3 -m pip config list` shows which index pip uses)")
+    else:
+        fix = "pip's message above says what went wrong"
+    return (f"pip could not download {spec}:\n    {tail}\n"
+            f"  fix: {fix}; then run this set-up again (nothing half-written was kept)")
+
+
+def pip_setting(key: str) -> str | None:
+    """A pip setting (`index-url`, `cert`) as pip itself would see it: environment, then config."""
+    env = os.environ.get("PIP_" + key.upper().replace("-", "_"))
+    if env:
+        return env.split()[0]
+    res = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True)
+    for section in ("download", "global"):
+        for line in res.stdout.splitlines():
+            name, _, value = line.partition("=")
+            if name.strip() == f"{section}.{key}":
+                return value.strip().strip("'\"").split()[0]
+    return None
+
+
+def index_url() -> str:
+    configured = pip_setting("index-url")
+    if configured:
+        return configured.rstrip("/") + "/"
+    try:  # pip's own default, so no registry address is written here
+        from pip._internal.models.index import PyPI  # type: ignore
+
+        return PyPI.simple_url.rstrip("/") + "/"
+    except ImportError as e:
+        raise SetupError("cannot find which package index pip uses.\n"
+                         "  fix: set PIP_INDEX_URL to your index's simple URL") from e
+
+
+class _Links(html.parser.HTMLParser):
+    """The file links of a PEP 503 simple-index page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[tuple[str, str]] = []
+        self._href: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "a":
+            self._href = dict(attrs).get("href")
+
+    def handle_data(self, data):
+        if self._href is not None and data.strip():
+            self.links.append((data.strip(), self._href))
+            self._href = None
+
+
+def _open(url: str, accept: str):
+    parts = urllib.parse.urlsplit(url)
+    headers = {"Accept": accept, "User-Agent": "ardpipe-setup"}
+    if parts.username:  # an index URL with credentials, as pip accepts
+        import base64
+
+        user = urllib.parse.unquote(parts.username)
+        password = urllib.parse.unquote(parts.password or "")
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        url = urllib.parse.urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+    cert = pip_setting("cert")
+    context = ssl.create_default_context(cafile=cert) if cert else ssl.create_default_context()
+    timeout = float(pip_setting("default-timeout") or pip_setting("timeout") or 60)
+    return urllib.request.urlopen(urllib.request.Request(url, headers=headers), context=context, timeout=timeout)
+
+
+def fetch_from_index(pkg: dict, partial: Path) -> None:
+    """Download the pinned file `pkg["file"]` from pip's package index into `partial`."""
+    project = pkg["spec"].split("==")[0].lower().replace("_", "-").replace(".", "-")
+    page = urllib.parse.urljoin(index_url(), project + "/")
+    parts = urllib.parse.urlsplit(page)
+    shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()  # no credentials in messages
+    try:
+        with _open(page, "application/vnd.pypi.simple.v1+json, text/html;q=0.1") as r:
+            body = r.read().decode("utf-8", "replace")
+            if "json" in r.headers.get("Content-Type", ""):
+                links = [(f["filename"], f["url"]) for f in json.loads(body).get("files", [])]
+            else:
+                parser = _Links()
+                parser.feed(body)
+                links = parser.links
+        url = next((urllib.parse.urljoin(page, href) for name, href in links if name == pkg["file"]), None)
+        if url is None:
+            raise SetupError(f"the package index has no file {pkg['file']} for {pkg['spec']} ({shown}).\n"
+                             "  fix: use PyPI or a mirror that serves it (PIP_INDEX_URL or pip.conf's index-url)")
+        with _open(url.split("#")[0], "*/*") as r, open(partial / pkg["file"], "wb") as out:
+            shutil.copyfileobj(r, out, 1 << 20)
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        if isinstance(e, OSError) and e.errno == 28:
+            raise
+        reason = getattr(e, "reason", None) or e
+        raise SetupError(f"could not download {pkg['file']} from the package index ({shown}): {reason}\n"
+                         "  fix: check the network, proxy and certificate settings pip uses "
+                         "(`python3 -m pip config list`), then run this set-up again") from e
+
+
 def fetch(pkg: dict, downloads: Path) -> Path:
     """Return a verified archive for `pkg`, downloading it with pip if needed."""
     final = downloads / pkg["file"]
@@ -105,26 +221,18 @@ def fetch(pkg: dict, downloads: Path) -> Path:
     downloads.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=downloads))
     try:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               "-q", "-d", str(partial)]
-        if pkg.get("sdist"):
-            cmd += ["--no-binary", ":all:", "--no-build-isolation"]
-        else:
-            cmd += ["--only-binary", ":all:"] + pkg.get("platform", [])
-        cmd.append(pkg["spec"])
         log(f"downloading {pkg['spec']} from the package registry")
         t0 = time.time()
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        if res.returncode != 0:
-            tail = "\n    ".join((res.stderr or res.stdout).strip().splitlines()[-6:])
-            if "No space left" in res.stderr:
-                raise SetupError(f"disk full while downloading {pkg['spec']}.\n"
-                                 f"  fix: free space in {downloads} or set ARDPIPE_CACHE")
-            raise SetupError(
-                f"pip could not download {pkg['spec']}:\n    {tail}\n"
-                "  fix: check that the package registry (PyPI or your mirror in pip.conf) "
-                "is reachable, then run this set-up again; nothing half-written was kept"
-            )
+        if pkg.get("sdist"):
+            # `pip download` of a source archive builds its metadata, which needs setuptools
+            # and wheel (Python 3.12+ venvs have neither): fetch the pinned file itself.
+            fetch_from_index(pkg, partial)
+        else:
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+                   "-q", "-d", str(partial), "--only-binary", ":all:", *pkg.get("platform", []), pkg["spec"]]
+            res = subprocess.run(cmd, capture_output=True, text=True)
+            if res.returncode != 0:
+                raise SetupError(pip_failure(pkg["spec"], res.stderr or res.stdout, downloads))
         got = partial / pkg["file"]
         if not got.exists():
             names = ", ".join(p.name for p in partial.iterdir()) or "nothing"

@@ -14,6 +14,9 @@ source scripts/lib.sh
 
 need python3 "Install Python 3 with pip (Debian: apt-get install python3 python3-pip python3-venv)."
 need cargo "Install the Rust toolchain from https://rustup.rs (rustup installs cargo)."
+# The C++ bridge to libtorch's c10d and the C-plugin tests compile with the system's C/C++ compiler.
+need cc "Install a C and C++ compiler (Debian: apt-get install build-essential)."
+need c++ "Install a C++ compiler (Debian: apt-get install g++)."
 
 phase "libtorch + assets + peer" python3 scripts/setup.py "$@"
 phase "build" cargo build --workspace
