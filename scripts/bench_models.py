@@ -425,7 +425,7 @@ def render(args, argv, info, peaks, results, models, dtypes, load_before, load_a
           f"{args.rank * 9}, k, v {args.rank * 3}; MiniLM query, value {args.rank * 12}), "
           "lora_alpha = 2·rank. **Compacted**: after one training step, every head's α is set so its "
           "effective rank is 2 + (layer + head) mod 3 (ranks 2, 3, 4 of 8 cycling; mean 3.0, 37.5% "
-          "of r0, within the 2 to 5 that DESIGN.md's learned runs reach on this task), then the "
+          "of r0, a fixed mid-range outcome so the timings do not depend on a training run), then the "
           "adapters' own compaction (`compact_linears`, margin 1 row) shrinks storage and reslices "
           "AdamW's moments before the timed steps. Ratios are step times (lower is faster).")
         w("")

@@ -329,7 +329,7 @@ impl Method {
     }
 }
 
-/// ARD-LoRA as DESIGN.md defines it.
+/// ARD-LoRA as docs/LANGUAGE.md (`method = ard_lora`) defines it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ArdLora {
@@ -615,7 +615,8 @@ pub struct Output {
 pub enum Export {
     /// A Hugging Face PEFT LoRA adapter (ARD folds into per-module `rank_pattern`).
     Peft,
-    /// The base weights with the adapter merged in.
+    /// `merged.safetensors`: every adapted linear with its adapter folded in, and the trained
+    /// head; not the base model's other tensors.
     Merged,
 }
 

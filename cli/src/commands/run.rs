@@ -220,4 +220,13 @@ fn print_summary(p: &Pipeline, s: &RunSummary) {
     {
         println!("adapter    {}", s.run_dir.join("adapter").display());
     }
+    if p.output
+        .export
+        .contains(&ardpipe_dsl::pipeline::Export::Merged)
+    {
+        println!(
+            "merged     {} (adapted linears and head only, not a complete model)",
+            s.run_dir.join("merged.safetensors").display()
+        );
+    }
 }

@@ -1,4 +1,4 @@
-//! One plain configuration struct per method. Defaults are DESIGN.md's (ARD-LoRA) and PEFT's
+//! One plain configuration struct per method. Defaults are docs/LANGUAGE.md's (ARD-LoRA) and PEFT's
 //! (LoRA, DoRA, AdaLoRA); the DSL maps its values onto these fields by name.
 
 use serde::{Deserialize, Serialize};
@@ -16,7 +16,7 @@ pub enum TvMode {
     Time,
 }
 
-/// ARD-LoRA (DESIGN.md "The method, as this project defines it").
+/// ARD-LoRA (docs/LANGUAGE.md, `method = ard_lora`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ArdLoraConfig {

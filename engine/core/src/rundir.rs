@@ -1,7 +1,7 @@
 //! The run directory: where a run keeps everything it produces, written so that a crash at any
 //! instant leaves either the old or the new version of every file, never half of one.
 //!
-//! Layout (DESIGN.md, "Runs"):
+//! Layout:
 //!
 //! ```text
 //! RUN/

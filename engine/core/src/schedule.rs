@@ -1,4 +1,5 @@
-//! Schedules for learning rates and the regularisation weights λ, β, γ (DESIGN.md, "Objective").
+//! Schedules for learning rates and the regularisation weights λ, β, γ (docs/LANGUAGE.md,
+//! "Schedules").
 //!
 //! A [`Schedule`] is what a pipeline says ("warm up over 10% of training, then cosine to 0");
 //! [`Schedule::resolve`] turns it into a [`ResolvedSchedule`] with concrete step numbers once the

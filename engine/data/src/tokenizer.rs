@@ -1,7 +1,7 @@
 //! A thin wrapper over Hugging Face `tokenizers`: loads a `tokenizer.json`, or rebuilds a byte-level
 //! BPE tokenizer from the metadata a GGUF file carries, and exposes only what ardpipe needs.
 //!
-//! Padding and truncation are always off in the wrapped tokenizer (REFERENCE.md trap 2: MiniLM's
+//! Padding and truncation are always off in the wrapped tokenizer (MiniLM's
 //! `tokenizer.json` pads everything to 128, which silently ruins unmasked pooling). Batching does
 //! its own dynamic padding; truncation is opt-in through [`TextTokenizer::with_truncation`].
 

@@ -1,6 +1,7 @@
 //! `from_bpe` on the real SmolLM2 vocabulary: the GGUF's tokenizer metadata is read here by a
 //! minimal header reader (the full GGUF loader lives in ardpipe-models, which this crate must not
-//! depend on), and the golden ids of REFERENCE.md must come out.
+//! depend on), and the golden ids (those of "The capital of France is" that
+//! engine/models/tests/golden_smollm2.rs feeds the model) must come out.
 
 mod common;
 

@@ -1,4 +1,5 @@
-//! Golden values of all-MiniLM-L6-v2 from REFERENCE.md: masked mean pooling, L2-normalised.
+//! Golden values of all-MiniLM-L6-v2 (from an independent reference forward pass, in the
+//! assertions below): masked mean pooling, L2-normalised.
 
 use ardpipe_models::arch::EncoderHead;
 use ardpipe_models::assets::asset_dir;
@@ -55,7 +56,8 @@ fn minilm_cosines_and_first_dims() {
     let enc = load_encoder(&dir, EncoderHead::Embedding, &LoadOptions::default()).unwrap();
     assert_eq!(enc.report.applied, 101);
     let tok = load_tokenizer(&enc.location).unwrap().tokenizer;
-    // One padded batch: masking must make padding irrelevant (REFERENCE trap 2).
+    // One padded batch: masking must make padding irrelevant (MiniLM's tokenizer.json pads to
+    // 128; unmasked, the padding ruins the embeddings).
     let (ids, mask) = batch(&tok, &TEXTS);
     let e = tch::no_grad(|| enc.model.embed(&ids, &mask)).unwrap();
     assert_eq!(e.size(), [3, 384]);

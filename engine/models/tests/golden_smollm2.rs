@@ -1,4 +1,5 @@
-//! Golden values of SmolLM2-135M-Instruct (Q4_1 GGUF) from REFERENCE.md: a few forward passes.
+//! Golden values of SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised to f32; from an independent
+//! reference forward pass, in the assertions below): a few forward passes.
 
 use ardpipe_models::arch::KvCache;
 use ardpipe_models::assets::asset_file;

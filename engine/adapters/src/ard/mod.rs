@@ -1,5 +1,5 @@
-//! ARD-LoRA as DESIGN.md defines it: per-head units, a soft rank mask driven by learnable α,
-//! and ΔW_u = (s / r0) · B_u · diag(m_u) · A_u with m_{u,i} = clamp(r0·α_u − (i−1), 0, 1).
+//! ARD-LoRA as docs/LANGUAGE.md (`method = ard_lora`) defines it: per-head units, a soft rank
+//! mask driven by learnable α, and ΔW_u = (s / r0) · B_u · diag(m_u) · A_u with m_{u,i} = clamp(r0·α_u − (i−1), 0, 1).
 //!
 //! Storage is batched over the units of one linear: A `[U, R, d_in_u]`, B `[U, d_out_u, R]`,
 //! α `[U]`, so the forward is two large matmuls (one dense, one block-diagonal) instead of a loop

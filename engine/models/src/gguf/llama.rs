@@ -39,7 +39,8 @@ pub fn hf_name(gguf: &str) -> Option<String> {
     Some(format!("model.layers.{layer}.{hf}.{param}"))
 }
 
-/// Undo the converter's interleaving of Q/K rows (REFERENCE trap 1): view `[out, in]` as
+/// Undo the GGUF converter's interleaving of Q/K rows (without it the model still babbles
+/// fluently, but SmolLM2's perplexity goes from about 3 to 13): view `[out, in]` as
 /// `(n_heads, head_dim/2, 2, in)`, swap axes 1 and 2, back to `[out, in]`. After this the
 /// rotate-half RoPE of the HF implementation applies.
 pub fn unpermute(w: &Tensor, n_heads: i64) -> Tensor {
