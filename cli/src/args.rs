@@ -53,7 +53,8 @@ pub enum Format {
 /// `--set path.to.key=value` overrides, checked like file content.
 #[derive(Debug, Args, Clone, Default)]
 pub struct Overrides {
-    /// Override a pipeline value, e.g. `--set train.steps=100` (repeatable).
+    /// Override a pipeline value, e.g. `--set train.steps=100` (repeatable). A relative path is
+    /// relative to the pipeline file, like one written in it.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
 }

@@ -10,6 +10,15 @@ use crate::suggest;
 /// Variables the caller provides; `${assets}` is where the example assets are installed.
 pub const BUILTINS: &[&str] = &["assets", "pipeline_dir"];
 
+/// The most one value may grow to once its variables are substituted (bytes of text, plus one per
+/// list item or call argument). A few `let`s that each double the one before would otherwise
+/// grow a value exponentially, past any memory.
+pub const MAX_VALUE_SIZE: usize = 1 << 20;
+
+/// The most all substitutions of one pipeline may produce together, so that many references to a
+/// large value cannot add up to the same blow-up.
+pub const MAX_TOTAL_EXPANSION: usize = 16 << 20;
+
 #[derive(Debug, Default)]
 pub struct Scope {
     lets: HashMap<String, Let>,
@@ -17,6 +26,11 @@ pub struct Scope {
     resolved: HashMap<String, Expr>,
     /// Variables being resolved right now (cycle detection).
     active: Vec<String>,
+    /// Variables whose value was an error, already reported: each is reported once, and a value
+    /// that uses one twice is not evaluated twice (which could take exponential time).
+    failed: HashSet<String>,
+    /// Size of everything substituted so far (see `MAX_TOTAL_EXPANSION`).
+    expanded: usize,
     pub used: HashSet<String>,
 }
 
@@ -94,13 +108,28 @@ impl Scope {
                 let mut s = String::new();
                 let mut ok = true;
                 for p in parts {
-                    match p {
-                        StrPart::Text(t) => s.push_str(t),
+                    let piece = match p {
+                        StrPart::Text(t) => t.as_str(),
                         StrPart::Interp(id) => match self.interpolate(id, sink) {
-                            Some(v) => s.push_str(&v),
-                            None => ok = false,
+                            Some(v) => {
+                                if s.len().saturating_add(v.len()) > MAX_VALUE_SIZE {
+                                    too_large(e.span, "this string", sink);
+                                    return None;
+                                }
+                                s.push_str(&v);
+                                continue;
+                            }
+                            None => {
+                                ok = false;
+                                continue;
+                            }
                         },
+                    };
+                    if s.len().saturating_add(piece.len()) > MAX_VALUE_SIZE {
+                        too_large(e.span, "this string", sink);
+                        return None;
                     }
+                    s.push_str(piece);
                 }
                 if !ok {
                     return None;
@@ -117,6 +146,10 @@ impl Scope {
                     }
                 }
                 if !ok {
+                    return None;
+                }
+                if out.iter().map(size).fold(1, usize::saturating_add) > MAX_VALUE_SIZE {
+                    too_large(e.span, "this list", sink);
                     return None;
                 }
                 ExprKind::List(out)
@@ -136,6 +169,15 @@ impl Scope {
                 if !ok {
                     return None;
                 }
+                if out
+                    .iter()
+                    .map(|a| size(&a.value))
+                    .fold(1, usize::saturating_add)
+                    > MAX_VALUE_SIZE
+                {
+                    too_large(e.span, "this call", sink);
+                    return None;
+                }
                 ExprKind::Call {
                     name: name.clone(),
                     args: out,
@@ -148,7 +190,29 @@ impl Scope {
 
     fn variable(&mut self, name: &str, at: Span, sink: &mut Sink) -> Option<Expr> {
         self.used.insert(name.to_string());
+        if self.failed.contains(name) {
+            return None;
+        }
         if let Some(v) = self.resolved.get(name) {
+            let grown = self.expanded.saturating_add(size(v));
+            if grown > MAX_TOTAL_EXPANSION {
+                sink.push(
+                    Problem::error(
+                        Code::TooLarge,
+                        at,
+                        format!(
+                            "variables expand to more than {} MiB in all",
+                            MAX_TOTAL_EXPANSION >> 20
+                        ),
+                    )
+                    .label(format!("`{name}` used once too many"))
+                    .help("a pipeline is a configuration: use fewer or smaller variables"),
+                );
+                // Report it once, not at every later use.
+                self.failed.insert(name.to_string());
+                return None;
+            }
+            self.expanded = grown;
             return Some(v.clone());
         }
         if self.active.iter().any(|a| a == name) {
@@ -168,8 +232,12 @@ impl Scope {
         self.active.push(name.to_string());
         let v = self.eval(&def, sink);
         self.active.pop();
-        let v = v?;
+        let Some(v) = v else {
+            self.failed.insert(name.to_string());
+            return None;
+        };
         self.resolved.insert(name.to_string(), v.clone());
+        self.expanded = self.expanded.saturating_add(size(&v));
         Some(v)
     }
 
@@ -245,5 +313,108 @@ impl Scope {
                 None
             }
         }
+    }
+}
+
+/// How big a value is, as `MAX_VALUE_SIZE` counts it.
+fn size(e: &Expr) -> usize {
+    match &e.kind {
+        ExprKind::Str(parts) => parts.iter().fold(1, |n, p| match p {
+            StrPart::Text(t) => n.saturating_add(t.len()),
+            StrPart::Interp(id) => n.saturating_add(id.name.len()),
+        }),
+        ExprKind::RawStr(s) | ExprKind::Symbol(s) => s.len().saturating_add(1),
+        ExprKind::Number { text, .. } | ExprKind::Quantity { text, .. } => {
+            text.len().saturating_add(1)
+        }
+        ExprKind::List(items) => items.iter().map(size).fold(1, usize::saturating_add),
+        ExprKind::Call { args, .. } => args
+            .iter()
+            .map(|a| size(&a.value))
+            .fold(1, usize::saturating_add),
+        ExprKind::Bool(_) | ExprKind::Range { .. } => 1,
+    }
+}
+
+fn too_large(at: Span, what: &str, sink: &mut Sink) {
+    sink.push(
+        Problem::error(
+            Code::TooLarge,
+            at,
+            format!(
+                "{what} grows past {} MiB once its variables are substituted",
+                MAX_VALUE_SIZE >> 20
+            ),
+        )
+        .label(format!("larger than {MAX_VALUE_SIZE} bytes"))
+        .help("a pipeline is a configuration: check the variables used here for repetition"),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt::Write;
+
+    fn check(text: &str) -> String {
+        let ctx = crate::Context {
+            assets: Some("/assets".into()),
+            ..Default::default()
+        };
+        match crate::check_source(std::path::Path::new("/p/doubling.ard"), text, &ctx) {
+            Ok(_) => "ok".into(),
+            Err(d) => d
+                .problems
+                .iter()
+                .map(|p| p.message.clone())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
+
+    /// `let`s that each double the one before: 2^40 bytes if expanded.
+    fn doubling(first: &str, levels: usize, last: &str) -> String {
+        let mut t = format!("let a0 = {first}\n");
+        for i in 1..=levels {
+            writeln!(
+                t,
+                "let a{i} = {}",
+                last.replace('X', &format!("a{}", i - 1))
+            )
+            .unwrap();
+        }
+        writeln!(t, "output {{\n    dir = a{levels}\n}}").unwrap();
+        t
+    }
+
+    #[test]
+    fn doubling_strings_stop_at_the_size_limit() {
+        let out = check(&doubling("\"ab\"", 40, "\"${X}${X}\""));
+        assert!(out.contains("grows past 1 MiB"), "{out}");
+        // Reported once, where the limit was crossed, not once per later variable.
+        assert_eq!(out.matches("grows past").count(), 1, "{out}");
+    }
+
+    #[test]
+    fn doubling_lists_stop_at_the_size_limit() {
+        let out = check(&doubling("[1, 2]", 40, "[X, X]"));
+        assert!(out.contains("this list grows past 1 MiB"), "{out}");
+    }
+
+    #[test]
+    fn many_uses_of_a_large_value_stop_at_the_total_limit() {
+        let mut t = doubling("\"abcdefgh\"", 16, "\"${X}${X}\"");
+        // 64 values of 512 KiB each: every one is under the per-value limit, together they are not.
+        for i in 0..64 {
+            writeln!(t, "dataset d{i} {{\n    format = csv\n    path = a16\n}}").unwrap();
+        }
+        let out = check(&t);
+        assert!(out.contains("MiB in all"), "{out}");
+    }
+
+    /// An error deep in a doubling chain is reported once and does not take exponential time.
+    #[test]
+    fn an_error_under_doubling_is_reported_once() {
+        let out = check(&doubling("\"${nope}\"", 60, "\"${X}${X}\""));
+        assert_eq!(out.matches("unknown variable `nope`").count(), 1, "{out}");
     }
 }

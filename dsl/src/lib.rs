@@ -46,8 +46,9 @@ pub struct Context {
     pub assets: Option<PathBuf>,
     /// `path.to.key=value` overrides, applied in order after the files are read.
     pub overrides: Vec<String>,
-    /// Where relative paths in overrides start (the current directory of a CLI user); defaults
-    /// to the pipeline file's directory.
+    /// Where a relative pipeline path starts (the current directory of a CLI user); defaults to
+    /// the process's current directory. Relative paths in overrides, like those written in the
+    /// file, start from the pipeline file's directory.
     pub cwd: Option<PathBuf>,
     /// Check only this variant (`--variant NAME`): the others are not run, so their settings
     /// cannot block it (e.g. a schedule point past a `--set train.steps` that only one needs).
@@ -119,8 +120,9 @@ fn check_impl(path: &Path, text: Option<&str>, ctx: &Context) -> Result<Checked,
         }
     }
 
-    // Overrides edit the tree, so they are checked like file content.
-    let override_dir = ctx.cwd.clone().unwrap_or_else(|| dir.clone());
+    // Overrides edit the tree, so they are checked like file content, and their relative paths
+    // start where the file's own do: `--set model.path=m` means the `m` beside the pipeline.
+    let override_dir = dir.clone();
     // Block overrides again after each variant's expansion: the command line wins over a
     // variant that replaces a whole block, not just over the base file.
     let mut block_overrides = Vec::new();
@@ -302,4 +304,25 @@ fn absolute(path: &Path, ctx: &Context) -> PathBuf {
         .or_else(|| std::env::current_dir().ok())
         .unwrap_or_default();
     load::normalize(&base.join(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--set model.path="m"` means the `m` beside the pipeline file, as `path = "m"` written in
+    /// the file does, whatever the current directory (as `--help` says).
+    #[test]
+    fn relative_override_paths_start_at_the_pipeline_file() {
+        let text = include_str!("../../pipelines/quickstart.ard");
+        let ctx = Context {
+            assets: Some("/assets".into()),
+            overrides: vec![r#"model.path="m""#.into()],
+            cwd: Some("/somewhere/else".into()),
+            variant: None,
+        };
+        let checked = check_source(Path::new("/work/p/quick.ard"), text, &ctx)
+            .unwrap_or_else(|d| panic!("{:?}", d.problems));
+        assert_eq!(checked.pipeline.model.path, Path::new("/work/p/m"));
+    }
 }
