@@ -1,6 +1,6 @@
 //! Data-parallel training over c10d with Gloo, on loopback only: two CPU workers train the
 //! adapter one worker trains at the same global batch; a torchrun-style launch (the
-//! environment alone, and torchrun itself when the Python peer is installed) works; a killed
+//! environment alone, and torchrun itself, from the Python peer) works; a killed
 //! worker stops the others with a clear error instead of a hang, and the run resumes; a wrong
 //! launcher environment, an unreachable rendezvous and a batch too small to split say so.
 //!
@@ -271,13 +271,12 @@ fn a_torchrun_style_environment_launches_the_workers() {
 
     // torchrun itself (its agent hosts the rendezvous store), from the Python peer's torch.
     let torchrun = repo().join(".ardpipe/peer-venv/bin/torchrun");
-    if !torchrun.is_file() {
-        eprintln!(
-            "skipped the torchrun half: {} is missing (scripts/setup.sh --no-peer)",
-            torchrun.display()
-        );
-        return;
-    }
+    assert!(
+        torchrun.is_file(),
+        "{} is missing: torchrun comes with the Python peer venv that the README's first \
+         command installs (scripts/setup.sh without --no-peer)",
+        torchrun.display()
+    );
     let out = dir.join("torchrun");
     let inner = quickstart(&out, 4, &[]);
     let mut cmd = Command::new(&torchrun);
@@ -541,10 +540,64 @@ fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-/// `--nproc` workers do not outlive their launcher (a scheduler's SIGKILL, a crash): the kernel
-/// stops them.
+/// The TCP sockets `pids` listen on, as (address, port), from /proc/net/tcp{,6}.
+fn listening_sockets(pids: &[u32]) -> Vec<(std::net::IpAddr, u16)> {
+    let mut inodes = std::collections::HashSet::new();
+    for pid in pids {
+        for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let target = std::fs::read_link(fd.path()).unwrap_or_default();
+            let t = target.to_string_lossy();
+            if let Some(inode) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
+                inodes.insert(inode.to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address is hex, each 32-bit word in host (little-endian) order; 0A = LISTEN.
+            if f.len() < 10 || f[3] != "0A" || !inodes.contains(f[9]) {
+                continue;
+            }
+            let (addr, port) = f[1].split_once(':').unwrap();
+            let port = u16::from_str_radix(port, 16).unwrap();
+            let words: Vec<u32> = (0..addr.len() / 8)
+                .map(|i| {
+                    u32::from_str_radix(&addr[i * 8..i * 8 + 8], 16)
+                        .unwrap()
+                        .swap_bytes()
+                })
+                .collect();
+            let ip: std::net::IpAddr = match words.as_slice() {
+                [a] => std::net::Ipv4Addr::from(*a).into(),
+                [a, b, c, d] => {
+                    let v6 = std::net::Ipv6Addr::from(
+                        ((*a as u128) << 96)
+                            | ((*b as u128) << 64)
+                            | ((*c as u128) << 32)
+                            | *d as u128,
+                    );
+                    v6.to_ipv4_mapped().map_or(v6.into(), Into::into)
+                }
+                _ => panic!("unexpected address {addr} in {table}"),
+            };
+            out.push((ip, port));
+        }
+    }
+    out
+}
+
+/// `--nproc` workers listen on loopback only (libtorch's store and Gloo would bind every
+/// interface, unauthenticated) and do not outlive their launcher (a scheduler's SIGKILL, a
+/// crash): the kernel stops them.
 #[test]
-fn killing_the_launcher_stops_its_workers() {
+fn local_workers_listen_on_loopback_only_and_die_with_their_launcher() {
     let dir = scratch("launcher");
     let out = dir.join("run");
     // 400 steps: minutes of work, so workers that kept running could not pass for stopped ones.
@@ -556,6 +609,17 @@ fn killing_the_launcher_stops_its_workers() {
     wait_for_a_checkpoint(&mut launcher, &out);
     let workers = children_of(launcher.id());
     assert_eq!(workers.len(), 2, "{workers:?}");
+    let sockets = listening_sockets(&workers);
+    eprintln!("listening sockets of the workers: {sockets:?}");
+    // Rank 0's store, and Gloo's listener in each worker.
+    assert!(
+        sockets.len() >= 3,
+        "listening sockets of the workers: {sockets:?}"
+    );
+    assert!(
+        sockets.iter().all(|(ip, _)| ip.is_loopback()),
+        "a worker listens beyond loopback: {sockets:?}"
+    );
     launcher.kill().unwrap(); // SIGKILL: no chance to clean up
     let _ = launcher.wait();
     let killed = Instant::now();

@@ -92,9 +92,12 @@ void launch_all(at::Tensor** tensors, size_t n, Launch&& op) {
 extern "C" {
 
 // Rendezvous through a TCPStore at host:port and create the process group. `store_server`:
-// this process hosts the store (rank 0, unless a launcher's agent already does). `prefix`
-// keeps ardpipe's keys apart from a launcher's own in a shared store. `device`: the CUDA
-// device of this process (NCCL), ignored by Gloo. NULL on failure.
+// this process hosts the store (rank 0, unless a launcher's agent already does); `listen_fd`,
+// when >= 0, is a socket the caller already bound and listens on, which the store takes over
+// (so it listens where the caller chose, not on every interface). `gloo_host`, when not empty,
+// is the address Gloo binds its own sockets to. `prefix` keeps ardpipe's keys apart from a
+// launcher's own in a shared store. `device`: the CUDA device of this process (NCCL), ignored
+// by Gloo. NULL on failure.
 void* ardpipe_c10d_new(
     const char* backend,
     const char* host,
@@ -102,6 +105,8 @@ void* ardpipe_c10d_new(
     int rank,
     int world,
     int store_server,
+    int listen_fd,
+    const char* gloo_host,
     int device,
     const char* prefix,
     int64_t timeout_ms,
@@ -116,6 +121,9 @@ void* ardpipe_c10d_new(
     opts.numWorkers = static_cast<std::size_t>(world);
     opts.waitWorkers = true;
     opts.timeout = timeout;
+    if (listen_fd >= 0) {
+      opts.masterListenFd = listen_fd;
+    }
     auto tcp = c10::make_intrusive<c10d::TCPStore>(std::string(host), opts);
     c10::intrusive_ptr<c10d::Store> store =
         c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), tcp);
@@ -126,6 +134,10 @@ void* ardpipe_c10d_new(
       // create_default picks the interface the way torch.distributed does (GLOO_SOCKET_IFNAME,
       // else this host's name, else loopback).
       auto gloo_opts = c10d::ProcessGroupGloo::Options::create_default(timeout);
+      if (gloo_host != nullptr && *gloo_host != '\0') {
+        gloo_opts->devices = {
+            c10d::ProcessGroupGloo::createDeviceForHostname(std::string(gloo_host))};
+      }
       group->backend =
           c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, gloo_opts);
     } else if (name == "nccl") {

@@ -14,6 +14,8 @@ unsafe extern "C" {
         rank: c_int,
         world: c_int,
         store_server: c_int,
+        listen_fd: c_int,
+        gloo_host: *const c_char,
         device: c_int,
         prefix: *const c_char,
         timeout_ms: i64,

@@ -1,6 +1,8 @@
 //! A c10d process group and the collectives the trainer runs on it.
 
 use std::ffi::{CString, c_void};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::os::fd::IntoRawFd;
 use std::ptr::NonNull;
 use std::time::Duration;
 
@@ -84,6 +86,8 @@ impl ProcessGroup {
         };
         let name = c(backend.name())?;
         let host = c(&launch.master_addr)?;
+        let local = LocalRendezvous::new(launch, timeout)?;
+        let gloo_host = c(local.gloo_host.as_deref().unwrap_or(""))?;
         // A launcher's agent store holds its own keys too; keep ours apart, per restart.
         let prefix = c(&format!("ardpipe/attempt_{}", launch.restart_count))?;
         let mut err = vec![0u8; ffi::ERR_LEN];
@@ -97,6 +101,9 @@ impl ProcessGroup {
                 launch.rank as i32,
                 launch.world_size as i32,
                 launch.hosts_store() as i32,
+                // The store takes the socket over (and closes it): ownership passes here.
+                local.store_listener.map_or(-1, |l| l.into_raw_fd()),
+                gloo_host.as_ptr(),
                 launch.local_rank as i32,
                 prefix.as_ptr(),
                 timeout_ms,
@@ -390,6 +397,54 @@ fn classify(rank: usize, op: &'static str, timeout: Duration, why: String) -> Di
         };
     }
     DistError::Collective { rank, op, why }
+}
+
+/// Where a rendezvous on this machine listens. libtorch's TCPStore server and Gloo bind every
+/// interface by default, and neither authenticates its peers; when MASTER_ADDR is a loopback
+/// address (what `ardpipe run --nproc` and a single-node launcher use), nothing needs to be
+/// reachable from elsewhere, so both are bound to that address instead. A multi-node run
+/// keeps libtorch's defaults and, as with torch.distributed, must run on a trusted network
+/// (docs/DISTRIBUTED.md).
+struct LocalRendezvous {
+    /// The store's listening socket, bound here (rank 0 only).
+    store_listener: Option<TcpListener>,
+    /// The address Gloo binds to, unless GLOO_SOCKET_IFNAME chooses an interface.
+    gloo_host: Option<String>,
+}
+
+impl LocalRendezvous {
+    fn new(launch: &Launch, timeout: Duration) -> Result<Self, DistError> {
+        let addrs: Vec<SocketAddr> = (launch.master_addr.as_str(), launch.master_port)
+            .to_socket_addrs()
+            .map(|a| a.collect())
+            .unwrap_or_default();
+        let loopback = !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback());
+        if !loopback {
+            return Ok(LocalRendezvous {
+                store_listener: None,
+                gloo_host: None,
+            });
+        }
+        let store_listener = if launch.hosts_store() {
+            let listener = TcpListener::bind(addrs[0]).map_err(|e| {
+                rendezvous_error(
+                    launch,
+                    timeout,
+                    format!("cannot listen on {}: {e}", addrs[0]),
+                )
+            })?;
+            Some(listener)
+        } else {
+            None
+        };
+        let gloo_host = std::env::var_os("GLOO_SOCKET_IFNAME")
+            .is_none()
+            .then(|| addrs[0].ip().to_string());
+        Ok(LocalRendezvous {
+            store_listener,
+            gloo_host,
+        })
+    }
 }
 
 fn rendezvous_error(launch: &Launch, timeout: Duration, why: String) -> DistError {
