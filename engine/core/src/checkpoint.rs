@@ -7,12 +7,16 @@
 //!     state.json             step, epoch, data position, RNG streams, early stopping, … + the
 //!                            size and sha256 of tensors.safetensors
 //!   step-0000150.partial/    being written, or left by a killed process: never loaded
+//!   rejected/step-9000000/   a folder that looked like a checkpoint but did not verify, moved
+//!                            aside (never deleted) with the reason in `rejected/*.why`
 //!   latest                   "step-0000120": the newest checkpoint, for people and tools
 //! ```
 //!
-//! [`load_latest`] trusts only directories whose name has no suffix, whose `state.json` parses
-//! and whose tensor file matches the recorded size and hash: a crash at any instant of a save
-//! leaves the previous checkpoint as the one that loads.
+//! [`Checkpoints::choose`] trusts only directories whose name has no suffix, whose `state.json`
+//! parses, names the step of its folder and only files inside it, and whose tensor file matches
+//! the recorded size and hash: a crash at any instant of a save leaves the previous checkpoint as
+//! the one that loads. A save prunes only checkpoints that verify and are older than the one it
+//! wrote, so a stray folder can never cost a real checkpoint.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -46,6 +50,11 @@ pub enum CheckpointError {
         "keep_last must be at least 1 (0 would delete the checkpoint just written); set checkpoint keep_last ≥ 1"
     )]
     KeepNone,
+    #[error(
+        "{path}: {STATE_FILE} names the tensor file `{named}`, which is not a plain file name inside the checkpoint's folder; \
+         a checkpoint may only name files of its own folder (no `/`, `..` or absolute paths): this folder was not written by ardpipe, remove it or move it out of checkpoints/"
+    )]
+    OutsideFolder { path: PathBuf, named: String },
 }
 
 pub type Result<T, E = CheckpointError> = std::result::Result<T, E>;
@@ -120,6 +129,8 @@ pub struct Sidecar {
 #[derive(Debug)]
 pub struct Checkpoint {
     pub path: PathBuf,
+    /// sha256 of its tensor file, as verified: what names this exact checkpoint.
+    pub tensors_sha256: String,
     pub state: TrainingState,
     pub tensors: Vec<(String, Tensor)>,
 }
@@ -202,6 +213,7 @@ impl Checkpoints {
 
         let bytes = serialize_tensors(tensors, None)?;
         write_atomic(&partial.join(TENSORS_FILE), &bytes)?;
+        rundir::test_pause(&format!("checkpoint-partial@{}", state.step), false);
         let sidecar = Sidecar {
             format_version: FORMAT_VERSION,
             created_at: crate::manifest::now_rfc3339(),
@@ -228,8 +240,9 @@ impl Checkpoints {
         if had_old {
             fs::remove_dir_all(&aside).map_err(io_err("cannot remove", &aside))?;
         }
+        rundir::test_pause(&format!("checkpoint-committed@{}", state.step), false);
         write_atomic(&self.dir.join(LATEST), format!("{name}\n").as_bytes())?;
-        self.prune()?;
+        self.prune(state.step)?;
         Ok(final_dir)
     }
 
@@ -253,11 +266,24 @@ impl Checkpoints {
         Ok(steps)
     }
 
-    /// Keep the newest `keep_last` complete checkpoints; remove leftovers of interrupted saves.
-    fn prune(&self) -> Result<()> {
-        let steps = self.steps()?;
-        let cut = steps.len().saturating_sub(self.keep_last);
-        for step in &steps[..cut] {
+    /// After the save of `written`: keep the newest `keep_last` checkpoints at or below it that
+    /// verify (sidecar and size; the hash is checked when one is loaded), and remove leftovers
+    /// of interrupted saves. A folder that does not verify is moved to `rejected/`, never
+    /// deleted; one above `written` that verifies is left alone (it is not this run's to judge).
+    fn prune(&self, written: u64) -> Result<()> {
+        let mut kept = Vec::new();
+        for step in self.steps()? {
+            let dir = self.dir.join(step_dir_name(step));
+            match quick_verify(&dir, step) {
+                Ok(()) if step <= written => kept.push(step),
+                Ok(()) => {}
+                Err(e) => {
+                    self.reject(&dir, &e.to_string())?;
+                }
+            }
+        }
+        let cut = kept.len().saturating_sub(self.keep_last);
+        for step in &kept[..cut] {
             let p = self.dir.join(step_dir_name(*step));
             fs::remove_dir_all(&p).map_err(io_err("cannot remove old checkpoint", &p))?;
         }
@@ -271,6 +297,35 @@ impl Checkpoints {
         Ok(())
     }
 
+    /// Move a folder that does not verify to `rejected/NAME` (`NAME.2`, … when taken), with the
+    /// reason beside it in `NAME.why`, and say so. Returns where it went.
+    pub fn reject(&self, dir: &Path, why: &str) -> Result<PathBuf> {
+        let rejected = self.dir.join(REJECTED);
+        fs::create_dir_all(&rejected).map_err(io_err("cannot create", &rejected))?;
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "checkpoint".into());
+        let mut to = rejected.join(&name);
+        let mut k = 2;
+        while to.exists() {
+            to = rejected.join(format!("{name}.{k}"));
+            k += 1;
+        }
+        fs::rename(dir, &to).map_err(io_err("cannot move aside", dir))?;
+        let note = to.with_file_name(format!(
+            "{}.why",
+            to.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        write_atomic(&note, format!("{why}\n").as_bytes())?;
+        fsync_dir(&self.dir)?;
+        tracing::warn!(
+            "{} is not a usable checkpoint ({why}); moved it to {}",
+            dir.display(),
+            to.display()
+        );
+        Ok(to)
+    }
     /// Load and verify the checkpoint of one step.
     pub fn load(&self, step: u64) -> Result<Checkpoint> {
         load_dir(&self.dir.join(step_dir_name(step)))
@@ -278,29 +333,99 @@ impl Checkpoints {
 
     /// The newest checkpoint that is complete and intact; `None` when there is none. Broken
     /// ones (a crash, a full disk, a hand edit) are skipped with a warning naming the reason.
+    /// Reads only: see [`Checkpoints::choose`] for what a resuming owner does.
     pub fn load_latest(&self) -> Result<Option<Checkpoint>> {
+        Ok(self.choose(false)?.checkpoint)
+    }
+
+    /// The checkpoint a resume continues from: the newest that loads and verifies. With
+    /// `move_rejected`, every newer folder that failed is moved to `rejected/` (so the next
+    /// save cannot mistake it for a checkpoint); either way the reasons come back, for the
+    /// error when nothing is usable.
+    pub fn choose(&self, move_rejected: bool) -> Result<Choice> {
+        let mut rejected = Vec::new();
         for step in self.steps()?.into_iter().rev() {
-            match self.load(step) {
-                Ok(c) => return Ok(Some(c)),
-                Err(e) => tracing::warn!("skipping checkpoint at step {step}: {e}"),
+            let dir = self.dir.join(step_dir_name(step));
+            match load_dir(&dir).and_then(|c| {
+                if c.state.step == step {
+                    Ok(c)
+                } else {
+                    Err(CheckpointError::Corrupt {
+                        path: dir.clone(),
+                        why: format!(
+                            "its {STATE_FILE} is for step {}, not the step {step} its name says",
+                            c.state.step
+                        ),
+                    })
+                }
+            }) {
+                Ok(c) => {
+                    return Ok(Choice {
+                        checkpoint: Some(c),
+                        rejected,
+                    });
+                }
+                Err(e) => {
+                    let why = match &e {
+                        CheckpointError::Corrupt { why, .. } => why.clone(),
+                        other => other.to_string(),
+                    };
+                    let moved = if move_rejected {
+                        Some(self.reject(&dir, &why)?)
+                    } else {
+                        tracing::warn!("skipping checkpoint at step {step}: {e}");
+                        None
+                    };
+                    rejected.push(Rejected {
+                        path: dir,
+                        why,
+                        moved_to: moved,
+                    });
+                }
             }
         }
-        Ok(None)
+        Ok(Choice {
+            checkpoint: None,
+            rejected,
+        })
     }
+}
+
+/// Where the folders that failed verification go.
+pub const REJECTED: &str = "rejected";
+
+/// A folder named like a checkpoint that is not one, and why.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    pub path: PathBuf,
+    pub why: String,
+    pub moved_to: Option<PathBuf>,
+}
+
+/// What [`Checkpoints::choose`] found.
+#[derive(Debug)]
+pub struct Choice {
+    pub checkpoint: Option<Checkpoint>,
+    pub rejected: Vec<Rejected>,
 }
 
 /// [`Checkpoints::load_latest`] for a run directory.
 pub fn load_latest(run_dir: &Path) -> Result<Option<Checkpoint>> {
-    let dir = run_dir.join(rundir::CHECKPOINTS);
-    Checkpoints {
-        dir,
-        keep_last: usize::MAX,
-    }
-    .load_latest()
+    Checkpoints::of_run(run_dir).load_latest()
 }
 
-/// Load one checkpoint directory, checking the sidecar and the tensor file's size and hash.
-pub fn load_dir(dir: &Path) -> Result<Checkpoint> {
+impl Checkpoints {
+    /// The checkpoints of a run directory, for reading (nothing is created).
+    pub fn of_run(run_dir: &Path) -> Checkpoints {
+        Checkpoints {
+            dir: run_dir.join(rundir::CHECKPOINTS),
+            keep_last: usize::MAX,
+        }
+    }
+}
+
+/// The sidecar of a checkpoint folder, with its file reference checked.
+fn read_sidecar(dir: &Path) -> Result<Sidecar> {
     let corrupt = |why: String| CheckpointError::Corrupt {
         path: dir.to_path_buf(),
         why,
@@ -319,6 +444,58 @@ pub fn load_dir(dir: &Path) -> Result<Checkpoint> {
             sidecar.format_version
         )));
     }
+    if !is_plain_file_name(&sidecar.tensors_file) {
+        return Err(CheckpointError::OutsideFolder {
+            path: dir.to_path_buf(),
+            named: sidecar.tensors_file.clone(),
+        });
+    }
+    Ok(sidecar)
+}
+
+/// One normal path component: no separator, no `.`/`..`, not absolute, not empty.
+fn is_plain_file_name(name: &str) -> bool {
+    let mut parts = Path::new(name).components();
+    matches!(
+        (parts.next(), parts.next()),
+        (Some(std::path::Component::Normal(_)), None)
+    ) && !name.contains('/')
+        && !name.contains('\\')
+}
+
+/// The cheap checks of a checkpoint folder (sidecar, its step, the tensor file's size), for
+/// pruning: the hash is checked when a checkpoint is loaded.
+fn quick_verify(dir: &Path, step: u64) -> Result<()> {
+    let sidecar = read_sidecar(dir)?;
+    let corrupt = |why: String| CheckpointError::Corrupt {
+        path: dir.to_path_buf(),
+        why,
+    };
+    if sidecar.state.step != step {
+        return Err(corrupt(format!(
+            "its {STATE_FILE} is for step {}, not the step {step} its name says",
+            sidecar.state.step
+        )));
+    }
+    let len = fs::metadata(dir.join(&sidecar.tensors_file))
+        .map_err(|e| corrupt(format!("cannot read {}: {e}", sidecar.tensors_file)))?
+        .len();
+    if len != sidecar.tensors_bytes {
+        return Err(corrupt(format!(
+            "{} has {len} bytes, the sidecar recorded {} (truncated write)",
+            sidecar.tensors_file, sidecar.tensors_bytes
+        )));
+    }
+    Ok(())
+}
+
+/// Load one checkpoint directory, checking the sidecar and the tensor file's size and hash.
+pub fn load_dir(dir: &Path) -> Result<Checkpoint> {
+    let corrupt = |why: String| CheckpointError::Corrupt {
+        path: dir.to_path_buf(),
+        why,
+    };
+    let sidecar = read_sidecar(dir)?;
     let tensor_path = dir.join(&sidecar.tensors_file);
     let bytes = fs::read(&tensor_path)
         .map_err(|e| corrupt(format!("cannot read {}: {e}", sidecar.tensors_file)))?;
@@ -348,6 +525,7 @@ pub fn load_dir(dir: &Path) -> Result<Checkpoint> {
     }
     Ok(Checkpoint {
         path: dir.to_path_buf(),
+        tensors_sha256: sidecar.tensors_sha256,
         state: sidecar.state,
         tensors,
     })
@@ -660,6 +838,96 @@ mod tests {
         // The next save clears the partial leftover.
         save(&c, 70);
         assert!(!partial.exists());
+    }
+
+    /// The observed loss: junk `step-9000000/` and `step-9000001/` (a `state.json` of `{}`)
+    /// made the save of step 6 prune the real steps 4 and 6 and leave `latest` dangling.
+    #[test]
+    fn junk_folders_never_cost_a_real_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Checkpoints::new(dir.path(), 2).unwrap();
+        save(&c, 2);
+        save(&c, 4);
+        for junk in ["step-9000000", "step-9000001"] {
+            fs::create_dir(dir.path().join(junk)).unwrap();
+            fs::write(dir.path().join(junk).join(STATE_FILE), "{}").unwrap();
+        }
+        save(&c, 6);
+        assert_eq!(c.steps().unwrap(), vec![4, 6]);
+        assert_eq!(
+            fs::read_to_string(dir.path().join(LATEST)).unwrap(),
+            "step-0000006\n"
+        );
+        // Moved aside with the reason, not deleted.
+        for junk in ["step-9000000", "step-9000001"] {
+            let moved = dir.path().join(REJECTED).join(junk);
+            assert!(moved.join(STATE_FILE).is_file(), "{junk}");
+            let why = fs::read_to_string(moved.with_file_name(format!("{junk}.why"))).unwrap();
+            assert!(why.contains("state.json is not valid"), "{why}");
+        }
+        assert_eq!(c.load_latest().unwrap().unwrap().step(), 6);
+    }
+
+    #[test]
+    fn choose_moves_what_does_not_verify_aside_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Checkpoints::new(dir.path(), 5).unwrap();
+        save(&c, 3);
+        // A copy of step 3 under another step's name: its sidecar says step 3.
+        let copy = dir.path().join("step-0000008");
+        fs::create_dir(&copy).unwrap();
+        for f in [STATE_FILE, TENSORS_FILE] {
+            fs::copy(dir.path().join("step-0000003").join(f), copy.join(f)).unwrap();
+        }
+        let choice = c.choose(false).unwrap();
+        assert_eq!(choice.checkpoint.unwrap().step(), 3);
+        assert!(copy.exists(), "a read-only choice moves nothing");
+        let choice = c.choose(true).unwrap();
+        assert_eq!(choice.checkpoint.as_ref().unwrap().step(), 3);
+        assert_eq!(choice.rejected.len(), 1);
+        assert!(
+            choice.rejected[0]
+                .why
+                .contains("for step 3, not the step 8"),
+            "{:?}",
+            choice.rejected
+        );
+        assert!(!copy.exists());
+        assert!(dir.path().join(REJECTED).join("step-0000008").is_dir());
+        // Nothing usable: no checkpoint, every reason.
+        fs::write(dir.path().join("step-0000003").join(TENSORS_FILE), b"x").unwrap();
+        let choice = c.choose(true).unwrap();
+        assert!(choice.checkpoint.is_none());
+        assert!(choice.rejected[0].why.contains("truncated write"));
+        assert!(dir.path().join(REJECTED).join("step-0000003").is_dir());
+    }
+
+    #[test]
+    fn a_sidecar_may_only_name_files_of_its_own_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Checkpoints::new(dir.path(), 5).unwrap();
+        let good = save(&c, 1);
+        // A secret next to the checkpoints, and sidecars pointing at it.
+        fs::write(dir.path().join("secret"), b"not a tensor file").unwrap();
+        let sidecar: serde_json::Value =
+            serde_json::from_slice(&fs::read(good.join(STATE_FILE)).unwrap()).unwrap();
+        let outside = dir.path().join("secret").display().to_string();
+        for named in ["../secret", outside.as_str(), "sub/x.safetensors", "..", ""] {
+            let mut s = sidecar.clone();
+            s["tensors_file"] = serde_json::json!(named);
+            fs::write(good.join(STATE_FILE), serde_json::to_vec(&s).unwrap()).unwrap();
+            let e = load_dir(&good).unwrap_err();
+            assert!(
+                matches!(e, CheckpointError::OutsideFolder { .. }),
+                "{named}: {e}"
+            );
+            let e = e.to_string();
+            assert!(
+                e.contains(&format!("`{named}`"))
+                    && e.contains("only name files of its own folder"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

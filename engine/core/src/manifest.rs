@@ -293,7 +293,12 @@ pub enum RunStatus {
     Completed,
     /// Stopped early by early stopping.
     Stopped,
+    /// Failed: at start (a bad plugin, data or model) or while training. `ardpipe run
+    /// --resume` continues it from its last checkpoint once the cause is fixed.
     Failed,
+    /// Stopped by SIGINT or SIGTERM after writing a checkpoint: `ardpipe run --resume`
+    /// continues it.
+    Interrupted,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -11,13 +11,19 @@
 //!   metrics.jsonl             one JSON object per line, appended and flushed
 //!   ranks.jsonl               α / effective-rank telemetry, same format
 //!   checkpoints/step-0000120/ complete checkpoints; `latest` names the newest
-//!   adapter/                  the exported PEFT adapter
-//!   report/                   report.md and its SVG pictures
+//!   adapter/                  the exported PEFT adapter (written as `adapter.partial/`, then
+//!                             renamed: it is there whole or not at all)
+//!   report/                   report.md and its SVG pictures (the same way)
 //! ```
+//!
+//! The resolved pipeline and the manifest are written right after the lock is taken, before
+//! any data or weights load: a run killed at any later instant leaves a folder `--resume`
+//! accepts.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use serde::Serialize;
 
@@ -35,10 +41,12 @@ pub enum RunDirError {
         "run directory {path} is in use by another ardpipe process ({holder}); wait for it to finish, or pick another output directory"
     )]
     Locked { path: PathBuf, holder: String },
-    #[error(
-        "run directory {path} already exists and is not empty; pass `--resume {path}` to continue it, or choose another run name"
-    )]
-    AlreadyExists { path: PathBuf },
+    #[error("{}", already_exists(path, status.as_deref()))]
+    AlreadyExists {
+        path: PathBuf,
+        /// The `status` of the run's manifest, when the folder holds one.
+        status: Option<String>,
+    },
     #[error(
         "{path} is not an ardpipe run directory (no pipeline.resolved.json); point --resume at the folder `ardpipe run` created"
     )]
@@ -54,6 +62,72 @@ pub enum RunDirError {
 }
 
 pub type Result<T, E = RunDirError> = std::result::Result<T, E>;
+
+/// What to do about an `output.dir` that is already used, by what it holds.
+fn already_exists(path: &Path, status: Option<&str>) -> String {
+    let p = path.display();
+    match status {
+        Some(s @ ("failed" | "interrupted" | "running")) => {
+            let what = match s {
+                "failed" => "a run that failed",
+                "interrupted" => "a run that was interrupted",
+                _ => "a run that did not finish (killed, or still running elsewhere)",
+            };
+            format!(
+                "run directory {p} already holds {what} (manifest status `{s}`); continue it with `ardpipe run --resume {p}` \
+                 (add `--restart` to train it again from step 0), or remove the folder to start a new run there"
+            )
+        }
+        Some(s) => format!(
+            "run directory {p} already holds a finished run (manifest status `{s}`); choose another output.dir \
+             (e.g. with `{{timestamp}}` in it), or remove the folder to run again there"
+        ),
+        None => format!(
+            "run directory {p} already exists and is not empty (and holds no ardpipe run); choose another output.dir, \
+             or remove the folder"
+        ),
+    }
+}
+
+// ---- stopping on a signal -----------------------------------------------------------------
+
+/// The signal (SIGINT, SIGTERM) that asked this process to stop; 0 while none has.
+static STOP: AtomicI32 = AtomicI32::new(0);
+
+/// Ask the run to stop after its current step (with a checkpoint). Async-signal-safe: a signal
+/// handler may call it. Returns the signal an earlier request already gave (0 if none).
+pub fn request_stop(signal: i32) -> i32 {
+    STOP.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst)
+        .err()
+        .unwrap_or(0)
+}
+
+/// The signal that asked the run to stop, if one did.
+pub fn stop_requested() -> Option<i32> {
+    match STOP.load(Ordering::SeqCst) {
+        0 => None,
+        s => Some(s),
+    }
+}
+
+/// Test hook: when the environment variable `ARDPIPE_TEST_PAUSE` names `point`, write the point
+/// to the file `ARDPIPE_TEST_PAUSE_MARKER` (if set) and wait there, for a test to kill the
+/// process at that exact instant. With `wake_on_stop` a stop request (SIGINT, SIGTERM) ends
+/// the wait. Does nothing otherwise.
+pub fn test_pause(point: &str, wake_on_stop: bool) {
+    if std::env::var("ARDPIPE_TEST_PAUSE").ok().as_deref() != Some(point) {
+        return;
+    }
+    if let Some(marker) = std::env::var_os("ARDPIPE_TEST_PAUSE_MARKER") {
+        let _ = write_atomic(Path::new(&marker), point.as_bytes());
+    }
+    loop {
+        if wake_on_stop && stop_requested().is_some() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
 
 pub(crate) fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RunDirError {
     let path = path.to_path_buf();
@@ -104,6 +178,54 @@ pub fn write_json_atomic<T: Serialize + ?Sized>(path: &Path, value: &T) -> Resul
     })?;
     bytes.push(b'\n');
     write_atomic(path, &bytes)
+}
+
+/// Write a whole folder atomically: `fill` writes into `DIR.partial/` (emptied first), every
+/// file there is fsynced, then the folder replaces `dir` by rename (an old `dir` is moved aside
+/// first and removed after). Readers see the old folder or the new one, never part of one.
+pub fn write_dir_atomic<E: From<RunDirError>>(
+    dir: &Path,
+    fill: impl FnOnce(&Path) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    let parent = parent_dir(dir);
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "dir".into());
+    let partial = parent.join(format!("{name}.partial"));
+    if partial.exists() {
+        fs::remove_dir_all(&partial).map_err(io_err("cannot remove stale", &partial))?;
+    }
+    fs::create_dir_all(&partial).map_err(io_err("cannot create", &partial))?;
+    fill(&partial)?;
+    fsync_tree(&partial)?;
+    test_pause(&format!("export-partial:{name}"), false);
+    let aside = parent.join(format!("{name}.old-{}", std::process::id()));
+    let had_old = dir.exists();
+    if had_old {
+        fs::rename(dir, &aside).map_err(io_err("cannot move aside", dir))?;
+    }
+    fs::rename(&partial, dir).map_err(io_err("cannot rename into", dir))?;
+    fsync_dir(&parent)?;
+    if had_old {
+        fs::remove_dir_all(&aside).map_err(io_err("cannot remove", &aside))?;
+    }
+    Ok(())
+}
+
+/// fsync every file under `dir`, then the folders themselves.
+fn fsync_tree(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir).map_err(io_err("cannot read", dir))? {
+        let p = entry.map_err(io_err("cannot read", dir))?.path();
+        if p.is_dir() {
+            fsync_tree(&p)?;
+        } else {
+            File::open(&p)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err("cannot fsync", &p))?;
+        }
+    }
+    fsync_dir(dir)
 }
 
 /// Make a rename or a file creation inside `dir` durable: POSIX needs the directory fsynced too.
@@ -252,17 +374,20 @@ impl RunDir {
         if root.exists() {
             let mut entries = fs::read_dir(root).map_err(io_err("cannot read", root))?;
             if entries.next().is_some() {
+                let status = read_json(&root.join(MANIFEST))
+                    .ok()
+                    .and_then(|m| m.get("status").and_then(|s| s.as_str()).map(str::to_string));
                 return Err(RunDirError::AlreadyExists {
                     path: root.to_path_buf(),
+                    status,
                 });
             }
         }
         fs::create_dir_all(root).map_err(io_err("cannot create run directory", root))?;
         let lock = RunLock::acquire(root)?;
-        for sub in [CHECKPOINTS, ADAPTER, REPORT] {
-            let p = root.join(sub);
-            fs::create_dir_all(&p).map_err(io_err("cannot create", &p))?;
-        }
+        // The exports (adapter/, report/) appear whole when written, not as empty folders now.
+        let p = root.join(CHECKPOINTS);
+        fs::create_dir_all(&p).map_err(io_err("cannot create", &p))?;
         fsync_dir(root)?;
         if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
             fsync_dir(parent)?;
@@ -292,10 +417,8 @@ impl RunDir {
             });
         }
         let lock = RunLock::acquire(root)?;
-        for sub in [CHECKPOINTS, ADAPTER, REPORT] {
-            let p = root.join(sub);
-            fs::create_dir_all(&p).map_err(io_err("cannot create", &p))?;
-        }
+        let p = root.join(CHECKPOINTS);
+        fs::create_dir_all(&p).map_err(io_err("cannot create", &p))?;
         Ok(RunDir {
             root: root.to_path_buf(),
             _lock: Some(lock),
@@ -369,11 +492,26 @@ impl RunDir {
         JsonlLog::open(&self.ranks_path())
     }
 
-    /// On resume: drop every metrics and rank line written after the checkpoint's step, so the
-    /// resumed run appends exactly what the uninterrupted run would have.
-    pub fn truncate_logs_to_step(&self, step: u64) -> Result<()> {
-        truncate_jsonl_after_step(&self.metrics_path(), step)?;
-        truncate_jsonl_after_step(&self.ranks_path(), step)
+    /// On resume: drop every metrics and rank line written after the checkpoint's step, and the
+    /// records flagged with one of `redo` (`final`: the end of a run, which the resumed run
+    /// writes again; `initial` when it evaluates the base model again), so the resumed run
+    /// appends exactly what the uninterrupted run would have.
+    pub fn truncate_logs_to_step(&self, step: u64, redo: &[&str]) -> Result<()> {
+        truncate_jsonl_after_step(&self.metrics_path(), step, redo)?;
+        truncate_jsonl_after_step(&self.ranks_path(), step, redo)
+    }
+
+    /// fsync the metrics and rank logs (at a checkpoint: the logs are then at least as durable
+    /// as the checkpoint they lead up to).
+    pub fn sync_logs(&self) -> Result<()> {
+        for p in [self.metrics_path(), self.ranks_path()] {
+            match File::open(&p) {
+                Ok(f) => f.sync_all().map_err(io_err("cannot fsync", &p))?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("cannot open", &p)(e)),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -434,69 +572,78 @@ impl JsonlLog {
     }
 }
 
+/// The lines of a JSON-lines file as bytes (no `\n`); a missing file has none.
+fn jsonl_lines(path: &Path) -> Result<Option<Vec<Vec<u8>>>> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err("cannot read", path)(e)),
+    };
+    let mut lines: Vec<Vec<u8>> = bytes.split(|&b| b == b'\n').map(<[u8]>::to_vec).collect();
+    if lines.last().is_some_and(|l| l.is_empty()) {
+        lines.pop();
+    }
+    Ok(Some(lines))
+}
+
+/// Parse line `i` of `n`: `Ok(None)` for a blank line or a torn last one (the process died
+/// while writing it, possibly inside a UTF-8 character), an error naming file:line otherwise.
+fn parse_jsonl_line(
+    path: &Path,
+    line: &[u8],
+    i: usize,
+    n: usize,
+) -> Result<Option<serde_json::Value>> {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    match serde_json::from_slice(line) {
+        Ok(v) => Ok(Some(v)),
+        Err(_) if i + 1 == n => Ok(None),
+        Err(source) => Err(RunDirError::Json {
+            what: format!("{}:{}", path.display(), i + 1),
+            source,
+        }),
+    }
+}
+
 /// Read every complete record of a JSON-lines file. A torn last line (the process died while
 /// writing it) is skipped; a malformed line elsewhere is an error naming file:line.
 pub fn read_jsonl(path: &Path) -> Result<Vec<serde_json::Value>> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => return Err(io_err("cannot open", path)(e)),
+    let Some(lines) = jsonl_lines(path)? else {
+        return Ok(vec![]);
     };
-    let lines: Vec<String> = BufReader::new(file)
-        .lines()
-        .collect::<io::Result<_>>()
-        .map_err(io_err("cannot read", path))?;
     let n = lines.len();
     let mut out = Vec::with_capacity(n);
     for (i, line) in lines.iter().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str(line) {
-            Ok(v) => out.push(v),
-            Err(_) if i + 1 == n => break,
-            Err(source) => {
-                return Err(RunDirError::Json {
-                    what: format!("{}:{}", path.display(), i + 1),
-                    source,
-                });
-            }
+        if let Some(v) = parse_jsonl_line(path, line, i, n)? {
+            out.push(v);
         }
     }
     Ok(out)
 }
 
-/// Keep only the records whose `step` is at most `step` (records without a step are kept), and
-/// drop a torn last line. Rewritten atomically.
-pub fn truncate_jsonl_after_step(path: &Path, step: u64) -> Result<()> {
-    let text = match fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io_err("cannot read", path)(e)),
+/// Keep only the records whose `step` is at most `step` (records without a step are kept) and
+/// that carry none of the `redo` flags, and drop a torn last line. Rewritten atomically.
+pub fn truncate_jsonl_after_step(path: &Path, step: u64, redo: &[&str]) -> Result<()> {
+    let Some(lines) = jsonl_lines(path)? else {
+        return Ok(());
     };
-    let lines: Vec<&str> = text.lines().collect();
-    let mut bytes = Vec::with_capacity(text.len());
+    let n = lines.len();
+    let mut bytes = Vec::new();
     for (i, line) in lines.iter().enumerate() {
-        if line.trim().is_empty() {
+        let Some(record) = parse_jsonl_line(path, line, i, n)? else {
             continue;
-        }
-        let record: serde_json::Value = match serde_json::from_str(line) {
-            Ok(v) => v,
-            Err(_) if i + 1 == lines.len() => break,
-            Err(source) => {
-                return Err(RunDirError::Json {
-                    what: format!("{}:{}", path.display(), i + 1),
-                    source,
-                });
-            }
         };
         let keep = match record.get("step") {
             Some(s) => s.as_u64().is_some_and(|s| s <= step),
             None => true,
-        };
+        } && !redo
+            .iter()
+            .any(|flag| record.get(*flag) == Some(&serde_json::Value::Bool(true)));
         // The kept lines are copied as written: re-serialising could change their numbers.
         if keep {
-            bytes.extend_from_slice(line.as_bytes());
+            bytes.extend_from_slice(line);
             bytes.push(b'\n');
         }
     }
@@ -580,9 +727,9 @@ mod tests {
         )
         .unwrap();
         assert!(run.root().ends_with("runs/q-20251128-183045"));
-        for d in [CHECKPOINTS, ADAPTER, REPORT] {
-            assert!(run.path(d).is_dir(), "{d}");
-        }
+        assert!(run.path(CHECKPOINTS).is_dir());
+        // Exports appear whole when written: no empty folders before.
+        assert!(!run.path(ADAPTER).exists() && !run.path(REPORT).exists());
         // Same directory, second owner: refused while the first holds it.
         run.write_resolved_pipeline(&json!({"a": 1})).unwrap();
         let e = RunDir::open(run.root()).unwrap_err().to_string();
@@ -599,7 +746,7 @@ mod tests {
         let base = tempfile::tempdir().unwrap();
         fs::write(base.path().join("x"), "y").unwrap();
         let e = RunDir::create(base.path()).unwrap_err().to_string();
-        assert!(e.contains("--resume"), "{e}");
+        assert!(e.contains("holds no ardpipe run"), "{e}");
         let e = RunDir::open(base.path()).unwrap_err().to_string();
         assert!(e.contains("not an ardpipe run directory"), "{e}");
     }
@@ -620,7 +767,7 @@ mod tests {
         f.write_all(b"{\"step\": 6, \"lo").unwrap();
         drop(f);
         assert_eq!(read_jsonl(&p).unwrap().len(), 6);
-        truncate_jsonl_after_step(&p, 3).unwrap();
+        truncate_jsonl_after_step(&p, 3, &[]).unwrap();
         let steps: Vec<_> = read_jsonl(&p)
             .unwrap()
             .iter()
@@ -640,6 +787,95 @@ mod tests {
             .append(&json!({"step": 4}))
             .unwrap();
         assert_eq!(read_jsonl(&p).unwrap().len(), 5);
+    }
+
+    #[test]
+    fn a_torn_last_line_cut_inside_a_utf8_character_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("metrics.jsonl");
+        let mut bytes = b"{\"step\":1,\"note\":\"\xce\xb1 ok\"}\n{\"step\":2}\n".to_vec();
+        // `{"step":3,"note":"α` cut after the first byte of α.
+        bytes.extend_from_slice(b"{\"step\":3,\"note\":\"\xce");
+        fs::write(&p, &bytes).unwrap();
+        assert_eq!(read_jsonl(&p).unwrap().len(), 2);
+        truncate_jsonl_after_step(&p, 5, &[]).unwrap();
+        assert_eq!(
+            fs::read(&p).unwrap(),
+            b"{\"step\":1,\"note\":\"\xce\xb1 ok\"}\n{\"step\":2}\n"
+        );
+    }
+
+    #[test]
+    fn truncation_drops_the_records_a_resumed_run_writes_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("metrics.jsonl");
+        fs::write(
+            &p,
+            "{\"step\":0,\"initial\":true}\n{\"step\":6,\"split\":\"train\"}\n{\"step\":6,\"final\":true}\n",
+        )
+        .unwrap();
+        truncate_jsonl_after_step(&p, 6, &["final"]).unwrap();
+        assert_eq!(
+            fs::read_to_string(&p).unwrap(),
+            "{\"step\":0,\"initial\":true}\n{\"step\":6,\"split\":\"train\"}\n"
+        );
+        truncate_jsonl_after_step(&p, 0, &["initial", "final"]).unwrap();
+        assert_eq!(fs::read_to_string(&p).unwrap(), "");
+    }
+
+    #[test]
+    fn an_existing_run_says_what_to_do_by_its_status() {
+        let base = tempfile::tempdir().unwrap();
+        let root = base.path().join("run");
+        fs::create_dir(&root).unwrap();
+        for (status, want) in [
+            ("failed", "a run that failed"),
+            ("interrupted", "interrupted"),
+            ("running", "did not finish"),
+        ] {
+            fs::write(root.join(MANIFEST), format!("{{\"status\":\"{status}\"}}")).unwrap();
+            let e = RunDir::create(&root).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+            assert!(e.contains(&format!("--resume {}", root.display())), "{e}");
+            assert!(
+                e.contains("--restart") && e.contains("remove the folder"),
+                "{e}"
+            );
+        }
+        fs::write(root.join(MANIFEST), "{\"status\":\"completed\"}").unwrap();
+        let e = RunDir::create(&root).unwrap_err().to_string();
+        assert!(
+            e.contains("a finished run") && !e.contains("--resume"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_folder_written_atomically_is_there_whole_or_not_at_all() {
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("adapter");
+        write_dir_atomic(&dir, |p| -> Result<()> {
+            write_atomic(&p.join("a"), b"1")?;
+            write_atomic(&p.join("b"), b"2")
+        })
+        .unwrap();
+        assert_eq!(fs::read(dir.join("b")).unwrap(), b"2");
+        // A failing fill leaves the old folder as it was.
+        let r = write_dir_atomic(&dir, |p| -> Result<()> {
+            write_atomic(&p.join("a"), b"new")?;
+            Err(io_err("cannot write", p)(io::Error::other("disk full")))
+        });
+        assert!(r.is_err());
+        assert_eq!(fs::read(dir.join("a")).unwrap(), b"1");
+        // Replacing it leaves no leftovers beside it.
+        write_dir_atomic(&dir, |p| write_atomic(&p.join("c"), b"3")).unwrap();
+        assert!(!dir.join("a").exists() && dir.join("c").exists());
+        let names: Vec<_> = fs::read_dir(base.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n != "adapter.partial")
+            .collect();
+        assert_eq!(names, ["adapter"]);
     }
 
     #[test]

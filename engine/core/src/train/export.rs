@@ -1,5 +1,8 @@
 //! The end products of a run: a Hugging Face PEFT adapter (ARD-LoRA folded into per-module
-//! ranks), merged full weights, and the run report.
+//! ranks), merged full weights, and the run report. Each is written whole or not at all: the
+//! folders through [`rundir::write_dir_atomic`] (`adapter.partial/`, fsynced, renamed), the
+//! merged file through the atomic file writer, so a kill mid-export leaves the previous export
+//! (or none) and `--resume` writes it again.
 
 use std::collections::BTreeMap;
 
@@ -126,11 +129,17 @@ impl Trainer {
                 )
             })
             .collect();
-        let tmp = dir.join("adapter_model.safetensors.tmp");
-        Tensor::write_safetensors(&tensors, &tmp)?;
-        std::fs::rename(&tmp, dir.join("adapter_model.safetensors"))
-            .map_err(|e| TrainError::Other(format!("cannot write {}: {e}", dir.display())))?;
-        rundir::write_json_atomic(&dir.join("adapter_config.json"), &config)?;
+        rundir::write_dir_atomic(&dir, |partial| -> Result<(), TrainError> {
+            let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+            crate::checkpoint::write_safetensors(
+                &partial.join("adapter_model.safetensors"),
+                &refs,
+                None,
+            )
+            .map_err(|e| TrainError::Other(format!("cannot write the adapter: {e}")))?;
+            rundir::write_json_atomic(&partial.join("adapter_config.json"), &config)?;
+            Ok(())
+        })?;
         tracing::info!("PEFT adapter written to {}", dir.display());
         Ok(())
     }
@@ -164,9 +173,8 @@ impl Trainer {
             tensors.push((n, t.detach().to_device(tch::Device::Cpu).contiguous()));
         }
         let path = self.run_dir.path("merged.safetensors");
-        let tmp = self.run_dir.path("merged.safetensors.tmp");
-        Tensor::write_safetensors(&tensors, &tmp)?;
-        std::fs::rename(&tmp, &path)
+        let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        crate::checkpoint::write_safetensors(&path, &refs, None)
             .map_err(|e| TrainError::Other(format!("cannot write {}: {e}", path.display())))?;
         tracing::info!(
             "merged adapted linears and head written to {} (other base tensors are unchanged)",
@@ -208,7 +216,20 @@ impl Trainer {
                 summary.base_parameters
             ),
         ));
-        crate::report::write_run_report(self.run_dir.root(), &self.pipeline.name, rows)?;
+        let (loss, ranks) = crate::report::read_run_curves(self.run_dir.root())?;
+        let input = crate::report::ReportInput {
+            title: self.pipeline.name.clone(),
+            summary: rows,
+            rank_maps: ranks
+                .last()
+                .map(crate::report::rank_maps)
+                .unwrap_or_default(),
+            alpha_curves: crate::report::alpha_curves(&ranks),
+            loss_curves: loss,
+        };
+        rundir::write_dir_atomic(&self.run_dir.report_dir(), |partial| {
+            crate::report::write_report(partial, &input).map(|_| ())
+        })?;
         Ok(())
     }
 }

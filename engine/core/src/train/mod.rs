@@ -81,6 +81,9 @@ pub enum TrainError {
 pub struct RunOptions {
     /// Continue this run directory from its last checkpoint.
     pub resume: Option<PathBuf>,
+    /// With `resume`: when the run has no usable checkpoint, train it again from step 0
+    /// instead of refusing (a usable checkpoint is always continued).
+    pub restart: bool,
     /// No progress bar; plain log lines.
     pub quiet: bool,
     /// Stop (as if killed, without the final export) after this many steps. For tests of resume.
@@ -109,6 +112,9 @@ pub struct RunSummary {
     pub steps: u64,
     pub stopped_early: bool,
     pub interrupted: bool,
+    /// The signal (2 SIGINT, 15 SIGTERM) that interrupted the run, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<i32>,
     pub final_eval: Option<EvalResult>,
     /// A causal LM's evaluation before training (the base model's perplexity).
     pub initial_eval: Option<Vec<(String, f64)>>,
@@ -425,7 +431,9 @@ pub fn run(pipeline: &p::Pipeline, opts: &RunOptions) -> Result<RunSummary, Trai
             return Err(e);
         }
     };
-    if !summary.interrupted && trainer.writes() {
+    if summary.interrupted {
+        trainer.update_manifest(|m| m.finish(crate::manifest::RunStatus::Interrupted))?;
+    } else if trainer.writes() {
         let status = if summary.stopped_early {
             crate::manifest::RunStatus::Stopped
         } else {

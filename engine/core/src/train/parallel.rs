@@ -106,6 +106,27 @@ impl Trainer {
         Ok(())
     }
 
+    /// Whether this run was asked to stop (SIGINT, SIGTERM), and by which signal. With several
+    /// processes, any one's request stops all of them after the same step (a process that
+    /// stopped alone would leave the others waiting in the next all-reduce).
+    pub(super) fn stop_signal(&self) -> Result<Option<i32>, TrainError> {
+        let mine = crate::rundir::stop_requested();
+        if self.parallel.is_none() {
+            return Ok(mine);
+        }
+        let m = f64::from(mine.unwrap_or(0));
+        let local = Tensor::from_slice(&[f64::from(u8::from(m > 0.0)), m]).to_device(self.device);
+        let v = Vec::<f64>::try_from(self.sum_over_processes(local)?.to_device(tch::Device::Cpu))?;
+        Ok((v[0] > 0.0).then(|| {
+            // Another process's request: SIGINT if every requesting process had SIGINT.
+            mine.unwrap_or(if (v[1] / v[0]).round() as i32 == 2 {
+                2
+            } else {
+                15
+            })
+        }))
+    }
+
     /// Sum small per-step statistics (f64) over all processes.
     pub(super) fn sum_over_processes(&self, values: Tensor) -> Result<Tensor, TrainError> {
         let Some(dp) = &self.parallel else {
@@ -118,11 +139,16 @@ impl Trainer {
 }
 
 /// Rank 0 tells the others where the run directory is (it may hold a timestamp only rank 0
-/// knows). Sent as bytes through a broadcast: c10d has no string collective.
+/// knows).
 pub fn share_path(group: &ProcessGroup, path: Option<&Path>) -> Result<PathBuf, TrainError> {
-    let bytes = path
-        .map(|p| p.to_string_lossy().into_owned().into_bytes())
-        .unwrap_or_default();
+    let text = path.map(|p| p.to_string_lossy().into_owned());
+    Ok(PathBuf::from(share_text(group, text.as_deref())?))
+}
+
+/// Rank 0's `text` on every rank (the others pass None). Sent as bytes through a broadcast:
+/// c10d has no string collective.
+pub fn share_text(group: &ProcessGroup, text: Option<&str>) -> Result<String, TrainError> {
+    let bytes = text.map(|t| t.as_bytes().to_vec()).unwrap_or_default();
     let len = Tensor::from_slice(&[bytes.len() as i64]);
     group.broadcast_from_root(std::slice::from_ref(&len), 1 << 20)?;
     let n = len.int64_value(&[0]) as usize;
@@ -137,5 +163,5 @@ pub fn share_path(group: &ProcessGroup, path: Option<&Path>) -> Result<PathBuf, 
         .into_iter()
         .map(|b| b as u8)
         .collect();
-    Ok(PathBuf::from(String::from_utf8_lossy(&out).into_owned()))
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }

@@ -138,7 +138,8 @@ impl Trainer {
         self.log_metrics(rec)
     }
 
-    fn log_ranks(&self) -> Result<(), TrainError> {
+    /// `final`: the record after the last step, flagged so a resume can write it again.
+    fn log_ranks(&self, last: bool) -> Result<(), TrainError> {
         if !self.writes() {
             return Ok(());
         }
@@ -153,7 +154,11 @@ impl Trainer {
             return Ok(());
         }
         let mut log = self.run_dir.ranks_log()?;
-        log.append(&json!({ "step": self.state.step, "units": units }))?;
+        let mut rec = json!({ "step": self.state.step, "units": units });
+        if last {
+            rec["final"] = json!(true);
+        }
+        log.append(&rec)?;
         Ok(())
     }
 
@@ -204,6 +209,7 @@ impl Trainer {
         let mut window_tokens = 0i64;
         let mut window_start = Instant::now();
         let mut interrupted = false;
+        let mut stop_signal = None;
         if self.data.eval_len() > 0 {
             // A metric plugin that cannot be loaded or refuses its options fails the run now,
             // not at the first evaluation after minutes of training.
@@ -221,6 +227,17 @@ impl Trainer {
             self.state.initial_eval = Some(eval.metrics);
         }
         while self.state.step < self.total_steps && !self.state.stopped_early {
+            // SIGINT / SIGTERM: stop between steps, with a checkpoint (below).
+            if let Some(signal) = self.stop_signal()? {
+                progress.message(&format!(
+                    "{} received: stopping after step {} with a checkpoint (a second one stops at once, without)",
+                    if signal == 2 { "SIGINT" } else { "SIGTERM" },
+                    self.state.step
+                ));
+                stop_signal = Some(signal);
+                interrupted = true;
+                break;
+            }
             let (task, reg, tokens) = self.step()?;
             self.state.step += 1;
             self.state.tokens_seen += tokens as u64;
@@ -236,7 +253,7 @@ impl Trainer {
                     "step": step, "split": "train", "loss": task, "regularizer": reg, "lr": lr,
                     "mean_effective_rank": rank, "tokens_per_second": tps,
                 }))?;
-                self.log_ranks()?;
+                self.log_ranks(false)?;
                 progress.update(step, task, lr, rank, tps);
             } else {
                 progress.tick(step);
@@ -263,6 +280,7 @@ impl Trainer {
                 self.save_checkpoint()?;
             }
             window_start += pause.elapsed();
+            crate::rundir::test_pause(&format!("step@{step}"), true);
             if opts.stop_after.is_some_and(|s| step >= s) && step < self.total_steps {
                 interrupted = true;
                 break;
@@ -272,13 +290,15 @@ impl Trainer {
         self.state.train_seconds = seconds_before + started.elapsed().as_secs_f64();
         if interrupted {
             self.save_checkpoint()?;
-            return Ok(self.summary(None, true));
+            let mut summary = self.summary(None, true);
+            summary.stop_signal = stop_signal;
+            return Ok(summary);
         }
         let final_eval = self.evaluate()?;
         if let Some(eval) = &final_eval {
             self.log_eval(eval, Some("final"))?;
         }
-        self.log_ranks()?;
+        self.log_ranks(true)?;
         self.save_checkpoint()?;
         self.export()?;
         let summary = self.summary(final_eval, false);
@@ -323,6 +343,7 @@ impl Trainer {
             steps: self.state.step,
             stopped_early: self.state.stopped_early,
             interrupted,
+            stop_signal: None,
             final_eval,
             initial_eval: self.state.initial_eval.clone(),
             majority_baseline: self.data.majority_baseline(),

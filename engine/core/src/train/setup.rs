@@ -19,7 +19,7 @@ use super::task::TaskModel;
 use super::{AdaBlock, ArdBlock, RunOptions, TrainError, Trainer};
 use crate::convert;
 use crate::plan;
-use crate::rundir::RunDir;
+use crate::rundir::{self, RunDir};
 use crate::schedule::ResolvedSchedule;
 
 /// The schedules the loop evaluates each step.
@@ -173,24 +173,80 @@ pub fn prepare(pipeline: &p::Pipeline, opts: &RunOptions) -> Result<Trainer, Tra
         // One GPU per process on a machine: the launcher's LOCAL_RANK picks it.
         dev = tch::Device::Cuda(dp.group.local_rank());
     }
+    let processes = parallel.as_ref().map(|d| crate::manifest::Processes {
+        world_size: d.world(),
+        backend: d.group.backend().name().to_string(),
+    });
     let (run_dir, resume_state) = match (&opts.resume, &parallel) {
-        (Some(dir), _) => open_for_resume(dir, pipeline, root)?,
-        (None, None) => (create_run_dir(pipeline, opts.variant.as_deref())?, None),
+        (Some(dir), None) => open_for_resume(dir, pipeline, opts.restart, dev, &processes)?,
+        (Some(dir), Some(dp)) => resume_together(dp, dir, pipeline, opts.restart, dev, &processes)?,
+        (None, None) => {
+            let run_dir = create_run_dir(pipeline, opts.variant.as_deref())?;
+            write_start_files(pipeline, &run_dir, dev, &processes)?;
+            (run_dir, Start::Fresh)
+        }
         (None, Some(dp)) => {
             // Rank 0 creates the run directory; the others learn where it is and write nothing.
             let created = if root {
-                Some(create_run_dir(pipeline, opts.variant.as_deref())?)
+                let run_dir = create_run_dir(pipeline, opts.variant.as_deref())?;
+                write_start_files(pipeline, &run_dir, dev, &processes)?;
+                Some(run_dir)
             } else {
                 None
             };
             let path = super::parallel::share_path(&dp.group, created.as_ref().map(|d| d.root()))?;
             (
                 created.unwrap_or_else(|| RunDir::of_another_rank(&path)),
-                None,
+                Start::Fresh,
             )
         }
     };
+    // From here on the run directory exists with its pipeline and manifest: a failure marks
+    // the manifest `failed`, so the folder says what happened to it.
+    let manifest = run_dir.manifest_path();
+    let mut slot = Some(run_dir);
+    let built = build(pipeline, opts, parallel, dev, &mut slot, resume_state);
+    if let Err(e) = &built
+        && root
+        && slot.is_some()
+    {
+        if let Err(m) = mark_failed(&manifest) {
+            tracing::warn!("could not mark {} failed: {m}", manifest.display());
+        }
+        tracing::debug!("run failed at start: {e}");
+    }
+    built
+}
 
+/// How a run starts: afresh, or from a checkpoint.
+pub enum Start {
+    Fresh,
+    /// A resumed run with no checkpoint yet (it was stopped before its first one): from step
+    /// 0, with the logs of the attempt before cut back.
+    Again,
+    From(crate::checkpoint::Checkpoint),
+}
+
+fn mark_failed(manifest: &Path) -> Result<(), crate::rundir::RunDirError> {
+    let mut m = crate::manifest::Manifest::read(manifest)?;
+    m.finish(crate::manifest::RunStatus::Failed);
+    m.write(manifest)
+}
+
+/// Everything after the run directory: data, model, adapters, optimisers, and the restore.
+fn build(
+    pipeline: &p::Pipeline,
+    opts: &RunOptions,
+    parallel: Option<DataParallel>,
+    dev: tch::Device,
+    run_dir: &mut Option<RunDir>,
+    resume_state: Start,
+) -> Result<Trainer, TrainError> {
+    let root = parallel.as_ref().is_none_or(|d| d.group.is_root());
+    let run_dir_ref = run_dir
+        .as_ref()
+        .expect("the run directory is set until the trainer takes it");
+    rundir::test_pause("loading", false);
     tracing::info!("loading data");
     let mut data = Batches::build(pipeline)?;
     if let Some(dp) = &parallel {
@@ -198,7 +254,7 @@ pub fn prepare(pipeline: &p::Pipeline, opts: &RunOptions) -> Result<Trainer, Tra
     }
     if !data.labels().is_empty() && root {
         // Saved with the run so a fine-tuned classifier's outputs can be named later.
-        crate::rundir::write_json_atomic(&run_dir.path("labels.json"), data.labels())?;
+        crate::rundir::write_json_atomic(&run_dir_ref.path("labels.json"), data.labels())?;
     }
     let steps_per_epoch =
         data.steps_per_epoch(pipeline.train.batch_size, pipeline.train.grad_accum);
@@ -315,7 +371,9 @@ pub fn prepare(pipeline: &p::Pipeline, opts: &RunOptions) -> Result<Trainer, Tra
         schedules: Schedules { lr: lr0, alpha_lr },
         total_steps,
         steps_per_epoch,
-        run_dir,
+        run_dir: run_dir
+            .take()
+            .expect("the run directory is set until the trainer takes it"),
         state: LoopState::new(trainable),
         device: dev,
         autocast: precision(&pipeline.model, &pipeline.train).autocast,
@@ -325,66 +383,90 @@ pub fn prepare(pipeline: &p::Pipeline, opts: &RunOptions) -> Result<Trainer, Tra
         comm_seconds: 0.0,
     };
     trainer.state.world_size = trainer.rank_and_world().1;
-    if let Some(ckpt) = resume_state {
-        trainer.restore(ckpt)?;
-        trainer.sync_parameters(None)?;
+    let resumed = (|| -> Result<(), TrainError> {
         let value = serde_json::to_value(pipeline).map_err(|e| TrainError::Other(e.to_string()))?;
-        let step = trainer.state.step;
         let processes = trainer.processes();
-        trainer.update_manifest(|m| m.record_resume(step, &value, processes))?;
-    } else {
-        trainer.sync_parameters(None)?;
-        trainer.write_start_files()?;
+        match resume_state {
+            Start::From(ckpt) => {
+                trainer.restore(ckpt)?;
+                trainer.sync_parameters(None)?;
+                let step = trainer.state.step;
+                trainer.update_manifest(|m| m.record_resume(step, &value, processes))?;
+            }
+            Start::Again => {
+                trainer.sync_parameters(None)?;
+                if trainer.writes() {
+                    // What the attempt before logged is done again: cut it back to nothing.
+                    trainer
+                        .run_dir
+                        .truncate_logs_to_step(0, &["initial", "final"])?;
+                }
+                trainer.update_manifest(|m| m.record_resume(0, &value, processes))?;
+            }
+            Start::Fresh => trainer.sync_parameters(None)?,
+        }
+        Ok(())
+    })();
+    if let Err(e) = resumed {
+        let _ = trainer.update_manifest(|m| m.finish(crate::manifest::RunStatus::Failed));
+        return Err(e);
     }
     Ok(trainer)
 }
 
-impl Trainer {
-    /// The resolved pipeline and the manifest, written when a run starts.
-    pub fn write_start_files(&self) -> Result<(), TrainError> {
-        if !self.writes() {
-            return Ok(());
-        }
-        let value =
-            serde_json::to_value(&self.pipeline).map_err(|e| TrainError::Other(e.to_string()))?;
-        self.run_dir.write_resolved_pipeline(&value)?;
-        let datasets: Vec<(String, std::path::PathBuf)> = self
-            .pipeline
-            .datasets
-            .iter()
-            .filter_map(|d| match &d.source {
-                p::Source::Jsonl { path }
-                | p::Source::Csv { path, .. }
-                | p::Source::Text { path, .. }
-                | p::Source::Folders { path } => Some((d.name.clone(), path.clone())),
-                // A loader plugin's `path` is its data too (the plugin's own bytes are hashed below).
-                p::Source::Plugin { path, .. } => path.clone().map(|p| (d.name.clone(), p)),
-            })
-            .filter(|(_, path)| path.exists())
-            .collect();
-        let plugins: Vec<(String, std::path::PathBuf)> = self
-            .pipeline
-            .plugins
-            .iter()
-            .map(|pl| (pl.name.clone(), pl.library.clone()))
-            .collect();
-        let mut seeds = std::collections::BTreeMap::new();
-        seeds.insert("pipeline".to_string(), self.pipeline.seed);
-        seeds.insert("train".to_string(), self.pipeline.train.seed);
-        let manifest = crate::manifest::Manifest::collect(&crate::manifest::ManifestInputs {
-            run_name: &self.pipeline.name,
-            pipeline: &value,
-            pipeline_file: Some(&self.pipeline.file),
-            datasets: &datasets,
-            plugins: &plugins,
-            device: &format!("{:?}", self.device).to_lowercase(),
-            seeds,
-            processes: self.processes(),
-        })?;
-        manifest.write(&self.run_dir.manifest_path())?;
-        Ok(())
-    }
+/// The dataset files and folders of a pipeline, by name (a loader plugin's `path` is its data;
+/// the plugin's own bytes are hashed as a plugin).
+fn dataset_files(pipeline: &p::Pipeline) -> Vec<(String, std::path::PathBuf)> {
+    pipeline
+        .datasets
+        .iter()
+        .filter_map(|d| match &d.source {
+            p::Source::Jsonl { path }
+            | p::Source::Csv { path, .. }
+            | p::Source::Text { path, .. }
+            | p::Source::Folders { path } => Some((d.name.clone(), path.clone())),
+            p::Source::Plugin { path, .. } => path.clone().map(|p| (d.name.clone(), p)),
+        })
+        .filter(|(_, path)| path.exists())
+        .collect()
+}
 
+fn plugin_files(pipeline: &p::Pipeline) -> Vec<(String, std::path::PathBuf)> {
+    pipeline
+        .plugins
+        .iter()
+        .map(|pl| (pl.name.clone(), pl.library.clone()))
+        .collect()
+}
+
+/// The resolved pipeline and the manifest, written right after the run directory is locked
+/// (before any data or weights load), so a run killed at any later instant can be resumed.
+pub fn write_start_files(
+    pipeline: &p::Pipeline,
+    run_dir: &RunDir,
+    dev: tch::Device,
+    processes: &Option<crate::manifest::Processes>,
+) -> Result<(), TrainError> {
+    let value = serde_json::to_value(pipeline).map_err(|e| TrainError::Other(e.to_string()))?;
+    run_dir.write_resolved_pipeline(&value)?;
+    let mut seeds = std::collections::BTreeMap::new();
+    seeds.insert("pipeline".to_string(), pipeline.seed);
+    seeds.insert("train".to_string(), pipeline.train.seed);
+    let manifest = crate::manifest::Manifest::collect(&crate::manifest::ManifestInputs {
+        run_name: &pipeline.name,
+        pipeline: &value,
+        pipeline_file: Some(&pipeline.file),
+        datasets: &dataset_files(pipeline),
+        plugins: &plugin_files(pipeline),
+        device: &format!("{dev:?}").to_lowercase(),
+        seeds,
+        processes: processes.clone(),
+    })?;
+    manifest.write(&run_dir.manifest_path())?;
+    Ok(())
+}
+
+impl Trainer {
     /// Mark the manifest finished (or record a resumption).
     pub fn update_manifest(
         &self,
@@ -418,50 +500,206 @@ fn create_run_dir(pipeline: &p::Pipeline, variant: Option<&str>) -> Result<RunDi
     )?)
 }
 
-/// Open a run to resume: its pipeline must be compatible with the one given now. Only the
-/// process that writes the run (`owner`) locks it; the other ranks of a data-parallel run
-/// read its checkpoint (the directory must be on a filesystem they all see).
+/// Open a run to resume (the process that writes it): the pipeline must be compatible with the
+/// one given now, the data and plugin files must hash as the manifest recorded, and the
+/// checkpoint is the newest that verifies (newer folders that do not are moved to
+/// `checkpoints/rejected/`). No usable checkpoint is an error when the run had trained, unless
+/// `restart`: the run is then trained again from step 0.
 fn open_for_resume(
     dir: &Path,
     pipeline: &p::Pipeline,
-    owner: bool,
-) -> Result<(RunDir, Option<crate::checkpoint::Checkpoint>), TrainError> {
-    let run_dir = if owner {
-        RunDir::open(dir)?
-    } else {
-        RunDir::open_unlocked(dir)?
+    restart: bool,
+    dev: tch::Device,
+    processes: &Option<crate::manifest::Processes>,
+) -> Result<(RunDir, Start), TrainError> {
+    let resume_err = |why: String| TrainError::Resume {
+        run_dir: dir.display().to_string(),
+        why,
     };
+    let run_dir = RunDir::open(dir)?;
     let before = run_dir.read_resolved_pipeline()?;
     let now = serde_json::to_value(pipeline).map_err(|e| TrainError::Other(e.to_string()))?;
     let check = crate::manifest::check_resume(&before, &now);
     if !check.is_compatible() {
-        let show = |v: &Option<serde_json::Value>| {
-            v.as_ref()
-                .map(|v| v.to_string())
-                .unwrap_or_else(|| "(absent)".into())
-        };
-        let lines: Vec<String> = check
-            .refused()
-            .map(|d| {
-                format!(
-                    "  - {}: was {}, now {} ({})",
-                    d.path,
-                    show(&d.old),
-                    show(&d.new),
-                    d.reason
-                )
-            })
-            .collect();
-        return Err(TrainError::Resume {
-            run_dir: dir.display().to_string(),
-            why: format!(
-                "the pipeline changed in ways that would make the result differ from an uninterrupted run:\n{}\n  \
-                 fix: restore those values, or start a new run",
-                lines.join("\n")
-            ),
-        });
+        return Err(resume_err(format!(
+            "the pipeline changed in ways that would make the result differ from an uninterrupted run:\n{}\n  \
+             fix: restore those values, or start a new run",
+            refused_lines(&check)
+        )));
     }
-    let ckpt = crate::checkpoint::load_latest(dir)
+    let store = crate::checkpoint::Checkpoints::of_run(dir);
+    let choice = store
+        .choose(true)
         .map_err(|e| TrainError::Other(format!("checkpoint: {e}")))?;
-    Ok((run_dir, ckpt))
+    let manifest_path = run_dir.manifest_path();
+    match choice.checkpoint {
+        Some(ckpt) => {
+            // The bytes the run trained on must be the bytes it goes on with.
+            if manifest_path.exists() {
+                let manifest = crate::manifest::Manifest::read(&manifest_path)?;
+                let hash = |items: Vec<(String, std::path::PathBuf)>| {
+                    items
+                        .iter()
+                        .map(|(n, p)| crate::manifest::FileHash::of(n, p))
+                        .collect::<Result<Vec<_>, _>>()
+                };
+                let inputs = crate::manifest::check_inputs(
+                    &manifest,
+                    &hash(dataset_files(pipeline))?,
+                    &hash(plugin_files(pipeline))?,
+                );
+                if !inputs.is_compatible() {
+                    return Err(resume_err(format!(
+                        "its input files changed since the run started:\n{}\n  \
+                         fix: put back the files the run trained on, or start a new run with these",
+                        refused_lines(&inputs)
+                    )));
+                }
+            } else {
+                write_start_files(pipeline, &run_dir, dev, processes)?;
+            }
+            Ok((run_dir, Start::From(ckpt)))
+        }
+        None => {
+            let trained = crate::rundir::read_jsonl(&run_dir.metrics_path())
+                .unwrap_or_default()
+                .iter()
+                .filter(|r| r.get("split").and_then(|s| s.as_str()) == Some("train"))
+                .filter_map(|r| r.get("step").and_then(|s| s.as_u64()))
+                .max();
+            if (trained.is_some() || !choice.rejected.is_empty()) && !restart {
+                let mut found: Vec<String> = choice
+                    .rejected
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "  - {}: {}{}",
+                            r.path.display(),
+                            r.why,
+                            r.moved_to
+                                .as_ref()
+                                .map(|m| format!(" (moved to {})", m.display()))
+                                .unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                if found.is_empty() {
+                    found.push(format!(
+                        "  - no checkpoint folder in {}",
+                        store.dir().display()
+                    ));
+                }
+                if let Some(step) = trained {
+                    found.push(format!(
+                        "  - metrics.jsonl shows training up to step {step}"
+                    ));
+                }
+                return Err(resume_err(format!(
+                    "it has no usable checkpoint, so resuming would silently train again from step 0. Found:\n{}\n  \
+                     fix: `ardpipe run --resume {} --restart` trains it again from step 0, or put a good checkpoint back in {}",
+                    found.join("\n"),
+                    dir.display(),
+                    store.dir().display()
+                )));
+            }
+            if trained.is_none() && choice.rejected.is_empty() {
+                tracing::info!(
+                    "{} stopped before its first training step: starting it from step 0",
+                    dir.display()
+                );
+            } else {
+                tracing::warn!(
+                    "--restart: {} has no usable checkpoint; training it again from step 0",
+                    dir.display()
+                );
+            }
+            // Nothing was trained that the run keeps: its start files are written afresh.
+            let history = crate::manifest::Manifest::read(&manifest_path)
+                .map(|m| m.resumptions)
+                .unwrap_or_default();
+            write_start_files(pipeline, &run_dir, dev, processes)?;
+            let mut m = crate::manifest::Manifest::read(&manifest_path)?;
+            m.resumptions = history;
+            m.write(&manifest_path)?;
+            Ok((run_dir, Start::Again))
+        }
+    }
+}
+
+fn refused_lines(check: &crate::manifest::ResumeCheck) -> String {
+    let show = |v: &Option<serde_json::Value>| {
+        v.as_ref()
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "(absent)".into())
+    };
+    check
+        .refused()
+        .map(|d| {
+            format!(
+                "  - {}: was {}, now {} ({})",
+                d.path,
+                show(&d.old),
+                show(&d.new),
+                d.reason
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Resume a data-parallel run: rank 0 opens it and chooses the checkpoint, then tells every
+/// other rank which one (its step and the sha256 of its tensors); they load exactly that one
+/// and check its hash, so no two processes can continue from different states.
+fn resume_together(
+    dp: &DataParallel,
+    dir: &Path,
+    pipeline: &p::Pipeline,
+    restart: bool,
+    dev: tch::Device,
+    processes: &Option<crate::manifest::Processes>,
+) -> Result<(RunDir, Start), TrainError> {
+    if dp.group.is_root() {
+        let opened = open_for_resume(dir, pipeline, restart, dev, processes);
+        let word = match &opened {
+            Ok((_, Start::From(c))) => format!("from {} {}", c.step(), c.tensors_sha256),
+            Ok(_) => "again".to_string(),
+            Err(_) => "refused".to_string(),
+        };
+        super::parallel::share_text(&dp.group, Some(&word))?;
+        return opened;
+    }
+    let word = super::parallel::share_text(&dp.group, None)?;
+    let run_dir = RunDir::open_unlocked(dir)?;
+    let mut parts = word.split(' ');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("from"), Some(step), Some(sha)) => {
+            let step: u64 = step.parse().map_err(|_| {
+                TrainError::Other(format!("rank 0 sent a bad checkpoint step `{word}`"))
+            })?;
+            let ckpt = crate::checkpoint::Checkpoints::of_run(dir)
+                .load(step)
+                .map_err(|e| TrainError::Other(format!("checkpoint chosen by rank 0: {e}")))?;
+            if ckpt.tensors_sha256 != sha {
+                return Err(TrainError::Resume {
+                    run_dir: dir.display().to_string(),
+                    why: format!(
+                        "rank {} reads a different checkpoint at step {step} than rank 0 (sha256 {} vs {sha}): \
+                         every process must see the same run directory (a shared filesystem)",
+                        dp.rank(),
+                        ckpt.tensors_sha256
+                    ),
+                });
+            }
+            tracing::debug!(
+                "rank {}: resuming from step {step} as rank 0 chose",
+                dp.rank()
+            );
+            Ok((run_dir, Start::From(ckpt)))
+        }
+        (Some("again"), _, _) => Ok((run_dir, Start::Again)),
+        _ => Err(TrainError::Resume {
+            run_dir: dir.display().to_string(),
+            why: "rank 0 refused to resume it (its message says why)".into(),
+        }),
+    }
 }

@@ -134,6 +134,8 @@ impl Trainer {
         );
         let tensors = self.state_tensors();
         let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        // The logs leading up to this checkpoint are on disk before it is.
+        self.run_dir.sync_logs()?;
         let store = Checkpoints::new(&self.run_dir.checkpoints_dir(), KEEP_CHECKPOINTS)
             .map_err(ckpt_err)?;
         store.save(&ts, &refs).map_err(ckpt_err).map(Some)
@@ -247,9 +249,11 @@ impl Trainer {
                 self.pipeline.train.batch_size
             );
         }
-        // Logs may run past the checkpoint (the kill came later): cut them back to it.
+        // Logs may run past the checkpoint (the kill came later): cut them back to it. The end
+        // of a run (final evaluation and ranks) is written again by the resumed run.
         if self.writes() {
-            self.run_dir.truncate_logs_to_step(self.state.step)?;
+            self.run_dir
+                .truncate_logs_to_step(self.state.step, &["final"])?;
         }
         tracing::info!(
             "resumed {} at step {} of {}",
