@@ -37,14 +37,26 @@ pub(crate) fn call(
     Err(error)
 }
 
-/// Copies an owned string out (lossy UTF-8: it is only shown to people) and releases it.
+/// The most of an error message or key the host reads: they are shown to people, and a garbage
+/// length must not make the host copy gigabytes.
+const MAX_MESSAGE_BYTES: usize = 64 << 10;
+
+/// Copies an owned string out (lossy UTF-8: it is only shown to people; cut at
+/// `MAX_MESSAGE_BYTES`) and releases it.
 pub(crate) fn take(s: &mut ArdOwnedStr) -> Option<String> {
-    // SAFETY: the plugin's ptr/len describe its own allocation, alive until released below.
+    let len = s.len.min(MAX_MESSAGE_BYTES);
+    // SAFETY: the plugin's ptr/len describe its own allocation, alive until released below; we
+    // read no more than `len` of it.
     let text = unsafe {
         if s.ptr.is_null() {
             None
         } else {
-            Some(String::from_utf8_lossy(std::slice::from_raw_parts(s.ptr, s.len)).into_owned())
+            let mut t =
+                String::from_utf8_lossy(std::slice::from_raw_parts(s.ptr, len)).into_owned();
+            if len < s.len {
+                t.push_str(&format!(" … (cut: the plugin said {} bytes)", s.len));
+            }
+            Some(t)
         }
     };
     if let Some(release) = s.release.take() {

@@ -23,12 +23,13 @@ type UpdateFn = unsafe extern "C" fn(
 ) -> i32;
 type FinishFn = unsafe extern "C" fn(*mut std::ffi::c_void, *mut ArdScalars, *mut ArdError) -> i32;
 
-/// A loader's functions, all checked non-null.
+/// A loader's functions, checked non-null except `size_hint`, which is optional (NULL: the
+/// plugin does not know its size).
 #[derive(Clone, Copy)]
 pub(crate) struct LoaderFns {
     pub open: OpenFn,
     pub next_batch: NextBatchFn,
-    pub size_hint: SizeHintFn,
+    pub size_hint: Option<SizeHintFn>,
     pub close: CloseFn,
 }
 
@@ -159,7 +160,7 @@ fn loader_fns(vtable: *const ArdLoaderVTable) -> Result<LoaderFns, String> {
     Ok(LoaderFns {
         open: v.open.ok_or_else(|| missing("open"))?,
         next_batch: v.next_batch.ok_or_else(|| missing("next_batch"))?,
-        size_hint: v.size_hint.ok_or_else(|| missing("size_hint"))?,
+        size_hint: v.size_hint,
         close: v.close.ok_or_else(|| missing("close"))?,
     })
 }

@@ -40,6 +40,13 @@ pub enum ErrorKind {
         during: &'static str,
         message: String,
     },
+    /// ardpipe refused an option (the error's `key`) before calling `during`: not one the plugin
+    /// declares, a required one missing, or a value not of the declared kind.
+    BadOption {
+        during: &'static str,
+        /// What is wrong, then the declared options (`key (kind, required, default …)`).
+        detail: String,
+    },
     /// The plugin panicked in `during`; the SDK caught it. The handle is not used again.
     Panicked {
         during: &'static str,
@@ -85,6 +92,7 @@ impl PluginError {
             ErrorKind::BadDescriptor { .. } => "ardpipe::plugin::bad_descriptor",
             ErrorKind::WrongKind { .. } => "ardpipe::plugin::wrong_kind",
             ErrorKind::Failed { .. } => "ardpipe::plugin::error",
+            ErrorKind::BadOption { .. } => "ardpipe::plugin::bad_option",
             ErrorKind::Panicked { .. } => "ardpipe::plugin::panic",
             ErrorKind::BadOutput { .. } => "ardpipe::plugin::bad_output",
             ErrorKind::InvalidInput { .. } => "ardpipe::plugin::invalid_input",
@@ -151,12 +159,12 @@ impl PluginError {
                     Kind::Metric => Kind::Loader,
                 }
             ),
-            ErrorKind::Failed { .. } if self.key.is_some() => format!(
+            ErrorKind::Failed { .. } | ErrorKind::BadOption { .. } if self.key.is_some() => format!(
                 "fix the option where the pipeline uses the plugin (`plugin({}, key = value)`); \
                  `ardpipe plugin inspect {path}` lists the options it accepts",
                 self.plugin
             ),
-            ErrorKind::Failed { .. } => {
+            ErrorKind::Failed { .. } | ErrorKind::BadOption { .. } => {
                 "the plugin's message says what is wrong; fix its input or options".to_string()
             }
             ErrorKind::Panicked { .. } => format!(
@@ -234,6 +242,13 @@ impl fmt::Display for PluginError {
                 ),
                 None => write!(f, "plugin `{name}` failed in {during}: {message}"),
             },
+            ErrorKind::BadOption { during, detail } => {
+                let key = self.key.as_deref().unwrap_or("?");
+                write!(
+                    f,
+                    "plugin `{name}` refused option `{key}` in {during}: {detail}"
+                )
+            }
             ErrorKind::Panicked { during, message } => {
                 write!(f, "plugin `{name}` panicked in {during}: {message}")
             }

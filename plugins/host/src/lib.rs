@@ -26,6 +26,7 @@ mod library;
 mod loader;
 mod log;
 mod metric;
+mod options;
 mod resolve;
 
 use std::collections::HashMap;
@@ -58,25 +59,34 @@ impl Plugin {
         &self.info
     }
 
-    /// Opens a loader with the pipeline block's options (a JSON object) and the run's seed.
+    /// Opens a loader with the pipeline block's options (a JSON object) and the run's seed. The
+    /// options are first checked against the declared ones, and defaults filled in (see
+    /// `options.rs`): the plugin gets only what it declares, in the declared kinds.
     pub fn open_loader(
         &'static self,
         options_json: &[u8],
         seed: u64,
     ) -> Result<LoaderStream, PluginError> {
         match self.fns {
-            Fns::Loader(fns) => LoaderStream::open(self, fns, options_json, seed),
+            Fns::Loader(fns) => {
+                let options = options::check(&self.info, options_json, "open")?;
+                LoaderStream::open(self, fns, &options, seed)
+            }
             Fns::Metric(_) => Err(self.wrong_kind(Kind::Loader)),
         }
     }
 
-    /// Creates a metric with the pipeline block's options (a JSON object).
+    /// Creates a metric with the pipeline block's options (a JSON object), checked and completed
+    /// like a loader's.
     pub fn create_metric(
         &'static self,
         options_json: &[u8],
     ) -> Result<MetricInstance, PluginError> {
         match self.fns {
-            Fns::Metric(fns) => MetricInstance::create(self, fns, options_json),
+            Fns::Metric(fns) => {
+                let options = options::check(&self.info, options_json, "create")?;
+                MetricInstance::create(self, fns, &options)
+            }
             Fns::Loader(_) => Err(self.wrong_kind(Kind::Metric)),
         }
     }

@@ -45,6 +45,16 @@ unsafe impl Send for LoaderStream {}
 /// Records requested per call into the plugin unless `with_batch_size` says otherwise.
 pub const DEFAULT_BATCH_SIZE: usize = 256;
 
+/// The most records the host asks for in one call, whatever `with_batch_size` says.
+pub const MAX_BATCH_SIZE: usize = 1 << 16;
+
+/// The longest string a record field may be. A plugin's lengths are not trusted beyond what the
+/// host can check: a garbage length must be an error, not an attempt to copy terabytes.
+pub const MAX_FIELD_BYTES: usize = 64 << 20;
+
+/// The most extra fields one record may carry.
+pub const MAX_EXTRA_FIELDS: usize = 4096;
+
 impl LoaderStream {
     pub(crate) fn open(
         plugin: &'static Plugin,
@@ -77,9 +87,9 @@ impl LoaderStream {
         })
     }
 
-    /// How many records to ask the plugin for at a time (at least 1).
+    /// How many records to ask the plugin for at a time (1 to `MAX_BATCH_SIZE`).
     pub fn with_batch_size(mut self, batch_size: usize) -> Self {
-        self.batch_size = batch_size.max(1);
+        self.batch_size = batch_size.clamp(1, MAX_BATCH_SIZE);
         self
     }
 
@@ -87,18 +97,22 @@ impl LoaderStream {
         self.plugin
     }
 
-    /// The total number of records, when the plugin knows it.
+    /// The total number of records, when the plugin knows it (`None` also when its `size_hint`
+    /// is NULL).
     pub fn size_hint_records(&mut self) -> Result<Option<u64>, PluginError> {
         if self.state == State::Broken {
             return Err(self.plugin.error(ErrorKind::Unusable {
                 during: "size_hint",
             }));
         }
+        let Some(size_hint) = self.fns.size_hint else {
+            return Ok(None);
+        };
         let (mut len, mut known) = (0u64, 0u8);
-        let (fns, handle) = (self.fns, self.handle);
+        let handle = self.handle;
         // SAFETY: a live handle and valid out-pointers.
         let result = call(self.plugin, "size_hint", |err| unsafe {
-            (fns.size_hint)(handle, &mut len, &mut known, err)
+            size_hint(handle, &mut len, &mut known, err)
         });
         if let Err(e) = &result
             && matches!(e.kind, ErrorKind::Panicked { .. })
@@ -117,7 +131,7 @@ impl LoaderStream {
             (fns.next_batch)(handle, max, &mut batch, err)
         });
         // Release whatever came back, even on error; copy first.
-        let copied = result.and_then(|()| self.copy_batch(&batch));
+        let copied = result.and_then(|()| self.copy_batch(&batch, max));
         if let Some(release) = batch.release {
             // SAFETY: released once, with the owner it came with.
             unsafe { release(batch.owner) };
@@ -128,7 +142,11 @@ impl LoaderStream {
         Ok(more)
     }
 
-    fn copy_batch(&self, batch: &ArdRecordBatch) -> Result<Vec<PluginRecord>, PluginError> {
+    fn copy_batch(
+        &self,
+        batch: &ArdRecordBatch,
+        asked: usize,
+    ) -> Result<Vec<PluginRecord>, PluginError> {
         if batch.len == 0 {
             return Ok(Vec::new());
         }
@@ -138,6 +156,14 @@ impl LoaderStream {
                 detail,
             })
         };
+        // The ABI allows at most `max_records`: a larger `len` cannot describe the plugin's real
+        // array, and reading it would run past it.
+        if batch.len > asked {
+            return Err(bad(format!(
+                "it returned {} records when asked for at most {asked} (`max_records`)",
+                batch.len
+            )));
+        }
         if batch.records.is_null()
             || !(batch.records as usize).is_multiple_of(align_of::<ArdRecord>())
         {
@@ -158,6 +184,12 @@ impl LoaderStream {
 fn copy_record(r: &ArdRecord) -> Result<PluginRecord, String> {
     let text = string(r.text, "text")?.ok_or("it has no text (null)")?;
     let mut extra = BTreeMap::new();
+    if r.extra_len > MAX_EXTRA_FIELDS {
+        return Err(format!(
+            "it claims {} extra fields, more than the {MAX_EXTRA_FIELDS} a record may have",
+            r.extra_len
+        ));
+    }
     if r.extra_len > 0 {
         if r.extra.is_null() {
             return Err(format!(
@@ -182,6 +214,13 @@ fn copy_record(r: &ArdRecord) -> Result<PluginRecord, String> {
 }
 
 fn string(s: ArdStr, what: &str) -> Result<Option<String>, String> {
+    if !s.ptr.is_null() && s.len > MAX_FIELD_BYTES {
+        return Err(format!(
+            "its {what} claims {} bytes, more than the {} MiB a field may have",
+            s.len,
+            MAX_FIELD_BYTES >> 20
+        ));
+    }
     // SAFETY: the record's strings are owned by the plugin until the batch is released.
     match unsafe { s.as_bytes() } {
         None => Ok(None),

@@ -11,6 +11,12 @@ use crate::call::call;
 use crate::descriptor::MetricFns;
 use crate::error::{ErrorKind, PluginError};
 
+/// The most named results one `finish` may return (a confusion matrix of 100 classes is 10,000).
+pub const MAX_RESULTS: usize = 1 << 20;
+
+/// The longest result name.
+pub const MAX_NAME_BYTES: usize = 4096;
+
 /// Predictions for one batch: f32 logits `[.., classes]` or i64 ids, dense and row-major.
 #[derive(Debug, Clone, Copy)]
 pub enum Predictions<'a> {
@@ -132,6 +138,12 @@ impl MetricInstance {
         if out.len == 0 {
             return Ok(Vec::new());
         }
+        if out.len > MAX_RESULTS {
+            return Err(bad(format!(
+                "it claims {} results, more than the {MAX_RESULTS} a metric may report",
+                out.len
+            )));
+        }
         if out.items.is_null() || !(out.items as usize).is_multiple_of(align_of::<ArdScalar>()) {
             return Err(bad(format!(
                 "{} results behind a null or misaligned pointer",
@@ -144,6 +156,12 @@ impl MetricInstance {
             .iter()
             .enumerate()
             .map(|(i, s)| {
+                if s.name.len > MAX_NAME_BYTES {
+                    return Err(bad(format!(
+                        "result {i}'s name claims {} bytes, more than the {MAX_NAME_BYTES} allowed",
+                        s.name.len
+                    )));
+                }
                 // SAFETY: the name is owned by the plugin until release.
                 let name = unsafe { s.name.as_bytes() }
                     .ok_or_else(|| bad(format!("result {i} has no name")))?;

@@ -6,13 +6,16 @@
  *
  *     const ArdPluginDescriptor *ardpipe_plugin_v1(const ArdHost *host);
  *
- * returning a descriptor that stays valid for the life of the process (a static is ideal).
+ * returning a descriptor that stays valid for the life of the process (a static is ideal: build
+ * its strings with ARD_STR_INIT, below).
  * Rules:
  *   - abi_version and struct_size are the descriptor's first fields; set them to
  *     ARDPIPE_ABI_VERSION and sizeof(ArdPluginDescriptor).
  *   - Strings are UTF-8, pointer + length, no NUL needed; a NULL ptr means "absent".
- *   - Fallible functions return ARD_OK, ARD_ERROR or ARD_PANIC; on failure fill *err with a
- *     message (and, for an option error, the option key) and a release callback that frees them.
+ *   - Fallible functions return ARD_OK, ARD_ERROR or ARD_PANIC. `err` is never NULL and arrives
+ *     zeroed; on failure fill err->message (and, for an option error, err->key) and give each a
+ *     release callback that frees it (or release = NULL for static text). The host reads *err
+ *     whatever the status, copies it and calls each release once; on ARD_OK leave it untouched.
  *   - Memory you hand to the host (errors, record batches, scalars) carries an `owner` and a
  *     `release` callback; the host copies the data and calls release(owner) exactly once.
  *   - A handle is used by one thread at a time and closed/destroyed exactly once, even after errors.
@@ -126,11 +129,15 @@ typedef struct ArdScalars {
 typedef struct ArdLoaderVTable {
     uint32_t struct_size; /* sizeof(ArdLoaderVTable) */
     uint32_t _reserved;
-    /* options: the pipeline block's options as a JSON object. Same options + seed => same records. */
+    /* options: the pipeline block's options as a compact JSON object, already checked by the host
+     * against the declared options (see docs/PLUGINS.md, "Options as the plugin receives them").
+     * Same options + seed => same records. */
     int32_t (*open)(ArdStr options, uint64_t seed, void **out_handle, ArdError *err);
-    /* At most max_records records; an empty batch ends the stream. */
+    /* 1 to max_records records (the host asks for 256 at a time, at most 65536); more is refused
+     * as invalid output. An empty batch (len = 0) ends the stream. */
     int32_t (*next_batch)(void *handle, size_t max_records, ArdRecordBatch *out, ArdError *err);
-    /* *out_known = 1 and *out_len = total when known, else *out_known = 0. */
+    /* Optional: NULL when the plugin cannot tell its size. Otherwise *out_known = 1 and
+     * *out_len = total when known, else *out_known = 0. */
     int32_t (*size_hint)(void *handle, uint64_t *out_len, uint8_t *out_known, ArdError *err);
     void (*close)(void *handle);
 } ArdLoaderVTable;
@@ -161,9 +168,20 @@ typedef struct ArdPluginDescriptor {
     const ArdMetricVTable *metric; /* non-NULL iff kind == ARD_KIND_METRIC */
 } ArdPluginDescriptor;
 
-/* Build an ArdStr from a string literal. */
-#define ARD_STR(literal) ((ArdStr){(const uint8_t *)(literal), sizeof(literal) - 1})
-#define ARD_STR_NONE ((ArdStr){NULL, 0})
+/*
+ * ArdStr from a string literal, in two forms because ISO C allows compound literals only as
+ * values, not as initialisers of static objects:
+ *   ARD_STR_INIT("x")  a brace initialiser, a constant expression: use it in static descriptors,
+ *                      option tables and capability lists, e.g.
+ *                          static const ArdStr CAPS[] = {ARD_STR_INIT("labels")};
+ *   ARD_STR("x")       a value (compound literal), for assignments and arguments in code:
+ *                          d.name = ARD_STR("my-plugin");
+ * ARD_STR_NONE_INIT / ARD_STR_NONE are the absent string (NULL ptr) in the same two forms.
+ */
+#define ARD_STR_INIT(literal) {(const uint8_t *)(literal), sizeof(literal) - 1}
+#define ARD_STR(literal) ((ArdStr)ARD_STR_INIT(literal))
+#define ARD_STR_NONE_INIT {NULL, 0}
+#define ARD_STR_NONE ((ArdStr)ARD_STR_NONE_INIT)
 
 typedef const ArdPluginDescriptor *(*ArdEntryFn)(const ArdHost *host);
 
