@@ -13,7 +13,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
                   through continuous scaling factors, kept small by an l1 term and smooth by a \
                   total-variation term) and its baselines, from a pipeline file kept in Git.",
     after_help = "Exit codes: 0 success, 1 failure (bad input or a failed run), 2 bad command line, \
-                  3 environment not ready (see `ardpipe doctor`), 69 not available in this version."
+                  3 environment not ready (see `ardpipe doctor`), 130 / 143 a run stopped by \
+                  SIGINT / SIGTERM after writing a checkpoint (continue it with `run --resume`)."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -66,9 +67,14 @@ pub enum Command {
         /// The pipeline file (.ard).
         file: Option<PathBuf>,
         /// Continue a killed or stopped run from its last checkpoint (with FILE: refuse if the
-        /// pipeline changed in a way that would change the result).
+        /// pipeline changed in a way that would change the result). Refuses a run that trained
+        /// but has no usable checkpoint left, listing what it found.
         #[arg(long, value_name = "RUN_DIR")]
         resume: Option<PathBuf>,
+        /// With --resume: when the run has no usable checkpoint, train it again from step 0
+        /// instead of refusing (a usable checkpoint is always continued).
+        #[arg(long, requires = "resume")]
+        restart: bool,
         /// Run only this variant of a pipeline with `variant` blocks (default: all, in order).
         #[arg(long, value_name = "NAME")]
         variant: Option<String>,

@@ -10,4 +10,8 @@ pub enum Code {
     // 2 is clap's: the command line itself was wrong.
     /// The environment is not ready (libtorch or example assets missing): `ardpipe doctor` says what to fix.
     Environment = 3,
+    /// A run stopped by SIGINT (Ctrl-C) after writing a checkpoint: `run --resume` continues it.
+    Interrupted = 130,
+    /// A run stopped by SIGTERM (Slurm preemption, Kubernetes eviction) after a checkpoint.
+    Terminated = 143,
 }

@@ -9,6 +9,7 @@ mod models;
 mod plan;
 mod plugin;
 mod plugin_run;
+mod resume;
 mod run;
 mod schema;
 mod study;

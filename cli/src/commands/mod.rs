@@ -27,6 +27,7 @@ pub fn dispatch(command: Command, global: &Global) -> miette::Result<Code> {
         Command::Run {
             file,
             resume,
+            restart,
             variant,
             nproc,
             threads,
@@ -34,6 +35,7 @@ pub fn dispatch(command: Command, global: &Global) -> miette::Result<Code> {
         } => run::run(
             file.as_deref(),
             resume.as_deref(),
+            restart,
             variant.as_deref(),
             nproc,
             threads,

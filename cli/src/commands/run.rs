@@ -1,4 +1,8 @@
 //! `ardpipe run FILE` / `ardpipe run --resume RUN_DIR`: train, evaluate and export.
+//!
+//! SIGINT (Ctrl-C) and SIGTERM (Slurm preemption, Kubernetes eviction) ask the run to stop: it
+//! finishes its current step, writes a checkpoint, marks its manifest `interrupted` and exits
+//! 130 / 143; a second signal exits at once (the last checkpoint stays the one to resume from).
 
 use std::path::Path;
 
@@ -8,15 +12,49 @@ use ardpipe_engine::train::{self, RunOptions, RunSummary, TrainError};
 use crate::args::Overrides;
 use crate::exit::Code;
 
+/// A second stop signal while the first is being honoured: leave now.
+extern "C" fn on_stop_signal(signal: libc::c_int) {
+    if ardpipe_engine::rundir::request_stop(signal) != 0 {
+        const MSG: &[u8] = b"second signal: stopping at once, without a checkpoint\n";
+        // SAFETY: write(2) and _exit(2) are async-signal-safe; MSG is a static buffer.
+        unsafe {
+            libc::write(2, MSG.as_ptr().cast(), MSG.len());
+            libc::_exit(128 + signal);
+        }
+    }
+}
+
+/// Route SIGINT and SIGTERM to [`ardpipe_engine::rundir::request_stop`].
+fn stop_on_signals() {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: a zeroed sigaction is a valid "no flags, empty mask" value; the handler only
+        // stores to an atomic, or writes and exits.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_stop_signal as *const () as usize;
+            libc::sigemptyset(&mut action.sa_mask);
+            action.sa_flags = libc::SA_RESTART;
+            if libc::sigaction(signal, &action, std::ptr::null_mut()) != 0 {
+                tracing::warn!(
+                    "cannot handle signal {signal}: it will stop the run without a checkpoint"
+                );
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     file: Option<&Path>,
     resume: Option<&Path>,
+    restart: bool,
     variant: Option<&str>,
     nproc: Option<usize>,
     threads: Option<i32>,
     overrides: &Overrides,
     quiet: bool,
 ) -> miette::Result<Code> {
+    stop_on_signals();
     if let Some(n) = threads {
         ardpipe_engine::models::runtime::set_threads(n);
     }
@@ -79,6 +117,7 @@ pub fn run(
         }
         let opts = RunOptions {
             resume: resume.map(Path::to_path_buf),
+            restart,
             quiet,
             stop_after: None,
             variant: (!pipeline.variants.is_empty()).then(|| variant.to_string()),
@@ -88,6 +127,14 @@ pub fn run(
             Ok(s) => {
                 if root {
                     print_summary(p, &s);
+                }
+                if let Some(signal) = s.stop_signal {
+                    // The other variants do not start: the user asked to stop.
+                    return Ok(if signal == libc::SIGINT {
+                        Code::Interrupted
+                    } else {
+                        Code::Terminated
+                    });
                 }
                 last = Some(s);
             }

@@ -323,7 +323,9 @@ fn run_one(
     use std::os::unix::process::ExitStatusExt;
     const SIGINT: i32 = 2;
     const SIGTERM: i32 = 15;
-    if status.code() == Some(130) || matches!(status.signal(), Some(SIGINT | SIGTERM)) {
+    // `ardpipe run` itself exits 130 / 143 after checkpointing on SIGINT / SIGTERM.
+    if matches!(status.code(), Some(130 | 143)) || matches!(status.signal(), Some(SIGINT | SIGTERM))
+    {
         return Err(miette::miette!(
             help = "run the same `ardpipe study` again to continue: finished runs are kept",
             "the study was interrupted during {} {variant} seed {seed}",

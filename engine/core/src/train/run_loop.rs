@@ -229,11 +229,12 @@ impl Trainer {
         while self.state.step < self.total_steps && !self.state.stopped_early {
             // SIGINT / SIGTERM: stop between steps, with a checkpoint (below).
             if let Some(signal) = self.stop_signal()? {
-                progress.message(&format!(
-                    "{} received: stopping after step {} with a checkpoint (a second one stops at once, without)",
+                // A warning: it shows under `-q` too, where people run unattended.
+                tracing::warn!(
+                    "{} received: stopping after step {} with a checkpoint (a second signal stops at once, without one)",
                     if signal == 2 { "SIGINT" } else { "SIGTERM" },
                     self.state.step
-                ));
+                );
                 stop_signal = Some(signal);
                 interrupted = true;
                 break;

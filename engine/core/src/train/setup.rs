@@ -561,13 +561,21 @@ fn open_for_resume(
             Ok((run_dir, Start::From(ckpt)))
         }
         None => {
+            // Signs that the run had trained: logged steps, and folders rejected now or by an
+            // earlier resume (which refused then, and must not start over silently now).
             let trained = crate::rundir::read_jsonl(&run_dir.metrics_path())
                 .unwrap_or_default()
                 .iter()
-                .filter(|r| r.get("split").and_then(|s| s.as_str()) == Some("train"))
                 .filter_map(|r| r.get("step").and_then(|s| s.as_u64()))
+                .filter(|&s| s > 0)
                 .max();
-            if (trained.is_some() || !choice.rejected.is_empty()) && !restart {
+            let rejected_dir = store.dir().join(crate::checkpoint::REJECTED);
+            let rejected_before = std::fs::read_dir(&rejected_dir)
+                .map(|d| d.count())
+                .unwrap_or(0)
+                > 0
+                && choice.rejected.is_empty();
+            if (trained.is_some() || !choice.rejected.is_empty() || rejected_before) && !restart {
                 let mut found: Vec<String> = choice
                     .rejected
                     .iter()
@@ -583,7 +591,12 @@ fn open_for_resume(
                         )
                     })
                     .collect();
-                if found.is_empty() {
+                if rejected_before {
+                    found.push(format!(
+                        "  - folders an earlier resume rejected, in {} (each with its reason in NAME.why)",
+                        rejected_dir.display()
+                    ));
+                } else if found.is_empty() {
                     found.push(format!(
                         "  - no checkpoint folder in {}",
                         store.dir().display()
@@ -602,7 +615,7 @@ fn open_for_resume(
                     store.dir().display()
                 )));
             }
-            if trained.is_none() && choice.rejected.is_empty() {
+            if trained.is_none() && choice.rejected.is_empty() && !rejected_before {
                 tracing::info!(
                     "{} stopped before its first training step: starting it from step 0",
                     dir.display()
