@@ -50,3 +50,45 @@ pub fn init(global: &Global) {
         Box::new(opts.build())
     }));
 }
+
+/// A reader that stops early (`ardpipe schema | head`, `2>&1 | head`) ends the process the way it
+/// ends any Unix tool: killed by SIGPIPE, quietly (a shell shows status 141).
+///
+/// Rust ignores SIGPIPE, so a write to a closed pipe fails with EPIPE and `println!`/`eprintln!`
+/// panic on it ("failed printing to stdout"). SIGPIPE is not simply restored for the whole process
+/// because the data-parallel transports (Gloo, the TCP store) write to sockets and rely on getting
+/// an error, not a signal, when a peer is gone. Instead the panic hook recognises exactly that
+/// panic and turns it into the signal.
+pub fn quiet_broken_pipes() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if is_print_to_closed_pipe(info.payload()) {
+            die_of_sigpipe();
+        }
+        default(info);
+    }));
+}
+
+/// std's message for a print that failed on a closed pipe: "failed printing to stdout: Broken
+/// pipe (os error 32)".
+fn is_print_to_closed_pipe(payload: &(dyn std::any::Any + Send)) -> bool {
+    let msg = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("");
+    let epipe = std::io::Error::from_raw_os_error(libc::EPIPE).to_string();
+    msg.starts_with("failed printing to std") && msg.ends_with(&epipe)
+}
+
+fn die_of_sigpipe() -> ! {
+    // SAFETY: restoring a signal's default action and raising it are async-signal-safe libc
+    // calls with no Rust state involved.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::raise(libc::SIGPIPE);
+    }
+    // Not reached: SIGPIPE's default action ends the process. Should it be blocked, exit with
+    // the status a shell would show.
+    std::process::exit(128 + libc::SIGPIPE)
+}

@@ -37,6 +37,41 @@ pub(crate) fn plugin(package: &str) -> PathBuf {
     ))
 }
 
+/// Compiles a C plugin (`source`, relative to the repository) against the plugin header with `cc`
+/// (or `$CC`) as strict ISO C, into a scratch folder. A missing compiler fails the test with the
+/// reason: set-up provides `cc`, and these tests must not pass without running.
+pub(crate) fn c_plugin(source: &str, name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = std::env::temp_dir().join(format!("ardpipe-c-plugins-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join(format!(
+        "{}{name}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    ));
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let result = Command::new(&cc)
+        .args(["-std=c11", "-pedantic", "-Wall", "-Wextra", "-Werror"])
+        .args(["-shared", "-fPIC", "-I"])
+        .arg(root.join("plugins/sdk/include"))
+        .arg(root.join(source))
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "no C compiler: `{cc}` cannot run ({e}); install one (e.g. `apt-get install gcc`) \
+                 or set CC — this test needs it"
+            )
+        });
+    assert!(
+        result.status.success(),
+        "compiling {source} failed:\n{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    out
+}
+
 fn inspect(path: &Path) -> std::process::Output {
     ardpipe(&["plugin", "inspect", path.to_str().unwrap()])
 }

@@ -13,6 +13,9 @@ use super::batches::Example;
 use super::plugins::{self, Site};
 use super::records::{Prep, Sink};
 
+/// The most examples a plugin's `size_hint` may reserve room for up front.
+const MAX_RESERVE: u64 = 1 << 20;
+
 /// Streams every record of the dataset's loader plugin into `sink`. The plugin gets the
 /// pipeline's options, the dataset's `path` as its `path` option, and the pipeline's seed: the
 /// records — and so the split carved from them — do not change when only `train.seed` does.
@@ -39,7 +42,8 @@ pub(super) fn read(
             .size_hint_records()
             .map_err(|e| plugins::failed(&site, e))?;
         if let Some(n) = hint {
-            let wanted = ds.max_rows.map_or(n, |m| m.min(n));
+            // Only a hint: never let it size an allocation beyond what a modest dataset needs.
+            let wanted = ds.max_rows.map_or(n, |m| m.min(n)).min(MAX_RESERVE);
             sink.out.reserve(usize::try_from(wanted).unwrap_or(0));
         }
     }

@@ -203,7 +203,10 @@ fn read_csv(
     let mut rdr = csv::ReaderBuilder::new()
         .delimiter(delim as u8)
         .has_headers(header)
-        .flexible(true)
+        // Every row must have the header's number of fields: a row with one more or one less
+        // (an unquoted delimiter inside a field, a cut line) goes to the bad-row policy instead of
+        // being read with its fields shifted.
+        .flexible(false)
         .from_path(file)
         .map_err(|e| TrainError::Other(format!("cannot read {}: {e}", file.display())))?;
     let names: Vec<String> = if header {
@@ -254,7 +257,21 @@ fn read_csv(
             Ok(r) => r,
             Err(e) => {
                 let line = e.position().map(|p| p.line()).unwrap_or(0);
-                sink.bad(bad_row(file, line, format!("malformed CSV: {e}")))?;
+                let why = match e.kind() {
+                    csv::ErrorKind::UnequalLengths {
+                        expected_len, len, ..
+                    } => format!(
+                        "the row has {len} fields where {} has {expected_len} (quote a field \
+                         that contains the delimiter {delim:?})",
+                        if header {
+                            "the header"
+                        } else {
+                            "the first row"
+                        }
+                    ),
+                    _ => format!("malformed CSV: {e}"),
+                };
+                sink.bad(bad_row(file, line, why))?;
                 continue;
             }
         };

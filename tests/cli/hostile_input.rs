@@ -1,0 +1,210 @@
+//! Hostile input: each case gets exit 1 and a message that says where and why — never a panic
+//! (exit 101), an abort (134) or a silently wrong answer. Closed output pipes end the process the
+//! way they end any Unix tool (SIGPIPE), quietly.
+
+use std::fmt::Write as _;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use crate::plugin::c_plugin;
+use crate::{ardpipe, stderr};
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ardpipe-hostile-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// `ardpipe run` single-threaded and quiet (warnings still show).
+fn run(file: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ardpipe"))
+        .args(["run", "-q", "--threads", "1"])
+        .arg(file)
+        .env("ARDPIPE_COLOR", "never")
+        .env("COLUMNS", "1000")
+        .output()
+        .expect("ardpipe runs")
+}
+
+/// Neither a panic nor an abort, whatever else happened.
+fn assert_no_crash(out: &Output) {
+    let err = stderr(out);
+    assert!(
+        !matches!(out.status.code(), Some(101 | 134)) && out.status.signal().is_none(),
+        "ardpipe crashed ({}):\n{err}",
+        out.status
+    );
+    assert!(!err.contains("panicked"), "ardpipe panicked:\n{err}");
+}
+
+/// A small classification pipeline on the MiniLM asset, with `dataset` as its dataset block body.
+fn pipeline(dir: &Path, head: &str, dataset: &str) -> PathBuf {
+    let text = format!(
+        "{head}\
+         dataset d {{\n{dataset}\n    split {{\n        validation = 25%\n    }}\n}}\n\n\
+         model {{\n    path = \"${{assets}}/minilm\"\n    format = hf_folder\n    head = sequence_classification\n    classes = auto\n}}\n\n\
+         adapter a {{\n    method = lora\n    modules = [query]\n    rank = 2\n}}\n\n\
+         train {{\n    lr = 1e-3\n    batch_size = 2\n    steps = 1\n}}\n\n\
+         evaluate {{\n    metrics = [loss]\n}}\n\n\
+         output {{\n    dir = \"{}/runs/{{name}}\"\n}}\n",
+        dir.display()
+    );
+    let file = dir.join("p.ard");
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+/// 34 `let`s, each doubling the string before it: 2^34 bytes (the report saw an abort at 1.7 GB).
+#[test]
+fn a_let_doubling_a_string_34_times_stops_at_the_size_limit() {
+    let dir = scratch("doubling");
+    let mut text = "let s0 = \"ab\"\n".to_string();
+    for i in 1..=34 {
+        writeln!(text, "let s{i} = \"${{s{0}}}${{s{0}}}\"", i - 1).unwrap();
+    }
+    text += "output {\n    dir = s34\n}\n";
+    let file = dir.join("doubling.ard");
+    std::fs::write(&file, text).unwrap();
+    let started = std::time::Instant::now();
+    let out = ardpipe(&["check", file.to_str().unwrap()]);
+    assert_no_crash(&out);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for expected in [
+        "ardpipe::dsl::too_large",
+        "this string grows past 1 MiB once its variables are substituted",
+        // s{i} holds 2^(i+1) bytes: s20, on line 21, is the first over 1 MiB; the error points at
+        // its value.
+        "doubling.ard:21:11",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+    assert_eq!(
+        err.matches("grows past").count(),
+        1,
+        "reported once:\n{err}"
+    );
+    assert!(
+        started.elapsed().as_secs() < 10,
+        "took {:?}",
+        started.elapsed()
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A loader plugin that hands back a one-record array as `len = 1 << 20` (the report saw the host
+/// abort trying to allocate 139 TB).
+#[test]
+fn a_loader_returning_more_records_than_asked_is_refused_naming_it() {
+    let dir = scratch("liar");
+    let liar = c_plugin("plugins/testdata/c-plugin/lying_loader.c", "c_liar");
+    let head = format!(
+        "plugin liar {{\n    library = \"{}\"\n    abi = 1\n}}\n\n",
+        liar.display()
+    );
+    let file = pipeline(&dir, &head, "    format = plugin(liar, lie = \"len\")");
+    let out = run(&file);
+    assert_no_crash(&out);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for expected in [
+        "ardpipe::plugin::bad_output",
+        "dataset `d`: plugin `c-liar` returned invalid data from next_batch: it returned 1048576 \
+         records when asked for at most 256 (`max_records`)",
+        "this is a bug in the plugin `c-liar`",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A CSV row with one field more than the header (an unquoted comma in the text) used to be read
+/// with its fields shifted; now the bad-row policy applies to it, with file:line.
+#[test]
+fn a_csv_row_with_an_extra_column_goes_to_the_bad_row_policy_with_its_line() {
+    let dir = scratch("csv");
+    let mut csv = "text,label\n".to_string();
+    for i in 0..8 {
+        writeln!(csv, "\"example number {i}\",{}", ["pos", "neg"][i % 2]).unwrap();
+    }
+    csv += "an unquoted, comma,pos\n";
+    std::fs::write(dir.join("data.csv"), csv).unwrap();
+    let dataset = |policy: &str| {
+        format!(
+            "    format = csv\n    path = \"data.csv\"\n    text = \"text\"\n    label = \"label\"\n{policy}"
+        )
+    };
+
+    // The default policy stops at the row.
+    let file = pipeline(&dir, "", &dataset(""));
+    let out = run(&file);
+    assert_no_crash(&out);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("data.csv:10: the row has 3 fields where the header has 2"),
+        "{err}"
+    );
+
+    // `skip` skips it, counts it and says why.
+    std::fs::remove_dir_all(dir.join("runs")).ok();
+    let file = pipeline(&dir, "", &dataset("    on_bad_row = skip\n"));
+    let out = run(&file);
+    assert_no_crash(&out);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    for expected in [
+        "dataset `d`: skipped 1 bad rows, e.g. ",
+        "data.csv:10: the row has 3 fields where the header has 2",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Runs ardpipe with stdout or stderr connected to a pipe whose reading end is already closed,
+/// the way `ardpipe ... | head` leaves it once head has exited.
+fn with_closed_pipe(args: &[&str], on_stderr: bool) -> Output {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ardpipe"));
+    cmd.args(args).env("ARDPIPE_COLOR", "never");
+    if on_stderr {
+        cmd.stderr(Stdio::from(writer)).stdout(Stdio::piped());
+    } else {
+        cmd.stdout(Stdio::from(writer)).stderr(Stdio::piped());
+    }
+    cmd.output().expect("ardpipe runs")
+}
+
+/// Quietly ended by SIGPIPE, as `cat` or `grep` are (a shell shows 141) — not exit 101 with
+/// "failed printing to stdout: Broken pipe".
+fn assert_ended_by_sigpipe(out: &Output) {
+    assert_eq!(
+        out.status.signal(),
+        Some(13),
+        "expected death by SIGPIPE, got {}; stderr:\n{}",
+        out.status,
+        stderr(out)
+    );
+    assert!(!stderr(out).contains("panicked"), "{}", stderr(out));
+}
+
+#[test]
+fn a_closed_stdout_ends_the_process_quietly() {
+    let out = with_closed_pipe(&["schema"], false);
+    assert_ended_by_sigpipe(&out);
+    assert_eq!(stderr(&out), "", "nothing said about it");
+}
+
+#[test]
+fn a_closed_stderr_ends_the_process_quietly() {
+    let dir = scratch("stderr");
+    let bad = dir.join("bad.ard");
+    std::fs::write(&bad, "model {\n    hed = causal_lm\n}\n").unwrap();
+    let out = with_closed_pipe(&["check", bad.to_str().unwrap()], true);
+    assert_ended_by_sigpipe(&out);
+    std::fs::remove_dir_all(&dir).ok();
+}
