@@ -173,6 +173,10 @@ pub fn load_causal_lm(path: &Path, opts: &LoadOptions) -> Result<LoadedLm> {
         },
     };
     let _g = tch::no_grad_guard();
+    // Every name and shape is checked against the config before any data is read.
+    let mut check = WeightLoader::shapes_only(source.as_ref(), "llama");
+    Llama::load(config.clone(), &mut check, Device::Cpu, opts.precision)?;
+    check.finish(&[])?;
     let mut w = WeightLoader::new(
         source.as_ref(),
         "llama",
@@ -229,6 +233,17 @@ pub fn load_encoder(path: &Path, head: EncoderHead, opts: &LoadOptions) -> Resul
         ""
     };
     let _g = tch::no_grad_guard();
+    // Every name and shape is checked against the config before any data is read.
+    let mut check = WeightLoader::shapes_only(&source, "bert");
+    Bert::load(
+        config.clone(),
+        head,
+        ckpt_prefix,
+        &mut check,
+        Device::Cpu,
+        opts.precision,
+    )?;
+    check.finish(&["cls."])?;
     let mut w = WeightLoader::new(&source, "bert", opts.device, opts.precision.storage.kind());
     let model = Bert::load(
         config,

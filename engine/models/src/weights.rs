@@ -21,10 +21,18 @@ pub trait TensorSource {
 }
 
 /// Takes tensors from a [`TensorSource`] for one architecture, recording the report.
+///
+/// Loading is two passes over the architecture's own build code: [`WeightLoader::shapes_only`]
+/// compares every name and shape the config asks for with the checkpoint's, reading no data,
+/// and only a clean report lets [`WeightLoader::new`] read. Placeholders (for what is missing or
+/// mismatched) are zero-stride views, so a config that asks for huge tensors costs nothing
+/// before its report refuses it.
 pub struct WeightLoader<'a> {
     src: &'a dyn TensorSource,
     device: Device,
     storage: Kind,
+    /// False in the shapes-only pass.
+    read: bool,
     taken: BTreeSet<String>,
     report: LoadReport,
 }
@@ -40,12 +48,21 @@ impl<'a> WeightLoader<'a> {
             src,
             device,
             storage,
+            read: true,
             taken: BTreeSet::new(),
             report: LoadReport {
                 source: src.describe(),
                 architecture: architecture.to_string(),
                 ..Default::default()
             },
+        }
+    }
+
+    /// A pass that checks names and shapes only: every tensor is a placeholder.
+    pub fn shapes_only(src: &'a dyn TensorSource, architecture: &str) -> Self {
+        Self {
+            read: false,
+            ..Self::new(src, architecture, Device::Cpu, Kind::Float)
         }
     }
 
@@ -65,7 +82,8 @@ impl<'a> WeightLoader<'a> {
     }
 
     fn get(&mut self, name: &str, shape: &[i64], kind: Kind) -> Result<Tensor> {
-        let placeholder = || Tensor::zeros(shape, (kind, Device::Cpu));
+        // One zero broadcast to the shape: no memory at the (unchecked) config's size.
+        let placeholder = || Tensor::zeros([], (kind, Device::Cpu)).expand(shape, false);
         match self.src.shape(name) {
             None => {
                 self.report.missing.push(name.to_string());
@@ -78,6 +96,11 @@ impl<'a> WeightLoader<'a> {
                     expected: shape.to_vec(),
                     found,
                 });
+                Ok(placeholder())
+            }
+            Some(_) if !self.read => {
+                self.taken.insert(name.to_string());
+                self.report.applied += 1;
                 Ok(placeholder())
             }
             Some(_) => {

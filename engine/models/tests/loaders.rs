@@ -399,3 +399,119 @@ fn llama_backward_reaches_every_base_weight() {
         );
     }
 }
+
+/// Without `model.safetensors` or an index, a folder's only `*.safetensors` (any name) loads, and
+/// so does a complete set of `NAME-0000i-of-0000n` shards; anything else is ambiguous or names
+/// the missing shard, and one tensor in two files is refused.
+#[test]
+fn folders_without_index_load_their_one_file_or_their_shard_set() {
+    let w = llama_weights();
+    let whole = logits(&hf_llama("noindex-whole", &w));
+
+    let one = tmp("noindex-one");
+    llama_config_json(&one, D);
+    write_safetensors(&one.join("pytorch_model-fp32.safetensors"), &w);
+    assert!(logits(&one).allclose(&whole, 1e-6, 1e-6, false));
+
+    let shards = tmp("noindex-shards");
+    llama_config_json(&shards, D);
+    let (a, rest) = w.split_at(w.len() / 3);
+    let (b, c) = rest.split_at(rest.len() / 2);
+    for (i, part) in [a, b, c].iter().enumerate() {
+        let name = format!("model-{:05}-of-00003.safetensors", i + 1);
+        write_safetensors(&shards.join(name), part);
+    }
+    assert!(logits(&shards).allclose(&whole, 1e-6, 1e-6, false));
+
+    std::fs::remove_file(shards.join("model-00002-of-00003.safetensors")).unwrap();
+    let e = err_text(
+        load_causal_lm(&shards, &LoadOptions::default())
+            .err()
+            .unwrap(),
+    );
+    assert!(
+        e.contains("shard 2 of 3 is missing") && e.contains("model-00002-of-00003.safetensors"),
+        "{e}"
+    );
+    write_safetensors(&shards.join("model-00002-of-00003.safetensors"), b);
+    write_safetensors(&shards.join("extra.safetensors"), c);
+    let e = err_text(
+        load_causal_lm(&shards, &LoadOptions::default())
+            .err()
+            .unwrap(),
+    );
+    assert!(
+        e.contains("4 *.safetensors files") && e.contains("extra.safetensors"),
+        "{e}"
+    );
+    std::fs::remove_file(shards.join("extra.safetensors")).unwrap();
+    write_safetensors(&shards.join("model-00002-of-00003.safetensors"), rest);
+    let e = err_text(
+        load_causal_lm(&shards, &LoadOptions::default())
+            .err()
+            .unwrap(),
+    );
+    assert!(e.contains("is also in") && e.contains("keep one"), "{e}");
+}
+
+/// The safetensors crate adds the last data offset to the header length unchecked: a header
+/// whose offsets chain (each size consistent with its shape) to just below 2^64 overflows there
+/// (a panic in debug builds). It must be an error naming a tensor.
+#[test]
+fn safetensors_offsets_chained_to_2_64_are_refused() {
+    let dir = hf_llama("offset-chain", &llama_weights());
+    let mut header = serde_json::Map::new();
+    let mut start = 0u64;
+    for i in 0..16 {
+        // U8 tensors: 15 of 2^60 bytes, then one ending at 2^64 - 1.
+        let end = if i < 15 { start + (1 << 60) } else { u64::MAX };
+        header.insert(
+            format!("t{i:02}"),
+            serde_json::json!({"dtype": "U8", "shape": [end - start], "data_offsets": [start, end]}),
+        );
+        start = end;
+    }
+    let text = serde_json::Value::Object(header).to_string();
+    let mut bytes = (text.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(text.as_bytes());
+    std::fs::write(dir.join("model.safetensors"), &bytes).unwrap();
+    let e = err_text(load_causal_lm(&dir, &LoadOptions::default()).err().unwrap());
+    assert!(e.contains("corrupt safetensors: tensor `t"), "{e}");
+}
+
+#[test]
+fn config_dimensions_beyond_any_model_name_their_key() {
+    let dir = hf_llama("limits", &llama_weights());
+    for (key, value) in [
+        ("num_hidden_layers", 1_000_000_000u64),
+        ("vocab_size", 1 << 40),
+        ("intermediate_size", 1 << 30),
+        ("max_position_embeddings", 1 << 40),
+    ] {
+        llama_config_json(&dir, D);
+        let mut cfg: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+        cfg[key] = value.into();
+        std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+        let e = err_text(describe(&dir).err().unwrap());
+        assert!(
+            e.contains(&format!("{key} = {value}")) && e.contains("limit"),
+            "{key}: {e}"
+        );
+    }
+    llama_config_json(&dir, D);
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    cfg["rms_norm_eps"] = (-1.0).into();
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    let e = err_text(describe(&dir).err().unwrap());
+    assert!(e.contains("rms_norm_eps = -1"), "{e}");
+
+    // GGUF metadata names its own keys.
+    let file = tmp("limits-gguf").join("layers.gguf");
+    let mut g = gguf_llama(GgmlType::F32);
+    g.meta("llama.block_count", Value::U64(1 << 40));
+    g.write(&file).unwrap();
+    let e = err_text(describe(&file).err().unwrap());
+    assert!(e.contains("llama.block_count = 1099511627776"), "{e}");
+}

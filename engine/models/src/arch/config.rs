@@ -4,6 +4,48 @@
 use ardpipe_adapters::{HeadAxis, HeadLayout};
 use serde::Serialize;
 
+/// Ceilings on a config's dimensions, generous beyond every released model (the largest have
+/// about 130 layers, hidden sizes near 25k, vocabularies near 260k and contexts of 10M), yet low
+/// enough that a corrupt or hostile value (`num_hidden_layers = 1000000000`) is refused before
+/// anything is sized from it, and that the shape arithmetic of the planner cannot overflow.
+pub mod limits {
+    pub const LAYERS: usize = 1024;
+    pub const HIDDEN: usize = 1 << 17;
+    pub const INTERMEDIATE: usize = 1 << 20;
+    pub const HEADS: usize = 4096;
+    pub const HEAD_DIM: usize = 8192;
+    pub const VOCAB: usize = 1 << 23;
+    pub const POSITIONS: usize = 1 << 24;
+    pub const TYPE_VOCAB: usize = 1 << 16;
+}
+
+/// Check `(key, value, ceiling)` triples; the error names the key as the file spells it.
+pub fn check_dims(dims: &[(&str, usize, usize)]) -> Result<(), String> {
+    for &(key, value, max) in dims {
+        if value > max {
+            return Err(format!(
+                "{key} = {value} is beyond any real model (ardpipe's limit is {max}): \
+                 the file is damaged or was edited; restore the original"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Check that a float hyper-parameter is finite and inside `lo..hi` (`lo` included when
+/// `lo_inclusive`), so that a corrupt value cannot turn every output into NaN.
+fn check_float(key: &str, v: f64, lo: f64, lo_inclusive: bool, hi: f64) -> Result<(), String> {
+    let above = if lo_inclusive { v >= lo } else { v > lo };
+    if v.is_finite() && above && v < hi {
+        Ok(())
+    } else {
+        let open = if lo_inclusive { '[' } else { '(' };
+        Err(format!(
+            "{key} = {v} is outside {open}{lo}, {hi}): the file is damaged or was edited"
+        ))
+    }
+}
+
 /// A Llama-family causal LM (Llama, SmolLM2, TinyLlama, …).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LlamaConfig {
@@ -66,7 +108,29 @@ pub struct ModuleSpec {
 }
 
 impl LlamaConfig {
+    /// The dimensions with their config.json keys and ceilings.
+    pub fn dims(&self) -> [(&'static str, usize, usize); 7] {
+        use limits::*;
+        [
+            ("num_hidden_layers", self.num_hidden_layers, LAYERS),
+            ("hidden_size", self.hidden_size, HIDDEN),
+            ("intermediate_size", self.intermediate_size, INTERMEDIATE),
+            ("num_attention_heads", self.num_attention_heads, HEADS),
+            ("num_key_value_heads", self.num_key_value_heads, HEADS),
+            ("head_dim", self.head_dim, HEAD_DIM),
+            ("vocab_size", self.vocab_size, VOCAB),
+        ]
+    }
+
     pub fn validate(&self) -> Result<(), String> {
+        check_dims(&self.dims())?;
+        check_dims(&[(
+            "max_position_embeddings",
+            self.max_position_embeddings,
+            limits::POSITIONS,
+        )])?;
+        check_float("rms_norm_eps", self.rms_norm_eps, 0.0, false, 1.0)?;
+        check_float("rope_theta", self.rope_theta, 0.0, false, f64::INFINITY)?;
         let h = self.num_attention_heads;
         let kv = self.num_key_value_heads;
         if h == 0 || kv == 0 || !h.is_multiple_of(kv) {
@@ -150,6 +214,43 @@ impl BertConfig {
     }
 
     pub fn validate(&self) -> Result<(), String> {
+        use limits::*;
+        check_dims(&[
+            ("num_hidden_layers", self.num_hidden_layers, LAYERS),
+            ("hidden_size", self.hidden_size, HIDDEN),
+            ("intermediate_size", self.intermediate_size, INTERMEDIATE),
+            ("num_attention_heads", self.num_attention_heads, HEADS),
+            ("vocab_size", self.vocab_size, VOCAB),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                POSITIONS,
+            ),
+            ("type_vocab_size", self.type_vocab_size, TYPE_VOCAB),
+        ])?;
+        check_float("layer_norm_eps", self.layer_norm_eps, 0.0, false, 1.0)?;
+        check_float(
+            "hidden_dropout_prob",
+            self.hidden_dropout_prob,
+            0.0,
+            true,
+            1.0,
+        )?;
+        check_float(
+            "attention_probs_dropout_prob",
+            self.attention_probs_dropout_prob,
+            0.0,
+            true,
+            1.0,
+        )?;
+        check_float(
+            "classifier_dropout",
+            self.classifier_dropout,
+            0.0,
+            true,
+            1.0,
+        )?;
+        check_float("initializer_range", self.initializer_range, 0.0, true, 1e3)?;
         if self.num_attention_heads == 0
             || !self.hidden_size.is_multiple_of(self.num_attention_heads)
         {

@@ -94,10 +94,17 @@ pub struct TensorInfo {
 }
 
 impl TensorInfo {
-    pub fn numel(&self) -> usize {
-        self.shape.iter().product()
+    /// The number of values, or None when the dims' product does not fit a `usize` (a corrupt
+    /// file: [`GgufFile::open`] refuses such tensors, so an opened file's tensors all have one).
+    pub fn numel(&self) -> Option<usize> {
+        self.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
     }
 }
+
+/// At most this many items in one metadata array. The largest real arrays are tokenizer
+/// vocabularies and merge lists (a few hundred thousand entries); each item costs far more in
+/// memory than its bytes in the file, so a corrupt count must be refused before it is read.
+pub const MAX_ARRAY_ITEMS: usize = 1 << 24;
 
 /// An opened GGUF file. Tensor data stays in the memory map until dequantised.
 pub struct GgufFile {
@@ -196,6 +203,16 @@ impl<'a> Cursor<'a> {
             9 if depth == 0 => {
                 let item_ty = self.u32(&what)?;
                 let n = self.len(&what)?;
+                if n > MAX_ARRAY_ITEMS {
+                    return Err(ModelError::format(
+                        self.path,
+                        format!(
+                            "corrupt GGUF: metadata `{key}` claims an array of {n} items at offset {}, \
+                             more than the {MAX_ARRAY_ITEMS} any real model needs",
+                            self.pos - 8
+                        ),
+                    ));
+                }
                 let mut items = Vec::with_capacity(n.min(1 << 20));
                 for _ in 0..n {
                     items.push(self.value(item_ty, key, depth + 1)?);
@@ -260,7 +277,8 @@ impl GgufFile {
             let v = c.value(ty, &key, 0)?;
             metadata.insert(key, v);
         }
-        let mut tensors = Vec::with_capacity(n_tensors);
+        // Capacity bounded: the count is only checked against the file size so far.
+        let mut tensors = Vec::with_capacity(n_tensors.min(1 << 16));
         for _ in 0..n_tensors {
             let name = c.string("tensor name")?;
             let n_dims = c.u32("tensor dims")? as usize;
@@ -277,12 +295,23 @@ impl GgufFile {
             shape.reverse();
             let ty = c.u32("tensor type")?;
             let offset = c.u64("tensor offset")?;
-            tensors.push(TensorInfo {
+            let info = TensorInfo {
                 name,
                 shape,
                 ty,
                 offset,
-            });
+            };
+            if info.numel().is_none() {
+                return Err(ModelError::format(
+                    path,
+                    format!(
+                        "corrupt GGUF: tensor `{}` has dims {:?}, whose product overflows \
+                         (an interrupted download or a damaged file? re-fetch it)",
+                        info.name, info.shape
+                    ),
+                ));
+            }
+            tensors.push(info);
         }
         let alignment = match metadata.get("general.alignment") {
             None => 32,
@@ -296,7 +325,16 @@ impl GgufFile {
                 }
             },
         };
-        let data_start = c.pos.div_ceil(alignment) * alignment;
+        let data_start = c
+            .pos
+            .div_ceil(alignment)
+            .checked_mul(alignment)
+            .ok_or_else(|| {
+                ModelError::format(
+                    path,
+                    format!("corrupt GGUF: general.alignment {alignment} is too large"),
+                )
+            })?;
         let file = Self {
             path: path.to_path_buf(),
             version,
@@ -331,20 +369,41 @@ impl GgufFile {
             ty: t.ty,
             name: super::dequant::ggml_type_name(t.ty),
         })?;
-        let n = t.numel();
+        let n = t.numel().ok_or_else(|| {
+            ModelError::format(
+                &self.path,
+                format!(
+                    "corrupt GGUF: tensor `{}` has dims {:?}, whose product overflows",
+                    t.name, t.shape
+                ),
+            )
+        })?;
         let bytes = ty.byte_len(n).ok_or_else(|| {
             ModelError::format(
                 &self.path,
                 format!(
-                    "tensor `{}` has {n} values, not a multiple of the {:?} block size {}",
+                    "tensor `{}` has {n} values, not a multiple of the {:?} block size {} \
+                     (or too many to address)",
                     t.name,
                     ty,
                     ty.block_values()
                 ),
             )
         })?;
-        let start = self.data_start as u64 + t.offset;
-        let end = start + bytes as u64;
+        // Offsets come from the file: every sum is checked, so a corrupt offset or size is an
+        // error naming the tensor, never an overflow.
+        let start = (self.data_start as u64).checked_add(t.offset);
+        let end = start.and_then(|s| s.checked_add(bytes as u64));
+        let (Some(start), Some(end)) = (start, end) else {
+            return Err(ModelError::format(
+                &self.path,
+                format!(
+                    "corrupt GGUF: tensor `{}` has data offset {} ({bytes} bytes), beyond any \
+                     file (a damaged file? re-fetch it)",
+                    t.name, t.offset
+                ),
+            ));
+        };
         if end > self.mmap.len() as u64 {
             return Err(ModelError::format(
                 &self.path,

@@ -81,13 +81,18 @@ impl GgmlType {
         }
     }
 
-    /// Bytes holding `n` values, or None when `n` is not a whole number of blocks.
+    /// Bytes holding `n` values, or None when `n` is not a whole number of blocks or the byte
+    /// count does not fit a `usize` (`n` comes from a file's dims).
     pub fn byte_len(self, n: usize) -> Option<usize> {
         match self {
-            Self::F32 => Some(n * 4),
-            Self::F16 => Some(n * 2),
-            Self::Q4_1 => n.is_multiple_of(QK).then_some(n / QK * Q4_1_BLOCK),
-            Self::Q8_0 => n.is_multiple_of(QK).then_some(n / QK * Q8_0_BLOCK),
+            Self::F32 => n.checked_mul(4),
+            Self::F16 => n.checked_mul(2),
+            Self::Q4_1 => n
+                .is_multiple_of(QK)
+                .then(|| (n / QK).checked_mul(Q4_1_BLOCK))?,
+            Self::Q8_0 => n
+                .is_multiple_of(QK)
+                .then(|| (n / QK).checked_mul(Q8_0_BLOCK))?,
         }
     }
 
@@ -178,5 +183,7 @@ mod tests {
         assert_eq!(GgmlType::Q8_0.byte_len(33), None);
         assert_eq!(ggml_type_name(12), "Q4_K");
         assert!(GgmlType::from_u32(12).is_none());
+        assert_eq!(GgmlType::F32.byte_len(usize::MAX / 2), None);
+        assert_eq!(GgmlType::F16.byte_len(usize::MAX), None);
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use tch::{Kind, Tensor};
 
 use super::container::{GgufFile, Value};
-use crate::arch::config::LlamaConfig;
+use crate::arch::config::{LlamaConfig, check_dims, limits};
 use crate::error::{ModelError, Result};
 use crate::weights::TensorSource;
 
@@ -129,7 +129,30 @@ pub fn llama_config(g: &GgufFile) -> Result<LlamaConfig> {
             .map(|v| v as i64),
         eos_token_ids: eos,
     };
-    cfg.validate().map_err(|e| ModelError::config(&g.path, e))?;
+    // Name the GGUF keys in errors; validate() then repeats the checks under the HF names.
+    let gguf_keys = [
+        "llama.block_count",
+        "llama.embedding_length",
+        "llama.feed_forward_length",
+        "llama.attention.head_count",
+        "llama.attention.head_count_kv",
+        "llama.rope.dimension_count",
+        "tokenizer.ggml.tokens (its length) or llama.vocab_size",
+    ];
+    let mut dims: Vec<(&str, usize, usize)> = cfg
+        .dims()
+        .iter()
+        .zip(gguf_keys)
+        .map(|(&(_, v, max), key)| (key, v, max))
+        .collect();
+    dims.push((
+        "llama.context_length",
+        cfg.max_position_embeddings,
+        limits::POSITIONS,
+    ));
+    check_dims(&dims)
+        .and_then(|()| cfg.validate())
+        .map_err(|e| ModelError::config(&g.path, e))?;
     Ok(cfg)
 }
 

@@ -1,5 +1,9 @@
-//! Memory-mapped safetensors checkpoints: one `model.safetensors`, or shards listed by
-//! `model.safetensors.index.json` (`weight_map`: tensor name → shard file).
+//! Memory-mapped safetensors checkpoints: one `model.safetensors`, shards listed by
+//! `model.safetensors.index.json` (`weight_map`: tensor name → shard file), or, without either,
+//! the folder's only `*.safetensors` file or a complete set of `NAME-0000i-of-0000n.safetensors`
+//! shards.
+//!
+//! Every offset and size read from a file is checked against the file before it is used.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -45,25 +49,56 @@ impl SafetensorsSource {
         let single = dir.join(SINGLE);
         let index = dir.join(INDEX);
         if single.exists() {
-            let mut s = Self {
-                dir: dir.to_path_buf(),
-                shards: vec![],
-                entries: BTreeMap::new(),
-            };
-            s.add_shard(&single, None)?;
-            return Ok(s);
+            return Self::open_files(dir, &[single]);
         }
         if index.exists() {
             return Self::open_index(dir, &index);
         }
-        Err(ModelError::format(
-            dir,
-            format!(
-                "no weights: neither {SINGLE} nor {INDEX} is in this folder \
-                 (ardpipe reads safetensors; convert .bin checkpoints with transformers' \
-                 `save_pretrained(..., safe_serialization=True)`)"
-            ),
-        ))
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| ModelError::io(dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "safetensors"))
+            .collect();
+        files.sort();
+        match files.len() {
+            0 => Err(ModelError::format(
+                dir,
+                format!(
+                    "no weights: no *.safetensors file (and no {INDEX}) is in this folder \
+                     (ardpipe reads safetensors; convert .bin checkpoints with transformers' \
+                     `save_pretrained(..., safe_serialization=True)`)"
+                ),
+            )),
+            1 => Self::open_files(dir, &files),
+            _ => {
+                check_shard_set(dir, &files)?;
+                Self::open_files(dir, &files)
+            }
+        }
+    }
+
+    /// Open one safetensors file (e.g. an adapter's weights).
+    pub fn open_file(path: &Path) -> Result<Self> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        Self::open_files(dir, &[path.to_path_buf()])
+    }
+
+    /// Files whose tensors together form the checkpoint; a name in two of them is an error.
+    fn open_files(dir: &Path, files: &[PathBuf]) -> Result<Self> {
+        let mut s = Self {
+            dir: dir.to_path_buf(),
+            shards: vec![],
+            entries: BTreeMap::new(),
+        };
+        for f in files {
+            s.add_shard(f, None)?;
+        }
+        Ok(s)
+    }
+
+    /// The stored dtype of a tensor, without reading it.
+    pub fn dtype(&self, name: &str) -> Option<Dtype> {
+        self.entries.get(name).map(|e| e.dtype)
     }
 
     fn open_index(dir: &Path, index: &Path) -> Result<Self> {
@@ -107,6 +142,7 @@ impl SafetensorsSource {
         let file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
         // SAFETY: read-only map; checkpoints are not modified while loaded.
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
+        check_header(&mmap, path)?;
         let (header_len, meta) = SafeTensors::read_metadata(&mmap).map_err(|e| {
             ModelError::format(
                 path,
@@ -122,14 +158,47 @@ impl SafetensorsSource {
                 // A tensor the index does not place in this shard: the index is authoritative.
                 continue;
             }
+            // read_metadata checked the offsets against the file; checked again here so that
+            // a slice of the map can never be out of bounds whatever that crate accepts.
+            let (s, e) = info.data_offsets;
+            let range = base
+                .checked_add(s)
+                .zip(base.checked_add(e))
+                .filter(|&(start, end)| start <= end && end <= mmap.len());
+            let Some((start, end)) = range else {
+                return Err(ModelError::format(
+                    path,
+                    format!(
+                        "corrupt safetensors: tensor `{name}` has data offsets [{s}, {e}] \
+                         outside the file's {} data bytes; re-fetch it",
+                        mmap.len() - base
+                    ),
+                ));
+            };
+            if let Some(d) = info.shape.iter().find(|&&d| i64::try_from(d).is_err()) {
+                return Err(ModelError::format(
+                    path,
+                    format!("corrupt safetensors: tensor `{name}` has a dimension of {d}"),
+                ));
+            }
+            if let Some(prev) = self.entries.get(&name) {
+                return Err(ModelError::format(
+                    path,
+                    format!(
+                        "tensor `{name}` is also in {}: two files here hold the same weights \
+                         (copies of one checkpoint?); keep one",
+                        self.shards[prev.shard].path.display()
+                    ),
+                ));
+            }
             self.entries.insert(
                 name,
                 Entry {
                     shard,
                     dtype: info.dtype,
                     shape: info.shape.clone(),
-                    start: base + info.data_offsets.0,
-                    end: base + info.data_offsets.1,
+                    start,
+                    end,
                 },
             );
         }
@@ -155,6 +224,108 @@ impl SafetensorsSource {
         });
         Ok(())
     }
+}
+
+/// Refuse a header whose data offsets lie beyond the file before the `safetensors` crate reads
+/// it: that crate adds the last offset to the header length unchecked, so a crafted header
+/// overflows there (a panic in debug builds, a wrong bounds check in release builds).
+/// Anything else wrong with the header is left to the crate's own errors.
+pub fn check_header(bytes: &[u8], path: &Path) -> Result<()> {
+    let Some(n) = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+    else {
+        return Ok(());
+    };
+    let Some(header) = usize::try_from(n)
+        .ok()
+        .and_then(|n| bytes.get(8..8usize.checked_add(n)?))
+    else {
+        return Ok(());
+    };
+    let data_len = (bytes.len() - 8 - header.len()) as u64;
+    let Ok(map) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(header)
+    else {
+        return Ok(());
+    };
+    for (name, info) in &map {
+        let offsets = info.get("data_offsets").and_then(|o| o.as_array());
+        for o in offsets.into_iter().flatten() {
+            if let Some(o) = o.as_u64()
+                && o > data_len
+            {
+                return Err(ModelError::format(
+                    path,
+                    format!(
+                        "corrupt safetensors: tensor `{name}` has data offset {o} but the file \
+                         holds {data_len} data bytes (a truncated download? re-fetch it)"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Several `*.safetensors` files without an index load only as one complete set of shards named
+/// as `save_pretrained` names them (`STEM-0000i-of-0000n.safetensors`, i = 1..=n).
+fn check_shard_set(dir: &Path, files: &[PathBuf]) -> Result<()> {
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| {
+            f.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let ambiguous = || {
+        ModelError::format(
+            dir,
+            format!(
+                "{} *.safetensors files ({}) and no {SINGLE} or {INDEX}: ardpipe cannot tell \
+                 which hold this model. Keep only the model's file, or its complete set of \
+                 shards named `model-00001-of-0000N.safetensors` …, or add the index",
+                names.len(),
+                names.join(", ")
+            ),
+        )
+    };
+    // (stem, i, n) of `STEM-IIIII-of-NNNNN.safetensors`.
+    let parse = |name: &str| -> Option<(String, usize, usize)> {
+        let rest = name.strip_suffix(".safetensors")?;
+        let (rest, n) = rest.rsplit_once("-of-")?;
+        let (stem, i) = rest.rsplit_once('-')?;
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        (digits(i) && digits(n)).then_some(())?;
+        Some((stem.to_string(), i.parse().ok()?, n.parse().ok()?))
+    };
+    let parsed: Vec<(String, usize, usize)> = names
+        .iter()
+        .map(|n| parse(n))
+        .collect::<Option<_>>()
+        .ok_or_else(ambiguous)?;
+    let (stem, _, total) = parsed[0].clone();
+    if parsed.iter().any(|(s, _, n)| *s != stem || *n != total) {
+        return Err(ambiguous());
+    }
+    let have: std::collections::BTreeSet<usize> = parsed.iter().map(|p| p.1).collect();
+    if have.len() != parsed.len() || have.iter().any(|&i| i == 0 || i > total) {
+        return Err(ambiguous());
+    }
+    if let Some(gap) = (1..=total).find(|i| !have.contains(i)) {
+        let width = names[0]
+            .rsplit_once("-of-")
+            .map_or(5, |(_, n)| n.len() - ".safetensors".len());
+        return Err(ModelError::format(
+            dir,
+            format!(
+                "shard {gap} of {total} is missing: copy `{stem}-{gap:0width$}-of-{total:0width$}.safetensors` \
+                 into the folder (an interrupted download?)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn kind_of(d: Dtype) -> Option<Kind> {
