@@ -141,10 +141,7 @@ pub(crate) fn check(
     for (key, value) in &given {
         let Some(spec) = info.options.iter().find(|o| &o.key == key) else {
             let hint = match closest(key, info.options.iter().map(|o| o.key.as_str())) {
-                Some(near) => format!("unknown option `{key}`: did you mean `{near}`?"),
-                None if info.options.is_empty() => {
-                    format!("unknown option `{key}`: this plugin takes no options")
-                }
+                Some(near) => format!("unknown option `{key}` (did you mean `{near}`?)"),
                 None => format!("unknown option `{key}`"),
             };
             return Err(error(key, hint));
