@@ -492,6 +492,7 @@ mod tests {
             steps: 10,
             stopped_early: false,
             interrupted: false,
+            stop_signal: None,
             final_eval: Some(ardpipe_engine::train::EvalResult {
                 step: 10,
                 metrics: vec![("loss".into(), 1.0), ("accuracy".into(), acc)],

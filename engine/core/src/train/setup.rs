@@ -224,7 +224,7 @@ pub enum Start {
     /// A resumed run with no checkpoint yet (it was stopped before its first one): from step
     /// 0, with the logs of the attempt before cut back.
     Again,
-    From(crate::checkpoint::Checkpoint),
+    From(Box<crate::checkpoint::Checkpoint>),
 }
 
 fn mark_failed(manifest: &Path) -> Result<(), crate::rundir::RunDirError> {
@@ -388,7 +388,7 @@ fn build(
         let processes = trainer.processes();
         match resume_state {
             Start::From(ckpt) => {
-                trainer.restore(ckpt)?;
+                trainer.restore(*ckpt)?;
                 trainer.sync_parameters(None)?;
                 let step = trainer.state.step;
                 trainer.update_manifest(|m| m.record_resume(step, &value, processes))?;
@@ -558,7 +558,7 @@ fn open_for_resume(
             } else {
                 write_start_files(pipeline, &run_dir, dev, processes)?;
             }
-            Ok((run_dir, Start::From(ckpt)))
+            Ok((run_dir, Start::From(Box::new(ckpt))))
         }
         None => {
             // Signs that the run had trained: logged steps, and folders rejected now or by an
@@ -707,7 +707,7 @@ fn resume_together(
                 "rank {}: resuming from step {step} as rank 0 chose",
                 dp.rank()
             );
-            Ok((run_dir, Start::From(ckpt)))
+            Ok((run_dir, Start::From(Box::new(ckpt))))
         }
         (Some("again"), _, _) => Ok((run_dir, Start::Again)),
         _ => Err(TrainError::Resume {
