@@ -6,6 +6,7 @@ mod doctor;
 mod fmt;
 mod help;
 mod hostile_input;
+mod hostile_models;
 mod models;
 mod plan;
 mod plugin;

@@ -7,6 +7,12 @@
 //!
 //! Every tensor in the file must land somewhere: a name that matches no module of the model is
 //! an error (an adapter for another model), never silently skipped.
+//!
+//! A folder is validated whole before anything is merged ([`AdapterFolder::read`]): ranks of at
+//! least 1, floating-point and finite tensors, 2-D factors whose ranks agree with each other and
+//! with `rank_pattern`, every `lora_A` with its `lora_B` (and AdaLoRA's `lora_E`), DoRA
+//! magnitudes exactly where `use_dora` says. A bad adapter is an error naming the tensor or key,
+//! never a panic or NaN outputs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,7 +21,9 @@ use ardpipe_adapters::AdaptableLinear;
 use serde::Deserialize;
 use tch::{Kind, Tensor};
 
-use crate::checkpoint::read_safetensors;
+use ardpipe_models::hf::safetensors::SafetensorsSource;
+use ardpipe_models::weights::TensorSource;
+use safetensors::Dtype;
 
 pub const CONFIG_FILE: &str = "adapter_config.json";
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
@@ -123,19 +131,33 @@ impl AdapterFolder {
                 "{WEIGHTS_FILE} is missing (adapter_model.bin, PyTorch's pickle format, is not read: re-save with safe_serialization=True)"
             )));
         }
-        let tensors = read_safetensors(&weights).map_err(|e| folder_err(e.to_string()))?;
+        let src = SafetensorsSource::open_file(&weights).map_err(|e| folder_err(e.to_string()))?;
+        let mut tensors = Vec::new();
+        for name in src.names() {
+            let dtype = src.dtype(&name).expect("a name the source listed");
+            if !matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64) {
+                return Err(folder_err(format!(
+                    "{WEIGHTS_FILE}: tensor `{name}` has dtype {dtype:?}; adapter weights are \
+                     floating point (F32, F16, BF16 or F64)"
+                )));
+            }
+            let t = src.read(&name).map_err(|e| folder_err(e.to_string()))?;
+            tensors.push((name, t));
+        }
         let labels = dir
             .parent()
             .map(|run| run.join("labels.json"))
             .filter(|p| p.is_file())
             .and_then(|p| std::fs::read_to_string(p).ok())
             .and_then(|t| serde_json::from_str::<Vec<String>>(&t).ok());
-        Ok(AdapterFolder {
+        let folder = AdapterFolder {
             dir,
             config,
             tensors,
             labels,
-        })
+        };
+        folder.validate()?;
+        Ok(folder)
     }
 
     /// Rows of the saved classifier (`classifier.weight`), when the adapter trained one.
@@ -226,7 +248,7 @@ impl AdapterFolder {
             } else {
                 alpha / r as f64
             };
-            tch::no_grad(|| {
+            let merged = tch::no_grad(|| {
                 let device = w.device();
                 let delta = b
                     .to_device(device)
@@ -240,8 +262,15 @@ impl AdapterFolder {
                     let norm = merged.norm_scalaropt_dim(2.0, [1i64].as_slice(), true);
                     merged = merged / norm * m.to_device(device).to_kind(Kind::Float).view([-1, 1]);
                 }
-                w.shallow_clone().copy_(&merged.to_kind(w.kind()));
+                merged
             });
+            copy_if_finite(&w, &merged).map_err(|()| {
+                mismatch(format!(
+                    "merging `{}` (rank {r}, lora_alpha {alpha}) gives NaN or infinite weights: \
+                     the adapter's values do not fit this model",
+                    lin.path
+                ))
+            })?;
             report.modules += 1;
             report.ranks.push((lin.path.clone(), r));
         }
@@ -285,7 +314,209 @@ impl AdapterFolder {
     }
 }
 
+/// The parts of one adapted module found in the file, by suffix.
+#[derive(Default)]
+struct ModuleParts<'a> {
+    a: Option<&'a Tensor>,
+    b: Option<&'a Tensor>,
+    e: Option<&'a Tensor>,
+    magnitude: Option<&'a Tensor>,
+}
+
 impl AdapterFolder {
+    /// Everything that can be checked without the model: the config's numbers, and each
+    /// tensor's dtype, rank, values and partners. Shapes against the model are checked by the
+    /// merge, module by module.
+    fn validate(&self) -> Result<(), PeftMergeError> {
+        let err = |why: String| PeftMergeError::Folder {
+            path: self.dir.clone(),
+            why,
+        };
+        let c = &self.config;
+        let adalora = c.peft_type == "ADALORA";
+        if c.r == 0 {
+            return Err(err(format!(
+                "{CONFIG_FILE}: r = 0, but a LoRA rank is at least 1 (the scale lora_alpha / r \
+                 would be infinite): the file is damaged or was edited"
+            )));
+        }
+        if c.init_r == Some(0) {
+            return Err(err(format!(
+                "{CONFIG_FILE}: init_r = 0, but AdaLoRA starts every module at rank init_r ≥ 1"
+            )));
+        }
+        if !c.lora_alpha.is_finite() {
+            return Err(err(format!(
+                "{CONFIG_FILE}: lora_alpha = {} is not a finite number",
+                c.lora_alpha
+            )));
+        }
+        if let Some((k, a)) = c.alpha_pattern.iter().find(|(_, a)| !a.is_finite()) {
+            return Err(err(format!(
+                "{CONFIG_FILE}: alpha_pattern[\"{k}\"] = {a} is not a finite number"
+            )));
+        }
+        for (k, v) in &c.rank_pattern {
+            let ok = if adalora {
+                v.as_array().is_some_and(|m| {
+                    m.iter().all(|x| x.is_boolean())
+                        && c.init_r.is_none_or(|init_r| m.len() <= init_r)
+                })
+            } else {
+                v.as_u64().is_some_and(|r| r >= 1)
+            };
+            if !ok {
+                let want = if adalora {
+                    "a keep-mask: a list of at most init_r true/false values"
+                } else {
+                    "a rank: an integer of at least 1"
+                };
+                return Err(err(format!(
+                    "{CONFIG_FILE}: rank_pattern[\"{k}\"] = {v} is not {want}"
+                )));
+            }
+        }
+        let file_err =
+            |name: &str, why: String| err(format!("{WEIGHTS_FILE}: tensor `{name}` {why}"));
+        let mut modules: BTreeMap<&str, ModuleParts<'_>> = BTreeMap::new();
+        for (name, t) in &self.tensors {
+            let size = t.size();
+            if size.is_empty() {
+                return Err(file_err(
+                    name,
+                    "is a scalar (0-D): every adapter tensor has at least one dimension".into(),
+                ));
+            }
+            if t.isfinite().logical_not().any().int64_value(&[]) != 0 {
+                return Err(file_err(name, "holds NaN or infinite values".into()));
+            }
+            let suffixes: &[&str] = if adalora {
+                &["lora_A", "lora_B", "lora_E"]
+            } else {
+                &["lora_A.weight", "lora_B.weight", "lora_magnitude_vector"]
+            };
+            let part = suffixes
+                .iter()
+                .find_map(|s| Some((name.strip_suffix(&format!(".{s}"))?, *s)));
+            let Some((module, suffix)) = part else {
+                // A saved head (modules_to_save): a Linear's weight is 2-D, a bias 1-D.
+                let want = if name.ends_with("classifier.weight") {
+                    Some(2)
+                } else if name.ends_with(".bias") {
+                    Some(1)
+                } else {
+                    None
+                };
+                if let Some(want) = want
+                    && size.len() != want
+                {
+                    return Err(file_err(
+                        name,
+                        format!("is {size:?}, but a head's {}-D tensor is expected", want),
+                    ));
+                }
+                if name.ends_with("classifier.weight") && size[0] < 2 {
+                    return Err(file_err(
+                        name,
+                        format!("is {size:?}: a classifier has at least 2 classes (rows)"),
+                    ));
+                }
+                continue;
+            };
+            let parts = modules.entry(module).or_default();
+            let slot = match suffix {
+                "lora_A" | "lora_A.weight" => &mut parts.a,
+                "lora_B" | "lora_B.weight" => &mut parts.b,
+                "lora_E" => &mut parts.e,
+                _ => &mut parts.magnitude,
+            };
+            *slot = Some(t);
+        }
+        for (module, p) in &modules {
+            let path = module.strip_prefix("base_model.model.").unwrap_or(module);
+            let (Some(a), Some(b)) = (p.a, p.b) else {
+                return Err(err(format!(
+                    "{WEIGHTS_FILE}: `{path}` has {} but not {}: every adapted module needs both \
+                     (a partial or damaged file?)",
+                    if p.a.is_some() {
+                        "lora_A"
+                    } else if p.b.is_some() {
+                        "lora_B"
+                    } else {
+                        "a lora_E or magnitude"
+                    },
+                    if p.a.is_none() { "lora_A" } else { "lora_B" },
+                )));
+            };
+            let (sa, sb) = (a.size(), b.size());
+            let r = sa[0];
+            if sa.len() != 2 || sb.len() != 2 || sb[1] != r {
+                return Err(err(format!(
+                    "{WEIGHTS_FILE}: `{path}`: lora_A is {sa:?} and lora_B {sb:?}, but they must be \
+                     [r, in] and [out, r] with the same r"
+                )));
+            }
+            if adalora {
+                let Some(e) = p.e else {
+                    return Err(err(format!(
+                        "{WEIGHTS_FILE}: `{path}` has lora_A and lora_B but no lora_E"
+                    )));
+                };
+                if e.size() != [r, 1] {
+                    return Err(err(format!(
+                        "{WEIGHTS_FILE}: `{path}`: lora_E is {:?}, expected [{r}, 1] (one \
+                         singular value per kept triplet)",
+                        e.size()
+                    )));
+                }
+                if let Some(init_r) = c.init_r
+                    && r as usize > init_r
+                {
+                    return Err(err(format!(
+                        "{WEIGHTS_FILE}: `{path}` keeps {r} triplets, more than init_r = {init_r}"
+                    )));
+                }
+                continue;
+            }
+            if r < 1 {
+                return Err(err(format!(
+                    "{WEIGHTS_FILE}: `{path}`: lora_A is {sa:?}, rank 0: a LoRA rank is at least 1"
+                )));
+            }
+            let r_cfg = self.rank_of(path);
+            if r_cfg as i64 != r {
+                return Err(err(format!(
+                    "{WEIGHTS_FILE}: `{path}` holds rank {r} but {CONFIG_FILE} says {r_cfg} \
+                     (r, or its rank_pattern entry)"
+                )));
+            }
+            match (p.magnitude, c.use_dora) {
+                (Some(m), true) if m.size() != [sb[0]] => {
+                    return Err(err(format!(
+                        "{WEIGHTS_FILE}: `{path}`: lora_magnitude_vector is {:?}, expected [{}] \
+                         (one per output row)",
+                        m.size(),
+                        sb[0]
+                    )));
+                }
+                (Some(_), true) | (None, false) => {}
+                (None, true) => {
+                    return Err(err(format!(
+                        "{WEIGHTS_FILE}: `{path}` has no lora_magnitude_vector, but {CONFIG_FILE} \
+                         says use_dora = true"
+                    )));
+                }
+                (Some(_), false) => {
+                    return Err(err(format!(
+                        "{WEIGHTS_FILE}: `{path}` has a lora_magnitude_vector (DoRA), but \
+                         {CONFIG_FILE} says use_dora = false"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// One AdaLoRA module: PEFT saves the kept triplets only (`lora_A` [k, d_in], `lora_E`
     /// [k, 1], `lora_B` [d_out, k], no `.weight` suffix) and says which of the `init_r` it kept
     /// in `rank_pattern["<module>.lora_E"]`. Returns the kept rank, or None when the module has
@@ -342,15 +573,34 @@ impl AdapterFolder {
             init_r
         };
         let scale = scaling / (init_r + 1e-5);
-        tch::no_grad(|| {
+        let merged = tch::no_grad(|| {
             let device = w.device();
             let f = |t: &Tensor| t.to_device(device).to_kind(Kind::Float);
             let delta = f(&b).matmul(&(f(&a) * f(&e))) * scale;
-            let merged = w.to_kind(Kind::Float) + delta;
-            w.shallow_clone().copy_(&merged.to_kind(w.kind()));
+            w.to_kind(Kind::Float) + delta
         });
+        copy_if_finite(&w, &merged).map_err(|()| {
+            mismatch(format!(
+                "merging `{}` ({k} triplets, scale {scale}) gives NaN or infinite weights: the \
+                 adapter's values do not fit this model",
+                lin.path
+            ))
+        })?;
         Ok(Some(k as usize))
     }
+}
+
+/// Write `merged` into the weight `w`, unless it holds a NaN or an infinity (in `w`'s kind:
+/// a finite f32 can overflow f16), which would only show up later as NaN outputs.
+fn copy_if_finite(w: &Tensor, merged: &Tensor) -> Result<(), ()> {
+    tch::no_grad(|| {
+        let merged = merged.to_kind(w.kind());
+        if merged.isfinite().all().int64_value(&[]) == 0 {
+            return Err(());
+        }
+        w.shallow_clone().copy_(&merged);
+        Ok(())
+    })
 }
 
 /// PEFT's pattern keys match a module name as a suffix on a `.` boundary.
