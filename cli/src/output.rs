@@ -1,6 +1,7 @@
 //! Terminal set-up in one place: tracing (logs to stderr) and miette's report hook.
 
 use crate::args::{ColorChoice, Global};
+use serde::Serialize;
 use tracing_subscriber::EnvFilter;
 
 pub fn init(global: &Global) {
@@ -91,4 +92,10 @@ fn die_of_sigpipe() -> ! {
     // Not reached: SIGPIPE's default action ends the process. Should it be blocked, exit with
     // the status a shell would show.
     std::process::exit(128 + libc::SIGPIPE)
+}
+
+/// `value` as YAML for `--format yaml` (one writer for every command, so YAML is always YAML).
+pub fn yaml<T: Serialize + ?Sized>(value: &T) -> miette::Result<String> {
+    serde_yaml::to_string(value)
+        .map_err(|e| miette::miette!("cannot write the output as YAML: {e}"))
 }

@@ -47,3 +47,16 @@ fn doctor_names_missing_assets_and_the_fix() {
     );
     std::fs::remove_dir_all(&empty).ok();
 }
+
+/// `--format yaml` is YAML (block style), not JSON that a YAML parser happens to accept, and it
+/// says what `--format json` says.
+#[test]
+fn doctor_yaml_is_yaml_with_the_json_content() {
+    let yaml = ardpipe(&["doctor", "--format", "yaml"]);
+    let json = ardpipe(&["doctor", "--format", "json"]);
+    let text = stdout(&yaml);
+    assert!(text.starts_with("ardpipe: "), "not block YAML:\n{text}");
+    let from_yaml: serde_json::Value = serde_yaml::from_str(&text).expect("YAML");
+    let from_json: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    assert_eq!(from_yaml, from_json);
+}

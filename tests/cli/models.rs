@@ -218,3 +218,33 @@ fn bench_models_trains_lora_and_compacts_ard_lora() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("--compacted applies to --method ard_lora only"));
 }
+
+/// `classify` and `embed` with `--format yaml` print YAML (they printed JSON), with the same
+/// content as `--format json`.
+#[test]
+fn classify_and_embed_yaml_is_yaml() {
+    for args in [&["classify", "--num-labels", "2"][..], &["embed"][..]] {
+        let with = |format: &str| {
+            let mut a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            a.extend([
+                "--model".into(),
+                asset("minilm"),
+                "--format".into(),
+                format.into(),
+            ]);
+            a.extend(["flu season is here".into(), "new study on sleep".into()]);
+            let a: Vec<&str> = a.iter().map(String::as_str).collect();
+            let out = ardpipe(&a);
+            assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+            stdout(&out)
+        };
+        let yaml = with("yaml");
+        assert!(
+            yaml.starts_with("- text: "),
+            "{args:?}: not block YAML:\n{yaml}"
+        );
+        let from_yaml: serde_json::Value = serde_yaml::from_str(&yaml).expect("YAML");
+        let from_json: serde_json::Value = serde_json::from_str(&with("json")).expect("JSON");
+        assert_eq!(from_yaml, from_json, "{args:?}");
+    }
+}

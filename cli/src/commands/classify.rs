@@ -116,10 +116,11 @@ pub fn run(a: ClassifyArgs) -> miette::Result<Code> {
         })
         .collect();
     match a.format {
-        Format::Json | Format::Yaml => println!(
+        Format::Json => println!(
             "{}",
             serde_json::to_string_pretty(&rows).expect("serialises")
         ),
+        Format::Yaml => print!("{}", crate::output::yaml(&rows)?),
         Format::Text => {
             for r in &rows {
                 let p = r

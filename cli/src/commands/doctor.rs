@@ -77,7 +77,7 @@ pub fn run(deep: bool, format: Format) -> miette::Result<Code> {
             "{}",
             serde_json::to_string_pretty(&report).expect("report serialises")
         ),
-        Format::Yaml => print!("{}", serde_yaml_like(&report)),
+        Format::Yaml => print!("{}", crate::output::yaml(&report)?),
         Format::Text => print_text(&report),
     }
     Ok(if report.problems.is_empty() {
@@ -85,11 +85,6 @@ pub fn run(deep: bool, format: Format) -> miette::Result<Code> {
     } else {
         Code::Environment
     })
-}
-
-fn serde_yaml_like(report: &Report) -> String {
-    // YAML is a superset of JSON; the CLI does not pull serde_yaml for one command.
-    serde_json::to_string_pretty(report).expect("report serialises") + "\n"
 }
 
 fn print_text(r: &Report) {

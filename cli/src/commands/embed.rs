@@ -33,7 +33,11 @@ pub fn run(a: EmbedArgs) -> miette::Result<Code> {
                     embedding: v,
                 })
                 .collect();
-            println!("{}", serde_json::to_string(&rows).expect("serialises"));
+            if matches!(a.format, Format::Yaml) {
+                print!("{}", crate::output::yaml(&rows)?);
+            } else {
+                println!("{}", serde_json::to_string(&rows).expect("serialises"));
+            }
         }
         Format::Text => {
             for (i, (t, v)) in texts.iter().zip(&e).enumerate() {

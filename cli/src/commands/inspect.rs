@@ -14,10 +14,11 @@ use crate::exit::Code;
 pub fn model(path: &Path, format: Format) -> miette::Result<Code> {
     let d = describe(path).map_err(|e| miette::miette!("{e}"))?;
     match format {
-        Format::Json | Format::Yaml => println!(
+        Format::Json => println!(
             "{}",
             serde_json::to_string_pretty(&d).expect("description serialises")
         ),
+        Format::Yaml => print!("{}", crate::output::yaml(&d)?),
         Format::Text => print!("{}", render(&d)),
     }
     Ok(Code::Success)
