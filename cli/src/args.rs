@@ -14,7 +14,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
                   total-variation term) and its baselines, from a pipeline file kept in Git.",
     after_help = "Exit codes: 0 success, 1 failure (bad input or a failed run), 2 bad command line, \
                   3 environment not ready (see `ardpipe doctor`), 130 / 143 a run stopped by \
-                  SIGINT / SIGTERM after writing a checkpoint (continue it with `run --resume`)."
+                  SIGINT / SIGTERM after writing a checkpoint (continue it with `run --resume`), \
+                  141 output closed early (SIGPIPE, e.g. `| head`)."
 )]
 pub struct Cli {
     #[command(flatten)]
