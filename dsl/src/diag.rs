@@ -32,6 +32,8 @@ pub enum Code {
     Unused,
     /// A plugin refused an option when the run opened it.
     PluginOption,
+    /// Part of the language the engine does not implement yet.
+    NotImplemented,
 }
 
 impl Code {
@@ -55,6 +57,7 @@ impl Code {
             Code::BadOverride => "bad_override",
             Code::Unused => "unused",
             Code::PluginOption => "plugin_option",
+            Code::NotImplemented => "not_implemented",
         }
     }
     pub fn full(self) -> String {

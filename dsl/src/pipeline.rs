@@ -366,11 +366,9 @@ pub struct Compaction {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
 pub enum MetaMode {
-    /// α steps together with A and B on every batch.
+    /// α steps together with A and B on every batch (the only mode the trainer implements:
+    /// the checker refuses `meta = alternating`).
     Joint,
-    /// α steps on held-out batches: every `every` steps, on the named split of the training
-    /// dataset.
-    Alternating { every: u32, split: SplitName },
 }
 
 /// R(α) = β·Σ c_u α_u + γ·TV(α), weighted by λ(t) in the objective.
@@ -543,7 +541,7 @@ pub enum Precision {
     F32,
     /// bf16 autocast, f32 master weights.
     Bf16,
-    /// f16 autocast with loss scaling.
+    /// f16 autocast with dynamic loss scaling (engine/adapters/src/optim/loss_scale.rs).
     F16,
 }
 

@@ -1,5 +1,5 @@
 //! `adapter NAME { ... }`: where adapters go and which method trains them, with every knob of
-//! DESIGN.md's definition and its default.
+//! each method and its default (the tables of docs/LANGUAGE.md, `adapter NAME`).
 
 use crate::ast::{Block, ExprKind};
 use crate::diag::{Code, Problem};
@@ -160,36 +160,33 @@ fn ard_lora(r: &mut Reader, cx: &mut Ctx) -> Option<ArdLora> {
         None => None,
     };
     let meta = match r.value("meta", cx) {
-        None => MetaMode::Joint,
+        None => Some(MetaMode::Joint),
         Some(v) => match &v.kind {
-            ExprKind::Symbol(s) if s == "joint" => MetaMode::Joint,
-            ExprKind::Symbol(s) if s == "alternating" => MetaMode::Alternating {
-                every: 1,
-                split: SplitName::Validation,
-            },
+            ExprKind::Symbol(s) if s == "joint" => Some(MetaMode::Joint),
+            ExprKind::Symbol(s) if s == "alternating" => {
+                alternating_not_implemented(v.span, cx);
+                None
+            }
             ExprKind::Call { name, args } if name.name == "alternating" => {
+                // Read the arguments all the same, so a mistake in them is reported with the rest.
                 let a = Args::new("alternating", v.span, args, &["every", "split"], cx)?;
-                let every = match a.get("every") {
-                    Some(e) => crate::reader::as_int(e, "every", 1, 1 << 20, cx)? as u32,
-                    None => 1,
-                };
-                let split = match a.get("split") {
-                    Some(e) => match as_symbol(e, "split", &["train", "validation"], cx)? {
-                        "train" => SplitName::Train,
-                        _ => SplitName::Validation,
-                    },
-                    None => SplitName::Validation,
-                };
-                MetaMode::Alternating { every, split }
+                if let Some(e) = a.get("every") {
+                    crate::reader::as_int(e, "every", 1, 1 << 20, cx);
+                }
+                if let Some(e) = a.get("split") {
+                    as_symbol(e, "split", &["train", "validation"], cx);
+                }
+                alternating_not_implemented(v.span, cx);
+                None
             }
             _ => {
                 wrong_type(
                     &v,
                     "meta",
-                    "`joint`, `alternating` or `alternating(every = N, split = validation)`",
+                    "`joint` (the only mode the trainer implements)",
                     cx,
                 );
-                return None;
+                None
             }
         },
     };
@@ -197,7 +194,7 @@ fn ard_lora(r: &mut Reader, cx: &mut Ctx) -> Option<ArdLora> {
         Some(b) => regularizer(b, cx),
         None => Some(default_regularizer()),
     };
-    let (alpha, regularizer) = (alpha?, regularizer?);
+    let (alpha, regularizer, meta) = (alpha?, regularizer?, meta?);
     Some(ArdLora {
         r0,
         alpha,
@@ -208,6 +205,20 @@ fn ard_lora(r: &mut Reader, cx: &mut Ctx) -> Option<ArdLora> {
         meta,
         regularizer,
     })
+}
+
+/// `meta = alternating(...)` (α stepping on held-out batches) is part of the language but not
+/// of the trainer yet: refuse it rather than train jointly while the pipeline says otherwise.
+fn alternating_not_implemented(span: crate::ast::Span, cx: &mut Ctx) {
+    cx.push(
+        Problem::error(
+            Code::NotImplemented,
+            span,
+            "`meta = alternating` is not implemented: the trainer steps α jointly with A and B",
+        )
+        .label("not implemented")
+        .help("only `meta = joint` is implemented today: remove `meta` (joint is the default) or write `meta = joint`"),
+    );
 }
 
 fn alpha(b: &Block, r0: u32, cx: &mut Ctx) -> Option<AlphaBounds> {

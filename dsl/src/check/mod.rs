@@ -307,6 +307,27 @@ pub fn check_run(items: &[Item], file: &Path, cx: &mut Ctx) -> Option<Pipeline> 
                     unresolved(cx, spans.dataset?, "dataset", &d, &dataset_names);
                     return None;
                 }
+                if let Some(t) = &train
+                    && t.dataset != d
+                {
+                    // The trainer evaluates a split of the dataset it trains on.
+                    cx.push(
+                        Problem::error(
+                            Code::NotImplemented,
+                            spans.dataset?,
+                            format!(
+                                "evaluating dataset `{d}` while training on `{}` is not implemented",
+                                t.dataset
+                            ),
+                        )
+                        .label("not the training dataset")
+                        .help(format!(
+                            "evaluate a split of `{}` (`split = validation`, `test` or `train`): write `dataset = {}` or leave `dataset` out",
+                            t.dataset, t.dataset
+                        )),
+                    );
+                    return None;
+                }
                 d
             }
             None => train.as_ref().map(|t| t.dataset.clone())?,

@@ -318,6 +318,7 @@ pub fn plan_with_data(
         path: pipeline.model.path.display().to_string(),
         message: e.to_string(),
     })?;
+    check_format(&desc, pipeline.model.format, &pipeline.model.path)?;
     check_head(&desc, &pipeline.model.head, &pipeline.model.path)?;
     let modules = model_modules(&desc, &pipeline.model.head);
     let mut warnings = Vec::new();
@@ -450,6 +451,35 @@ fn head_name(h: &p::Head) -> &'static str {
         p::Head::SequenceClassification { .. } => "sequence_classification",
         p::Head::Embedding { .. } => "embedding",
     }
+}
+
+/// `model.format` says what the path holds; the path decides what is read, so they must agree.
+fn check_format(
+    desc: &ModelDescription,
+    format: p::ModelFormat,
+    path: &Path,
+) -> Result<(), PlanError> {
+    let found = match desc.location {
+        ardpipe_models::ModelLocation::Gguf(_) => p::ModelFormat::Gguf,
+        ardpipe_models::ModelLocation::HfFolder(_) => p::ModelFormat::HfFolder,
+    };
+    if found == format {
+        return Ok(());
+    }
+    let name = |f: p::ModelFormat| match f {
+        p::ModelFormat::Gguf => "gguf",
+        p::ModelFormat::HfFolder => "hf_folder",
+    };
+    Err(PlanError::Invalid(format!(
+        "model.format = {} but {} is {}: remove `format` (the path decides) or set `format = {}`",
+        name(format),
+        path.display(),
+        match found {
+            p::ModelFormat::Gguf => "a GGUF file",
+            p::ModelFormat::HfFolder => "a Hugging Face folder",
+        },
+        name(found)
+    )))
 }
 
 fn check_head(desc: &ModelDescription, head: &p::Head, path: &Path) -> Result<(), PlanError> {

@@ -2,9 +2,11 @@
 //! compaction must slice them and checkpoints must hold them, so ardpipe keeps its own.
 
 mod adamw;
+mod loss_scale;
 mod sgd;
 
 pub use adamw::{AdamW, AdamWConfig};
+pub use loss_scale::LossScaler;
 pub use sgd::{Sgd, SgdConfig};
 
 use serde::{Deserialize, Serialize};

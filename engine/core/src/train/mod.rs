@@ -1,7 +1,8 @@
 //! The trainer: one pipeline run, from a checked pipeline to a run directory.
 //!
 //! Per optimiser step: `grad_accum` micro-batches of task loss (under autocast when asked),
-//! plus for ARD-LoRA λ(t)·(β(t)·ℓ1 + γ(t)·TV) and for AdaLoRA the orthogonality term; clipping;
+//! plus for ARD-LoRA λ(t)·(β(t)·ℓ1 + γ(t)·TV) and for AdaLoRA the orthogonality term; under
+//! `precision = f16` dynamic loss scaling (a step whose gradients overflow is skipped); clipping;
 //! the weight and α optimisers step with their scheduled learning rates; α is projected into
 //! its bounds; AdaLoRA's rank allocator and ARD-LoRA's compaction run at their cadence.
 //! Checkpoints hold every piece of state, so `--resume` continues exactly where the run was
@@ -11,6 +12,7 @@
 pub mod batches;
 mod console;
 mod export;
+mod loss_scale;
 mod metric_plugins;
 pub mod parallel;
 pub mod planning;
@@ -282,18 +284,19 @@ impl Trainer {
                 self.model.loss(&batch, true)?.0
             };
             if batch.share == 1.0 && world == 1.0 {
-                (&loss / accum as f64).backward();
+                self.scaled(&loss / accum as f64).backward();
                 task_sum += loss.detach();
             } else {
                 // Averaged over processes below: weight by this process's share of the batch.
-                (&loss * (batch.share * world / accum as f64)).backward();
+                self.scaled(&loss * (batch.share * world / accum as f64))
+                    .backward();
                 task_sum += loss.detach() * batch.share;
             }
         }
         let reg = self.regularisers(step)?;
         let reg_value = match reg {
             Some(r) => {
-                r.backward();
+                self.scaled(r.shallow_clone()).backward();
                 r.detach()
             }
             None => Tensor::zeros([], (Kind::Float, self.device)),
@@ -326,6 +329,10 @@ impl Trainer {
             if !v.is_finite() {
                 return Err(self.non_finite(step, term, v));
             }
+        }
+        if !self.unscale_gradients() {
+            // f16: a gradient overflowed at this loss scale; the scale is halved, nothing moves.
+            return Ok((task, reg, tokens));
         }
         if let Some(max) = self.pipeline.train.clip {
             let norm = self.main_opt.clip_grad_norm(max);

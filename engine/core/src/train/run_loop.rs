@@ -250,10 +250,12 @@ impl Trainer {
                 let tps = window_tokens as f64 / window_start.elapsed().as_secs_f64().max(1e-9);
                 window_tokens = 0;
                 window_start = Instant::now();
-                self.log_metrics(json!({
+                let mut record = json!({
                     "step": step, "split": "train", "loss": task, "regularizer": reg, "lr": lr,
                     "mean_effective_rank": rank, "tokens_per_second": tps,
-                }))?;
+                });
+                self.loss_scale_fields(&mut record);
+                self.log_metrics(record)?;
                 self.log_ranks(false)?;
                 progress.update(step, task, lr, rank, tps);
             } else {

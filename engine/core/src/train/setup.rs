@@ -405,6 +405,8 @@ fn build(
             }
             Start::Fresh => trainer.sync_parameters(None)?,
         }
+        // f16: the scaler (restored with the loop state when the checkpoint has one).
+        trainer.init_loss_scale();
         Ok(())
     })();
     if let Err(e) = resumed {

@@ -29,6 +29,9 @@ pub struct LoopState {
     /// Processes that trained together (data parallelism); 0 in checkpoints from before it.
     #[serde(default)]
     pub world_size: usize,
+    /// `precision = f16`: the dynamic loss scale and its counters (train/loss_scale.rs).
+    #[serde(default)]
+    pub loss_scale: Option<ardpipe_adapters::optim::LossScaler>,
 }
 
 impl LoopState {
