@@ -404,7 +404,11 @@ fn no_usable_checkpoint_is_refused_with_the_reasons_unless_restart() {
     // Refused again, not started over, the second time too (the folders are in rejected/ now).
     let o = resume(&run, &[]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("an earlier resume rejected"), "{}", text(&o));
+    assert!(
+        text(&o).contains("an earlier resume rejected"),
+        "{}",
+        text(&o)
+    );
     let o = resume(&run, &["--restart"]);
     assert!(o.status.success(), "{}", text(&o));
     same_export(&whole, &run, "lora");
@@ -466,4 +470,36 @@ fn a_run_failing_at_start_is_marked_failed_and_the_next_run_explains_the_choice(
     let o = resume(&run, &[]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(json(&run.join("manifest.json"))["status"], "completed");
+}
+
+/// Data parallel: SIGTERM to the `--nproc 2` launcher reaches both workers once; they stop
+/// after the same step with one checkpoint and the launcher exits 143. Rank 0 alone then
+/// chooses the checkpoint (moving a junk folder aside) and both ranks load that one: the
+/// resumed run ends with the uninterrupted two-process run's export.
+#[test]
+fn data_parallel_runs_stop_together_and_resume_from_the_checkpoint_rank_0_chose() {
+    let s = Scratch::new("parallel");
+    let marker = s.root.join("paused");
+    let (file, whole) = s.pipeline("lora", "whole", STEPS);
+    run_ok(&[file.to_str().unwrap(), "--nproc", "2"]);
+    let (file, run) = s.pipeline("lora", "stopped", STEPS);
+    let launcher = start_paused(&[file.to_str().unwrap(), "--nproc", "2"], "step@3", &marker);
+    signal(&launcher, libc::SIGTERM);
+    let o = launcher.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(143), "{}", text(&o));
+    assert_eq!(json(&run.join("manifest.json"))["status"], "interrupted");
+    assert_eq!(
+        std::fs::read_to_string(run.join("checkpoints/latest")).unwrap(),
+        "step-0000003\n"
+    );
+    std::fs::create_dir(run.join("checkpoints/step-9000000")).unwrap();
+    std::fs::write(run.join("checkpoints/step-9000000/state.json"), "{}").unwrap();
+    let o = ardpipe_cmd(&["--resume", run.to_str().unwrap(), "--nproc", "2"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(run.join("checkpoints/rejected/step-9000000").is_dir());
+    let m = json(&run.join("manifest.json"));
+    assert_eq!(m["resumptions"][0]["from_step"], 3, "{m}");
+    same_export(&whole, &run, "lora");
 }

@@ -102,6 +102,11 @@ fn stop_with_parent(cmd: &mut Command) {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // Its own process group: a terminal's Ctrl-C reaches the launcher alone, which
+            // passes it on once (the same signal twice would stop a worker without a checkpoint).
+            if libc::setpgid(0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             // The launcher may have died before the prctl took effect.
             if libc::getppid() as u32 != launcher {
                 libc::_exit(1);
@@ -136,13 +141,26 @@ fn worker_args(args: Vec<String>) -> Vec<String> {
 fn supervise(mut children: Vec<Child>) -> Code {
     let mut status: Vec<Option<ExitStatus>> = vec![None; children.len()];
     let mut failed_at: Option<(usize, Instant)> = None;
+    let mut forwarded = false;
     loop {
+        // SIGINT / SIGTERM to the launcher: every worker stops after the same step with a
+        // checkpoint (they agree on it), and exits 130 / 143 as the launcher then does.
+        if !forwarded && let Some(signal) = ardpipe_engine::rundir::stop_requested() {
+            forwarded = true;
+            for c in children.iter() {
+                // SAFETY: kill(2) on a child process of ours.
+                unsafe {
+                    libc::kill(c.id() as libc::pid_t, signal);
+                }
+            }
+        }
         for (rank, c) in children.iter_mut().enumerate() {
             if status[rank].is_none()
                 && let Ok(Some(s)) = c.try_wait()
             {
                 status[rank] = Some(s);
-                if !s.success() && failed_at.is_none() {
+                let stopped = forwarded && matches!(s.code(), Some(130 | 143));
+                if !s.success() && !stopped && failed_at.is_none() {
                     eprintln!("worker {rank} {}; the other workers stop too", describe(&s));
                     failed_at = Some((rank, Instant::now()));
                 }
@@ -169,6 +187,12 @@ fn supervise(mut children: Vec<Child>) -> Code {
         std::thread::sleep(Duration::from_millis(100));
     }
     match failed_at {
+        None if forwarded && status.iter().any(|s| s.is_some_and(|s| !s.success())) => {
+            match ardpipe_engine::rundir::stop_requested() {
+                Some(libc::SIGINT) => Code::Interrupted,
+                _ => Code::Terminated,
+            }
+        }
         None => Code::Success,
         Some((rank, _)) => match status[rank].and_then(|s| s.code()) {
             Some(0) | None => Code::Failure,
