@@ -127,6 +127,36 @@ fn the_plugin_guide_works_from_an_empty_folder() {
         .err()
         .unwrap();
     assert_eq!(e.key.as_deref(), Some("path"));
+    // The guide quotes this error word for word.
+    let e = tsv
+        .open_loader(br#"{"path": "/x.tsv", "skip_heder": true}"#, 0)
+        .err()
+        .unwrap();
+    let quoted = "plugin `tsv` refused option `skip_heder` in open: unknown option `skip_heder` \
+                  (did you mean `skip_header`?); it declares: path (path, required), skip_header \
+                  (boolean, default false)";
+    assert_eq!(e.to_string(), quoted);
+    assert!(
+        guide
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .contains(quoted),
+        "the guide no longer quotes: {quoted}"
+    );
+
+    // The C loader the guide compiles with `cc`.
+    let c = load(&work.join("libc_tsv_loader.so")).unwrap();
+    assert_eq!(
+        (c.info().name.as_str(), c.info().kind),
+        ("c-tsv", Kind::Loader)
+    );
+    let records: Vec<_> = c
+        .open_loader(br#"{"path": "/dev/null"}"#, 0)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(records.is_empty());
 
     let topk = load(&library(&release, "topk_metric")).unwrap();
     assert_eq!(topk.info().kind, Kind::Metric);
