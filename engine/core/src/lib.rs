@@ -14,11 +14,9 @@ pub mod train;
 
 // Run infrastructure: everything a run writes and reads back, independent of the trainer loop.
 pub mod checkpoint;
-pub mod export;
 pub mod manifest;
 pub mod metrics;
 pub mod peft_merge;
-pub mod progress;
 pub mod report;
 pub mod rng;
 pub mod rundir;
