@@ -185,7 +185,9 @@ pub struct ArdScalars {
 pub struct ArdLoaderVTable {
     pub struct_size: u32,
     pub _reserved: u32,
-    /// `options` is the pipeline block's options as a JSON object (UTF-8 bytes).
+    /// `options` is the pipeline block's options as a JSON object (UTF-8 bytes), already checked
+    /// by the host against the declared options (docs/PLUGINS.md, "Options as the plugin receives
+    /// them").
     pub open: Option<
         unsafe extern "C" fn(
             options: ArdStr,
@@ -194,7 +196,8 @@ pub struct ArdLoaderVTable {
             err: *mut ArdError,
         ) -> i32,
     >,
-    /// Fills `out` with at most `max_records` records; an empty batch ends the stream.
+    /// Fills `out` with at most `max_records` records (the host refuses more); an empty batch ends
+    /// the stream.
     pub next_batch: Option<
         unsafe extern "C" fn(
             handle: *mut c_void,
@@ -203,7 +206,8 @@ pub struct ArdLoaderVTable {
             err: *mut ArdError,
         ) -> i32,
     >,
-    /// Sets `*out_known` to 1 and `*out_len` to the total number of records when known.
+    /// Sets `*out_known` to 1 and `*out_len` to the total number of records when known. Optional:
+    /// `None` (NULL) means the plugin cannot tell.
     pub size_hint: Option<
         unsafe extern "C" fn(
             handle: *mut c_void,

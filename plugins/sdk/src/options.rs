@@ -1,8 +1,10 @@
 //! The options of a pipeline's plugin block, as the plugin reads them.
 //!
-//! The host passes them as JSON bytes; the SDK parses them and checks them against the plugin's
-//! declared [`OptionSpec`]s (unknown keys, missing required keys) before `open`/`create` runs, so
-//! the plugin's own code only reads values. Every error names the key.
+//! The host passes them as JSON bytes, already checked against the plugin's declared
+//! [`OptionSpec`]s (unknown keys, missing required keys, kinds; defaults filled in). The SDK parses
+//! them and checks the keys again before `open`/`create` runs — so a plugin's own tests, which call
+//! `open` directly, get the same errors — and the plugin's own code only reads values. Every error
+//! names the key.
 
 use serde_json::{Map, Value};
 
