@@ -442,6 +442,37 @@ fn changed_data_refuses_the_resume_with_the_difference() {
     assert!(o.status.success(), "{}", text(&o));
 }
 
+/// A plugin library whose bytes changed since the run started refuses the resume too, naming
+/// the plugin; the original library lets it continue.
+#[test]
+fn a_changed_plugin_library_refuses_the_resume() {
+    let s = Scratch::new("plugin");
+    let marker = s.root.join("paused");
+    let lib = s.root.join("libmcc_copy.so");
+    std::fs::copy(crate::plugin::plugin("mcc-metric"), &lib).unwrap();
+    let (file, run) = s.pipeline("lora", "run", STEPS);
+    let text_with_plugin = std::fs::read_to_string(&file).unwrap().replace(
+        "metrics = [loss, accuracy]",
+        "metrics = [loss, accuracy, plugin(mcc)]",
+    ) + &format!("plugin mcc {{\n library = {lib:?}\n abi = 1\n}}\n");
+    std::fs::write(&file, text_with_plugin).unwrap();
+    kill9(start_paused(&[file.to_str().unwrap()], "step@3", &marker));
+    let original = std::fs::read(&lib).unwrap();
+    let mut changed = original.clone();
+    changed.extend_from_slice(b"\0rebuilt");
+    std::fs::write(&lib, &changed).unwrap();
+    let o = resume(&run, &[]);
+    let err = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("plugins[mcc] content") && err.contains("sha256 differs"),
+        "{err}"
+    );
+    std::fs::write(&lib, &original).unwrap();
+    let o = resume(&run, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
 /// A run that fails at start (here: its model's weights are damaged) is marked `failed`;
 /// running the pipeline again into the same folder says what to do instead of only "not
 /// empty"; once fixed, `--resume` runs it from step 0.
