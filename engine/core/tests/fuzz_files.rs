@@ -534,10 +534,11 @@ fn peft_adapters_never_panic() {
             let i = rng.below(kinds.len() as u64) as usize;
             let (mut c, mut w) = bases[i].clone();
             let mut m = vec![kinds[i].to_string()];
-            if rng.below(3) == 0 {
-                m.extend(mutate(rng, &mut c, Kind::Json));
-            } else {
-                m.extend(mutate(rng, &mut w, Kind::Safetensors));
+            match rng.below(4) {
+                0 => m.extend(mutate(rng, &mut c, Kind::Json)),
+                1 => m.push(mutate_config(rng, &mut c)),
+                2 => m.push(mutate_tensors(rng, &mut w, &case)),
+                _ => m.extend(mutate(rng, &mut w, Kind::Safetensors)),
             }
             std::fs::write(case.join("adapter_config.json"), &c).unwrap();
             std::fs::write(case.join("adapter_model.safetensors"), &w).unwrap();
@@ -547,8 +548,99 @@ fn peft_adapters_never_panic() {
             if let Some(folder) = note(AdapterFolder::read(&case)) {
                 let _ = folder.classifier_rows();
                 let mut lm = load_causal_lm(&gguf, &LoadOptions::default()).unwrap();
-                note(folder.merge_into(lm.model.linears_mut(), &[]));
+                if note(folder.merge_into(lm.model.linears_mut(), &[])).is_some() {
+                    // A merge that succeeds leaves finite weights (r = 0 once gave NaN outputs).
+                    for (name, t) in lm.model.base_parameters() {
+                        let finite = t.isfinite().all().int64_value(&[]) != 0;
+                        assert!(finite, "merge succeeded but `{name}` holds NaN/inf");
+                    }
+                }
             }
         },
     );
+}
+
+/// Set one field of adapter_config.json that decides the merge to an edge value.
+fn mutate_config(rng: &mut Rng, bytes: &mut Vec<u8>) -> String {
+    let Ok(mut cfg) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return "skip".into();
+    };
+    let values = [
+        serde_json::json!(0),
+        serde_json::json!(-1),
+        serde_json::json!(1),
+        serde_json::json!(1e308),
+        serde_json::json!(u64::MAX),
+        serde_json::json!(true),
+        serde_json::json!("x"),
+        serde_json::json!(null),
+        serde_json::json!([true, false]),
+        serde_json::json!([]),
+        serde_json::json!({"q_proj": 0}),
+        serde_json::json!({"model.layers.0.self_attn.q_proj.lora_E": [false]}),
+    ];
+    let keys = [
+        "r",
+        "lora_alpha",
+        "init_r",
+        "use_dora",
+        "use_rslora",
+        "rank_pattern",
+        "alpha_pattern",
+        "peft_type",
+        "modules_to_save",
+        "fan_in_fan_out",
+    ];
+    let key = keys[rng.below(keys.len() as u64) as usize];
+    let v = values[rng.below(values.len() as u64) as usize].clone();
+    let what = format!("config {key} := {v}");
+    cfg[key] = v;
+    *bytes = serde_json::to_vec(&cfg).unwrap();
+    what
+}
+
+/// Rewrite the adapter's weights through the real writer with one tensor changed: another
+/// rank or shape (0-D included), dropped, renamed, or holding NaN / infinity / huge values.
+fn mutate_tensors(rng: &mut Rng, bytes: &mut Vec<u8>, scratch: &Path) -> String {
+    let file = scratch.join("base.safetensors");
+    std::fs::write(&file, &*bytes).unwrap();
+    let mut tensors = ardpipe_engine::checkpoint::read_safetensors(&file).unwrap();
+    let i = rng.below(tensors.len() as u64) as usize;
+    let name = tensors[i].0.clone();
+    let dims = [0i64, 1, 2, 3, 4, 32, 64];
+    let what = match rng.below(5) {
+        0 => {
+            let rank = rng.below(4) as usize;
+            let shape: Vec<i64> = (0..rank)
+                .map(|_| dims[rng.below(dims.len() as u64) as usize])
+                .collect();
+            tensors[i].1 = Tensor::ones(&shape, tch::kind::FLOAT_CPU);
+            format!("`{name}` reshaped to {shape:?}")
+        }
+        1 => {
+            drop(tensors.remove(i));
+            format!("`{name}` dropped")
+        }
+        2 => {
+            let suffixes = [".lora_magnitude_vector", ".lora_E", ".x", ""];
+            let new = format!("{name}{}", suffixes[rng.below(4) as usize]);
+            tensors[i].0 = new.clone();
+            format!("`{name}` renamed `{new}`")
+        }
+        3 => {
+            let v = [f32::NAN, f32::INFINITY, 1e30, -1e30, 0.0][rng.below(5) as usize];
+            tensors[i].1 = tensors[i].1.full_like(v as f64);
+            format!("`{name}` filled with {v}")
+        }
+        _ => {
+            tensors[i].1 = tensors[i].1.to_kind(tch::Kind::Int64);
+            format!("`{name}` as int64")
+        }
+    };
+    let named: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    if write_safetensors(&file, &named, None).is_err() {
+        return "skip (duplicate name)".into();
+    }
+    *bytes = std::fs::read(&file).unwrap();
+    what
 }
