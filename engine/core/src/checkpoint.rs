@@ -360,6 +360,9 @@ impl Checkpoints {
                 }
             }) {
                 Ok(c) => {
+                    if move_rejected {
+                        self.point_latest_at(Some(step))?;
+                    }
                     return Ok(Choice {
                         checkpoint: Some(c),
                         rejected,
@@ -384,10 +387,33 @@ impl Checkpoints {
                 }
             }
         }
+        if move_rejected {
+            self.point_latest_at(None)?;
+        }
         Ok(Choice {
             checkpoint: None,
             rejected,
         })
+    }
+
+    /// `latest` names `step`'s checkpoint (or is removed when there is none), so it never names
+    /// a folder that was moved aside.
+    fn point_latest_at(&self, step: Option<u64>) -> Result<()> {
+        let latest = self.dir.join(LATEST);
+        match step {
+            Some(step) => {
+                let name = format!("{}\n", step_dir_name(step));
+                if fs::read_to_string(&latest).ok().as_deref() != Some(name.as_str()) {
+                    write_atomic(&latest, name.as_bytes())?;
+                }
+            }
+            None => match fs::remove_file(&latest) {
+                Ok(()) => fsync_dir(&self.dir)?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("cannot remove", &latest)(e).into()),
+            },
+        }
+        Ok(())
     }
 }
 
@@ -894,12 +920,23 @@ mod tests {
         );
         assert!(!copy.exists());
         assert!(dir.path().join(REJECTED).join("step-0000008").is_dir());
+        // `latest` names the chosen checkpoint, not the folder moved aside.
+        fs::write(dir.path().join(LATEST), "step-0000008\n").unwrap();
+        c.choose(true).unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.path().join(LATEST)).unwrap(),
+            "step-0000003\n"
+        );
         // Nothing usable: no checkpoint, every reason.
         fs::write(dir.path().join("step-0000003").join(TENSORS_FILE), b"x").unwrap();
         let choice = c.choose(true).unwrap();
         assert!(choice.checkpoint.is_none());
         assert!(choice.rejected[0].why.contains("truncated write"));
         assert!(dir.path().join(REJECTED).join("step-0000003").is_dir());
+        assert!(
+            !dir.path().join(LATEST).exists(),
+            "latest names nothing that exists"
+        );
     }
 
     #[test]
