@@ -208,3 +208,23 @@ fn a_closed_stderr_ends_the_process_quietly() {
     assert_ended_by_sigpipe(&out);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A range bound at the edge of i64 (`0..-9223372036854775808`) is an empty range, not an
+/// overflow while working out its last index.
+#[test]
+fn a_range_at_the_edge_of_the_integers_is_an_error() {
+    let dir = scratch("range");
+    let file = dir.join("range.ard");
+    std::fs::write(
+        &file,
+        "adapter a {\n    method = ard_lora\n    modules = [query]\n    layers = 0..-9223372036854775808\n}\n",
+    )
+    .unwrap();
+    let out = ardpipe(&["check", file.to_str().unwrap()]);
+    assert_no_crash(&out);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("`layers`: this range is empty"), "{err}");
+    assert!(err.contains("range.ard:4:14"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

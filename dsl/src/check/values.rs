@@ -509,7 +509,7 @@ pub fn indices(v: &Expr, key: &str, cx: &mut Ctx) -> Option<Indices> {
                 start,
                 end,
                 inclusive,
-            } => (*start, if *inclusive { *end } else { end - 1 }),
+            } => (*start, if *inclusive { *end } else { end.saturating_sub(1) }),
             _ => {
                 wrong_type(
                     e,
