@@ -613,8 +613,8 @@ pub struct Output {
 pub enum Export {
     /// A Hugging Face PEFT LoRA adapter (ARD folds into per-module `rank_pattern`).
     Peft,
-    /// `merged.safetensors`: every adapted linear with its adapter folded in, and the trained
-    /// head; not the base model's other tensors.
+    /// `merged.safetensors`: every linear layer with its adapter folded in, and the trained
+    /// head; not the embeddings and norms.
     Merged,
 }
 

@@ -427,7 +427,12 @@ fn every_static_entry_points_at_a_real_read() {
                     failures.push(format!("{key}: a scalar cannot hold other keys: {s}"));
                 }
             }
-            Plan(_) | Refused(..) | Label(_) => {}
+            Label(why) => {
+                if why.split_whitespace().count() < 3 {
+                    failures.push(format!("{key}: say why it is not a setting, not {why:?}"));
+                }
+            }
+            Plan(_) | Refused(..) => {}
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");

@@ -1,6 +1,7 @@
 //! `precision = f16` on the real trainer (libtorch's CPU autocast to f16 on MiniLM): dynamic loss
 //! scaling logs its scale and skipped steps, keeps its state in checkpoints, and a run killed
-//! after a checkpoint resumes to the same adapter, byte for byte.
+//! after a checkpoint resumes to the same adapter, byte for byte. The same run checks what
+//! `export = [merged]` writes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -23,6 +24,7 @@ fn f16_quickstart(out: &Path) -> Command {
         "dataset.tweets.split.validation=0.2%",
         "dataset.tweets.preprocess.max_length=32",
         "evaluate.batch_size=32",
+        "output.export=[peft, merged]",
     ] {
         cmd.args(["--set", s]);
     }
@@ -71,6 +73,26 @@ fn f16_scales_the_loss_logs_it_checkpoints_it_and_resumes_exactly() {
     let state = std::fs::read_to_string(run.join("checkpoints/step-0000002/state.json")).unwrap();
     assert!(state.contains("\"loss_scale\""), "{state}");
     let adapter = std::fs::read(run.join("adapter/adapter_model.safetensors")).unwrap();
+    // `export = [merged]` is what docs/LANGUAGE.md says: every linear layer (adapters folded in)
+    // and the head; not the embeddings or the norms.
+    assert!(
+        text(&out).contains("(linear layers and head only, not a complete model)"),
+        "{}",
+        text(&out)
+    );
+    let merged = std::fs::read(run.join("merged.safetensors")).unwrap();
+    let merged = safetensors::SafeTensors::deserialize(&merged).unwrap();
+    let mut names: Vec<String> = merged.names().into_iter().map(String::from).collect();
+    names.sort();
+    // 6 layers × 6 linears (q, k, v, attention output, intermediate, output), weight and bias;
+    // the pooler and the classifier.
+    assert_eq!(names.len(), 6 * 6 * 2 + 4, "{names:?}");
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.contains("embeddings") || n.contains("LayerNorm")),
+        "{names:?}"
+    );
 
     // Killed once the step-2 checkpoint is there, then resumed: the same adapter.
     let split = fresh_dir("split");

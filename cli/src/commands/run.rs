@@ -272,7 +272,7 @@ fn print_summary(p: &Pipeline, s: &RunSummary) {
         .contains(&ardpipe_dsl::pipeline::Export::Merged)
     {
         println!(
-            "merged     {} (adapted linears and head only, not a complete model)",
+            "merged     {} (linear layers and head only, not a complete model)",
             s.run_dir.join("merged.safetensors").display()
         );
     }

@@ -1,5 +1,5 @@
 //! The end products of a run: a Hugging Face PEFT adapter (ARD-LoRA folded into per-module
-//! ranks), merged full weights, and the run report. Each is written whole or not at all: the
+//! ranks), merged linear weights, and the run report. Each is written whole or not at all: the
 //! folders through [`rundir::write_dir_atomic`] (`adapter.partial/`, fsynced, renamed), the
 //! merged file through the atomic file writer, so a kill mid-export leaves the previous export
 //! (or none) and `--resume` writes it again.
@@ -144,7 +144,8 @@ impl Trainer {
         Ok(())
     }
 
-    /// The base weights with every adapter folded in, as one safetensors file.
+    /// Every linear layer (its adapter folded in) and the head, as one safetensors file; not
+    /// the embeddings and norms, which stay the base model's.
     fn export_merged(&mut self) -> Result<(), TrainError> {
         let mut tensors: Vec<(String, Tensor)> = Vec::new();
         for lin in self.model.linears() {
@@ -177,7 +178,7 @@ impl Trainer {
         crate::checkpoint::write_safetensors(&path, &refs, None)
             .map_err(|e| TrainError::Other(format!("cannot write {}: {e}", path.display())))?;
         tracing::info!(
-            "merged adapted linears and head written to {} (other base tensors are unchanged)",
+            "linear layers (adapters folded in) and head written to {} (embeddings and norms are the base model's)",
             path.display()
         );
         Ok(())
