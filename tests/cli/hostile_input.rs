@@ -228,3 +228,32 @@ fn a_range_at_the_edge_of_the_integers_is_an_error() {
     assert!(err.contains("range.ard:4:14"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `layers` listing the widest range 50,000 times: 5·10^9 indices if each were expanded before
+/// de-duplication (20 GB); merged, it is one range.
+#[test]
+fn a_range_repeated_many_times_costs_what_one_does() {
+    let dir = scratch("ranges");
+    let file = dir.join("ranges.ard");
+    let ranges = vec!["0..=100000"; 50_000].join(", ");
+    let text = format!(
+        "adapter a {{\n    method = ard_lora\n    modules = [query]\n    layers = [{ranges}]\n    heads = [-1]\n}}\n"
+    );
+    std::fs::write(&file, text).unwrap();
+    let started = std::time::Instant::now();
+    let out = ardpipe(&["check", file.to_str().unwrap()]);
+    assert_no_crash(&out);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    // The file's other mistakes are still reported: the check ran to the end.
+    assert!(
+        err.contains("`heads` indices run from 0 to 100000"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed().as_secs() < 20,
+        "took {:?}",
+        started.elapsed()
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -499,7 +499,7 @@ pub fn indices(v: &Expr, key: &str, cx: &mut Ctx) -> Option<Indices> {
         ExprKind::List(l) => l.iter().collect(),
         _ => vec![v],
     };
-    let mut out = Vec::new();
+    let mut spans: Vec<(u32, u32)> = Vec::new();
     for e in items {
         let (a, b) = match &e.kind {
             ExprKind::Number { value, .. } if value.fract() == 0.0 => {
@@ -509,7 +509,14 @@ pub fn indices(v: &Expr, key: &str, cx: &mut Ctx) -> Option<Indices> {
                 start,
                 end,
                 inclusive,
-            } => (*start, if *inclusive { *end } else { end.saturating_sub(1) }),
+            } => (
+                *start,
+                if *inclusive {
+                    *end
+                } else {
+                    end.saturating_sub(1)
+                },
+            ),
             _ => {
                 wrong_type(
                     e,
@@ -544,10 +551,20 @@ pub fn indices(v: &Expr, key: &str, cx: &mut Ctx) -> Option<Indices> {
             );
             return None;
         }
-        out.extend(a as u32..=b as u32);
+        spans.push((a as u32, b as u32));
     }
-    out.sort_unstable();
-    out.dedup();
+    // Merge the spans before expanding them: a list repeating `0..=100000` many times must cost
+    // what one does, not one index per repetition.
+    spans.sort_unstable();
+    let mut out: Vec<u32> = Vec::new();
+    let mut next = 0u32; // the first index not yet in `out`
+    for (a, b) in spans {
+        let from = a.max(next);
+        if from <= b {
+            out.extend(from..=b);
+            next = b + 1;
+        }
+    }
     Some(Indices::Only(out))
 }
 
