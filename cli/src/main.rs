@@ -8,7 +8,7 @@ mod output;
 use clap::Parser;
 
 fn main() {
-    output::quiet_broken_pipes();
+    output::end_cleanly_on_unwritable_output();
     let cli = args::Cli::parse();
     output::init(&cli.global);
     let code = match commands::dispatch(cli.command, &cli.global) {

@@ -52,34 +52,46 @@ pub fn init(global: &Global) {
     }));
 }
 
-/// A reader that stops early (`ardpipe schema | head`, `2>&1 | head`) ends the process the way it
-/// ends any Unix tool: killed by SIGPIPE, quietly (a shell shows status 141).
+/// Output that cannot be written ends the process cleanly instead of with a panic (exit 101):
+///
+/// - a reader that stops early (`ardpipe schema | head`, `2>&1 | head`) ends it the way it ends
+///   any Unix tool: killed by SIGPIPE, quietly (a shell shows status 141);
+/// - any other failed write to stdout or stderr (a full disk, `> /dev/full`) is exit 1 with the
+///   reason on stderr (when stderr is still writable).
 ///
 /// Rust ignores SIGPIPE, so a write to a closed pipe fails with EPIPE and `println!`/`eprintln!`
 /// panic on it ("failed printing to stdout"). SIGPIPE is not simply restored for the whole process
 /// because the data-parallel transports (Gloo, the TCP store) write to sockets and rely on getting
 /// an error, not a signal, when a peer is gone. Instead the panic hook recognises exactly that
-/// panic and turns it into the signal.
-pub fn quiet_broken_pipes() {
+/// panic, which std raises only from its print macros.
+pub fn end_cleanly_on_unwritable_output() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if is_print_to_closed_pipe(info.payload()) {
-            die_of_sigpipe();
+        if let Some(failure) = failed_print(info.payload()) {
+            let epipe = std::io::Error::from_raw_os_error(libc::EPIPE).to_string();
+            if failure.ends_with(&epipe) {
+                die_of_sigpipe();
+            }
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: cannot write the output ({failure}): check the disk or file it goes to"
+            );
+            std::process::exit(crate::exit::Code::Failure as i32);
         }
         default(info);
     }));
 }
 
-/// std's message for a print that failed on a closed pipe: "failed printing to stdout: Broken
-/// pipe (os error 32)".
-fn is_print_to_closed_pipe(payload: &(dyn std::any::Any + Send)) -> bool {
-    let msg = payload
+/// The reason of std's panic for a print that failed ("failed printing to stdout: Broken pipe (os
+/// error 32)" → "stdout: Broken pipe (os error 32)"), or `None` for any other panic.
+fn failed_print(payload: &(dyn std::any::Any + Send)) -> Option<&str> {
+    payload
         .downcast_ref::<String>()
         .map(String::as_str)
-        .or_else(|| payload.downcast_ref::<&str>().copied())
-        .unwrap_or("");
-    let epipe = std::io::Error::from_raw_os_error(libc::EPIPE).to_string();
-    msg.starts_with("failed printing to std") && msg.ends_with(&epipe)
+        .or_else(|| payload.downcast_ref::<&str>().copied())?
+        .strip_prefix("failed printing to ")
+        .filter(|rest| rest.starts_with("std"))
 }
 
 fn die_of_sigpipe() -> ! {

@@ -257,3 +257,25 @@ fn a_range_repeated_many_times_costs_what_one_does() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A write that fails for another reason (a full disk) is exit 1 with the reason, not a panic.
+#[test]
+fn a_failed_write_to_stdout_is_exit_1_with_the_reason() {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full (Linux) stands in for a full disk");
+    let out = Command::new(env!("CARGO_BIN_EXE_ardpipe"))
+        .arg("schema")
+        .stdout(Stdio::from(full))
+        .stderr(Stdio::piped())
+        .output()
+        .expect("ardpipe runs");
+    assert_no_crash(&out);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("error: cannot write the output (stdout: No space left on device"),
+        "{err}"
+    );
+}
