@@ -515,3 +515,31 @@ fn config_dimensions_beyond_any_model_name_their_key() {
     let e = err_text(describe(&file).err().unwrap());
     assert!(e.contains("llama.block_count = 1099511627776"), "{e}");
 }
+
+/// An index may only name shards beside it: a path elsewhere is refused before it is opened.
+#[test]
+fn an_index_naming_a_file_outside_its_folder_is_refused() {
+    let w = llama_weights();
+    let outside = hf_llama("index-outside-target", &w);
+    let dir = tmp("index-outside");
+    llama_config_json(&dir, D);
+    for shard in [
+        outside.join("model.safetensors").display().to_string(),
+        format!(
+            "../{}/model.safetensors",
+            outside.file_name().unwrap().to_string_lossy()
+        ),
+    ] {
+        let map: serde_json::Map<String, serde_json::Value> = w
+            .iter()
+            .map(|(n, _)| (n.clone(), shard.clone().into()))
+            .collect();
+        let index = serde_json::json!({"metadata": {}, "weight_map": map});
+        std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+        let e = err_text(load_causal_lm(&dir, &LoadOptions::default()).err().unwrap());
+        assert!(
+            e.contains(&format!("shard `{shard}`")) && e.contains("not a file name in this folder"),
+            "{e}"
+        );
+    }
+}

@@ -141,8 +141,15 @@ impl LlamaConfig {
         if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
             return Err(format!("head_dim {} must be even for RoPE", self.head_dim));
         }
-        if self.hidden_size == 0 || self.num_hidden_layers == 0 || self.vocab_size == 0 {
-            return Err("hidden size, layer count and vocabulary must be positive".into());
+        if self.hidden_size == 0
+            || self.num_hidden_layers == 0
+            || self.vocab_size == 0
+            || self.intermediate_size == 0
+        {
+            return Err(
+                "hidden_size, num_hidden_layers, vocab_size and intermediate_size must be positive"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -259,9 +266,15 @@ impl BertConfig {
                 self.hidden_size, self.num_attention_heads
             ));
         }
-        if self.num_hidden_layers == 0 || self.vocab_size == 0 || self.max_position_embeddings == 0
+        if self.num_hidden_layers == 0
+            || self.vocab_size == 0
+            || self.max_position_embeddings == 0
+            || self.intermediate_size == 0
+            || self.type_vocab_size == 0
         {
-            return Err("layer count, vocabulary and positions must be positive".into());
+            return Err("num_hidden_layers, vocab_size, max_position_embeddings, \
+                 intermediate_size and type_vocab_size must be positive"
+                .into());
         }
         Ok(())
     }

@@ -114,6 +114,18 @@ impl SafetensorsSource {
         files.sort();
         files.dedup();
         for f in files {
+            // Shards sit beside the index: a name with a directory part (`../x`, `/etc/x`)
+            // could make the loader read any file on the machine.
+            let plain = Path::new(f).file_name().is_some_and(|n| n == f.as_str());
+            if !plain || f == ".." {
+                return Err(ModelError::format(
+                    index,
+                    format!(
+                        "the index lists shard `{f}`, which is not a file name in this folder: \
+                         shards must sit beside the index"
+                    ),
+                ));
+            }
             let expected: Vec<&str> = idx
                 .weight_map
                 .iter()
