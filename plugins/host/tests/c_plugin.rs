@@ -248,3 +248,29 @@ fn lengths_a_plugin_cannot_back_are_refused_naming_it() {
         assert!(e.to_string().contains(expected), "{lie}: {e}");
     }
 }
+
+#[test]
+fn a_metric_claiming_more_results_than_it_has_is_refused_naming_it() {
+    let path = build("plugins/testdata/c-plugin/lying_metric.c", "c_lying_metric");
+    let p = load(&path).unwrap();
+    let finish = |lie: &str| {
+        let options = serde_json::json!({ "lie": lie }).to_string();
+        p.create_metric(options.as_bytes()).unwrap().finish()
+    };
+    assert_eq!(finish("none").unwrap(), vec![("score".to_string(), 1.0)]);
+    for (lie, expected) in [
+        (
+            "len",
+            "plugin `c-lying-metric` returned invalid data from finish: it claims 1099511627776 \
+             results, more than the 1048576 a metric may report",
+        ),
+        (
+            "name_len",
+            "plugin `c-lying-metric` returned invalid data from finish: result 0's name claims \
+             1099511627776 bytes",
+        ),
+    ] {
+        let e = finish(lie).unwrap_err();
+        assert!(e.to_string().contains(expected), "{lie}: {e}");
+    }
+}
