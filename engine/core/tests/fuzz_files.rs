@@ -446,7 +446,13 @@ fn open_counting(open: &impl Fn()) -> bool {
 
 fn open_model(path: &Path) {
     note(describe(path));
-    note(load_causal_lm(path, &LoadOptions::default()));
+    if let Some(lm) = note(load_causal_lm(path, &LoadOptions::default())) {
+        // A load that succeeds gives finite weights: a NaN would make every answer NaN.
+        for (name, t) in lm.model.base_parameters() {
+            let finite = t.isfinite().all().int64_value(&[]) != 0;
+            assert!(finite, "load succeeded but `{name}` holds NaN/inf");
+        }
+    }
     // GGUF files carry their tokenizer (the folders here have no tokenizer.json).
     if let Some(loc @ ModelLocation::Gguf(_)) = note(ModelLocation::detect(path)) {
         note(load_tokenizer(&loc));

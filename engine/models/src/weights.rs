@@ -106,10 +106,19 @@ impl<'a> WeightLoader<'a> {
             Some(_) => {
                 self.taken.insert(name.to_string());
                 self.report.applied += 1;
-                let t = self.src.read(name)?;
-                Ok(t.to_kind(kind)
-                    .to_device(self.device)
-                    .set_requires_grad(false))
+                let t = self.src.read(name)?.to_kind(kind);
+                // A NaN or an infinity in a weight (a damaged file, a corrupt quantisation scale)
+                // would load fine and make every output NaN: refuse it here, naming the tensor.
+                if t.is_floating_point() && t.isfinite().all().int64_value(&[]) == 0 {
+                    return Err(ModelError::format(
+                        self.src.describe(),
+                        format!(
+                            "tensor `{name}` holds NaN or infinite values (in {kind:?}): the file \
+                             is damaged; re-fetch it"
+                        ),
+                    ));
+                }
+                Ok(t.to_device(self.device).set_requires_grad(false))
             }
         }
     }

@@ -543,3 +543,24 @@ fn an_index_naming_a_file_outside_its_folder_is_refused() {
         );
     }
 }
+
+/// A NaN in a weight (a damaged file or quantisation scale) is refused at load, naming the
+/// tensor: it would otherwise make every output NaN.
+#[test]
+fn a_weight_holding_nan_is_refused() {
+    let mut w = llama_weights();
+    for (n, t) in w.iter_mut() {
+        if n == "model.layers.1.mlp.down_proj.weight" {
+            *t = t.index_fill(1, &Tensor::from_slice(&[3i64]), f64::NAN);
+        }
+    }
+    let e = err_text(
+        load_causal_lm(&hf_llama("nan", &w), &LoadOptions::default())
+            .err()
+            .unwrap(),
+    );
+    assert!(
+        e.contains("`model.layers.1.mlp.down_proj.weight` holds NaN or infinite values"),
+        "{e}"
+    );
+}
