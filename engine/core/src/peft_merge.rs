@@ -334,7 +334,8 @@ impl AdapterFolder {
         };
         let c = &self.config;
         let adalora = c.peft_type == "ADALORA";
-        if c.r == 0 {
+        // AdaLoRA ignores `r` (its modules start at init_r, checked next), as PEFT does.
+        if c.r == 0 && !adalora {
             return Err(err(format!(
                 "{CONFIG_FILE}: r = 0, but a LoRA rank is at least 1 (the scale lora_alpha / r \
                  would be infinite): the file is damaged or was edited"
