@@ -19,6 +19,14 @@ pub const MAX_VALUE_SIZE: usize = 1 << 20;
 /// large value cannot add up to the same blow-up.
 pub const MAX_TOTAL_EXPANSION: usize = 16 << 20;
 
+/// The longest chain of variables defined through one another (`let b = a`, `let c = b`, …):
+/// resolving one is a recursion, and a chain of 200,000 overflowed the stack.
+pub const MAX_VARIABLE_DEPTH: usize = 100;
+
+/// How deep lists and calls may nest once variables are substituted (`let b = [a]`, `let c = [b]`
+/// nests one deeper each time, past what the text's own bracket limit allows).
+pub const MAX_VALUE_DEPTH: usize = 64;
+
 #[derive(Debug, Default)]
 pub struct Scope {
     lets: HashMap<String, Let>,
@@ -152,6 +160,10 @@ impl Scope {
                     too_large(e.span, "this list", sink);
                     return None;
                 }
+                if out.iter().map(depth).max().unwrap_or(0) >= MAX_VALUE_DEPTH {
+                    too_deep(e.span, sink);
+                    return None;
+                }
                 ExprKind::List(out)
             }
             ExprKind::Call { name, args } => {
@@ -176,6 +188,10 @@ impl Scope {
                     > MAX_VALUE_SIZE
                 {
                     too_large(e.span, "this call", sink);
+                    return None;
+                }
+                if out.iter().map(|a| depth(&a.value)).max().unwrap_or(0) >= MAX_VALUE_DEPTH {
+                    too_deep(e.span, sink);
                     return None;
                 }
                 ExprKind::Call {
@@ -226,6 +242,23 @@ impl Scope {
                 .label("cycle closes here")
                 .help("give one of these variables a plain value"),
             );
+            return None;
+        }
+        if self.active.len() >= MAX_VARIABLE_DEPTH {
+            sink.push(
+                Problem::error(
+                    Code::TooDeep,
+                    at,
+                    format!(
+                        "variables are defined through more than {MAX_VARIABLE_DEPTH} others \
+                         ({} → … → {name})",
+                        self.active[0]
+                    ),
+                )
+                .label("too deep")
+                .help("give some of these variables a plain value"),
+            );
+            self.failed.insert(name.to_string());
             return None;
         }
         let def = self.lets.get(name)?.value.clone();
@@ -336,6 +369,27 @@ fn size(e: &Expr) -> usize {
     }
 }
 
+/// How deep lists and calls nest in a value (0 for a plain value).
+fn depth(e: &Expr) -> usize {
+    match &e.kind {
+        ExprKind::List(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        ExprKind::Call { args, .. } => 1 + args.iter().map(|a| depth(&a.value)).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn too_deep(at: Span, sink: &mut Sink) {
+    sink.push(
+        Problem::error(
+            Code::TooDeep,
+            at,
+            format!("this value nests more than {MAX_VALUE_DEPTH} lists or calls deep once its variables are substituted"),
+        )
+        .label("too deep")
+        .help("a pipeline is a configuration: flatten the variables used here"),
+    );
+}
+
 fn too_large(at: Span, what: &str, sink: &mut Sink) {
     sink.push(
         Problem::error(
@@ -409,6 +463,26 @@ mod tests {
         }
         let out = check(&t);
         assert!(out.contains("MiB in all"), "{out}");
+    }
+
+    #[test]
+    fn a_long_chain_of_variables_is_an_error_not_a_stack_overflow() {
+        let out = check(&doubling("\"x\"", 200_000, "X"));
+        assert!(
+            out.contains("variables are defined through more than 100 others"),
+            "{}",
+            &out[..out.len().min(2000)]
+        );
+    }
+
+    #[test]
+    fn nesting_through_variables_is_bounded() {
+        let out = check(&doubling("1", 90, "[X]"));
+        assert!(
+            out.contains("this value nests more than 64 lists or calls deep"),
+            "{}",
+            &out[..out.len().min(2000)]
+        );
     }
 
     /// An error deep in a doubling chain is reported once and does not take exponential time.

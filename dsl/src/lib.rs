@@ -224,7 +224,7 @@ fn check_impl(path: &Path, text: Option<&str>, ctx: &Context) -> Result<Checked,
         );
     }
 
-    let problems = dedup(sink.problems);
+    let problems = cap(dedup(sink.problems));
     let sources = Arc::new(sources);
     uses.sources = sources.clone();
     let has_errors = problems.iter().any(|p| p.severity == Severity::Error);
@@ -278,6 +278,41 @@ fn variant_items(base: &[Item], v: &ast::Block, cx: &mut reader::Ctx) -> Vec<Ite
         }
     }
     items
+}
+
+/// The most problems one check reports. Each is rendered with its source, so a file with 200,000
+/// unused variables would take minutes to report; past this many, fixing the first ones and
+/// checking again is the way anyway.
+const MAX_REPORTED: usize = 100;
+
+/// At most `MAX_REPORTED` problems, errors first, then a note of how many more there are.
+fn cap(problems: Vec<Problem>) -> Vec<Problem> {
+    if problems.len() <= MAX_REPORTED {
+        return problems;
+    }
+    let total = problems.len();
+    let (errors, warnings): (Vec<Problem>, Vec<Problem>) = problems
+        .into_iter()
+        .partition(|p| p.severity == Severity::Error);
+    let error_count = errors.len();
+    let mut kept: Vec<Problem> = errors.into_iter().take(MAX_REPORTED).collect();
+    let room = MAX_REPORTED - kept.len();
+    kept.extend(warnings.into_iter().take(room));
+    let mut more = Problem::global(
+        Code::TooLarge,
+        format!(
+            "{} more problem(s) not shown ({total} in all, {error_count} of them errors)",
+            total - kept.len()
+        ),
+    )
+    .help(format!(
+        "a check reports at most {MAX_REPORTED} problems, errors first: fix these and check again"
+    ));
+    if error_count <= MAX_REPORTED {
+        more.severity = Severity::Warning;
+    }
+    kept.push(more);
+    kept
 }
 
 fn dedup(problems: Vec<Problem>) -> Vec<Problem> {

@@ -279,3 +279,37 @@ fn a_failed_write_to_stdout_is_exit_1_with_the_reason() {
         "{err}"
     );
 }
+
+/// 150,000 `let`s each defined as the one before: resolving them recursed once per variable and
+/// overflowed the stack (abort); and the unused ones made 150,000 warnings that took minutes to
+/// render. Now: a depth limit, and at most 100 problems reported.
+#[test]
+fn a_long_chain_of_variables_is_an_error_reported_briefly() {
+    let dir = scratch("chain");
+    let n = 150_000;
+    let mut text = "let a0 = \"x\"\n".to_string();
+    for i in 1..n {
+        writeln!(text, "let a{i} = a{}", i - 1).unwrap();
+    }
+    writeln!(text, "output {{\n    dir = a{}\n}}", n - 1).unwrap();
+    let file = dir.join("chain.ard");
+    std::fs::write(&file, text).unwrap();
+    let started = std::time::Instant::now();
+    let out = ardpipe(&["check", file.to_str().unwrap()]);
+    assert_no_crash(&out);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for expected in [
+        "ardpipe::dsl::too_deep",
+        "variables are defined through more than 100 others (a149999 → … → a149899)",
+        "more problem(s) not shown",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+    assert!(
+        started.elapsed().as_secs() < 20,
+        "took {:?}",
+        started.elapsed()
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
