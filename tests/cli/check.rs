@@ -69,3 +69,39 @@ fn overrides_are_checked_and_point_at_the_override() {
     let out = ardpipe(&["check", &q, "--set", "train.steps=500"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+/// A relative path given with `--set` is relative to the pipeline file, as `--help` says and as
+/// a path written in the file is — not to the directory ardpipe runs in.
+#[test]
+fn relative_set_paths_start_at_the_pipeline_file() {
+    let dir = std::env::temp_dir().join(format!("ardpipe-set-path-{}", std::process::id()));
+    let elsewhere = dir.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let file = dir.join("p.ard");
+    std::fs::copy(repo_file("pipelines/quickstart.ard"), &file).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ardpipe"))
+        .current_dir(&elsewhere)
+        .args([
+            "plan",
+            "--resolved",
+            "--format",
+            "json",
+            "--set",
+            "model.path=\"m\"",
+        ])
+        .arg(&file)
+        .env("ARDPIPE_COLOR", "never")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let canonical = dir.canonicalize().unwrap();
+    let path = std::path::PathBuf::from(v["model"]["path"].as_str().unwrap());
+    assert!(
+        path == dir.join("m") || path == canonical.join("m"),
+        "model.path resolved to {} (the pipeline is in {})",
+        path.display(),
+        dir.display()
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
