@@ -313,3 +313,36 @@ fn a_long_chain_of_variables_is_an_error_reported_briefly() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// One JSONL line that is not UTF-8 is one bad row at its line (it made the whole file
+/// unreadable, with no line).
+#[test]
+fn a_jsonl_line_that_is_not_utf8_is_a_bad_row_at_its_line() {
+    let dir = scratch("jsonl");
+    let mut data = Vec::new();
+    for i in 0..8 {
+        data.extend(
+            format!(
+                "{{\"text\": \"example {i}\", \"label\": \"{}\"}}\n",
+                ["a", "b"][i % 2]
+            )
+            .bytes(),
+        );
+    }
+    data.extend(b"{\"text\": \"caf\xe9\", \"label\": \"a\"}\n");
+    std::fs::write(dir.join("data.jsonl"), data).unwrap();
+    let file = pipeline(
+        &dir,
+        "",
+        "    format = jsonl\n    path = \"data.jsonl\"\n    label = \"label\"",
+    );
+    let out = run(&file);
+    assert_no_crash(&out);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("data.jsonl:9: not valid UTF-8 (at byte 13 of the line)"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

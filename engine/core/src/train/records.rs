@@ -333,14 +333,27 @@ fn read_jsonl(
     prep: &Prep,
     sink: &mut Sink,
 ) -> Result<(), TrainError> {
-    let text = std::fs::read_to_string(file)
+    let bytes = std::fs::read(file)
         .map_err(|e| TrainError::Other(format!("cannot read {}: {e}", file.display())))?;
     let text_key = ds.fields.text.clone().unwrap_or_else(|| "text".into());
-    for (i, line) in text.lines().enumerate() {
+    // Line by line as bytes: a line that is not UTF-8 is one bad row, not an unreadable file.
+    let lines = bytes.split(|&b| b == b'\n');
+    for (i, raw) in lines.enumerate() {
         if sink.full() {
             break;
         }
         let line_no = i as u64 + 1;
+        let line = match std::str::from_utf8(raw.strip_suffix(b"\r").unwrap_or(raw)) {
+            Ok(l) => l,
+            Err(e) => {
+                sink.bad(bad_row(
+                    file,
+                    line_no,
+                    format!("not valid UTF-8 (at byte {} of the line)", e.valid_up_to()),
+                ))?;
+                continue;
+            }
+        };
         if line.trim().is_empty() {
             continue;
         }
