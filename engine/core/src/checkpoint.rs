@@ -677,6 +677,8 @@ fn deserialize_tensors(bytes: &[u8], path: &Path) -> Result<Vec<(String, Tensor)
         path: path.to_path_buf(),
         why,
     };
+    // The safetensors crate adds header offsets unchecked: refuse impossible ones first.
+    ardpipe_models::hf::safetensors::check_header(bytes, path).map_err(|e| bad(e.to_string()))?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
     let mut out = Vec::new();
     // Sorted names: file order is not meaningful, a stable order is.
@@ -707,11 +709,12 @@ pub fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
 /// The metadata block of a safetensors file.
 pub fn read_safetensors_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
     let bytes = fs::read(path).map_err(io_err("cannot read", path))?;
-    let (_, meta) =
-        SafeTensors::read_metadata(&bytes).map_err(|e| CheckpointError::SafeTensors {
-            path: path.to_path_buf(),
-            why: e.to_string(),
-        })?;
+    let bad = |why: String| CheckpointError::SafeTensors {
+        path: path.to_path_buf(),
+        why,
+    };
+    ardpipe_models::hf::safetensors::check_header(&bytes, path).map_err(|e| bad(e.to_string()))?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
     Ok(meta
         .metadata()
         .clone()
@@ -937,6 +940,37 @@ mod tests {
             !dir.path().join(LATEST).exists(),
             "latest names nothing that exists"
         );
+    }
+
+    /// Offsets that chain to just below 2^64 overflow inside the safetensors crate (a panic
+    /// with overflow checks on): a checkpoint's tensor file like that is an error.
+    #[test]
+    fn a_tensor_file_whose_offsets_overflow_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut header = serde_json::Map::new();
+        let mut start = 0u64;
+        for i in 0..16 {
+            let end = if i < 15 { start + (1 << 60) } else { u64::MAX };
+            header.insert(
+                format!("t{i:02}"),
+                serde_json::json!({"dtype": "U8", "shape": [end - start], "data_offsets": [start, end]}),
+            );
+            start = end;
+        }
+        let text = serde_json::Value::Object(header).to_string();
+        let mut bytes = (text.len() as u64).to_le_bytes().to_vec();
+        bytes.extend(text.as_bytes());
+        let p = dir.path().join("tensors.safetensors");
+        fs::write(&p, &bytes).unwrap();
+        for e in [
+            read_safetensors(&p).err().unwrap().to_string(),
+            read_safetensors_metadata(&p).err().unwrap().to_string(),
+        ] {
+            assert!(
+                e.contains("tensors.safetensors") && e.contains("tensor `t"),
+                "{e}"
+            );
+        }
     }
 
     #[test]
