@@ -4,6 +4,7 @@
 //! defaults are filled in. So a plugin receives exactly the JSON object docs/PLUGINS.md describes,
 //! e.g. `n = 3` as the integer `3` for an `integer` option, not the `3.0` a pipeline number is.
 
+use ardpipe_plugin_sdk::{closest, kind_of};
 use serde_json::{Map, Number, Value};
 
 use crate::error::{ErrorKind, PluginError};
@@ -140,7 +141,8 @@ pub(crate) fn check(
     let mut out = Map::new();
     for (key, value) in &given {
         let Some(spec) = info.options.iter().find(|o| &o.key == key) else {
-            let hint = match closest(key, info.options.iter().map(|o| o.key.as_str())) {
+            let known: Vec<&str> = info.options.iter().map(|o| o.key.as_str()).collect();
+            let hint = match closest(key, &known) {
                 Some(near) => format!("unknown option `{key}` (did you mean `{near}`?)"),
                 None => format!("unknown option `{key}`"),
             };
@@ -215,40 +217,6 @@ fn declared(options: &[OptionInfo]) -> String {
         })
         .collect();
     format!("it declares: {}", list.join(", "))
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// The declared key nearest to `key` by edit distance, when it is plausibly a typo.
-fn closest<'a>(key: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    known
-        .map(|k| (edit_distance(key, k), k))
-        .filter(|(d, k)| *d <= (k.len().max(key.len()) / 3).max(1))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| k)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 #[cfg(test)]

@@ -49,7 +49,7 @@ mod options;
 mod plugin;
 
 pub use error::PluginError;
-pub use options::{OptionSpec, Options};
+pub use options::{OptionSpec, Options, closest, kind_of};
 pub use plugin::{Describe, Loader, Metric, Predictions, Record, Scalar, TensorView, capability};
 /// Re-exported so a plugin's own tests can build [`Options`] with `serde_json::json!` without
 /// adding the dependency themselves.

@@ -205,7 +205,9 @@ fn wrong_type(key: &str, expected: &str, got: &Value) -> PluginError {
     )
 }
 
-fn kind_of(v: &Value) -> &'static str {
+/// How an option value reads in a message ("a number"); the host's option check uses it too.
+#[doc(hidden)]
+pub fn kind_of(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -216,8 +218,10 @@ fn kind_of(v: &Value) -> &'static str {
     }
 }
 
-/// The known key nearest to `key` by edit distance, when it is plausibly a typo.
-fn closest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+/// The known key nearest to `key` by edit distance, when it is plausibly a typo; the host's
+/// option check uses it too.
+#[doc(hidden)]
+pub fn closest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
     known
         .iter()
         .map(|k| (edit_distance(key, k), *k))
