@@ -83,6 +83,22 @@ pub fn check(b: &Block, cx: &mut Ctx) -> Option<Model> {
             Head::SequenceClassification { classes }
         }
         Some("embedding") => {
+            // Parsed in full (so its own mistakes are reported too), then refused: the trainer
+            // has no contrastive objective to train an embedding head with.
+            if let Some(e) = r.entry("head") {
+                cx.push(
+                    Problem::error(
+                        Code::NotImplemented,
+                        e.value.span,
+                        "training an embedding head is not implemented (it needs a contrastive objective)",
+                    )
+                    .label("no trainer for this head")
+                    .help(
+                        "train `head = sequence_classification` or `causal_lm`; `ardpipe embed` computes \
+                         embeddings with a base model and an adapter",
+                    ),
+                );
+            }
             let pooling = match pooling.and_then(|e| cx.eval(&e.value)) {
                 Some(v) => match crate::reader::as_symbol(&v, "pooling", &["mean", "cls"], cx)? {
                     "cls" => Pooling::Cls,
