@@ -95,7 +95,7 @@ pub fn check(b: &Block, cx: &mut Ctx) -> Option<Model> {
                     .label("no trainer for this head")
                     .help(
                         "train `head = sequence_classification` or `causal_lm`; `ardpipe embed` computes \
-                         embeddings with a base model and an adapter",
+                         embeddings with the base model",
                     ),
                 );
             }
