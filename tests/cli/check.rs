@@ -105,3 +105,34 @@ fn relative_set_paths_start_at_the_pipeline_file() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Preprocessing keys the model's head never reads are refused, not parsed and ignored:
+/// a classifier cuts examples at `max_length`, a causal LM packs text into `block_size` blocks.
+#[test]
+fn preprocessing_keys_the_head_does_not_use_are_refused() {
+    for (file, set, want) in [
+        (
+            "pipelines/quickstart.ard",
+            "dataset.tweets.preprocess.block_size=32",
+            "`block_size` has no effect with `head = sequence_classification`",
+        ),
+        (
+            "pipelines/causal_lm.ard",
+            "dataset.shakespeare.preprocess.max_length=32",
+            "`max_length` has no effect with `head = causal_lm`",
+        ),
+        (
+            "pipelines/causal_lm.ard",
+            "dataset.shakespeare.preprocess.truncation=left",
+            "`truncation` has no effect with `head = causal_lm`",
+        ),
+    ] {
+        let out = ardpipe(&["check", &repo_file(file), "--set", set]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{set} was accepted: {err}");
+        assert!(
+            err.contains("ardpipe::dsl::contradiction") && err.contains(want),
+            "{err}"
+        );
+    }
+}

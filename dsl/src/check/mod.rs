@@ -430,6 +430,46 @@ pub fn check_run(items: &[Item], file: &Path, cx: &mut Ctx) -> Option<Pipeline> 
             .help("name the label column: `label = \"label\"` (with `label_regex` to extract it)"),
         );
     }
+    // Packing into blocks serves a causal LM; cutting examples at max_length serves a
+    // classifier. A key the model's head does not use would be parsed and ignored.
+    if let (Some(m), Some(t)) = (&model, &train)
+        && let Some(b) = blocks("dataset")
+            .into_iter()
+            .find(|b| label(b) == t.dataset)
+    {
+        let (unused, head): (&[&str], &str) = match m.head {
+            Head::CausalLm => (&["max_length", "truncation"], "causal_lm"),
+            _ => (&["block_size"], "sequence_classification"),
+        };
+        for p in b.blocks().filter(|p| p.kind.name == "preprocess") {
+            for e in p
+                .entries()
+                .filter(|e| unused.contains(&e.key_text().as_str()))
+            {
+                let key = e.key_text();
+                let (why, fix) = if key == "block_size" {
+                    (
+                        "only a causal LM packs text into blocks",
+                        "remove `block_size` (examples are cut at `max_length`)",
+                    )
+                } else {
+                    (
+                        "a causal LM packs text into `block_size` blocks",
+                        "remove it and set `block_size` instead",
+                    )
+                };
+                cx.push(
+                    Problem::error(
+                        Code::Contradiction,
+                        e.key_span(),
+                        format!("`{key}` has no effect with `head = {head}`: {why}"),
+                    )
+                    .label("unused by this head")
+                    .help(fix),
+                );
+            }
+        }
+    }
     let declared: Vec<&str> = plugins.iter().map(|p| p.name.as_str()).collect();
     let all_plugins: Vec<String> = blocks("plugin").iter().map(|b| label(b)).collect();
     for (p, span) in std::mem::take(&mut cx.plugin_refs) {
