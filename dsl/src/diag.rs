@@ -252,9 +252,8 @@ pub struct Rendered {
 
 impl Rendered {
     fn new(p: &Problem, sources: &SourceMap) -> Rendered {
-        let (source, label) = match p.span {
-            Some(s) => {
-                let f = sources.get(s.file);
+        let (source, label) = match p.span.and_then(|s| Some((s, sources.lookup(s.file)?))) {
+            Some((s, f)) => {
                 let span = SourceSpan::new(s.start.min(f.text.len()).into(), s.len());
                 let label = if p.label.is_empty() {
                     LabeledSpan::underline(span)

@@ -97,6 +97,11 @@ fn check_impl(path: &Path, text: Option<&str>, ctx: &Context) -> Result<Checked,
     let mut base_dirs = loaded.base_dirs;
     let mut items = loaded.items;
     let top = loaded.top;
+    // An unreadable top file (not UTF-8, too large, a directory): its one problem says so. Checking
+    // nothing further would only add "missing block" problems pointing into a text that is not there.
+    if top.is_none() {
+        return Err(Diagnostics::new(sink.problems, Arc::new(sources)));
+    }
 
     let mut scope = eval::Scope::new(builtins.clone());
     for item in &items {

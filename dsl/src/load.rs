@@ -202,12 +202,23 @@ fn read(path: &Path) -> Result<String, String> {
             meta.len()
         ));
     }
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    // Bounded whatever the metadata said: a device such as /dev/zero reports a length of 0.
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            use std::io::Read as _;
+            f.take(MAX_FILE_BYTES as u64 + 1).read_to_end(&mut bytes)
+        })
+        .map_err(|e| e.to_string())?;
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(format!(
+            "it holds more than {MAX_FILE_BYTES} bytes, the limit for pipeline files"
+        ));
+    }
     String::from_utf8(bytes).map_err(|e| {
-        format!(
-            "it is not UTF-8 text (byte {})",
-            e.utf8_error().valid_up_to()
-        )
+        let at = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        format!("it is not UTF-8 text (byte {at}, line {line}); save it as UTF-8")
     })
 }
 

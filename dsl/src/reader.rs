@@ -354,17 +354,21 @@ pub fn as_number(v: &Expr, key: &str, min: f64, max: f64, cx: &mut Ctx) -> Optio
 
 pub fn in_range(x: f64, v: &Expr, key: &str, min: f64, max: f64, cx: &mut Ctx) -> Option<f64> {
     if x < min || x > max {
+        // A lower bound of the smallest positive number means "greater than 0": printed as such,
+        // not as its 300 decimal places.
         let range = match (min == f64::MIN, max == f64::MAX) {
+            _ if min == f64::MIN_POSITIVE && max == f64::MAX => "greater than 0".to_string(),
+            _ if min == f64::MIN_POSITIVE => format!("greater than 0 and at most {}", short(max)),
             (true, true) => "any number".to_string(),
-            (true, false) => format!("at most {max}"),
-            (false, true) => format!("at least {min}"),
-            (false, false) => format!("between {min} and {max}"),
+            (true, false) => format!("at most {}", short(max)),
+            (false, true) => format!("at least {}", short(min)),
+            (false, false) => format!("between {} and {}", short(min), short(max)),
         };
         cx.push(
             Problem::error(
                 Code::OutOfRange,
                 v.span,
-                format!("`{key}` must be {range}, not {x}"),
+                format!("`{key}` must be {range}, not {}", short(x)),
             )
             .label("out of range")
             .help(format!("use a value {range}")),
@@ -372,6 +376,15 @@ pub fn in_range(x: f64, v: &Expr, key: &str, min: f64, max: f64, cx: &mut Ctx) -
         return None;
     }
     Some(x)
+}
+
+/// A number as a person writes it: `1e300`, not its 301 digits.
+fn short(x: f64) -> String {
+    if x != 0.0 && !(1e-6..1e16).contains(&x.abs()) {
+        format!("{x:e}")
+    } else {
+        x.to_string()
+    }
 }
 
 pub fn as_int(v: &Expr, key: &str, min: u64, max: u64, cx: &mut Ctx) -> Option<u64> {

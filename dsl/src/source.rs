@@ -35,6 +35,11 @@ impl SourceMap {
         &self.files[id.0 as usize]
     }
 
+    /// The file `id` names, if this map holds it.
+    pub fn lookup(&self, id: FileId) -> Option<&SourceFile> {
+        self.files.get(id.0 as usize)
+    }
+
     pub fn find_path(&self, path: &Path) -> Option<FileId> {
         self.files
             .iter()

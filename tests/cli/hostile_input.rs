@@ -346,3 +346,54 @@ fn a_jsonl_line_that_is_not_utf8_is_a_bad_row_at_its_line() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A pipeline file that cannot be read as text — not UTF-8, over the size limit, a device that
+/// never ends, a directory — is one problem naming the file and why; the report once saw a panic
+/// (the renderer looked for a source that was never loaded) and /dev/zero would be read forever.
+#[test]
+fn an_unreadable_pipeline_file_is_one_problem_naming_it() {
+    let dir = scratch("unreadable-pipeline");
+    let not_utf8 = dir.join("latin1.ard");
+    std::fs::write(&not_utf8, b"pipeline {\n    name = \"caf\xe9\"\n}\n").unwrap();
+    let huge = dir.join("huge.ard");
+    std::fs::write(&huge, vec![b'#'; 5 << 20]).unwrap();
+    let folder = dir.join("folder.ard");
+    std::fs::create_dir(&folder).unwrap();
+    for (file, why) in [
+        (not_utf8.as_path(), "it is not UTF-8 text (byte 26, line 2)"),
+        (huge.as_path(), "pipeline files are limited to 4194304"),
+        (Path::new("/dev/zero"), "it holds more than 4194304 bytes"),
+        (folder.as_path(), "it is a directory"),
+    ] {
+        let out = ardpipe(&["check", file.to_str().unwrap()]);
+        assert_no_crash(&out);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{}: {err}", file.display());
+        assert!(err.contains("1 problem(s)"), "{err}");
+        assert!(
+            err.contains(&format!("cannot read {}", file.display())),
+            "{err}"
+        );
+        assert!(err.contains(why), "{}: {err}", file.display());
+    }
+}
+
+/// A bound of "more than 0" reads as such, and a huge value in the message is short.
+#[test]
+fn an_out_of_range_number_is_shown_the_way_it_was_written() {
+    let quickstart = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/quickstart.ard");
+    let q = quickstart.to_str().unwrap();
+    for (set, expected) in [
+        (
+            "train.clip=-1",
+            "`clip` must be greater than 0 and at most 1000000000, not -1",
+        ),
+        ("train.lr=1e300", "not 1e300"),
+    ] {
+        let out = ardpipe(&["check", q, "--set", set]);
+        let err = stderr(&out).replace(['\n', '|'], " ");
+        let err = err.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(expected), "{set}: {err}");
+    }
+}
