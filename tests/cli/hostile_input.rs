@@ -397,3 +397,30 @@ fn an_out_of_range_number_is_shown_the_way_it_was_written() {
         assert!(err.contains(expected), "{set}: {err}");
     }
 }
+
+/// A quote that is never closed: the csv reader ends the field at the end of the file without an
+/// error, so every row after it was read into one text in silence. It is a bad row, at its line.
+#[test]
+fn a_csv_quote_never_closed_is_a_bad_row_not_the_rest_of_the_file() {
+    let dir = scratch("csv-quote");
+    let mut csv = "text,label\n".to_string();
+    for i in 0..8 {
+        writeln!(csv, "example number {i},{}", ["pos", "neg"][i % 2]).unwrap();
+    }
+    csv += "\"opened and never closed,pos\nswallowed,neg\nswallowed too,pos\n";
+    std::fs::write(dir.join("data.csv"), csv).unwrap();
+    let file = pipeline(
+        &dir,
+        "",
+        "    format = csv\n    path = \"data.csv\"\n    text = \"text\"\n    label = \"label\"",
+    );
+    let out = run(&file);
+    assert_no_crash(&out);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("data.csv:10: a quoted field opened on this row is never closed"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

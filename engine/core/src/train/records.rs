@@ -249,9 +249,27 @@ fn read_csv(
     })?;
     let pair_col = col(&ds.fields.text_pair)?;
     let label_col = col(&ds.fields.label)?;
+    // The csv reader ends a quoted field that is never closed at the end of the file, with no
+    // error: every row after the stray quote would be read into that one field in silence.
+    let open_quote = unclosed_quote(file, delim as u8)?;
     for rec in rdr.records() {
         if sink.full() {
             break;
+        }
+        let at = match &rec {
+            Ok(r) => r.position(),
+            Err(e) => e.position(),
+        };
+        if let Some(line) = open_quote
+            && at.is_some_and(|p| p.line() == line)
+        {
+            sink.bad(bad_row(
+                file,
+                line,
+                "a quoted field opened on this row is never closed, so the rest of the file \
+                 was read into it (close the quote, or double a quote inside a quoted field: \"\")",
+            ))?;
+            continue;
         }
         let rec = match rec {
             Ok(r) => r,
@@ -312,6 +330,45 @@ fn read_csv(
         });
     }
     Ok(())
+}
+
+/// The line of the row whose quoted field is still open at the end of `file`, if one is, read as
+/// the csv crate reads it (a field is quoted when it starts with `"`; `""` inside is a quote).
+fn unclosed_quote(file: &Path, delim: u8) -> Result<Option<u64>, TrainError> {
+    let bytes = std::fs::read(file)
+        .map_err(|e| TrainError::Other(format!("cannot read {}: {e}", file.display())))?;
+    #[derive(PartialEq)]
+    enum At {
+        FieldStart,
+        Unquoted,
+        Quoted,
+        QuoteInQuoted,
+    }
+    let mut at = At::FieldStart;
+    let (mut line, mut row_line, mut row_start) = (1u64, 1u64, true);
+    for &b in &bytes {
+        let ends_row = b == b'\n' || b == b'\r';
+        if row_start && !ends_row {
+            row_line = line;
+            row_start = false;
+        }
+        if b == b'\n' {
+            line += 1;
+        }
+        at = match at {
+            At::FieldStart if b == b'"' => At::Quoted,
+            At::FieldStart | At::Unquoted | At::QuoteInQuoted if ends_row || b == delim => {
+                row_start |= ends_row;
+                At::FieldStart
+            }
+            At::FieldStart | At::Unquoted => At::Unquoted,
+            At::Quoted if b == b'"' => At::QuoteInQuoted,
+            At::Quoted => At::Quoted,
+            At::QuoteInQuoted if b == b'"' => At::Quoted,
+            At::QuoteInQuoted => At::Unquoted,
+        };
+    }
+    Ok((at == At::Quoted).then_some(row_line))
 }
 
 fn json_get<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
