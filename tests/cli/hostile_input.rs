@@ -424,3 +424,42 @@ fn a_csv_quote_never_closed_is_a_bad_row_not_the_rest_of_the_file() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// JSONL lines of the wrong shape are bad rows that say what the line or field is; a row without
+/// its configured `text_pair` was once read as a single-text example in silence.
+#[test]
+fn a_jsonl_line_of_the_wrong_shape_is_a_bad_row_that_says_what_it_is() {
+    let dir = scratch("jsonl-shape");
+    let mut jsonl = String::new();
+    for i in 0..8 {
+        writeln!(
+            jsonl,
+            "{{\"q\": \"question {i}\", \"a\": \"answer {i}\", \"label\": \"{}\"}}",
+            ["pos", "neg"][i % 2]
+        )
+        .unwrap();
+    }
+    jsonl += "[\"q\", \"a\", \"pos\"]\n";
+    jsonl += "{\"q\": {\"nested\": 1}, \"a\": \"x\", \"label\": \"pos\"}\n";
+    jsonl += "{\"q\": \"no pair\", \"label\": \"neg\"}\n";
+    std::fs::write(dir.join("data.jsonl"), jsonl).unwrap();
+    let file = pipeline(
+        &dir,
+        "",
+        "    format = jsonl\n    path = \"data.jsonl\"\n    text = \"q\"\n    text_pair = \"a\"\n    \
+         label = \"label\"\n    on_bad_row = skip",
+    );
+    let out = run(&file);
+    assert_no_crash(&out);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    for expected in [
+        "skipped 3 bad rows",
+        "data.jsonl:9: the line is an array, not an object: JSONL holds one object per line",
+        "data.jsonl:10: the text field \"q\" is an object, not a string or a number",
+        "data.jsonl:11: no text_pair field \"a\" (the keys are label, q)",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -384,6 +384,38 @@ fn json_text(v: &serde_json::Value) -> Option<String> {
     }
 }
 
+/// What a JSON value is, for messages: "an array", "a number".
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// The field `key` (dotted for nested objects) of one JSONL object as text, or why not.
+fn json_field(v: &serde_json::Value, key: &str, what: &str) -> Result<String, String> {
+    let Some(f) = json_get(v, key) else {
+        let keys: Vec<String> = v
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        return Err(format!(
+            "no {what} field {key:?} (the keys are {})",
+            keys.join(", ")
+        ));
+    };
+    json_text(f).ok_or_else(|| {
+        format!(
+            "the {what} field {key:?} is {}, not a string or a number",
+            json_kind(f)
+        )
+    })
+}
+
 fn read_jsonl(
     file: &Path,
     ds: &p::Dataset,
@@ -421,45 +453,46 @@ fn read_jsonl(
                 continue;
             }
         };
-        let Some(t) = json_get(&v, &text_key).and_then(json_text) else {
-            let keys: Vec<String> = v
-                .as_object()
-                .map(|o| o.keys().cloned().collect())
-                .unwrap_or_default();
+        if !v.is_object() {
             sink.bad(bad_row(
                 file,
                 line_no,
                 format!(
-                    "no text field {text_key:?} (the keys are {})",
-                    keys.join(", ")
+                    "the line is {}, not an object: JSONL holds one object per line",
+                    json_kind(&v)
                 ),
             ))?;
             continue;
+        }
+        let t = match json_field(&v, &text_key, "text") {
+            Ok(t) => t,
+            Err(why) => {
+                sink.bad(bad_row(file, line_no, why))?;
+                continue;
+            }
         };
         let label = match &ds.fields.label {
             None => None,
-            Some(k) => match json_get(&v, k)
-                .and_then(json_text)
-                .map(|raw| prep.label(&raw))
-            {
-                Some(Ok(l)) => Some(l),
-                Some(Err(why)) => {
+            Some(k) => match json_field(&v, k, "label").and_then(|raw| prep.label(&raw)) {
+                Ok(l) => Some(l),
+                Err(why) => {
                     sink.bad(bad_row(file, line_no, why))?;
-                    continue;
-                }
-                None => {
-                    sink.bad(bad_row(file, line_no, format!("no label field {k:?}")))?;
                     continue;
                 }
             },
         };
-        let pair = ds
-            .fields
-            .text_pair
-            .as_ref()
-            .and_then(|k| json_get(&v, k))
-            .and_then(json_text)
-            .map(|t| prep.text(&t));
+        // A configured pair field is part of every example: a row without it is bad, not a
+        // single-text example.
+        let pair = match &ds.fields.text_pair {
+            None => None,
+            Some(k) => match json_field(&v, k, "text_pair") {
+                Ok(t) => Some(prep.text(&t)),
+                Err(why) => {
+                    sink.bad(bad_row(file, line_no, why))?;
+                    continue;
+                }
+            },
+        };
         sink.out.push(Example {
             text: prep.text(&t),
             pair,
