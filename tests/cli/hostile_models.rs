@@ -339,3 +339,263 @@ fn peft_adapter_with_rank_0_is_refused() {
         ],
     );
 }
+
+/// `inspect model` and `generate` on a GGUF file both refuse it with every needle.
+fn assert_gguf_refused(file: &Path, needles: &[&str]) {
+    let f = file.display().to_string();
+    assert_refused(&ardpipe(&["inspect", "model", &f]), needles);
+    assert_refused(
+        &ardpipe(&[
+            "generate",
+            "--model",
+            &f,
+            "--prompt",
+            "x",
+            "--max-tokens",
+            "1",
+        ]),
+        needles,
+    );
+}
+
+/// `tiny_gguf` plus a second tensor (`output_norm.weight`, 32 f32 values at data offset 1024).
+fn tiny_gguf_two(path: &Path) -> Vec<u8> {
+    let mut g = GgufWriter::new();
+    g.meta("general.architecture", Value::String("llama".into()))
+        .meta("llama.block_count", Value::U32(1))
+        .meta("llama.embedding_length", Value::U32(32))
+        .meta("llama.feed_forward_length", Value::U32(64))
+        .meta("llama.attention.head_count", Value::U32(4))
+        .meta("llama.vocab_size", Value::U32(8));
+    g.tensor("token_embd.weight", &[8, 32], &[0.5; 256], GgmlType::F32)
+        .tensor("output_norm.weight", &[32], &[1.0; 32], GgmlType::F32);
+    g.write(path).unwrap();
+    std::fs::read(path).unwrap()
+}
+
+/// Where the u64 data offset of `name`'s tensor info lies (1-D tensor: dims count, one dim,
+/// type, then the offset).
+fn offset_of_1d(bytes: &[u8], name: &[u8]) -> usize {
+    let at = bytes
+        .windows(name.len())
+        .rposition(|w| w == name)
+        .expect("the tensor name is in the file")
+        + name.len();
+    at + 4 + 8 + 4
+}
+
+/// A tensor offset off the alignment, or two tensors sharing bytes, used to load as finite
+/// garbage: `generate` printed nonsense with exit 0.
+#[test]
+fn gguf_misaligned_or_overlapping_tensor_data_is_refused() {
+    let dir = tmp("gguf-layout");
+    let file = dir.join("layout.gguf");
+    let mut bytes = tiny_gguf_two(&file);
+    let at = offset_of_1d(&bytes, b"output_norm.weight");
+    assert_eq!(&bytes[at..at + 8], &1024u64.to_le_bytes());
+    bytes[at..at + 8].copy_from_slice(&1025u64.to_le_bytes());
+    std::fs::write(&file, &bytes).unwrap();
+    assert_gguf_refused(
+        &file,
+        &[
+            "layout.gguf",
+            "`output_norm.weight`",
+            "offset 1025",
+            "alignment 32",
+        ],
+    );
+    bytes[at..at + 8].copy_from_slice(&0u64.to_le_bytes());
+    std::fs::write(&file, &bytes).unwrap();
+    assert_gguf_refused(
+        &file,
+        &[
+            "layout.gguf",
+            "share data bytes",
+            "`output_norm.weight` (data bytes 0..128)",
+            "`token_embd.weight` (0..1024)",
+        ],
+    );
+}
+
+/// A repeated metadata key or tensor name used to be accepted, one copy silently winning.
+#[test]
+fn gguf_duplicate_keys_and_tensor_names_are_refused() {
+    let dir = tmp("gguf-dup");
+    let file = dir.join("dupkey.gguf");
+    let mut g = GgufWriter::new();
+    g.meta("general.architecture", Value::String("llama".into()))
+        .meta("llama.block_count", Value::U32(1))
+        .meta("llama.block_count", Value::U32(2));
+    g.tensor("token_embd.weight", &[8, 32], &[0.5; 256], GgmlType::F32);
+    g.write(&file).unwrap();
+    assert_gguf_refused(
+        &file,
+        &[
+            "dupkey.gguf",
+            "metadata key `llama.block_count` appears twice",
+        ],
+    );
+
+    let file = dir.join("duptensor.gguf");
+    let mut g = GgufWriter::new();
+    g.meta("general.architecture", Value::String("llama".into()));
+    g.tensor("token_embd.weight", &[8, 32], &[0.5; 256], GgmlType::F32)
+        .tensor("token_embd.weight", &[8, 32], &[0.25; 256], GgmlType::F32);
+    g.write(&file).unwrap();
+    assert_gguf_refused(
+        &file,
+        &[
+            "duptensor.gguf",
+            "tensor `token_embd.weight` is listed twice",
+        ],
+    );
+}
+
+/// An optional key of the wrong type (a negative or string token id, a string rope base) used
+/// to be read as absent: generation then ran with the default (no EOS, rope base 10000).
+#[test]
+fn gguf_optional_keys_of_the_wrong_type_are_refused() {
+    let dir = tmp("gguf-types");
+    for (i, (key, value, shown)) in [
+        ("tokenizer.ggml.eos_token_id", Value::I64(-1), "I64(-1)"),
+        (
+            "tokenizer.ggml.bos_token_id",
+            Value::String("1".into()),
+            "String(\"1\")",
+        ),
+        (
+            "llama.rope.freq_base",
+            Value::String("1e4".into()),
+            "String(\"1e4\")",
+        ),
+        (
+            "tokenizer.ggml.bos_token_id",
+            Value::U64(1 << 32),
+            "4294967296",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let file = dir.join(format!("types{i}.gguf"));
+        tiny_gguf(&file, &[8, 32]);
+        let mut g = GgufWriter::new();
+        g.meta("general.architecture", Value::String("llama".into()))
+            .meta("llama.block_count", Value::U32(1))
+            .meta("llama.embedding_length", Value::U32(32))
+            .meta("llama.feed_forward_length", Value::U32(64))
+            .meta("llama.attention.head_count", Value::U32(4))
+            .meta("llama.vocab_size", Value::U32(8))
+            .meta(key, value);
+        g.tensor("token_embd.weight", &[8, 32], &[0.5; 256], GgmlType::F32);
+        g.write(&file).unwrap();
+        assert_gguf_refused(
+            &file,
+            &[&format!("types{i}.gguf"), &format!("`{key}`"), shown],
+        );
+    }
+}
+
+/// A complete one-layer BERT folder (hidden 4, MiniLM's tokenizer and vocabulary) written as
+/// real safetensors; `dtype_of` may store one tensor in another dtype (its bytes all ones).
+fn tiny_bert(name: &str, dtype_of: Option<(&str, Dtype)>) -> String {
+    let dir = tmp(name);
+    let minilm = PathBuf::from(asset("minilm"));
+    let (v, h, i, p) = (30522usize, 4usize, 8usize, 16usize);
+    let cfg = serde_json::json!({
+        "architectures": ["BertModel"], "model_type": "bert", "hidden_act": "gelu",
+        "hidden_size": h, "intermediate_size": i, "num_attention_heads": 1,
+        "num_hidden_layers": 1, "vocab_size": v, "max_position_embeddings": p,
+        "type_vocab_size": 2, "layer_norm_eps": 1e-12, "pad_token_id": 0,
+    });
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    std::fs::copy(minilm.join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    let l = "encoder.layer.0";
+    let mut shapes: Vec<(String, Vec<usize>)> = vec![
+        ("embeddings.word_embeddings.weight".into(), vec![v, h]),
+        ("embeddings.position_embeddings.weight".into(), vec![p, h]),
+        ("embeddings.token_type_embeddings.weight".into(), vec![2, h]),
+        ("pooler.dense.weight".into(), vec![h, h]),
+        ("pooler.dense.bias".into(), vec![h]),
+    ];
+    for ln in [
+        "embeddings",
+        &format!("{l}.attention.output"),
+        &format!("{l}.output"),
+    ] {
+        shapes.push((format!("{ln}.LayerNorm.weight"), vec![h]));
+        shapes.push((format!("{ln}.LayerNorm.bias"), vec![h]));
+    }
+    for m in [
+        "attention.self.query",
+        "attention.self.key",
+        "attention.self.value",
+        "attention.output.dense",
+    ] {
+        shapes.push((format!("{l}.{m}.weight"), vec![h, h]));
+        shapes.push((format!("{l}.{m}.bias"), vec![h]));
+    }
+    shapes.push((format!("{l}.intermediate.dense.weight"), vec![i, h]));
+    shapes.push((format!("{l}.intermediate.dense.bias"), vec![i]));
+    shapes.push((format!("{l}.output.dense.weight"), vec![h, i]));
+    shapes.push((format!("{l}.output.dense.bias"), vec![h]));
+    let data: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = shapes
+        .into_iter()
+        .map(|(n, s)| {
+            let count: usize = s.iter().product();
+            match dtype_of {
+                Some((t, d)) if t == n => {
+                    let bytes = vec![1u8; count * d.size()];
+                    (n, d, s, bytes)
+                }
+                _ => {
+                    let bytes = (0..count)
+                        .flat_map(|k| (0.02 * (k % 5) as f32 - 0.04).to_le_bytes())
+                        .collect();
+                    (n, Dtype::F32, s, bytes)
+                }
+            }
+        })
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = data
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+    dir.display().to_string()
+}
+
+/// An integer or boolean tensor under a weight's name used to be cast to float and load as
+/// garbage (exit 0); the same folder with f32 weights embeds fine.
+#[test]
+fn safetensors_weight_stored_as_integer_or_bool_is_refused() {
+    let ok = tiny_bert("bert-ok", None);
+    let out = ardpipe(&["embed", "--model", &ok, "hello"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for (tensor, dtype, shown) in [
+        ("embeddings.word_embeddings.weight", Dtype::I8, "Int8"),
+        (
+            "encoder.layer.0.output.LayerNorm.weight",
+            Dtype::BOOL,
+            "Bool",
+        ),
+        (
+            "encoder.layer.0.attention.self.query.bias",
+            Dtype::I64,
+            "Int64",
+        ),
+    ] {
+        let dir = tiny_bert(&format!("bert-{shown}"), Some((tensor, dtype)));
+        let needles = [
+            "model.safetensors",
+            &format!("`{tensor}`"),
+            shown,
+            "not a floating-point type",
+        ];
+        assert_refused(&ardpipe(&["embed", "--model", &dir, "hello"]), &needles);
+        assert_refused(
+            &ardpipe(&["classify", "--model", &dir, "--num-labels", "2", "hello"]),
+            &needles,
+        );
+    }
+}

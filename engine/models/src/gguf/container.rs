@@ -275,12 +275,33 @@ impl GgufFile {
             let key = c.string("metadata key")?;
             let ty = c.u32("metadata type")?;
             let v = c.value(ty, &key, 0)?;
+            // GGUF keys are unique (llama.cpp refuses a repeated one): keeping either copy would
+            // silently pick one of two different models.
+            if metadata.contains_key(&key) {
+                return Err(ModelError::format(
+                    path,
+                    format!(
+                        "corrupt GGUF: metadata key `{key}` appears twice; the file was damaged \
+                         or badly edited (re-convert or re-fetch it)"
+                    ),
+                ));
+            }
             metadata.insert(key, v);
         }
         // Capacity bounded: the count is only checked against the file size so far.
         let mut tensors = Vec::with_capacity(n_tensors.min(1 << 16));
+        let mut names = std::collections::HashSet::new();
         for _ in 0..n_tensors {
             let name = c.string("tensor name")?;
+            if !names.insert(name.clone()) {
+                return Err(ModelError::format(
+                    path,
+                    format!(
+                        "corrupt GGUF: tensor `{name}` is listed twice; the file was damaged or \
+                         badly edited (re-convert or re-fetch it)"
+                    ),
+                ));
+            }
             let n_dims = c.u32("tensor dims")? as usize;
             if n_dims == 0 || n_dims > 4 {
                 return Err(ModelError::format(
@@ -345,9 +366,38 @@ impl GgufFile {
         };
         // Check every tensor's extent now, so later reads cannot fail half-way through a load.
         // (Unsupported types are reported when a load asks for them, so inspect still works.)
+        // An offset off the alignment or two tensors sharing bytes is a damaged file: read as
+        // is, it would dequantise to finite garbage and generate nonsense with exit 0.
+        let mut extents = Vec::with_capacity(file.tensors.len());
         for t in &file.tensors {
+            if t.offset % alignment as u64 != 0 {
+                return Err(ModelError::format(
+                    path,
+                    format!(
+                        "corrupt GGUF: tensor `{}` has data offset {}, not a multiple of the \
+                         file's alignment {alignment} (a damaged file? re-fetch it)",
+                        t.name, t.offset
+                    ),
+                ));
+            }
             if GgmlType::from_u32(t.ty).is_some() {
-                file.raw(t)?;
+                let raw = file.raw(t)?;
+                let start = t.offset;
+                extents.push((start, start + raw.len() as u64, &t.name));
+            }
+        }
+        extents.sort();
+        for w in extents.windows(2) {
+            let ((s1, e1, a), (s2, e2, b)) = (w[0], w[1]);
+            if s2 < e1 {
+                return Err(ModelError::format(
+                    path,
+                    format!(
+                        "corrupt GGUF: tensors `{a}` (data bytes {s1}..{e1}) and `{b}` \
+                         ({s2}..{e2}) share data bytes; the file was damaged or badly edited \
+                         (re-fetch it)"
+                    ),
+                ));
             }
         }
         Ok(file)
