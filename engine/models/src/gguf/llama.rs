@@ -62,6 +62,53 @@ fn meta_u64(g: &GgufFile, key: &str) -> Result<usize> {
         })
 }
 
+/// An optional integer key: absent is `None`, but present with another type (a string, a float,
+/// a negative number) is an error, never a silent fall-back to the default.
+fn opt_u64(g: &GgufFile, key: &str) -> Result<Option<u64>> {
+    match g.get(key) {
+        None => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            ModelError::config(
+                &g.path,
+                format!(
+                    "GGUF metadata `{key}` is {v:?}, not a non-negative integer; the file was \
+                     damaged or badly edited (re-convert it)"
+                ),
+            )
+        }),
+    }
+}
+
+/// An optional number key, with the same rule as [`opt_u64`].
+fn opt_f64(g: &GgufFile, key: &str) -> Result<Option<f64>> {
+    match g.get(key) {
+        None => Ok(None),
+        Some(v) => v.as_f64().map(Some).ok_or_else(|| {
+            ModelError::config(
+                &g.path,
+                format!(
+                    "GGUF metadata `{key}` is {v:?}, not a number; the file was damaged or badly \
+                     edited (re-convert it)"
+                ),
+            )
+        }),
+    }
+}
+
+/// A token id key: an integer that fits a u32 (ids are indices into the vocabulary).
+fn opt_token_id(g: &GgufFile, key: &str) -> Result<Option<u32>> {
+    opt_u64(g, key)?
+        .map(|v| {
+            u32::try_from(v).map_err(|_| {
+                ModelError::config(
+                    &g.path,
+                    format!("GGUF metadata `{key}` = {v} is not a token id (too large)"),
+                )
+            })
+        })
+        .transpose()
+}
+
 /// The architecture facts from GGUF metadata (no tensor data is read).
 pub fn llama_config(g: &GgufFile) -> Result<LlamaConfig> {
     let arch = g
@@ -80,23 +127,17 @@ pub fn llama_config(g: &GgufFile) -> Result<LlamaConfig> {
     let k = |s: &str| format!("llama.{s}");
     let heads = meta_u64(g, &k("attention.head_count"))?;
     let hidden = meta_u64(g, &k("embedding_length"))?;
-    let kv = g
-        .get(&k("attention.head_count_kv"))
-        .and_then(Value::as_u64)
+    let kv = opt_u64(g, &k("attention.head_count_kv"))?
         .map(|v| v as usize)
         .unwrap_or(heads);
     let vocab = match g.get("tokenizer.ggml.tokens").and_then(Value::as_array) {
         Some(t) => t.len(),
         None => meta_u64(g, &k("vocab_size"))?,
     };
-    let head_dim = g
-        .get(&k("rope.dimension_count"))
-        .and_then(Value::as_u64)
+    let head_dim = opt_u64(g, &k("rope.dimension_count"))?
         .map(|v| v as usize)
         .unwrap_or(hidden.checked_div(heads).unwrap_or(0));
-    let eos = g
-        .get("tokenizer.ggml.eos_token_id")
-        .and_then(Value::as_u64)
+    let eos = opt_token_id(g, "tokenizer.ggml.eos_token_id")?
         .map(|v| vec![v as i64])
         .unwrap_or_default();
     let cfg = LlamaConfig {
@@ -107,26 +148,14 @@ pub fn llama_config(g: &GgufFile) -> Result<LlamaConfig> {
         num_attention_heads: heads,
         num_key_value_heads: kv,
         head_dim,
-        rms_norm_eps: g
-            .get(&k("attention.layer_norm_rms_epsilon"))
-            .and_then(Value::as_f64)
-            .unwrap_or(1e-5),
-        rope_theta: g
-            .get(&k("rope.freq_base"))
-            .and_then(Value::as_f64)
-            .unwrap_or(10000.0),
-        max_position_embeddings: g
-            .get(&k("context_length"))
-            .and_then(Value::as_u64)
-            .unwrap_or(2048) as usize,
+        rms_norm_eps: opt_f64(g, &k("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5),
+        rope_theta: opt_f64(g, &k("rope.freq_base"))?.unwrap_or(10000.0),
+        max_position_embeddings: opt_u64(g, &k("context_length"))?.unwrap_or(2048) as usize,
         // Without `output.weight` the LM head is the token embedding.
         tie_word_embeddings: g.tensor("output.weight").is_none(),
         attention_bias: g.tensor("blk.0.attn_q.bias").is_some(),
         mlp_bias: g.tensor("blk.0.ffn_up.bias").is_some(),
-        bos_token_id: g
-            .get("tokenizer.ggml.bos_token_id")
-            .and_then(Value::as_u64)
-            .map(|v| v as i64),
+        bos_token_id: opt_token_id(g, "tokenizer.ggml.bos_token_id")?.map(|v| v as i64),
         eos_token_ids: eos,
     };
     // Name the GGUF keys in errors; validate() then repeats the checks under the HF names.
@@ -269,7 +298,7 @@ pub fn tokenizer_meta(g: &GgufFile) -> Result<GgufTokenizerMeta> {
             })
             .collect()
     };
-    let id = |key: &str| g.get(key).and_then(Value::as_u64).map(|v| v as u32);
+    let id = |key: &str| opt_token_id(g, key);
     let model = g
         .get("tokenizer.ggml.model")
         .and_then(Value::as_str)
@@ -300,10 +329,10 @@ pub fn tokenizer_meta(g: &GgufFile) -> Result<GgufTokenizerMeta> {
         tokens,
         merges,
         token_types,
-        bos: id("tokenizer.ggml.bos_token_id"),
-        eos: id("tokenizer.ggml.eos_token_id"),
-        unk: id("tokenizer.ggml.unknown_token_id"),
-        pad: id("tokenizer.ggml.padding_token_id"),
+        bos: id("tokenizer.ggml.bos_token_id")?,
+        eos: id("tokenizer.ggml.eos_token_id")?,
+        unk: id("tokenizer.ggml.unknown_token_id")?,
+        pad: id("tokenizer.ggml.padding_token_id")?,
         add_bos: matches!(
             g.get("tokenizer.ggml.add_bos_token"),
             Some(Value::Bool(true))
