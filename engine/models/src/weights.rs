@@ -106,7 +106,22 @@ impl<'a> WeightLoader<'a> {
             Some(_) => {
                 self.taken.insert(name.to_string());
                 self.report.applied += 1;
-                let t = self.src.read(name)?.to_kind(kind);
+                let t = self.src.read(name)?;
+                // Every weight built here is floating point: an integer or boolean tensor under
+                // its name (a quantised export without its scales, a damaged header) would be
+                // cast to float and load as garbage that runs with exit 0.
+                if !t.is_floating_point() {
+                    return Err(ModelError::format(
+                        self.src.describe(),
+                        format!(
+                            "tensor `{name}` is stored as {:?}, not a floating-point type: it \
+                             cannot be a model weight (a quantised file without its scales, or \
+                             a damaged one); use the model's F32/F16/BF16 safetensors",
+                            t.kind()
+                        ),
+                    ));
+                }
+                let t = t.to_kind(kind);
                 // A NaN or an infinity in a weight (a damaged file, a corrupt quantisation scale)
                 // would load fine and make every output NaN: refuse it here, naming the tensor.
                 if t.is_floating_point() && t.isfinite().all().int64_value(&[]) == 0 {
