@@ -425,9 +425,17 @@ fn gguf_duplicate_keys_and_tensor_names_are_refused() {
     let mut g = GgufWriter::new();
     g.meta("general.architecture", Value::String("llama".into()))
         .meta("llama.block_count", Value::U32(1))
-        .meta("llama.block_count", Value::U32(2));
+        .meta("llama.block_coun2", Value::U32(2));
     g.tensor("token_embd.weight", &[8, 32], &[0.5; 256], GgmlType::F32);
     g.write(&file).unwrap();
+    // The writer keeps keys unique: rename the second key in the file's bytes.
+    let mut bytes = std::fs::read(&file).unwrap();
+    let at = bytes
+        .windows(17)
+        .position(|w| w == b"llama.block_coun2")
+        .unwrap();
+    bytes[at + 16] = b't';
+    std::fs::write(&file, bytes).unwrap();
     assert_gguf_refused(
         &file,
         &[
@@ -598,4 +606,36 @@ fn safetensors_weight_stored_as_integer_or_bool_is_refused() {
             &needles,
         );
     }
+}
+
+/// `hidden_size = 0` was accepted by `inspect` and `plan` (0 is divisible by every head count).
+#[test]
+fn config_with_hidden_size_0_is_refused() {
+    let dir = bert_folder("hidden0", |c| c["hidden_size"] = 0.into());
+    let needles = ["config.json", "hidden_size must be positive"];
+    assert_refused(&ardpipe(&["inspect", "model", &dir]), &needles);
+    assert_refused(&ardpipe(&["embed", "--model", &dir, "hello"]), &needles);
+}
+
+/// A tensor named twice in a safetensors header: one copy used to win silently, and the
+/// message blamed another tensor's offsets.
+#[test]
+fn safetensors_header_naming_a_tensor_twice_is_refused() {
+    let dir = bert_folder("st-dup", |_| {});
+    let t = r#"{"dtype":"F32","shape":[1],"data_offsets":[0,4]}"#;
+    let mut header =
+        format!(r#"{{"embeddings.LayerNorm.weight":{t},"embeddings.LayerNorm.weight":{t}}}"#)
+            .into_bytes();
+    header.resize(header.len().next_multiple_of(8), b' ');
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&header);
+    bytes.extend_from_slice(&1f32.to_le_bytes());
+    std::fs::write(Path::new(&dir).join("model.safetensors"), bytes).unwrap();
+    assert_refused(
+        &ardpipe(&["embed", "--model", &dir, "hello"]),
+        &[
+            "model.safetensors",
+            "lists tensor `embeddings.LayerNorm.weight` twice",
+        ],
+    );
 }

@@ -258,6 +258,9 @@ impl BertConfig {
             1.0,
         )?;
         check_float("initializer_range", self.initializer_range, 0.0, true, 1e3)?;
+        if self.hidden_size == 0 {
+            return Err("hidden_size must be positive".into());
+        }
         if self.num_attention_heads == 0
             || !self.hidden_size.is_multiple_of(self.num_attention_heads)
         {

@@ -31,8 +31,12 @@ impl GgufWriter {
         }
     }
 
+    /// Set a metadata key; setting it again replaces the value (GGUF keys are unique).
     pub fn meta(&mut self, key: &str, value: Value) -> &mut Self {
-        self.metadata.push((key.to_string(), value));
+        match self.metadata.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = value,
+            None => self.metadata.push((key.to_string(), value)),
+        }
         self
     }
 

@@ -256,6 +256,20 @@ pub fn check_header(bytes: &[u8], path: &Path) -> Result<()> {
         return Ok(());
     };
     let data_len = (bytes.len() - 8 - header.len()) as u64;
+    // A name given twice: JSON maps keep one copy silently (the `safetensors` crate then
+    // reports a wrong offset under another tensor's name), so name the repeated tensor here.
+    if let Ok(HeaderKeys(keys)) = serde_json::from_slice::<HeaderKeys>(header) {
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = keys.iter().find(|k| !seen.insert(k.as_str())) {
+            return Err(ModelError::format(
+                path,
+                format!(
+                    "corrupt safetensors: the header lists tensor `{dup}` twice; the file was \
+                     damaged or badly written (re-fetch or re-save it)"
+                ),
+            ));
+        }
+    }
     let Ok(map) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(header)
     else {
         return Ok(());
@@ -277,6 +291,33 @@ pub fn check_header(bytes: &[u8], path: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The keys of a JSON object in file order, repeats kept (values skipped unread).
+struct HeaderKeys(Vec<String>);
+
+impl<'de> serde::Deserialize<'de> for HeaderKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = HeaderKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<HeaderKeys, A::Error> {
+                let mut keys = Vec::new();
+                while let Some(k) = map.next_key::<String>()? {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    keys.push(k);
+                }
+                Ok(HeaderKeys(keys))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// Several `*.safetensors` files without an index load only as one complete set of shards named
