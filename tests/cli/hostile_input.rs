@@ -463,3 +463,86 @@ fn a_jsonl_line_of_the_wrong_shape_is_a_bad_row_that_says_what_it_is() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A dataset path that is a FIFO or a device is refused with what it is: a FIFO blocked the run
+/// forever (one SIGTERM did not end it) and /dev/zero would be hashed without end.
+#[test]
+fn a_dataset_that_is_a_fifo_or_a_device_is_refused_not_waited_on() {
+    let dir = scratch("fifo");
+    let fifo = dir.join("data.csv");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    for (path, what) in [
+        (fifo.to_str().unwrap(), "a FIFO"),
+        ("/dev/zero", "a device"),
+    ] {
+        std::fs::remove_dir_all(dir.join("runs")).ok();
+        let file = pipeline(
+            &dir,
+            "",
+            &format!(
+                "    format = csv\n    path = \"{path}\"\n    text = \"text\"\n    label = \"label\""
+            ),
+        );
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ardpipe"))
+            .args(["run", "-q", "--threads", "1"])
+            .arg(&file)
+            .env("ARDPIPE_COLOR", "never")
+            .env("COLUMNS", "1000")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > std::time::Duration::from_secs(60) {
+                child.kill().ok();
+                panic!("ardpipe still waits on {path} after 60 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert_no_crash(&out);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(&format!("{path} is {what}, not a regular file")),
+            "{err}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A link inside a folder-per-class dataset that leads back up was walked at every turn (two
+/// such links: 2^40 folders, a hang); it is an error naming the link.
+#[test]
+fn a_link_loop_in_a_class_folder_is_an_error_naming_the_link() {
+    let dir = scratch("link-loop");
+    for class in ["pos", "neg"] {
+        let c = dir.join("data").join(class);
+        std::fs::create_dir_all(&c).unwrap();
+        for i in 0..4 {
+            std::fs::write(c.join(format!("{i}.txt")), format!("{class} example {i}")).unwrap();
+        }
+        std::os::unix::fs::symlink("..", c.join("up")).unwrap();
+    }
+    let file = pipeline(&dir, "", "    format = folders\n    path = \"data\"");
+    let started = std::time::Instant::now();
+    let out = run(&file);
+    assert_no_crash(&out);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("data/neg/up leads back to") && err.contains("remove the link"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed().as_secs() < 30,
+        "took {:?}",
+        started.elapsed()
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -40,6 +40,27 @@ fn hex(bytes: &[u8]) -> String {
 
 /// sha256 and size of a file, read in 1 MiB chunks (datasets can be larger than memory).
 pub fn sha256_file(path: &Path) -> Result<(String, u64), RunDirError> {
+    // A FIFO would block the open (or the read) until a writer came, and a device such as
+    // /dev/zero would never end: neither can be hashed and then read again.
+    let kind = std::fs::metadata(path)
+        .map_err(io_err("cannot open", path))?
+        .file_type();
+    if !kind.is_file() {
+        use std::os::unix::fs::FileTypeExt as _;
+        let what = if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "a special file"
+        };
+        return Err(RunDirError::NotAFile {
+            path: path.to_path_buf(),
+            what,
+        });
+    }
     let mut f = File::open(path).map_err(io_err("cannot open", path))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -62,7 +83,7 @@ pub fn sha256_path(path: &Path) -> Result<(String, u64), RunDirError> {
         return sha256_file(path);
     }
     let mut files = Vec::new();
-    collect_files(path, path, &mut files)?;
+    collect_files(path, path, &mut Vec::new(), &mut files)?;
     files.sort();
     let mut h = Sha256::new();
     let mut total = 0;
@@ -77,16 +98,33 @@ pub fn sha256_path(path: &Path) -> Result<(String, u64), RunDirError> {
     Ok((hex(&h.finalize()), total))
 }
 
-fn collect_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), RunDirError> {
+/// Every file under `dir`, relative to `root`. Links to folders are followed, except one that
+/// leads back to a folder it lies in (`ancestors`, canonical): that loop is an error, not a
+/// walk that doubles at every turn until the kernel's link limit.
+fn collect_files(
+    root: &Path,
+    dir: &Path,
+    ancestors: &mut Vec<PathBuf>,
+    out: &mut Vec<PathBuf>,
+) -> Result<(), RunDirError> {
+    let real = std::fs::canonicalize(dir).map_err(io_err("cannot read directory", dir))?;
+    if ancestors.contains(&real) {
+        return Err(RunDirError::LinkLoop {
+            link: dir.to_path_buf(),
+            target: real,
+        });
+    }
+    ancestors.push(real);
     for entry in std::fs::read_dir(dir).map_err(io_err("cannot read directory", dir))? {
         let entry = entry.map_err(io_err("cannot read directory", dir))?;
         let p = entry.path();
         if p.is_dir() {
-            collect_files(root, &p, out)?;
+            collect_files(root, &p, ancestors, out)?;
         } else {
             out.push(p.strip_prefix(root).unwrap_or(&p).to_path_buf());
         }
     }
+    ancestors.pop();
     Ok(())
 }
 

@@ -53,6 +53,16 @@ pub enum RunDirError {
     NotARun { path: PathBuf },
     #[error("run directory template `{template}` {problem}")]
     BadTemplate { template: String, problem: String },
+    #[error(
+        "{path} is {what}, not a regular file: an input is read more than once (hashed for the \
+         manifest, then loaded); copy it to a file and give that path"
+    )]
+    NotAFile { path: PathBuf, what: &'static str },
+    #[error(
+        "{link} leads back to {target}, a folder it lies in: a dataset folder cannot hold a link \
+         loop; remove the link"
+    )]
+    LinkLoop { link: PathBuf, target: PathBuf },
     #[error("cannot encode {what} as JSON: {source}")]
     Json {
         what: String,

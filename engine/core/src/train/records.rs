@@ -581,7 +581,10 @@ fn read_folders(root: &Path, prep: &Prep, sink: &mut Sink) -> Result<(), TrainEr
                     label: label.clone(),
                 }),
                 Ok(_) => sink.bad(bad_row(&f, 1, "empty file"))?,
-                Err(e) => sink.bad(bad_row(&f, 1, format!("not UTF-8 text: {e}")))?,
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    sink.bad(bad_row(&f, 1, "not UTF-8 text"))?
+                }
+                Err(e) => sink.bad(bad_row(&f, 1, format!("cannot read: {e}")))?,
             }
         }
     }
