@@ -546,3 +546,51 @@ fn a_link_loop_in_a_class_folder_is_an_error_naming_the_link() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `run --resume DIR` trains on with the saved `pipeline.resolved.json`: an edited copy went on
+/// with other settings unseen. Its hash must be the one the manifest recorded.
+#[test]
+fn a_resume_refuses_a_saved_pipeline_edited_after_the_start() {
+    let dir = scratch("resume-edited");
+    let mut csv = "text,label\n".to_string();
+    for i in 0..8 {
+        writeln!(csv, "example number {i},{}", ["pos", "neg"][i % 2]).unwrap();
+    }
+    std::fs::write(dir.join("data.csv"), csv).unwrap();
+    let file = pipeline(
+        &dir,
+        "",
+        "    format = csv\n    path = \"data.csv\"\n    text = \"text\"\n    label = \"label\"",
+    );
+    let out = run(&file);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let run_dir = std::fs::read_dir(dir.join("runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let saved = run_dir.join("pipeline.resolved.json");
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&saved).unwrap()).unwrap();
+    value["train"]["batch_size"] = serde_json::json!(3);
+    std::fs::write(&saved, serde_json::to_vec_pretty(&value).unwrap()).unwrap();
+    let out = ardpipe(&[
+        "run",
+        "-q",
+        "--threads",
+        "1",
+        "--resume",
+        run_dir.to_str().unwrap(),
+    ]);
+    assert_no_crash(&out);
+    let err = stderr(&out).replace(['\n', '|'], " ");
+    let err = err.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("pipeline.resolved.json changed after the run started")
+            && err.contains("fix: restore it"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

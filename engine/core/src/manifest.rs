@@ -460,7 +460,7 @@ impl Manifest {
 
     pub fn read(path: &Path) -> Result<Manifest, RunDirError> {
         let v = rundir::read_json(path)?;
-        serde_json::from_value(v).map_err(|source| RunDirError::Json {
+        serde_json::from_value(v).map_err(|source| RunDirError::BadJson {
             what: path.display().to_string(),
             source,
         })

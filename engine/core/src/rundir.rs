@@ -63,6 +63,15 @@ pub enum RunDirError {
          loop; remove the link"
     )]
     LinkLoop { link: PathBuf, target: PathBuf },
+    #[error(
+        "{what} is not the JSON ardpipe wrote there ({source}): it was damaged or edited; \
+         restore it, or start the run again in a new output directory"
+    )]
+    BadJson {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("cannot encode {what} as JSON: {source}")]
     Json {
         what: String,
@@ -527,7 +536,7 @@ impl RunDir {
 
 pub fn read_json(path: &Path) -> Result<serde_json::Value> {
     let bytes = fs::read(path).map_err(io_err("cannot read", path))?;
-    serde_json::from_slice(&bytes).map_err(|source| RunDirError::Json {
+    serde_json::from_slice(&bytes).map_err(|source| RunDirError::BadJson {
         what: path.display().to_string(),
         source,
     })
@@ -610,7 +619,7 @@ fn parse_jsonl_line(
     match serde_json::from_slice(line) {
         Ok(v) => Ok(Some(v)),
         Err(_) if i + 1 == n => Ok(None),
-        Err(source) => Err(RunDirError::Json {
+        Err(source) => Err(RunDirError::BadJson {
             what: format!("{}:{}", path.display(), i + 1),
             source,
         }),

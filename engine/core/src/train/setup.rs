@@ -520,6 +520,22 @@ fn open_for_resume(
     };
     let run_dir = RunDir::open(dir)?;
     let before = run_dir.read_resolved_pipeline()?;
+    // The saved pipeline is what the checkpoints were trained with, as the manifest's hash of it
+    // says: an edited copy would let `--resume DIR` alone go on with other settings unseen.
+    let manifest_path = run_dir.manifest_path();
+    if manifest_path.exists() {
+        let recorded = crate::manifest::Manifest::read(&manifest_path)?.pipeline_sha256;
+        let found = crate::manifest::pipeline_hash(&before);
+        if found != recorded {
+            return Err(resume_err(format!(
+                "{} changed after the run started (its sha256 is {found}; the manifest recorded \
+                 {recorded})\n  fix: restore it; to change settings, pass the pipeline file: \
+                 `ardpipe run FILE --resume {}` shows what may change",
+                run_dir.path(crate::rundir::RESOLVED_PIPELINE).display(),
+                dir.display()
+            )));
+        }
+    }
     let now = serde_json::to_value(pipeline).map_err(|e| TrainError::Other(e.to_string()))?;
     let check = crate::manifest::check_resume(&before, &now);
     if !check.is_compatible() {
@@ -533,7 +549,6 @@ fn open_for_resume(
     let choice = store
         .choose(true)
         .map_err(|e| TrainError::Other(format!("checkpoint: {e}")))?;
-    let manifest_path = run_dir.manifest_path();
     match choice.checkpoint {
         Some(ckpt) => {
             // The bytes the run trained on must be the bytes it goes on with.
