@@ -594,3 +594,58 @@ fn a_resume_refuses_a_saved_pipeline_edited_after_the_start() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A run's damaged `labels.json` was read past: `classify --adapter RUN` answered `LABEL_0`
+/// with exit 0. Damaged, or naming another number of classes, it is an error now.
+#[test]
+fn classify_refuses_a_run_whose_labels_json_is_damaged() {
+    let dir = scratch("labels");
+    let mut csv = "text,label\n".to_string();
+    for i in 0..8 {
+        writeln!(csv, "example number {i},{}", ["pos", "neg"][i % 2]).unwrap();
+    }
+    std::fs::write(dir.join("data.csv"), csv).unwrap();
+    let file = pipeline(
+        &dir,
+        "",
+        "    format = csv\n    path = \"data.csv\"\n    text = \"text\"\n    label = \"label\"",
+    );
+    let out = run(&file);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let run_dir = std::fs::read_dir(dir.join("runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ardpipe/assets/minilm");
+    let classify = || {
+        ardpipe(&[
+            "classify",
+            "--model",
+            model.to_str().unwrap(),
+            "--adapter",
+            run_dir.to_str().unwrap(),
+            "some text",
+        ])
+    };
+    for (labels, expected) in [
+        (
+            "{",
+            "labels.json is not the list of class names the run wrote",
+        ),
+        (
+            "[\"neg\"]",
+            "labels.json names 1 classes, but the adapter's classifier has 2",
+        ),
+    ] {
+        std::fs::write(run_dir.join("labels.json"), labels).unwrap();
+        let out = classify();
+        assert_no_crash(&out);
+        let err = stderr(&out).replace(['\n', '|'], " ");
+        let err = err.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert_eq!(out.status.code(), Some(1), "{labels}: {err}");
+        assert!(err.contains(expected), "{labels}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -42,13 +42,24 @@ pub fn run(a: ClassifyArgs) -> miette::Result<Code> {
         None => None,
     };
     // A fine-tuned run names its classes (labels.json) and its classifier fixes their number.
-    let from_adapter = adapter.as_ref().and_then(|f| {
-        let n = f.classifier_rows()?;
-        Some(match &f.labels {
+    let from_adapter = match adapter
+        .as_ref()
+        .and_then(|f| Some((f, f.classifier_rows()?)))
+    {
+        None => None,
+        Some((f, n)) => Some(match &f.labels {
             Some(l) if l.len() == n => l.clone(),
-            _ => (0..n).map(|i| format!("LABEL_{i}")).collect(),
-        })
-    });
+            Some(l) => {
+                return Err(miette::miette!(
+                    help = "restore the run's labels.json (one name per class, in class order)",
+                    "{}: labels.json names {} classes, but the adapter's classifier has {n}",
+                    f.dir.display(),
+                    l.len()
+                ));
+            }
+            None => (0..n).map(|i| format!("LABEL_{i}")).collect(),
+        }),
+    };
     let labels = match (from_adapter, config_labels(&a.model), a.num_labels) {
         (Some(l), _, None) => l,
         (Some(l), _, Some(n)) if l.len() == n => l,

@@ -144,12 +144,23 @@ impl AdapterFolder {
             let t = src.read(&name).map_err(|e| folder_err(e.to_string()))?;
             tensors.push((name, t));
         }
-        let labels = dir
-            .parent()
-            .map(|run| run.join("labels.json"))
-            .filter(|p| p.is_file())
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .and_then(|t| serde_json::from_str::<Vec<String>>(&t).ok());
+        // A damaged labels.json is an error: read past, every class would be named LABEL_i.
+        let labels = match dir.parent().map(|run| run.join("labels.json")) {
+            Some(p) if p.exists() => Some(
+                std::fs::read(&p)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| {
+                        serde_json::from_slice::<Vec<String>>(&b).map_err(|e| e.to_string())
+                    })
+                    .map_err(|e| {
+                        folder_err(format!(
+                            "{} is not the list of class names the run wrote ({e}); restore it",
+                            p.display()
+                        ))
+                    })?,
+            ),
+            _ => None,
+        };
         let folder = AdapterFolder {
             dir,
             config,
