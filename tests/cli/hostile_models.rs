@@ -553,7 +553,7 @@ fn tiny_bert(name: &str, dtype_of: Option<(&str, Dtype)>) -> String {
             let count: usize = s.iter().product();
             match dtype_of {
                 Some((t, d)) if t == n => {
-                    let bytes = vec![1u8; count * d.size()];
+                    let bytes = vec![1u8; count * d.bitsize() / 8];
                     (n, d, s, bytes)
                 }
                 _ => {
