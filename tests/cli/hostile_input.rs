@@ -547,29 +547,34 @@ fn a_link_loop_in_a_class_folder_is_an_error_naming_the_link() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// `run --resume DIR` trains on with the saved `pipeline.resolved.json`: an edited copy went on
-/// with other settings unseen. Its hash must be the one the manifest recorded.
-#[test]
-fn a_resume_refuses_a_saved_pipeline_edited_after_the_start() {
-    let dir = scratch("resume-edited");
+/// A finished run of the tiny pipeline on 8 rows of two classes, in `dir/runs/`.
+fn finished_two_class_run(dir: &Path) -> PathBuf {
     let mut csv = "text,label\n".to_string();
     for i in 0..8 {
         writeln!(csv, "example number {i},{}", ["pos", "neg"][i % 2]).unwrap();
     }
     std::fs::write(dir.join("data.csv"), csv).unwrap();
     let file = pipeline(
-        &dir,
+        dir,
         "",
         "    format = csv\n    path = \"data.csv\"\n    text = \"text\"\n    label = \"label\"",
     );
     let out = run(&file);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let run_dir = std::fs::read_dir(dir.join("runs"))
+    std::fs::read_dir(dir.join("runs"))
         .unwrap()
         .next()
         .unwrap()
         .unwrap()
-        .path();
+        .path()
+}
+
+/// `run --resume DIR` trains on with the saved `pipeline.resolved.json`: an edited copy went on
+/// with other settings unseen. Its hash must be the one the manifest recorded.
+#[test]
+fn a_resume_refuses_a_saved_pipeline_edited_after_the_start() {
+    let dir = scratch("resume-edited");
+    let run_dir = finished_two_class_run(&dir);
     let saved = run_dir.join("pipeline.resolved.json");
     let mut value: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&saved).unwrap()).unwrap();
@@ -600,24 +605,7 @@ fn a_resume_refuses_a_saved_pipeline_edited_after_the_start() {
 #[test]
 fn classify_refuses_a_run_whose_labels_json_is_damaged() {
     let dir = scratch("labels");
-    let mut csv = "text,label\n".to_string();
-    for i in 0..8 {
-        writeln!(csv, "example number {i},{}", ["pos", "neg"][i % 2]).unwrap();
-    }
-    std::fs::write(dir.join("data.csv"), csv).unwrap();
-    let file = pipeline(
-        &dir,
-        "",
-        "    format = csv\n    path = \"data.csv\"\n    text = \"text\"\n    label = \"label\"",
-    );
-    let out = run(&file);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let run_dir = std::fs::read_dir(dir.join("runs"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let run_dir = finished_two_class_run(&dir);
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ardpipe/assets/minilm");
     let classify = || {
         ardpipe(&[
