@@ -33,8 +33,8 @@ struct HfLlama {
     head_dim: Option<usize>,
     #[serde(default = "default_rms_eps")]
     rms_norm_eps: f64,
-    #[serde(default = "default_rope_theta")]
-    rope_theta: f64,
+    /// transformers 4 layout: `rope_theta` and `rope_scaling` at the top level.
+    rope_theta: Option<f64>,
     #[serde(default = "default_positions")]
     max_position_embeddings: usize,
     #[serde(default)]
@@ -46,7 +46,59 @@ struct HfLlama {
     bos_token_id: Option<i64>,
     eos_token_id: Option<OneOrMany>,
     rope_scaling: Option<serde_json::Value>,
+    /// transformers 5 layout: `rope_parameters: {rope_theta, rope_type, ...}`.
+    rope_parameters: Option<serde_json::Value>,
     hidden_act: Option<String>,
+}
+
+/// RoPE's base from either config layout. Scaling of any kind changes the maths and is not
+/// implemented, so it is refused rather than read as plain RoPE; so is a key of
+/// `rope_parameters` this reader does not know.
+fn llama_rope_theta(c: &HfLlama) -> std::result::Result<f64, String> {
+    let mut theta = c.rope_theta;
+    for (key, value) in [
+        ("rope_scaling", &c.rope_scaling),
+        ("rope_parameters", &c.rope_parameters),
+    ] {
+        let Some(v) = value.as_ref().filter(|v| !v.is_null()) else {
+            continue;
+        };
+        let Some(map) = v.as_object() else {
+            return Err(format!("{key} must be an object, got {v}"));
+        };
+        let kind = map.get("rope_type").or_else(|| map.get("type"));
+        match kind.map(|k| k.as_str()) {
+            None | Some(Some("default")) => {}
+            _ => {
+                return Err(format!(
+                    "{key} {v} asks for RoPE scaling, which is not supported yet (ardpipe implements \
+                     plain RoPE); use a checkpoint without it"
+                ));
+            }
+        }
+        for (k, x) in map {
+            match k.as_str() {
+                "rope_type" | "type" => {}
+                "rope_theta" => {
+                    let t = x
+                        .as_f64()
+                        .ok_or_else(|| format!("{key}.rope_theta must be a number, got {x}"))?;
+                    if let Some(top) = theta.filter(|top| *top != t) {
+                        return Err(format!(
+                            "rope_theta is {top} at the top level but {t} in {key}: the file contradicts itself"
+                        ));
+                    }
+                    theta = Some(t);
+                }
+                other => {
+                    return Err(format!(
+                        "{key}.{other} = {x} changes RoPE and is not supported yet (ardpipe implements plain RoPE)"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(theta.unwrap_or_else(default_rope_theta))
 }
 
 #[derive(Deserialize)]
@@ -122,15 +174,7 @@ pub fn parse_config(path: &Path, text: &str) -> Result<ArchConfig> {
                 "hidden_act `{act}` is not supported (Llama uses silu)"
             )));
         }
-        if let Some(rs) = c.rope_scaling.as_ref().filter(|v| !v.is_null()) {
-            let kind = rs.get("rope_type").or_else(|| rs.get("type"));
-            if kind.and_then(|k| k.as_str()) != Some("default") {
-                return Err(bad(format!(
-                    "rope_scaling {rs} is not supported yet (ardpipe implements plain RoPE); \
-                     use a checkpoint without rope_scaling"
-                )));
-            }
-        }
+        let rope_theta = llama_rope_theta(&c).map_err(bad)?;
         let heads = c.num_attention_heads;
         ArchConfig::Llama(LlamaConfig {
             vocab_size: c.vocab_size,
@@ -143,7 +187,7 @@ pub fn parse_config(path: &Path, text: &str) -> Result<ArchConfig> {
                 .head_dim
                 .unwrap_or(c.hidden_size.checked_div(heads).unwrap_or(0)),
             rms_norm_eps: c.rms_norm_eps,
-            rope_theta: c.rope_theta,
+            rope_theta,
             max_position_embeddings: c.max_position_embeddings,
             tie_word_embeddings: c.tie_word_embeddings,
             attention_bias: c.attention_bias,
