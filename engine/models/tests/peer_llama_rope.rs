@@ -1,6 +1,7 @@
-//! RoPE's base read from the config layout the current transformers writes (transformers 5:
-//! `rope_parameters: {rope_theta, rope_type}`), checked against transformers' own logits on a
-//! tiny random Llama it saved; RoPE scaling in either layout is refused, never read as plain
+//! RoPE's base and Llama 3's frequency scaling read from the config layout the current
+//! transformers writes (transformers 5: `rope_parameters: {rope_theta, rope_type, ...}`) and
+//! from transformers 4's (`rope_theta`, `rope_scaling`), checked against transformers' own
+//! logits on tiny random Llamas it saved; other RoPE scalings are refused, never read as plain
 //! RoPE. Needs the Python peer venv that `scripts/setup.sh` creates.
 
 use std::path::{Path, PathBuf};
@@ -45,13 +46,28 @@ fn load_error(dir: &Path) -> String {
     }
 }
 
-#[test]
-fn rope_base_from_transformers_5_matches_its_logits_and_scaling_is_refused() {
-    let dir = scratch("base");
+/// The largest |difference| between ardpipe's logits for the folder's model and `want`.
+fn max_diff(dir: &Path, ids: &[i64], want: &Tensor) -> f64 {
+    let lm = load_causal_lm(dir, &LoadOptions::default()).unwrap();
+    let got = tch::no_grad(|| {
+        lm.model
+            .forward(&Tensor::from_slice(ids).unsqueeze(0), None, false)
+    })
+    .unwrap()
+    .get(0);
+    (&got - want).abs().max().double_value(&[])
+}
+
+/// transformers saves a tiny Llama into `dir`; ardpipe's logits must equal its logits.
+/// Returns the config it wrote, the ids and the logits.
+fn same_logits_as_transformers(
+    dir: &Path,
+    peer_args: &[&str],
+) -> (serde_json::Value, Vec<i64>, Tensor) {
     let out = Command::new(peer_python())
         .arg(repo().join("engine/models/tests/peer/llama_rope.py"))
-        .arg(&dir)
-        .arg("100000")
+        .arg(dir)
+        .args(peer_args)
         .env("HF_HUB_OFFLINE", "1")
         .env("TRANSFORMERS_VERBOSITY", "error")
         .output()
@@ -63,35 +79,80 @@ fn rope_base_from_transformers_5_matches_its_logits_and_scaling_is_refused() {
     );
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
-    assert_eq!(
-        config["rope_parameters"]["rope_theta"], 100000.0,
-        "transformers wrote another layout: {config}"
-    );
     let reference: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("logits.json")).unwrap()).unwrap();
     let ids: Vec<i64> = serde_json::from_value(reference["ids"].clone()).unwrap();
     let want = matrix(&reference["logits"]);
-    let at_10000 = matrix(&reference["logits_at_10000"]);
-    let sensitivity = (&want - &at_10000).abs().max().double_value(&[]);
+    let plain = matrix(&reference["logits_at_10000"]);
+    let sensitivity = (&want - &plain).abs().max().double_value(&[]);
     assert!(
         sensitivity > 1e-2,
-        "RoPE's base barely changes these logits ({sensitivity}): the check would not catch a wrong base"
+        "RoPE's settings barely change these logits ({sensitivity}): the check would not catch a wrong RoPE"
     );
-
-    let lm = load_causal_lm(&dir, &LoadOptions::default()).unwrap();
-    let got = tch::no_grad(|| {
-        lm.model
-            .forward(&Tensor::from_slice(&ids).unsqueeze(0), None, false)
-    })
-    .unwrap()
-    .get(0);
-    let diff = (&got - &want).abs().max().double_value(&[]);
+    let diff = max_diff(dir, &ids, &want);
     println!(
-        "max |Δlogits| against transformers: {diff:.2e} (a base of 10000 would be off by {sensitivity:.2e})"
+        "{peer_args:?}: max |Δlogits| against transformers {diff:.2e} (plain RoPE of base 10000 would be off by {sensitivity:.2e})"
     );
     assert!(diff < 1e-4, "logits differ from transformers' by {diff}");
+    (config, ids, want)
+}
 
-    // Scaling (llama3, linear, ...) in either layout, and unknown RoPE keys, are refused.
+#[test]
+fn llama3_rope_scaling_matches_transformers_in_both_layouts() {
+    let dir = scratch("llama3");
+    // Base 10000 and head_dim 8 give wavelengths of 6.3, 63, 628 and 6283 tokens: one kept,
+    // one on the smooth ramp between 16 and 64, two slowed by the factor.
+    let (config, ids, want) = same_logits_as_transformers(
+        &dir,
+        &[
+            "10000",
+            r#"{"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64}"#,
+        ],
+    );
+    assert_eq!(
+        config["rope_parameters"]["rope_type"], "llama3",
+        "transformers wrote another layout: {config}"
+    );
+    // The same model in transformers 4's layout gives the same logits.
+    let mut v4 = config.clone();
+    let mut params = v4
+        .as_object_mut()
+        .unwrap()
+        .remove("rope_parameters")
+        .unwrap();
+    v4["rope_theta"] = params
+        .as_object_mut()
+        .unwrap()
+        .remove("rope_theta")
+        .unwrap();
+    v4["rope_scaling"] = params;
+    std::fs::write(dir.join("config.json"), v4.to_string()).unwrap();
+    let diff = max_diff(&dir, &ids, &want);
+    assert!(
+        diff < 1e-4,
+        "transformers 4 layout: logits differ by {diff}"
+    );
+    // A llama3 scaling without one of its numbers is refused, naming it.
+    let mut missing = config.clone();
+    missing["rope_parameters"]
+        .as_object_mut()
+        .unwrap()
+        .remove("low_freq_factor");
+    std::fs::write(dir.join("config.json"), missing.to_string()).unwrap();
+    let e = load_error(&dir);
+    assert!(e.contains("no `low_freq_factor`"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn rope_base_from_transformers_5_matches_its_logits_and_other_scalings_are_refused() {
+    let dir = scratch("base");
+    let (config, _, _) = same_logits_as_transformers(&dir, &["100000"]);
+    assert_eq!(
+        config["rope_parameters"]["rope_theta"], 100000.0,
+        "transformers wrote another layout: {config}"
+    );
+    // Other scalings (yarn, linear, ...) in either layout, and unknown RoPE keys, are refused.
     let with = |edit: &dyn Fn(&mut serde_json::Value)| {
         let mut c = config.clone();
         edit(&mut c);
@@ -99,12 +160,11 @@ fn rope_base_from_transformers_5_matches_its_logits_and_scaling_is_refused() {
         load_error(&dir)
     };
     let e = with(&|c| {
-        c["rope_parameters"] = serde_json::json!({"rope_type": "llama3", "rope_theta": 500000.0,
-            "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-            "original_max_position_embeddings": 8192});
+        c["rope_parameters"] =
+            serde_json::json!({"rope_type": "yarn", "rope_theta": 100000.0, "factor": 4.0});
     });
     assert!(
-        e.contains("rope_parameters") && e.contains("not supported"),
+        e.contains("rope_parameters") && e.contains("does not implement"),
         "{e}"
     );
     let e = with(&|c| {
@@ -112,7 +172,7 @@ fn rope_base_from_transformers_5_matches_its_logits_and_scaling_is_refused() {
         c["rope_scaling"] = serde_json::json!({"type": "linear", "factor": 2.0});
     });
     assert!(
-        e.contains("rope_scaling") && e.contains("not supported"),
+        e.contains("rope_scaling") && e.contains("does not implement"),
         "{e}"
     );
     let e = with(&|c| c["rope_parameters"]["partial_rotary_factor"] = 0.5.into());

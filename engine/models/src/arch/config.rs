@@ -58,12 +58,89 @@ pub struct LlamaConfig {
     pub head_dim: usize,
     pub rms_norm_eps: f64,
     pub rope_theta: f64,
+    /// RoPE frequency scaling; `None` is plain RoPE.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rope_scaling: Option<RopeScaling>,
     pub max_position_embeddings: usize,
     pub tie_word_embeddings: bool,
     pub attention_bias: bool,
     pub mlp_bias: bool,
     pub bos_token_id: Option<i64>,
     pub eos_token_ids: Vec<i64>,
+}
+
+/// RoPE frequency scaling, as transformers' `rope_type` names it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "rope_type", rename_all = "snake_case")]
+pub enum RopeScaling {
+    /// Llama 3.1's: long wavelengths slowed by `factor`, short ones kept, a smooth ramp between
+    /// `original_max_position_embeddings / high_freq_factor` and `/ low_freq_factor`.
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: f64,
+    },
+}
+
+impl RopeScaling {
+    fn validate(&self) -> Result<(), String> {
+        match *self {
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => {
+                check_float("rope factor", factor, 0.0, false, 1e6)?;
+                check_float("low_freq_factor", low_freq_factor, 0.0, false, 1e6)?;
+                check_float("high_freq_factor", high_freq_factor, 0.0, false, 1e6)?;
+                check_float(
+                    "original_max_position_embeddings",
+                    original_max_position_embeddings,
+                    0.0,
+                    false,
+                    1e12,
+                )?;
+                if high_freq_factor <= low_freq_factor {
+                    return Err(format!(
+                        "high_freq_factor ({high_freq_factor}) must be greater than low_freq_factor ({low_freq_factor})"
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Adjust plain RoPE's inverse frequencies, as transformers' `_compute_llama3_parameters`.
+    pub fn apply(&self, inv_freq: &[f64]) -> Vec<f64> {
+        match *self {
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings: old_len,
+            } => {
+                let low_freq_wavelen = old_len / low_freq_factor;
+                let high_freq_wavelen = old_len / high_freq_factor;
+                inv_freq
+                    .iter()
+                    .map(|&f| {
+                        let wavelen = 2.0 * std::f64::consts::PI / f;
+                        if wavelen < high_freq_wavelen {
+                            f
+                        } else if wavelen > low_freq_wavelen {
+                            f / factor
+                        } else {
+                            let smooth = (old_len / wavelen - low_freq_factor)
+                                / (high_freq_factor - low_freq_factor);
+                            (1.0 - smooth) * f / factor + smooth * f
+                        }
+                    })
+                    .collect()
+            }
+        }
+    }
 }
 
 /// A BERT-family encoder (BERT, MiniLM, …): post-LN, absolute positions, GELU.
@@ -131,6 +208,9 @@ impl LlamaConfig {
         )])?;
         check_float("rms_norm_eps", self.rms_norm_eps, 0.0, false, 1.0)?;
         check_float("rope_theta", self.rope_theta, 0.0, false, f64::INFINITY)?;
+        if let Some(scaling) = &self.rope_scaling {
+            scaling.validate()?;
+        }
         let h = self.num_attention_heads;
         let kv = self.num_key_value_heads;
         if h == 0 || kv == 0 || !h.is_multiple_of(kv) {

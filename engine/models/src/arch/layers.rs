@@ -40,10 +40,29 @@ pub struct Rope {
 }
 
 impl Rope {
-    pub fn new(head_dim: usize, theta: f64, device: Device) -> Self {
+    pub fn new(
+        head_dim: usize,
+        theta: f64,
+        scaling: Option<&super::config::RopeScaling>,
+        device: Device,
+    ) -> Self {
         let exps = Tensor::arange_start_step(0, head_dim as i64, 2, (Kind::Float, device))
             / head_dim as f64;
-        let inv_freq = (exps * theta.ln()).exp().reciprocal();
+        let mut inv_freq = (exps * theta.ln()).exp().reciprocal();
+        if let Some(scaling) = scaling {
+            // head_dim / 2 numbers, once at load: adjusted on the host.
+            let plain: Vec<f64> = Vec::<f32>::try_from(&inv_freq.to_device(Device::Cpu))
+                .expect("a 1-D f32 tensor")
+                .into_iter()
+                .map(f64::from)
+                .collect();
+            let scaled: Vec<f32> = scaling
+                .apply(&plain)
+                .into_iter()
+                .map(|f| f as f32)
+                .collect();
+            inv_freq = Tensor::from_slice(&scaled).to_device(device);
+        }
         Self { inv_freq }
     }
 
@@ -117,7 +136,7 @@ mod tests {
 
     #[test]
     fn rope_at_position_zero_is_identity() {
-        let rope = Rope::new(8, 10000.0, Device::Cpu);
+        let rope = Rope::new(8, 10000.0, None, Device::Cpu);
         let (cos, sin) = rope.cos_sin(&Tensor::zeros([1, 1], (Kind::Int64, Device::Cpu)));
         let x = Tensor::randn([1, 2, 1, 8], (Kind::Float, Device::Cpu));
         assert!(Rope::apply(&x, &cos, &sin).allclose(&x, 1e-6, 1e-6, false));

@@ -113,7 +113,7 @@ impl Llama {
             w.ignore(&format!("model.layers.{l}.self_attn.rotary_emb.inv_freq"));
         }
         Ok(Self {
-            rope: Rope::new(c.head_dim, c.rope_theta, device),
+            rope: Rope::new(c.head_dim, c.rope_theta, c.rope_scaling.as_ref(), device),
             config,
             embed_tokens,
             layers,

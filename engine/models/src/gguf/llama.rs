@@ -150,6 +150,7 @@ pub fn llama_config(g: &GgufFile) -> Result<LlamaConfig> {
         head_dim,
         rms_norm_eps: opt_f64(g, &k("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5),
         rope_theta: opt_f64(g, &k("rope.freq_base"))?.unwrap_or(10000.0),
+        rope_scaling: None,
         max_position_embeddings: opt_u64(g, &k("context_length"))?.unwrap_or(2048) as usize,
         // Without `output.weight` the LM head is the token embedding.
         tie_word_embeddings: g.tensor("output.weight").is_none(),

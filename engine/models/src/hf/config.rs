@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::arch::config::{ArchConfig, BertConfig, LlamaConfig};
+use crate::arch::config::{ArchConfig, BertConfig, LlamaConfig, RopeScaling};
 use crate::error::{ModelError, Result};
 
 #[derive(Deserialize)]
@@ -51,11 +51,12 @@ struct HfLlama {
     hidden_act: Option<String>,
 }
 
-/// RoPE's base from either config layout. Scaling of any kind changes the maths and is not
-/// implemented, so it is refused rather than read as plain RoPE; so is a key of
-/// `rope_parameters` this reader does not know.
-fn llama_rope_theta(c: &HfLlama) -> std::result::Result<f64, String> {
+/// RoPE's base and scaling from either config layout (transformers 4: `rope_theta` and
+/// `rope_scaling`; transformers 5: `rope_parameters`). A scaling type or key this reader does
+/// not implement changes the maths, so it is refused rather than read as plain RoPE.
+fn llama_rope(c: &HfLlama) -> std::result::Result<(f64, Option<RopeScaling>), String> {
     let mut theta = c.rope_theta;
+    let mut scaling = None;
     for (key, value) in [
         ("rope_scaling", &c.rope_scaling),
         ("rope_parameters", &c.rope_parameters),
@@ -67,18 +68,31 @@ fn llama_rope_theta(c: &HfLlama) -> std::result::Result<f64, String> {
             return Err(format!("{key} must be an object, got {v}"));
         };
         let kind = map.get("rope_type").or_else(|| map.get("type"));
-        match kind.map(|k| k.as_str()) {
-            None | Some(Some("default")) => {}
+        let llama3 = match kind.map(|k| k.as_str()) {
+            None | Some(Some("default")) => false,
+            Some(Some("llama3")) => true,
             _ => {
                 return Err(format!(
-                    "{key} {v} asks for RoPE scaling, which is not supported yet (ardpipe implements \
-                     plain RoPE); use a checkpoint without it"
+                    "{key} {v} asks for a RoPE scaling ardpipe does not implement (it has plain \
+                     RoPE and `llama3`); use a checkpoint without it"
                 ));
             }
-        }
+        };
+        let number = |k: &str| -> std::result::Result<f64, String> {
+            let x = map
+                .get(k)
+                .ok_or_else(|| format!("{key} has rope_type llama3 but no `{k}`"))?;
+            x.as_f64()
+                .ok_or_else(|| format!("{key}.{k} must be a number, got {x}"))
+        };
         for (k, x) in map {
             match k.as_str() {
                 "rope_type" | "type" => {}
+                "factor"
+                | "low_freq_factor"
+                | "high_freq_factor"
+                | "original_max_position_embeddings"
+                    if llama3 => {}
                 "rope_theta" => {
                     let t = x
                         .as_f64()
@@ -92,13 +106,28 @@ fn llama_rope_theta(c: &HfLlama) -> std::result::Result<f64, String> {
                 }
                 other => {
                     return Err(format!(
-                        "{key}.{other} = {x} changes RoPE and is not supported yet (ardpipe implements plain RoPE)"
+                        "{key}.{other} = {x} changes RoPE and is not supported yet"
                     ));
                 }
             }
         }
+        if llama3 {
+            let s = RopeScaling::Llama3 {
+                factor: number("factor")?,
+                low_freq_factor: number("low_freq_factor")?,
+                high_freq_factor: number("high_freq_factor")?,
+                original_max_position_embeddings: number("original_max_position_embeddings")?,
+            };
+            if scaling.as_ref().is_some_and(|old| *old != s) {
+                return Err(
+                    "rope_scaling and rope_parameters give different RoPE scalings: the file contradicts itself"
+                        .into(),
+                );
+            }
+            scaling = Some(s);
+        }
     }
-    Ok(theta.unwrap_or_else(default_rope_theta))
+    Ok((theta.unwrap_or_else(default_rope_theta), scaling))
 }
 
 #[derive(Deserialize)]
@@ -174,7 +203,7 @@ pub fn parse_config(path: &Path, text: &str) -> Result<ArchConfig> {
                 "hidden_act `{act}` is not supported (Llama uses silu)"
             )));
         }
-        let rope_theta = llama_rope_theta(&c).map_err(bad)?;
+        let (rope_theta, rope_scaling) = llama_rope(&c).map_err(bad)?;
         let heads = c.num_attention_heads;
         ArchConfig::Llama(LlamaConfig {
             vocab_size: c.vocab_size,
@@ -188,6 +217,7 @@ pub fn parse_config(path: &Path, text: &str) -> Result<ArchConfig> {
                 .unwrap_or(c.hidden_size.checked_div(heads).unwrap_or(0)),
             rms_norm_eps: c.rms_norm_eps,
             rope_theta,
+            rope_scaling,
             max_position_embeddings: c.max_position_embeddings,
             tie_word_embeddings: c.tie_word_embeddings,
             attention_bias: c.attention_bias,

@@ -24,6 +24,7 @@ pub fn save_llama(model: &Llama, dir: &Path) -> Result<()> {
         "head_dim": c.head_dim,
         "rms_norm_eps": c.rms_norm_eps,
         "rope_theta": c.rope_theta,
+        "rope_scaling": c.rope_scaling,
         "max_position_embeddings": c.max_position_embeddings,
         "tie_word_embeddings": c.tie_word_embeddings,
         "attention_bias": c.attention_bias,
