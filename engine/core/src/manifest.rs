@@ -510,6 +510,22 @@ impl ResumeCheck {
             .iter()
             .filter(|d| d.verdict == Verdict::Refused)
     }
+
+    /// One line per refused difference, for an error message.
+    pub fn refused_lines(&self) -> String {
+        self.refused()
+            .map(|d| {
+                format!(
+                    "  - {}: was {}, now {} ({})",
+                    d.path,
+                    show(&d.old),
+                    show(&d.new),
+                    d.reason
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
 }
 
 fn show(v: &Option<Value>) -> String {

@@ -542,7 +542,7 @@ fn open_for_resume(
         return Err(resume_err(format!(
             "the pipeline changed in ways that would make the result differ from an uninterrupted run:\n{}\n  \
              fix: restore those values, or start a new run",
-            refused_lines(&check)
+            check.refused_lines()
         )));
     }
     let store = crate::checkpoint::Checkpoints::of_run(dir);
@@ -569,7 +569,7 @@ fn open_for_resume(
                     return Err(resume_err(format!(
                         "its input files changed since the run started:\n{}\n  \
                          fix: put back the files the run trained on, or start a new run with these",
-                        refused_lines(&inputs)
+                        inputs.refused_lines()
                     )));
                 }
             } else {
@@ -654,27 +654,6 @@ fn open_for_resume(
             Ok((run_dir, Start::Again))
         }
     }
-}
-
-fn refused_lines(check: &crate::manifest::ResumeCheck) -> String {
-    let show = |v: &Option<serde_json::Value>| {
-        v.as_ref()
-            .map(|v| v.to_string())
-            .unwrap_or_else(|| "(absent)".into())
-    };
-    check
-        .refused()
-        .map(|d| {
-            format!(
-                "  - {}: was {}, now {} ({})",
-                d.path,
-                show(&d.old),
-                show(&d.new),
-                d.reason
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// Resume a data-parallel run: rank 0 opens it and chooses the checkpoint, then tells every
