@@ -27,6 +27,7 @@ Standard library only: it runs on any python3 >= 3.8 before anything else exists
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import html.parser
 import io
@@ -109,14 +110,20 @@ def pip_failure(spec: str, output: str, downloads: Path) -> str:
             f"  fix: {fix}; then run this set-up again (nothing half-written was kept)")
 
 
+@functools.lru_cache(maxsize=None)
+def pip_config_lines() -> tuple[str, ...]:
+    """`pip config list`, read once per set-up (each pip start costs about half a second)."""
+    res = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True)
+    return tuple(res.stdout.splitlines())
+
+
 def pip_setting(key: str) -> str | None:
     """A pip setting (`index-url`, `cert`) as pip itself would see it: environment, then config."""
     env = os.environ.get("PIP_" + key.upper().replace("-", "_"))
     if env:
         return env.split()[0]
-    res = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True)
     for section in ("download", "global"):
-        for line in res.stdout.splitlines():
+        for line in pip_config_lines():
             name, _, value = line.partition("=")
             if name.strip() == f"{section}.{key}":
                 return value.strip().strip("'\"").split()[0]
