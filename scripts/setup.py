@@ -471,7 +471,8 @@ def install_asset(asset: dict, cache: Path, deep: bool) -> str:
         shutil.rmtree(tree, ignore_errors=True)
 
 
-PEER_PACKAGES = ["transformers==5.24.0", "peft==0.21.2"]
+# gguf: the reference for GGUF dequantisation and for transformers' own GGUF loading.
+PEER_PACKAGES = ["transformers==5.24.0", "peft==0.21.2", "gguf==0.19.0"]
 
 
 def install_peer_venv(manifest: dict, cache: Path) -> Path:
@@ -486,10 +487,21 @@ def install_peer_venv(manifest: dict, cache: Path) -> Path:
     wanted = {"torch": version, "packages": PEER_PACKAGES}
     if stamp.exists():
         try:
-            if json.loads(stamp.read_text()) == wanted:
-                return dest
+            have = json.loads(stamp.read_text())
         except ValueError:
-            pass
+            have = None
+        if have == wanted:
+            return dest
+        if isinstance(have, dict) and have.get("torch") == version:
+            # Same torch, other Python packages: add them to the venv instead of rebuilding 4.7 GB.
+            py = dest / "bin" / "python"
+            log(f"updating the Python peer venv's packages ({', '.join(PEER_PACKAGES)})")
+            res = subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                                  *PEER_PACKAGES], capture_output=True, text=True)
+            if res.returncode == 0:
+                stamp.write_text(json.dumps(wanted))
+                return dest
+            log("  could not update it in place; rebuilding it")
     check_space(cache, 8 * 2**30)
     # A venv cannot be renamed after creation (its scripts embed their path): build it in place
     # and write the stamp last, so an interrupted build is redone rather than trusted.
