@@ -46,8 +46,11 @@ fn check_float(key: &str, v: f64, lo: f64, lo_inclusive: bool, hi: f64) -> Resul
     }
 }
 
-/// A Llama-family causal LM (Llama, SmolLM2, TinyLlama, …).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A decoder-only causal LM of the Llama lineage: Llama (SmolLM2, TinyLlama, …), Qwen2/2.5,
+/// Mistral, Qwen3, Gemma, Gemma 2 and Gemma 3 text, told apart by `family` and the feature
+/// fields. `Default` gives a plain Llama with zero dimensions, for struct-update syntax
+/// (`LlamaConfig { vocab_size, .., ..Default::default() }`); `validate` refuses it as it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct LlamaConfig {
     pub vocab_size: usize,
     pub hidden_size: usize,
@@ -67,6 +70,137 @@ pub struct LlamaConfig {
     pub mlp_bias: bool,
     pub bos_token_id: Option<i64>,
     pub eos_token_ids: Vec<i64>,
+    /// Which Hugging Face family (`model_type`) this decoder is; the per-feature fields below
+    /// carry the maths, the family names the config.json and class transformers needs.
+    pub family: DecoderFamily,
+    /// Bias on q/k/v only, none on o_proj (Qwen2), when `attention_bias` is on.
+    pub qkv_bias_only: bool,
+    /// Per-head RMSNorm of queries and keys before RoPE (`self_attn.q_norm`/`k_norm`: Qwen3, Gemma 3).
+    pub qk_norm: bool,
+    /// RMSNorm scales by `1 + weight` (the Gemma families) instead of `weight`.
+    pub norm_unit_offset: bool,
+    /// The MLP's gate activation.
+    pub hidden_act: Activation,
+    /// Token embeddings are multiplied by sqrt(hidden_size), rounded to the embedding dtype (Gemma).
+    pub scale_embeddings: bool,
+    /// Norms after attention and around the MLP (Gemma 2/3): `post_attention_layernorm` on the
+    /// attention output, `pre_feedforward_layernorm`, `post_feedforward_layernorm`.
+    pub sandwich_norms: bool,
+    /// Attention scale is `query_pre_attn_scalar^-0.5` instead of `head_dim^-0.5` (Gemma 2/3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query_pre_attn_scalar: Option<f64>,
+    /// `cap·tanh(score/cap)` on the attention scores (Gemma 2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attn_logit_softcapping: Option<f64>,
+    /// `cap·tanh(logit/cap)` on the output logits (Gemma 2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub final_logit_softcapping: Option<f64>,
+    /// A query sees this many keys at most, itself included, in the layers `layer_types` marks
+    /// sliding (transformers' `kv_idx > q_idx - sliding_window`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sliding_window: Option<usize>,
+    /// Attention kind per layer; empty means every layer attends fully.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub layer_types: Vec<LayerType>,
+    /// RoPE base of the sliding layers when it differs from the full layers' (Gemma 3's local base).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rope_local_theta: Option<f64>,
+    /// RoPE scaling of the sliding layers (only read with `rope_local_theta`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rope_local_scaling: Option<RopeScaling>,
+}
+
+/// The decoder families ardpipe builds with [`LlamaConfig`], by Hugging Face `model_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecoderFamily {
+    #[default]
+    Llama,
+    Qwen2,
+    Mistral,
+    Qwen3,
+    Gemma,
+    Gemma2,
+    #[serde(rename = "gemma3_text")]
+    Gemma3Text,
+}
+
+impl DecoderFamily {
+    pub const ALL: [DecoderFamily; 7] = [
+        DecoderFamily::Llama,
+        DecoderFamily::Qwen2,
+        DecoderFamily::Mistral,
+        DecoderFamily::Qwen3,
+        DecoderFamily::Gemma,
+        DecoderFamily::Gemma2,
+        DecoderFamily::Gemma3Text,
+    ];
+
+    /// config.json's `model_type`.
+    pub fn model_type(self) -> &'static str {
+        match self {
+            DecoderFamily::Llama => "llama",
+            DecoderFamily::Qwen2 => "qwen2",
+            DecoderFamily::Mistral => "mistral",
+            DecoderFamily::Qwen3 => "qwen3",
+            DecoderFamily::Gemma => "gemma",
+            DecoderFamily::Gemma2 => "gemma2",
+            DecoderFamily::Gemma3Text => "gemma3_text",
+        }
+    }
+
+    pub fn from_model_type(t: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.model_type() == t)
+    }
+
+    /// transformers' causal-LM class.
+    pub fn causal_lm_class(self) -> &'static str {
+        match self {
+            DecoderFamily::Llama => "LlamaForCausalLM",
+            DecoderFamily::Qwen2 => "Qwen2ForCausalLM",
+            DecoderFamily::Mistral => "MistralForCausalLM",
+            DecoderFamily::Qwen3 => "Qwen3ForCausalLM",
+            DecoderFamily::Gemma => "GemmaForCausalLM",
+            DecoderFamily::Gemma2 => "Gemma2ForCausalLM",
+            DecoderFamily::Gemma3Text => "Gemma3ForCausalLM",
+        }
+    }
+}
+
+/// The MLP's gate activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    #[default]
+    Silu,
+    /// GELU with the tanh approximation (transformers' `gelu_pytorch_tanh`).
+    GeluPytorchTanh,
+}
+
+impl Activation {
+    pub fn hf_name(self) -> &'static str {
+        match self {
+            Activation::Silu => "silu",
+            Activation::GeluPytorchTanh => "gelu_pytorch_tanh",
+        }
+    }
+}
+
+/// A layer's attention kind, as transformers' `layer_types` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerType {
+    FullAttention,
+    SlidingAttention,
+}
+
+impl LayerType {
+    pub fn hf_name(self) -> &'static str {
+        match self {
+            LayerType::FullAttention => "full_attention",
+            LayerType::SlidingAttention => "sliding_attention",
+        }
+    }
 }
 
 /// RoPE frequency scaling, as transformers' `rope_type` names it.
@@ -81,6 +215,8 @@ pub enum RopeScaling {
         high_freq_factor: f64,
         original_max_position_embeddings: f64,
     },
+    /// Positions divided by `factor` (every inverse frequency divided by it).
+    Linear { factor: f64 },
 }
 
 impl RopeScaling {
@@ -109,6 +245,7 @@ impl RopeScaling {
                 }
                 Ok(())
             }
+            RopeScaling::Linear { factor } => check_float("rope factor", factor, 0.0, false, 1e6),
         }
     }
 
@@ -139,6 +276,7 @@ impl RopeScaling {
                     })
                     .collect()
             }
+            RopeScaling::Linear { factor } => inv_freq.iter().map(|f| f / factor).collect(),
         }
     }
 }
@@ -161,6 +299,47 @@ pub struct BertConfig {
     /// Std of the normal init of new heads (transformers' `initializer_range`).
     pub initializer_range: f64,
     pub pad_token_id: i64,
+    /// BERT or RoBERTa lineage (`model_type`): positions, checkpoint prefix and head differ.
+    pub family: EncoderFamily,
+}
+
+/// The encoder families ardpipe builds with [`BertConfig`], by Hugging Face `model_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EncoderFamily {
+    /// `bert`: positions 0.., pooler + `classifier` head, module prefix `bert.`.
+    #[default]
+    Bert,
+    /// `roberta`: positions from `pad_token_id + 1` skipping padding, `classifier.dense` →
+    /// tanh → `classifier.out_proj` head, module prefix `roberta.`.
+    Roberta,
+    /// `xlm-roberta`: RoBERTa's maths under its own `model_type` (prefix `roberta.` too).
+    #[serde(rename = "xlm-roberta")]
+    XlmRoberta,
+}
+
+impl EncoderFamily {
+    /// transformers' `base_model_prefix` for this family's task models (with the dot).
+    pub fn prefix(self) -> &'static str {
+        match self {
+            EncoderFamily::Bert => "bert.",
+            EncoderFamily::Roberta | EncoderFamily::XlmRoberta => "roberta.",
+        }
+    }
+
+    /// Positions start after the padding id and skip padding (RoBERTa's
+    /// `create_position_ids_from_input_ids`).
+    pub fn roberta_positions(self) -> bool {
+        !matches!(self, EncoderFamily::Bert)
+    }
+
+    pub fn model_type(self) -> &'static str {
+        match self {
+            EncoderFamily::Bert => "bert",
+            EncoderFamily::Roberta => "roberta",
+            EncoderFamily::XlmRoberta => "xlm-roberta",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -221,6 +400,36 @@ impl LlamaConfig {
         if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
             return Err(format!("head_dim {} must be even for RoPE", self.head_dim));
         }
+        for (key, v) in [
+            ("query_pre_attn_scalar", self.query_pre_attn_scalar),
+            ("attn_logit_softcapping", self.attn_logit_softcapping),
+            ("final_logit_softcapping", self.final_logit_softcapping),
+            ("rope_local_base_freq", self.rope_local_theta),
+        ] {
+            if let Some(v) = v {
+                check_float(key, v, 0.0, false, f64::INFINITY)?;
+            }
+        }
+        if let Some(scaling) = &self.rope_local_scaling {
+            scaling.validate()?;
+        }
+        if !self.layer_types.is_empty() && self.layer_types.len() != self.num_hidden_layers {
+            return Err(format!(
+                "layer_types lists {} layers but num_hidden_layers is {}",
+                self.layer_types.len(),
+                self.num_hidden_layers
+            ));
+        }
+        let sliding = self.layer_types.contains(&LayerType::SlidingAttention);
+        match self.sliding_window {
+            Some(0) => return Err("sliding_window must be at least 1".into()),
+            None if sliding => {
+                return Err(
+                    "layer_types has sliding_attention layers but sliding_window is not set".into(),
+                );
+            }
+            _ => {}
+        }
         if self.hidden_size == 0
             || self.num_hidden_layers == 0
             || self.vocab_size == 0
@@ -267,7 +476,7 @@ impl LlamaConfig {
                 "self_attn",
                 d,
                 h * hd,
-                ab,
+                ab && !self.qkv_bias_only,
                 HeadLayout {
                     axis: HeadAxis::Input,
                     n_heads: h,
@@ -282,13 +491,165 @@ impl LlamaConfig {
         v
     }
 
+    /// The config.json transformers needs to build this model (`model_type`, `architectures`
+    /// and every field that changes the maths), in the layout transformers 5 writes: RoPE in
+    /// `rope_parameters` (one entry per attention kind for Gemma 3), `layer_types` spelled out.
+    pub fn hf_config_json(&self) -> serde_json::Value {
+        use serde_json::{Value, json};
+        let fam = self.family;
+        let rope = |theta: f64, scaling: Option<&RopeScaling>| -> Value {
+            let mut r = match scaling {
+                Some(s) => serde_json::to_value(s).expect("RoPE scaling serialises"),
+                None => json!({"rope_type": "default"}),
+            };
+            r["rope_theta"] = json!(theta);
+            r
+        };
+        let eos = match self.eos_token_ids.as_slice() {
+            [] => Value::Null,
+            [one] => json!(one),
+            many => json!(many),
+        };
+        let mut j = json!({
+            "architectures": [fam.causal_lm_class()],
+            "model_type": fam.model_type(),
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "head_dim": self.head_dim,
+            "rms_norm_eps": self.rms_norm_eps,
+            "max_position_embeddings": self.max_position_embeddings,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": eos,
+            "dtype": "float32",
+        });
+        let o = j.as_object_mut().expect("an object");
+        let layer_types: Vec<&str> = (0..self.num_hidden_layers)
+            .map(|l| self.layer_type(l).hf_name())
+            .collect();
+        let act = self.hidden_act.hf_name();
+        match fam {
+            DecoderFamily::Gemma3Text => {
+                let local = rope(
+                    self.rope_local_theta.unwrap_or(self.rope_theta),
+                    if self.rope_local_theta.is_some() {
+                        self.rope_local_scaling.as_ref()
+                    } else {
+                        self.rope_scaling.as_ref()
+                    },
+                );
+                o.insert(
+                    "rope_parameters".into(),
+                    json!({
+                        "full_attention": rope(self.rope_theta, self.rope_scaling.as_ref()),
+                        "sliding_attention": local,
+                    }),
+                );
+            }
+            _ => {
+                o.insert(
+                    "rope_parameters".into(),
+                    rope(self.rope_theta, self.rope_scaling.as_ref()),
+                );
+            }
+        }
+        match fam {
+            DecoderFamily::Llama => {
+                o.insert("hidden_act".into(), json!(act));
+                o.insert("attention_bias".into(), json!(self.attention_bias));
+                o.insert("mlp_bias".into(), json!(self.mlp_bias));
+            }
+            DecoderFamily::Qwen2 | DecoderFamily::Qwen3 => {
+                o.insert("hidden_act".into(), json!(act));
+                if fam == DecoderFamily::Qwen3 {
+                    o.insert("attention_bias".into(), json!(self.attention_bias));
+                }
+                let first_sliding = (0..self.num_hidden_layers)
+                    .find(|&l| self.layer_type(l) == LayerType::SlidingAttention);
+                o.insert("use_sliding_window".into(), json!(first_sliding.is_some()));
+                o.insert(
+                    "sliding_window".into(),
+                    json!(first_sliding.and(self.sliding_window)),
+                );
+                o.insert(
+                    "max_window_layers".into(),
+                    json!(first_sliding.unwrap_or(self.num_hidden_layers)),
+                );
+                o.insert("layer_types".into(), json!(layer_types));
+            }
+            DecoderFamily::Mistral => {
+                o.insert("hidden_act".into(), json!(act));
+                o.insert("sliding_window".into(), json!(self.sliding_window));
+            }
+            DecoderFamily::Gemma => {
+                o.insert("hidden_act".into(), json!(act));
+                o.insert("attention_bias".into(), json!(self.attention_bias));
+            }
+            DecoderFamily::Gemma2 | DecoderFamily::Gemma3Text => {
+                o.insert("hidden_activation".into(), json!(act));
+                o.insert("attention_bias".into(), json!(self.attention_bias));
+                // transformers types it as an int.
+                let scalar = self.query_pre_attn_scalar.unwrap_or(self.head_dim as f64);
+                o.insert(
+                    "query_pre_attn_scalar".into(),
+                    if scalar.fract() == 0.0 && scalar < 1e15 {
+                        json!(scalar as u64)
+                    } else {
+                        json!(scalar)
+                    },
+                );
+                o.insert("sliding_window".into(), json!(self.sliding_window));
+                o.insert("layer_types".into(), json!(layer_types));
+                o.insert(
+                    "attn_logit_softcapping".into(),
+                    json!(self.attn_logit_softcapping),
+                );
+                o.insert(
+                    "final_logit_softcapping".into(),
+                    json!(self.final_logit_softcapping),
+                );
+            }
+        }
+        j
+    }
+
+    /// Layer `l`'s attention kind (full when `layer_types` is empty).
+    pub fn layer_type(&self, l: usize) -> LayerType {
+        self.layer_types
+            .get(l)
+            .copied()
+            .unwrap_or(LayerType::FullAttention)
+    }
+
+    /// The window layer `l` attends within, `None` for full attention.
+    pub fn layer_window(&self, l: usize) -> Option<usize> {
+        match self.layer_type(l) {
+            LayerType::SlidingAttention => self.sliding_window,
+            LayerType::FullAttention => None,
+        }
+    }
+
+    /// The attention scale: `query_pre_attn_scalar^-0.5`, else `head_dim^-0.5`.
+    pub fn attention_scale(&self) -> f64 {
+        self.query_pre_attn_scalar
+            .unwrap_or(self.head_dim as f64)
+            .powf(-0.5)
+    }
+
     pub fn parameter_count(&self) -> usize {
         let linears: usize = self
             .modules()
             .iter()
             .map(|m| m.d_out * m.d_in + if m.bias { m.d_out } else { 0 })
             .sum();
-        let norms = (2 * self.num_hidden_layers + 1) * self.hidden_size;
+        let per_layer_norms = if self.sandwich_norms { 4 } else { 2 };
+        let qk_norms = if self.qk_norm { 2 * self.head_dim } else { 0 };
+        let norms = (per_layer_norms * self.num_hidden_layers + 1) * self.hidden_size
+            + self.num_hidden_layers * qk_norms;
         let embed = self.vocab_size * self.hidden_size;
         let head = if self.tie_word_embeddings { 0 } else { embed };
         linears + norms + embed + head

@@ -158,6 +158,7 @@ pub fn llama_config(g: &GgufFile) -> Result<LlamaConfig> {
         mlp_bias: g.tensor("blk.0.ffn_up.bias").is_some(),
         bos_token_id: opt_token_id(g, "tokenizer.ggml.bos_token_id")?.map(|v| v as i64),
         eos_token_ids: eos,
+        ..Default::default()
     };
     // Name the GGUF keys in errors; validate() then repeats the checks under the HF names.
     let gguf_keys = [

@@ -228,6 +228,7 @@ pub fn parse_config(path: &Path, text: &str) -> Result<ArchConfig> {
                 Some(OneOrMany::One(i)) => vec![i],
                 Some(OneOrMany::Many(v)) => v,
             },
+            ..Default::default()
         })
     } else if BERT_TYPES.contains(&ty.as_str()) {
         let c: HfBert =

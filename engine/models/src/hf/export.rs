@@ -11,29 +11,7 @@ use crate::error::{ModelError, Result};
 
 pub fn save_llama(model: &Llama, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-    let c = &model.config;
-    let config = serde_json::json!({
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "vocab_size": c.vocab_size,
-        "hidden_size": c.hidden_size,
-        "intermediate_size": c.intermediate_size,
-        "num_hidden_layers": c.num_hidden_layers,
-        "num_attention_heads": c.num_attention_heads,
-        "num_key_value_heads": c.num_key_value_heads,
-        "head_dim": c.head_dim,
-        "rms_norm_eps": c.rms_norm_eps,
-        "rope_theta": c.rope_theta,
-        "rope_scaling": c.rope_scaling,
-        "max_position_embeddings": c.max_position_embeddings,
-        "tie_word_embeddings": c.tie_word_embeddings,
-        "attention_bias": c.attention_bias,
-        "mlp_bias": c.mlp_bias,
-        "hidden_act": "silu",
-        "bos_token_id": c.bos_token_id,
-        "eos_token_id": c.eos_token_ids.first(),
-        "torch_dtype": "float32",
-    });
+    let config = model.config.hf_config_json();
     let cfg_path = dir.join("config.json");
     std::fs::write(
         &cfg_path,
