@@ -26,4 +26,7 @@ pub use record::{Origin, Record, RecordSource};
 pub use shuffle::{Position, ShuffledOrder, epoch_permutation, stable_hash};
 pub use spec::{DatasetSpec, FieldMap, Format, OnError, Preprocess, TextMode};
 pub use split::ratio_split;
-pub use tokenizer::{BpeSpec, Encoding, TextTokenizer, TruncationSide};
+pub use tokenizer::{
+    BpeSpec, Encoding, SpmFlavour, SpmSpec, TextTokenizer, TruncationSide,
+    supported_bpe_pre_tokenizers,
+};

@@ -134,6 +134,10 @@ fn smollm_spec() -> BpeSpec {
             kv.get("tokenizer.ggml.add_bos_token"),
             Some(Value::Bool(true))
         ),
+        add_eos: matches!(
+            kv.get("tokenizer.ggml.add_eos_token"),
+            Some(Value::Bool(true))
+        ),
     }
 }
 

@@ -104,17 +104,22 @@ pub fn generate_text(
 ) -> Result<Generated> {
     let t = &tok.tokenizer;
     let text = if chat {
-        let tpl = tok.chat.ok_or_else(|| {
+        let tpl = tok.chat.as_ref().ok_or_else(|| {
             ModelError::Usage(
-                "this model has no chat template ardpipe knows (ChatML); run without --chat and write the prompt in the model's format".into(),
+                "this model has no chat template (tokenizer_config.json or GGUF \
+                 tokenizer.chat_template); run without --chat and write the prompt in the \
+                 model's format"
+                    .into(),
             )
         })?;
-        tpl.user_prompt(prompt)
+        tpl.user_prompt(prompt)?
     } else {
         prompt.to_string()
     };
+    // A rendered chat holds the special tokens its template writes (BOS included), so it is
+    // encoded without adding any, as transformers' apply_chat_template does.
     let ids: Vec<i64> = t
-        .encode(&text, true)
+        .encode(&text, !chat)
         .map_err(tok_err)?
         .ids
         .iter()
@@ -123,8 +128,8 @@ pub fn generate_text(
     // Stop at the model's EOS ids, the tokenizer's, and the chat template's end of turn.
     let mut stop: Vec<i64> = model.config.eos_token_ids.clone();
     stop.extend(t.eos_id().map(|i| i as i64));
-    if chat && let Some(tpl) = tok.chat {
-        stop.extend(t.token_to_id(tpl.end_of_turn()).map(|i| i as i64));
+    if chat && let Some(tpl) = &tok.chat {
+        stop.extend(tpl.end_of_turn_ids(t)?.into_iter().map(|i| i as i64));
     }
     let mut out: Vec<u32> = Vec::new();
     let mut shown = 0usize;

@@ -4,7 +4,7 @@
 use ardpipe_models::arch::KvCache;
 use ardpipe_models::assets::asset_file;
 use ardpipe_models::generate::{Sampling, StopReason, generate};
-use ardpipe_models::tokenizer::{ChatTemplate, load_tokenizer};
+use ardpipe_models::tokenizer::load_tokenizer;
 use ardpipe_models::{LoadOptions, ModelLocation, Precision, load_causal_lm};
 use tch::{Kind, Tensor};
 
@@ -92,20 +92,28 @@ fn smollm2_gguf_tokenizer_and_greedy_chat_reply() {
         .encode("The capital of France is", true)
         .unwrap();
     assert_eq!(enc.ids, IDS.map(|i| i as u32));
-    assert_eq!(tok.chat, Some(ChatTemplate::ChatMl));
+    // The GGUF's own template (ChatML with SmolLM2's default system prompt), rendered.
+    let chat = tok.chat.as_ref().expect("the GGUF carries a chat template");
 
     let lm = load_causal_lm(&path, &LoadOptions::default()).unwrap();
-    let chat = ChatTemplate::ChatMl;
-    let prompt = chat.user_prompt("What is the capital of France?");
+    let prompt = chat.user_prompt("What is the capital of France?").unwrap();
+    assert!(
+        prompt.ends_with(
+            "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+        ),
+        "{prompt:?}"
+    );
     let ids: Vec<i64> = tok
         .tokenizer
-        .encode(&prompt, true)
+        .encode(&prompt, false)
         .unwrap()
         .ids
         .iter()
         .map(|&i| i as i64)
         .collect();
-    let end = tok.tokenizer.token_to_id(chat.end_of_turn()).unwrap() as i64;
+    let end = chat.end_of_turn_ids(&tok.tokenizer).unwrap();
+    assert_eq!(end, [tok.tokenizer.token_to_id("<|im_end|>").unwrap()]);
+    let end = end[0] as i64;
     let s = Sampling {
         max_tokens: 16,
         ..Default::default()

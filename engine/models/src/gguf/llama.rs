@@ -281,6 +281,16 @@ pub struct GgufTokenizerMeta {
     pub pad: Option<u32>,
     pub add_bos: bool,
     pub chat_template: Option<String>,
+    /// `general.architecture` (picks the SentencePiece flavour, e.g. Gemma's).
+    pub architecture: String,
+    /// `tokenizer.ggml.scores` (SentencePiece vocabularies); empty when absent.
+    pub scores: Vec<f32>,
+    /// `tokenizer.ggml.add_bos_token` as written (None when absent); `add_bos` reads absent as false.
+    pub add_bos_written: Option<bool>,
+    /// `tokenizer.ggml.add_eos_token`.
+    pub add_eos: bool,
+    /// `tokenizer.ggml.add_space_prefix` (None when absent).
+    pub add_space_prefix: Option<bool>,
 }
 
 pub fn tokenizer_meta(g: &GgufFile) -> Result<GgufTokenizerMeta> {
@@ -301,6 +311,10 @@ pub fn tokenizer_meta(g: &GgufFile) -> Result<GgufTokenizerMeta> {
             .collect()
     };
     let id = |key: &str| opt_token_id(g, key);
+    let flag = |key: &str| match g.get(key) {
+        Some(Value::Bool(b)) => Some(*b),
+        _ => None,
+    };
     let model = g
         .get("tokenizer.ggml.model")
         .and_then(Value::as_str)
@@ -343,5 +357,26 @@ pub fn tokenizer_meta(g: &GgufFile) -> Result<GgufTokenizerMeta> {
             .get("tokenizer.chat_template")
             .and_then(Value::as_str)
             .map(str::to_string),
+        architecture: g
+            .get("general.architecture")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        scores: match g.get("tokenizer.ggml.scores") {
+            None => vec![],
+            Some(v) => v
+                .as_array()
+                .ok_or_else(|| ModelError::config(path, "`tokenizer.ggml.scores` is not an array"))?
+                .iter()
+                .map(|x| {
+                    x.as_f64().map(|f| f as f32).ok_or_else(|| {
+                        ModelError::config(path, "`tokenizer.ggml.scores` holds a non-number")
+                    })
+                })
+                .collect::<Result<_>>()?,
+        },
+        add_bos_written: flag("tokenizer.ggml.add_bos_token"),
+        add_eos: flag("tokenizer.ggml.add_eos_token") == Some(true),
+        add_space_prefix: flag("tokenizer.ggml.add_space_prefix"),
     })
 }
