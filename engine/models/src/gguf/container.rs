@@ -469,9 +469,37 @@ impl GgufFile {
     }
 
     /// One tensor dequantised to f32 values, in torch (row-major) order.
+    /// A block with a non-finite scale (no quantiser writes one) is an error naming the tensor
+    /// and the block.
     pub fn dequantise(&self, t: &TensorInfo) -> Result<Vec<f32>> {
         let raw = self.raw(t)?;
         let ty = GgmlType::from_u32(t.ty).expect("checked by raw()");
-        Ok(ty.dequantise(raw))
+        let n = raw.len() / ty.block_bytes() * ty.block_values();
+        let mut out = vec![0f32; n];
+        match ty.dequantise_into(raw, &mut out) {
+            Ok(()) => Ok(out),
+            Err(Some(bad)) => Err(ModelError::format(
+                &self.path,
+                format!(
+                    "corrupt GGUF: tensor `{}` ({}) block {} has scale {} = {}, not a finite \
+                     number; the file was damaged (re-fetch or re-convert it)",
+                    t.name,
+                    ty.name(),
+                    bad.block,
+                    bad.field,
+                    bad.value
+                ),
+            )),
+            Err(None) => Err(ModelError::format(
+                &self.path,
+                format!(
+                    "corrupt GGUF: tensor `{}` ({}) holds {} bytes, not whole blocks of {}",
+                    t.name,
+                    ty.name(),
+                    raw.len(),
+                    ty.block_bytes()
+                ),
+            )),
+        }
     }
 }

@@ -55,6 +55,25 @@ impl GgufWriter {
         self
     }
 
+    /// Add a tensor whose bytes are already in `ty`'s block format (`shape` outermost first).
+    pub fn tensor_raw(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        ty: GgmlType,
+        data: Vec<u8>,
+    ) -> &mut Self {
+        assert_eq!(
+            ty.byte_len(shape.iter().product()),
+            Some(data.len()),
+            "{name}: {} bytes are not {shape:?} in {ty:?}",
+            data.len()
+        );
+        self.tensors
+            .push((name.to_string(), shape.to_vec(), ty, data));
+        self
+    }
+
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         self.write_with_type_override(path, &[])
     }
@@ -152,9 +171,14 @@ fn put_value(out: &mut Vec<u8>, v: &Value) {
     }
 }
 
-/// Quantise f32 values with the reference formulas.
+/// Quantise f32 values with the reference formulas (F32, F16, BF16 by truncation, Q8_0, Q4_1;
+/// other types come from [`GgufWriter::tensor_raw`]).
 pub fn quantise(ty: GgmlType, values: &[f32]) -> Vec<u8> {
     match ty {
+        GgmlType::BF16 => values
+            .iter()
+            .flat_map(|&v| ((v.to_bits() >> 16) as u16).to_le_bytes())
+            .collect(),
         GgmlType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
         GgmlType::F16 => values
             .iter()
@@ -189,5 +213,8 @@ pub fn quantise(ty: GgmlType, values: &[f32]) -> Vec<u8> {
             }
             out
         }
+        other => panic!(
+            "the test writer does not quantise to {other:?}; give its bytes to GgufWriter::tensor_raw"
+        ),
     }
 }
