@@ -684,6 +684,19 @@ struct Specials<'a> {
 /// vocabulary has them) plain, then the named special tokens not yet added; both never
 /// normalised. Then the bos/eos post-processor.
 fn finish(mut inner: Tokenizer, s: Specials<'_>) -> Result<TextTokenizer, DataError> {
+    // The named special tokens: transformers skips them when decoding, whatever their type.
+    let named: Vec<String> = s
+        .named
+        .iter()
+        .flatten()
+        .map(|&id| s.tokens[id as usize].clone())
+        .chain(
+            s.extra_named
+                .filter(|t| s.tokens.iter().any(|x| x == t))
+                .map(str::to_string),
+        )
+        .filter(|t| inner.get_model().token_to_id(t).is_some())
+        .collect();
     let mut special = Vec::new();
     let mut user = Vec::new();
     for (id, ty) in s.token_types.iter().enumerate() {
@@ -693,7 +706,11 @@ fn finish(mut inner: Tokenizer, s: Specials<'_>) -> Result<TextTokenizer, DataEr
                 special.push(AddedToken::from(content.clone(), true))
             }
             TOKEN_TYPE_USER_DEFINED if inner.get_model().token_to_id(content).is_some() => {
-                user.push(AddedToken::from(content.clone(), false).normalized(false))
+                if named.contains(content) {
+                    special.push(AddedToken::from(content.clone(), true))
+                } else {
+                    user.push(AddedToken::from(content.clone(), false).normalized(false))
+                }
             }
             _ => {}
         }
@@ -705,17 +722,9 @@ fn finish(mut inner: Tokenizer, s: Specials<'_>) -> Result<TextTokenizer, DataEr
         .values()
         .map(|t| t.content.clone())
         .collect();
-    let named = s
-        .named
-        .iter()
-        .flatten()
-        .map(|&id| s.tokens[id as usize].clone())
-        .chain(
-            s.extra_named
-                .filter(|t| s.tokens.iter().any(|x| x == t))
-                .map(str::to_string),
-        )
-        .filter(|t| !added.contains(t) && inner.get_model().token_to_id(t).is_some())
+    let named = named
+        .into_iter()
+        .filter(|t| !added.contains(t))
         .map(|t| AddedToken::from(t, true))
         .collect::<Vec<_>>();
     inner.add_special_tokens(&named);
