@@ -308,13 +308,12 @@ pub fn decoder_config(g: &GgufFile) -> Result<LlamaConfig> {
         Some(t) => t.len(),
         None => meta_u64(g, &k("vocab_size"))?,
     };
-    // head_dim: attention.key_length (Gemma, Qwen3), else rope.dimension_count, else hidden/heads.
+    // head_dim: attention.key_length (Gemma, Qwen3), else hidden/heads, as llama.cpp; the
+    // rotated dimensions (rope.dimension_count) must be the whole head.
     let key_len = opt_u64(g, &k("attention.key_length"))?.map(|v| v as usize);
     let value_len = opt_u64(g, &k("attention.value_length"))?.map(|v| v as usize);
     let rope_dims = opt_u64(g, &k("rope.dimension_count"))?.map(|v| v as usize);
-    let head_dim = key_len
-        .or(rope_dims)
-        .unwrap_or(hidden.checked_div(heads).unwrap_or(0));
+    let head_dim = key_len.unwrap_or(hidden.checked_div(heads).unwrap_or(0));
     if let Some(v) = value_len.filter(|&v| v != head_dim) {
         return Err(err(format!(
             "GGUF metadata `{}` = {v} differs from the key length {head_dim}: ardpipe's attention \
@@ -472,7 +471,7 @@ pub fn decoder_config(g: &GgufFile) -> Result<LlamaConfig> {
         if key_len.is_some() {
             k("attention.key_length")
         } else {
-            k("rope.dimension_count")
+            format!("{} / {}", k("embedding_length"), k("attention.head_count"))
         },
         format!("tokenizer.ggml.tokens (its length) or {}", k("vocab_size")),
     ];
