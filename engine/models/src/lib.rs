@@ -24,6 +24,7 @@ pub mod weights;
 
 pub use error::{ModelError, Result};
 pub use model::{
-    LoadOptions, ModelDescription, ModelLocation, describe, load_causal_lm, load_encoder,
+    LoadOptions, ModelDescription, ModelLocation, describe, load_causal_lm,
+    load_decoder_classifier, load_encoder,
 };
 pub use precision::{Precision, StorageDtype};

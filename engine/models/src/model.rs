@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use tch::Device;
 
-use crate::arch::config::{ArchConfig, ModuleSpec};
-use crate::arch::{Bert, EncoderHead, Llama};
+use crate::arch::config::{ArchConfig, EncoderFamily, ModuleSpec};
+use crate::arch::{Bert, DecoderClassifier, EncoderHead, Llama, LlamaConfig};
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::gguf::llama::{GgufSource, llama_config};
@@ -148,11 +148,9 @@ pub struct LoadedLm {
     pub report: LoadReport,
 }
 
-/// Load a Llama-family causal LM from a GGUF file or a Hugging Face folder.
-pub fn load_causal_lm(path: &Path, opts: &LoadOptions) -> Result<LoadedLm> {
-    opts.precision.validate()?;
-    let location = ModelLocation::detect(path)?;
-    let (config, source): (_, Box<dyn TensorSource>) = match &location {
+/// A decoder's config and tensors, from a GGUF file or a Hugging Face folder.
+fn decoder_source(location: &ModelLocation) -> Result<(LlamaConfig, Box<dyn TensorSource>)> {
+    Ok(match location {
         ModelLocation::Gguf(p) => {
             let g = GgufFile::open(p)?;
             let cfg = llama_config(&g)?;
@@ -171,7 +169,14 @@ pub fn load_causal_lm(path: &Path, opts: &LoadOptions) -> Result<LoadedLm> {
                 ));
             }
         },
-    };
+    })
+}
+
+/// Load a Llama-family causal LM from a GGUF file or a Hugging Face folder.
+pub fn load_causal_lm(path: &Path, opts: &LoadOptions) -> Result<LoadedLm> {
+    opts.precision.validate()?;
+    let location = ModelLocation::detect(path)?;
+    let (config, source) = decoder_source(&location)?;
     let _g = tch::no_grad_guard();
     // Every name and shape is checked against the config before any data is read.
     let mut check = WeightLoader::shapes_only(source.as_ref(), "llama");
@@ -198,7 +203,8 @@ pub struct LoadedEncoder {
     pub report: LoadReport,
 }
 
-/// Load a BERT-family encoder from a Hugging Face folder with the given head.
+/// Load a BERT-family encoder (BERT, RoBERTa, XLM-RoBERTa) from a Hugging Face folder with the
+/// given head.
 pub fn load_encoder(path: &Path, head: EncoderHead, opts: &LoadOptions) -> Result<LoadedEncoder> {
     opts.precision.validate()?;
     let location = ModelLocation::detect(path)?;
@@ -224,13 +230,22 @@ pub fn load_encoder(path: &Path, head: EncoderHead, opts: &LoadOptions) -> Resul
         }
     };
     let source = SafetensorsSource::open_dir(&dir)?;
+    // A saved task model (`BertForSequenceClassification`, `RobertaForMaskedLM`, …) nests the
+    // encoder under the family's prefix; a bare encoder has none.
+    let family_prefix = config.family.prefix();
     let ckpt_prefix = if source
-        .shape("bert.embeddings.word_embeddings.weight")
+        .shape(&format!("{family_prefix}embeddings.word_embeddings.weight"))
         .is_some()
     {
-        "bert."
+        family_prefix
     } else {
         ""
+    };
+    // Pre-training heads (BERT's `cls.` masked LM / next sentence, RoBERTa's `lm_head.`) are
+    // not used by ardpipe's heads.
+    let unused_heads: &[&str] = match config.family {
+        EncoderFamily::Bert => &["cls."],
+        EncoderFamily::Roberta | EncoderFamily::XlmRoberta => &["lm_head."],
     };
     let _g = tch::no_grad_guard();
     // Every name and shape is checked against the config before any data is read.
@@ -243,7 +258,7 @@ pub fn load_encoder(path: &Path, head: EncoderHead, opts: &LoadOptions) -> Resul
         Device::Cpu,
         opts.precision,
     )?;
-    check.finish(&["cls."])?;
+    check.finish(unused_heads)?;
     let mut w = WeightLoader::new(&source, "bert", opts.device, opts.precision.storage.kind());
     let model = Bert::load(
         config,
@@ -253,9 +268,150 @@ pub fn load_encoder(path: &Path, head: EncoderHead, opts: &LoadOptions) -> Resul
         opts.device,
         opts.precision,
     )?;
-    // Pre-training heads (masked LM, next sentence) are not used by ardpipe's heads.
-    let report = w.finish(&["cls."])?;
+    let report = w.finish(unused_heads)?;
     Ok(LoadedEncoder {
+        model,
+        location,
+        report,
+    })
+}
+
+/// A decoder with a sequence-classification head and the report of its load.
+pub struct LoadedDecoderClassifier {
+    pub model: DecoderClassifier,
+    pub location: ModelLocation,
+    pub report: LoadReport,
+}
+
+/// What transformers' `*ForSequenceClassification` reads from a decoder's config.json beyond
+/// the decoder itself.
+#[derive(serde::Deserialize)]
+struct SeqClsFields {
+    #[serde(default)]
+    pad_token_id: Option<i64>,
+    #[serde(default)]
+    initializer_range: Option<f64>,
+    #[serde(default)]
+    text_config: Option<Box<SeqClsFields>>,
+}
+
+/// `pad_token_id` (required: the head looks for each row's last token that is not padding)
+/// and `initializer_range` (for a new `score`; transformers' default 0.02).
+fn seq_cls_fields(location: &ModelLocation) -> Result<(i64, f64)> {
+    let missing = |path: &Path, fix: &str| {
+        ModelError::config(
+            path,
+            format!(
+                "no pad_token_id: a decoder's sequence-classification head takes each row's last \
+                 token that is not padding (as transformers' *ForSequenceClassification does), so it \
+                 needs the padding id; {fix}"
+            ),
+        )
+    };
+    match location {
+        ModelLocation::Gguf(p) => {
+            let g = GgufFile::open(p)?;
+            let pad = g
+                .get("tokenizer.ggml.padding_token_id")
+                .and_then(crate::gguf::Value::as_u64)
+                .ok_or_else(|| {
+                    missing(
+                        p,
+                        "this GGUF has no tokenizer.ggml.padding_token_id (convert the model with one)",
+                    )
+                })?;
+            Ok((pad as i64, 0.02))
+        }
+        ModelLocation::HfFolder(dir) => {
+            let path = dir.join("config.json");
+            let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
+            let f: SeqClsFields = serde_json::from_str(&text)
+                .map_err(|e| ModelError::config(&path, format!("not a valid config.json: {e}")))?;
+            let inner = f.text_config.as_deref();
+            let pad = f
+                .pad_token_id
+                .or_else(|| inner.and_then(|t| t.pad_token_id))
+                .ok_or_else(|| {
+                    missing(
+                        &path,
+                        "set `pad_token_id` in config.json (the tokenizer's padding id, often its \
+                         end-of-sequence id)",
+                    )
+                })?;
+            let range = f
+                .initializer_range
+                .or_else(|| inner.and_then(|t| t.initializer_range))
+                .unwrap_or(0.02);
+            Ok((pad, range))
+        }
+    }
+}
+
+/// Load any decoder ardpipe builds (GGUF or Hugging Face folder) with transformers'
+/// sequence-classification head: `score` (no bias) on each row's last non-padding token. A
+/// checkpoint saved by `*ForSequenceClassification` with `num_labels` rows brings its `score`;
+/// otherwise a new one is initialised as transformers does (normal(0, initializer_range)).
+pub fn load_decoder_classifier(
+    path: &Path,
+    num_labels: usize,
+    seed: u64,
+    opts: &LoadOptions,
+) -> Result<LoadedDecoderClassifier> {
+    opts.precision.validate()?;
+    let location = ModelLocation::detect(path)?;
+    let (pad_token_id, initializer_range) = seq_cls_fields(&location)?;
+    let (config, source) = decoder_source(&location)?;
+    if pad_token_id < 0 || pad_token_id as u64 >= config.vocab_size as u64 {
+        return Err(ModelError::config(
+            location.path(),
+            format!(
+                "pad_token_id {pad_token_id} is outside the vocabulary of {}",
+                config.vocab_size
+            ),
+        ));
+    }
+    // `*ForSequenceClassification` has no LM head: loaded as tied, an untied checkpoint's
+    // `lm_head.weight` is skipped (unused) and a classification checkpoint needs none.
+    let load_config = LlamaConfig {
+        tie_word_embeddings: true,
+        ..config.clone()
+    };
+    let d = config.hidden_size as i64;
+    let score_shape = [num_labels as i64, d];
+    let _g = tch::no_grad_guard();
+    let build =
+        |w: &mut WeightLoader<'_>, device: Device| -> Result<(Llama, Option<tch::Tensor>)> {
+            let model = Llama::load(load_config.clone(), w, device, opts.precision)?;
+            let score = if w.shape_of("score.weight").as_deref() == Some(&score_shape[..]) {
+                Some(w.f32("score.weight", &score_shape)?)
+            } else {
+                w.ignore("score.weight");
+                None
+            };
+            Ok((model, score))
+        };
+    // Every name and shape is checked against the config before any data is read.
+    let mut check = WeightLoader::shapes_only(source.as_ref(), "llama");
+    build(&mut check, Device::Cpu)?;
+    check.finish(&[])?;
+    let mut w = WeightLoader::new(
+        source.as_ref(),
+        "llama",
+        opts.device,
+        opts.precision.storage.kind(),
+    );
+    let (mut llama, score) = build(&mut w, opts.device)?;
+    let report = w.finish(&[])?;
+    llama.config.tie_word_embeddings = config.tie_word_embeddings;
+    let model = DecoderClassifier::new(
+        llama,
+        num_labels,
+        score,
+        pad_token_id,
+        initializer_range,
+        seed,
+    )?;
+    Ok(LoadedDecoderClassifier {
         model,
         location,
         report,

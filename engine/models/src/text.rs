@@ -4,7 +4,7 @@
 use ardpipe_data::TextTokenizer;
 use tch::{Kind, Tensor};
 
-use crate::arch::{Bert, Llama};
+use crate::arch::{Bert, Llama, SequenceClassifier};
 use crate::error::{ModelError, Result};
 use crate::generate::{Sampling, StopReason, generate};
 use crate::tokenizer::ModelTokenizer;
@@ -52,7 +52,7 @@ pub fn encode_batch(
 
 /// L2-normalised embeddings, one vector per text.
 pub fn embed_texts(model: &Bert, tok: &TextTokenizer, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-    let (ids, mask) = encode_batch(tok, texts, model.config.max_position_embeddings)?;
+    let (ids, mask) = encode_batch(tok, texts, model.max_tokens())?;
     let e = tch::no_grad(|| model.embed(&ids, &mask))?;
     rows(&e)
 }
@@ -66,8 +66,12 @@ pub struct Classified {
 }
 
 /// Logits and their softmax probabilities per text (one forward pass).
-pub fn classify_texts(model: &Bert, tok: &TextTokenizer, texts: &[&str]) -> Result<Classified> {
-    let (ids, mask) = encode_batch(tok, texts, model.config.max_position_embeddings)?;
+pub fn classify_texts(
+    model: &dyn SequenceClassifier,
+    tok: &TextTokenizer,
+    texts: &[&str],
+) -> Result<Classified> {
+    let (ids, mask) = encode_batch(tok, texts, model.max_tokens())?;
     let logits = tch::no_grad(|| model.classify(&ids, &mask, false))?;
     Ok(Classified {
         probabilities: rows(&logits.softmax(-1, Kind::Float))?,
@@ -112,7 +116,7 @@ pub fn generate_text(
                     .into(),
             )
         })?;
-        tpl.user_prompt(prompt)?
+        tpl.user_prompt(prompt).map_err(tok_err)?
     } else {
         prompt.to_string()
     };
@@ -129,7 +133,7 @@ pub fn generate_text(
     let mut stop: Vec<i64> = model.config.eos_token_ids.clone();
     stop.extend(t.eos_id().map(|i| i as i64));
     if chat && let Some(tpl) = &tok.chat {
-        stop.extend(tpl.end_of_turn_ids(t)?.into_iter().map(|i| i as i64));
+        stop.extend(tpl.end_of_turn_ids(t).map_err(tok_err)?.into_iter().map(|i| i as i64));
     }
     let mut out: Vec<u32> = Vec::new();
     let mut shown = 0usize;

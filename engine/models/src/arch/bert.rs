@@ -1,11 +1,14 @@
-//! The BERT family in tch: embeddings, post-LN encoder with exact GELU, fused attention with a
-//! padding mask, and the heads ardpipe trains: masked-mean embeddings and sequence
-//! classification laid out exactly like transformers' `BertForSequenceClassification`.
+//! The BERT family in tch (BERT, RoBERTa, XLM-RoBERTa): embeddings, post-LN encoder with exact
+//! GELU, fused attention with a padding mask, and the heads ardpipe trains: masked-mean
+//! embeddings and sequence classification laid out exactly like transformers'
+//! `BertForSequenceClassification` (pooler → classifier) or `RobertaForSequenceClassification`
+//! (`classifier.dense` → tanh → `classifier.out_proj`, no pooler). RoBERTa's positions start at
+//! `pad_token_id + 1` and skip padding tokens (`create_position_ids_from_input_ids`).
 
 use ardpipe_adapters::AdaptableLinear;
 use tch::{Device, Kind, Tensor};
 
-use super::config::BertConfig;
+use super::config::{BertConfig, EncoderFamily};
 use super::layers::{LayerNorm, seeded_normal};
 use crate::error::{ModelError, Result};
 use crate::precision::{Precision, autocast};
@@ -28,7 +31,9 @@ pub struct BertLayer {
 pub enum EncoderHead {
     /// Masked mean pooling, L2-normalised (sentence-transformers style).
     Embedding,
-    /// CLS → pooler.dense → tanh → dropout → classifier; the classifier is new, seeded.
+    /// BERT: CLS → pooler.dense → tanh → dropout → classifier. RoBERTa: first token → dropout →
+    /// classifier.dense → tanh → dropout → classifier.out_proj. The last linear is new, seeded,
+    /// unless the checkpoint carries one with `num_labels` rows.
     Classification { num_labels: usize, seed: u64 },
 }
 
@@ -42,7 +47,8 @@ pub struct HeadLinear {
 #[derive(Debug)]
 pub struct Bert {
     pub config: BertConfig,
-    /// Module-path prefix: `bert.` inside a classification model (as transformers names it).
+    /// Module-path prefix: `bert.` / `roberta.` inside a classification model (as transformers
+    /// names it).
     pub prefix: String,
     pub head: EncoderHead,
     pub word_embeddings: Tensor,
@@ -50,9 +56,11 @@ pub struct Bert {
     pub token_type_embeddings: Tensor,
     pub embeddings_norm: LayerNorm,
     pub layers: Vec<BertLayer>,
-    /// Classification head only: from the checkpoint's pooler, trainable.
+    /// Classification head only, trainable: the dense layer before tanh (BERT's `pooler.dense`
+    /// from the checkpoint; RoBERTa's `classifier.dense`, the checkpoint's or new).
     pub pooler: Option<HeadLinear>,
-    /// Classification head only: new (or the checkpoint's, when it carries one that fits).
+    /// Classification head only: the output layer (BERT's `classifier`, RoBERTa's
+    /// `classifier.out_proj`), new (or the checkpoint's, when it carries one that fits).
     pub classifier: Option<HeadLinear>,
     /// Whether the classifier came from the checkpoint (a fine-tuned model) or is new.
     pub classifier_from_checkpoint: bool,
@@ -62,7 +70,7 @@ pub struct Bert {
 
 impl Bert {
     /// Build from a weight source. `ckpt_prefix` is what the checkpoint's names start with
-    /// (`bert.` for a saved classification model, empty for a bare encoder).
+    /// (`bert.` / `roberta.` for a saved task model, empty for a bare encoder).
     pub fn load(
         config: BertConfig,
         head: EncoderHead,
@@ -75,7 +83,7 @@ impl Bert {
         let d = c.hidden_size as i64;
         let prefix = match head {
             EncoderHead::Embedding => "",
-            EncoderHead::Classification { .. } => "bert.",
+            EncoderHead::Classification { .. } => c.family.prefix(),
         }
         .to_string();
         let n = |rel: &str| format!("{ckpt_prefix}{rel}");
@@ -150,31 +158,64 @@ impl Bert {
                     )));
                 }
                 let trainable = |t: Tensor| t.to_kind(Kind::Float).set_requires_grad(true);
-                let pw = w.f32(&n("pooler.dense.weight"), &[d, d])?;
-                let pb = w.f32(&n("pooler.dense.bias"), &[d])?;
-                let pooler = HeadLinear {
-                    weight: trainable(pw),
-                    bias: trainable(pb),
+                // transformers' _init_weights for a new linear: normal(0, initializer_range), zero bias.
+                let new_linear = |rows: i64, seed: u64| HeadLinear {
+                    weight: trainable(
+                        seeded_normal(&[rows, d], c.initializer_range, seed).to_device(device),
+                    ),
+                    bias: trainable(Tensor::zeros([rows], (Kind::Float, device))),
                 };
-                let shape = [num_labels as i64, d];
-                let classifier = if w.shape_of("classifier.weight").as_deref() == Some(&shape[..]) {
-                    classifier_from_checkpoint = true;
-                    HeadLinear {
-                        weight: trainable(w.f32("classifier.weight", &shape)?),
-                        bias: trainable(w.f32("classifier.bias", &[num_labels as i64])?),
-                    }
-                } else {
-                    // transformers' _init_weights: normal(0, initializer_range), zero bias.
-                    w.ignore("classifier.weight");
-                    w.ignore("classifier.bias");
-                    HeadLinear {
-                        weight: trainable(
-                            seeded_normal(&shape, c.initializer_range, seed).to_device(device),
-                        ),
-                        bias: trainable(Tensor::zeros([num_labels as i64], (Kind::Float, device))),
+                // The checkpoint's linear `name` when it has `rows` rows, else a new one.
+                let fitting = |w: &mut WeightLoader<'_>,
+                               name: &str,
+                               rows: i64,
+                               seed: u64|
+                 -> Result<(HeadLinear, bool)> {
+                    let (wn, bn) = (format!("{name}.weight"), format!("{name}.bias"));
+                    if w.shape_of(&wn).as_deref() == Some(&[rows, d][..]) {
+                        Ok((
+                            HeadLinear {
+                                weight: trainable(w.f32(&wn, &[rows, d])?),
+                                bias: trainable(w.f32(&bn, &[rows])?),
+                            },
+                            true,
+                        ))
+                    } else {
+                        w.ignore(&wn);
+                        w.ignore(&bn);
+                        Ok((new_linear(rows, seed), false))
                     }
                 };
-                (Some(pooler), Some(classifier))
+                let n_out = num_labels as i64;
+                match c.family {
+                    EncoderFamily::Bert => {
+                        let pw = w.f32(&n("pooler.dense.weight"), &[d, d])?;
+                        let pb = w.f32(&n("pooler.dense.bias"), &[d])?;
+                        let pooler = HeadLinear {
+                            weight: trainable(pw),
+                            bias: trainable(pb),
+                        };
+                        let (classifier, from_ckpt) = fitting(w, "classifier", n_out, seed)?;
+                        classifier_from_checkpoint = from_ckpt;
+                        (Some(pooler), Some(classifier))
+                    }
+                    EncoderFamily::Roberta | EncoderFamily::XlmRoberta => {
+                        // RobertaForSequenceClassification has no pooler: a base checkpoint's
+                        // stays in the file, unused.
+                        w.ignore(&n("pooler.dense.weight"));
+                        w.ignore(&n("pooler.dense.bias"));
+                        let (dense, _) = fitting(w, "classifier.dense", d, seed)?;
+                        // A second stream for the second new linear, so the two differ.
+                        let (out_proj, from_ckpt) = fitting(
+                            w,
+                            "classifier.out_proj",
+                            n_out,
+                            seed ^ 0xD1B5_4A32_D192_ED03,
+                        )?;
+                        classifier_from_checkpoint = from_ckpt;
+                        (Some(dense), Some(out_proj))
+                    }
+                }
             }
         };
         Ok(Self {
@@ -226,25 +267,50 @@ impl Bert {
             .collect()
     }
 
+    /// The trainable head's module paths under transformers' names: BERT's
+    /// `bert.pooler.dense` and `classifier`, RoBERTa's `classifier.dense` and `classifier.out_proj`.
+    pub fn head_modules(&self) -> [String; 2] {
+        match self.config.family {
+            EncoderFamily::Bert => [format!("{}pooler.dense", self.prefix), "classifier".into()],
+            EncoderFamily::Roberta | EncoderFamily::XlmRoberta => {
+                ["classifier.dense".into(), "classifier.out_proj".into()]
+            }
+        }
+    }
+
+    /// The head's modules as PEFT's `modules_to_save` lists them: BERT's two linears, RoBERTa's
+    /// whole `classifier` (PEFT refuses its sub-modules: it wraps `classifier` itself for SEQ_CLS).
+    pub fn modules_to_save(&self) -> Vec<String> {
+        match self.config.family {
+            EncoderFamily::Bert => self.head_modules().to_vec(),
+            EncoderFamily::Roberta | EncoderFamily::XlmRoberta => vec!["classifier".into()],
+        }
+    }
+
     /// The trainable head's tensors under transformers' names (what PEFT saves in
-    /// `modules_to_save`): `bert.pooler.dense.{weight,bias}`, `classifier.{weight,bias}`.
+    /// `modules_to_save`): `{module}.weight` and `{module}.bias` of [`Bert::head_modules`].
     pub fn head_parameters(&self) -> Vec<(String, Tensor)> {
         let mut v = Vec::new();
-        if let Some(p) = &self.pooler {
-            v.push((
-                format!("{}pooler.dense.weight", self.prefix),
-                p.weight.shallow_clone(),
-            ));
-            v.push((
-                format!("{}pooler.dense.bias", self.prefix),
-                p.bias.shallow_clone(),
-            ));
-        }
-        if let Some(c) = &self.classifier {
-            v.push(("classifier.weight".into(), c.weight.shallow_clone()));
-            v.push(("classifier.bias".into(), c.bias.shallow_clone()));
+        let [first, last] = self.head_modules();
+        for (module, lin) in [(first, &self.pooler), (last, &self.classifier)] {
+            if let Some(l) = lin {
+                v.push((format!("{module}.weight"), l.weight.shallow_clone()));
+                v.push((format!("{module}.bias"), l.bias.shallow_clone()));
+            }
         }
         v
+    }
+
+    /// The most tokens one sequence may have: RoBERTa's positions start after the padding id.
+    pub fn max_tokens(&self) -> usize {
+        let c = &self.config;
+        if c.family.roberta_positions() {
+            // The config reader checked that pad_token_id + 1 is inside the table.
+            c.max_position_embeddings
+                .saturating_sub(c.pad_token_id.max(0) as usize + 1)
+        } else {
+            c.max_position_embeddings
+        }
     }
 
     /// All frozen base weights by module-path name (for full fine-tuning and merging).
@@ -314,10 +380,10 @@ impl Bert {
                 mask.size()
             )));
         }
-        if t as usize > self.config.max_position_embeddings {
+        if t as usize > self.max_tokens() {
             return Err(ModelError::Usage(format!(
                 "{t} tokens exceed the model's {} positions: truncate the input",
-                self.config.max_position_embeddings
+                self.max_tokens()
             )));
         }
         if ids.numel() > 0 {
@@ -355,7 +421,14 @@ impl Bert {
             .to_device(self.device)
             .to_kind(Kind::Bool)
             .view([b, 1, 1, t]);
-        let positions = Tensor::arange(t, (Kind::Int64, self.device));
+        let positions = if c.family.roberta_positions() {
+            // transformers' create_position_ids_from_input_ids: real tokens count from
+            // pad_token_id + 1, padding tokens (by id) sit at pad_token_id.
+            let real = ids.ne(c.pad_token_id).to_kind(Kind::Int64);
+            real.cumsum(1, Kind::Int64) * &real + c.pad_token_id
+        } else {
+            Tensor::arange(t, (Kind::Int64, self.device))
+        };
         let types = Tensor::zeros([b, t], (Kind::Int64, self.device));
         let lookup =
             |w: &Tensor, i: &Tensor| Tensor::embedding(w, i, -1, false, false).to_kind(Kind::Float);
@@ -421,7 +494,11 @@ impl Bert {
         };
         let _ac = autocast(self.device, self.precision.autocast);
         let h = self.encode(input_ids, attention_mask, train)?;
-        let cls = h.select(1, 0);
+        let mut cls = h.select(1, 0);
+        if self.config.family.roberta_positions() {
+            // RobertaClassificationHead drops out the first token before its dense layer.
+            cls = cls.dropout(self.config.classifier_dropout, train);
+        }
         let pooled = cls.linear(&pooler.weight, Some(&pooler.bias)).tanh();
         let pooled = pooled.dropout(self.config.classifier_dropout, train);
         Ok(pooled

@@ -206,6 +206,19 @@ impl Llama {
         Ok(self.head(&h))
     }
 
+    /// Final hidden states `[b, t, hidden]` after the last norm (transformers'
+    /// `last_hidden_state`, what a sequence-classification `score` reads), in the compute dtype.
+    pub fn last_hidden_state(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        train: bool,
+    ) -> Result<Tensor> {
+        self.check_ids(input_ids)?;
+        let _ac = autocast(self.device, self.precision.autocast);
+        self.hidden(input_ids, attention_mask, None, train)
+    }
+
     /// One decoding step with a cache: logits `[b, t, vocab]` of the new tokens.
     pub fn forward_cached(&self, input_ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
         self.check_ids(input_ids)?;
