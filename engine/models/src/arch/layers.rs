@@ -2,18 +2,25 @@
 
 use tch::{Device, Kind, Tensor};
 
-/// RMSNorm as Llama computes it: in f32, then scaled by the weight.
+/// RMSNorm as Llama computes it: in f32, then scaled by the weight — or, with `unit_offset`
+/// (the Gemma families), by `1 + weight`.
 #[derive(Debug)]
 pub struct RmsNorm {
     pub weight: Tensor,
     pub eps: f64,
+    pub unit_offset: bool,
 }
 
 impl RmsNorm {
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let x32 = x.to_kind(Kind::Float);
         let var = x32.square().mean_dim(-1, true, Kind::Float);
-        (x32 * (var + self.eps).rsqrt()) * &self.weight
+        let normed = x32 * (var + self.eps).rsqrt();
+        if self.unit_offset {
+            normed * (self.weight.to_kind(Kind::Float) + 1.0)
+        } else {
+            normed * &self.weight
+        }
     }
 }
 

@@ -1,11 +1,16 @@
 //! The Llama family in tch: RMSNorm, RoPE (rotate-half), grouped-query attention through
 //! libtorch's fused scaled-dot-product attention, SwiGLU, tied or untied LM head, causal and
-//! padding masks, and a KV cache for generation.
+//! padding masks, and a KV cache for generation — and the decoders built the same way
+//! (Qwen2/2.5, Mistral, Qwen3, Gemma, Gemma 2, Gemma 3 text), whose differences are switches in
+//! [`LlamaConfig`]: q/k/v bias, q/k norm, Gemma's `1 + w` norms, scaled embeddings, GeGLU,
+//! sandwich norms, sliding-window attention per layer, attention and final logit soft-capping,
+//! and a second RoPE for the sliding layers. The reference is transformers'
+//! `models/<family>/modeling_<family>.py`.
 
 use ardpipe_adapters::AdaptableLinear;
 use tch::{Device, Kind, Tensor};
 
-use super::config::LlamaConfig;
+use super::config::{Activation, LlamaConfig};
 use super::layers::{RmsNorm, Rope, repeat_kv};
 use crate::error::{ModelError, Result};
 use crate::precision::{Precision, autocast};
@@ -21,7 +26,14 @@ pub struct LlamaLayer {
     pub up_proj: AdaptableLinear,
     pub down_proj: AdaptableLinear,
     pub input_layernorm: RmsNorm,
+    /// Before the MLP, or with sandwich norms (Gemma 2/3) on the attention output.
     pub post_attention_layernorm: RmsNorm,
+    /// Per-head norms of queries and keys (`self_attn.q_norm`/`k_norm`), when the config has them.
+    pub q_norm: Option<RmsNorm>,
+    pub k_norm: Option<RmsNorm>,
+    /// Sandwich norms (Gemma 2/3): before and after the MLP.
+    pub pre_feedforward_layernorm: Option<RmsNorm>,
+    pub post_feedforward_layernorm: Option<RmsNorm>,
 }
 
 /// A Llama-family causal LM (`LlamaForCausalLM`).
@@ -34,6 +46,8 @@ pub struct Llama {
     /// `None` when tied to `embed_tokens`.
     pub lm_head: Option<Tensor>,
     rope: Rope,
+    /// The sliding layers' RoPE when its base differs (Gemma 3's local base).
+    rope_local: Option<Rope>,
     pub device: Device,
     pub precision: Precision,
 }
@@ -78,16 +92,35 @@ impl Llama {
             };
             Ok(AdaptableLinear::new(s.path, weight, bias, s.heads))
         };
-        let norm = |w: &mut WeightLoader<'_>, name: &str| -> Result<RmsNorm> {
+        let norm_of = |w: &mut WeightLoader<'_>, name: &str, dim: i64| -> Result<RmsNorm> {
             Ok(RmsNorm {
-                weight: w.f32(name, &[d])?,
+                weight: w.f32(name, &[dim])?,
                 eps: c.rms_norm_eps,
+                unit_offset: c.norm_unit_offset,
             })
         };
+        let norm = |w: &mut WeightLoader<'_>, name: &str| norm_of(w, name, d);
+        let hd = c.head_dim as i64;
         let embed_tokens = w.frozen("model.embed_tokens.weight", &[c.vocab_size as i64, d])?;
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for l in 0..c.num_hidden_layers {
             let p = format!("model.layers.{l}");
+            let (q_norm, k_norm) = if c.qk_norm {
+                (
+                    Some(norm_of(w, &format!("{p}.self_attn.q_norm.weight"), hd)?),
+                    Some(norm_of(w, &format!("{p}.self_attn.k_norm.weight"), hd)?),
+                )
+            } else {
+                (None, None)
+            };
+            let (pre_feedforward_layernorm, post_feedforward_layernorm) = if c.sandwich_norms {
+                (
+                    Some(norm(w, &format!("{p}.pre_feedforward_layernorm.weight"))?),
+                    Some(norm(w, &format!("{p}.post_feedforward_layernorm.weight"))?),
+                )
+            } else {
+                (None, None)
+            };
             layers.push(LlamaLayer {
                 q_proj: linear(w)?,
                 k_proj: linear(w)?,
@@ -98,6 +131,10 @@ impl Llama {
                 down_proj: linear(w)?,
                 input_layernorm: norm(w, &format!("{p}.input_layernorm.weight"))?,
                 post_attention_layernorm: norm(w, &format!("{p}.post_attention_layernorm.weight"))?,
+                q_norm,
+                k_norm,
+                pre_feedforward_layernorm,
+                post_feedforward_layernorm,
             });
         }
         let norm = norm(w, "model.norm.weight")?;
@@ -112,8 +149,12 @@ impl Llama {
         for l in 0..c.num_hidden_layers {
             w.ignore(&format!("model.layers.{l}.self_attn.rotary_emb.inv_freq"));
         }
+        let rope_local = c
+            .rope_local_theta
+            .map(|theta| Rope::new(c.head_dim, theta, c.rope_local_scaling.as_ref(), device));
         Ok(Self {
             rope: Rope::new(c.head_dim, c.rope_theta, c.rope_scaling.as_ref(), device),
+            rope_local,
             config,
             embed_tokens,
             layers,
@@ -174,6 +215,19 @@ impl Llama {
                 format!("model.layers.{i}.post_attention_layernorm.weight"),
                 l.post_attention_layernorm.weight.shallow_clone(),
             ));
+            for (name, n) in [
+                ("self_attn.q_norm", &l.q_norm),
+                ("self_attn.k_norm", &l.k_norm),
+                ("pre_feedforward_layernorm", &l.pre_feedforward_layernorm),
+                ("post_feedforward_layernorm", &l.post_feedforward_layernorm),
+            ] {
+                if let Some(n) = n {
+                    v.push((
+                        format!("model.layers.{i}.{name}.weight"),
+                        n.weight.shallow_clone(),
+                    ));
+                }
+            }
         }
         for lin in self.linears() {
             v.push((
@@ -252,7 +306,33 @@ impl Llama {
 
     fn head(&self, h: &Tensor) -> Tensor {
         let w = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
-        h.linear::<Tensor>(w, None).to_kind(Kind::Float)
+        let logits = h.linear::<Tensor>(w, None).to_kind(Kind::Float);
+        match self.config.final_logit_softcapping {
+            Some(cap) => (logits / cap).tanh() * cap,
+            None => logits,
+        }
+    }
+
+    /// Boolean attention mask `[t, s]`, or `[b, 1, t, s]` with `keys` (`[b, s]`, true = a real
+    /// token), for queries at `past..past + t` over keys `0..past + t`; true = may attend.
+    /// Causal, within `window` keys (the query itself included) when given. A padded query
+    /// row with no visible key would give NaN, so every query sees itself.
+    fn bool_mask(&self, keys: Option<&Tensor>, t: i64, past: i64, window: Option<usize>) -> Tensor {
+        let s = past + t;
+        let ones = || Tensor::ones([t, s], (Kind::Bool, self.device));
+        let mut m = ones().tril(past);
+        if let Some(w) = window {
+            // transformers' sliding window: kv_idx > q_idx - window.
+            m = m.logical_and(&ones().triu(past - w as i64 + 1));
+        }
+        match keys {
+            Some(k) => {
+                let b = k.size()[0];
+                let diag = ones().tril(past).triu(past);
+                m.logical_and(&k.view([b, 1, 1, s])).logical_or(&diag)
+            }
+            None => m,
+        }
     }
 
     fn hidden(
@@ -280,27 +360,39 @@ impl Llama {
                 .unsqueeze(0)
                 .expand([b, t], false),
         };
+        let c = &self.config;
         let (cos, sin) = self.rope.cos_sin(&positions);
-        // Boolean attention mask (true = may attend), only when the fused causal path cannot do.
-        let attn_mask = match &mask {
-            None => None,
-            Some(m) => {
-                let causal = Tensor::ones([t, t], (Kind::Bool, self.device)).tril(0);
-                let keys = m.view([b, 1, 1, t]);
-                let eye = Tensor::eye(t, (Kind::Bool, self.device));
-                // A padded query row with no visible key would give NaN; let it see itself.
-                Some(causal.logical_and(&keys).logical_or(&eye))
-            }
+        let local = self.rope_local.as_ref().map(|r| r.cos_sin(&positions));
+        // Boolean attention masks (true = may attend), only where the fused causal path cannot
+        // do: padding, sliding windows, soft-capped scores (computed explicitly).
+        let softcap = c.attn_logit_softcapping;
+        let full_mask = match (&mask, softcap) {
+            (None, None) => None,
+            (m, _) => Some(self.bool_mask(m.as_ref(), t, past, None)),
         };
-        let mut x = Tensor::embedding(
+        let sliding_mask = c
+            .sliding_window
+            .filter(|_| (0..self.layers.len()).any(|l| c.layer_window(l).is_some()))
+            .map(|w| self.bool_mask(mask.as_ref(), t, past, Some(w)));
+        let scale = c.query_pre_attn_scalar.map(|_| c.attention_scale());
+        let embedded = Tensor::embedding(
             &self.embed_tokens,
             &ids.to_device(self.device),
             -1,
             false,
             false,
-        )
-        .to_kind(Kind::Float);
-        let c = &self.config;
+        );
+        let embedded = if c.scale_embeddings {
+            // transformers multiplies by sqrt(hidden) rounded to the embedding's dtype.
+            let kind = self.embed_tokens.kind();
+            let normalizer = Tensor::from((c.hidden_size as f64).sqrt())
+                .to_kind(kind)
+                .to_device(self.device);
+            embedded * normalizer
+        } else {
+            embedded
+        };
+        let mut x = embedded.to_kind(Kind::Float);
         let (nh, nkv, hd) = (
             c.num_attention_heads as i64,
             c.num_key_value_heads as i64,
@@ -328,8 +420,20 @@ impl Llama {
                 .forward(&h, train)
                 .view([b, t, nkv, hd])
                 .transpose(1, 2);
-            let q = Rope::apply(&q, &cos, &sin);
-            let mut k = Rope::apply(&k, &cos, &sin);
+            let (q, k) = match (&l.q_norm, &l.k_norm) {
+                (Some(qn), Some(kn)) => (
+                    qn.forward(&q).to_kind(q.kind()),
+                    kn.forward(&k).to_kind(k.kind()),
+                ),
+                _ => (q, k),
+            };
+            let window = c.layer_window(i);
+            let (cos, sin) = match (&local, window) {
+                (Some((lc, ls)), Some(_)) => (lc, ls),
+                _ => (&cos, &sin),
+            };
+            let q = Rope::apply(&q, cos, sin);
+            let mut k = Rope::apply(&k, cos, sin);
             let mut v = v;
             if let Some(cache) = cache.as_deref_mut() {
                 if let Some((pk, pv)) = cache.layers.get(i) {
@@ -343,6 +447,11 @@ impl Llama {
             // Fused attention: causal flag for plain batches; with a cache, new queries see all
             // cached keys (t == 1 while decoding, so no mask is needed either).
             let (q, k, v) = same_kind(q, k, v);
+            let attn_mask = if window.is_some() {
+                sliding_mask.as_ref()
+            } else {
+                full_mask.as_ref()
+            };
             // Plain causal batches share the KV heads inside the kernel (`enable_gqa`): no
             // repeated copies of k and v to compute, save for backward and differentiate.
             let gqa = attn_mask.is_none() && past == 0;
@@ -351,21 +460,42 @@ impl Llama {
             } else {
                 (repeat_kv(&k, nh / nkv), repeat_kv(&v, nh / nkv))
             };
-            let a = match &attn_mask {
-                Some(m) => Tensor::scaled_dot_product_attention(
+            let a = match (attn_mask, softcap) {
+                // Soft-capped scores (Gemma 2): cap·tanh(score/cap) before the mask and softmax,
+                // as transformers' eager attention computes them.
+                (m, Some(cap)) => {
+                    let built;
+                    let m = match m {
+                        Some(m) => m,
+                        None => {
+                            built = self.bool_mask(None, t, past, window);
+                            &built
+                        }
+                    };
+                    let scores = q.matmul(&k.transpose(-2, -1)) * c.attention_scale();
+                    let scores = (scores / cap).tanh() * cap;
+                    scores
+                        .masked_fill(&m.logical_not(), f64::NEG_INFINITY)
+                        .softmax(-1, Kind::Float)
+                        .to_kind(v.kind())
+                        .matmul(&v)
+                }
+                (Some(m), None) => Tensor::scaled_dot_product_attention(
                     &q,
                     &k,
                     &v,
                     Some(m),
                     0.0,
                     false,
-                    None,
+                    scale,
                     false,
                 ),
-                None if past > 0 && t == 1 => Tensor::scaled_dot_product_attention::<Tensor>(
-                    &q, &k, &v, None, 0.0, false, None, false,
-                ),
-                None if past > 0 => {
+                (None, None) if past > 0 && t == 1 => {
+                    Tensor::scaled_dot_product_attention::<Tensor>(
+                        &q, &k, &v, None, 0.0, false, scale, false,
+                    )
+                }
+                (None, None) if past > 0 => {
                     let s = past + t;
                     let m = Tensor::ones([t, s], (Kind::Bool, self.device)).tril(past);
                     Tensor::scaled_dot_product_attention(
@@ -375,21 +505,41 @@ impl Llama {
                         Some(&m),
                         0.0,
                         false,
-                        None,
+                        scale,
                         false,
                     )
                 }
-                None => Tensor::scaled_dot_product_attention::<Tensor>(
-                    &q, &k, &v, None, 0.0, true, None, gqa,
+                (None, None) => Tensor::scaled_dot_product_attention::<Tensor>(
+                    &q, &k, &v, None, 0.0, true, scale, gqa,
                 ),
             };
             let a = a.transpose(1, 2).reshape([b, t, nh * hd]);
             // Out of place: the norms saved `x` for their backward pass, and an in-place add
             // would invalidate it as soon as anything upstream of `x` trains.
-            x = x.g_add(&l.o_proj.forward(&a, train));
-            let h = l.post_attention_layernorm.forward(&x);
-            let g = l.gate_proj.forward(&h, train).silu() * l.up_proj.forward(&h, train);
-            x = x.g_add(&l.down_proj.forward(&g, train));
+            let a = l.o_proj.forward(&a, train);
+            let h = match (&l.pre_feedforward_layernorm, &l.post_feedforward_layernorm) {
+                (Some(pre), Some(_)) => {
+                    x = x.g_add(&l.post_attention_layernorm.forward(&a));
+                    pre.forward(&x)
+                }
+                _ => {
+                    x = x.g_add(&a);
+                    l.post_attention_layernorm.forward(&x)
+                }
+            };
+            let gate = l.gate_proj.forward(&h, train);
+            let gate = match c.hidden_act {
+                Activation::Silu => gate.silu(),
+                Activation::GeluPytorchTanh => gate.gelu("tanh"),
+            };
+            let m = l
+                .down_proj
+                .forward(&(gate * l.up_proj.forward(&h, train)), train);
+            let m = match &l.post_feedforward_layernorm {
+                Some(post) => post.forward(&m),
+                None => m,
+            };
+            x = x.g_add(&m);
         }
         Ok(self.norm.forward(&x))
     }

@@ -5,7 +5,10 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::arch::config::{ArchConfig, BertConfig, LlamaConfig, RopeScaling};
+use crate::arch::config::{
+    Activation, ArchConfig, BertConfig, DecoderFamily, EncoderFamily, LayerType, LlamaConfig,
+    RopeScaling,
+};
 use crate::error::{ModelError, Result};
 
 #[derive(Deserialize)]
@@ -35,99 +38,493 @@ struct HfLlama {
     rms_norm_eps: f64,
     /// transformers 4 layout: `rope_theta` and `rope_scaling` at the top level.
     rope_theta: Option<f64>,
-    #[serde(default = "default_positions")]
-    max_position_embeddings: usize,
-    #[serde(default)]
-    tie_word_embeddings: bool,
-    #[serde(default)]
-    attention_bias: bool,
-    #[serde(default)]
-    mlp_bias: bool,
+    max_position_embeddings: Option<usize>,
+    tie_word_embeddings: Option<bool>,
     bos_token_id: Option<i64>,
     eos_token_id: Option<OneOrMany>,
     rope_scaling: Option<serde_json::Value>,
-    /// transformers 5 layout: `rope_parameters: {rope_theta, rope_type, ...}`.
+    /// transformers 5 layout: `rope_parameters: {rope_theta, rope_type, ...}` (Gemma 3: one
+    /// such object per attention kind).
     rope_parameters: Option<serde_json::Value>,
-    hidden_act: Option<String>,
+}
+
+type Map = serde_json::Map<String, serde_json::Value>;
+
+/// Typed reads of optional config keys that keep "absent" (the family's default) apart from
+/// `null` (explicitly off), as transformers' config classes do.
+struct Keys<'a>(&'a Map);
+
+impl Keys<'_> {
+    fn present(&self, key: &str) -> Option<&serde_json::Value> {
+        self.0.get(key)
+    }
+    /// Absent → `default`; `null` → `None`.
+    fn f64_or(&self, key: &str, default: Option<f64>) -> std::result::Result<Option<f64>, String> {
+        match self.0.get(key) {
+            None => Ok(default),
+            Some(serde_json::Value::Null) => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| format!("{key} must be a number, got {v}")),
+        }
+    }
+    fn usize_or(
+        &self,
+        key: &str,
+        default: Option<usize>,
+    ) -> std::result::Result<Option<usize>, String> {
+        match self.0.get(key) {
+            None => Ok(default),
+            Some(serde_json::Value::Null) => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .map(Some)
+                .ok_or_else(|| format!("{key} must be a non-negative integer, got {v}")),
+        }
+    }
+    /// Absent or `null` → `default`.
+    fn bool_or(&self, key: &str, default: bool) -> std::result::Result<bool, String> {
+        match self.0.get(key) {
+            None | Some(serde_json::Value::Null) => Ok(default),
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| format!("{key} must be true or false, got {v}")),
+        }
+    }
+    fn str_or<'s>(&'s self, key: &str, default: &'s str) -> std::result::Result<&'s str, String> {
+        match self.0.get(key) {
+            None | Some(serde_json::Value::Null) => Ok(default),
+            Some(v) => v
+                .as_str()
+                .ok_or_else(|| format!("{key} must be a string, got {v}")),
+        }
+    }
+    /// transformers 5's `layer_types`, if given.
+    fn layer_types(&self) -> std::result::Result<Option<Vec<LayerType>>, String> {
+        let Some(v) = self.0.get("layer_types").filter(|v| !v.is_null()) else {
+            return Ok(None);
+        };
+        let list = v
+            .as_array()
+            .ok_or_else(|| format!("layer_types must be a list, got {v}"))?;
+        list.iter()
+            .map(|t| match t.as_str() {
+                Some("full_attention") => Ok(LayerType::FullAttention),
+                Some("sliding_attention") => Ok(LayerType::SlidingAttention),
+                _ => Err(format!(
+                    "layer_types has {t}, an attention kind ardpipe does not implement (it has \
+                     full_attention and sliding_attention)"
+                )),
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map(Some)
+    }
+}
+
+/// One RoPE object (`rope_scaling`, `rope_parameters`, or one of Gemma 3's per-kind entries
+/// in `rope_parameters`): the base it names, if any, and its scaling. A scaling type or key
+/// this reader does not implement changes the maths, so it is refused rather than read as
+/// plain RoPE. `linear_ok`: the family may use linear scaling (Gemma 3's global layers).
+fn rope_entry(
+    key: &str,
+    v: &serde_json::Value,
+    linear_ok: bool,
+) -> std::result::Result<(Option<f64>, Option<RopeScaling>), String> {
+    #[derive(PartialEq)]
+    enum Kind {
+        Plain,
+        Llama3,
+        Linear,
+    }
+    let Some(map) = v.as_object() else {
+        return Err(format!("{key} must be an object, got {v}"));
+    };
+    let kind = match map
+        .get("rope_type")
+        .or_else(|| map.get("type"))
+        .map(|k| k.as_str())
+    {
+        None | Some(Some("default")) => Kind::Plain,
+        Some(Some("llama3")) => Kind::Llama3,
+        Some(Some("linear")) if linear_ok => Kind::Linear,
+        _ => {
+            let has = if linear_ok {
+                "plain RoPE, `linear` and `llama3`"
+            } else {
+                "plain RoPE and `llama3`"
+            };
+            return Err(format!(
+                "{key} {v} asks for a RoPE scaling ardpipe does not implement (it has {has}); \
+                 use a checkpoint without it"
+            ));
+        }
+    };
+    let number = |k: &str| -> std::result::Result<f64, String> {
+        let x = map.get(k).ok_or_else(|| {
+            let t = if kind == Kind::Linear {
+                "linear"
+            } else {
+                "llama3"
+            };
+            format!("{key} has rope_type {t} but no `{k}`")
+        })?;
+        x.as_f64()
+            .ok_or_else(|| format!("{key}.{k} must be a number, got {x}"))
+    };
+    let mut theta = None;
+    for (k, x) in map {
+        match k.as_str() {
+            "rope_type" | "type" => {}
+            "factor"
+            | "low_freq_factor"
+            | "high_freq_factor"
+            | "original_max_position_embeddings"
+                if kind == Kind::Llama3 => {}
+            "factor" if kind == Kind::Linear => {}
+            "rope_theta" => {
+                theta = Some(
+                    x.as_f64()
+                        .ok_or_else(|| format!("{key}.rope_theta must be a number, got {x}"))?,
+                );
+            }
+            other => {
+                return Err(format!(
+                    "{key}.{other} = {x} changes RoPE and is not supported yet"
+                ));
+            }
+        }
+    }
+    let scaling = match kind {
+        Kind::Plain => None,
+        Kind::Linear => Some(RopeScaling::Linear {
+            factor: number("factor")?,
+        }),
+        Kind::Llama3 => Some(RopeScaling::Llama3 {
+            factor: number("factor")?,
+            low_freq_factor: number("low_freq_factor")?,
+            high_freq_factor: number("high_freq_factor")?,
+            original_max_position_embeddings: number("original_max_position_embeddings")?,
+        }),
+    };
+    Ok((theta, scaling))
+}
+
+/// Merge RoPE objects that describe the same rotation (transformers 4's top-level
+/// `rope_theta` + `rope_scaling`, transformers 5's `rope_parameters`): a base or scaling given
+/// twice must agree.
+fn merge_rope(
+    top_key: &str,
+    top_theta: Option<f64>,
+    entries: &[(&str, &serde_json::Value)],
+    linear_ok: bool,
+) -> std::result::Result<(Option<f64>, Option<RopeScaling>), String> {
+    let mut theta = top_theta;
+    let mut scaling: Option<RopeScaling> = None;
+    let mut scaling_from = "";
+    for &(key, v) in entries {
+        if v.is_null() {
+            continue;
+        }
+        let (t, s) = rope_entry(key, v, linear_ok)?;
+        if let Some(t) = t {
+            if let Some(top) = theta.filter(|top| *top != t) {
+                return Err(format!(
+                    "{top_key} is {top} at the top level but {t} in {key}: the file contradicts itself"
+                ));
+            }
+            theta = Some(t);
+        }
+        if let Some(s) = s {
+            if scaling.as_ref().is_some_and(|old| *old != s) {
+                return Err(format!(
+                    "{scaling_from} and {key} give different RoPE scalings: the file contradicts itself"
+                ));
+            }
+            scaling = Some(s);
+            scaling_from = key;
+        }
+    }
+    Ok((theta, scaling))
 }
 
 /// RoPE's base and scaling from either config layout (transformers 4: `rope_theta` and
-/// `rope_scaling`; transformers 5: `rope_parameters`). A scaling type or key this reader does
-/// not implement changes the maths, so it is refused rather than read as plain RoPE.
+/// `rope_scaling`; transformers 5: `rope_parameters`).
 fn llama_rope(c: &HfLlama) -> std::result::Result<(f64, Option<RopeScaling>), String> {
-    let mut theta = c.rope_theta;
-    let mut scaling = None;
-    for (key, value) in [
-        ("rope_scaling", &c.rope_scaling),
-        ("rope_parameters", &c.rope_parameters),
-    ] {
-        let Some(v) = value.as_ref().filter(|v| !v.is_null()) else {
-            continue;
-        };
-        let Some(map) = v.as_object() else {
-            return Err(format!("{key} must be an object, got {v}"));
-        };
-        let kind = map.get("rope_type").or_else(|| map.get("type"));
-        let llama3 = match kind.map(|k| k.as_str()) {
-            None | Some(Some("default")) => false,
-            Some(Some("llama3")) => true,
-            _ => {
-                return Err(format!(
-                    "{key} {v} asks for a RoPE scaling ardpipe does not implement (it has plain \
-                     RoPE and `llama3`); use a checkpoint without it"
-                ));
-            }
-        };
-        let number = |k: &str| -> std::result::Result<f64, String> {
-            let x = map
-                .get(k)
-                .ok_or_else(|| format!("{key} has rope_type llama3 but no `{k}`"))?;
-            x.as_f64()
-                .ok_or_else(|| format!("{key}.{k} must be a number, got {x}"))
-        };
-        for (k, x) in map {
-            match k.as_str() {
-                "rope_type" | "type" => {}
-                "factor"
-                | "low_freq_factor"
-                | "high_freq_factor"
-                | "original_max_position_embeddings"
-                    if llama3 => {}
-                "rope_theta" => {
-                    let t = x
-                        .as_f64()
-                        .ok_or_else(|| format!("{key}.rope_theta must be a number, got {x}"))?;
-                    if let Some(top) = theta.filter(|top| *top != t) {
-                        return Err(format!(
-                            "rope_theta is {top} at the top level but {t} in {key}: the file contradicts itself"
-                        ));
-                    }
-                    theta = Some(t);
-                }
+    let null = serde_json::Value::Null;
+    let (theta, scaling) = merge_rope(
+        "rope_theta",
+        c.rope_theta,
+        &[
+            ("rope_scaling", c.rope_scaling.as_ref().unwrap_or(&null)),
+            (
+                "rope_parameters",
+                c.rope_parameters.as_ref().unwrap_or(&null),
+            ),
+        ],
+        false,
+    )?;
+    Ok((theta.unwrap_or_else(default_rope_theta), scaling))
+}
+
+/// Gemma 3's two rotations: the full-attention layers' (base `rope_theta`, default 1e6, and
+/// `rope_scaling`, e.g. linear) and the sliding layers' (base `rope_local_base_freq`, default
+/// 1e4) in transformers 4's layout; transformers 5 writes `rope_parameters: {full_attention:
+/// {...}, sliding_attention: {...}}` (transformers' `Gemma3TextConfig.convert_rope_params_to_dict`).
+type TwoRopes = ((f64, Option<RopeScaling>), (f64, Option<RopeScaling>));
+fn gemma3_rope(c: &HfLlama, k: &Keys<'_>) -> std::result::Result<TwoRopes, String> {
+    let null = serde_json::Value::Null;
+    let (mut full, mut local) = (&null, &null);
+    if let Some(p) = c.rope_parameters.as_ref().filter(|p| !p.is_null()) {
+        let map = p
+            .as_object()
+            .ok_or_else(|| format!("rope_parameters must be an object, got {p}"))?;
+        for (kind, v) in map {
+            match kind.as_str() {
+                "full_attention" => full = v,
+                "sliding_attention" => local = v,
                 other => {
                     return Err(format!(
-                        "{key}.{other} = {x} changes RoPE and is not supported yet"
+                        "rope_parameters.{other}: gemma3_text's rope_parameters has one entry per \
+                         attention kind (full_attention, sliding_attention)"
                     ));
                 }
             }
         }
-        if llama3 {
-            let s = RopeScaling::Llama3 {
-                factor: number("factor")?,
-                low_freq_factor: number("low_freq_factor")?,
-                high_freq_factor: number("high_freq_factor")?,
-                original_max_position_embeddings: number("original_max_position_embeddings")?,
-            };
-            if scaling.as_ref().is_some_and(|old| *old != s) {
+    }
+    let (full_theta, full_scaling) = merge_rope(
+        "rope_theta",
+        c.rope_theta,
+        &[
+            ("rope_scaling", c.rope_scaling.as_ref().unwrap_or(&null)),
+            ("rope_parameters.full_attention", full),
+        ],
+        true,
+    )?;
+    let (local_theta, local_scaling) = merge_rope(
+        "rope_local_base_freq",
+        k.f64_or("rope_local_base_freq", None)?,
+        &[("rope_parameters.sliding_attention", local)],
+        true,
+    )?;
+    Ok((
+        (full_theta.unwrap_or(1_000_000.0), full_scaling),
+        (local_theta.unwrap_or(10_000.0), local_scaling),
+    ))
+}
+
+/// A decoder config.json of `family`, with the defaults transformers' config class of that
+/// family has (`models/<family>/configuration_<family>.py`); every key that changes the maths
+/// is read or refused.
+fn decoder_config(family: DecoderFamily, text: &str) -> std::result::Result<LlamaConfig, String> {
+    use DecoderFamily as F;
+    let ty = family.model_type();
+    let c: HfLlama =
+        serde_json::from_str(text).map_err(|e| format!("incomplete {ty} config: {e}"))?;
+    let raw: Map = serde_json::from_str(text).map_err(|e| format!("not a JSON object: {e}"))?;
+    let k = Keys(&raw);
+    let gemma = matches!(family, F::Gemma | F::Gemma2 | F::Gemma3Text);
+    let sandwich = matches!(family, F::Gemma2 | F::Gemma3Text);
+
+    // The MLP's activation: Gemma 2/3 read `hidden_activation`, the others `hidden_act`.
+    let act_key = if sandwich {
+        "hidden_activation"
+    } else {
+        "hidden_act"
+    };
+    let default_act = if gemma { "gelu_pytorch_tanh" } else { "silu" };
+    let hidden_act = match k.str_or(act_key, default_act)? {
+        "silu" if !gemma => Activation::Silu,
+        "gelu_pytorch_tanh" if gemma => Activation::GeluPytorchTanh,
+        // transformers' GemmaConfig reads the legacy `gelu` of the first releases as the tanh form.
+        "gelu" if family == F::Gemma => Activation::GeluPytorchTanh,
+        other => {
+            return Err(format!(
+                "{act_key} `{other}` is not supported ({ty} uses {default_act} in ardpipe)"
+            ));
+        }
+    };
+    if gemma && k.bool_or("use_bidirectional_attention", false)? {
+        return Err(format!(
+            "use_bidirectional_attention is on: this {ty} attends both ways (an embedding model), \
+             and ardpipe builds it only as a causal LM"
+        ));
+    }
+
+    let heads = c.num_attention_heads;
+    let head_dim = c.head_dim.unwrap_or(match family {
+        F::Qwen3 => 128,
+        F::Gemma | F::Gemma2 | F::Gemma3Text => 256,
+        _ => c.hidden_size.checked_div(heads).unwrap_or(0),
+    });
+    let (attention_bias, mlp_bias) = match family {
+        F::Llama => (
+            k.bool_or("attention_bias", false)?,
+            k.bool_or("mlp_bias", false)?,
+        ),
+        // Qwen2's q/k/v always have a bias (o_proj none); Mistral's projections never do.
+        F::Qwen2 => (true, false),
+        F::Mistral => (false, false),
+        F::Qwen3 | F::Gemma | F::Gemma2 | F::Gemma3Text => {
+            (k.bool_or("attention_bias", false)?, false)
+        }
+    };
+
+    // Sliding windows and which layers use them.
+    let n = c.num_hidden_layers;
+    let (sliding_window, layer_types) = match family {
+        F::Llama | F::Gemma => (None, vec![]),
+        F::Mistral => {
+            if k.present("layer_types").is_some_and(|v| !v.is_null()) {
                 return Err(
-                    "rope_scaling and rope_parameters give different RoPE scalings: the file contradicts itself"
+                    "layer_types is set, but transformers' Mistral ignores it (every layer uses \
+                     sliding_window): this looks like a Ministral checkpoint, which ardpipe does \
+                     not build"
                         .into(),
                 );
             }
-            scaling = Some(s);
+            let w = k.usize_or("sliding_window", Some(4096))?;
+            let kinds = match w {
+                Some(_) => vec![LayerType::SlidingAttention; n],
+                None => vec![],
+            };
+            (w, kinds)
         }
+        F::Qwen2 | F::Qwen3 => {
+            let on = k.bool_or("use_sliding_window", false)?;
+            let w = k.usize_or("sliding_window", Some(4096))?.filter(|_| on);
+            let from = k.usize_or("max_window_layers", Some(28))?.unwrap_or(n);
+            let kinds = match k.layer_types()? {
+                Some(kinds) => kinds,
+                None => (0..n)
+                    .map(|l| {
+                        if w.is_some() && l >= from {
+                            LayerType::SlidingAttention
+                        } else {
+                            LayerType::FullAttention
+                        }
+                    })
+                    .collect(),
+            };
+            if w.is_none() && kinds.contains(&LayerType::SlidingAttention) {
+                return Err(
+                    "layer_types has sliding_attention layers, but use_sliding_window is off or \
+                     sliding_window is null: the file contradicts itself"
+                        .into(),
+                );
+            }
+            (w, kinds)
+        }
+        F::Gemma2 | F::Gemma3Text => {
+            let w = k.usize_or("sliding_window", Some(4096))?;
+            let kinds = match k.layer_types()? {
+                Some(kinds) => kinds,
+                None => {
+                    // transformers 4's layout: Gemma 2 slides on even layers, Gemma 3 on all
+                    // but every `sliding_window_pattern`-th.
+                    let every = if family == F::Gemma2 {
+                        2
+                    } else {
+                        match k.usize_or("sliding_window_pattern", Some(6))? {
+                            Some(p) if p > 0 => p,
+                            _ => {
+                                return Err(
+                                    "sliding_window_pattern must be a positive integer".into()
+                                );
+                            }
+                        }
+                    };
+                    (0..n)
+                        .map(|l| {
+                            if (l + 1) % every != 0 {
+                                LayerType::SlidingAttention
+                            } else {
+                                LayerType::FullAttention
+                            }
+                        })
+                        .collect()
+                }
+            };
+            (w, kinds)
+        }
+    };
+
+    let ((rope_theta, rope_scaling), local) = if family == F::Gemma3Text {
+        let (full, local) = gemma3_rope(&c, &k)?;
+        (full, Some(local))
+    } else {
+        (llama_rope(&c)?, None)
+    };
+    let (attn_cap, final_cap, scalar) = match family {
+        F::Gemma2 => (Some(50.0), Some(30.0), true),
+        F::Gemma3Text => (None, None, true),
+        _ => (None, None, false),
+    };
+    let query_pre_attn_scalar = if scalar {
+        Some(
+            k.f64_or("query_pre_attn_scalar", Some(256.0))?
+                .ok_or("query_pre_attn_scalar must be a number, got null")?,
+        )
+    } else {
+        None
+    };
+    if family == F::Gemma3Text
+        && let Some(cap) = k.f64_or("attn_logit_softcapping", None)?
+    {
+        return Err(format!(
+            "attn_logit_softcapping = {cap}: transformers' Gemma 3 keeps this field but never              applies it (models/gemma3/modeling_gemma3.py passes no softcap to attention), so              what this checkpoint means is unclear; set it to null (as released Gemma 3 configs do)"
+        ));
     }
-    Ok((theta.unwrap_or_else(default_rope_theta), scaling))
+    let (attn_logit_softcapping, final_logit_softcapping) = if sandwich {
+        (
+            k.f64_or("attn_logit_softcapping", attn_cap)?,
+            k.f64_or("final_logit_softcapping", final_cap)?,
+        )
+    } else {
+        (None, None)
+    };
+    Ok(LlamaConfig {
+        vocab_size: c.vocab_size,
+        hidden_size: c.hidden_size,
+        intermediate_size: c.intermediate_size,
+        num_hidden_layers: n,
+        num_attention_heads: heads,
+        num_key_value_heads: c.num_key_value_heads.unwrap_or(heads),
+        head_dim,
+        rms_norm_eps: c.rms_norm_eps,
+        rope_theta,
+        rope_scaling,
+        max_position_embeddings: c.max_position_embeddings.unwrap_or(match family {
+            F::Llama => default_positions(),
+            F::Qwen2 | F::Qwen3 => 32768,
+            F::Mistral | F::Gemma3Text => 131_072,
+            F::Gemma | F::Gemma2 => 8192,
+        }),
+        tie_word_embeddings: c.tie_word_embeddings.unwrap_or(gemma),
+        attention_bias,
+        mlp_bias,
+        bos_token_id: c.bos_token_id,
+        eos_token_ids: match c.eos_token_id {
+            None => vec![],
+            Some(OneOrMany::One(i)) => vec![i],
+            Some(OneOrMany::Many(v)) => v,
+        },
+        family,
+        qkv_bias_only: family == F::Qwen2,
+        qk_norm: matches!(family, F::Qwen3 | F::Gemma3Text),
+        norm_unit_offset: gemma,
+        hidden_act,
+        scale_embeddings: gemma,
+        sandwich_norms: sandwich,
+        query_pre_attn_scalar,
+        attn_logit_softcapping,
+        final_logit_softcapping,
+        sliding_window,
+        layer_types,
+        rope_local_theta: local.as_ref().map(|l| l.0),
+        rope_local_scaling: local.and_then(|l| l.1),
+    })
 }
 
 #[derive(Deserialize)]
@@ -150,10 +547,27 @@ struct HfBert {
     classifier_dropout: Option<f64>,
     #[serde(default = "default_init_range")]
     initializer_range: f64,
-    #[serde(default)]
-    pad_token_id: i64,
+    /// Absent: the family's default (BERT 0, RoBERTa 1); `null` is kept apart from absent
+    /// because RoBERTa's positions cannot be computed without it.
+    #[serde(default, deserialize_with = "present")]
+    pad_token_id: Option<Option<i64>>,
     hidden_act: Option<String>,
+    /// transformers 4 only (`relative_key`, … change attention); transformers 5 dropped it.
     position_embedding_type: Option<String>,
+    /// A causal (decoder) BERT/RoBERTa masks attention differently.
+    #[serde(default)]
+    is_decoder: bool,
+    #[serde(default)]
+    add_cross_attention: bool,
+}
+
+/// Distinguishes a key given as `null` (`Some(None)`) from an absent one (`None`).
+fn present<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 fn default_rms_eps() -> f64 {
@@ -181,8 +595,16 @@ fn default_dropout() -> f64 {
     0.1
 }
 
-const LLAMA_TYPES: &[&str] = &["llama"];
-const BERT_TYPES: &[&str] = &["bert"];
+const LLAMA_TYPES: &[&str] = &[
+    "llama",
+    "qwen2",
+    "mistral",
+    "qwen3",
+    "gemma",
+    "gemma2",
+    "gemma3_text",
+];
+const BERT_TYPES: &[&str] = &["bert", "roberta", "xlm-roberta"];
 
 /// Read and validate a folder's config.json.
 pub fn read_config(path: &Path) -> Result<ArchConfig> {
@@ -195,48 +617,55 @@ pub fn parse_config(path: &Path, text: &str) -> Result<ArchConfig> {
     let head: Head =
         serde_json::from_str(text).map_err(|e| bad(format!("not a valid config.json: {e}")))?;
     let ty = head.model_type.clone().unwrap_or_default();
-    let cfg = if LLAMA_TYPES.contains(&ty.as_str()) {
-        let c: HfLlama =
-            serde_json::from_str(text).map_err(|e| bad(format!("incomplete Llama config: {e}")))?;
-        if let Some(act) = c.hidden_act.as_deref().filter(|a| *a != "silu") {
-            return Err(bad(format!(
-                "hidden_act `{act}` is not supported (Llama uses silu)"
-            )));
-        }
-        let (rope_theta, rope_scaling) = llama_rope(&c).map_err(bad)?;
-        let heads = c.num_attention_heads;
-        ArchConfig::Llama(LlamaConfig {
-            vocab_size: c.vocab_size,
-            hidden_size: c.hidden_size,
-            intermediate_size: c.intermediate_size,
-            num_hidden_layers: c.num_hidden_layers,
-            num_attention_heads: heads,
-            num_key_value_heads: c.num_key_value_heads.unwrap_or(heads),
-            head_dim: c
-                .head_dim
-                .unwrap_or(c.hidden_size.checked_div(heads).unwrap_or(0)),
-            rms_norm_eps: c.rms_norm_eps,
-            rope_theta,
-            rope_scaling,
-            max_position_embeddings: c.max_position_embeddings,
-            tie_word_embeddings: c.tie_word_embeddings,
-            attention_bias: c.attention_bias,
-            mlp_bias: c.mlp_bias,
-            bos_token_id: c.bos_token_id,
-            eos_token_ids: match c.eos_token_id {
-                None => vec![],
-                Some(OneOrMany::One(i)) => vec![i],
-                Some(OneOrMany::Many(v)) => v,
-            },
-            ..Default::default()
-        })
+    let cfg = if let Some(family) = DecoderFamily::from_model_type(&ty) {
+        ArchConfig::Llama(decoder_config(family, text).map_err(bad)?)
+    } else if ty == "gemma3" {
+        return Err(bad(
+            "model_type `gemma3` is Gemma 3's image-and-text model (Gemma3ForConditionalGeneration);              ardpipe builds Gemma 3's text decoder only, from a `gemma3_text` folder              (Gemma3ForCausalLM, e.g. gemma-3-1b): use such a checkpoint"
+                .into(),
+        ));
     } else if BERT_TYPES.contains(&ty.as_str()) {
+        let family = match ty.as_str() {
+            "roberta" => EncoderFamily::Roberta,
+            "xlm-roberta" => EncoderFamily::XlmRoberta,
+            _ => EncoderFamily::Bert,
+        };
         let c: HfBert =
-            serde_json::from_str(text).map_err(|e| bad(format!("incomplete BERT config: {e}")))?;
+            serde_json::from_str(text).map_err(|e| bad(format!("incomplete {ty} config: {e}")))?;
         if let Some(act) = c.hidden_act.as_deref().filter(|a| *a != "gelu") {
             return Err(bad(format!(
-                "hidden_act `{act}` is not supported (ardpipe's BERT uses exact gelu)"
+                "hidden_act `{act}` is not supported (ardpipe's {ty} encoder uses exact gelu)"
             )));
+        }
+        if c.is_decoder || c.add_cross_attention {
+            return Err(bad(format!(
+                "is_decoder / add_cross_attention are set: this {ty} is a (cross-attending) \
+                 decoder with causal attention, and ardpipe builds {ty} only as a bidirectional encoder"
+            )));
+        }
+        let pad_token_id = match (c.pad_token_id, family) {
+            (Some(Some(id)), _) => id,
+            (None, EncoderFamily::Bert) => 0,
+            (None, _) => 1,
+            // BERT's maths never use the padding id (only the attention mask does).
+            (Some(None), EncoderFamily::Bert) => 0,
+            (Some(None), _) => {
+                return Err(bad(format!(
+                    "pad_token_id is null, but {ty} numbers positions from pad_token_id + 1: \
+                     set it to the tokenizer's padding id (1 in RoBERTa checkpoints)"
+                )));
+            }
+        };
+        if family.roberta_positions() {
+            // Positions run from pad_token_id + 1, so the table needs room past the padding id.
+            let first = pad_token_id.checked_add(1).filter(|f| *f >= 1);
+            if first.is_none_or(|f| f as u64 >= c.max_position_embeddings as u64) {
+                return Err(bad(format!(
+                    "pad_token_id {pad_token_id} leaves no positions: {ty} numbers tokens from \
+                     pad_token_id + 1, which must be inside max_position_embeddings ({})",
+                    c.max_position_embeddings
+                )));
+            }
         }
         if let Some(p) = c
             .position_embedding_type
@@ -260,7 +689,8 @@ pub fn parse_config(path: &Path, text: &str) -> Result<ArchConfig> {
             attention_probs_dropout_prob: c.attention_probs_dropout_prob,
             classifier_dropout: c.classifier_dropout.unwrap_or(c.hidden_dropout_prob),
             initializer_range: c.initializer_range,
-            pad_token_id: c.pad_token_id,
+            pad_token_id,
+            family,
         })
     } else {
         return Err(bad(format!(
