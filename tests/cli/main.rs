@@ -16,6 +16,7 @@ mod precision;
 mod resume;
 mod run;
 mod schema;
+mod seq_cls;
 mod study;
 
 use std::process::{Command, Output};

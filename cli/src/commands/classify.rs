@@ -1,9 +1,10 @@
-//! `ardpipe classify`: class probabilities from an encoder with a classification head.
+//! `ardpipe classify`: class probabilities from an encoder with a classification head, or a
+//! decoder with transformers' sequence-classification `score` head.
 
-use ardpipe_engine::models::arch::EncoderHead;
-use ardpipe_engine::models::load_encoder;
+use ardpipe_engine::models::arch::{ArchConfig, EncoderHead, SequenceClassifier};
 use ardpipe_engine::models::text::classify_texts;
 use ardpipe_engine::models::tokenizer::load_tokenizer;
+use ardpipe_engine::models::{describe, load_decoder_classifier, load_encoder};
 use ardpipe_engine::peft_merge::AdapterFolder;
 use serde::Serialize;
 
@@ -82,20 +83,41 @@ pub fn run(a: ClassifyArgs) -> miette::Result<Code> {
         }
     };
     let opts = load_options(&a.compute)?;
-    let head = EncoderHead::Classification {
-        num_labels: labels.len(),
-        seed: a.seed,
-    };
-    let mut enc = load_encoder(&a.model, head, &opts).map_err(|e| miette::miette!("{e}"))?;
-    let trained_head = match &adapter {
-        Some(f) => {
-            let head = enc.model.head_parameters();
-            let r = merge_adapter(f, enc.model.linears_mut(), &head)?;
-            r.head_tensors > 0
-        }
-        None => false,
-    };
-    if !enc.model.classifier_from_checkpoint && !trained_head {
+    let err = |e: ardpipe_engine::models::ModelError| miette::miette!("{e}");
+    // An encoder classifies with its BERT/RoBERTa head, a decoder with transformers' `score`.
+    let (model, location, from_checkpoint): (Box<dyn SequenceClassifier>, _, bool) =
+        match describe(&a.model).map_err(err)?.config {
+            ArchConfig::Llama(_) => {
+                let mut m =
+                    load_decoder_classifier(&a.model, labels.len(), a.seed, &opts).map_err(err)?;
+                let trained = match &adapter {
+                    Some(f) => {
+                        let head = m.model.head_parameters();
+                        merge_adapter(f, m.model.linears_mut(), &head)?.head_tensors > 0
+                    }
+                    None => false,
+                };
+                let from = m.model.score_from_checkpoint || trained;
+                (Box::new(m.model), m.location, from)
+            }
+            ArchConfig::Bert(_) => {
+                let head = EncoderHead::Classification {
+                    num_labels: labels.len(),
+                    seed: a.seed,
+                };
+                let mut enc = load_encoder(&a.model, head, &opts).map_err(err)?;
+                let trained = match &adapter {
+                    Some(f) => {
+                        let head = enc.model.head_parameters();
+                        merge_adapter(f, enc.model.linears_mut(), &head)?.head_tensors > 0
+                    }
+                    None => false,
+                };
+                let from = enc.model.classifier_from_checkpoint || trained;
+                (Box::new(enc.model), enc.location, from)
+            }
+        };
+    if !from_checkpoint {
         eprintln!(
             "note: {} has no trained classifier: a new head with {} labels (seed {}) is attached, \
              so the labels are arbitrary until the model is fine-tuned",
@@ -104,10 +126,9 @@ pub fn run(a: ClassifyArgs) -> miette::Result<Code> {
             a.seed
         );
     }
-    let tok = load_tokenizer(&enc.location).map_err(|e| miette::miette!("{e}"))?;
+    let tok = load_tokenizer(&location).map_err(err)?;
     let texts: Vec<&str> = a.texts.iter().map(String::as_str).collect();
-    let out =
-        classify_texts(&enc.model, &tok.tokenizer, &texts).map_err(|e| miette::miette!("{e}"))?;
+    let out = classify_texts(model.as_ref(), &tok.tokenizer, &texts).map_err(err)?;
     let rows: Vec<Row<'_>> = texts
         .iter()
         .zip(out.logits.into_iter().zip(out.probabilities))

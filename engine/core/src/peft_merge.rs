@@ -171,11 +171,20 @@ impl AdapterFolder {
         Ok(folder)
     }
 
-    /// Rows of the saved classifier (`classifier.weight`), when the adapter trained one.
+    /// Rows of the saved classifier's output layer, when the adapter trained one: BERT's
+    /// `classifier.weight`, RoBERTa's `classifier.out_proj.weight`, a decoder's `score.weight`.
     pub fn classifier_rows(&self) -> Option<usize> {
         self.tensors
             .iter()
-            .find(|(n, _)| n.ends_with("classifier.weight"))
+            .find(|(n, _)| {
+                [
+                    "classifier.weight",
+                    "classifier.out_proj.weight",
+                    "score.weight",
+                ]
+                .iter()
+                .any(|s| n.ends_with(&format!(".{s}")))
+            })
             .map(|(_, t)| t.size()[0] as usize)
     }
 

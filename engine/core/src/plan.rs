@@ -179,10 +179,13 @@ fn in_indices(ix: &p::Indices, i: usize) -> bool {
 }
 
 /// The model's adaptable modules as the trainer will address them (encoders with a
-/// classification head live under `bert.`, as transformers names them).
+/// classification head live under `bert.` / `roberta.`, as transformers names them; a decoder's
+/// stay under `model.`, in `*ForSequenceClassification` as in `*ForCausalLM`).
 pub fn model_modules(desc: &ModelDescription, head: &p::Head) -> Vec<ModuleSpec> {
     match (&desc.config, head) {
-        (ArchConfig::Bert(c), p::Head::SequenceClassification { .. }) => c.modules("bert."),
+        (ArchConfig::Bert(c), p::Head::SequenceClassification { .. }) => {
+            c.modules(c.family.prefix())
+        }
         _ => desc.modules.clone(),
     }
 }
@@ -391,15 +394,21 @@ pub fn plan_with_data(
         adapters.push(plan);
     }
 
+    let classes = match &pipeline.model.head {
+        p::Head::SequenceClassification { classes } => match classes {
+            p::Classes::Names { names } => names.len(),
+            p::Classes::FromData => classes_from_data.unwrap_or(0),
+        },
+        _ => 0,
+    };
     let head_parameters = match (&desc.config, &pipeline.model.head) {
-        (ArchConfig::Bert(c), p::Head::SequenceClassification { classes }) => {
-            let n = match classes {
-                p::Classes::Names { names } => names.len(),
-                p::Classes::FromData => classes_from_data.unwrap_or(0),
-            };
-            // pooler.dense trains with the classifier (PEFT's modules_to_save for SEQ_CLS).
-            c.hidden_size * c.hidden_size + c.hidden_size + n * c.hidden_size + n
+        (ArchConfig::Bert(c), p::Head::SequenceClassification { .. }) => {
+            // BERT's pooler.dense / RoBERTa's classifier.dense trains with the output layer
+            // (PEFT's modules_to_save for SEQ_CLS).
+            c.hidden_size * c.hidden_size + c.hidden_size + classes * c.hidden_size + classes
         }
+        // A decoder's `score`: one row per class, no bias.
+        (ArchConfig::Llama(c), p::Head::SequenceClassification { .. }) => classes * c.hidden_size,
         _ => 0,
     };
     let trainable_initial: usize =
@@ -486,6 +495,7 @@ fn check_head(desc: &ModelDescription, head: &p::Head, path: &Path) -> Result<()
     let ok = matches!(
         (&desc.config, head),
         (ArchConfig::Llama(_), p::Head::CausalLm)
+            | (ArchConfig::Llama(_), p::Head::SequenceClassification { .. })
             | (ArchConfig::Bert(_), p::Head::SequenceClassification { .. })
             | (ArchConfig::Bert(_), p::Head::Embedding { .. })
     );
@@ -498,7 +508,7 @@ fn check_head(desc: &ModelDescription, head: &p::Head, path: &Path) -> Result<()
             path.display(),
             desc.config.name(),
             match desc.config {
-                ArchConfig::Llama(_) => "head = causal_lm",
+                ArchConfig::Llama(_) => "head = causal_lm or sequence_classification",
                 ArchConfig::Bert(_) => "head = sequence_classification or embedding",
             }
         )))
@@ -678,7 +688,7 @@ pub fn render_text(plan: &ExecutionPlan) -> String {
     if plan.head_parameters > 0 {
         let _ = writeln!(
             o,
-            "head       {} trainable parameters (pooler + classifier)",
+            "head       {} trainable parameters (classification head)",
             plan.head_parameters
         );
     }

@@ -77,14 +77,9 @@ impl Trainer {
         let head = self.model.head_parameters();
         if !head.is_empty() {
             // PEFT keeps a trained head under `modules_to_save`; its saved names carry no adapter name.
-            let mut mods: Vec<String> = head
-                .iter()
-                .filter_map(|(n, _)| n.rsplit_once('.').map(|(m, _)| m.to_string()))
-                .collect();
-            mods.dedup();
             // Full paths: PEFT matches these as name suffixes, and a bare `dense` would wrap
             // every dense layer of the encoder, not just the pooler.
-            config.modules_to_save = Some(mods);
+            config.modules_to_save = Some(self.model.modules_to_save());
             for (n, t) in head {
                 tensors.push((
                     format!("base_model.model.{n}"),

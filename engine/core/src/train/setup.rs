@@ -9,7 +9,7 @@ use ardpipe_adapters::ard::ArdRegulariser;
 use ardpipe_adapters::optim::{AdamW, AdamWConfig, Optimizer, ParamGroup, Sgd, SgdConfig};
 use ardpipe_adapters::{MethodConfig, ParamRole};
 use ardpipe_dsl::pipeline as p;
-use ardpipe_models::arch::EncoderHead;
+use ardpipe_models::arch::{ArchConfig, EncoderHead};
 use ardpipe_models::{LoadOptions, Precision, StorageDtype};
 
 use super::batches::Batches;
@@ -107,13 +107,19 @@ fn load_model(
             TaskModel::CausalLm(Box::new(ardpipe_models::load_causal_lm(path, &opts)?.model))
         }
         p::Head::SequenceClassification { .. } => {
-            let head = EncoderHead::Classification {
-                num_labels,
-                seed: pipeline.train.seed,
-            };
-            TaskModel::Classifier(Box::new(
-                ardpipe_models::load_encoder(path, head, &opts)?.model,
-            ))
+            let seed = pipeline.train.seed;
+            match ardpipe_models::describe(path)?.config {
+                // A decoder classifies with transformers' `score` on its last non-padding token.
+                ArchConfig::Llama(_) => TaskModel::DecoderClassifier(Box::new(
+                    ardpipe_models::load_decoder_classifier(path, num_labels, seed, &opts)?.model,
+                )),
+                ArchConfig::Bert(_) => {
+                    let head = EncoderHead::Classification { num_labels, seed };
+                    TaskModel::Classifier(Box::new(
+                        ardpipe_models::load_encoder(path, head, &opts)?.model,
+                    ))
+                }
+            }
         }
         p::Head::Embedding { .. } => {
             return Err(TrainError::Other(

@@ -2,7 +2,7 @@
 //! head tensors train, and the task loss of one batch.
 
 use ardpipe_adapters::AdaptableLinear;
-use ardpipe_models::arch::{Bert, Llama};
+use ardpipe_models::arch::{Bert, DecoderClassifier, Llama};
 use tch::{Kind, Reduction, Tensor};
 
 use super::TrainError;
@@ -25,6 +25,8 @@ pub struct TensorBatch {
 pub enum TaskModel {
     CausalLm(Box<Llama>),
     Classifier(Box<Bert>),
+    /// A decoder with transformers' sequence-classification `score` head.
+    DecoderClassifier(Box<DecoderClassifier>),
 }
 
 impl TaskModel {
@@ -32,6 +34,7 @@ impl TaskModel {
         match self {
             TaskModel::CausalLm(m) => m.linears(),
             TaskModel::Classifier(m) => m.linears(),
+            TaskModel::DecoderClassifier(m) => m.linears(),
         }
     }
 
@@ -39,6 +42,7 @@ impl TaskModel {
         match self {
             TaskModel::CausalLm(m) => m.linears_mut(),
             TaskModel::Classifier(m) => m.linears_mut(),
+            TaskModel::DecoderClassifier(m) => m.linears_mut(),
         }
     }
 
@@ -54,11 +58,32 @@ impl TaskModel {
             .collect()
     }
 
+    /// Every base weight by transformers' name (the head excluded: see `head_parameters`).
+    pub fn base_parameters(&self) -> Vec<(String, Tensor)> {
+        match self {
+            TaskModel::CausalLm(m) => m.base_parameters(),
+            TaskModel::Classifier(m) => m.base_parameters(),
+            TaskModel::DecoderClassifier(m) => m.model.base_parameters(),
+        }
+    }
+
     /// Tensors of the task head that train with the adapters (PEFT's `modules_to_save`).
     pub fn head_parameters(&self) -> Vec<(String, Tensor)> {
         match self {
             TaskModel::CausalLm(_) => vec![],
             TaskModel::Classifier(m) => m.head_parameters(),
+            TaskModel::DecoderClassifier(m) => m.head_parameters(),
+        }
+    }
+
+    /// The head's modules as PEFT's `modules_to_save` names them (the modules whose saved
+    /// copies replace the base's: `bert.pooler.dense` and `classifier`, RoBERTa's whole
+    /// `classifier`, a decoder's `score`).
+    pub fn modules_to_save(&self) -> Vec<String> {
+        match self {
+            TaskModel::CausalLm(_) => vec![],
+            TaskModel::Classifier(m) => m.modules_to_save(),
+            TaskModel::DecoderClassifier(_) => vec!["score".into()],
         }
     }
 
@@ -69,6 +94,10 @@ impl TaskModel {
                 m.forward(&batch.input_ids, Some(&batch.attention_mask), train)?
             }
             TaskModel::Classifier(m) => {
+                m.classify(&batch.input_ids, &batch.attention_mask, train)?
+            }
+            TaskModel::DecoderClassifier(m) => {
+                use ardpipe_models::arch::SequenceClassifier;
                 m.classify(&batch.input_ids, &batch.attention_mask, train)?
             }
         })
