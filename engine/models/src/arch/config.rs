@@ -342,6 +342,9 @@ impl EncoderFamily {
     }
 }
 
+/// One per loaded or described model, so the decoder variant's larger size costs nothing
+/// worth a box at every construction and match.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "architecture", rename_all = "snake_case")]
 pub enum ArchConfig {
