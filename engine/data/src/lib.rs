@@ -6,6 +6,7 @@
 //! [`ShuffledOrder`] → [`ClassificationBatcher`] per batch, or [`LmPacker`] for language modelling.
 
 pub mod batch;
+pub mod chat;
 pub mod error;
 pub mod labels;
 pub mod lm;
