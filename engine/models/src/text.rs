@@ -133,7 +133,12 @@ pub fn generate_text(
     let mut stop: Vec<i64> = model.config.eos_token_ids.clone();
     stop.extend(t.eos_id().map(|i| i as i64));
     if chat && let Some(tpl) = &tok.chat {
-        stop.extend(tpl.end_of_turn_ids(t).map_err(tok_err)?.into_iter().map(|i| i as i64));
+        stop.extend(
+            tpl.end_of_turn_ids(t)
+                .map_err(tok_err)?
+                .into_iter()
+                .map(|i| i as i64),
+        );
     }
     let mut out: Vec<u32> = Vec::new();
     let mut shown = 0usize;
