@@ -1,5 +1,5 @@
 //! Sequence classification against transformers: tiny random RobertaForSequenceClassification,
-//! XLMRobertaForSequenceClassification and LlamaForSequenceClassification models that the
+//! XLMRobertaForSequenceClassification and Llama/Qwen2/Gemma2ForSequenceClassification models that the
 //! peer's transformers saved (with a real tokenizer.json) must give transformers' logits on a
 //! right-padded batch, from the peer's token ids and from ardpipe's own tokenizer; config
 //! fields that change the maths are refused when ardpipe cannot honour them. Needs the Python
@@ -149,9 +149,8 @@ fn xlm_roberta_logits_equal_transformers_on_a_padded_batch() {
     encoder("xlm_roberta");
 }
 
-#[test]
-fn llama_sequence_classification_equals_transformers_on_a_padded_batch() {
-    let dir = fixtures().dir.join("llama");
+fn decoder(name: &str) {
+    let dir = fixtures().dir.join(name);
     let m = load_decoder_classifier(&dir, 3, 0, &LoadOptions::default()).unwrap();
     assert!(m.model.score_from_checkpoint);
     assert_eq!(m.model.pad_token_id, 1);
@@ -163,7 +162,27 @@ fn llama_sequence_classification_equals_transformers_on_a_padded_batch() {
             .collect::<Vec<_>>(),
         ["score.weight"]
     );
-    check("llama", &m.model, &m.location);
+    assert_eq!(m.model.linears()[0].path, "model.layers.0.self_attn.q_proj");
+    check(name, &m.model, &m.location);
+}
+
+#[test]
+fn llama_sequence_classification_equals_transformers_on_a_padded_batch() {
+    decoder("llama");
+}
+
+/// Another family through the same decoder: Qwen2 with q/k/v biases and a sliding window
+/// shorter than the batch's rows.
+#[test]
+fn qwen2_sequence_classification_equals_transformers_on_a_padded_batch() {
+    decoder("qwen2");
+}
+
+/// Gemma 2: its final logit soft-capping (0.5 here) belongs to the LM head; transformers'
+/// `score` reads the hidden states without it, and so must ardpipe's.
+#[test]
+fn gemma2_sequence_classification_equals_transformers_on_a_padded_batch() {
+    decoder("gemma2");
 }
 
 /// A copy of a saved model with config.json edited by `edit`.

@@ -1,11 +1,12 @@
 """The peer for sequence classification: transformers builds tiny random
-RobertaForSequenceClassification, XLMRobertaForSequenceClassification and
-LlamaForSequenceClassification models, saves each with save_pretrained next to a real
+RobertaForSequenceClassification, XLMRobertaForSequenceClassification and decoder
+*ForSequenceClassification models (Llama; Qwen2 with a sliding window; Gemma 2, whose final
+logit soft-capping belongs to the LM head and must not touch `score`), saves each with save_pretrained next to a real
 tokenizer.json (a byte-level BPE trained here with the `tokenizers` package), and computes each
 model's logits on a right-padded batch that the tokenizer made.
 
 Usage: python seq_cls.py OUT_DIR
-Writes OUT_DIR/{roberta,xlm_roberta,llama}/ (config.json, model.safetensors, tokenizer.json,
+Writes OUT_DIR/{roberta,xlm_roberta,llama,qwen2,gemma2}/ (config.json, model.safetensors, tokenizer.json,
 tokenizer_config.json) and prints one JSON object:
   {name: {"input_ids": [[...]], "attention_mask": [[...]], "logits": [[...]], "texts": [...]}}
 """
@@ -16,9 +17,13 @@ import sys
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
+    Gemma2Config,
+    Gemma2ForSequenceClassification,
     LlamaConfig,
     LlamaForSequenceClassification,
     PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForSequenceClassification,
     RobertaConfig,
     RobertaForSequenceClassification,
     XLMRobertaConfig,
@@ -90,24 +95,26 @@ def encoder(cls, config_cls, seed):
     return cls(config)
 
 
-def llama(seed):
+DECODER = dict(
+    vocab_size=320,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
+    pad_token_id=1,
+    bos_token_id=0,
+    eos_token_id=2,
+    num_labels=3,
+    initializer_range=0.2,
+    tie_word_embeddings=False,
+)
+
+
+def decoder(cls, config, seed):
     torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=320,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-        num_labels=3,
-        initializer_range=0.2,
-        tie_word_embeddings=False,
-    )
-    return LlamaForSequenceClassification(config)
+    return cls(config)
 
 
 def main():
@@ -121,7 +128,32 @@ def main():
             "encoder",
             encoder(XLMRobertaForSequenceClassification, XLMRobertaConfig, 2),
         ),
-        ("llama", "decoder", llama(3)),
+        ("llama", "decoder", decoder(LlamaForSequenceClassification, LlamaConfig(**DECODER), 3)),
+        (
+            "qwen2",
+            "decoder",
+            decoder(
+                Qwen2ForSequenceClassification,
+                Qwen2Config(**DECODER, use_sliding_window=True, sliding_window=5, max_window_layers=1),
+                4,
+            ),
+        ),
+        (
+            "gemma2",
+            "decoder",
+            decoder(
+                Gemma2ForSequenceClassification,
+                Gemma2Config(
+                    **DECODER,
+                    head_dim=16,
+                    query_pre_attn_scalar=24,
+                    sliding_window=5,
+                    attn_logit_softcapping=2.0,
+                    final_logit_softcapping=0.5,
+                ),
+                5,
+            ),
+        ),
     ]:
         d = os.path.join(out, name)
         model.eval()
