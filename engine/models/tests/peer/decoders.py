@@ -10,9 +10,10 @@ reference.json: ids [2, T] (row 1 right-padded with 0), mask [2, T], logits [2, 
 prompt, generated (32 greedy tokens, no end-of-sequence stop), parameters (the model's count,
 a tied head once), and, for models with sliding
 windows, the largest logit change when the window is lifted (so the check is known to bite).
-The `*_v4` cases hold the same weights with the config rewritten in transformers 4's layout
-(no layer_types; Gemma 3's rope_theta / rope_local_base_freq / rope_scaling /
-sliding_window_pattern), and logits transformers computes after reading that layout.
+The `<case>_v4` folders hold the same weights with the config rewritten in transformers 4's
+layout (no layer_types; rope_theta, and Gemma 3's rope_local_base_freq / rope_scaling /
+sliding_window_pattern, instead of rope_parameters), and logits transformers computes after
+reading that layout.
 """
 import copy
 import json
@@ -118,23 +119,26 @@ for name, config in cases.items():
         ref["window_effect"] = (logits_of(wide) - logits).abs().amax().item()
     json.dump(ref, open(os.path.join(out, "reference.json"), "w"))
 
-    # The same weights, config in transformers 4's layout, read by transformers.
-    if name in ("gemma2", "gemma3"):
+    # The same weights, config in transformers 4's layout (no layer_types: Qwen derives them
+    # from max_window_layers, Gemma 2 slides on even layers, Gemma 3 on all but every
+    # sliding_window_pattern-th; RoPE in rope_theta / rope_scaling / rope_local_base_freq),
+    # read by transformers.
+    if name != "gemma":
         v4 = dict(saved)
-        v4.pop("layer_types")
+        v4.pop("layer_types", None)
         v4.pop("_sliding_window_pattern", None)
+        rp = v4.pop("rope_parameters")
         if name == "gemma3":
-            rp = v4.pop("rope_parameters")
             v4["rope_theta"] = rp["full_attention"]["rope_theta"]
             v4["rope_scaling"] = {"rope_type": "linear", "factor": rp["full_attention"]["factor"]}
             v4["rope_local_base_freq"] = rp["sliding_attention"]["rope_theta"]
             v4["sliding_window_pattern"] = 2
         else:
-            rp = v4.pop("rope_parameters")
             v4["rope_theta"] = rp["rope_theta"]
         out4 = save(name + "_v4", model, v4)
         m4 = AutoModelForCausalLM.from_pretrained(out4, dtype=torch.float32).eval()
-        assert m4.config.layer_types == model.config.layer_types, (m4.config.layer_types, model.config.layer_types)
+        if hasattr(model.config, "layer_types"):
+            assert m4.config.layer_types == model.config.layer_types, (m4.config.layer_types, model.config.layer_types)
         l4 = logits_of(m4)
         assert (l4 - logits).abs().amax().item() < 1e-5, "transformers read its 4 layout differently"
         json.dump({"ids": ids.tolist(), "mask": mask.tolist(), "logits": l4.tolist()},
