@@ -4,13 +4,18 @@
 //! byte-level BPE vocabularies (one per `tokenizer.ggml.pre`), written by the `gguf` package. The
 //! same ids on varied text (unicode, emoji through byte fallback, runs of spaces, newlines,
 //! digits, special tokens in the text) and the same decoded text; unsupported files are refused
-//! naming what is supported. Needs the Python peer venv that `scripts/setup.sh` creates.
+//! naming what is supported. The real Gemma 3 270M GGUF (the `gemma3` asset) too: its 262,144
+//! SentencePiece tokens give transformers' ids, and its golden ids. Needs the Python peer venv
+//! that `scripts/setup.sh` creates.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use ardpipe_models::ModelLocation;
+use ardpipe_models::assets::asset_file;
 use ardpipe_models::tokenizer::load_tokenizer;
+
+const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -32,9 +37,11 @@ fn peer_python() -> PathBuf {
 fn gguf_tokenizers_equal_transformers() {
     let dir = std::env::temp_dir().join(format!("ardpipe-tokgguf-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    let gemma3 = asset_file("gemma3", GEMMA3).unwrap_or_else(|e| panic!("{e}"));
     let out = Command::new(peer_python())
         .arg(repo().join("engine/models/tests/peer/tokenizers_gguf.py"))
         .arg(&dir)
+        .arg(&gemma3)
         .env("HF_HUB_OFFLINE", "1")
         .env("TRANSFORMERS_VERBOSITY", "error")
         .output()
@@ -89,7 +96,12 @@ fn gguf_tokenizers_equal_transformers() {
             checked += 1;
         }
     }
-    assert!(checked >= 150, "only {checked} texts compared");
+    assert!(
+        files.contains_key(gemma3.to_str().unwrap()),
+        "the peer did not load {}",
+        gemma3.display()
+    );
+    assert!(checked >= 170, "only {checked} texts compared");
 
     for (name, words) in peer["refused"].as_object().unwrap() {
         let e = match load_tokenizer(&ModelLocation::Gguf(dir.join(name))) {
@@ -101,4 +113,16 @@ fn gguf_tokenizers_equal_transformers() {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn gemma3_270m_gguf_golden_ids() {
+    let path = asset_file("gemma3", GEMMA3).unwrap_or_else(|e| panic!("{e}"));
+    let tok = load_tokenizer(&ModelLocation::Gguf(path))
+        .unwrap()
+        .tokenizer;
+    assert_eq!(tok.vocab_size(), 262_144);
+    let ids = tok.encode("The capital of France is", true).unwrap().ids;
+    assert_eq!(ids, [2, 818, 5279, 529, 7001, 563]);
+    assert_eq!(tok.decode(&ids, true).unwrap(), "The capital of France is");
 }

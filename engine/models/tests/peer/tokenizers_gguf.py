@@ -1,13 +1,14 @@
 """Tiny GGUF tokenizers written by the `gguf` package, and what transformers makes of them.
 
-Usage: tokenizers_gguf.py OUT_DIR
+Usage: tokenizers_gguf.py OUT_DIR [REAL_GGUF ...]
 
 Writes SentencePiece (`tokenizer.ggml.model = llama`: Llama and Gemma 3 flavours, scores, byte
 tokens <0x00>..<0xFF>, control, user-defined and unused tokens) and byte-level BPE (`gpt2`, one
 file per `tokenizer.ggml.pre`) vocabularies trained here with `tokenizers`, then loads each with
 `AutoTokenizer.from_pretrained(OUT_DIR, gguf_file=...)` and prints JSON:
 {file: {"vocab_size", "texts", "ids" (with special tokens), "decoded" (skipping special tokens),
-"decoded_all"}}. Also writes files ardpipe must refuse (listed under "refused").
+"decoded_all"}}, the same for each REAL_GGUF (keyed by its path). Also writes files ardpipe
+must refuse (listed under "refused").
 """
 
 import json
@@ -173,10 +174,11 @@ def main():
         files.append(name)
 
     result = {}
-    for name in files:
-        tok = AutoTokenizer.from_pretrained(out, gguf_file=name)
+    paths = [(out, name) for name in files] + [os.path.split(p) for p in sys.argv[2:]]
+    for folder, name in paths:
+        tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
         ids = [tok(t)["input_ids"] for t in TEXTS]
-        result[name] = {
+        result[name if folder == out else os.path.join(folder, name)] = {
             "vocab_size": len(tok),
             "texts": TEXTS,
             "ids": ids,
