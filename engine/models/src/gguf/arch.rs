@@ -20,7 +20,7 @@
 //! 10,000 without scaling. Metadata that would change the maths and that ardpipe cannot honour
 //! (another RoPE scaling, partial rotary dimensions, experts, …) is refused, naming the key.
 
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use super::container::{GgufFile, Value};
 use crate::arch::config::{
@@ -675,9 +675,15 @@ impl TensorSource for GgufSource {
             ModelError::Usage(format!("no tensor `{name}` in {}", self.describe()))
         })?;
         let info = &self.file.tensors[i];
-        let values = self.file.dequantise(info)?;
         let shape: Vec<i64> = info.shape.iter().map(|&d| d as i64).collect();
-        let t = Tensor::from_slice(&values).reshape(&shape);
+        // Dequantised straight into the tensor's storage: no second copy of the values.
+        let t = Tensor::empty(&shape, (Kind::Float, Device::Cpu));
+        let n = info.numel().unwrap_or(0);
+        assert_eq!(t.numel(), n, "a fresh tensor holds the file's dims");
+        // SAFETY: `t` is a new, contiguous CPU f32 tensor of exactly `n` values that nothing
+        // else references while the slice lives.
+        let out = unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, n) };
+        self.file.dequantise_into(info, out)?;
         let q_or_k = |suffix: &str| {
             if name.ends_with(&format!("self_attn.q_proj.{suffix}")) {
                 Some(self.heads)

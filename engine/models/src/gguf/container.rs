@@ -472,12 +472,19 @@ impl GgufFile {
     /// A block with a non-finite scale (no quantiser writes one) is an error naming the tensor
     /// and the block.
     pub fn dequantise(&self, t: &TensorInfo) -> Result<Vec<f32>> {
+        let n = t.numel().unwrap_or(0);
+        let mut out = vec![0f32; n];
+        self.dequantise_into(t, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`GgufFile::dequantise`] into `out`, which must hold exactly the tensor's values (a
+    /// tensor's own storage, so that a load copies nothing).
+    pub fn dequantise_into(&self, t: &TensorInfo, out: &mut [f32]) -> Result<()> {
         let raw = self.raw(t)?;
         let ty = GgmlType::from_u32(t.ty).expect("checked by raw()");
-        let n = raw.len() / ty.block_bytes() * ty.block_values();
-        let mut out = vec![0f32; n];
-        match ty.dequantise_into(raw, &mut out) {
-            Ok(()) => Ok(out),
+        match ty.dequantise_into(raw, out) {
+            Ok(()) => Ok(()),
             Err(Some(bad)) => Err(ModelError::format(
                 &self.path,
                 format!(
@@ -493,10 +500,11 @@ impl GgufFile {
             Err(None) => Err(ModelError::format(
                 &self.path,
                 format!(
-                    "corrupt GGUF: tensor `{}` ({}) holds {} bytes, not whole blocks of {}",
+                    "tensor `{}` ({}): {} bytes are not {} values in whole blocks of {}",
                     t.name,
                     ty.name(),
                     raw.len(),
+                    out.len(),
                     ty.block_bytes()
                 ),
             )),
