@@ -134,6 +134,12 @@ train {{
     batch_size = 4
     steps = 6
     precision = f32
+    eval_every = 3 steps
+}}
+
+evaluate {{
+    split = validation
+    metrics = [loss, accuracy, macro_f1]
 }}
 
 output {{
@@ -162,8 +168,15 @@ fn train_and_classify(
     std::fs::create_dir_all(dir).unwrap();
     let file = pipeline(dir, model, modules);
     let out = ardpipe(&["run", file.to_str().unwrap(), "-q", "--threads", "1"]);
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out) + &stderr(&out);
+    assert!(out.status.success(), "{text}");
     let run = dir.join("run");
+    // The classifier is evaluated on the validation split during and after training.
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert!(
+        metrics.contains("\"accuracy\"") && metrics.contains("\"macro_f1\""),
+        "no evaluation in {metrics}"
+    );
     let cfg: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("adapter/adapter_config.json")).unwrap())
             .unwrap();
