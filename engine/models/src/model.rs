@@ -243,10 +243,14 @@ pub fn load_encoder(path: &Path, head: EncoderHead, opts: &LoadOptions) -> Resul
     };
     // Pre-training heads (BERT's `cls.` masked LM / next sentence, RoBERTa's `lm_head.`) are
     // not used by ardpipe's heads.
-    let unused_heads: &[&str] = match config.family {
-        EncoderFamily::Bert => &["cls."],
-        EncoderFamily::Roberta | EncoderFamily::XlmRoberta => &["lm_head."],
-    };
+    let mut unused_heads = vec![match config.family {
+        EncoderFamily::Bert => "cls.",
+        EncoderFamily::Roberta | EncoderFamily::XlmRoberta => "lm_head.",
+    }];
+    if head == EncoderHead::Embedding {
+        // Nor does mean pooling use a fine-tuned classification head.
+        unused_heads.push("classifier.");
+    }
     let _g = tch::no_grad_guard();
     // Every name and shape is checked against the config before any data is read.
     let mut check = WeightLoader::shapes_only(&source, "bert");
@@ -258,7 +262,7 @@ pub fn load_encoder(path: &Path, head: EncoderHead, opts: &LoadOptions) -> Resul
         Device::Cpu,
         opts.precision,
     )?;
-    check.finish(unused_heads)?;
+    check.finish(&unused_heads)?;
     let mut w = WeightLoader::new(&source, "bert", opts.device, opts.precision.storage.kind());
     let model = Bert::load(
         config,
@@ -268,7 +272,7 @@ pub fn load_encoder(path: &Path, head: EncoderHead, opts: &LoadOptions) -> Resul
         opts.device,
         opts.precision,
     )?;
-    let report = w.finish(unused_heads)?;
+    let report = w.finish(&unused_heads)?;
     Ok(LoadedEncoder {
         model,
         location,

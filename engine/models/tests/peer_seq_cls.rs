@@ -137,6 +137,24 @@ fn encoder(name: &str) {
         "roberta.encoder.layer.0.attention.self.query"
     );
     check(name, &enc.model, &enc.location);
+
+    // The same checkpoint as a sentence encoder: its classifier is left unused, and ardpipe's
+    // masked-mean embeddings equal the mean of transformers' last hidden states.
+    let emb = load_encoder(&dir, EncoderHead::Embedding, &LoadOptions::default()).unwrap();
+    let p = &fixtures().peer[name];
+    let got = tch::no_grad(|| {
+        emb.model.embed(
+            &matrix::<i64>(&p["input_ids"]),
+            &matrix::<i64>(&p["attention_mask"]),
+        )
+    })
+    .unwrap();
+    let d = max_diff(&got, &matrix::<f32>(&fixtures().peer["embeddings"][name]));
+    eprintln!("{name}: max |Δ| of the mean-pooled embeddings = {d:.2e}");
+    assert!(
+        d < 1e-5,
+        "{name}: embeddings differ from transformers' by {d}"
+    );
 }
 
 #[test]

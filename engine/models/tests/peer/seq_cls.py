@@ -8,7 +8,8 @@ model's logits on a right-padded batch that the tokenizer made.
 Usage: python seq_cls.py OUT_DIR
 Writes OUT_DIR/{roberta,xlm_roberta,llama,qwen2,gemma2}/ (config.json, model.safetensors, tokenizer.json,
 tokenizer_config.json) and prints one JSON object:
-  {name: {"input_ids": [[...]], "attention_mask": [[...]], "logits": [[...]], "texts": [...]}}
+  {name: {"input_ids": [[...]], "attention_mask": [[...]], "logits": [[...]], "texts": [...]},
+   "embeddings": {encoder name: [[...]]}}  (masked mean pooling, L2-normalised)
 """
 import json
 import os
@@ -163,6 +164,18 @@ def main():
         enc = tok(TEXTS, padding=True, return_tensors="pt")
         with torch.no_grad():
             logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+        if kind == "encoder":
+            # The bare encoder's masked mean of the last hidden states, L2-normalised (what
+            # `ardpipe embed` computes).
+            with torch.no_grad():
+                h = model.roberta(
+                    input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]
+                ).last_hidden_state
+            m = enc["attention_mask"].unsqueeze(-1).float()
+            mean = (h * m).sum(1) / m.sum(1)
+            result.setdefault("embeddings", {})[name] = torch.nn.functional.normalize(
+                mean, dim=-1
+            ).tolist()
         result[name] = {
             "texts": TEXTS,
             "input_ids": enc["input_ids"].tolist(),
