@@ -214,6 +214,11 @@ fn mistral_matches_transformers() {
     });
     let e = load_error(&dir);
     assert!(e.contains("layer_types") && e.contains("Ministral"), "{e}");
+    let dir = edited("mistral", "huge", |c| {
+        c["sliding_window"] = serde_json::json!(1u64 << 40)
+    });
+    let e = load_error(&dir);
+    assert!(e.contains("sliding_window = 1099511627776"), "{e}");
     let dir = edited("mistral", "null", |c| c["sliding_window"] = Value::Null);
     let lm = load_causal_lm(&dir, &LoadOptions::default()).unwrap();
     assert_eq!(lm.model.config.sliding_window, None);

@@ -424,6 +424,9 @@ impl LlamaConfig {
             ));
         }
         let sliding = self.layer_types.contains(&LayerType::SlidingAttention);
+        if let Some(w) = self.sliding_window {
+            check_dims(&[("sliding_window", w, limits::POSITIONS)])?;
+        }
         match self.sliding_window {
             Some(0) => return Err("sliding_window must be at least 1".into()),
             None if sliding => {
