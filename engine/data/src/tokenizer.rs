@@ -1,5 +1,6 @@
-//! A thin wrapper over Hugging Face `tokenizers`: loads a `tokenizer.json`, or rebuilds a byte-level
-//! BPE tokenizer from the metadata a GGUF file carries, and exposes only what ardpipe needs.
+//! A thin wrapper over Hugging Face `tokenizers`: loads a `tokenizer.json`, or rebuilds the
+//! tokenizer a GGUF file's metadata describes (byte-level BPE, or SentencePiece as a BPE with byte
+//! fallback) the way transformers' GGUF integration does, and exposes only what ardpipe needs.
 //!
 //! Padding and truncation are always off in the wrapped tokenizer (MiniLM's
 //! `tokenizer.json` pads everything to 128, which silently ruins unmasked pooling). Batching does
