@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use ardpipe_engine::adapters::HeadAxis;
+use ardpipe_engine::models::arch::config::{Activation, LayerType, LlamaConfig, RopeScaling};
 use ardpipe_engine::models::arch::{ArchConfig, ModuleSpec};
 use ardpipe_engine::models::{ModelDescription, ModelLocation, describe};
 
@@ -45,6 +46,63 @@ fn heads(m: &ModuleSpec) -> String {
     }
 }
 
+/// What sets a decoder family apart, in the words of its config (every feature ardpipe computes).
+fn decoder_features(c: &LlamaConfig) -> Vec<String> {
+    let mut f = vec![if c.norm_unit_offset {
+        "RMSNorm (1 + w)".to_string()
+    } else {
+        "RMSNorm".to_string()
+    }];
+    f.push(match &c.rope_scaling {
+        Some(RopeScaling::Llama3 { factor, .. }) => format!("RoPE (llama3 scaling ×{factor})"),
+        Some(RopeScaling::Linear { factor }) => format!("RoPE (linear scaling ×{factor})"),
+        None => "RoPE".into(),
+    });
+    f.push(match c.hidden_act {
+        Activation::Silu => "SwiGLU".into(),
+        Activation::GeluPytorchTanh => "GeGLU (tanh)".into(),
+    });
+    if c.num_key_value_heads < c.num_attention_heads {
+        f.push("GQA".into());
+    }
+    if c.qkv_bias_only {
+        f.push("q/k/v bias".into());
+    } else if c.attention_bias {
+        f.push("attention bias".into());
+    }
+    if c.qk_norm {
+        f.push("q/k norm".into());
+    }
+    if c.scale_embeddings {
+        f.push("embeddings × √hidden".into());
+    }
+    if c.sandwich_norms {
+        f.push("pre- and post-norms".into());
+    }
+    if let Some(w) = c.sliding_window {
+        let sliding = c
+            .layer_types
+            .iter()
+            .filter(|t| **t == LayerType::SlidingAttention)
+            .count();
+        f.push(if c.layer_types.is_empty() {
+            format!("sliding window {w}")
+        } else {
+            format!(
+                "sliding window {w} on {sliding} of {} layers",
+                c.layer_types.len()
+            )
+        });
+    }
+    if let Some(cap) = c.attn_logit_softcapping {
+        f.push(format!("attention soft-cap {cap}"));
+    }
+    if let Some(cap) = c.final_logit_softcapping {
+        f.push(format!("final soft-cap {cap}"));
+    }
+    f
+}
+
 /// Collapse the per-layer modules into one line per module kind: `model.layers.{0-29}.…`.
 pub fn render(d: &ModelDescription) -> String {
     let mut s = String::new();
@@ -55,12 +113,11 @@ pub fn render(d: &ModelDescription) -> String {
     s += &format!("model         {} ({kind})\n", path.display());
     match &d.config {
         ArchConfig::Llama(c) => {
-            s += "architecture  llama (causal LM: RMSNorm, RoPE, SwiGLU";
-            s += if c.num_key_value_heads < c.num_attention_heads {
-                ", GQA)\n"
-            } else {
-                ")\n"
-            };
+            s += &format!(
+                "architecture  {} (causal LM: {})\n",
+                c.family.model_type(),
+                decoder_features(c).join(", ")
+            );
             s += &format!(
                 "              {} layers, hidden {}, FFN {}, {} heads ({} KV heads) × {}, vocab {}, context {}\n",
                 c.num_hidden_layers,
@@ -72,9 +129,15 @@ pub fn render(d: &ModelDescription) -> String {
                 c.vocab_size,
                 c.max_position_embeddings
             );
+            let rope = match c.rope_local_theta {
+                Some(local) => format!(
+                    "RoPE theta {} (full attention), {local} (sliding)",
+                    c.rope_theta
+                ),
+                None => format!("RoPE theta {}", c.rope_theta),
+            };
             s += &format!(
-                "              RoPE theta {}, RMSNorm eps {}, LM head {}\n",
-                c.rope_theta,
+                "              {rope}, RMSNorm eps {}, LM head {}\n",
                 c.rms_norm_eps,
                 if c.tie_word_embeddings {
                     "tied to the embeddings"
@@ -84,7 +147,15 @@ pub fn render(d: &ModelDescription) -> String {
             );
         }
         ArchConfig::Bert(c) => {
-            s += "architecture  bert (encoder: post-LN, GELU, absolute positions)\n";
+            s += &format!(
+                "architecture  {} (encoder: post-LN, GELU, {})\n",
+                c.family.model_type(),
+                if c.family.roberta_positions() {
+                    "positions after the padding id"
+                } else {
+                    "absolute positions"
+                }
+            );
             s += &format!(
                 "              {} layers, hidden {}, FFN {}, {} heads × {}, vocab {}, {} positions\n",
                 c.num_hidden_layers,

@@ -801,10 +801,11 @@ impl BertConfig {
 }
 
 impl ArchConfig {
+    /// The family as config.json's `model_type` names it (`qwen2`, `gemma3_text`, `roberta`, …).
     pub fn name(&self) -> &'static str {
         match self {
-            ArchConfig::Llama(_) => "llama",
-            ArchConfig::Bert(_) => "bert",
+            ArchConfig::Llama(c) => c.family.model_type(),
+            ArchConfig::Bert(c) => c.family.model_type(),
         }
     }
 
