@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use ardpipe_models::arch::config::{DecoderFamily, LayerType};
+use ardpipe_models::arch::config::{DecoderFamily, LayerType, RopeScaling};
 use ardpipe_models::gguf::writer::GgufWriter;
 use ardpipe_models::gguf::{GgmlType, GgufFile, Value, decoder_config};
 use ardpipe_models::{LoadOptions, load_causal_lm};
@@ -157,6 +157,15 @@ fn gemma3_gguf_slides_five_of_six_layers_with_a_local_rope() {
     assert_eq!(cfg.layer_types[5], LayerType::FullAttention);
     assert_eq!(cfg.rope_local_theta, Some(10000.0));
     assert_eq!(cfg.rope_theta, 1e6);
+}
+
+#[test]
+fn gemma3_gguf_linear_rope_scaling_on_full_layers_only() {
+    check_case("gemma3_linear", DecoderFamily::Gemma3Text);
+    let (dir, _) = fixture();
+    let cfg = decoder_config(&GgufFile::open(dir.join("gemma3_linear.gguf")).unwrap()).unwrap();
+    assert_eq!(cfg.rope_scaling, Some(RopeScaling::Linear { factor: 8.0 }));
+    assert_eq!(cfg.rope_local_scaling, None);
 }
 
 /// A tiny one-layer file of `arch` with `extra` metadata, for the refusals.

@@ -99,6 +99,19 @@ CASES = {
             sliding_window=WINDOW,
         ),
     ),
+    # Gemma 3 4B and larger: linear RoPE scaling on the full-attention layers only.
+    "gemma3_linear": (
+        "gemma3",
+        Gemma3TextConfig(
+            **{**BASE, "num_hidden_layers": 6},
+            **GEMMA_HEADS,
+            sliding_window=WINDOW,
+            rope_parameters={
+                "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
+            },
+        ),
+    ),
 }
 
 # transformers' GGUF loader reads these architectures (not Gemma 1) and ignores rope_freqs.
@@ -163,6 +176,10 @@ def convert(case, arch, cfg, hf_dir, path):
         w.add_final_logit_softcapping(cfg.final_logit_softcapping)
     if arch in ("gemma2", "gemma3"):
         w.add_sliding_window(cfg.sliding_window)
+    full = cfg.rope_parameters.get("full_attention", cfg.rope_parameters)
+    if full.get("rope_type") == "linear":
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(full["factor"])
     w.add_bos_token_id(cfg.bos_token_id)
     w.add_eos_token_id(cfg.eos_token_id)
     tmap = gguf.get_tensor_name_map(arch_enum, n)
@@ -211,6 +228,8 @@ def main():
         entry = {"arch": arch, "ids": ids[0].tolist(), "logits": logits.tolist()}
         if case == "llama3_rope":
             entry["transformers_gguf_note"] = "transformers' GGUF loader ignores rope_freqs"
+        elif case == "gemma3_linear":
+            entry["transformers_gguf_note"] = "transformers' GGUF loader ignores gemma3.rope.scaling.*"
         elif arch not in TRANSFORMERS_READS:
             entry["transformers_gguf_note"] = f"transformers' GGUF loader has no `{arch}` architecture"
         else:
