@@ -11,6 +11,7 @@ pub mod arch;
 pub mod assets;
 pub mod bench;
 pub mod error;
+pub mod families;
 pub mod generate;
 pub mod gguf;
 pub mod hf;

@@ -319,6 +319,12 @@ pub enum EncoderFamily {
 }
 
 impl EncoderFamily {
+    pub const ALL: [EncoderFamily; 3] = [
+        EncoderFamily::Bert,
+        EncoderFamily::Roberta,
+        EncoderFamily::XlmRoberta,
+    ];
+
     /// transformers' `base_model_prefix` for this family's task models (with the dot).
     pub fn prefix(self) -> &'static str {
         match self {
