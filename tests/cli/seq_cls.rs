@@ -62,13 +62,13 @@ const ROWS: &[(&str, &str)] = &[
     ("She runs every morning for the race", "sport"),
 ];
 
-const TEXTS: &[&str] = &[
+pub(crate) const TEXTS: &[&str] = &[
     "Doctors approve a walk for kids every winter",
     "Flu",
     "The bank and the team",
 ];
 
-fn pipeline(dir: &Path, model: &Path, modules: &str) -> PathBuf {
+pub(crate) fn pipeline(dir: &Path, model: &Path, modules: &str) -> PathBuf {
     let csv = dir.join("data.csv");
     let mut text = String::from("text,label\n");
     for (t, l) in ROWS {
@@ -163,10 +163,19 @@ fn train_and_classify(
     dir: &Path,
     model: &Path,
     modules: &str,
+    plan_check: (&str, u64),
     head: &[&str],
 ) -> (PathBuf, PathBuf) {
     std::fs::create_dir_all(dir).unwrap();
     let file = pipeline(dir, model, modules);
+    // The plan addresses the modules as transformers' task model names them and counts the head.
+    let out = ardpipe(&["plan", file.to_str().unwrap(), "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let plan = &v["runs"][0]["plan"];
+    let first = plan["adapters"][0]["modules"][0]["path"].as_str().unwrap();
+    assert_eq!(first, plan_check.0, "{plan}");
+    assert_eq!(plan["head_parameters"], plan_check.1, "{plan}");
     let out = ardpipe(&["run", file.to_str().unwrap(), "-q", "--threads", "1"]);
     let text = stdout(&out) + &stderr(&out);
     assert!(out.status.success(), "{text}");
@@ -218,13 +227,24 @@ fn decoder_and_roberta_classifiers_train_and_their_peft_exports_reproduce_ardpip
     peer(&[&repo().join("engine/models/tests/peer/seq_cls.py"), &models]);
 
     let llama = models.join("llama");
-    let (llama_run, llama_json) =
-        train_and_classify(&root.join("llama"), &llama, "[q_proj, v_proj]", &["score"]);
+    let (llama_run, llama_json) = train_and_classify(
+        &root.join("llama"),
+        &llama,
+        "[q_proj, v_proj]",
+        // score: 3 classes × hidden 32, no bias.
+        ("model.layers.0.self_attn.q_proj", 3 * 32),
+        &["score"],
+    );
     let roberta = models.join("roberta");
     let (roberta_run, roberta_json) = train_and_classify(
         &root.join("roberta"),
         &roberta,
         "[query, value]",
+        // classifier.dense (32 × 32 + 32) and classifier.out_proj (3 × 32 + 3).
+        (
+            "roberta.encoder.layer.0.attention.self.query",
+            32 * 32 + 32 + 3 * 32 + 3,
+        ),
         &["classifier"],
     );
 
