@@ -141,6 +141,9 @@ pub enum Command {
     Classify(ClassifyArgs),
     /// Embed texts with an encoder (masked mean pooling, L2-normalised).
     Embed(EmbedArgs),
+    /// Merge a trained adapter into its base model and write a complete Hugging Face folder
+    /// (config.json, tokenizer files, safetensors) that transformers loads with from_pretrained.
+    Merge(MergeArgs),
     /// Check this installation: libtorch, threads, CUDA, example assets.
     Doctor {
         /// Re-hash every example asset file instead of trusting set-up's stamp.
@@ -405,4 +408,71 @@ pub struct BenchMatmulArgs {
     /// Print one JSON object instead of a line of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// A run directory (its exported adapter/) or a PEFT adapter folder (LoRA, DoRA, AdaLoRA).
+    pub adapter: PathBuf,
+    /// The base model (folder or GGUF file). Default for a run directory: the run's own base
+    /// model; a PEFT adapter folder needs it.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// The folder to write; it must not exist (unless --force). Written as OUT.partial, then
+    /// renamed: it appears whole or not at all.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Replace --out when it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Largest safetensors file; above it the weights are split into
+    /// model-0000N-of-0000M.safetensors with model.safetensors.index.json, as transformers
+    /// does. Bytes, or with a unit as transformers writes them: 5GB (10^9), 500MB, 2GiB (2^30).
+    #[arg(long, value_name = "SIZE", default_value = "5GB", value_parser = parse_size)]
+    pub max_shard_size: u64,
+    /// The weights' dtype. base: the base model's (a Hugging Face folder's safetensors dtype;
+    /// f32 for a GGUF file, whose dequantised values f16 and bf16 cannot hold exactly).
+    #[arg(long, value_enum, default_value_t = MergeDtype::Base)]
+    pub dtype: MergeDtype,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum MergeDtype {
+    Base,
+    F32,
+    F16,
+    Bf16,
+}
+
+/// A size as transformers' `max_shard_size` takes it: an integer number of bytes, or a number
+/// with KB/MB/GB (powers of 10) or KiB/MiB/GiB (powers of 2).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let mult: f64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1.0,
+        "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "TB" => 1e12,
+        "KIB" => 1024.0,
+        "MIB" => 1024.0 * 1024.0,
+        "GIB" => 1024.0 * 1024.0 * 1024.0,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` (use B, KB, MB, GB, KiB, MiB or GiB, e.g. 5GB)"
+            ));
+        }
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (e.g. 5GB, 500MB, 1048576)"))?;
+    let bytes = (n * mult).floor();
+    if !(1.0..1e18).contains(&bytes) {
+        return Err(format!("`{s}`: a shard size is at least one byte"));
+    }
+    Ok(bytes as u64)
 }

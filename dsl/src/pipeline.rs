@@ -613,8 +613,9 @@ pub struct Output {
 pub enum Export {
     /// A Hugging Face PEFT LoRA adapter (ARD folds into per-module `rank_pattern`).
     Peft,
-    /// `merged.safetensors`: every linear layer with its adapter folded in, and the trained
-    /// head; not the embeddings and norms.
+    /// `merged/`: the model with its adapters folded in (and the trained head), as a complete
+    /// Hugging Face folder (config.json, tokenizer files, safetensors in the base model's dtype,
+    /// f32 for a GGUF base) that transformers loads with `from_pretrained`.
     Merged,
 }
 

@@ -448,7 +448,7 @@ fn every_method_and_the_causal_lm_train_on_two_workers() {
         "full",
         &[&["train.steps=2"], &small[..]].concat(),
     );
-    assert!(out.join("merged.safetensors").is_file());
+    assert!(out.join("merged/model.safetensors").is_file());
     let (_, text) = run(
         "pipelines/study/causal_lm.ard",
         "ard_lora",

@@ -7,6 +7,7 @@ mod fmt;
 mod help;
 mod hostile_input;
 mod hostile_models;
+mod merge;
 mod models;
 mod pipeline_keys;
 mod plan;

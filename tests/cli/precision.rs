@@ -73,26 +73,33 @@ fn f16_scales_the_loss_logs_it_checkpoints_it_and_resumes_exactly() {
     let state = std::fs::read_to_string(run.join("checkpoints/step-0000002/state.json")).unwrap();
     assert!(state.contains("\"loss_scale\""), "{state}");
     let adapter = std::fs::read(run.join("adapter/adapter_model.safetensors")).unwrap();
-    // `export = [merged]` is what docs/LANGUAGE.md says: every linear layer (adapters folded in)
-    // and the head; not the embeddings or the norms.
+    // `export = [merged]` is what docs/LANGUAGE.md says: the whole model with its adapters
+    // folded in and the head, as a Hugging Face folder in the base's dtype (MiniLM's f32).
     assert!(
-        text(&out).contains("(linear layers and head only, not a complete model)"),
+        text(&out).contains("(a complete Hugging Face model folder)"),
         "{}",
         text(&out)
     );
-    let merged = std::fs::read(run.join("merged.safetensors")).unwrap();
+    let merged = std::fs::read(run.join("merged/model.safetensors")).unwrap();
     let merged = safetensors::SafeTensors::deserialize(&merged).unwrap();
     let mut names: Vec<String> = merged.names().into_iter().map(String::from).collect();
     names.sort();
-    // 6 layers × 6 linears (q, k, v, attention output, intermediate, output), weight and bias;
-    // the pooler and the classifier.
-    assert_eq!(names.len(), 6 * 6 * 2 + 4, "{names:?}");
+    // 6 layers × (6 linears (q, k, v, attention output, intermediate, output) and 2 LayerNorms),
+    // weight and bias; 3 embeddings and their LayerNorm; the pooler and the classifier.
+    assert_eq!(names.len(), 6 * 8 * 2 + 3 + 2 + 4, "{names:?}");
     assert!(
-        !names
+        names
             .iter()
-            .any(|n| n.contains("embeddings") || n.contains("LayerNorm")),
+            .all(|n| n.starts_with("bert.") || n.starts_with("classifier.")),
         "{names:?}"
     );
+    assert!(
+        merged
+            .tensors()
+            .iter()
+            .all(|(_, t)| t.dtype() == safetensors::Dtype::F32)
+    );
+    assert!(run.join("merged/config.json").is_file());
 
     // Killed once the step-2 checkpoint is there, then resumed: the same adapter.
     let split = fresh_dir("split");

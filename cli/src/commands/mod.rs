@@ -11,6 +11,7 @@ mod generate;
 mod inspect;
 mod inspect_run;
 mod launch;
+mod merge;
 mod plan;
 mod plugin;
 mod run;
@@ -65,6 +66,7 @@ pub fn dispatch(command: Command, global: &Global) -> miette::Result<Code> {
         Command::Generate(args) => generate::run(args),
         Command::Classify(args) => classify::run(args),
         Command::Embed(args) => embed::run(args),
+        Command::Merge(args) => merge::run(args),
         Command::Plugin { what } => plugin::run(what),
         Command::Bench { what } => bench::run(what),
         Command::Study(args) => study::run(args),

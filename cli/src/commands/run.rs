@@ -272,8 +272,8 @@ fn print_summary(p: &Pipeline, s: &RunSummary) {
         .contains(&ardpipe_dsl::pipeline::Export::Merged)
     {
         println!(
-            "merged     {} (linear layers and head only, not a complete model)",
-            s.run_dir.join("merged.safetensors").display()
+            "merged     {} (a complete Hugging Face model folder)",
+            s.run_dir.join("merged").display()
         );
     }
 }

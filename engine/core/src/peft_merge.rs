@@ -21,8 +21,14 @@ use ardpipe_adapters::AdaptableLinear;
 use serde::Deserialize;
 use tch::{Kind, Tensor};
 
+use ardpipe_models::arch::EncoderHead;
+use ardpipe_models::arch::config::ArchConfig;
+use ardpipe_models::hf::export::{
+    self as hf_export, DEFAULT_MAX_SHARD_BYTES, ExportDtype, WrittenWeights,
+};
 use ardpipe_models::hf::safetensors::SafetensorsSource;
 use ardpipe_models::weights::TensorSource;
+use ardpipe_models::{LoadOptions, ModelLocation};
 use safetensors::Dtype;
 
 pub const CONFIG_FILE: &str = "adapter_config.json";
@@ -34,6 +40,15 @@ pub enum PeftMergeError {
     Folder { path: PathBuf, why: String },
     #[error("adapter {path}: {why}")]
     Mismatch { path: PathBuf, why: String },
+    /// The base model cannot be loaded or written out.
+    #[error("{0}")]
+    Model(#[from] ardpipe_models::ModelError),
+    /// The output folder cannot be written.
+    #[error("{0}")]
+    Output(#[from] crate::rundir::RunDirError),
+    /// A merge that cannot be done as asked (wrong kind of model, output in the way).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// The `adapter_config.json` fields that decide the merge.
@@ -635,4 +650,346 @@ fn pattern_value<'a, V>(pattern: &'a BTreeMap<String, V>, module: &str) -> Optio
         .iter()
         .find(|(k, _)| suffix_match(k, module))
         .map(|(_, v)| v)
+}
+
+/// What a merged folder is: a causal LM, or a sequence classifier with its class names.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MergedTask {
+    CausalLm,
+    /// `pad_token_id`: a decoder classifier's (its head reads the last token that is not
+    /// padding); encoders keep their config's.
+    SequenceClassification {
+        labels: Vec<String>,
+        pad_token_id: Option<i64>,
+    },
+}
+
+/// How to write a merged Hugging Face folder.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FolderOptions {
+    /// Split the weights into shards of at most this many bytes.
+    pub max_shard_bytes: u64,
+    /// The weights' dtype; `None`: the base's ([`ExportDtype::of_base`]: f32 for a GGUF base).
+    pub dtype: Option<ExportDtype>,
+    /// Replace an existing output folder.
+    pub force: bool,
+}
+
+impl Default for FolderOptions {
+    fn default() -> Self {
+        Self {
+            max_shard_bytes: DEFAULT_MAX_SHARD_BYTES,
+            dtype: None,
+            force: false,
+        }
+    }
+}
+
+/// What [`write_model_folder`] wrote.
+#[derive(Debug, Clone)]
+pub struct WrittenFolder {
+    pub dir: PathBuf,
+    pub dtype: ExportDtype,
+    pub weights: WrittenWeights,
+    /// config.json, the tokenizer files and generation_config.json, as written.
+    pub files: Vec<String>,
+}
+
+/// Refuse an output folder that is there already (unless `force`), that is not a folder, or
+/// whose replacement would delete the base model or the adapter being merged.
+pub fn check_output(out: &Path, force: bool, keep: &[&Path]) -> Result<(), PeftMergeError> {
+    let refuse = |why: String| Err(PeftMergeError::Refused(why));
+    if let Ok(meta) = std::fs::symlink_metadata(out) {
+        if !meta.is_dir() {
+            return refuse(format!(
+                "{} exists and is not a folder: give --out a new folder's path",
+                out.display()
+            ));
+        }
+        if !force {
+            return refuse(format!(
+                "{} exists: pass --force to replace it, or give --out a new folder",
+                out.display()
+            ));
+        }
+        let out_c = out.canonicalize().unwrap_or_else(|_| out.to_path_buf());
+        for k in keep {
+            let k_c = k.canonicalize().unwrap_or_else(|_| k.to_path_buf());
+            if k_c.starts_with(&out_c) {
+                return refuse(format!(
+                    "--out {} holds {}, which this merge reads: replacing it would delete it; \
+                     give --out another folder",
+                    out.display(),
+                    k.display()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Write a complete Hugging Face model folder at `out`, whole or not at all (filled as
+/// `OUT.partial/`, then renamed into place by [`rundir::write_dir_atomic`]): `config`, the base
+/// model's tokenizer files (and generation_config.json), and `tensors` as safetensors in the
+/// chosen dtype, sharded above `opts.max_shard_bytes`. The caller checks `out` first
+/// ([`check_output`]).
+///
+/// [`rundir::write_dir_atomic`]: crate::rundir::write_dir_atomic
+pub fn write_model_folder(
+    out: &Path,
+    base: &ModelLocation,
+    mut config: serde_json::Value,
+    tensors: &[(String, Tensor)],
+    opts: &FolderOptions,
+) -> Result<WrittenFolder, PeftMergeError> {
+    let dtype = match opts.dtype {
+        Some(d) => d,
+        None => ExportDtype::of_base(base)?,
+    };
+    config["dtype"] = serde_json::json!(dtype.torch_name());
+    let mut written = None;
+    crate::rundir::write_dir_atomic(out, |partial| -> Result<(), PeftMergeError> {
+        hf_export::write_json(&partial.join("config.json"), &config)?;
+        let mut files = vec!["config.json".to_string()];
+        files.extend(hf_export::write_tokenizer_files(partial, base, || {
+            let tok = ardpipe_models::tokenizer::load_tokenizer(base)?;
+            tok.tokenizer
+                .to_json()
+                .map_err(|e| ardpipe_models::ModelError::Tokenizer(e.to_string()))
+        })?);
+        let weights = hf_export::write_weights(partial, tensors, dtype, opts.max_shard_bytes)?;
+        written = Some((weights, files));
+        Ok(())
+    })?;
+    let (weights, files) = written.expect("the folder was filled");
+    Ok(WrittenFolder {
+        dir: out.to_path_buf(),
+        dtype,
+        weights,
+        files,
+    })
+}
+
+/// config.json of a merged model (dtype filled in by [`write_model_folder`]).
+pub fn merged_config(
+    base: &ModelLocation,
+    config: &ArchConfig,
+    task: &MergedTask,
+) -> Result<serde_json::Value, PeftMergeError> {
+    match (config, task) {
+        (ArchConfig::Llama(c), MergedTask::CausalLm) => {
+            Ok(hf_export::causal_lm_config(c, ExportDtype::F32))
+        }
+        (ArchConfig::Bert(_), MergedTask::SequenceClassification { labels, .. }) => {
+            let ModelLocation::HfFolder(dir) = base else {
+                return Err(PeftMergeError::Refused(format!(
+                    "{}: encoders load from Hugging Face folders",
+                    base.path().display()
+                )));
+            };
+            Ok(hf_export::sequence_classification_config(
+                dir,
+                labels,
+                ExportDtype::F32,
+            )?)
+        }
+        (
+            ArchConfig::Llama(c),
+            MergedTask::SequenceClassification {
+                labels,
+                pad_token_id: Some(pad),
+            },
+        ) => Ok(hf_export::decoder_classification_config(
+            c,
+            labels,
+            *pad,
+            ExportDtype::F32,
+        )),
+        (ArchConfig::Llama(_), MergedTask::SequenceClassification { .. }) => {
+            Err(PeftMergeError::Refused(format!(
+                "{}: a decoder classifier's config.json needs its pad_token_id",
+                base.path().display()
+            )))
+        }
+        (ArchConfig::Bert(_), MergedTask::CausalLm) => Err(PeftMergeError::Refused(format!(
+            "{} is an encoder, and the adapter is for a causal LM (task_type CAUSAL_LM): give \
+             --model the decoder the adapter was trained on",
+            base.path().display()
+        ))),
+    }
+}
+
+/// What [`merge_into_folder`] did.
+#[derive(Debug, Clone)]
+pub struct FolderMerge {
+    pub folder: WrittenFolder,
+    pub merge: MergeReport,
+    pub task: MergedTask,
+}
+
+impl AdapterFolder {
+    /// The task the adapter was trained for: its `task_type`, else whether it carries a
+    /// classifier. Class names: the run's labels.json, else the base's `id2label` when it
+    /// names as many, else `LABEL_i`.
+    pub fn task(&self, base_config_json: Option<&Path>) -> Result<MergedTask, PeftMergeError> {
+        let classifier = self.classifier_rows();
+        let seq_cls = match self.config.task_type.as_deref() {
+            Some("SEQ_CLS") => true,
+            Some("CAUSAL_LM") => false,
+            Some(other) => {
+                return Err(PeftMergeError::Folder {
+                    path: self.dir.clone(),
+                    why: format!(
+                        "{CONFIG_FILE}: task_type {other}: ardpipe merges CAUSAL_LM and SEQ_CLS adapters"
+                    ),
+                });
+            }
+            None => classifier.is_some(),
+        };
+        if !seq_cls {
+            return Ok(MergedTask::CausalLm);
+        }
+        let Some(n) = classifier else {
+            return Err(PeftMergeError::Folder {
+                path: self.dir.clone(),
+                why: "a SEQ_CLS adapter without its trained classifier (modules_to_save): a \
+                      merged classifier would have a random head"
+                    .into(),
+            });
+        };
+        let labels = match &self.labels {
+            Some(l) if l.len() == n => l.clone(),
+            Some(l) => {
+                return Err(PeftMergeError::Folder {
+                    path: self.dir.clone(),
+                    why: format!(
+                        "the run's labels.json names {} classes, but the classifier has {n}: restore labels.json",
+                        l.len()
+                    ),
+                });
+            }
+            None => base_config_json
+                .and_then(config_id2label)
+                .filter(|l| l.len() == n)
+                .unwrap_or_else(|| (0..n).map(|i| format!("LABEL_{i}")).collect()),
+        };
+        Ok(MergedTask::SequenceClassification {
+            labels,
+            pad_token_id: None,
+        })
+    }
+}
+
+/// `id2label` of a config.json, in id order, when it names ids 0..n.
+fn config_id2label(path: &Path) -> Option<Vec<String>> {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    let map = v.get("id2label")?.as_object()?;
+    let mut labels: Vec<(usize, String)> = map
+        .iter()
+        .filter_map(|(k, v)| Some((k.parse().ok()?, v.as_str()?.to_string())))
+        .collect();
+    labels.sort();
+    labels
+        .iter()
+        .enumerate()
+        .all(|(i, (k, _))| i == *k)
+        .then(|| labels.into_iter().map(|(_, l)| l).collect())
+}
+
+/// Load `base`, merge `adapter` into it and write the merged model as a complete Hugging Face
+/// folder at `out` (see [`write_model_folder`]). Everything is checked (the output folder, the
+/// adapter against the model, module by module) before anything is written.
+pub fn merge_into_folder(
+    base: &Path,
+    adapter: &AdapterFolder,
+    out: &Path,
+    opts: &FolderOptions,
+) -> Result<FolderMerge, PeftMergeError> {
+    check_output(out, opts.force, &[base, &adapter.dir])?;
+    let location = ModelLocation::detect(base)?;
+    let desc = ardpipe_models::describe(base)?;
+    let config_json = match &location {
+        ModelLocation::HfFolder(d) => Some(d.join("config.json")),
+        ModelLocation::Gguf(_) => None,
+    };
+    let mut task = adapter.task(config_json.as_deref())?;
+    // f32: the merge adds the update to exact base values; the folder's dtype is applied on write.
+    let load = LoadOptions::default();
+    let _g = tch::no_grad_guard();
+    let whole_head = |merge: &MergeReport, head: &[(String, Tensor)]| {
+        if merge.head_tensors == head.len() {
+            return Ok(());
+        }
+        Err(PeftMergeError::Mismatch {
+            path: adapter.dir.clone(),
+            why: format!(
+                "the adapter carries {} of the classification head's {} tensors ({}): a merged \
+                 classifier needs all of them",
+                merge.head_tensors,
+                head.len(),
+                head.iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })
+    };
+    let (merge, tensors) = match (&desc.config, &mut task) {
+        (ArchConfig::Llama(_), MergedTask::CausalLm) => {
+            let mut lm = ardpipe_models::load_causal_lm(base, &load)?;
+            let merge = adapter.merge_into(lm.model.linears_mut(), &[])?;
+            (merge, lm.model.base_parameters())
+        }
+        (
+            ArchConfig::Llama(_),
+            MergedTask::SequenceClassification {
+                labels,
+                pad_token_id,
+            },
+        ) => {
+            let mut m = ardpipe_models::load_decoder_classifier(base, labels.len(), 0, &load)?;
+            let head = m.model.head_parameters();
+            let merge = adapter.merge_into(m.model.linears_mut(), &head)?;
+            whole_head(&merge, &head)?;
+            *pad_token_id = Some(m.model.pad_token_id);
+            // transformers' `*ForSequenceClassification` has `score` and no LM head.
+            let mut tensors: Vec<(String, Tensor)> = m
+                .model
+                .model
+                .base_parameters()
+                .into_iter()
+                .filter(|(n, _)| n != "lm_head.weight")
+                .collect();
+            tensors.extend(head);
+            (merge, tensors)
+        }
+        (ArchConfig::Bert(_), MergedTask::SequenceClassification { labels, .. }) => {
+            let head = EncoderHead::Classification {
+                num_labels: labels.len(),
+                seed: 0,
+            };
+            let mut enc = ardpipe_models::load_encoder(base, head, &load)?;
+            let head = enc.model.head_parameters();
+            let merge = adapter.merge_into(enc.model.linears_mut(), &head)?;
+            whole_head(&merge, &head)?;
+            let mut tensors = enc.model.base_parameters();
+            tensors.extend(head);
+            (merge, tensors)
+        }
+        (ArchConfig::Bert(_), MergedTask::CausalLm) => {
+            // merged_config names the mismatch.
+            merged_config(&location, &desc.config, &task)?;
+            return Err(PeftMergeError::Refused(format!(
+                "{} is an encoder and the adapter is for a causal LM",
+                base.display()
+            )));
+        }
+    };
+    let config = merged_config(&location, &desc.config, &task)?;
+    let folder = write_model_folder(out, &location, config, &tensors, opts)?;
+    Ok(FolderMerge {
+        folder,
+        merge,
+        task,
+    })
 }

@@ -1,8 +1,8 @@
 //! The end products of a run: a Hugging Face PEFT adapter (ARD-LoRA folded into per-module
-//! ranks), merged linear weights, and the run report. Each is written whole or not at all: the
-//! folders through [`rundir::write_dir_atomic`] (`adapter.partial/`, fsynced, renamed), the
-//! merged file through the atomic file writer, so a kill mid-export leaves the previous export
-//! (or none) and `--resume` writes it again.
+//! ranks), the merged model as a complete Hugging Face folder, and the run report. Each is
+//! written whole or not at all through [`rundir::write_dir_atomic`] (`adapter.partial/`,
+//! `merged.partial/`, fsynced, renamed), so a kill mid-export leaves the previous export (or
+//! none) and `--resume` writes it again.
 
 use std::collections::BTreeMap;
 
@@ -10,8 +10,13 @@ use ardpipe_adapters::peft::{self, PeftModule, PeftType};
 use ardpipe_dsl::pipeline as p;
 use tch::Tensor;
 
+use super::task::TaskModel;
 use super::{RunSummary, TrainError, Trainer};
+use crate::peft_merge::{self, MergedTask};
 use crate::rundir;
+
+/// The folder `export = [merged]` writes in the run directory.
+pub const MERGED: &str = "merged";
 
 impl Trainer {
     /// Write every export the pipeline asks for into the run directory.
@@ -139,42 +144,87 @@ impl Trainer {
         Ok(())
     }
 
-    /// Every linear layer (its adapter folded in) and the head, as one safetensors file; not
-    /// the embeddings and norms, which stay the base model's.
+    /// The merged model as a complete Hugging Face folder, `merged/`: every base weight with
+    /// the adapters folded in, the trained head, config.json, the base's tokenizer files, in the
+    /// base's dtype (f32 for a GGUF base); written whole or not at all, like `adapter/`.
     fn export_merged(&mut self) -> Result<(), TrainError> {
-        let mut tensors: Vec<(String, Tensor)> = Vec::new();
-        for lin in self.model.linears() {
-            let mut w = lin.base.weight.detach().to_kind(tch::Kind::Float);
-            if let Some(a) = &lin.adapter
-                && !a.is_merged()
-                && a.method() != "full"
-            {
-                w = tch::no_grad(|| w + a.delta_weight(&lin.base).to_kind(tch::Kind::Float));
+        let linears: BTreeMap<String, Tensor> = tch::no_grad(|| {
+            self.model
+                .linears()
+                .into_iter()
+                .filter_map(|lin| {
+                    let a = lin.adapter.as_ref()?;
+                    if a.is_merged() || a.method() == "full" {
+                        return None;
+                    }
+                    let w = lin.base.weight.detach().to_kind(tch::Kind::Float)
+                        + a.delta_weight(&lin.base).to_kind(tch::Kind::Float);
+                    Some((format!("{}.weight", lin.path), w))
+                })
+                .collect()
+        });
+        let with_merged = |params: Vec<(String, Tensor)>| -> Vec<(String, Tensor)> {
+            params
+                .into_iter()
+                .map(|(n, t)| match linears.get(&n) {
+                    Some(m) => (n, m.shallow_clone()),
+                    None => (n, t.detach()),
+                })
+                .collect()
+        };
+        let (tensors, task) = match &self.model {
+            TaskModel::CausalLm(m) => (with_merged(m.base_parameters()), MergedTask::CausalLm),
+            TaskModel::Classifier(_) | TaskModel::DecoderClassifier(_) => {
+                // A decoder classifier has no LM head (transformers' has `score` instead).
+                let mut t: Vec<(String, Tensor)> = with_merged(self.model.base_parameters())
+                    .into_iter()
+                    .filter(|(n, _)| n != "lm_head.weight")
+                    .collect();
+                t.extend(
+                    self.model
+                        .head_parameters()
+                        .into_iter()
+                        .map(|(n, t)| (n, t.detach())),
+                );
+                let labels: Vec<String> =
+                    serde_json::from_value(rundir::read_json(&self.run_dir.path("labels.json"))?)
+                        .map_err(|e| {
+                        TrainError::Other(format!("labels.json is not a list of class names: {e}"))
+                    })?;
+                let pad_token_id = match &self.model {
+                    TaskModel::DecoderClassifier(m) => Some(m.pad_token_id),
+                    _ => None,
+                };
+                (
+                    t,
+                    MergedTask::SequenceClassification {
+                        labels,
+                        pad_token_id,
+                    },
+                )
             }
-            tensors.push((
-                format!("{}.weight", lin.path),
-                w.to_device(tch::Device::Cpu).contiguous(),
-            ));
-            if let Some(b) = &lin.base.bias {
-                tensors.push((
-                    format!("{}.bias", lin.path),
-                    b.detach()
-                        .to_kind(tch::Kind::Float)
-                        .to_device(tch::Device::Cpu)
-                        .contiguous(),
-                ));
-            }
-        }
-        for (n, t) in self.model.head_parameters() {
-            tensors.push((n, t.detach().to_device(tch::Device::Cpu).contiguous()));
-        }
-        let path = self.run_dir.path("merged.safetensors");
-        let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        crate::checkpoint::write_safetensors(&path, &refs, None)
-            .map_err(|e| TrainError::Other(format!("cannot write {}: {e}", path.display())))?;
+        };
+        let merge_err = |e: peft_merge::PeftMergeError| {
+            TrainError::Other(format!("cannot export the merged model: {e}"))
+        };
+        let base = ardpipe_models::ModelLocation::detect(&self.pipeline.model.path)
+            .map_err(|e| merge_err(e.into()))?;
+        let desc =
+            ardpipe_models::describe(&self.pipeline.model.path).map_err(|e| merge_err(e.into()))?;
+        let config = peft_merge::merged_config(&base, &desc.config, &task).map_err(merge_err)?;
+        let dir = self.run_dir.path(MERGED);
+        let opts = peft_merge::FolderOptions {
+            force: true,
+            ..Default::default()
+        };
+        let written = peft_merge::write_model_folder(&dir, &base, config, &tensors, &opts)
+            .map_err(merge_err)?;
         tracing::info!(
-            "linear layers (adapters folded in) and head written to {} (embeddings and norms are the base model's)",
-            path.display()
+            "merged model written to {} ({} tensors in {} file(s), {}; transformers loads it with from_pretrained)",
+            dir.display(),
+            written.weights.tensors,
+            written.weights.files.len(),
+            written.dtype.torch_name()
         );
         Ok(())
     }

@@ -232,7 +232,7 @@ pub fn pipeline(method: &str, model: &Path, data: &Path, out: &Path, steps: u64)
 /// The file whose bytes must match between an interrupted and an uninterrupted run.
 pub fn export_file(method: &str) -> &'static str {
     if method == "full" {
-        "merged.safetensors"
+        "merged/model.safetensors"
     } else {
         "adapter/adapter_model.safetensors"
     }
