@@ -284,5 +284,21 @@ fn decoder_and_roberta_classifiers_train_and_their_peft_exports_reproduce_ardpip
             "{name}: the export barely changes the logits ({head}): {v}"
         );
     }
+
+    // A model fine-tuned for another problem than one-of-N is refused, not given softmax scores.
+    let multi = models.join("roberta-multi");
+    std::fs::create_dir_all(&multi).unwrap();
+    for f in std::fs::read_dir(&roberta).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, multi.join(f.file_name().unwrap())).unwrap();
+    }
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(multi.join("config.json")).unwrap()).unwrap();
+    cfg["problem_type"] = "multi_label_classification".into();
+    std::fs::write(multi.join("config.json"), cfg.to_string()).unwrap();
+    let out = ardpipe(&["classify", "--model", multi.to_str().unwrap(), "a text"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("multi_label_classification"), "{err}");
     let _ = std::fs::remove_dir_all(&root);
 }

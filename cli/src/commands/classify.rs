@@ -37,7 +37,26 @@ fn config_labels(model: &std::path::Path) -> Option<Vec<String>> {
         .then(|| labels.into_iter().map(|(_, l)| l).collect())
 }
 
+/// transformers' `problem_type` of a fine-tuned model, when config.json sets one: classify
+/// computes single-label softmax probabilities, which a multi-label or regression model's
+/// outputs are not.
+fn refuse_other_problem_types(model: &std::path::Path) -> miette::Result<()> {
+    let Ok(text) = std::fs::read_to_string(model.join("config.json")) else {
+        return Ok(());
+    };
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    match v.get("problem_type").and_then(|p| p.as_str()) {
+        None | Some("single_label_classification") => Ok(()),
+        Some(other) => Err(miette::miette!(
+            help = "classify one-of-N classes with a single_label_classification model",
+            "{}: problem_type is `{other}`, but ardpipe classify gives single-label softmax probabilities",
+            model.join("config.json").display()
+        )),
+    }
+}
+
 pub fn run(a: ClassifyArgs) -> miette::Result<Code> {
+    refuse_other_problem_types(&a.model)?;
     let adapter = match &a.adapter {
         Some(p) => Some(AdapterFolder::read(p).map_err(|e| miette::miette!("{e}"))?),
         None => None,
