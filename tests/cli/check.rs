@@ -6,6 +6,7 @@ const PIPELINES: &[&str] = &[
     "pipelines/causal_lm.ard",
     "pipelines/compare_baselines.ard",
     "pipelines/fortunes_mcc.ard",
+    "pipelines/gemma3.ard",
 ];
 
 fn repo_file(p: &str) -> String {

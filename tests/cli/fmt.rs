@@ -9,6 +9,7 @@ fn fmt_check_passes_on_shipped_pipelines_and_fmt_rewrites_messy_files() {
         "causal_lm",
         "compare_baselines",
         "fortunes_mcc",
+        "gemma3",
         "shared/healthtweets",
     ]
     .iter()

@@ -4,6 +4,7 @@ mod check;
 mod distributed;
 mod doctor;
 mod fmt;
+mod gemma3;
 mod help;
 mod hostile_input;
 mod hostile_models;
