@@ -3,6 +3,10 @@ small BERT classifier and compare what PEFT reconstructs with what ardpipe meant
 
 Usage: python peft_peer.py ADAPTER_DIR EXPECTED.safetensors [ADAPTER_DIR EXPECTED ...]
 Prints one JSON object per adapter: {module: {"r": r, "delta": max|ΔW_peft − ΔW_expected|, ...}}.
+       python peft_peer.py --causal-lm BASE_DIR ADAPTER_DIR OURS.safetensors [...]
+Loads each adapter with PEFT onto AutoModelForCausalLM(BASE_DIR) and prints one JSON object per
+adapter: {"max_abs_diff": max|logits_peft − logits_ardpipe|, "adapted": modules with LoRA}, where
+OURS holds ardpipe's `ids` [t] and `logits` [t, vocab].
 """
 import json
 import sys
@@ -51,6 +55,25 @@ def check(adapter_dir, expected_path):
     return out
 
 
+def causal_lm(base_dir, adapter_dir, ours_path):
+    """PEFT on AutoModelForCausalLM: the logits for ardpipe's ids against ardpipe's logits."""
+    from transformers import AutoModelForCausalLM
+
+    ours = load_file(ours_path)
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, adapter_dir).eval()
+    adapted = sum(1 for m in model.modules()
+                  if getattr(m, "lora_A", None) is not None and "default" in m.lora_A)
+    with torch.no_grad():
+        logits = model(ours["ids"].unsqueeze(0)).logits[0].float()
+    return {"max_abs_diff": (logits - ours["logits"]).abs().max().item(), "adapted": adapted}
+
+
 args = sys.argv[1:]
-for i in range(0, len(args), 2):
-    print(json.dumps(check(args[i], args[i + 1])))
+if args and args[0] == "--causal-lm":
+    args = args[1:]
+    for i in range(0, len(args), 3):
+        print(json.dumps(causal_lm(args[i], args[i + 1], args[i + 2])))
+else:
+    for i in range(0, len(args), 2):
+        print(json.dumps(check(args[i], args[i + 1])))

@@ -383,3 +383,162 @@ fn peft_loads_ardpipe_exports_and_reconstructs_the_same_updates() {
     }
     assert_eq!(ada.as_object().unwrap().len(), paths.len() + 1, "{ada}");
 }
+
+/// The same export for causal LMs of every decoder family ardpipe builds (Llama, Qwen2,
+/// Mistral, Qwen3, Gemma, Gemma 2, Gemma 3 text): tiny random models saved by transformers
+/// (engine/models/tests/peer/decoders.py), ARD-LoRA on the attention projections (per-head α
+/// folded into mixed ranks) and LoRA on the MLP projections, exported as
+/// `Trainer::export_peft` does (CAUSAL_LM); Hugging Face PEFT loads each folder onto
+/// `AutoModelForCausalLM` and must give the logits ardpipe's forward pass gives with the
+/// adapters attached.
+#[test]
+fn peft_loads_decoder_family_exports_to_the_same_logits() {
+    use ardpipe_engine::adapters::LoraConfig;
+    use ardpipe_engine::adapters::lora::Lora;
+    use ardpipe_engine::models::{LoadOptions, load_causal_lm};
+
+    let python = peer_python();
+    assert!(
+        python.exists(),
+        "the Python peer is missing at {}; run scripts/setup.sh (without --no-peer) or set ARDPIPE_PEER_PYTHON",
+        python.display()
+    );
+    let work = tempfile::tempdir().unwrap();
+    let models = work.path().join("models");
+    let made = Command::new(&python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../models/tests/peer/decoders.py"
+        ))
+        .arg(&models)
+        .env("HF_HUB_OFFLINE", "1")
+        .env("TRANSFORMERS_VERBOSITY", "error")
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "the transformers peer failed:\n{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let cases = [
+        "llama", "qwen2", "mistral", "qwen3", "gemma", "gemma2", "gemma3",
+    ];
+    let ard_cfg = ArdLoraConfig {
+        r0: 3,
+        alpha_max: 3.0,
+        scale: 6.0,
+        ..Default::default()
+    };
+    let lora_cfg = LoraConfig {
+        r: 4,
+        lora_alpha: 8.0,
+        dropout: 0.0,
+    };
+    tch::manual_seed(5);
+    let mut args: Vec<PathBuf> = vec![];
+    let mut effects = BTreeMap::new();
+    let mut ranks_of = BTreeMap::new();
+    for case in cases {
+        let base = models.join(case);
+        let reference: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(base.join("reference.json")).unwrap()).unwrap();
+        let ids: Vec<i64> = serde_json::from_value(reference["ids"][0].clone()).unwrap();
+        let input = Tensor::from_slice(&ids).unsqueeze(0);
+        let mut lm = load_causal_lm(&base, &LoadOptions::default()).unwrap();
+        let plain = tch::no_grad(|| lm.model.forward(&input, None, false)).unwrap();
+        let mut ranks = vec![];
+        for lin in lm.model.linears_mut() {
+            if lin.path.contains(".self_attn.") {
+                ArdLora::attach(lin, &ard_cfg).unwrap();
+                let ard = lin.adapter.as_mut().unwrap().as_ard_mut().unwrap();
+                let b = ard.b().shallow_clone();
+                fill(
+                    &b,
+                    &(Tensor::randn(b.size(), (Kind::Float, Device::Cpu)) * 0.2),
+                );
+                let n = ard.n_units() as i64;
+                // α from 0 (a head switched off) to 3 (three times r0): mixed folded ranks.
+                let alphas = Tensor::rand([n], (Kind::Float, Device::Cpu)) * 3.0;
+                ard.set_alpha(&alphas);
+            } else {
+                Lora::attach(lin, &lora_cfg).unwrap();
+                let tr = lin.adapter.as_ref().unwrap().trainable();
+                fill(
+                    &tr[1].1,
+                    &(Tensor::randn(tr[1].1.size(), (Kind::Float, Device::Cpu)) * 0.2),
+                );
+            }
+        }
+        let with = tch::no_grad(|| lm.model.forward(&input, None, false)).unwrap();
+        effects.insert(case, (&with - &plain).abs().max().double_value(&[]));
+        let modules: Vec<PeftModule> = lm.model.linears().into_iter().map(export).collect();
+        ranks.extend(modules.iter().map(|m| m.r));
+        ranks_of.insert(case, ranks);
+        let (mut config, tensors) = assemble(PeftType::Lora, &modules, "", 0.0, false);
+        config.task_type = Some("CAUSAL_LM".into());
+        config.base_model_name_or_path = Some(base.display().to_string());
+        let adapter = work.path().join(format!("{case}-adapter"));
+        std::fs::create_dir_all(&adapter).unwrap();
+        let tensors: Vec<(String, Tensor)> = tensors
+            .into_iter()
+            .map(|(n, t)| (n, t.detach().to_kind(Kind::Float).contiguous()))
+            .collect();
+        Tensor::write_safetensors(&tensors, adapter.join("adapter_model.safetensors")).unwrap();
+        std::fs::write(
+            adapter.join("adapter_config.json"),
+            serde_json::to_string_pretty(&config).unwrap(),
+        )
+        .unwrap();
+        let ours = work.path().join(format!("{case}-ours.safetensors"));
+        Tensor::write_safetensors(
+            &[
+                ("ids", Tensor::from_slice(&ids)),
+                ("logits", with.get(0).detach().contiguous()),
+            ],
+            &ours,
+        )
+        .unwrap();
+        args.extend([base, adapter, ours]);
+    }
+    let out = Command::new(&python)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peft_peer.py"))
+        .arg("--causal-lm")
+        .args(&args)
+        .env("HF_HUB_OFFLINE", "1")
+        .env("TRANSFORMERS_VERBOSITY", "error")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the peer failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(results.len(), cases.len(), "{stdout}");
+    for (case, r) in cases.iter().zip(&results) {
+        let diff = r["max_abs_diff"].as_f64().unwrap();
+        let effect = effects[case];
+        let ranks = &ranks_of[case];
+        println!(
+            "{case}: PEFT vs ardpipe max |Δlogit| {diff:.2e}, the adapters' effect {effect:.2e}, \
+             {} modules adapted by PEFT, ranks {}..{}",
+            r["adapted"],
+            ranks.iter().min().unwrap(),
+            ranks.iter().max().unwrap()
+        );
+        assert_eq!(r["adapted"], ranks.len(), "{case}: {r}");
+        assert!(diff < 1e-4, "{case}: PEFT's logits differ by {diff}: {r}");
+        assert!(
+            effect > 1e-2,
+            "{case}: the adapters barely change the logits ({effect})"
+        );
+        assert!(
+            ranks.iter().any(|&x| x != ranks[0]),
+            "{case}: no mixed ranks {ranks:?}"
+        );
+    }
+}
