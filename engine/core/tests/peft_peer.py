@@ -3,10 +3,11 @@ small BERT classifier and compare what PEFT reconstructs with what ardpipe meant
 
 Usage: python peft_peer.py ADAPTER_DIR EXPECTED.safetensors [ADAPTER_DIR EXPECTED ...]
 Prints one JSON object per adapter: {module: {"r": r, "delta": max|ΔW_peft − ΔW_expected|, ...}}.
-       python peft_peer.py --causal-lm BASE_DIR ADAPTER_DIR OURS.safetensors [...]
-Loads each adapter with PEFT onto AutoModelForCausalLM(BASE_DIR) and prints one JSON object per
-adapter: {"max_abs_diff": max|logits_peft − logits_ardpipe|, "adapted": modules with LoRA}, where
-OURS holds ardpipe's `ids` [t] and `logits` [t, vocab].
+       python peft_peer.py --causal-lm BASE_DIR ADAPTER_DIR OURS.safetensors MERGED_DIR [...]
+Loads each adapter with PEFT onto AutoModelForCausalLM(BASE_DIR), and the merged folder alone,
+and prints one JSON object per adapter: {"max_abs_diff": max|logits_peft − logits_ardpipe|,
+"merged_max_abs_diff": the same for the merged folder, "adapted": modules with LoRA}, where OURS
+holds ardpipe's `ids` [t] and `logits` [t, vocab].
 """
 import json
 import sys
@@ -55,8 +56,9 @@ def check(adapter_dir, expected_path):
     return out
 
 
-def causal_lm(base_dir, adapter_dir, ours_path):
-    """PEFT on AutoModelForCausalLM: the logits for ardpipe's ids against ardpipe's logits."""
+def causal_lm(base_dir, adapter_dir, ours_path, merged_dir):
+    """PEFT on AutoModelForCausalLM, and the merged folder alone: the logits for ardpipe's ids
+    against ardpipe's logits."""
     from transformers import AutoModelForCausalLM
 
     ours = load_file(ours_path)
@@ -66,14 +68,17 @@ def causal_lm(base_dir, adapter_dir, ours_path):
                   if getattr(m, "lora_A", None) is not None and "default" in m.lora_A)
     with torch.no_grad():
         logits = model(ours["ids"].unsqueeze(0)).logits[0].float()
-    return {"max_abs_diff": (logits - ours["logits"]).abs().max().item(), "adapted": adapted}
+        merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32).eval()
+        merged_logits = merged(ours["ids"].unsqueeze(0)).logits[0].float()
+    return {"max_abs_diff": (logits - ours["logits"]).abs().max().item(), "adapted": adapted,
+            "merged_max_abs_diff": (merged_logits - ours["logits"]).abs().max().item()}
 
 
 args = sys.argv[1:]
 if args and args[0] == "--causal-lm":
     args = args[1:]
-    for i in range(0, len(args), 3):
-        print(json.dumps(causal_lm(args[i], args[i + 1], args[i + 2])))
+    for i in range(0, len(args), 4):
+        print(json.dumps(causal_lm(*args[i:i + 4])))
 else:
     for i in range(0, len(args), 2):
         print(json.dumps(check(args[i], args[i + 1])))

@@ -390,12 +390,15 @@ fn peft_loads_ardpipe_exports_and_reconstructs_the_same_updates() {
 /// folded into mixed ranks) and LoRA on the MLP projections, exported as
 /// `Trainer::export_peft` does (CAUSAL_LM); Hugging Face PEFT loads each folder onto
 /// `AutoModelForCausalLM` and must give the logits ardpipe's forward pass gives with the
-/// adapters attached.
+/// adapters attached; so must the merged model written as `ardpipe merge` writes it
+/// (config.json of the family, sharded safetensors), loaded by transformers alone.
 #[test]
 fn peft_loads_decoder_family_exports_to_the_same_logits() {
     use ardpipe_engine::adapters::LoraConfig;
     use ardpipe_engine::adapters::lora::Lora;
+    use ardpipe_engine::models::hf::export::{self as hf_export, ExportDtype};
     use ardpipe_engine::models::{LoadOptions, load_causal_lm};
+    use ardpipe_engine::peft_merge::AdapterFolder;
 
     let python = peer_python();
     assert!(
@@ -498,7 +501,27 @@ fn peft_loads_decoder_family_exports_to_the_same_logits() {
             &ours,
         )
         .unwrap();
-        args.extend([base, adapter, ours]);
+        // `ardpipe merge`'s writer: the adapter merged by the engine, config.json from the
+        // loaded config (the family's own keys), weights in small shards with their index.
+        let merged = work.path().join(format!("{case}-merged"));
+        let folder = AdapterFolder::read(&adapter).unwrap();
+        let mut lm = load_causal_lm(&base, &LoadOptions::default()).unwrap();
+        folder.merge_into(lm.model.linears_mut(), &[]).unwrap();
+        std::fs::create_dir_all(&merged).unwrap();
+        hf_export::write_json(
+            &merged.join("config.json"),
+            &hf_export::causal_lm_config(&lm.model.config, ExportDtype::F32),
+        )
+        .unwrap();
+        let written = hf_export::write_weights(
+            &merged,
+            &lm.model.base_parameters(),
+            ExportDtype::F32,
+            100_000,
+        )
+        .unwrap();
+        assert!(written.files.len() > 1, "{case}: {written:?}");
+        args.extend([base, adapter, ours, merged]);
     }
     let out = Command::new(&python)
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peft_peer.py"))
@@ -523,12 +546,18 @@ fn peft_loads_decoder_family_exports_to_the_same_logits() {
         let diff = r["max_abs_diff"].as_f64().unwrap();
         let effect = effects[case];
         let ranks = &ranks_of[case];
+        let merged = r["merged_max_abs_diff"].as_f64().unwrap();
         println!(
-            "{case}: PEFT vs ardpipe max |Δlogit| {diff:.2e}, the adapters' effect {effect:.2e}, \
-             {} modules adapted by PEFT, ranks {}..{}",
+            "{case}: PEFT vs ardpipe max |Δlogit| {diff:.2e}, the merged folder in transformers \
+             {merged:.2e}, the adapters' effect {effect:.2e}, {} modules adapted by PEFT, ranks \
+             {}..{}",
             r["adapted"],
             ranks.iter().min().unwrap(),
             ranks.iter().max().unwrap()
+        );
+        assert!(
+            merged < 1e-4,
+            "{case}: the merged folder's logits differ by {merged}: {r}"
         );
         assert_eq!(r["adapted"], ranks.len(), "{case}: {r}");
         assert!(diff < 1e-4, "{case}: PEFT's logits differ by {diff}: {r}");
