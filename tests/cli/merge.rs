@@ -357,6 +357,22 @@ fn an_encoder_run_merges_into_a_sequence_classifier_with_its_labels() {
         assert!(b.join(f).is_file(), "{f} missing");
     }
 
+    // Another dtype on request: f16 weights, and config.json says so.
+    let half = root.join("half");
+    let m = merge(&[p(&run_out), "--out", p(&half), "--dtype", "f16"]);
+    assert!(m.status.success(), "{}", text(&m));
+    let bytes = std::fs::read(half.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert!(
+        st.tensors()
+            .iter()
+            .all(|(_, t)| t.dtype() == safetensors::Dtype::F16)
+    );
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(half.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["dtype"], "float16", "{cfg}");
+    assert!(cfg.get("torch_dtype").is_none(), "{cfg}");
+
     let texts = [
         "New study links sleep to heart health http://bit.ly/x",
         "Ebola outbreak spreads in West Africa",

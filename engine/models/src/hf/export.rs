@@ -407,6 +407,7 @@ pub fn write_tokenizer_files(
                 "unk_token": token(m.unk),
                 "pad_token": token(m.pad),
                 "add_bos_token": m.add_bos,
+                "add_eos_token": m.add_eos,
                 "clean_up_tokenization_spaces": false,
             });
             if let Some(t) = &m.chat_template {
