@@ -170,13 +170,25 @@ fn classify_attaches_a_new_head_and_says_so() {
     let out = ardpipe(&["classify", "--model", &asset("minilm"), "hello"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("--num-labels"), "{}", stderr(&out));
-    let out = ardpipe(&["classify", "--model", &smollm2(), "--num-labels", "2", "hi"]);
-    assert_eq!(out.status.code(), Some(1));
+    // A decoder (here from GGUF) gets transformers' `score` head on its last non-pad token.
+    let out = ardpipe(&[
+        "classify",
+        "--model",
+        &smollm2(),
+        "--num-labels",
+        "2",
+        "--format",
+        "json",
+        "hi",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("encoders load from a Hugging Face folder"),
+        stderr(&out).contains("labels are arbitrary until the model is fine-tuned"),
         "{}",
         stderr(&out)
     );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["logits"].as_array().unwrap().len(), 2, "{v}");
 }
 
 fn bench_json(extra: &[&str]) -> serde_json::Value {

@@ -1,0 +1,137 @@
+//! Released models' config.json files (engine/models/tests/fixtures/real_configs, see SOURCES.md
+//! there) read as transformers reads them: the same parameter count as the model transformers
+//! builds from the config (on the meta device), the same attention kind per layer, the same
+//! RoPE bases, KV heads, head size and tying. No weights are needed, so this covers the real
+//! 0.5B–7B configurations the tiny peer models of peer_decoders.rs cannot.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ardpipe_models::arch::config::{ArchConfig, LayerType};
+use ardpipe_models::describe;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/real_configs")
+}
+
+fn peer_python() -> PathBuf {
+    let p = std::env::var_os("ARDPIPE_PEER_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ardpipe/peer-venv/bin/python")
+        });
+    assert!(
+        p.exists(),
+        "{} is missing: the Python peer venv comes from the README's first command (scripts/setup.sh)",
+        p.display()
+    );
+    p
+}
+
+/// transformers' RoPE base for an attention kind, from its `rope_parameters` (flat, or one
+/// entry per attention kind as Gemma 3 has).
+fn peer_theta(rope: &serde_json::Value, kind: &str) -> f64 {
+    let entry = rope.get(kind).unwrap_or(rope);
+    entry["rope_theta"].as_f64().unwrap()
+}
+
+#[test]
+fn released_configs_read_as_transformers_reads_them() {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(fixtures())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    assert!(dirs.len() >= 8, "{dirs:?}");
+    let out = Command::new(peer_python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peer/real_configs.py"))
+        .args(&dirs)
+        .env("HF_HUB_OFFLINE", "1")
+        .env("TRANSFORMERS_VERBOSITY", "error")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the transformers peer failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let peer: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(peer.len(), dirs.len());
+    for (dir, want) in dirs.iter().zip(&peer) {
+        let name = dir.file_name().unwrap().to_string_lossy();
+        let d = describe(dir).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let ArchConfig::Llama(c) = &d.config else {
+            panic!("{name}: not a decoder")
+        };
+        assert_eq!(c.family.model_type(), want["model_type"], "{name}");
+        assert_eq!(
+            d.parameters as u64,
+            want["parameters"].as_u64().unwrap(),
+            "{name}: parameter count"
+        );
+        assert_eq!(
+            c.head_dim as u64,
+            want["head_dim"].as_u64().unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            c.num_key_value_heads as u64,
+            want["num_key_value_heads"].as_u64().unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            c.tie_word_embeddings,
+            want["tie_word_embeddings"].as_bool().unwrap(),
+            "{name}"
+        );
+        // The attention kind of every layer: ardpipe's empty list means all full.
+        let ours: Vec<&str> = (0..c.num_hidden_layers)
+            .map(|l| match c.layer_types.get(l) {
+                Some(LayerType::SlidingAttention) if c.sliding_window.is_some() => {
+                    "sliding_attention"
+                }
+                _ => "full_attention",
+            })
+            .collect();
+        let theirs: Vec<&str> = match want["layer_types"].as_array() {
+            None => vec!["full_attention"; c.num_hidden_layers],
+            Some(a) if want["sliding_window"].is_null() => {
+                assert_eq!(a.len(), c.num_hidden_layers, "{name}");
+                vec!["full_attention"; c.num_hidden_layers]
+            }
+            Some(a) => a.iter().map(|t| t.as_str().unwrap()).collect(),
+        };
+        assert_eq!(ours, theirs, "{name}: attention kind per layer");
+        if ours.contains(&"sliding_attention") {
+            assert_eq!(
+                c.sliding_window.map(|w| w as u64),
+                want["sliding_window"].as_u64(),
+                "{name}"
+            );
+        }
+        let rope = &want["rope_parameters"];
+        assert_eq!(
+            c.rope_theta,
+            peer_theta(rope, "full_attention"),
+            "{name}: RoPE base"
+        );
+        if let Some(local) = c.rope_local_theta {
+            assert_eq!(
+                local,
+                peer_theta(rope, "sliding_attention"),
+                "{name}: RoPE base of the sliding layers"
+            );
+        }
+        eprintln!(
+            "{name}: {} parameters, {} sliding of {} layers, as transformers",
+            d.parameters,
+            ours.iter().filter(|t| **t == "sliding_attention").count(),
+            ours.len()
+        );
+    }
+}
