@@ -1,9 +1,17 @@
 //! The shipped Gemma 3 pipeline on the real Gemma 3 270M (GGUF Q4_K_M, the optional `gemma3`
 //! asset that set-up fetches): ARD-LoRA trains it — a few steps on a little Shakespeare lower the
-//! held-out loss — and `inspect model` names the family and what it computes.
+//! held-out loss — `ardpipe merge` turns the run into a Hugging Face folder that transformers
+//! loads to the same logits (with the SentencePiece tokenizer.json ardpipe writes from the GGUF
+//! giving the same ids), and `inspect model` names the family and what it computes.
 
 use std::path::{Path, PathBuf};
 
+use ardpipe_engine::models::tokenizer::load_tokenizer;
+use ardpipe_engine::models::{LoadOptions, load_causal_lm};
+use ardpipe_engine::peft_merge::AdapterFolder;
+use ardpipe_engine::tch::{self, Tensor};
+
+use crate::merge::{merge, peer};
 use crate::{ardpipe, stderr, stdout};
 
 fn repo() -> PathBuf {
@@ -84,6 +92,62 @@ fn gemma3_pipeline_trains_with_ard_lora() {
         "three ARD-LoRA steps must lower the held-out loss: {first} -> {last}\n{metrics}"
     );
     // The adapter is exported for PEFT, one rank per attention head.
-    assert!(dir.join("run/adapter/adapter_model.safetensors").exists());
+    let run = dir.join("run");
+    assert!(run.join("adapter/adapter_model.safetensors").exists());
+
+    // Merged into a complete Hugging Face folder that transformers loads on its own.
+    let merged = dir.join("merged");
+    let m = merge(&[run.to_str().unwrap(), "--out", merged.to_str().unwrap()]);
+    assert_eq!(m.status.code(), Some(0), "{}{}", stdout(&m), stderr(&m));
+    let text_in = "The capital of France is";
+    let mut lm = load_causal_lm(&gemma3_gguf(), &LoadOptions::default()).unwrap();
+    let tok = load_tokenizer(&lm.location).unwrap();
+    let ids: Vec<i64> = tok
+        .tokenizer
+        .encode(text_in, true)
+        .unwrap()
+        .ids
+        .iter()
+        .map(|&i| i as i64)
+        .collect();
+    let input = Tensor::from_slice(&ids).unsqueeze(0);
+    let without = tch::no_grad(|| lm.model.forward(&input, None, false)).unwrap();
+    AdapterFolder::read(&run)
+        .unwrap()
+        .merge_into(lm.model.linears_mut(), &[])
+        .unwrap();
+    let with = tch::no_grad(|| lm.model.forward(&input, None, false))
+        .unwrap()
+        .get(0);
+    let effect = (&with - &without.get(0)).abs().max().double_value(&[]);
+    drop(lm);
+    let ours = dir.join("ours.safetensors");
+    Tensor::write_safetensors(
+        &[("ids", Tensor::from_slice(&ids)), ("logits", with)],
+        &ours,
+    )
+    .unwrap();
+    let v = peer(
+        &serde_json::json!({
+            "kind": "causal_lm",
+            "folders": [merged],
+            "text": text_in,
+            "ours": ours,
+        }),
+        &dir,
+    );
+    let r = &v["folders"][merged.to_str().unwrap()];
+    let diff = r["max_abs_diff"].as_f64().unwrap();
+    println!(
+        "Gemma 3 270M merged: transformers vs ardpipe with the adapter, max |Δlogit| {diff:.2e} \
+         (the adapter's own effect {effect:.2e})"
+    );
+    assert_eq!(r["ids_equal"], true, "tokens differ: {r} vs {ids:?}");
+    assert_eq!(r["architectures"][0], "Gemma3ForCausalLM", "{r}");
+    assert!(diff < 1e-4, "logits differ by {diff}");
+    assert!(
+        effect > 1e-2,
+        "the adapter barely changes the logits ({effect}): the comparison would not catch a merge that dropped it"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

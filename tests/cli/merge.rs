@@ -55,7 +55,7 @@ fn run_pipeline(file: &str, sets: &[String]) -> Output {
     cmd.output().unwrap()
 }
 
-fn merge(args: &[&str]) -> Output {
+pub(crate) fn merge(args: &[&str]) -> Output {
     let mut all = vec!["merge"];
     all.extend(args);
     ardpipe(&all)
@@ -77,7 +77,7 @@ fn weight_files(dir: &Path) -> (Vec<String>, bool) {
 }
 
 /// The Python peer: transformers loads every folder in `spec` (see tests/peer/merged_folder.py).
-fn peer(spec: &serde_json::Value, scratch: &Path) -> serde_json::Value {
+pub(crate) fn peer(spec: &serde_json::Value, scratch: &Path) -> serde_json::Value {
     let python = std::env::var_os("ARDPIPE_PEER_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join(".ardpipe/peer-venv/bin/python"));

@@ -222,6 +222,14 @@ pub fn write_weights(
         let path = dir.join(&file);
         safetensors::serialize_to_file(views, metadata.clone(), &path)
             .map_err(|e| ModelError::Usage(format!("cannot write {}: {e}", path.display())))?;
+        // The safetensors crate writes through a private temporary file (mode 0600); a model
+        // folder is meant to be shared like the rest of it.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+                .map_err(|e| ModelError::io(&path, e))?;
+        }
         files.push(file);
     }
     let total_bytes: u64 = sizes.iter().sum();
