@@ -56,6 +56,7 @@ fn decoder_features(c: &LlamaConfig) -> Vec<String> {
     f.push(match &c.rope_scaling {
         Some(RopeScaling::Llama3 { factor, .. }) => format!("RoPE (llama3 scaling ×{factor})"),
         Some(RopeScaling::Linear { factor }) => format!("RoPE (linear scaling ×{factor})"),
+        Some(RopeScaling::Yarn { factor, .. }) => format!("RoPE (YaRN ×{factor})"),
         None => "RoPE".into(),
     });
     f.push(match c.hidden_act {

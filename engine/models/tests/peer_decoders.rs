@@ -260,9 +260,9 @@ fn gemma3_text_matches_transformers_in_both_layouts() {
 
     // Refusals: a RoPE the sliding layers would need that ardpipe lacks, a flat
     // rope_parameters, a contradicting base, the multimodal model, an unknown family.
-    let e = load_error(&edited("gemma3", "yarn", |c| {
+    let e = load_error(&edited("gemma3", "longrope", |c| {
         c["rope_parameters"]["sliding_attention"] =
-            serde_json::json!({"rope_type": "yarn", "rope_theta": 300.0, "factor": 2.0})
+            serde_json::json!({"rope_type": "longrope", "rope_theta": 300.0, "factor": 2.0})
     }));
     assert!(
         e.contains("rope_parameters.sliding_attention") && e.contains("does not implement"),

@@ -152,7 +152,7 @@ fn rope_base_from_transformers_5_matches_its_logits_and_other_scalings_are_refus
         config["rope_parameters"]["rope_theta"], 100000.0,
         "transformers wrote another layout: {config}"
     );
-    // Other scalings (yarn, linear, ...) in either layout, and unknown RoPE keys, are refused.
+    // Other scalings (dynamic, longrope, ...) in either layout, and unknown RoPE keys, are refused.
     let with = |edit: &dyn Fn(&mut serde_json::Value)| {
         let mut c = config.clone();
         edit(&mut c);
@@ -161,7 +161,7 @@ fn rope_base_from_transformers_5_matches_its_logits_and_other_scalings_are_refus
     };
     let e = with(&|c| {
         c["rope_parameters"] =
-            serde_json::json!({"rope_type": "yarn", "rope_theta": 100000.0, "factor": 4.0});
+            serde_json::json!({"rope_type": "longrope", "rope_theta": 100000.0, "factor": 4.0});
     });
     assert!(
         e.contains("rope_parameters") && e.contains("does not implement"),
@@ -169,15 +169,54 @@ fn rope_base_from_transformers_5_matches_its_logits_and_other_scalings_are_refus
     );
     let e = with(&|c| {
         c.as_object_mut().unwrap().remove("rope_parameters");
-        c["rope_scaling"] = serde_json::json!({"type": "linear", "factor": 2.0});
+        c["rope_scaling"] = serde_json::json!({"type": "dynamic", "factor": 2.0});
     });
     assert!(
-        e.contains("rope_scaling") && e.contains("does not implement"),
+        e.contains("rope_scaling") && e.contains("dynamic NTK"),
         "{e}"
     );
+    let e = with(&|c| {
+        c["rope_parameters"] = serde_json::json!(
+            {"rope_type": "yarn", "rope_theta": 100000.0, "factor": 4.0, "extrapolation": 2}
+        );
+    });
+    assert!(e.contains("rope_parameters.extrapolation"), "{e}");
     let e = with(&|c| c["rope_parameters"]["partial_rotary_factor"] = 0.5.into());
     assert!(e.contains("rope_parameters.partial_rotary_factor"), "{e}");
     let e = with(&|c| c["rope_theta"] = 10000.0.into());
     assert!(e.contains("contradicts itself"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn linear_and_yarn_rope_scaling_match_transformers() {
+    let dir = scratch("linear");
+    let (config, ..) = same_logits_as_transformers(
+        &dir,
+        &["10000", r#"{"rope_type": "linear", "factor": 2.0}"#],
+    );
+    assert_eq!(config["rope_parameters"]["rope_type"], "linear", "{config}");
+    let _ = std::fs::remove_dir_all(&dir);
+    // YaRN as Qwen2.5/Qwen3 document it, over a short original context so that head_dim 8
+    // has kept, ramped and interpolated frequencies; cos/sin scaled by 0.1·ln(4) + 1.
+    let dir = scratch("yarn");
+    let (config, ..) = same_logits_as_transformers(
+        &dir,
+        &[
+            "10000",
+            r#"{"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 24}"#,
+        ],
+    );
+    assert_eq!(config["rope_parameters"]["rope_type"], "yarn", "{config}");
+    let _ = std::fs::remove_dir_all(&dir);
+    // The same with transformers' mscale / mscale_all_dim attention factor and betas.
+    let dir = scratch("yarn-mscale");
+    let _ = same_logits_as_transformers(
+        &dir,
+        &[
+            "10000",
+            r#"{"rope_type": "yarn", "factor": 8.0, "original_max_position_embeddings": 40, "beta_fast": 16, "beta_slow": 2, "mscale": 0.8, "mscale_all_dim": 0.5}"#,
+        ],
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

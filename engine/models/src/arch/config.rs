@@ -217,6 +217,20 @@ pub enum RopeScaling {
     },
     /// Positions divided by `factor` (every inverse frequency divided by it).
     Linear { factor: f64 },
+    /// YaRN (Qwen2.5/Qwen3's long-context recipe): low frequencies interpolated by `factor`,
+    /// high ones kept, a linear ramp between the dimensions that complete `beta_fast` and
+    /// `beta_slow` rotations over `original_max_position_embeddings`; cos and sin scaled by
+    /// `attention_factor` (transformers' `_compute_yarn_parameters`).
+    Yarn {
+        factor: f64,
+        original_max_position_embeddings: f64,
+        beta_fast: f64,
+        beta_slow: f64,
+        /// Resolved at read time from `attention_factor`, or `mscale`/`mscale_all_dim`, or
+        /// `0.1·ln(factor) + 1`.
+        attention_factor: f64,
+        truncate: bool,
+    },
 }
 
 impl RopeScaling {
@@ -246,11 +260,51 @@ impl RopeScaling {
                 Ok(())
             }
             RopeScaling::Linear { factor } => check_float("rope factor", factor, 0.0, false, 1e6),
+            RopeScaling::Yarn {
+                factor,
+                original_max_position_embeddings,
+                beta_fast,
+                beta_slow,
+                attention_factor,
+                truncate: _,
+            } => {
+                check_float("rope factor", factor, 0.0, false, 1e6)?;
+                check_float(
+                    "original_max_position_embeddings",
+                    original_max_position_embeddings,
+                    0.0,
+                    false,
+                    1e12,
+                )?;
+                check_float("beta_fast", beta_fast, 0.0, false, 1e6)?;
+                check_float("beta_slow", beta_slow, 0.0, false, 1e6)?;
+                check_float("attention_factor", attention_factor, 0.0, false, 1e6)
+            }
         }
     }
 
-    /// Adjust plain RoPE's inverse frequencies, as transformers' `_compute_llama3_parameters`.
-    pub fn apply(&self, inv_freq: &[f64]) -> Vec<f64> {
+    /// The factor cos and sin are multiplied by (1 but for YaRN).
+    pub fn attention_factor(&self) -> f64 {
+        match *self {
+            RopeScaling::Yarn {
+                attention_factor, ..
+            } => attention_factor,
+            _ => 1.0,
+        }
+    }
+
+    /// YaRN's default attention factor (transformers' `get_mscale`).
+    pub fn yarn_mscale(factor: f64, mscale: f64) -> f64 {
+        if factor <= 1.0 {
+            1.0
+        } else {
+            0.1 * mscale * factor.ln() + 1.0
+        }
+    }
+
+    /// Adjust plain RoPE's inverse frequencies (`inv_freq[i] = theta^(-2i/dim)`), as
+    /// transformers' `_compute_llama3_parameters` / `_compute_yarn_parameters` do.
+    pub fn apply(&self, inv_freq: &[f64], theta: f64) -> Vec<f64> {
         match *self {
             RopeScaling::Llama3 {
                 factor,
@@ -277,6 +331,40 @@ impl RopeScaling {
                     .collect()
             }
             RopeScaling::Linear { factor } => inv_freq.iter().map(|f| f / factor).collect(),
+            RopeScaling::Yarn {
+                factor,
+                original_max_position_embeddings: old_len,
+                beta_fast,
+                beta_slow,
+                truncate,
+                ..
+            } => {
+                let dim = (inv_freq.len() * 2) as f64;
+                // The dimension that completes `rotations` turns over the original context.
+                let correction = |rotations: f64| {
+                    dim * (old_len / (rotations * 2.0 * std::f64::consts::PI)).ln()
+                        / (2.0 * theta.ln())
+                };
+                let (mut low, mut high) = (correction(beta_fast), correction(beta_slow));
+                if truncate {
+                    low = low.floor();
+                    high = high.ceil();
+                }
+                let low = low.max(0.0);
+                let mut high = high.min(dim - 1.0);
+                if low == high {
+                    high += 0.001; // as transformers: no division by zero
+                }
+                inv_freq
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &f)| {
+                        let ramp = ((i as f64 - low) / (high - low)).clamp(0.0, 1.0);
+                        let extrapolation = 1.0 - ramp;
+                        (f / factor) * (1.0 - extrapolation) + f * extrapolation
+                    })
+                    .collect()
+            }
         }
     }
 }

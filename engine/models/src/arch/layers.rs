@@ -44,6 +44,8 @@ impl LayerNorm {
 pub struct Rope {
     /// `[head_dim / 2]`, f32.
     inv_freq: Tensor,
+    /// cos and sin are multiplied by it (YaRN's attention factor; 1 otherwise).
+    attention_factor: f64,
 }
 
 impl Rope {
@@ -64,20 +66,30 @@ impl Rope {
                 .map(f64::from)
                 .collect();
             let scaled: Vec<f32> = scaling
-                .apply(&plain)
+                .apply(&plain, theta)
                 .into_iter()
                 .map(|f| f as f32)
                 .collect();
             inv_freq = Tensor::from_slice(&scaled).to_device(device);
         }
-        Self { inv_freq }
+        Self {
+            inv_freq,
+            attention_factor: scaling.map_or(1.0, |s| s.attention_factor()),
+        }
     }
 
     /// cos and sin for positions `[b, t]` (int64): each `[b, 1, t, head_dim]`, f32.
     pub fn cos_sin(&self, positions: &Tensor) -> (Tensor, Tensor) {
         let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * &self.inv_freq;
         let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1);
-        (emb.cos(), emb.sin())
+        if self.attention_factor == 1.0 {
+            (emb.cos(), emb.sin())
+        } else {
+            (
+                emb.cos() * self.attention_factor,
+                emb.sin() * self.attention_factor,
+            )
+        }
     }
 
     /// Apply to `[b, heads, t, head_dim]`.

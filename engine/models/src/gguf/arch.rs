@@ -502,19 +502,7 @@ fn rope_scaling(g: &GgufFile, arch: GgufArch, head_dim: usize) -> Result<Option<
         (Some("none"), _) | (None, None) => None,
         // llama.cpp reads a factor without a type as linear scaling; 0 and 1 mean none.
         (Some("linear") | None, Some(f)) if f == 0.0 || f == 1.0 => None,
-        (Some("linear") | None, Some(f)) => {
-            if matches!(arch, GgufArch::Llama | GgufArch::Gemma3) {
-                Some(RopeScaling::Linear { factor: f })
-            } else {
-                return Err(ModelError::config(
-                    &g.path,
-                    format!(
-                        "GGUF metadata `{factor_key}` = {f}: linear RoPE scaling of {a} models is \
-                         not supported"
-                    ),
-                ));
-            }
-        }
+        (Some("linear") | None, Some(f)) => Some(RopeScaling::Linear { factor: f }),
         (Some("linear"), None) => {
             return Err(ModelError::config(
                 &g.path,
@@ -526,7 +514,8 @@ fn rope_scaling(g: &GgufFile, arch: GgufArch, head_dim: usize) -> Result<Option<
                 &g.path,
                 format!(
                     "GGUF metadata `{ty_key}` = {other}: this RoPE scaling is not supported \
-                     (ardpipe implements linear scaling and Llama 3's rope_freqs)"
+                     from GGUF (ardpipe reads linear scaling and Llama 3's rope_freqs here; YaRN \
+                     from a Hugging Face folder's config.json)"
                 ),
             ));
         }
@@ -582,7 +571,7 @@ fn llama3_from_divisors(g: &GgufFile, divisors: &[f32], head_dim: usize) -> Resu
     let inv_freq: Vec<f64> = (0..head_dim / 2)
         .map(|i| 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64))
         .collect();
-    let scaled = candidate.apply(&inv_freq);
+    let scaled = candidate.apply(&inv_freq, theta);
     let worst = inv_freq
         .iter()
         .zip(&scaled)

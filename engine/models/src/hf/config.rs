@@ -126,17 +126,18 @@ impl Keys<'_> {
 /// One RoPE object (`rope_scaling`, `rope_parameters`, or one of Gemma 3's per-kind entries
 /// in `rope_parameters`): the base it names, if any, and its scaling. A scaling type or key
 /// this reader does not implement changes the maths, so it is refused rather than read as
-/// plain RoPE. `linear_ok`: the family may use linear scaling (Gemma 3's global layers).
+/// plain RoPE. `max_positions`: the config's context, YaRN's default original context.
 fn rope_entry(
     key: &str,
     v: &serde_json::Value,
-    linear_ok: bool,
+    max_positions: usize,
 ) -> std::result::Result<(Option<f64>, Option<RopeScaling>), String> {
-    #[derive(PartialEq)]
+    #[derive(PartialEq, Clone, Copy)]
     enum Kind {
         Plain,
         Llama3,
         Linear,
+        Yarn,
     }
     let Some(map) = v.as_object() else {
         return Err(format!("{key} must be an object, got {v}"));
@@ -148,48 +149,70 @@ fn rope_entry(
     {
         None | Some(Some("default")) => Kind::Plain,
         Some(Some("llama3")) => Kind::Llama3,
-        Some(Some("linear")) if linear_ok => Kind::Linear,
-        _ => {
-            let has = if linear_ok {
-                "plain RoPE, `linear` and `llama3`"
-            } else {
-                "plain RoPE and `llama3`"
-            };
+        Some(Some("linear")) => Kind::Linear,
+        Some(Some("yarn")) => Kind::Yarn,
+        Some(Some("dynamic")) => {
             return Err(format!(
-                "{key} {v} asks for a RoPE scaling ardpipe does not implement (it has {has}); \
-                 use a checkpoint without it"
+                "{key} {v}: dynamic NTK scaling recomputes RoPE from each batch's length, which \
+                 ardpipe does not do (it has plain RoPE, `linear`, `llama3` and `yarn`); use the \
+                 checkpoint without rope_scaling (the same model up to its original context)"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "{key} {v} asks for a RoPE scaling ardpipe does not implement (it has plain \
+                 RoPE, `linear`, `llama3` and `yarn`); use a checkpoint without it"
             ));
         }
     };
+    let name = match kind {
+        Kind::Plain => "default",
+        Kind::Llama3 => "llama3",
+        Kind::Linear => "linear",
+        Kind::Yarn => "yarn",
+    };
+    let optional = |k: &str| -> std::result::Result<Option<f64>, String> {
+        match map.get(k) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(x) => x
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| format!("{key}.{k} must be a number, got {x}")),
+        }
+    };
     let number = |k: &str| -> std::result::Result<f64, String> {
-        let x = map.get(k).ok_or_else(|| {
-            let t = if kind == Kind::Linear {
-                "linear"
-            } else {
-                "llama3"
-            };
-            format!("{key} has rope_type {t} but no `{k}`")
-        })?;
-        x.as_f64()
-            .ok_or_else(|| format!("{key}.{k} must be a number, got {x}"))
+        optional(k)?.ok_or_else(|| format!("{key} has rope_type {name} but no `{k}`"))
     };
     let mut theta = None;
     for (k, x) in map {
-        match k.as_str() {
-            "rope_type" | "type" => {}
-            "factor"
-            | "low_freq_factor"
-            | "high_freq_factor"
-            | "original_max_position_embeddings"
-                if kind == Kind::Llama3 => {}
-            "factor" if kind == Kind::Linear => {}
-            "rope_theta" => {
+        match (k.as_str(), kind) {
+            ("rope_type" | "type", _) => {}
+            (
+                "factor"
+                | "low_freq_factor"
+                | "high_freq_factor"
+                | "original_max_position_embeddings",
+                Kind::Llama3,
+            ) => {}
+            ("factor", Kind::Linear) => {}
+            (
+                "factor"
+                | "original_max_position_embeddings"
+                | "beta_fast"
+                | "beta_slow"
+                | "attention_factor"
+                | "mscale"
+                | "mscale_all_dim"
+                | "truncate",
+                Kind::Yarn,
+            ) => {}
+            ("rope_theta", _) => {
                 theta = Some(
                     x.as_f64()
                         .ok_or_else(|| format!("{key}.rope_theta must be a number, got {x}"))?,
                 );
             }
-            other => {
+            (other, _) => {
                 return Err(format!(
                     "{key}.{other} = {x} changes RoPE and is not supported yet"
                 ));
@@ -207,6 +230,35 @@ fn rope_entry(
             high_freq_factor: number("high_freq_factor")?,
             original_max_position_embeddings: number("original_max_position_embeddings")?,
         }),
+        Kind::Yarn => {
+            // transformers' `_compute_yarn_parameters` and `standardize_rope_params`: the
+            // original context defaults to the config's, beta_fast/beta_slow to 32/1 (also when
+            // 0), the attention factor to mscale ratios or 0.1·ln(factor) + 1.
+            let factor = number("factor")?;
+            let mscale = optional("mscale")?.filter(|m| *m != 0.0);
+            let mscale_all_dim = optional("mscale_all_dim")?.filter(|m| *m != 0.0);
+            let attention_factor = match (optional("attention_factor")?, mscale, mscale_all_dim) {
+                (Some(a), _, _) => a,
+                (None, Some(m), Some(all)) => {
+                    RopeScaling::yarn_mscale(factor, m) / RopeScaling::yarn_mscale(factor, all)
+                }
+                _ => RopeScaling::yarn_mscale(factor, 1.0),
+            };
+            let truncate = match map.get("truncate") {
+                None | Some(serde_json::Value::Null) => true,
+                Some(serde_json::Value::Bool(b)) => *b,
+                Some(x) => return Err(format!("{key}.truncate must be true or false, got {x}")),
+            };
+            Some(RopeScaling::Yarn {
+                factor,
+                original_max_position_embeddings: optional("original_max_position_embeddings")?
+                    .unwrap_or(max_positions as f64),
+                beta_fast: optional("beta_fast")?.filter(|b| *b != 0.0).unwrap_or(32.0),
+                beta_slow: optional("beta_slow")?.filter(|b| *b != 0.0).unwrap_or(1.0),
+                attention_factor,
+                truncate,
+            })
+        }
     };
     Ok((theta, scaling))
 }
@@ -218,7 +270,7 @@ fn merge_rope(
     top_key: &str,
     top_theta: Option<f64>,
     entries: &[(&str, &serde_json::Value)],
-    linear_ok: bool,
+    max_positions: usize,
 ) -> std::result::Result<(Option<f64>, Option<RopeScaling>), String> {
     let mut theta = top_theta;
     let mut scaling: Option<RopeScaling> = None;
@@ -227,7 +279,7 @@ fn merge_rope(
         if v.is_null() {
             continue;
         }
-        let (t, s) = rope_entry(key, v, linear_ok)?;
+        let (t, s) = rope_entry(key, v, max_positions)?;
         if let Some(t) = t {
             if let Some(top) = theta.filter(|top| *top != t) {
                 return Err(format!(
@@ -251,7 +303,10 @@ fn merge_rope(
 
 /// RoPE's base and scaling from either config layout (transformers 4: `rope_theta` and
 /// `rope_scaling`; transformers 5: `rope_parameters`).
-fn llama_rope(c: &HfLlama) -> std::result::Result<(f64, Option<RopeScaling>), String> {
+fn llama_rope(
+    c: &HfLlama,
+    max_positions: usize,
+) -> std::result::Result<(f64, Option<RopeScaling>), String> {
     let null = serde_json::Value::Null;
     let (theta, scaling) = merge_rope(
         "rope_theta",
@@ -263,7 +318,7 @@ fn llama_rope(c: &HfLlama) -> std::result::Result<(f64, Option<RopeScaling>), St
                 c.rope_parameters.as_ref().unwrap_or(&null),
             ),
         ],
-        false,
+        max_positions,
     )?;
     Ok((theta.unwrap_or_else(default_rope_theta), scaling))
 }
@@ -273,7 +328,11 @@ fn llama_rope(c: &HfLlama) -> std::result::Result<(f64, Option<RopeScaling>), St
 /// 1e4) in transformers 4's layout; transformers 5 writes `rope_parameters: {full_attention:
 /// {...}, sliding_attention: {...}}` (transformers' `Gemma3TextConfig.convert_rope_params_to_dict`).
 type TwoRopes = ((f64, Option<RopeScaling>), (f64, Option<RopeScaling>));
-fn gemma3_rope(c: &HfLlama, k: &Keys<'_>) -> std::result::Result<TwoRopes, String> {
+fn gemma3_rope(
+    c: &HfLlama,
+    k: &Keys<'_>,
+    max_positions: usize,
+) -> std::result::Result<TwoRopes, String> {
     let null = serde_json::Value::Null;
     let (mut full, mut local) = (&null, &null);
     if let Some(p) = c.rope_parameters.as_ref().filter(|p| !p.is_null()) {
@@ -300,13 +359,13 @@ fn gemma3_rope(c: &HfLlama, k: &Keys<'_>) -> std::result::Result<TwoRopes, Strin
             ("rope_scaling", c.rope_scaling.as_ref().unwrap_or(&null)),
             ("rope_parameters.full_attention", full),
         ],
-        true,
+        max_positions,
     )?;
     let (local_theta, local_scaling) = merge_rope(
         "rope_local_base_freq",
         k.f64_or("rope_local_base_freq", None)?,
         &[("rope_parameters.sliding_attention", local)],
-        true,
+        max_positions,
     )?;
     Ok((
         (full_theta.unwrap_or(1_000_000.0), full_scaling),
@@ -450,11 +509,17 @@ fn decoder_config(family: DecoderFamily, text: &str) -> std::result::Result<Llam
         }
     };
 
+    let max_positions = c.max_position_embeddings.unwrap_or(match family {
+        F::Llama => default_positions(),
+        F::Qwen2 | F::Qwen3 => 32768,
+        F::Mistral | F::Gemma3Text => 131_072,
+        F::Gemma | F::Gemma2 => 8192,
+    });
     let ((rope_theta, rope_scaling), local) = if family == F::Gemma3Text {
-        let (full, local) = gemma3_rope(&c, &k)?;
+        let (full, local) = gemma3_rope(&c, &k, max_positions)?;
         (full, Some(local))
     } else {
-        (llama_rope(&c)?, None)
+        (llama_rope(&c, max_positions)?, None)
     };
     let (attn_cap, final_cap, scalar) = match family {
         F::Gemma2 => (Some(50.0), Some(30.0), true),
@@ -473,7 +538,9 @@ fn decoder_config(family: DecoderFamily, text: &str) -> std::result::Result<Llam
         && let Some(cap) = k.f64_or("attn_logit_softcapping", None)?
     {
         return Err(format!(
-            "attn_logit_softcapping = {cap}: transformers' Gemma 3 keeps this field but never              applies it (models/gemma3/modeling_gemma3.py passes no softcap to attention), so              what this checkpoint means is unclear; set it to null (as released Gemma 3 configs do)"
+            "attn_logit_softcapping = {cap}: transformers' Gemma 3 keeps this field but never \
+             applies it (models/gemma3/modeling_gemma3.py passes no softcap to attention), so \
+             what this checkpoint means is unclear; set it to null (as released Gemma 3 configs do)"
         ));
     }
     let (attn_logit_softcapping, final_logit_softcapping) = if sandwich {
@@ -495,12 +562,7 @@ fn decoder_config(family: DecoderFamily, text: &str) -> std::result::Result<Llam
         rms_norm_eps: c.rms_norm_eps,
         rope_theta,
         rope_scaling,
-        max_position_embeddings: c.max_position_embeddings.unwrap_or(match family {
-            F::Llama => default_positions(),
-            F::Qwen2 | F::Qwen3 => 32768,
-            F::Mistral | F::Gemma3Text => 131_072,
-            F::Gemma | F::Gemma2 => 8192,
-        }),
+        max_position_embeddings: max_positions,
         tie_word_embeddings: c.tie_word_embeddings.unwrap_or(gemma),
         attention_bias,
         mlp_bias,
