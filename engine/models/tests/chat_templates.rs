@@ -12,21 +12,8 @@ use ardpipe_models::ModelLocation;
 use ardpipe_models::assets::asset_file;
 use ardpipe_models::tokenizer::{ChatMessage, ChatTemplate, load_tokenizer};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn peer_python() -> PathBuf {
-    let p = std::env::var_os("ARDPIPE_PEER_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".ardpipe/peer-venv/bin/python"));
-    assert!(
-        p.exists(),
-        "{} is missing: the Python peer venv comes from the README's first command (scripts/setup.sh)",
-        p.display()
-    );
-    p
-}
+mod support;
+use support::{peer_python, repo};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chat_templates.json")

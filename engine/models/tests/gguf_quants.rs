@@ -15,21 +15,8 @@ use std::time::Instant;
 use ardpipe_models::gguf::writer::GgufWriter;
 use ardpipe_models::gguf::{GgmlType, GgufFile};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn peer_python() -> PathBuf {
-    let p = std::env::var_os("ARDPIPE_PEER_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".ardpipe/peer-venv/bin/python"));
-    assert!(
-        p.exists(),
-        "{} is missing: the Python peer venv comes from the README's first command (scripts/setup.sh)",
-        p.display()
-    );
-    p
-}
+mod support;
+use support::{peer_python, repo};
 
 struct Fixture {
     dir: PathBuf,

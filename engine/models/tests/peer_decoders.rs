@@ -18,21 +18,8 @@ use ardpipe_models::{LoadOptions, describe, load_causal_lm};
 use serde_json::Value;
 use tch::{Kind, Tensor};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn peer_python() -> PathBuf {
-    let p = std::env::var_os("ARDPIPE_PEER_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".ardpipe/peer-venv/bin/python"));
-    assert!(
-        p.exists(),
-        "{} is missing: the Python peer venv comes from the README's first command (scripts/setup.sh)",
-        p.display()
-    );
-    p
-}
+mod support;
+use support::{peer_python, repo};
 
 /// Every family's folder, made once per test binary.
 fn fixtures() -> &'static Path {

@@ -16,27 +16,11 @@ use ardpipe_models::gguf::{GgmlType, GgufFile, Value, decoder_config};
 use ardpipe_models::{LoadOptions, load_causal_lm};
 use tch::Tensor;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn peer_python() -> PathBuf {
-    let p = std::env::var_os("ARDPIPE_PEER_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".ardpipe/peer-venv/bin/python"));
-    assert!(
-        p.exists(),
-        "{} is missing: the Python peer venv comes from the README's first command (scripts/setup.sh)",
-        p.display()
-    );
-    p
-}
+mod support;
+use support::{matrix, peer_python, repo};
 
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ardpipe-gguf-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    support::scratch("gguf", name)
 }
 
 /// One peer run for the whole binary.
@@ -61,12 +45,6 @@ fn fixture() -> &'static (PathBuf, serde_json::Value) {
             serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
         (dir, expected)
     })
-}
-
-fn matrix(v: &serde_json::Value) -> Tensor {
-    let rows: Vec<Vec<f32>> = serde_json::from_value(v.clone()).unwrap();
-    let flat: Vec<f32> = rows.concat();
-    Tensor::from_slice(&flat).reshape([rows.len() as i64, -1])
 }
 
 /// ardpipe's logits for the case's GGUF against the saved model's; returns max |Δ|.

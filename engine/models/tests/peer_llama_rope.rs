@@ -10,33 +10,11 @@ use std::process::Command;
 use ardpipe_models::{LoadOptions, load_causal_lm};
 use tch::Tensor;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn peer_python() -> PathBuf {
-    let p = std::env::var_os("ARDPIPE_PEER_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".ardpipe/peer-venv/bin/python"));
-    assert!(
-        p.exists(),
-        "{} is missing: the Python peer venv comes from the README's first command (scripts/setup.sh)",
-        p.display()
-    );
-    p
-}
+mod support;
+use support::{matrix, peer_python, repo};
 
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ardpipe-rope-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn matrix(v: &serde_json::Value) -> Tensor {
-    let rows: Vec<Vec<f32>> = serde_json::from_value(v.clone()).unwrap();
-    let flat: Vec<f32> = rows.concat();
-    Tensor::from_slice(&flat).reshape([rows.len() as i64, -1])
+    support::scratch("rope", name)
 }
 
 fn load_error(dir: &Path) -> String {

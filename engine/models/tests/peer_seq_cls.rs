@@ -15,21 +15,8 @@ use ardpipe_models::tokenizer::load_tokenizer;
 use ardpipe_models::{LoadOptions, load_decoder_classifier, load_encoder};
 use tch::Tensor;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn peer_python() -> PathBuf {
-    let p = std::env::var_os("ARDPIPE_PEER_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".ardpipe/peer-venv/bin/python"));
-    assert!(
-        p.exists(),
-        "{} is missing: the Python peer venv comes from the README's first command (scripts/setup.sh)",
-        p.display()
-    );
-    p
-}
+mod support;
+use support::{peer_python, repo};
 
 struct Fixtures {
     dir: PathBuf,

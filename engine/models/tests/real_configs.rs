@@ -5,27 +5,15 @@
 //! 0.5B–7B configurations the tiny peer models of peer_decoders.rs cannot.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use ardpipe_models::arch::config::{ArchConfig, LayerType};
 use ardpipe_models::describe;
 
+mod support;
+use support::peer_command;
+
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/real_configs")
-}
-
-fn peer_python() -> PathBuf {
-    let p = std::env::var_os("ARDPIPE_PEER_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ardpipe/peer-venv/bin/python")
-        });
-    assert!(
-        p.exists(),
-        "{} is missing: the Python peer venv comes from the README's first command (scripts/setup.sh)",
-        p.display()
-    );
-    p
 }
 
 /// transformers' RoPE base for an attention kind, from its `rope_parameters` (flat, or one
@@ -44,11 +32,8 @@ fn released_configs_read_as_transformers_reads_them() {
         .collect();
     dirs.sort();
     assert!(dirs.len() >= 8, "{dirs:?}");
-    let out = Command::new(peer_python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peer/real_configs.py"))
+    let out = peer_command("real_configs.py")
         .args(&dirs)
-        .env("HF_HUB_OFFLINE", "1")
-        .env("TRANSFORMERS_VERBOSITY", "error")
         .output()
         .unwrap();
     assert!(

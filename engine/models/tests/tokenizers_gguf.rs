@@ -8,30 +8,16 @@
 //! SentencePiece tokens give transformers' ids, and its golden ids. Needs the Python peer venv
 //! that `scripts/setup.sh` creates.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use ardpipe_models::ModelLocation;
 use ardpipe_models::assets::asset_file;
 use ardpipe_models::tokenizer::load_tokenizer;
 
+mod support;
+use support::{peer_python, repo};
+
 const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn peer_python() -> PathBuf {
-    let p = std::env::var_os("ARDPIPE_PEER_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".ardpipe/peer-venv/bin/python"));
-    assert!(
-        p.exists(),
-        "{} is missing: the Python peer venv comes from the README's first command (scripts/setup.sh)",
-        p.display()
-    );
-    p
-}
 
 #[test]
 fn gguf_tokenizers_equal_transformers() {
