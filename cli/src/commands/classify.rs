@@ -22,19 +22,7 @@ struct Row<'a> {
 
 /// Labels from config.json's `id2label`, when it names them.
 fn config_labels(model: &std::path::Path) -> Option<Vec<String>> {
-    let text = std::fs::read_to_string(model.join("config.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let map = v.get("id2label")?.as_object()?;
-    let mut labels: Vec<(usize, String)> = map
-        .iter()
-        .filter_map(|(k, v)| Some((k.parse().ok()?, v.as_str()?.to_string())))
-        .collect();
-    labels.sort();
-    labels
-        .iter()
-        .enumerate()
-        .all(|(i, (k, _))| i == *k)
-        .then(|| labels.into_iter().map(|(_, l)| l).collect())
+    ardpipe_engine::peft_merge::config_id2label(&model.join("config.json"))
 }
 
 /// transformers' `problem_type` of a fine-tuned model, when config.json sets one: classify

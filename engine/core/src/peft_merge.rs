@@ -881,7 +881,7 @@ impl AdapterFolder {
 }
 
 /// `id2label` of a config.json, in id order, when it names ids 0..n.
-fn config_id2label(path: &Path) -> Option<Vec<String>> {
+pub fn config_id2label(path: &Path) -> Option<Vec<String>> {
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
     let map = v.get("id2label")?.as_object()?;
     let mut labels: Vec<(usize, String)> = map

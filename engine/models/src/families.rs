@@ -33,18 +33,6 @@ fn decoder_name(f: DecoderFamily) -> &'static str {
     }
 }
 
-/// The GGUF architecture a decoder family's files carry (Mistral's converter writes `llama`).
-pub fn gguf_architecture(f: DecoderFamily) -> GgufArch {
-    match f {
-        DecoderFamily::Llama | DecoderFamily::Mistral => GgufArch::Llama,
-        DecoderFamily::Qwen2 => GgufArch::Qwen2,
-        DecoderFamily::Qwen3 => GgufArch::Qwen3,
-        DecoderFamily::Gemma => GgufArch::Gemma,
-        DecoderFamily::Gemma2 => GgufArch::Gemma2,
-        DecoderFamily::Gemma3Text => GgufArch::Gemma3,
-    }
-}
-
 fn encoder_name(f: EncoderFamily) -> &'static str {
     match f {
         EncoderFamily::Bert => "BERT, MiniLM",
@@ -58,7 +46,7 @@ pub fn families() -> Vec<Family> {
     let decoders = DecoderFamily::ALL.into_iter().map(|f| Family {
         name: decoder_name(f),
         model_types: vec![f.model_type()],
-        gguf: vec![gguf_architecture(f).name()],
+        gguf: vec![GgufArch::of_family(f).name()],
         heads: vec!["causal_lm", "sequence_classification"],
         chat_template: true,
     });

@@ -62,6 +62,18 @@ impl GgufArch {
         }
     }
 
+    /// The architecture a decoder family's GGUF files carry (Mistral's converter writes `llama`).
+    pub fn of_family(f: DecoderFamily) -> Self {
+        match f {
+            DecoderFamily::Llama | DecoderFamily::Mistral => GgufArch::Llama,
+            DecoderFamily::Qwen2 => GgufArch::Qwen2,
+            DecoderFamily::Qwen3 => GgufArch::Qwen3,
+            DecoderFamily::Gemma => GgufArch::Gemma,
+            DecoderFamily::Gemma2 => GgufArch::Gemma2,
+            DecoderFamily::Gemma3Text => GgufArch::Gemma3,
+        }
+    }
+
     pub fn from_name(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|a| a.name() == s)
     }
@@ -606,14 +618,7 @@ pub struct GgufSource {
 impl GgufSource {
     /// `cfg` is the file's [`decoder_config`]: its family names the GGUF architecture.
     pub fn new(file: GgufFile, cfg: &LlamaConfig) -> Self {
-        let arch = match cfg.family {
-            DecoderFamily::Llama | DecoderFamily::Mistral => GgufArch::Llama,
-            DecoderFamily::Qwen2 => GgufArch::Qwen2,
-            DecoderFamily::Qwen3 => GgufArch::Qwen3,
-            DecoderFamily::Gemma => GgufArch::Gemma,
-            DecoderFamily::Gemma2 => GgufArch::Gemma2,
-            DecoderFamily::Gemma3Text => GgufArch::Gemma3,
-        };
+        let arch = GgufArch::of_family(cfg.family);
         let names = file
             .tensors
             .iter()
