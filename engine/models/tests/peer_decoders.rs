@@ -284,3 +284,28 @@ fn gemma3_text_matches_transformers_in_both_layouts() {
         "{e}"
     );
 }
+
+#[test]
+fn bf16_sharded_checkpoint_matches_transformers() {
+    // Released checkpoints are bf16 and sharded (model.safetensors.index.json): the same
+    // logits as transformers reading that folder in f32.
+    let dir = fixtures().join("qwen2_bf16_sharded");
+    let shards: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".safetensors"))
+        .collect();
+    assert!(shards.len() > 1, "{shards:?}");
+    assert!(dir.join("model.safetensors.index.json").exists());
+    let bytes = std::fs::read(dir.join(&shards[0])).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert!(
+        st.tensors()
+            .iter()
+            .all(|(_, t)| t.dtype() == safetensors::Dtype::BF16),
+        "the peer did not write bf16"
+    );
+    let diff = logits_diff(&dir);
+    println!("qwen2, bf16 in {} shards: max |Δlogit| {diff:.2e}", shards.len());
+    assert!(diff < 1e-4, "logits differ from transformers' by {diff}");
+}

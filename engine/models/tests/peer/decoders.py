@@ -143,4 +143,13 @@ for name, config in cases.items():
         assert (l4 - logits).abs().amax().item() < 1e-5, "transformers read its 4 layout differently"
         json.dump({"ids": ids.tolist(), "mask": mask.tolist(), "logits": l4.tolist()},
                   open(os.path.join(out4, "reference.json"), "w"))
+
+# Released checkpoints are bf16 and sharded: the Qwen2 weights saved so, read back by
+# transformers in f32 (the reference for a folder ardpipe must read the same way).
+out = os.path.join(root, "qwen2_bf16_sharded")
+m = AutoModelForCausalLM.from_pretrained(os.path.join(root, "qwen2"), dtype=torch.float32)
+m.to(torch.bfloat16).save_pretrained(out, max_shard_size="60KB")
+mb = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+json.dump({"ids": ids.tolist(), "mask": mask.tolist(), "logits": logits_of(mb).tolist()},
+          open(os.path.join(out, "reference.json"), "w"))
 print("ok")
