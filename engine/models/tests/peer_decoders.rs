@@ -306,6 +306,9 @@ fn bf16_sharded_checkpoint_matches_transformers() {
         "the peer did not write bf16"
     );
     let diff = logits_diff(&dir);
-    println!("qwen2, bf16 in {} shards: max |Δlogit| {diff:.2e}", shards.len());
+    println!(
+        "qwen2, bf16 in {} shards: max |Δlogit| {diff:.2e}",
+        shards.len()
+    );
     assert!(diff < 1e-4, "logits differ from transformers' by {diff}");
 }
