@@ -3,6 +3,7 @@
 mod check;
 mod distributed;
 mod doctor;
+mod families;
 mod fmt;
 mod gemma3;
 mod help;
