@@ -5,7 +5,10 @@
 //! - [`model::load_causal_lm`] / [`model::load_encoder`]: weights onto a device, in a precision,
 //!   with a [`report::LoadReport`] that fails the load when anything does not fit.
 //! - [`arch::Llama`] / [`arch::Bert`]: the forward passes; every adaptable linear is an
-//!   [`ardpipe_adapters::AdaptableLinear`] addressed by its Hugging Face module path.
+//!   [`ardpipe_adapters::AdaptableLinear`] addressed by its Hugging Face module path. `Llama`
+//!   is the decoder of every family [`arch::config::DecoderFamily`] names (Llama, Qwen2/3,
+//!   Mistral, Gemma 1–3), switched by its config's features; `Bert` also builds RoBERTa.
+//! - [`families`]: the supported families, as the README's table shows them.
 
 pub mod arch;
 pub mod assets;

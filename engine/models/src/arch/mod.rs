@@ -1,4 +1,5 @@
-//! Architectures in tch: the Llama family (causal LM) and the BERT family (encoders).
+//! Architectures in tch: one decoder for the Llama, Qwen, Mistral and Gemma families (causal LM
+//! and sequence classification) and the BERT family (BERT, RoBERTa, XLM-RoBERTa encoders).
 
 pub mod bert;
 pub mod config;
