@@ -15,28 +15,19 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// SplitMix64: the seeding generator recommended for the xoshiro family.
-fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+/// SplitMix64 (the seeding generator recommended for the xoshiro family) and FNV-1a live in
+/// the data crate's shuffle module: one implementation of each for the whole engine.
+use ardpipe_data::shuffle::{SplitMix64, fnv1a};
 
-/// FNV-1a over the stream name: a stable (across Rust versions and platforms) string hash.
-fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-    })
+/// The first SplitMix64 output from `state` (one step of the generator).
+fn splitmix64(state: u64) -> u64 {
+    SplitMix64::new(state).next_u64()
 }
 
 /// A seed for `(seed, stream, index)`: independent-looking streams from one user seed.
 pub fn derive_seed(seed: u64, stream: &str, index: u64) -> u64 {
-    let mut s = seed ^ fnv1a(stream).rotate_left(17);
-    let a = splitmix64(&mut s);
-    let mut s2 = a ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03);
-    splitmix64(&mut s2)
+    let a = splitmix64(seed ^ fnv1a(stream.as_bytes()).rotate_left(17));
+    splitmix64(a ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03))
 }
 
 /// xoshiro256**: fast, small state, good statistical quality; state is plain data.
@@ -47,13 +38,8 @@ pub struct Rng {
 
 impl Rng {
     pub fn from_seed(seed: u64) -> Rng {
-        let mut sm = seed;
-        let s = [
-            splitmix64(&mut sm),
-            splitmix64(&mut sm),
-            splitmix64(&mut sm),
-            splitmix64(&mut sm),
-        ];
+        let mut sm = SplitMix64::new(seed);
+        let s = [sm.next_u64(), sm.next_u64(), sm.next_u64(), sm.next_u64()];
         Rng { s }
     }
 
@@ -180,10 +166,11 @@ mod tests {
 
     #[test]
     fn splitmix64_matches_the_reference_sequence() {
-        let mut s = 0u64;
-        assert_eq!(splitmix64(&mut s), 0xe220_a839_7b1d_cdaf);
-        assert_eq!(splitmix64(&mut s), 0x6e78_9e6a_a1b9_65f4);
-        assert_eq!(splitmix64(&mut s), 0x06c4_5d18_8009_454f);
+        let mut s = SplitMix64::new(0);
+        assert_eq!(s.next_u64(), 0xe220_a839_7b1d_cdaf);
+        assert_eq!(s.next_u64(), 0x6e78_9e6a_a1b9_65f4);
+        assert_eq!(s.next_u64(), 0x06c4_5d18_8009_454f);
+        assert_eq!(splitmix64(0), 0xe220_a839_7b1d_cdaf);
     }
 
     #[test]

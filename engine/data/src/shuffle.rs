@@ -18,6 +18,11 @@ impl SplitMix64 {
         mix(self.0)
     }
 
+    /// Uniform in `[0, 1)` with 53 random bits.
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
     /// Uniform in `0..n` without modulo bias (Lemire's multiply-shift with rejection).
     pub fn below(&mut self, n: u64) -> u64 {
         debug_assert!(n > 0);
@@ -37,18 +42,27 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+const FNV_OFFSET: u64 = 0xCBF2_9CE4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01B3;
+
+fn fnv1a_from(h: u64, bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(h, |h, &b| (h ^ b as u64).wrapping_mul(FNV_PRIME))
+}
+
+/// FNV-1a of a byte string: stable across platforms and Rust versions, unlike `std`'s hasher.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    fnv1a_from(FNV_OFFSET, bytes)
+}
+
 /// A stable 64-bit hash of byte strings under a seed (FNV-1a, then mixed): the same on every
 /// platform and Rust version, unlike `std`'s hasher.
 pub fn stable_hash(seed: u64, parts: &[&[u8]]) -> u64 {
-    let mut h = 0xCBF2_9CE4_8422_2325u64 ^ mix(seed);
+    let mut h = FNV_OFFSET ^ mix(seed);
     for part in parts {
-        for &b in *part {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0000_0100_0000_01B3);
-        }
-        // Separator so ("ab","c") and ("a","bc") differ.
-        h ^= 0xFF;
-        h = h.wrapping_mul(0x0000_0100_0000_01B3);
+        // A separator byte after each part, so ("ab","c") and ("a","bc") differ.
+        h = fnv1a_from(fnv1a_from(h, part), &[0xFF]);
     }
     mix(h)
 }

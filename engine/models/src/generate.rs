@@ -1,6 +1,7 @@
 //! Text generation with a causal LM: greedy, temperature, top-k and top-p sampling with a
 //! seed, a KV cache, stop at end-of-sequence, and streaming of decoded text.
 
+use ardpipe_data::shuffle::SplitMix64;
 use tch::{Kind, Tensor};
 
 use crate::arch::{KvCache, Llama};
@@ -63,17 +64,13 @@ pub enum StopReason {
     ContextFull,
 }
 
-/// A seeded uniform generator (SplitMix64): sampling is reproducible and independent of
-/// libtorch's global RNG.
-struct Rng(u64);
+/// A seeded uniform generator (the data crate's SplitMix64): sampling is reproducible and
+/// independent of libtorch's global RNG.
+struct Rng(SplitMix64);
 
 impl Rng {
     fn uniform(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        self.0.next_f64()
     }
 }
 
@@ -130,7 +127,7 @@ pub fn generate(
             prompt.len()
         )));
     }
-    let mut rng = Rng(s.seed);
+    let mut rng = Rng(SplitMix64::new(s.seed));
     let mut cache = KvCache::default();
     let mut out = Vec::new();
     let mut input = Tensor::from_slice(prompt).unsqueeze(0);
@@ -165,15 +162,19 @@ mod tests {
             top_k: Some(1),
             ..Default::default()
         };
-        assert_eq!(pick(&logits, &s, &mut Rng(3)), 1);
+        assert_eq!(pick(&logits, &s, &mut Rng(SplitMix64::new(3))), 1);
         let s = Sampling {
             temperature: 1.0,
             top_p: Some(0.9),
             seed: 5,
             ..Default::default()
         };
-        let a: Vec<i64> = (0..20).map(|i| pick(&logits, &s, &mut Rng(i))).collect();
-        let b: Vec<i64> = (0..20).map(|i| pick(&logits, &s, &mut Rng(i))).collect();
+        let a: Vec<i64> = (0..20)
+            .map(|i| pick(&logits, &s, &mut Rng(SplitMix64::new(i))))
+            .collect();
+        let b: Vec<i64> = (0..20)
+            .map(|i| pick(&logits, &s, &mut Rng(SplitMix64::new(i))))
+            .collect();
         assert_eq!(a, b);
         // top-p 0.9 excludes the two unlikely tokens; both likely ones appear.
         assert!(a.iter().all(|&t| t == 1 || t == 2), "{a:?}");

@@ -118,18 +118,12 @@ pub fn repeat_kv(x: &Tensor, groups: i64) -> Tensor {
 /// (so initialising a head never perturbs other random streams). SplitMix64 + Box–Muller.
 pub fn seeded_normal(shape: &[i64], std: f64, seed: u64) -> Tensor {
     let n: i64 = shape.iter().product();
-    let mut state = seed;
-    let mut next = || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
+    let mut rng = ardpipe_data::shuffle::SplitMix64::new(seed);
     let mut v = Vec::with_capacity(n as usize);
     while v.len() < n as usize {
-        let u1 = ((next() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
-        let u2 = (next() >> 11) as f64 / (1u64 << 53) as f64;
+        // (0, 1]: ln(u1) is finite.
+        let u1 = ((rng.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        let u2 = rng.next_f64();
         let r = (-2.0 * u1.ln()).sqrt();
         v.push((r * (2.0 * std::f64::consts::PI * u2).cos() * std) as f32);
         v.push((r * (2.0 * std::f64::consts::PI * u2).sin() * std) as f32);
