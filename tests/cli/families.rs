@@ -6,7 +6,6 @@
 //! with the adapter. One peer process makes the models, one checks every export.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use ardpipe_engine::models::tokenizer::load_tokenizer;
 use ardpipe_engine::models::{LoadOptions, load_causal_lm};
@@ -17,32 +16,11 @@ use crate::{ardpipe, stderr, stdout};
 
 const FAMILIES: &[&str] = &["qwen2", "mistral", "qwen3", "gemma", "gemma2", "gemma3"];
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 fn peer(args: &[&str]) -> String {
-    let python = std::env::var_os("ARDPIPE_PEER_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".ardpipe/peer-venv/bin/python"));
-    assert!(
-        python.exists(),
-        "{} is missing: the Python peer venv comes from the README's first command (scripts/setup.sh)",
-        python.display()
-    );
-    let out = Command::new(python)
-        .arg(repo().join("tests/peer/causal_families.py"))
-        .args(args)
-        .env("HF_HUB_OFFLINE", "1")
-        .env("TRANSFORMERS_VERBOSITY", "error")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the peer failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/peer/causal_families.py");
+    let mut all: Vec<&Path> = vec![&script];
+    all.extend(args.iter().map(Path::new));
+    crate::seq_cls::peer(&all)
 }
 
 const LINES: &[&str] = &[

@@ -26,7 +26,9 @@ fn peer_python() -> PathBuf {
     p
 }
 
-fn peer(args: &[&Path]) -> String {
+/// Runs the peer's python with `args` (a script and its arguments), offline and quiet; its
+/// stdout. A failing peer fails the test with its stderr.
+pub(crate) fn peer(args: &[&Path]) -> String {
     let out = Command::new(peer_python())
         .args(args)
         .env("HF_HUB_OFFLINE", "1")
