@@ -58,6 +58,7 @@ fn gguf_tokenizer(p: &Path, m: GgufTokenizerMeta) -> Result<ModelTokenizer> {
             special.insert(key.to_string(), t);
         }
     }
+    let add_bos = m.adds_bos();
     let tokenizer = match m.model.as_str() {
         "gpt2" => TextTokenizer::from_bpe(BpeSpec {
             pre: m.pre.clone().unwrap_or_else(|| "gpt2".into()),
@@ -68,7 +69,7 @@ fn gguf_tokenizer(p: &Path, m: GgufTokenizerMeta) -> Result<ModelTokenizer> {
             eos: m.eos,
             unk: m.unk,
             pad: m.pad,
-            add_bos: m.add_bos,
+            add_bos,
             add_eos: m.add_eos,
         }),
         "llama" => {
@@ -115,8 +116,7 @@ fn gguf_tokenizer(p: &Path, m: GgufTokenizerMeta) -> Result<ModelTokenizer> {
                 eos: m.eos,
                 unk: m.unk,
                 pad: m.pad,
-                // A SentencePiece file that does not say adds BOS (llama.cpp and transformers).
-                add_bos: m.add_bos_written.unwrap_or(true),
+                add_bos,
                 add_eos: m.add_eos,
                 flavour,
             })

@@ -25,18 +25,27 @@ pub struct GgufTokenizerMeta {
     pub eos: Option<u32>,
     pub unk: Option<u32>,
     pub pad: Option<u32>,
-    pub add_bos: bool,
     pub chat_template: Option<String>,
     /// `general.architecture` (picks the SentencePiece flavour, e.g. Gemma's).
     pub architecture: String,
     /// `tokenizer.ggml.scores` (SentencePiece vocabularies); empty when absent.
     pub scores: Vec<f32>,
-    /// `tokenizer.ggml.add_bos_token` as written (None when absent); `add_bos` reads absent as false.
+    /// `tokenizer.ggml.add_bos_token` as written (None when absent); [`Self::adds_bos`] applies
+    /// the default.
     pub add_bos_written: Option<bool>,
     /// `tokenizer.ggml.add_eos_token`.
     pub add_eos: bool,
     /// `tokenizer.ggml.add_space_prefix` (None when absent).
     pub add_space_prefix: Option<bool>,
+}
+
+impl GgufTokenizerMeta {
+    /// Whether encoding puts BOS first: the file's `tokenizer.ggml.add_bos_token`, else the
+    /// default of its tokenizer model (SentencePiece files add BOS, as llama.cpp and
+    /// transformers read them; byte-level BPE files do not).
+    pub fn adds_bos(&self) -> bool {
+        self.add_bos_written.unwrap_or(self.model == "llama")
+    }
 }
 
 pub fn tokenizer_meta(g: &GgufFile) -> Result<GgufTokenizerMeta> {
@@ -95,10 +104,6 @@ pub fn tokenizer_meta(g: &GgufFile) -> Result<GgufTokenizerMeta> {
         eos: id("tokenizer.ggml.eos_token_id")?,
         unk: id("tokenizer.ggml.unknown_token_id")?,
         pad: id("tokenizer.ggml.padding_token_id")?,
-        add_bos: matches!(
-            g.get("tokenizer.ggml.add_bos_token"),
-            Some(Value::Bool(true))
-        ),
         chat_template: g
             .get("tokenizer.chat_template")
             .and_then(Value::as_str)

@@ -414,7 +414,7 @@ pub fn write_tokenizer_files(
                 "eos_token": token(m.eos),
                 "unk_token": token(m.unk),
                 "pad_token": token(m.pad),
-                "add_bos_token": m.add_bos,
+                "add_bos_token": m.adds_bos(),
                 "add_eos_token": m.add_eos,
                 "clean_up_tokenization_spaces": false,
             });
