@@ -7,11 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ardpipe_engine::models::tokenizer::load_tokenizer;
-use ardpipe_engine::models::{LoadOptions, load_causal_lm};
-use ardpipe_engine::peft_merge::AdapterFolder;
-use ardpipe_engine::tch::{self, Tensor};
-
+use crate::merge::logits_with_adapter;
 use crate::{ardpipe, stderr, stdout};
 
 const FAMILIES: &[&str] = &["qwen2", "mistral", "qwen3", "gemma", "gemma2", "gemma3"];
@@ -144,30 +140,13 @@ fn every_decoder_family_trains_with_ard_lora_and_its_export_loads_in_peft() {
         );
 
         // ardpipe's logits with the run's adapter, for PEFT to reproduce.
-        let mut lm = load_causal_lm(&model, &LoadOptions::default()).unwrap();
-        let tok = load_tokenizer(&lm.location).unwrap();
-        let ids: Vec<i64> = tok
-            .tokenizer
-            .encode("Doctors say a daily walk helps the heart", true)
-            .unwrap()
-            .ids
-            .iter()
-            .map(|&i| i as i64)
-            .collect();
-        AdapterFolder::read(&run)
-            .unwrap()
-            .merge_into(lm.model.linears_mut(), &[])
-            .unwrap();
-        let input = Tensor::from_slice(&ids).unsqueeze(0);
-        let logits = tch::no_grad(|| lm.model.forward(&input, None, false))
-            .unwrap()
-            .get(0);
         let ours = dir.join(format!("{family}-ours.safetensors"));
-        Tensor::write_safetensors(
-            &[("ids", Tensor::from_slice(&ids)), ("logits", logits)],
+        logits_with_adapter(
+            &model,
+            &run,
+            "Doctors say a daily walk helps the heart",
             &ours,
-        )
-        .unwrap();
+        );
         for p in [&model, &run.join("adapter"), &ours] {
             triples.push(p.display().to_string());
         }

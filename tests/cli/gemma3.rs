@@ -6,12 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ardpipe_engine::models::tokenizer::load_tokenizer;
-use ardpipe_engine::models::{LoadOptions, load_causal_lm};
-use ardpipe_engine::peft_merge::AdapterFolder;
-use ardpipe_engine::tch::{self, Tensor};
-
-use crate::merge::{merge, peer};
+use crate::merge::{logits_with_adapter, merge, peer};
 use crate::{ardpipe, stderr, stdout};
 
 fn repo() -> PathBuf {
@@ -100,33 +95,8 @@ fn gemma3_pipeline_trains_with_ard_lora() {
     let m = merge(&[run.to_str().unwrap(), "--out", merged.to_str().unwrap()]);
     assert_eq!(m.status.code(), Some(0), "{}{}", stdout(&m), stderr(&m));
     let text_in = "The capital of France is";
-    let mut lm = load_causal_lm(&gemma3_gguf(), &LoadOptions::default()).unwrap();
-    let tok = load_tokenizer(&lm.location).unwrap();
-    let ids: Vec<i64> = tok
-        .tokenizer
-        .encode(text_in, true)
-        .unwrap()
-        .ids
-        .iter()
-        .map(|&i| i as i64)
-        .collect();
-    let input = Tensor::from_slice(&ids).unsqueeze(0);
-    let without = tch::no_grad(|| lm.model.forward(&input, None, false)).unwrap();
-    AdapterFolder::read(&run)
-        .unwrap()
-        .merge_into(lm.model.linears_mut(), &[])
-        .unwrap();
-    let with = tch::no_grad(|| lm.model.forward(&input, None, false))
-        .unwrap()
-        .get(0);
-    let effect = (&with - &without.get(0)).abs().max().double_value(&[]);
-    drop(lm);
     let ours = dir.join("ours.safetensors");
-    Tensor::write_safetensors(
-        &[("ids", Tensor::from_slice(&ids)), ("logits", with)],
-        &ours,
-    )
-    .unwrap();
+    let (ids, effect) = logits_with_adapter(&gemma3_gguf(), &run, text_in, &ours);
     let v = peer(
         &serde_json::json!({
             "kind": "causal_lm",

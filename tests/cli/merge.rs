@@ -76,6 +76,43 @@ fn weight_files(dir: &Path) -> (Vec<String>, bool) {
     (files, dir.join("model.safetensors.index.json").is_file())
 }
 
+/// ardpipe's logits for `text` (tokenised with its special tokens) from the causal LM at
+/// `model` with the adapter of `adapter` (a run or a PEFT folder) merged by the engine, written
+/// to `out` as `ids` [t] and `logits` [t, vocab] for a peer to compare with. Returns the ids and
+/// how far the adapter moves the logits (so a check is known to bite).
+pub(crate) fn logits_with_adapter(
+    model: &Path,
+    adapter: &Path,
+    text: &str,
+    out: &Path,
+) -> (Vec<i64>, f64) {
+    let mut lm = load_causal_lm(model, &LoadOptions::default()).unwrap();
+    let tok = load_tokenizer(&lm.location).unwrap();
+    let ids: Vec<i64> = tok
+        .tokenizer
+        .encode(text, true)
+        .unwrap()
+        .ids
+        .iter()
+        .map(|&i| i as i64)
+        .collect();
+    let input = Tensor::from_slice(&ids).unsqueeze(0);
+    let logits = |lm: &ardpipe_engine::models::model::LoadedLm| {
+        tch::no_grad(|| lm.model.forward(&input, None, false))
+            .unwrap()
+            .get(0)
+    };
+    let without = logits(&lm);
+    AdapterFolder::read(adapter)
+        .unwrap()
+        .merge_into(lm.model.linears_mut(), &[])
+        .unwrap();
+    let with = logits(&lm);
+    let effect = (&with - &without).abs().max().double_value(&[]);
+    Tensor::write_safetensors(&[("ids", Tensor::from_slice(&ids)), ("logits", with)], out).unwrap();
+    (ids, effect)
+}
+
 /// The Python peer: transformers loads every folder in `spec` (see tests/peer/merged_folder.py).
 pub(crate) fn peer(spec: &serde_json::Value, scratch: &Path) -> serde_json::Value {
     let python = std::env::var_os("ARDPIPE_PEER_PYTHON")
@@ -202,35 +239,8 @@ fn a_causal_lm_run_merges_into_a_folder_transformers_loads_to_the_same_logits() 
 
     // ardpipe's logits with the adapter (the engine's merge) and without it.
     let text_in = "To be, or not to be, that is the question:";
-    let lm_opts = LoadOptions::default();
-    let mut lm = load_causal_lm(&gguf, &lm_opts).unwrap();
-    let tok = load_tokenizer(&lm.location).unwrap();
-    let ids: Vec<i64> = tok
-        .tokenizer
-        .encode(text_in, true)
-        .unwrap()
-        .ids
-        .iter()
-        .map(|&i| i as i64)
-        .collect();
-    let input = Tensor::from_slice(&ids).unsqueeze(0);
-    let logits = |lm: &ardpipe_engine::models::model::LoadedLm| {
-        tch::no_grad(|| lm.model.forward(&input, None, false))
-            .unwrap()
-            .get(0)
-    };
-    let without = logits(&lm);
-    let folder = AdapterFolder::read(&run_out).unwrap();
-    folder.merge_into(lm.model.linears_mut(), &[]).unwrap();
-    let with = logits(&lm);
-    let effect = (&with - &without).abs().max().double_value(&[]);
-    drop(lm);
     let ours = root.join("ours.safetensors");
-    Tensor::write_safetensors(
-        &[("ids", Tensor::from_slice(&ids)), ("logits", with)],
-        &ours,
-    )
-    .unwrap();
+    let (ids, effect) = logits_with_adapter(&gguf, &run_out, text_in, &ours);
     let v = peer(
         &serde_json::json!({
             "kind": "causal_lm",

@@ -6,14 +6,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use ardpipe_models::ModelLocation;
 use ardpipe_models::assets::asset_file;
 use ardpipe_models::tokenizer::{ChatMessage, ChatTemplate, load_tokenizer};
 
 mod support;
-use support::{peer_python, repo};
+use support::{peer_command, run_peer};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chat_templates.json")
@@ -84,19 +83,7 @@ fn check(
 fn real_chat_templates_render_as_transformers_does() {
     let gguf =
         asset_file("smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf").unwrap_or_else(|e| panic!("{e}"));
-    let out = Command::new(peer_python())
-        .arg(repo().join("engine/models/tests/peer/chat_templates.py"))
-        .arg(fixtures())
-        .arg(&gguf)
-        .env("HF_HUB_OFFLINE", "1")
-        .env("TRANSFORMERS_VERBOSITY", "error")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the transformers peer failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_peer(peer_command("chat_templates.py").arg(fixtures()).arg(&gguf));
     let peer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
 
     let fixtures: Vec<serde_json::Value> =

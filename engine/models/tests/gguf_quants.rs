@@ -8,7 +8,6 @@
 //! (`(d·sc)·q − dmin·m`, no fused multiply-add), so every value must agree bit for bit.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -16,7 +15,7 @@ use ardpipe_models::gguf::writer::GgufWriter;
 use ardpipe_models::gguf::{GgmlType, GgufFile};
 
 mod support;
-use support::{peer_python, repo};
+use support::{peer_command, run_peer};
 
 struct Fixture {
     dir: PathBuf,
@@ -32,16 +31,7 @@ fn fixture() -> &'static Fixture {
         let dir = std::env::temp_dir().join(format!("ardpipe-gguf-quants-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let out = Command::new(peer_python())
-            .arg(repo().join("engine/models/tests/peer/gguf_quants.py"))
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "the gguf peer failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_peer(peer_command("gguf_quants.py").arg(&dir));
         let m: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
         let types = m["types"]

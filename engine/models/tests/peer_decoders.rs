@@ -8,7 +8,6 @@
 //! are refused.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use ardpipe_models::arch::config::{ArchConfig, DecoderFamily, LayerType};
@@ -19,7 +18,7 @@ use serde_json::Value;
 use tch::{Kind, Tensor};
 
 mod support;
-use support::{peer_python, repo};
+use support::{peer_command, run_peer};
 
 /// Every family's folder, made once per test binary.
 fn fixtures() -> &'static Path {
@@ -28,19 +27,7 @@ fn fixtures() -> &'static Path {
         let d = std::env::temp_dir().join(format!("ardpipe-decoders-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
-        let out = Command::new(peer_python())
-            .arg(repo().join("engine/models/tests/peer/decoders.py"))
-            .arg(&d)
-            .env("HF_HUB_OFFLINE", "1")
-            .env("TRANSFORMERS_VERBOSITY", "error")
-            .env("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "the transformers peer failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_peer(peer_command("decoders.py").arg(&d));
         d
     })
 }

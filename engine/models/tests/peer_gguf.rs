@@ -7,7 +7,6 @@
 //! architecture. Needs the Python peer venv that `scripts/setup.sh` creates.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use ardpipe_models::arch::config::{DecoderFamily, LayerType, RopeScaling};
@@ -17,7 +16,7 @@ use ardpipe_models::{LoadOptions, load_causal_lm};
 use tch::Tensor;
 
 mod support;
-use support::{matrix, peer_python, repo};
+use support::{matrix, peer_command, run_peer};
 
 fn scratch(name: &str) -> PathBuf {
     support::scratch("gguf", name)
@@ -28,19 +27,7 @@ fn fixture() -> &'static (PathBuf, serde_json::Value) {
     static F: OnceLock<(PathBuf, serde_json::Value)> = OnceLock::new();
     F.get_or_init(|| {
         let dir = scratch("families");
-        let out = Command::new(peer_python())
-            .arg(repo().join("engine/models/tests/peer/gguf_families.py"))
-            .arg(&dir)
-            .env("HF_HUB_OFFLINE", "1")
-            .env("TRANSFORMERS_VERBOSITY", "error")
-            .env("TQDM_DISABLE", "1")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "the transformers/gguf peer failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_peer(peer_command("gguf_families.py").arg(&dir));
         let expected =
             serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
         (dir, expected)

@@ -5,13 +5,12 @@
 //! RoPE. Needs the Python peer venv that `scripts/setup.sh` creates.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use ardpipe_models::{LoadOptions, load_causal_lm};
 use tch::Tensor;
 
 mod support;
-use support::{matrix, peer_python, repo};
+use support::{matrix, peer_command, run_peer};
 
 fn scratch(name: &str) -> PathBuf {
     support::scratch("rope", name)
@@ -42,19 +41,7 @@ fn same_logits_as_transformers(
     dir: &Path,
     peer_args: &[&str],
 ) -> (serde_json::Value, Vec<i64>, Tensor) {
-    let out = Command::new(peer_python())
-        .arg(repo().join("engine/models/tests/peer/llama_rope.py"))
-        .arg(dir)
-        .args(peer_args)
-        .env("HF_HUB_OFFLINE", "1")
-        .env("TRANSFORMERS_VERBOSITY", "error")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the transformers peer failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_peer(peer_command("llama_rope.py").arg(dir).args(peer_args));
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
     let reference: serde_json::Value =

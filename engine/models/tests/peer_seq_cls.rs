@@ -6,7 +6,6 @@
 //! peer venv that `scripts/setup.sh` creates (one Python process for the whole binary).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use ardpipe_models::arch::{EncoderHead, SequenceClassifier};
@@ -16,7 +15,7 @@ use ardpipe_models::{LoadOptions, load_decoder_classifier, load_encoder};
 use tch::Tensor;
 
 mod support;
-use support::{peer_python, repo};
+use support::{peer_command, run_peer};
 
 struct Fixtures {
     dir: PathBuf,
@@ -30,18 +29,7 @@ fn fixtures() -> &'static Fixtures {
         let dir = std::env::temp_dir().join(format!("ardpipe-seq-cls-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let out = Command::new(peer_python())
-            .arg(repo().join("engine/models/tests/peer/seq_cls.py"))
-            .arg(&dir)
-            .env("HF_HUB_OFFLINE", "1")
-            .env("TRANSFORMERS_VERBOSITY", "error")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "the transformers peer failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = run_peer(peer_command("seq_cls.py").arg(&dir));
         let peer = serde_json::from_slice(&out.stdout).unwrap();
         Fixtures { dir, peer }
     })

@@ -10,7 +10,7 @@ use ardpipe_models::arch::config::{ArchConfig, LayerType};
 use ardpipe_models::describe;
 
 mod support;
-use support::peer_command;
+use support::{peer_command, run_peer};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/real_configs")
@@ -32,15 +32,7 @@ fn released_configs_read_as_transformers_reads_them() {
         .collect();
     dirs.sort();
     assert!(dirs.len() >= 8, "{dirs:?}");
-    let out = peer_command("real_configs.py")
-        .args(&dirs)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the transformers peer failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_peer(peer_command("real_configs.py").args(&dirs));
     let peer: Vec<serde_json::Value> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()

@@ -8,14 +8,12 @@
 //! SentencePiece tokens give transformers' ids, and its golden ids. Needs the Python peer venv
 //! that `scripts/setup.sh` creates.
 
-use std::process::Command;
-
 use ardpipe_models::ModelLocation;
 use ardpipe_models::assets::asset_file;
 use ardpipe_models::tokenizer::load_tokenizer;
 
 mod support;
-use support::{peer_python, repo};
+use support::{peer_command, run_peer};
 
 const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
 
@@ -24,19 +22,7 @@ fn gguf_tokenizers_equal_transformers() {
     let dir = std::env::temp_dir().join(format!("ardpipe-tokgguf-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let gemma3 = asset_file("gemma3", GEMMA3).unwrap_or_else(|e| panic!("{e}"));
-    let out = Command::new(peer_python())
-        .arg(repo().join("engine/models/tests/peer/tokenizers_gguf.py"))
-        .arg(&dir)
-        .arg(&gemma3)
-        .env("HF_HUB_OFFLINE", "1")
-        .env("TRANSFORMERS_VERBOSITY", "error")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the transformers peer failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_peer(peer_command("tokenizers_gguf.py").arg(&dir).arg(&gemma3));
     let peer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let files = peer.as_object().unwrap();
     let mut checked = 0;

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 use tch::Tensor;
 
@@ -36,8 +36,22 @@ pub fn peer_command(script: &str) -> Command {
             .join(script),
     )
     .env("HF_HUB_OFFLINE", "1")
-    .env("TRANSFORMERS_VERBOSITY", "error");
+    .env("TRANSFORMERS_VERBOSITY", "error")
+    .env("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    .env("TQDM_DISABLE", "1");
     c
+}
+
+/// Run a peer command to the end; a failing peer fails the test with its stderr.
+pub fn run_peer(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "the peer {:?} failed:\n{}",
+        cmd.get_args().next().unwrap_or_default(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 /// An empty scratch folder for this process.
