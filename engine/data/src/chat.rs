@@ -298,28 +298,31 @@ fn tojson(value: &Value, kwargs: Kwargs) -> std::result::Result<Value, JinjaErro
 /// Python's `json.dumps` separators without indentation: `", "` and `": "`.
 struct PyFormatter;
 
+fn comma_unless_first<W: ?Sized + std::io::Write>(
+    writer: &mut W,
+    first: bool,
+) -> std::io::Result<()> {
+    if first {
+        Ok(())
+    } else {
+        writer.write_all(b", ")
+    }
+}
+
 impl serde_json::ser::Formatter for PyFormatter {
     fn begin_array_value<W: ?Sized + std::io::Write>(
         &mut self,
         writer: &mut W,
         first: bool,
     ) -> std::io::Result<()> {
-        if first {
-            Ok(())
-        } else {
-            writer.write_all(b", ")
-        }
+        comma_unless_first(writer, first)
     }
     fn begin_object_key<W: ?Sized + std::io::Write>(
         &mut self,
         writer: &mut W,
         first: bool,
     ) -> std::io::Result<()> {
-        if first {
-            Ok(())
-        } else {
-            writer.write_all(b", ")
-        }
+        comma_unless_first(writer, first)
     }
     fn begin_object_value<W: ?Sized + std::io::Write>(
         &mut self,

@@ -464,14 +464,7 @@ impl Llama {
                 // Soft-capped scores (Gemma 2): cap·tanh(score/cap) before the mask and softmax,
                 // as transformers' eager attention computes them.
                 (m, Some(cap)) => {
-                    let built;
-                    let m = match m {
-                        Some(m) => m,
-                        None => {
-                            built = self.bool_mask(None, t, past, window);
-                            &built
-                        }
-                    };
+                    let m = m.expect("soft-capping builds both masks above");
                     let scores = q.matmul(&k.transpose(-2, -1)) * c.attention_scale();
                     let scores = (scores / cap).tanh() * cap;
                     scores
