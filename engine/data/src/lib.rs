@@ -23,7 +23,7 @@ pub use error::{DataError, ErrorKind};
 pub use labels::LabelVocab;
 pub use lm::{IGNORE_INDEX, LastBlock, LmBatch, LmBlock, LmPacker};
 pub use reader::{DatasetReader, Loaded, SkipReport, collect, load};
-pub use record::{Origin, Record, RecordSource};
+pub use record::{Origin, Record, RecordSource, Turns};
 pub use shuffle::{Position, ShuffledOrder, epoch_permutation, stable_hash};
 pub use spec::{DatasetSpec, FieldMap, Format, OnError, Preprocess, TextMode};
 pub use split::ratio_split;

@@ -21,8 +21,21 @@ impl std::fmt::Display for Origin {
     }
 }
 
+/// What a supervised (instruction or chat) example holds. Such a record's `text` is empty: the
+/// model reads the rendering of these turns, and the loss covers only the answers (unless the
+/// dataset says `train_on = all`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Turns {
+    /// `prompt` then `completion`, joined as they are (TRL's prompt/completion format).
+    PromptCompletion { prompt: String, completion: String },
+    /// A conversation (`messages: [{role, content}]`, the TRL and OpenAI fine-tuning format),
+    /// rendered with the model's chat template; every assistant turn is an answer.
+    Chat(Vec<crate::chat::ChatMessage>),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
+    /// The text of a plain record; empty for a supervised one (see `turns`).
     pub text: String,
     /// The second text of a pair task (e.g. NLI hypothesis).
     pub text_pair: Option<String>,
@@ -30,6 +43,8 @@ pub struct Record {
     pub label: Option<String>,
     /// Further mapped fields, kept for plugins and reports.
     pub extra: BTreeMap<String, String>,
+    /// Supervised content (prompt/completion or chat), when the dataset maps such fields.
+    pub turns: Option<Turns>,
     pub origin: Origin,
 }
 
@@ -40,6 +55,7 @@ impl Record {
             text_pair: None,
             label: None,
             extra: BTreeMap::new(),
+            turns: None,
             origin,
         }
     }
