@@ -253,6 +253,7 @@ impl Batches {
                     input_ids: Tensor::from_slice(&ids).view([b, t]).to_device(device),
                     attention_mask: Tensor::ones([b, t], (tch::Kind::Int64, device)),
                     labels: Tensor::from_slice(&targets).view([b, t]).to_device(device),
+                    segments: None,
                     tokens: b * t,
                     share: 1.0,
                 })
@@ -294,6 +295,7 @@ impl Batches {
                     input_ids: Tensor::from_slice(&ids).view([b, t]).to_device(device),
                     attention_mask: Tensor::from_slice(&mask).view([b, t]).to_device(device),
                     labels: Tensor::from_slice(&ys).to_device(device),
+                    segments: None,
                     tokens,
                     share: 1.0,
                 })

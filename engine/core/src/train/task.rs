@@ -15,6 +15,10 @@ pub struct TensorBatch {
     pub attention_mask: Tensor,
     /// Classification: `[b]` class ids. Causal LM: `[b, t]` next-token targets, −100 ignored.
     pub labels: Tensor,
+    /// Causal LM with several examples packed into one row: `[b, t]` int64, the example each
+    /// token belongs to (1, 2, …; 0 = padding). Attention stays within an example and positions
+    /// restart at each example's first token. `None`: one sequence per row.
+    pub segments: Option<Tensor>,
     /// Tokens that count for throughput (non-padding).
     pub tokens: i64,
     /// This process's fraction of the global batch's examples (1 without data parallelism):
