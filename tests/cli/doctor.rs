@@ -6,7 +6,7 @@ fn doctor_reports_libtorch_and_verified_assets() {
     let text = stdout(&out);
     assert!(text.contains("libtorch   2.13.0"), "{text}");
     assert!(text.contains("threads"), "{text}");
-    for asset in ["smollm2", "minilm", "healthtweets", "shakespeare"] {
+    for asset in ["smollm2", "minilm", "healthtweets", "shakespeare", "chatterbot"] {
         assert!(
             text.lines()
                 .any(|l| l.trim_start().starts_with(asset) && l.contains("verified")),
@@ -28,8 +28,8 @@ fn doctor_names_missing_assets_and_the_fix() {
     assert_eq!(out.status.code(), Some(3));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let problems = v["problems"].as_array().unwrap();
-    // The four required assets; the optional fortunes data is listed, missing, but no problem.
-    assert_eq!(problems.len(), 4, "{problems:?}");
+    // The five required assets; the optional fortunes data is listed, missing, but no problem.
+    assert_eq!(problems.len(), 5, "{problems:?}");
     let fortunes = v["assets"]
         .as_array()
         .unwrap()
