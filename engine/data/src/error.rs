@@ -32,6 +32,8 @@ pub struct DataError {
     pub file: Option<PathBuf>,
     /// 1-based line of the offending row, when one row is to blame.
     pub line: Option<u64>,
+    /// `line` counts the rows of a table (Parquet), not text lines: shown as `file: row N`.
+    pub counts_rows: bool,
     pub help: Option<String>,
 }
 
@@ -42,6 +44,7 @@ impl DataError {
             message: message.into(),
             file: None,
             line: None,
+            counts_rows: false,
             help: None,
         }
     }
@@ -54,7 +57,15 @@ impl DataError {
     pub fn at(mut self, file: impl AsRef<Path>, line: u64) -> Self {
         self.file = Some(file.as_ref().to_path_buf());
         self.line = Some(line);
+        self.counts_rows = false;
         self
+    }
+
+    /// Located at the 1-based `row` of a table file (Parquet).
+    pub fn at_row(self, file: impl AsRef<Path>, row: u64) -> Self {
+        let mut e = self.at(file, row);
+        e.counts_rows = true;
+        e
     }
 
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
@@ -87,6 +98,7 @@ impl DataError {
     /// `file:line` (or just the file) for messages and reports.
     pub fn location(&self) -> Option<String> {
         match (&self.file, self.line) {
+            (Some(f), Some(r)) if self.counts_rows => Some(format!("{}: row {r}", f.display())),
             (Some(f), Some(l)) => Some(format!("{}:{l}", f.display())),
             (Some(f), None) => Some(f.display().to_string()),
             (None, _) => None,

@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use crate::error::{DataError, ErrorKind};
 use crate::loaders::open_source;
-use crate::record::{Record, RecordSource};
-use crate::spec::{DatasetSpec, OnError, Preprocess};
+use crate::record::{Record, RecordSource, Turns};
+use crate::spec::{DatasetSpec, Format, OnError, Preprocess};
 
 /// How many skip reasons a report keeps (the count covers all of them).
 pub const KEPT_REASONS: usize = 5;
@@ -23,13 +23,21 @@ pub struct SkipReport {
 
 /// Compiled preprocessing.
 #[derive(Debug, Clone)]
-struct Compiled {
+pub(crate) struct Compiled {
     strip: Vec<Regex>,
     label: Option<Regex>,
-    max_rows: Option<usize>,
+    pub(crate) max_rows: Option<usize>,
+    /// Records are rows of a table (Parquet): errors say `file: row N`.
+    counts_rows: bool,
 }
 
 impl Compiled {
+    pub(crate) fn for_spec(spec: &DatasetSpec) -> Result<Self, DataError> {
+        let mut c = Self::new(&spec.preprocess)?;
+        c.counts_rows = spec.format == Format::Parquet;
+        Ok(c)
+    }
+
     fn new(p: &Preprocess) -> Result<Self, DataError> {
         let compile = |what: &str, pat: &str| {
             Regex::new(pat).map_err(|e| {
@@ -59,6 +67,7 @@ impl Compiled {
             strip,
             label,
             max_rows: p.max_rows,
+            counts_rows: false,
         })
     }
 
@@ -70,16 +79,57 @@ impl Compiled {
         out.trim().to_string()
     }
 
-    fn apply(&self, mut rec: Record) -> Result<Record, DataError> {
+    /// Preprocess one record; a bad one is an error at its file and line (or row).
+    pub(crate) fn apply(&self, rec: Record) -> Result<Record, DataError> {
+        let (file, line) = (rec.origin.file.clone(), rec.origin.line);
+        self.apply_inner(rec).map_err(|e| {
+            if self.counts_rows {
+                e.at_row(&file, line)
+            } else {
+                e.at(&file, line)
+            }
+        })
+    }
+
+    fn apply_inner(&self, mut rec: Record) -> Result<Record, DataError> {
         if !self.strip.is_empty() {
             rec.text = self.strip(&rec.text);
             rec.text_pair = rec.text_pair.as_deref().map(|t| self.strip(t));
+            match &mut rec.turns {
+                Some(Turns::PromptCompletion { prompt, completion }) => {
+                    *prompt = self.strip(prompt);
+                    *completion = self.strip(completion);
+                }
+                Some(Turns::Chat(messages)) => {
+                    for m in messages {
+                        m.content = self.strip(&m.content);
+                    }
+                }
+                None => {}
+            }
         }
-        if rec.text.trim().is_empty() {
-            return Err(rec.error(
-                DataError::new(ErrorKind::BadRow, "the text is empty")
-                    .with_help("remove the row, or check the strip patterns"),
-            ));
+        match &rec.turns {
+            None if rec.text.trim().is_empty() => {
+                return Err(DataError::new(ErrorKind::BadRow, "the text is empty")
+                    .with_help("remove the row, or check the strip patterns"));
+            }
+            Some(Turns::PromptCompletion { completion, .. }) if completion.trim().is_empty() => {
+                return Err(DataError::new(ErrorKind::BadRow, "the completion is empty")
+                    .with_help("a prompt/completion record needs an answer to learn; remove the row, or check the strip patterns"));
+            }
+            Some(Turns::Chat(messages))
+                if messages
+                    .iter()
+                    .filter(|m| m.role == "assistant")
+                    .all(|m| m.content.trim().is_empty()) =>
+            {
+                return Err(DataError::new(
+                    ErrorKind::BadRow,
+                    "every assistant message of the conversation is empty",
+                )
+                .with_help("a conversation needs an answer to learn; remove the row, or check the strip patterns"));
+            }
+            _ => {}
         }
         if let (Some(re), Some(label)) = (&self.label, rec.label.as_deref()) {
             let Some(m) = re.captures(label).and_then(|c| c.get(1)) else {
@@ -87,10 +137,8 @@ impl Compiled {
                     "label `{label}` does not match label_regex `{}`",
                     re.as_str()
                 );
-                return Err(rec.error(
-                    DataError::new(ErrorKind::BadRow, msg)
-                        .with_help("fix the label, loosen the regex, or use on_error = skip"),
-                ));
+                return Err(DataError::new(ErrorKind::BadRow, msg)
+                    .with_help("fix the label, loosen the regex, or use on_error = skip"));
             };
             rec.label = Some(m.as_str().to_string());
         }
@@ -113,7 +161,7 @@ pub struct DatasetReader {
 impl DatasetReader {
     /// Open a spec's files, relative to `base` (normally the pipeline file's folder).
     pub fn open(spec: &DatasetSpec, base: &Path) -> Result<Self, DataError> {
-        let prep = Compiled::new(&spec.preprocess)?;
+        let prep = Compiled::for_spec(spec)?;
         let source = open_source(spec, base)?;
         Ok(Self::with_source(source, prep, spec.on_error))
     }
@@ -148,7 +196,7 @@ impl DatasetReader {
 }
 
 /// Row errors can be skipped; file-level errors (no line) cannot.
-fn is_row_error(e: &DataError) -> bool {
+pub(crate) fn is_row_error(e: &DataError) -> bool {
     e.line.is_some() && matches!(e.kind, ErrorKind::BadRow | ErrorKind::MissingField)
 }
 
@@ -161,28 +209,45 @@ impl Iterator for DatasetReader {
         }
         loop {
             let item = self.source.next()?.and_then(|r| self.prep.apply(r));
-            match item {
-                Ok(rec) => {
+            match judge(item, self.policy, &mut self.report) {
+                Ok(Some(rec)) => {
                     self.good += 1;
                     return Some(Ok(rec));
                 }
-                Err(e) if self.policy == OnError::Skip && is_row_error(&e) => {
-                    self.report.skipped += 1;
-                    if self.report.first_reasons.len() < KEPT_REASONS {
-                        self.report.first_reasons.push(e.to_string());
-                    }
-                }
-                Err(mut e) => {
+                Ok(None) => {}
+                Err(e) => {
                     self.done = true;
-                    if is_row_error(&e) && e.help.is_some() {
-                        let help = e.help.take().unwrap_or_default();
-                        e.help = Some(format!(
-                            "{help} (on_error = skip drops bad rows and counts them)"
-                        ));
-                    }
                     return Some(Err(e));
                 }
             }
+        }
+    }
+}
+
+/// The error policy on one preprocessed item: `Ok(Some)` a good record, `Ok(None)` a bad row
+/// skipped (and counted in `report`), `Err` an error that ends the stream.
+pub(crate) fn judge(
+    item: Result<Record, DataError>,
+    policy: OnError,
+    report: &mut SkipReport,
+) -> Result<Option<Record>, DataError> {
+    match item {
+        Ok(rec) => Ok(Some(rec)),
+        Err(e) if policy == OnError::Skip && is_row_error(&e) => {
+            report.skipped += 1;
+            if report.first_reasons.len() < KEPT_REASONS {
+                report.first_reasons.push(e.to_string());
+            }
+            Ok(None)
+        }
+        Err(mut e) => {
+            if is_row_error(&e) && e.help.is_some() {
+                let help = e.help.take().unwrap_or_default();
+                e.help = Some(format!(
+                    "{help} (on_error = skip drops bad rows and counts them)"
+                ));
+            }
+            Err(e)
         }
     }
 }

@@ -21,6 +21,9 @@ pub enum Format {
     },
     /// `root/<class>/<file>`: each subfolder is a class, each file one record.
     FolderPerClass,
+    /// Apache Parquet (the format of Hugging Face Hub datasets); columns picked by name, dotted
+    /// for fields of nested structs.
+    Parquet,
 }
 
 fn comma() -> char {
@@ -42,8 +45,11 @@ pub enum TextMode {
     File,
 }
 
-/// Which fields of a structured row (JSONL key, CSV column) feed which part of a record.
-/// JSONL keys may be nested with dots: `meta.label`.
+/// Which fields of a structured row (JSONL key, CSV column, Parquet column) feed which part of a
+/// record. JSONL keys and Parquet columns may be nested with dots: `meta.label`.
+///
+/// A supervised record maps `prompt` and `completion` (both), or `messages` (a list of
+/// `{role, content}` objects); its `text` is then not read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldMap {
     #[serde(default = "text_field")]
@@ -55,6 +61,15 @@ pub struct FieldMap {
     /// More fields to carry along into `Record::extra`.
     #[serde(default)]
     pub extra: Vec<String>,
+    /// The prompt of a prompt/completion record (with `completion`).
+    #[serde(default)]
+    pub prompt: Option<String>,
+    /// The answer of a prompt/completion record (with `prompt`).
+    #[serde(default)]
+    pub completion: Option<String>,
+    /// A conversation: a list of `{role, content}` (roles system/user/assistant/tool).
+    #[serde(default)]
+    pub messages: Option<String>,
 }
 
 fn text_field() -> String {
@@ -68,6 +83,44 @@ impl Default for FieldMap {
             text_pair: None,
             label: None,
             extra: Vec::new(),
+            prompt: None,
+            completion: None,
+            messages: None,
+        }
+    }
+}
+
+/// What kind of record a field map describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    /// `text` (and maybe `text_pair`).
+    Plain,
+    /// `prompt` and `completion`.
+    PromptCompletion,
+    /// `messages`.
+    Chat,
+}
+
+impl FieldMap {
+    /// The kind of record this mapping reads, or a configuration error for a half or mixed
+    /// mapping (a prompt without a completion, prompt/completion and messages together).
+    pub fn kind(&self) -> Result<RecordKind, crate::DataError> {
+        match (&self.prompt, &self.completion, &self.messages) {
+            (None, None, None) => Ok(RecordKind::Plain),
+            (Some(_), Some(_), None) => Ok(RecordKind::PromptCompletion),
+            (None, None, Some(_)) => Ok(RecordKind::Chat),
+            (_, _, Some(_)) => Err(crate::DataError::config(
+                "the fields map `messages` together with `prompt`/`completion`",
+            )
+            .with_help("a record is either a conversation (`messages`) or a prompt/completion pair; map one")),
+            (Some(_), None, None) => Err(crate::DataError::config(
+                "the fields map `prompt` but no `completion`",
+            )
+            .with_help("map the answer column too, e.g. `completion = \"response\"`")),
+            (None, Some(_), None) => Err(crate::DataError::config(
+                "the fields map `completion` but no `prompt`",
+            )
+            .with_help("map the question column too, e.g. `prompt = \"instruction\"`")),
         }
     }
 }

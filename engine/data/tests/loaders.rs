@@ -43,6 +43,7 @@ fn jsonl_fields_nested_numbers_and_blank_lines() {
         text_pair: None,
         label: Some("meta.label".into()),
         extra: vec!["meta.id".into()],
+        ..FieldMap::default()
     };
     let got = load(&spec, d.path()).unwrap().records;
     assert_eq!(got.len(), 2);

@@ -97,3 +97,48 @@ fn shakespeare_loads_42_plays_and_packs_blocks() {
     // Documents are joined with EOS ([SEP] for this tokenizer).
     assert!(blocks.iter().flat_map(|b| &b.input_ids).any(|&t| t == 102));
 }
+
+/// The chat SFT asset: set-up's conversion of the ChatterBot corpus (English) into chat JSONL
+/// (scripts/setup.py, `chatterbot_chat_jsonl`). Every line is one conversation that starts with
+/// the user, alternates, and ends with an assistant answer; `category` is the YAML file's stem.
+#[test]
+fn chatterbot_chat_jsonl_is_well_formed_conversations() {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Line {
+        messages: Vec<ardpipe_data::chat::ChatMessage>,
+        category: String,
+    }
+    let path = common::asset("chatterbot", "chat.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.ends_with('\n') && !text.contains('\r'));
+    let mut per_category = std::collections::BTreeMap::<String, usize>::new();
+    let mut messages = 0;
+    for (i, raw) in text.lines().enumerate() {
+        let line: Line = serde_json::from_str(raw)
+            .unwrap_or_else(|e| panic!("{}:{}: {e}\n{raw}", path.display(), i + 1));
+        let n = line.messages.len();
+        assert!(
+            n >= 2 && n.is_multiple_of(2),
+            "line {}: {n} messages",
+            i + 1
+        );
+        for (k, m) in line.messages.iter().enumerate() {
+            let role = if k % 2 == 0 { "user" } else { "assistant" };
+            assert_eq!(m.role, role, "line {} message {k}", i + 1);
+            assert!(!m.content.trim().is_empty(), "line {} message {k}", i + 1);
+        }
+        messages += n;
+        *per_category.entry(line.category).or_default() += 1;
+    }
+    // 2,026 conversations in the 21 English files; trivia.yml's one written as a bare string
+    // (a single statement, no answer) is skipped.
+    assert_eq!(per_category.values().sum::<usize>(), 2_025);
+    assert_eq!(per_category.len(), 21, "{per_category:?}");
+    assert_eq!(per_category["tech_support"], 1_050);
+    assert_eq!(per_category["trivia"], 260);
+    assert_eq!(messages, 4_288);
+    // The licence travels with the data.
+    let licence = std::fs::read_to_string(common::asset("chatterbot", "license.md")).unwrap();
+    assert!(licence.contains("Copyright (c) 2017, Gunther Cox"));
+}

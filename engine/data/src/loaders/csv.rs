@@ -4,23 +4,49 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::chat::ChatMessage;
 use crate::error::{DataError, ErrorKind, suggest_from};
 use crate::record::{Origin, Record};
-use crate::spec::FieldMap;
+use crate::spec::{FieldMap, RecordKind};
+
+use super::fields::{Fields, build};
 
 pub struct CsvSource {
     file: Arc<Path>,
     reader: csv::Reader<File>,
     row: csv::StringRecord,
-    text: usize,
-    pair: Option<usize>,
-    label: Option<usize>,
-    extra: Vec<(String, usize)>,
+    headers: Vec<String>,
+    fields: FieldMap,
+    kind: RecordKind,
+    /// Byte offset of the last record returned.
+    start: u64,
     done: bool,
 }
 
 impl CsvSource {
     pub fn open(path: &Path, delimiter: char, fields: &FieldMap) -> Result<Self, DataError> {
+        Self::open_at(path, delimiter, fields, 0, 1)
+    }
+
+    /// Read the header, then go on from byte `offset`, the start of the record on 1-based line
+    /// `line` (an offset a scan recorded); 0 reads from the first row.
+    pub fn open_at(
+        path: &Path,
+        delimiter: char,
+        fields: &FieldMap,
+        offset: u64,
+        line: u64,
+    ) -> Result<Self, DataError> {
+        let kind = fields.kind()?;
+        if let Some(m) = &fields.messages {
+            return Err(DataError::config(format!(
+                "`messages` = `{m}`: a CSV cell cannot hold a list of messages"
+            ))
+            .in_file(path)
+            .with_help(
+                "store conversations as JSONL or Parquet, or map `prompt` and `completion` columns",
+            ));
+        }
         if !delimiter.is_ascii() {
             return Err(DataError::config(format!(
                 "CSV delimiter {delimiter:?} is not a single ASCII character"
@@ -56,20 +82,56 @@ impl CsvSource {
                 .with_help(suggest_from("columns", name, &headers))
             })
         };
+        let mut wanted: Vec<&String> = fields.text_pair.iter().chain(&fields.label).collect();
+        wanted.extend(&fields.extra);
+        wanted.extend(fields.prompt.iter().chain(&fields.completion));
+        if kind == RecordKind::Plain {
+            wanted.push(&fields.text);
+        }
+        for name in wanted {
+            col(name)?;
+        }
+        if offset > 0 {
+            let mut pos = csv::Position::new();
+            pos.set_byte(offset).set_line(line);
+            reader.seek(pos).map_err(|e| bad_csv(path, &e))?;
+        }
         Ok(Self {
             file: Arc::from(path),
-            text: col(&fields.text)?,
-            pair: fields.text_pair.as_deref().map(col).transpose()?,
-            label: fields.label.as_deref().map(col).transpose()?,
-            extra: fields
-                .extra
-                .iter()
-                .map(|n| col(n).map(|i| (n.clone(), i)))
-                .collect::<Result<_, _>>()?,
             reader,
             row: csv::StringRecord::new(),
+            headers,
+            fields: fields.clone(),
+            kind,
+            start: offset,
             done: false,
         })
+    }
+
+    /// Byte offset of the last record (or error) returned.
+    pub fn last_start(&self) -> u64 {
+        self.start
+    }
+}
+
+/// A row with its header; every mapped column was checked to exist when the file was opened.
+struct CsvRow<'a> {
+    headers: &'a [String],
+    row: &'a csv::StringRecord,
+}
+
+impl Fields for CsvRow<'_> {
+    fn text(&self, key: &str) -> Result<String, DataError> {
+        let i = self.headers.iter().position(|h| h == key);
+        Ok(i.and_then(|i| self.row.get(i))
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    fn messages(&self, key: &str) -> Result<Vec<ChatMessage>, DataError> {
+        Err(DataError::config(format!(
+            "`{key}`: a CSV cell cannot hold a list of messages"
+        )))
     }
 }
 
@@ -104,6 +166,7 @@ impl Iterator for CsvSource {
         if self.done {
             return None;
         }
+        self.start = self.reader.position().byte();
         match self.reader.read_record(&mut self.row) {
             Ok(false) => {
                 self.done = true;
@@ -117,20 +180,21 @@ impl Iterator for CsvSource {
             }
             Ok(true) => {
                 let line = self.row.position().map_or(0, |p| p.line());
-                let get = |i: usize| self.row.get(i).unwrap_or_default().to_string();
-                let mut rec = Record::new(
-                    get(self.text),
-                    Origin {
-                        file: self.file.clone(),
-                        line,
-                    },
-                );
-                rec.text_pair = self.pair.map(get);
-                rec.label = self.label.map(get);
-                for (name, i) in &self.extra {
-                    rec.extra.insert(name.clone(), get(*i));
+                if let Some(p) = self.row.position() {
+                    self.start = p.byte();
                 }
-                Some(Ok(rec))
+                let origin = Origin {
+                    file: self.file.clone(),
+                    line,
+                };
+                let row = CsvRow {
+                    headers: &self.headers,
+                    row: &self.row,
+                };
+                Some(
+                    build(&row, &self.fields, self.kind, origin)
+                        .map_err(|e| e.at(&self.file, line)),
+                )
             }
         }
     }

@@ -12,6 +12,13 @@ pub struct FolderSource {
 
 impl FolderSource {
     pub fn open(root: &Path) -> Result<Self, DataError> {
+        Ok(Self {
+            files: Self::list(root)?.into_iter(),
+        })
+    }
+
+    /// `(class, file)` for every file under `root`, classes and files sorted by name.
+    pub fn list(root: &Path) -> Result<Vec<(String, PathBuf)>, DataError> {
         let read = |dir: &Path| -> Result<Vec<PathBuf>, DataError> {
             let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
                 .map_err(|e| DataError::io(dir, &e))?
@@ -44,9 +51,32 @@ impl FolderSource {
                     .with_help("lay the data out as root/<class>/<file>, one subfolder per class"),
             );
         }
-        Ok(Self {
-            files: files.into_iter(),
-        })
+        Ok(files)
+    }
+
+    /// The record of one file, labelled `class`.
+    pub fn read_one(class: &str, path: &Path) -> Result<Record, DataError> {
+        let bytes = std::fs::read(path).map_err(|e| DataError::io(path, &e))?;
+        match String::from_utf8(bytes) {
+            Ok(text) => {
+                let mut rec = Record::new(
+                    text.trim_end().to_string(),
+                    Origin {
+                        file: Arc::from(path),
+                        line: 1,
+                    },
+                );
+                rec.label = Some(class.to_string());
+                Ok(rec)
+            }
+            Err(_) => Err(
+                DataError::new(ErrorKind::BadRow, "the file is not valid UTF-8 text")
+                    .at(path, 1)
+                    .with_help(
+                        "convert it to UTF-8, or remove binary files from the class folders",
+                    ),
+            ),
+        }
     }
 }
 
@@ -55,29 +85,6 @@ impl Iterator for FolderSource {
 
     fn next(&mut self) -> Option<Self::Item> {
         let (class, path) = self.files.next()?;
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) => return Some(Err(DataError::io(&path, &e))),
-        };
-        Some(match String::from_utf8(bytes) {
-            Ok(text) => {
-                let mut rec = Record::new(
-                    text.trim_end().to_string(),
-                    Origin {
-                        file: Arc::from(path.as_path()),
-                        line: 1,
-                    },
-                );
-                rec.label = Some(class);
-                Ok(rec)
-            }
-            Err(_) => Err(
-                DataError::new(ErrorKind::BadRow, "the file is not valid UTF-8 text")
-                    .at(&path, 1)
-                    .with_help(
-                        "convert it to UTF-8, or remove binary files from the class folders",
-                    ),
-            ),
-        })
+        Some(Self::read_one(&class, &path))
     }
 }

@@ -1,7 +1,7 @@
 //! Line reading that reports invalid UTF-8 as a bad row at its line instead of failing the file.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use crate::error::{DataError, ErrorKind};
@@ -10,18 +10,31 @@ pub struct ByteLines {
     path: PathBuf,
     reader: BufReader<File>,
     line: u64,
+    /// Byte offset of the next line.
+    offset: u64,
     done: bool,
 }
 
 impl ByteLines {
-    pub fn open(path: &Path) -> Result<Self, DataError> {
-        let file = File::open(path).map_err(|e| DataError::io(path, &e))?;
+    /// Start reading at byte `offset`, the start of 1-based line `line`.
+    pub fn open_at(path: &Path, offset: u64, line: u64) -> Result<Self, DataError> {
+        let mut file = File::open(path).map_err(|e| DataError::io(path, &e))?;
+        if offset > 0 {
+            file.seek(SeekFrom::Start(offset))
+                .map_err(|e| DataError::io(path, &e))?;
+        }
         Ok(Self {
             path: path.to_path_buf(),
             reader: BufReader::new(file),
-            line: 0,
+            line: line.saturating_sub(1),
+            offset,
             done: false,
         })
+    }
+
+    /// Byte offset of the line that the next call returns.
+    pub fn offset(&self) -> u64 {
+        self.offset
     }
 }
 
@@ -39,8 +52,9 @@ impl Iterator for ByteLines {
                 self.done = true;
                 None
             }
-            Ok(_) => {
+            Ok(n) => {
                 self.line += 1;
+                self.offset += n as u64;
                 if buf.last() == Some(&b'\n') {
                     buf.pop();
                     if buf.last() == Some(&b'\r') {

@@ -1,22 +1,26 @@
 //! The built-in loaders and the function that opens the right one for a spec.
 
 mod csv;
+mod fields;
 mod files;
 mod folder;
 mod jsonl;
 mod lines;
+mod parquet;
 mod text;
 
 use std::path::Path;
 
 pub use self::csv::CsvSource;
+pub use fields::ROLES;
 pub use files::expand;
 pub use folder::FolderSource;
 pub use jsonl::JsonlSource;
+pub use parquet::{ParquetRows, ParquetSource};
 pub use text::TextSource;
 
 use crate::error::DataError;
-use crate::record::RecordSource;
+use crate::record::{Record, RecordSource};
 use crate::spec::{DatasetSpec, Format};
 
 /// Open the spec's files (relative to `base`) as one stream of raw records, file after file.
@@ -54,11 +58,80 @@ pub fn open_source(spec: &DatasetSpec, base: &Path) -> Result<Box<dyn RecordSour
 
 fn open_one(spec: &DatasetSpec, path: &Path) -> Result<Box<dyn RecordSource>, DataError> {
     Ok(match &spec.format {
-        Format::Jsonl => Box::new(JsonlSource::open(path, spec.fields.clone())?),
-        Format::Csv { delimiter } => Box::new(CsvSource::open(path, *delimiter, &spec.fields)?),
-        Format::Text { mode } => {
-            Box::new(TextSource::open(path, mode.clone(), spec.label_from_stem)?)
-        }
         Format::FolderPerClass => Box::new(FolderSource::open(path)?),
+        _ => Box::new(OneFile::open_at(spec, path, 0, 1)?),
     })
+}
+
+/// The loader of one data file (every format but `folder_per_class`), which can say where its
+/// last record started: the byte offset of its first line, or (Parquet) its 0-based row. Opened at
+/// such a position with that record's 1-based line (row), it reads that record next.
+pub enum OneFile {
+    Jsonl(JsonlSource),
+    Csv(CsvSource),
+    Text(TextSource),
+    Parquet(ParquetSource),
+}
+
+impl OneFile {
+    /// Open `path` at byte `offset`, the start of 1-based line `line` (0 and 1: the beginning).
+    /// Parquet files always open at the beginning; random access to them is [`ParquetRows`].
+    pub fn open_at(
+        spec: &DatasetSpec,
+        path: &Path,
+        offset: u64,
+        line: u64,
+    ) -> Result<Self, DataError> {
+        Ok(match &spec.format {
+            Format::Jsonl => Self::Jsonl(JsonlSource::open_at(
+                path,
+                spec.fields.clone(),
+                offset,
+                line,
+            )?),
+            Format::Csv { delimiter } => Self::Csv(CsvSource::open_at(
+                path,
+                *delimiter,
+                &spec.fields,
+                offset,
+                line,
+            )?),
+            Format::Text { mode } => Self::Text(TextSource::open_at(
+                path,
+                mode.clone(),
+                spec.label_from_stem,
+                offset,
+                line,
+            )?),
+            Format::Parquet => Self::Parquet(ParquetSource::open(path, &spec.fields)?),
+            Format::FolderPerClass => {
+                return Err(DataError::config(
+                    "folder_per_class reads folders, not single files",
+                ));
+            }
+        })
+    }
+
+    /// Where the last record (or row error) returned starts.
+    pub fn last_start(&self) -> u64 {
+        match self {
+            Self::Jsonl(s) => s.last_start(),
+            Self::Csv(s) => s.last_start(),
+            Self::Text(s) => s.last_start(),
+            Self::Parquet(s) => s.last_start(),
+        }
+    }
+}
+
+impl Iterator for OneFile {
+    type Item = Result<Record, DataError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Self::Jsonl(s) => s.next(),
+            Self::Csv(s) => s.next(),
+            Self::Text(s) => s.next(),
+            Self::Parquet(s) => s.next(),
+        }
+    }
 }

@@ -16,16 +16,35 @@ pub struct TextSource {
     lines: ByteLines,
     mode: TextMode,
     label: Option<String>,
+    /// Byte offset of the first line of the last record returned.
+    start: u64,
 }
 
 impl TextSource {
     pub fn open(path: &Path, mode: TextMode, label_from_stem: bool) -> Result<Self, DataError> {
+        Self::open_at(path, mode, label_from_stem, 0, 1)
+    }
+
+    /// Read from byte `offset`, the start of 1-based line `line` (where a scan saw a record begin).
+    pub fn open_at(
+        path: &Path,
+        mode: TextMode,
+        label_from_stem: bool,
+        offset: u64,
+        line: u64,
+    ) -> Result<Self, DataError> {
         Ok(Self {
             file: Arc::from(path),
-            lines: ByteLines::open(path)?,
+            lines: ByteLines::open_at(path, offset, line)?,
             mode,
             label: label_from_stem.then(|| stem(path)),
+            start: offset,
         })
+    }
+
+    /// Byte offset of the first line of the last record (or error) returned.
+    pub fn last_start(&self) -> u64 {
+        self.start
     }
 
     fn record(&self, text: String, line: u64) -> Record {
@@ -58,6 +77,7 @@ impl Iterator for TextSource {
         let mut block = String::new();
         let mut start = 0;
         loop {
+            let before = self.lines.offset();
             let Some(item) = self.lines.next() else {
                 // End of file: flush what is collected.
                 return (!block.trim().is_empty())
@@ -65,12 +85,16 @@ impl Iterator for TextSource {
             };
             let (line, text) = match item {
                 Ok(x) => x,
-                Err(e) => return Some(Err(e)),
+                Err(e) => {
+                    self.start = before;
+                    return Some(Err(e));
+                }
             };
             if self.mode == TextMode::Lines {
                 if text.trim().is_empty() {
                     continue;
                 }
+                self.start = before;
                 return Some(Ok(self.record(text, line)));
             }
             if self.is_boundary(&text) {
@@ -85,6 +109,7 @@ impl Iterator for TextSource {
                     continue; // leading blank lines belong to no record
                 }
                 start = line;
+                self.start = before;
             } else {
                 block.push('\n');
             }
