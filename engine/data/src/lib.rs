@@ -16,6 +16,7 @@ pub mod record;
 pub mod shuffle;
 pub mod spec;
 pub mod split;
+pub mod store;
 pub mod tokenizer;
 
 pub use batch::{ClassBatch, ClassificationBatcher};
@@ -26,7 +27,9 @@ pub use reader::{DatasetReader, Loaded, SkipReport, collect, load};
 pub use record::{Origin, Record, RecordSource, Turns};
 pub use shuffle::{Position, ShuffledOrder, epoch_permutation, stable_hash};
 pub use spec::{DatasetSpec, FieldMap, Format, OnError, Preprocess, TextMode};
+pub use spec::RecordKind;
 pub use split::ratio_split;
+pub use store::RecordStore;
 pub use tokenizer::{
     BpeSpec, Encoding, SpmFlavour, SpmSpec, TextTokenizer, TruncationSide,
     supported_bpe_pre_tokenizers,

@@ -274,18 +274,21 @@ pub fn collect(mut reader: DatasetReader, name: &str) -> Result<Loaded, DataErro
 
 fn finish(records: Vec<Record>, skipped: SkipReport, name: &str) -> Result<Loaded, DataError> {
     if records.is_empty() {
-        let help = if skipped.skipped > 0 {
-            format!(
-                "all {} rows were skipped as bad; the first: {}",
-                skipped.skipped,
-                skipped.first_reasons.first().map_or("", String::as_str)
-            )
-        } else {
-            "the files hold no records: check the format and text mode".to_string()
-        };
-        return Err(
-            DataError::new(ErrorKind::Empty, format!("dataset `{name}` is empty")).with_help(help),
-        );
+        return Err(empty_dataset(&skipped, name));
     }
     Ok(Loaded { records, skipped })
+}
+
+/// The error for a dataset left with no records, saying why (and what was skipped).
+pub(crate) fn empty_dataset(skipped: &SkipReport, name: &str) -> DataError {
+    let help = if skipped.skipped > 0 {
+        format!(
+            "all {} rows were skipped as bad; the first: {}",
+            skipped.skipped,
+            skipped.first_reasons.first().map_or("", String::as_str)
+        )
+    } else {
+        "the files hold no records: check the format and text mode".to_string()
+    };
+    DataError::new(ErrorKind::Empty, format!("dataset `{name}` is empty")).with_help(help)
 }
