@@ -256,7 +256,27 @@ impl Llama {
         let _ = train; // Llama has no dropout; adapters receive it through their own forward.
         self.check_ids(input_ids)?;
         let _ac = autocast(self.device, self.precision.autocast);
-        let h = self.hidden(input_ids, attention_mask, None, train)?;
+        let h = self.hidden(input_ids, attention_mask, None, None, train)?;
+        Ok(self.head(&h))
+    }
+
+    /// Causal LM logits `[b, t, vocab]` (f32) for rows that each pack several examples.
+    /// `segments` (`[b, t]` int64) says which example of its row each token belongs to: 1, 2,
+    /// … in order, each example's tokens contiguous, 0 = padding (anywhere). A token attends
+    /// only to earlier tokens of its own example (sliding windows count within it), and
+    /// positions restart at 0 at each example's first token, so every example's logits are
+    /// those it gets alone — as sample packing with per-example `position_ids` computes them.
+    /// Padding positions get logits that mean nothing (each sees only itself).
+    pub fn forward_packed(
+        &self,
+        input_ids: &Tensor,
+        segments: &Tensor,
+        train: bool,
+    ) -> Result<Tensor> {
+        self.check_ids(input_ids)?;
+        let segments = self.check_segments(input_ids, segments)?;
+        let _ac = autocast(self.device, self.precision.autocast);
+        let h = self.hidden(input_ids, None, Some(&segments), None, train)?;
         Ok(self.head(&h))
     }
 
@@ -270,7 +290,7 @@ impl Llama {
     ) -> Result<Tensor> {
         self.check_ids(input_ids)?;
         let _ac = autocast(self.device, self.precision.autocast);
-        self.hidden(input_ids, attention_mask, None, train)
+        self.hidden(input_ids, attention_mask, None, None, train)
     }
 
     /// One decoding step with a cache: logits `[b, t, vocab]` of the new tokens.
@@ -278,7 +298,7 @@ impl Llama {
         self.check_ids(input_ids)?;
         let _g = tch::no_grad_guard();
         let _ac = autocast(self.device, self.precision.autocast);
-        let h = self.hidden(input_ids, None, Some(cache), false)?;
+        let h = self.hidden(input_ids, None, None, Some(cache), false)?;
         Ok(self.head(&h))
     }
 
@@ -302,6 +322,50 @@ impl Llama {
             }
         }
         Ok(())
+    }
+
+    /// Segment ids on the model's device, checked: `[b, t]` like the ids, int64, and per row
+    /// each example's ids 1, 2, … starting once, in increasing order (0 = padding). One host
+    /// read for the whole batch.
+    fn check_segments(&self, ids: &Tensor, segments: &Tensor) -> Result<Tensor> {
+        if segments.kind() != Kind::Int64 || segments.size() != ids.size() {
+            return Err(ModelError::Usage(format!(
+                "packed segments must be an int64 tensor shaped like the ids {:?}, got {:?} {:?}",
+                ids.size(),
+                segments.kind(),
+                segments.size()
+            )));
+        }
+        let s = segments.to_device(self.device);
+        let t = s.size()[1];
+        if s.numel() == 0 {
+            return Ok(s);
+        }
+        // An example starts where a non-zero id differs from the token before it; it must be
+        // larger than every id earlier in the row (so no example is split or repeated).
+        let prev = s.narrow(1, 0, t - 1).constant_pad_nd([1, 0]);
+        let before_max = s.cummax(1).0.narrow(1, 0, t - 1).constant_pad_nd([1, 0]);
+        let starts = s.gt(0).logical_and(&s.ne_tensor(&prev));
+        let bad = s
+            .lt(0)
+            .logical_or(&starts.logical_and(&s.le_tensor(&before_max)));
+        if bad.any().int64_value(&[]) != 0 {
+            let at = bad.flatten(0, 1).nonzero().int64_value(&[0, 0]);
+            let (row, pos) = (at / t, at % t);
+            let row_ids = Vec::<i64>::try_from(s.get(row).to_device(Device::Cpu))?;
+            return Err(ModelError::Usage(format!(
+                "packed segments, row {row} position {pos}: segment id {} {}; a row's examples \
+                 are numbered 1, 2, … in order, each one's tokens contiguous, 0 for padding \
+                 (row {row}: {row_ids:?})",
+                row_ids[pos as usize],
+                if row_ids[pos as usize] < 0 {
+                    "is negative"
+                } else {
+                    "starts again or after a larger id"
+                }
+            )));
+        }
+        Ok(s)
     }
 
     fn head(&self, h: &Tensor) -> Tensor {
@@ -335,10 +399,45 @@ impl Llama {
         }
     }
 
+    /// Boolean attention mask `[b, 1, t, t]` for packed rows (`segments` as
+    /// [`Llama::forward_packed`] takes them, on the device): causal, within the query's own
+    /// example, within `window` keys when given (distances within an example are distances in
+    /// the row). A padding query sees only itself.
+    fn packed_mask(&self, segments: &Tensor, window: Option<usize>) -> Tensor {
+        let (b, t) = segments.size2().expect("checked [b, t] segments");
+        let causal = self.bool_mask(None, t, 0, window);
+        let same = segments
+            .view([b, 1, t, 1])
+            .eq_tensor(&segments.view([b, 1, 1, t]));
+        let real_key = segments.gt(0).view([b, 1, 1, t]);
+        let diag = Tensor::eye(t, (Kind::Bool, self.device));
+        causal
+            .logical_and(&same)
+            .logical_and(&real_key)
+            .logical_or(&diag)
+    }
+
+    /// Positions `[b, t]` that restart at 0 at each example's first token (0 on padding):
+    /// the index minus the index of the example's start, carried forward by a running max.
+    fn packed_positions(segments: &Tensor) -> Tensor {
+        let (b, t) = segments.size2().expect("checked [b, t] segments");
+        if t == 0 {
+            return segments.zeros_like();
+        }
+        let idx = Tensor::arange(t, (Kind::Int64, segments.device()))
+            .unsqueeze(0)
+            .expand([b, t], false);
+        let prev = segments.narrow(1, 0, t - 1).constant_pad_nd([1, 0]);
+        let starts = segments.ne_tensor(&prev);
+        let start_idx = idx.where_self(&starts, &idx.zeros_like()).cummax(1).0;
+        (&idx - start_idx).masked_fill(&segments.eq(0), 0)
+    }
+
     fn hidden(
         &self,
         ids: &Tensor,
         mask: Option<&Tensor>,
+        segments: Option<&Tensor>,
         mut cache: Option<&mut KvCache>,
         train: bool,
     ) -> Result<Tensor> {
@@ -353,10 +452,11 @@ impl Llama {
                 m.size()
             )));
         }
-        let positions = match &mask {
+        let positions = match (&mask, segments) {
+            (_, Some(s)) => Self::packed_positions(s),
             // Count real tokens, so left padding does not shift positions.
-            Some(m) => (m.to_kind(Kind::Int64).cumsum(1, Kind::Int64) - 1).clamp_min(0),
-            None => (Tensor::arange(t, (Kind::Int64, self.device)) + past)
+            (Some(m), None) => (m.to_kind(Kind::Int64).cumsum(1, Kind::Int64) - 1).clamp_min(0),
+            (None, None) => (Tensor::arange(t, (Kind::Int64, self.device)) + past)
                 .unsqueeze(0)
                 .expand([b, t], false),
         };
@@ -366,14 +466,19 @@ impl Llama {
         // Boolean attention masks (true = may attend), only where the fused causal path cannot
         // do: padding, sliding windows, soft-capped scores (computed explicitly).
         let softcap = c.attn_logit_softcapping;
-        let full_mask = match (&mask, softcap) {
-            (None, None) => None,
-            (m, _) => Some(self.bool_mask(m.as_ref(), t, past, None)),
+        // Packed rows always need one: attention stays within each example.
+        let full_mask = match (&mask, softcap, segments) {
+            (_, _, Some(s)) => Some(self.packed_mask(s, None)),
+            (None, None, None) => None,
+            (m, _, None) => Some(self.bool_mask(m.as_ref(), t, past, None)),
         };
         let sliding_mask = c
             .sliding_window
             .filter(|_| (0..self.layers.len()).any(|l| c.layer_window(l).is_some()))
-            .map(|w| self.bool_mask(mask.as_ref(), t, past, Some(w)));
+            .map(|w| match segments {
+                Some(s) => self.packed_mask(s, Some(w)),
+                None => self.bool_mask(mask.as_ref(), t, past, Some(w)),
+            });
         let scale = c.query_pre_attn_scalar.map(|_| c.attention_scale());
         let embedded = Tensor::embedding(
             &self.embed_tokens,
@@ -544,4 +649,35 @@ fn same_kind(q: Tensor, k: Tensor, v: Tensor) -> (Tensor, Tensor, Tensor) {
     let k = if k.kind() == kind { k } else { k.to_kind(kind) };
     let v = if v.kind() == kind { v } else { v.to_kind(kind) };
     (q, k, v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Positions restart at each example's first token. RoPE scores depend only on distances,
+    /// so the packed-logits test (engine/models/tests/packed_attention.rs) cannot see absolute
+    /// positions: they are checked here against a plain loop over each row.
+    #[test]
+    fn packed_positions_restart_per_example() {
+        let rows: [&[i64]; 4] = [
+            &[1, 1, 1, 2, 2, 3, 0, 0],
+            &[0, 0, 1, 1, 1, 1, 1, 1],
+            &[1, 0, 2, 2, 0, 4, 4, 4],
+            &[1, 2, 3, 4, 5, 6, 7, 8],
+        ];
+        let t = rows[0].len() as i64;
+        let seg = Tensor::from_slice(&rows.concat()).reshape([rows.len() as i64, t]);
+        let got = Vec::<i64>::try_from(Llama::packed_positions(&seg).flatten(0, 1)).unwrap();
+        let mut want = vec![];
+        for row in rows {
+            let mut pos = 0;
+            for (j, &s) in row.iter().enumerate() {
+                pos = if j > 0 && row[j - 1] == s { pos + 1 } else { 0 };
+                want.push(if s == 0 { 0 } else { pos });
+            }
+        }
+        assert_eq!(got, want);
+        assert_eq!(&got[..8], &[0, 1, 2, 0, 1, 0, 0, 0]);
+    }
 }
