@@ -11,8 +11,10 @@ pub mod error;
 pub mod labels;
 pub mod lm;
 pub mod loaders;
+pub mod pack;
 pub mod reader;
 pub mod record;
+pub mod sft;
 pub mod shuffle;
 pub mod spec;
 pub mod split;
@@ -22,12 +24,16 @@ pub mod tokenizer;
 pub use batch::{ClassBatch, ClassificationBatcher};
 pub use error::{DataError, ErrorKind};
 pub use labels::LabelVocab;
-pub use lm::{IGNORE_INDEX, LastBlock, LmBatch, LmBlock, LmPacker};
+pub use lm::{LastBlock, LmPacker, bos_prefix};
+pub use pack::{CausalBatch, CausalRow, IGNORE_INDEX, bucket_batches, plan_rows};
 pub use reader::{DatasetReader, Loaded, SkipReport, collect, load};
 pub use record::{Origin, Record, RecordSource, Turns};
+pub use sft::{
+    Encoded, NoAnswerLeft, SupervisedEncoder, SupervisedExample, TrainOn, leading_specials,
+};
 pub use shuffle::{Position, ShuffledOrder, epoch_permutation, stable_hash};
-pub use spec::{DatasetSpec, FieldMap, Format, OnError, Preprocess, TextMode};
 pub use spec::RecordKind;
+pub use spec::{DatasetSpec, FieldMap, Format, OnError, Preprocess, TextMode};
 pub use split::ratio_split;
 pub use store::RecordStore;
 pub use tokenizer::{

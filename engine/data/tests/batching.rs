@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ardpipe_data::{
-    ClassificationBatcher, DataError, ErrorKind, LabelVocab, LastBlock, LmBatch, LmPacker, Origin,
-    Position, Record, ShuffledOrder, TextTokenizer, TruncationSide, ratio_split,
+    CausalBatch, ClassificationBatcher, DataError, ErrorKind, LabelVocab, LastBlock, LmPacker,
+    Origin, Position, Record, ShuffledOrder, TextTokenizer, TruncationSide, ratio_split,
 };
 
 fn rec(text: &str, label: Option<&str>, line: u64) -> Record {
@@ -225,18 +225,19 @@ fn docs(texts: &[&str]) -> impl Iterator<Item = Result<Record, DataError>> {
 
 #[test]
 fn lm_packing_joins_with_eos_and_drops_or_pads_the_tail() {
-    let tok = minilm(); // eos = [SEP] 102, pad = [PAD] 0
+    let tok = minilm(); // eos = [SEP] 102, pad = [PAD] 0; adds [CLS] 101 first, its bos
     let texts = ["a man", "is playing a guitar"]; // 2 + 4 ids, +1 eos each = 8 tokens
     let all: Vec<i64> = vec![1037, 2158, 102, 2003, 2652, 1037, 2858, 102];
-    let blocks: Vec<_> = LmPacker::new(docs(&texts), &tok, 3, LastBlock::Drop)
+    // Each row: [CLS], then 3 stream tokens as labels (the stream shifted by one).
+    let rows: Vec<_> = LmPacker::new(docs(&texts), &tok, 3, LastBlock::Drop)
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(blocks.len(), 2);
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].input_ids, [101, 1037, 2158]);
     assert_eq!(
-        blocks
-            .iter()
-            .flat_map(|b| b.input_ids.clone())
+        rows.iter()
+            .flat_map(|r| r.labels.clone())
             .collect::<Vec<_>>(),
         all[..6]
     );
@@ -245,19 +246,20 @@ fn lm_packing_joins_with_eos_and_drops_or_pads_the_tail() {
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(padded.len(), 3);
-    assert_eq!(padded[2].input_ids, [2858, 102, 0]);
-    assert_eq!(padded[2].attention_mask, [1, 1, 0]);
-    assert_eq!(padded[2].labels(), [2858, 102, -100]);
-    let batch = LmBatch::stack(&padded).unwrap();
+    assert_eq!(padded[2].input_ids, [101, 2858]);
+    assert_eq!(padded[2].labels, [2858, 102]);
+    let batch = CausalBatch::from_rows(&padded, Some(3), tok.pad_id().unwrap()).unwrap();
     assert_eq!((batch.batch, batch.seq), (3, 3));
-    assert_eq!(batch.labels[8], -100);
+    assert_eq!(batch.input_ids[6..], [101, 2858, 0]);
+    assert_eq!(batch.attention_mask[6..], [1, 1, 0]);
+    assert_eq!(batch.labels[6..], [2858, 102, -100]);
 
     // Blocks longer than any one document span documents.
     let one: Vec<_> = LmPacker::new(docs(&texts), &tok, 8, LastBlock::Drop)
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(one[0].input_ids, all);
+    assert_eq!(one[0].labels, all);
 }
 
 #[test]
@@ -279,5 +281,5 @@ fn lm_packer_errors() {
         .collect();
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].as_ref().unwrap_err().line, Some(2));
-    assert!(LmBatch::stack(&[]).is_err());
+    assert!(CausalBatch::from_rows(&[], None, 0).is_err());
 }

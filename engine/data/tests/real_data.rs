@@ -92,10 +92,10 @@ fn shakespeare_loads_42_plays_and_packs_blocks() {
     assert!(
         blocks
             .iter()
-            .all(|b| b.input_ids.len() == 128 && b.attention_mask.iter().all(|&m| m == 1))
+            .all(|b| b.input_ids.len() == 128 && b.segments.iter().all(|&s| s == 1))
     );
     // Documents are joined with EOS ([SEP] for this tokenizer).
-    assert!(blocks.iter().flat_map(|b| &b.input_ids).any(|&t| t == 102));
+    assert!(blocks.iter().flat_map(|b| &b.labels).any(|&t| t == 102));
 }
 
 /// The chat SFT asset: set-up's conversion of the ChatterBot corpus (English) into chat JSONL

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: where the example assets live.
 #![allow(dead_code)]
 
+pub mod gguf;
+
 use std::path::PathBuf;
 
 /// Same lookup as `ardpipe_models::assets` (not a dependency here): `ARDPIPE_CACHE`, else
