@@ -162,6 +162,33 @@ fn a_tokenizer_that_adds_bos_starts_the_prompt_with_it_and_left_truncation_keeps
     let cut = example(&short, &r);
     assert_eq!(cut.ids, [101, 2652, 1037, 2858, 102], "[CLS] stays first");
     assert_eq!(cut.loss_mask, [false, false, true, true, true]);
+
+    // A template that writes `bos_token` itself: the rendering is encoded without added special
+    // tokens (as apply_chat_template(tokenize=True) does), so it starts with one BOS, not two.
+    let template = ChatTemplate::new(
+        "{{ bos_token }}{% for m in messages %}{{ m.role }}: {{ m.content }}{{ eos_token }}\
+         {% endfor %}{% if add_generation_prompt %}assistant: {% endif %}",
+        "bos-writing.jinja",
+        [("bos_token", "[CLS]"), ("eos_token", "[SEP]")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into(),
+    )
+    .unwrap();
+    let enc = SupervisedEncoder::new(
+        &tok,
+        Some(template),
+        TrainOn::Completions,
+        64,
+        TruncationSide::Right,
+    )
+    .unwrap();
+    let ex = example(
+        &enc,
+        &chat(&[("user", "a man"), ("assistant", "a guitar")], 2),
+    );
+    assert_eq!(ex.ids[..2], [101, 5310], "one [CLS], then `user`");
+    assert_eq!(ex.ids.iter().filter(|&&t| t == 101).count(), 1);
+    assert_eq!(loss_spans(&tok, &ex), ["a guitar [SEP]"]);
 }
 
 #[test]
