@@ -91,12 +91,22 @@ impl TaskModel {
         }
     }
 
-    /// Logits for a batch: `[b, classes]` or `[b, t, vocab]`.
+    /// Logits for a batch: `[b, classes]` or `[b, t, vocab]`. Packed causal-LM rows
+    /// (`segments`) attend within each example, positions restarting at its first token;
+    /// a classifier refuses them (one label per row: a row cannot pack examples).
     pub fn logits(&self, batch: &TensorBatch, train: bool) -> Result<Tensor, TrainError> {
+        if batch.segments.is_some() && !matches!(self, TaskModel::CausalLm(_)) {
+            return Err(TrainError::Other(
+                "a classification batch came with packed segments: a classifier takes one \
+                 example per row (one label each); pack only causal-LM data"
+                    .into(),
+            ));
+        }
         Ok(match self {
-            TaskModel::CausalLm(m) => {
-                m.forward(&batch.input_ids, Some(&batch.attention_mask), train)?
-            }
+            TaskModel::CausalLm(m) => match &batch.segments {
+                Some(segments) => m.forward_packed(&batch.input_ids, segments, train)?,
+                None => m.forward(&batch.input_ids, Some(&batch.attention_mask), train)?,
+            },
             TaskModel::Classifier(m) => {
                 m.classify(&batch.input_ids, &batch.attention_mask, train)?
             }
