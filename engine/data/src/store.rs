@@ -43,7 +43,7 @@ struct Shared {
 }
 
 /// The open Parquet file of the last `get`, with its decoded row group.
-type ParquetCache = Mutex<Option<(u32, ParquetRows)>>;
+type ParquetCache = Mutex<Option<(u32, Box<ParquetRows>)>>;
 
 enum Inner {
     Indexed {
@@ -215,7 +215,7 @@ impl RecordStore {
                     *cache = None;
                     *cache = Some((
                         loc.file,
-                        ParquetRows::open(&file.path, &shared.spec.fields)?,
+                        Box::new(ParquetRows::open(&file.path, &shared.spec.fields)?),
                     ));
                 }
                 match cache.as_mut() {

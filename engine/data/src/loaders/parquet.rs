@@ -277,12 +277,21 @@ fn kind_of(f: &Field) -> &'static str {
             "a floating-point number"
         }
         Field::Bytes(_) => "binary data that is not UTF-8",
+        Field::Str(_) => "a string",
+        Field::Bool(_) => "a boolean",
+        Field::Byte(_)
+        | Field::Short(_)
+        | Field::Int(_)
+        | Field::Long(_)
+        | Field::UByte(_)
+        | Field::UShort(_)
+        | Field::UInt(_)
+        | Field::ULong(_) => "an integer",
         Field::Date(_)
         | Field::TimeMillis(_)
         | Field::TimeMicros(_)
         | Field::TimestampMillis(_)
         | Field::TimestampMicros(_) => "a date or time",
-        _ => "a value",
     }
 }
 

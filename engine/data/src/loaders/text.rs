@@ -76,18 +76,33 @@ impl Iterator for TextSource {
     fn next(&mut self) -> Option<Self::Item> {
         let mut block = String::new();
         let mut start = 0;
+        // A bad line (invalid UTF-8) spoils its whole block: the block is read to its end and
+        // returned as that error, so that no part of it becomes a record of its own.
+        let mut bad: Option<DataError> = None;
         loop {
             let before = self.lines.offset();
             let Some(item) = self.lines.next() else {
                 // End of file: flush what is collected.
+                if let Some(e) = bad {
+                    return Some(Err(e));
+                }
                 return (!block.trim().is_empty())
                     .then(|| Ok(self.record(block.trim_end().to_string(), start)));
             };
             let (line, text) = match item {
                 Ok(x) => x,
-                Err(e) => {
+                Err(e) if self.mode == TextMode::Lines => {
                     self.start = before;
                     return Some(Err(e));
+                }
+                Err(e) => {
+                    if bad.is_none() {
+                        if block.is_empty() {
+                            self.start = before;
+                        }
+                        bad = Some(e);
+                    }
+                    continue;
                 }
             };
             if self.mode == TextMode::Lines {
@@ -98,6 +113,9 @@ impl Iterator for TextSource {
                 return Some(Ok(self.record(text, line)));
             }
             if self.is_boundary(&text) {
+                if let Some(e) = bad {
+                    return Some(Err(e));
+                }
                 if block.trim().is_empty() {
                     block.clear();
                     continue;
