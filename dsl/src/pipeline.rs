@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Version of this structure; bumped when a field changes meaning.
-pub const PIPELINE_FORMAT: u32 = 1;
+pub const PIPELINE_FORMAT: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -97,26 +97,34 @@ pub struct Dataset {
     pub max_rows: Option<u64>,
 }
 
+/// Where a dataset's records come from. Every `paths` entry is absolute (written relative to the
+/// pipeline file) and may contain glob wildcards (`*`, `?`, `[..]`); the files of all entries
+/// together are the source, read in the order written (each glob's matches sorted).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "format", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Source {
-    /// One JSON object per line. `path` may contain glob wildcards (`*`, `?`, `[..]`).
+    /// One JSON object per line.
     Jsonl {
-        path: PathBuf,
+        paths: Vec<PathBuf>,
     },
     Csv {
-        path: PathBuf,
+        paths: Vec<PathBuf>,
         delimiter: char,
         /// Whether the first row names the columns (else columns are `0`, `1`, …).
         header: bool,
     },
     Text {
-        path: PathBuf,
+        paths: Vec<PathBuf>,
         mode: TextMode,
+    },
+    /// Apache Parquet files (how Hugging Face datasets are published); fields name columns,
+    /// dotted names reach into nested (struct) columns.
+    Parquet {
+        paths: Vec<PathBuf>,
     },
     /// One sub-folder per class, one text file per example; the folder name is the label.
     Folders {
-        path: PathBuf,
+        paths: Vec<PathBuf>,
     },
     /// Records streamed by a loader plugin.
     Plugin {
@@ -124,6 +132,32 @@ pub enum Source {
         path: Option<PathBuf>,
         options: BTreeMap<String, OptionValue>,
     },
+}
+
+impl Source {
+    /// The paths (or globs) this source reads: empty for a plugin given no `path`.
+    pub fn paths(&self) -> &[PathBuf] {
+        match self {
+            Source::Jsonl { paths }
+            | Source::Csv { paths, .. }
+            | Source::Text { paths, .. }
+            | Source::Parquet { paths }
+            | Source::Folders { paths } => paths,
+            Source::Plugin { path, .. } => path.as_slice(),
+        }
+    }
+
+    /// The `format` this source was written with (`plugin` for any plugin).
+    pub fn format(&self) -> &'static str {
+        match self {
+            Source::Jsonl { .. } => "jsonl",
+            Source::Csv { .. } => "csv",
+            Source::Text { .. } => "text",
+            Source::Parquet { .. } => "parquet",
+            Source::Folders { .. } => "folders",
+            Source::Plugin { .. } => "plugin",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -140,7 +174,8 @@ pub enum TextMode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Fields {
-    /// The text column (JSONL key / CSV column); `None` for text and folder sources.
+    /// The text column (JSONL key / CSV column); `None` for text and folder sources, and for
+    /// supervised data (`prompt`/`completion` or `messages`).
     pub text: Option<String>,
     /// A second text for pair tasks.
     pub text_pair: Option<String>,
@@ -148,6 +183,19 @@ pub struct Fields {
     pub label: Option<String>,
     /// The label is the first capture group of this regex applied to the label column.
     pub label_regex: Option<String>,
+    /// Supervised causal-LM data: the prompt column (given together with `completion`).
+    pub prompt: Option<String>,
+    /// Supervised causal-LM data: the completion (answer) column (given together with `prompt`).
+    pub completion: Option<String>,
+    /// Supervised causal-LM data: the chat column, a list of `{role, content}` messages.
+    pub messages: Option<String>,
+}
+
+impl Fields {
+    /// Whether the records are supervised turns (prompt/completion or chat) rather than text.
+    pub fn supervised(&self) -> bool {
+        self.prompt.is_some() || self.completion.is_some() || self.messages.is_some()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -164,21 +212,37 @@ pub struct Split {
 pub enum SplitPart {
     /// This fraction of the source's rows (after `max_rows`), drawn with the split seed.
     Fraction { fraction: f64 },
-    /// A separate file in the source's format.
-    File { path: PathBuf },
+    /// Separate files in the source's format (paths or globs, absolute).
+    File { paths: Vec<PathBuf> },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Preprocess {
-    /// Tokens per example (classification) before truncation.
+    /// Tokens per example before truncation: classification, and supervised causal-LM data
+    /// (where it is also the length of a packed row).
     pub max_length: u32,
     pub truncation: Side,
     /// Regexes removed from every text before tokenising (e.g. `http\S+`).
     pub strip: Vec<String>,
     pub lowercase: bool,
-    /// Causal LM: texts are concatenated and cut into blocks of this many tokens.
+    /// Causal LM on plain text: texts are concatenated and cut into blocks of this many tokens.
     pub block_size: u32,
+    /// Supervised causal-LM data: which tokens carry the loss.
+    pub train_on: TrainOn,
+    /// Supervised causal-LM data: pack several examples into one row of `max_length` tokens
+    /// without attention across them (`true`), or one padded example per row (`false`).
+    pub packing: bool,
+}
+
+/// Which tokens of a supervised example carry the loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TrainOn {
+    /// The completion, or the assistant's messages of a chat, only.
+    Completions,
+    /// Every token of the example.
+    All,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

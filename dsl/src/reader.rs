@@ -276,6 +276,12 @@ impl<'b> Reader<'b> {
         Some(cx.resolve_path(&s, v.span))
     }
 
+    /// One path or a list of paths (each may be a glob), resolved like [`Reader::path`].
+    pub fn paths(&mut self, key: &str, cx: &mut Ctx) -> Option<Vec<PathBuf>> {
+        let v = self.value(key, cx)?;
+        as_paths(&v, key, cx)
+    }
+
     pub fn bool(&mut self, key: &str, cx: &mut Ctx) -> Option<bool> {
         let v = self.value(key, cx)?;
         match v.kind {
@@ -498,6 +504,48 @@ pub fn as_symbol(
             None
         }
     }
+}
+
+/// `"a.jsonl"` or `["a.jsonl", "more/*.jsonl"]`: a path or a non-empty list of paths (or globs),
+/// each made absolute against the file it is written in.
+pub fn as_paths(v: &Expr, key: &str, cx: &mut Ctx) -> Option<Vec<PathBuf>> {
+    let items: &[Expr] = match &v.kind {
+        ExprKind::List(l) => l,
+        ExprKind::Str(_) | ExprKind::RawStr(_) => std::slice::from_ref(v),
+        _ => {
+            wrong_type(v, key, "a path in quotes or a list of paths", cx);
+            return None;
+        }
+    };
+    if items.is_empty() {
+        cx.push(
+            Problem::error(Code::OutOfRange, v.span, format!("`{key}` is an empty list"))
+                .label("no paths")
+                .help(format!(
+                    "name at least one file, folder or glob: `{key} = \"data.jsonl\"` or `{key} = [\"a.jsonl\", \"more/*.jsonl\"]`"
+                )),
+        );
+        return None;
+    }
+    let mut paths = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for e in items {
+        let Some(s) = as_string(e, key, cx) else {
+            ok = false;
+            continue;
+        };
+        if s.is_empty() {
+            cx.push(
+                Problem::error(Code::OutOfRange, e.span, format!("`{key}` has an empty path"))
+                    .label("empty")
+                    .help("write the path of a file or folder (or a glob), relative to this pipeline file"),
+            );
+            ok = false;
+            continue;
+        }
+        paths.push(cx.resolve_path(&s, e.span));
+    }
+    ok.then_some(paths)
 }
 
 pub fn wrong_type(v: &Expr, key: &str, expected: &str, cx: &mut Ctx) {

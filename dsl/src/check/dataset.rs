@@ -6,7 +6,7 @@ use crate::ast::{Block, ExprKind};
 use crate::diag::{Code, Problem};
 use crate::pipeline::*;
 use crate::plugin_uses::{PluginSite, PluginUse};
-use crate::reader::{Ctx, Reader, as_string, wrong_type};
+use crate::reader::{Ctx, Reader, as_paths, as_string, wrong_type};
 use crate::suggest;
 
 use super::values::{option_value, regex_ok};
@@ -22,27 +22,29 @@ const KEYS: &[&str] = &[
     "text_pair",
     "label",
     "label_regex",
+    "prompt",
+    "completion",
+    "messages",
     "max_rows",
     "on_bad_row",
     "max_bad_rows",
 ];
 const BLOCKS: &[&str] = &["split", "preprocess"];
-const FORMATS: &[&str] = &["jsonl", "csv", "text", "folders", "plugin"];
+const FORMATS: &[&str] = &["jsonl", "csv", "text", "parquet", "folders", "plugin"];
+/// Keys that make the records supervised causal-LM data.
+pub(super) const SUPERVISED: &[&str] = &["prompt", "completion", "messages"];
+/// Keys of plain-text and classification records, which supervised records replace.
+const PLAIN: &[&str] = &["text", "text_pair", "label", "label_regex"];
 
 pub fn check(b: &Block, name: &str, seed: u64, cx: &mut Ctx) -> Option<Dataset> {
     let mut r = Reader::new(b, cx);
     let source = source(&mut r, name, cx);
-    let fmt = source.as_ref().map(|s| match s {
-        Source::Jsonl { .. } => "jsonl",
-        Source::Csv { .. } => "csv",
-        Source::Text { .. } => "text",
-        Source::Folders { .. } => "folders",
-        Source::Plugin { .. } => "plugin",
-    });
-    let columns = matches!(fmt, Some("jsonl" | "csv" | "plugin"));
+    let fmt = source.as_ref().map(Source::format);
+    let columns = matches!(fmt, Some("jsonl" | "csv" | "parquet" | "plugin"));
+    let supervised = SUPERVISED.iter().any(|k| r.has(k));
     let text = r
         .string("text", cx)
-        .or_else(|| columns.then(|| "text".to_string()));
+        .or_else(|| (columns && !supervised).then(|| "text".to_string()));
     let text_pair = r.string("text_pair", cx);
     let label = r.string("label", cx);
     let label_regex = match r.entry("label_regex") {
@@ -76,16 +78,22 @@ pub fn check(b: &Block, name: &str, seed: u64, cx: &mut Ctx) -> Option<Dataset> 
         }),
         None => None,
     };
+    let prompt = r.string("prompt", cx);
+    let completion = r.string("completion", cx);
+    let messages = r.string("messages", cx);
     if !columns {
         for key in ["text", "text_pair"] {
             if let Some(e) = b.entries().find(|e| e.key_text() == key) {
                 cx.push(
                     Problem::error(Code::Contradiction, e.key_span(), format!("`{key}` needs a format with columns"))
                         .label(format!("no columns in `{}` sources", fmt.unwrap_or("?")))
-                        .help("`text`, `text_pair` and `label` name columns of `jsonl`, `csv` or plugin records"),
+                        .help("`text`, `text_pair` and `label` name columns of `jsonl`, `csv`, `parquet` or plugin records"),
                 );
             }
         }
+    }
+    if supervised {
+        supervised_fields(b, fmt, cx);
     }
     let max_rows = r.int("max_rows", 1, u64::MAX, cx);
     let policy = r.symbol("on_bad_row", &["fail", "skip"], cx);
@@ -117,8 +125,8 @@ pub fn check(b: &Block, name: &str, seed: u64, cx: &mut Ctx) -> Option<Dataset> 
         }),
     };
     let preprocess = match r.block("preprocess", cx) {
-        Some(pb) => preprocess(pb, cx),
-        None => Some(default_preprocess()),
+        Some(pb) => preprocess(pb, supervised, cx),
+        None => Some(default_preprocess(supervised)),
     };
     r.finish(KEYS, BLOCKS, &|_| None, cx);
     Some(Dataset {
@@ -129,6 +137,9 @@ pub fn check(b: &Block, name: &str, seed: u64, cx: &mut Ctx) -> Option<Dataset> 
             text_pair,
             label,
             label_regex,
+            prompt,
+            completion,
+            messages,
         },
         split: split?,
         preprocess: preprocess?,
@@ -139,7 +150,7 @@ pub fn check(b: &Block, name: &str, seed: u64, cx: &mut Ctx) -> Option<Dataset> 
 
 fn source(r: &mut Reader, dataset: &str, cx: &mut Ctx) -> Option<Source> {
     let Some(e) = r.entry("format") else {
-        cx.missing(r.span(), "`format`", "say how to read the data: `format = jsonl`, `csv`, `text`, `folders` or `plugin(NAME)`");
+        cx.missing(r.span(), "`format`", "say how to read the data: `format = jsonl`, `csv`, `text`, `parquet`, `folders` or `plugin(NAME)`");
         return None;
     };
     let v = cx.eval(&e.value)?;
@@ -179,22 +190,23 @@ fn source(r: &mut Reader, dataset: &str, cx: &mut Ctx) -> Option<Source> {
         foreign("mode", "text", r, cx);
         foreign("separator", "text", r, cx);
     }
-    let path = if fmt == "plugin" {
-        r.path("path", cx)
+    let (path, paths) = if fmt == "plugin" {
+        (r.path("path", cx), None)
     } else {
-        let p = r.path("path", cx);
+        let p = r.paths("path", cx);
         if p.is_none() && !r.has("path") {
             cx.missing(
                 r.span(),
                 "`path`",
-                "name the data file or folder, relative to this pipeline file",
+                "name the data file or folder (or a list of them; globs allowed), relative to this pipeline file",
             );
         }
-        p
+        (None, p)
     };
     match fmt.as_str() {
-        "jsonl" => Some(Source::Jsonl { path: path? }),
-        "folders" => Some(Source::Folders { path: path? }),
+        "jsonl" => Some(Source::Jsonl { paths: paths? }),
+        "parquet" => Some(Source::Parquet { paths: paths? }),
+        "folders" => Some(Source::Folders { paths: paths? }),
         "csv" => {
             let delimiter = match r.entry("delimiter") {
                 Some(e) => {
@@ -221,7 +233,7 @@ fn source(r: &mut Reader, dataset: &str, cx: &mut Ctx) -> Option<Source> {
             };
             let header = r.bool("header", cx).unwrap_or(true);
             Some(Source::Csv {
-                path: path?,
+                paths: paths?,
                 delimiter,
                 header,
             })
@@ -276,7 +288,10 @@ fn source(r: &mut Reader, dataset: &str, cx: &mut Ctx) -> Option<Source> {
                     }
                 }
             };
-            Some(Source::Text { path: path?, mode })
+            Some(Source::Text {
+                paths: paths?,
+                mode,
+            })
         }
         "plugin" => {
             let args = plugin_args.unwrap_or_default();
@@ -350,10 +365,9 @@ fn split(block: &Block, seed: u64, cx: &mut Ctx) -> Option<Split> {
             return Some(None);
         };
         match &v.kind {
-            ExprKind::Str(_) | ExprKind::RawStr(_) => {
-                let s = as_string(&v, key, cx)?;
+            ExprKind::Str(_) | ExprKind::RawStr(_) | ExprKind::List(_) => {
                 Some(Some(SplitPart::File {
-                    path: cx.resolve_path(&s, v.span),
+                    paths: as_paths(&v, key, cx)?,
                 }))
             }
             ExprKind::Number { .. } | ExprKind::Quantity { .. } => {
@@ -373,7 +387,12 @@ fn split(block: &Block, seed: u64, cx: &mut Ctx) -> Option<Split> {
                 Some(Some(SplitPart::Fraction { fraction: f }))
             }
             _ => {
-                wrong_type(&v, key, "a fraction (`10%`) or a file path in quotes", cx);
+                wrong_type(
+                    &v,
+                    key,
+                    "a fraction (`10%`), a file path in quotes or a list of paths",
+                    cx,
+                );
                 None
             }
         }
@@ -413,18 +432,29 @@ fn split(block: &Block, seed: u64, cx: &mut Ctx) -> Option<Split> {
     })
 }
 
-pub fn default_preprocess() -> Preprocess {
+/// Tokens per example of supervised causal-LM data when `max_length` is not written.
+pub const SUPERVISED_MAX_LENGTH: u32 = 512;
+
+/// The preprocessing of a dataset without a `preprocess` block; `supervised` data (prompt and
+/// completion, or chat) is cut at [`SUPERVISED_MAX_LENGTH`] tokens instead of 128.
+pub fn default_preprocess(supervised: bool) -> Preprocess {
     Preprocess {
-        max_length: 128,
+        max_length: if supervised {
+            SUPERVISED_MAX_LENGTH
+        } else {
+            128
+        },
         truncation: Side::Right,
         strip: Vec::new(),
         lowercase: false,
         block_size: 256,
+        train_on: TrainOn::Completions,
+        packing: false,
     }
 }
 
-fn preprocess(b: &Block, cx: &mut Ctx) -> Option<Preprocess> {
-    let d = default_preprocess();
+fn preprocess(b: &Block, supervised: bool, cx: &mut Ctx) -> Option<Preprocess> {
+    let d = default_preprocess(supervised);
     let mut r = Reader::new(b, cx);
     let max_length = r
         .int("max_length", 1, 1 << 20, cx)
@@ -453,6 +483,28 @@ fn preprocess(b: &Block, cx: &mut Ctx) -> Option<Preprocess> {
         .int("block_size", 2, 1 << 20, cx)
         .map(|v| v as u32)
         .unwrap_or(d.block_size);
+    let train_on = match r.symbol("train_on", &["completions", "all"], cx) {
+        Some("all") => TrainOn::All,
+        _ => d.train_on,
+    };
+    let packing = r.bool("packing", cx).unwrap_or(d.packing);
+    if !supervised {
+        for key in ["train_on", "packing"] {
+            if let Some(e) = b.entries().find(|e| e.key_text() == key) {
+                cx.push(
+                    Problem::error(
+                        Code::Contradiction,
+                        e.key_span(),
+                        format!("`{key}` applies to supervised data only"),
+                    )
+                    .label("this dataset has no `prompt`/`completion` or `messages`")
+                    .help(format!(
+                        "name the supervised columns (`prompt = \"prompt\"` and `completion = \"completion\"`, or `messages = \"messages\"`), or remove `{key}`"
+                    )),
+                );
+            }
+        }
+    }
     r.finish(
         &[
             "max_length",
@@ -460,6 +512,8 @@ fn preprocess(b: &Block, cx: &mut Ctx) -> Option<Preprocess> {
             "strip",
             "lowercase",
             "block_size",
+            "train_on",
+            "packing",
         ],
         &[],
         &|_| None,
@@ -471,5 +525,96 @@ fn preprocess(b: &Block, cx: &mut Ctx) -> Option<Preprocess> {
         strip,
         lowercase,
         block_size,
+        train_on,
+        packing,
     })
+}
+
+/// Supervised columns (`prompt`/`completion` or `messages`): the format must have such columns,
+/// `prompt` and `completion` come together, and they replace the plain-text keys.
+fn supervised_fields(b: &Block, fmt: Option<&str>, cx: &mut Ctx) {
+    let entry = |key: &str| b.entries().find(|e| e.key_text() == key);
+    for key in SUPERVISED {
+        let Some(e) = entry(key) else { continue };
+        let refusal = match fmt {
+            Some("plugin") => Some((
+                "loader plugins yield text records".to_string(),
+                "read prompt/completion or chat data from `format = jsonl` or `parquet`".to_string(),
+            )),
+            Some("text" | "folders") => Some((
+                format!("no columns in `{}` sources", fmt.unwrap_or("?")),
+                "supervised columns are read from `jsonl` or `parquet` (or `csv` for `prompt`/`completion`)"
+                    .to_string(),
+            )),
+            Some("csv") if *key == "messages" => Some((
+                "a CSV cell holds no list of messages".to_string(),
+                "read chat data from `format = jsonl` or `parquet`, or name `prompt` and `completion` columns"
+                    .to_string(),
+            )),
+            _ => None,
+        };
+        if let Some((label, help)) = refusal {
+            cx.push(
+                Problem::error(
+                    Code::Contradiction,
+                    e.key_span(),
+                    format!(
+                        "`{key}` is not available for `{}` sources",
+                        fmt.unwrap_or("?")
+                    ),
+                )
+                .label(label)
+                .help(help),
+            );
+        }
+    }
+    match (entry("prompt"), entry("completion")) {
+        (Some(e), None) | (None, Some(e)) => {
+            let (have, lack) = if e.key_text() == "prompt" {
+                ("prompt", "completion")
+            } else {
+                ("completion", "prompt")
+            };
+            cx.push(
+                Problem::error(
+                    Code::Missing,
+                    e.key_span(),
+                    format!("`{have}` without `{lack}`"),
+                )
+                .label(format!("needs `{lack}` too"))
+                .help(format!(
+                    "a prompt/completion record names both columns: add `{lack} = \"{lack}\"`"
+                )),
+            );
+        }
+        _ => {}
+    }
+    if let Some(m) = entry("messages")
+        && let Some(pc) = entry("prompt").or_else(|| entry("completion"))
+    {
+        cx.push(
+            Problem::error(
+                Code::Contradiction,
+                m.key_span(),
+                format!("`messages` together with `{}`", pc.key_text()),
+            )
+            .label("a chat and a prompt/completion pair")
+            .help("a record is either a chat (`messages`) or a prompt/completion pair: keep one"),
+        );
+    }
+    for key in PLAIN {
+        if let Some(e) = entry(key) {
+            cx.push(
+                Problem::error(
+                    Code::Contradiction,
+                    e.key_span(),
+                    format!("`{key}` with supervised columns"),
+                )
+                .label("supervised records have no plain text or label")
+                .help(format!(
+                    "the records are `prompt`/`completion` pairs or `messages` chats: remove `{key}`, or remove the supervised columns to train on `{key}`"
+                )),
+            );
+        }
+    }
 }

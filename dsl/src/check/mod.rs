@@ -417,6 +417,7 @@ pub fn check_run(items: &[Item], file: &Path, cx: &mut Ctx) -> Option<Pipeline> 
         && let Some(d) = datasets.iter().find(|d| d.name == t.dataset)
         && matches!(m.head, Head::SequenceClassification { .. })
         && d.fields.label.is_none()
+        && !d.fields.supervised()
         && !matches!(d.source, Source::Folders { .. } | Source::Plugin { .. })
         && let Some(b) = blocks("dataset").into_iter().find(|b| label(b) == d.name)
     {
@@ -430,15 +431,41 @@ pub fn check_run(items: &[Item], file: &Path, cx: &mut Ctx) -> Option<Pipeline> 
             .help("name the label column: `label = \"label\"` (with `label_regex` to extract it)"),
         );
     }
-    // Packing into blocks serves a causal LM; cutting examples at max_length serves a
-    // classifier. A key the model's head does not use would be parsed and ignored.
+    // Packing into blocks serves a causal LM on plain text; cutting examples at max_length
+    // serves a classifier and supervised causal-LM data (prompt/completion or chat), whose
+    // examples are padded or packed into rows of max_length. A key the model's head (or the
+    // data) does not use would be parsed and ignored.
     if let (Some(m), Some(t)) = (&model, &train)
         && let Some(b) = blocks("dataset")
             .into_iter()
             .find(|b| label(b) == t.dataset)
     {
-        let (unused, head): (&[&str], &str) = match m.head {
-            Head::CausalLm => (&["max_length", "truncation"], "causal_lm"),
+        let supervised = b
+            .entries()
+            .find(|e| dataset::SUPERVISED.contains(&e.key_text().as_str()));
+        let causal = matches!(m.head, Head::CausalLm);
+        if let Some(e) = supervised.filter(|_| !causal) {
+            cx.push(
+                Problem::error(
+                    Code::Contradiction,
+                    e.key_span(),
+                    format!(
+                        "`{}` (supervised data) needs `head = causal_lm`",
+                        e.key_text()
+                    ),
+                )
+                .label("the model's head does not generate text")
+                .help(
+                    "train a causal LM on prompt/completion or chat data (`head = causal_lm`), \
+                     or name `text` and `label` columns for this head",
+                ),
+            );
+        }
+        let (unused, head): (&[&str], &str) = match (&m.head, supervised.is_some()) {
+            (Head::CausalLm, false) => (&["max_length", "truncation"], "causal_lm"),
+            (Head::CausalLm, true) => (&["block_size"], "causal_lm"),
+            // Refused above: no second error for the keys of a head that cannot train it.
+            (_, true) => (&[], ""),
             _ => (&["block_size"], "sequence_classification"),
         };
         for p in b.blocks().filter(|p| p.kind.name == "preprocess") {
@@ -447,22 +474,30 @@ pub fn check_run(items: &[Item], file: &Path, cx: &mut Ctx) -> Option<Pipeline> 
                 .filter(|e| unused.contains(&e.key_text().as_str()))
             {
                 let key = e.key_text();
-                let (why, fix) = if key == "block_size" {
-                    (
+                let (why, fix) = match (key.as_str(), supervised.is_some()) {
+                    ("block_size", true) => (
+                        "supervised examples are cut at `max_length` (and packed into rows of `max_length`)",
+                        "remove `block_size` and set `max_length` instead",
+                    ),
+                    ("block_size", false) => (
                         "only a causal LM packs text into blocks",
                         "remove `block_size` (examples are cut at `max_length`)",
-                    )
-                } else {
-                    (
+                    ),
+                    _ => (
                         "a causal LM packs text into `block_size` blocks",
                         "remove it and set `block_size` instead",
-                    )
+                    ),
+                };
+                let data = if supervised.is_some() {
+                    " on supervised data"
+                } else {
+                    ""
                 };
                 cx.push(
                     Problem::error(
                         Code::Contradiction,
                         e.key_span(),
-                        format!("`{key}` has no effect with `head = {head}`: {why}"),
+                        format!("`{key}` has no effect with `head = {head}`{data}: {why}"),
                     )
                     .label("unused by this head")
                     .help(fix),

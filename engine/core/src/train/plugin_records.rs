@@ -162,6 +162,8 @@ mod tests {
                 strip: vec![],
                 lowercase: true,
                 block_size: 8,
+                train_on: p::TrainOn::Completions,
+                packing: false,
             },
             on_bad_row: p::BadRowPolicy::Fail,
             max_rows: None,
@@ -174,6 +176,9 @@ mod tests {
             text_pair: None,
             label: None,
             label_regex: None,
+            prompt: None,
+            completion: None,
+            messages: None,
         }
     }
 

@@ -121,16 +121,31 @@ fn expand(path: &Path) -> Result<Vec<PathBuf>, TrainError> {
     Ok(files)
 }
 
-/// All examples of a source (before splitting). `path` is the dataset's (or a split file's);
-/// only a plugin source may have none.
+/// All examples of a source (before splitting). `paths` are the dataset's (or a split's files),
+/// each a file, folder or glob; only a plugin source may have none.
 fn read_source(
     pipeline: &p::Pipeline,
     ds: &p::Dataset,
-    path: Option<&Path>,
+    paths: &[PathBuf],
 ) -> Result<Vec<Example>, TrainError> {
+    if ds.fields.supervised() {
+        return Err(TrainError::Other(format!(
+            "dataset `{}`: this trainer does not read prompt/completion or chat records yet \
+             (`prompt`, `completion`, `messages`)\n  help: train on plain text (`text = \"...\"`)",
+            ds.name
+        )));
+    }
     let prep = Prep::new(ds)?;
-    let need_path =
-        || path.ok_or_else(|| TrainError::Other(format!("dataset `{}` has no path", ds.name)));
+    let need_paths = || {
+        if paths.is_empty() {
+            Err(TrainError::Other(format!(
+                "dataset `{}` has no path",
+                ds.name
+            )))
+        } else {
+            Ok(paths)
+        }
+    };
     let mut sink = Sink {
         ds,
         out: Vec::new(),
@@ -141,24 +156,55 @@ fn read_source(
         p::Source::Csv {
             delimiter, header, ..
         } => {
-            for file in expand(need_path()?)? {
-                read_csv(&file, *delimiter, *header, ds, &prep, &mut sink)?;
+            for path in need_paths()? {
+                for file in expand(path)? {
+                    read_csv(&file, *delimiter, *header, ds, &prep, &mut sink)?;
+                }
             }
         }
         p::Source::Jsonl { .. } => {
-            for file in expand(need_path()?)? {
-                read_jsonl(&file, ds, &prep, &mut sink)?;
+            for path in need_paths()? {
+                for file in expand(path)? {
+                    read_jsonl(&file, ds, &prep, &mut sink)?;
+                }
             }
         }
         p::Source::Text { mode, .. } => {
-            for file in expand(need_path()?)? {
-                read_text(&file, mode, &prep, &mut sink)?;
+            for path in need_paths()? {
+                for file in expand(path)? {
+                    read_text(&file, mode, &prep, &mut sink)?;
+                }
             }
         }
-        p::Source::Folders { .. } => read_folders(need_path()?, &prep, &mut sink)?,
+        p::Source::Parquet { .. } => {
+            return Err(TrainError::Other(format!(
+                "dataset `{}`: this trainer does not read Parquet files yet\n  help: convert the data to JSONL (`format = jsonl`)",
+                ds.name
+            )));
+        }
+        p::Source::Folders { .. } => {
+            for path in need_paths()? {
+                read_folders(path, &prep, &mut sink)?;
+            }
+        }
         p::Source::Plugin {
             plugin, options, ..
-        } => super::plugin_records::read(pipeline, ds, plugin, options, path, &prep, &mut sink)?,
+        } => {
+            if paths.is_empty() {
+                super::plugin_records::read(pipeline, ds, plugin, options, None, &prep, &mut sink)?
+            }
+            for path in paths {
+                super::plugin_records::read(
+                    pipeline,
+                    ds,
+                    plugin,
+                    options,
+                    Some(path),
+                    &prep,
+                    &mut sink,
+                )?
+            }
+        }
     }
     if sink.skipped > 0 {
         tracing::warn!(
@@ -169,10 +215,13 @@ fn read_source(
         );
     }
     if sink.out.is_empty() {
-        let from = match (&ds.source, path) {
-            (p::Source::Plugin { plugin, .. }, _) => format!(" from plugin `{plugin}`"),
-            (_, Some(path)) => format!(" in {}", path.display()),
-            (_, None) => String::new(),
+        let from = match &ds.source {
+            p::Source::Plugin { plugin, .. } => format!(" from plugin `{plugin}`"),
+            _ if paths.is_empty() => String::new(),
+            _ => {
+                let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+                format!(" in {}", names.join(", "))
+            }
         };
         return Err(TrainError::Other(format!(
             "dataset `{}` has no usable examples{from}",
@@ -180,16 +229,6 @@ fn read_source(
         )));
     }
     Ok(sink.out)
-}
-
-fn source_path(s: &p::Source) -> Option<&Path> {
-    match s {
-        p::Source::Jsonl { path }
-        | p::Source::Csv { path, .. }
-        | p::Source::Text { path, .. }
-        | p::Source::Folders { path } => Some(path),
-        p::Source::Plugin { path, .. } => path.as_deref(),
-    }
 }
 
 fn read_csv(
@@ -597,7 +636,7 @@ pub fn load_splits(
     pipeline: &p::Pipeline,
     ds: &p::Dataset,
 ) -> Result<(Vec<Example>, Vec<Example>), TrainError> {
-    let mut all = read_source(pipeline, ds, source_path(&ds.source))?;
+    let mut all = read_source(pipeline, ds, ds.source.paths())?;
     let eval_split = pipeline
         .evaluate
         .as_ref()
@@ -625,7 +664,7 @@ pub fn load_splits(
     let from_file =
         |part: &Option<p::SplitPart>, carved: Vec<Example>| -> Result<Vec<Example>, TrainError> {
             match part {
-                Some(p::SplitPart::File { path }) => read_source(pipeline, ds, Some(path)),
+                Some(p::SplitPart::File { paths }) => read_source(pipeline, ds, paths),
                 _ => Ok(carved),
             }
         };

@@ -428,13 +428,7 @@ fn dataset_files(pipeline: &p::Pipeline) -> Vec<(String, std::path::PathBuf)> {
     pipeline
         .datasets
         .iter()
-        .filter_map(|d| match &d.source {
-            p::Source::Jsonl { path }
-            | p::Source::Csv { path, .. }
-            | p::Source::Text { path, .. }
-            | p::Source::Folders { path } => Some((d.name.clone(), path.clone())),
-            p::Source::Plugin { path, .. } => path.clone().map(|p| (d.name.clone(), p)),
-        })
+        .flat_map(|d| d.source.paths().iter().map(|p| (d.name.clone(), p.clone())))
         .filter(|(_, path)| path.exists())
         .collect()
 }
