@@ -397,10 +397,11 @@ impl TextTokenizer {
     }
 
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, DataError> {
-        let size = self.vocab_size();
-        if let Some(bad) = ids.iter().find(|&&i| i as usize >= size) {
+        // `id_to_token` per id: `vocab_size` builds the whole vocabulary map on every call.
+        if let Some(bad) = ids.iter().find(|&&i| self.inner.id_to_token(i).is_none()) {
             return Err(DataError::tokenizer(format!(
-                "token id {bad} is outside the vocabulary of {size} tokens"
+                "token id {bad} is outside the vocabulary of {} tokens",
+                self.vocab_size()
             ))
             .with_help("the ids come from a different model or tokenizer"));
         }
