@@ -474,7 +474,11 @@ fn chat_ids_and_answer_spans_match_transformers() {
     let mut cases: Vec<serde_json::Value> = conversations
         .iter()
         .map(|c| {
-            serde_json::json!({"messages": c.iter().map(|(r, m)| serde_json::json!({"role": r, "content": m})).collect::<Vec<_>>()})
+            let messages: Vec<serde_json::Value> = c
+                .iter()
+                .map(|(r, m)| serde_json::json!({"role": r, "content": m}))
+                .collect();
+            serde_json::json!({ "messages": messages })
         })
         .collect();
     cases.extend(
@@ -550,4 +554,58 @@ fn chat_ids_and_answer_spans_match_transformers() {
         let mask: Vec<bool> = (0..want_ids.len()).map(|j| j >= start).collect();
         assert_eq!(ex.loss_mask, mask, "{p:?} {c:?}");
     }
+}
+
+/// The ChatterBot chat asset (scripts/setup.py writes it as chat JSONL): every conversation
+/// encodes with the SmolLM2 template, its loss covers exactly each answer and the end of its
+/// turn, and all of them pack into rows whose labels stay within their example.
+#[test]
+fn chatterbot_conversations_mask_their_answers_and_pack() {
+    #[derive(serde::Deserialize)]
+    struct Line {
+        messages: Vec<ChatMessage>,
+    }
+    let (tok, _) = smollm();
+    let path = common::asset("chatterbot", "chat.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let max_length = 256;
+    let enc = encoder(TrainOn::Completions, max_length, TruncationSide::Left);
+    let mut exs = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line: Line = serde_json::from_str(raw).unwrap();
+        let r = supervised(Turns::Chat(line.messages.clone()), i as u64 + 1);
+        let ex = example(&enc, &r);
+        if ex.len() < max_length {
+            let answers: Vec<String> = line
+                .messages
+                .iter()
+                .filter(|m| m.role == "assistant")
+                .map(|m| format!("{}<|im_end|>\n", m.content))
+                .collect();
+            assert_eq!(loss_spans(tok, &ex), answers, "line {}", i + 1);
+        }
+        exs.push(ex);
+    }
+    assert_eq!(exs.len(), 2_025);
+    let lengths: Vec<usize> = exs.iter().map(SupervisedExample::len).collect();
+    let plan = plan_rows(&lengths, max_length).unwrap();
+    let batch = CausalBatch::packed(&exs, &plan, tok.pad_id().unwrap_or(0)).unwrap();
+    let by_row: Vec<Vec<&SupervisedExample>> = plan
+        .iter()
+        .map(|r| r.iter().map(|&i| &exs[i]).collect())
+        .collect();
+    check_batch(&batch, &by_row, max_length);
+    let tokens: usize = lengths.iter().sum();
+    println!(
+        "{} conversations, {tokens} tokens ({} trained on) in {} packed rows of {max_length} \
+         ({:.0}% full)",
+        exs.len(),
+        batch.targets(),
+        plan.len(),
+        100.0 * tokens as f64 / (plan.len() * max_length) as f64
+    );
+    assert!(
+        plan.len() * max_length * 85 < tokens * 100,
+        "rows are over 85% full"
+    );
 }
