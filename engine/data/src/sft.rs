@@ -237,9 +237,9 @@ impl SupervisedEncoder {
             ] {
                 if !full.starts_with(text.as_str()) {
                     return Err(DataError::tokenizer(format!(
-                        "chat template from {}: for assistant message {}, {what} does not render as the start of the whole \
-                         conversation: the template rewrites earlier turns, so the answer \
-                         tokens cannot be located",
+                        "chat template from {}: for assistant message {}, {what} does not render \
+                         as the start of the whole conversation: the template rewrites earlier \
+                         turns, so the answer tokens cannot be located",
                         template.source(),
                         i + 1
                     ))
@@ -276,8 +276,9 @@ impl SupervisedEncoder {
         Err(DataError::new(
             ErrorKind::BadRow,
             format!(
-                "around assistant message {}, a token spans the boundary between prompt and answer (the part alone ends in {:?}, the whole \
-                 conversation has {:?} there), so the answer's first or last token is not exact",
+                "around assistant message {}, a token spans the boundary between prompt and \
+                 answer (the part alone ends in {:?}, the whole conversation has {:?} there), \
+                 so the answer's first or last token is not exact",
                 message + 1,
                 show(&part),
                 show(ids)
