@@ -280,3 +280,19 @@ fn misuses_name_the_key_and_the_fix() {
     assert_eq!(code, "ardpipe::dsl::wrong_type");
     assert_eq!((line, col), (5, 20));
 }
+
+#[test]
+fn the_new_values_are_words_of_the_language() {
+    for word in ["parquet", "completions"] {
+        let text = format!("let {word} = 1\n");
+        let d = ardpipe_dsl::check_source(Path::new("/data/p.ard"), &text, &ctx()).unwrap_err();
+        let json = serde_json::to_value(d.to_json()).unwrap();
+        assert!(
+            json.as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["message"] == format!("`{word}` is a word of the language")),
+            "{json:#}"
+        );
+    }
+}
