@@ -296,3 +296,22 @@ fn the_new_values_are_words_of_the_language() {
         );
     }
 }
+
+#[test]
+fn a_list_of_paths_can_be_set_from_the_command_line() {
+    let text = format!("dataset d {{\n    format = jsonl\n    path = \"a.jsonl\"\n}}\n{REST}");
+    let mut cx = ctx();
+    cx.overrides = vec![r#"dataset.d.path=["x.jsonl", "y/*.jsonl"]"#.into()];
+    let p = match ardpipe_dsl::check_source(Path::new("/data/p.ard"), &text, &cx) {
+        Ok(c) => c.pipeline,
+        Err(d) => panic!("{}", render(&d)),
+    };
+    assert_eq!(
+        p.datasets[0].source.paths(),
+        [
+            PathBuf::from("/data/x.jsonl"),
+            PathBuf::from("/data/y/*.jsonl")
+        ]
+        .as_slice()
+    );
+}
