@@ -27,6 +27,9 @@ struct Loc {
     file: u32,
 }
 
+// The index's whole cost per record.
+const _: () = assert!(std::mem::size_of::<Loc>() == 16);
+
 /// A file of an indexed dataset; `class` is the label of a folder-per-class file.
 #[derive(Debug)]
 struct IndexedFile {
@@ -99,7 +102,7 @@ impl RecordStore {
                     }
                     let id = file_id(&files, &file)?;
                     let item = FolderSource::read_one(&class, &file).and_then(|r| prep.apply(r));
-                    if judge(item, spec.on_error, &mut report)?.is_some() {
+                    if judge(item, spec.on_error, spec.max_skipped, &mut report)?.is_some() {
                         locs.push(Loc {
                             offset: 0,
                             line: 1,
@@ -118,7 +121,7 @@ impl RecordStore {
             while !full(&locs) {
                 let Some(item) = source.next() else { break };
                 let item = item.and_then(|r| prep.apply(r));
-                if let Some(rec) = judge(item, spec.on_error, &mut report)? {
+                if let Some(rec) = judge(item, spec.on_error, spec.max_skipped, &mut report)? {
                     let line = u32::try_from(rec.origin.line).map_err(|_| {
                         DataError::new(
                             ErrorKind::Config,
