@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::error::{DataError, ErrorKind};
 use crate::loaders::open_source;
 use crate::record::{Record, RecordSource, Turns};
-use crate::spec::{DatasetSpec, Format, OnError, Preprocess};
+use crate::spec::{DatasetSpec, Format, OnError, Preprocess, TextMode};
 
 /// How many skip reasons a report keeps (the count covers all of them).
 pub const KEPT_REASONS: usize = 5;
@@ -29,12 +29,32 @@ pub(crate) struct Compiled {
     pub(crate) max_rows: Option<usize>,
     /// Records are rows of a table (Parquet): errors say `file: row N`.
     counts_rows: bool,
+    lowercase: bool,
+    /// How `collapse_whitespace` normalises this dataset's texts.
+    whitespace: Whitespace,
+}
+
+/// Whitespace normalisation of plain texts (see `Preprocess::collapse_whitespace`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Whitespace {
+    /// As read (only trimmed when strip patterns are given).
+    Keep,
+    /// Every run of whitespace becomes one space; the ends are trimmed.
+    Collapse,
+    /// Trimmed at both ends, line structure kept (text documents).
+    Trim,
 }
 
 impl Compiled {
     pub(crate) fn for_spec(spec: &DatasetSpec) -> Result<Self, DataError> {
         let mut c = Self::new(&spec.preprocess)?;
         c.counts_rows = spec.format == Format::Parquet;
+        // Text documents keep their line structure (it matters to a language model).
+        if c.whitespace == Whitespace::Collapse
+            && matches!(&spec.format, Format::Text { mode } if *mode != TextMode::Lines)
+        {
+            c.whitespace = Whitespace::Trim;
+        }
         Ok(c)
     }
 
@@ -68,15 +88,38 @@ impl Compiled {
             label,
             max_rows: p.max_rows,
             counts_rows: false,
+            lowercase: p.lowercase,
+            whitespace: if p.collapse_whitespace {
+                Whitespace::Collapse
+            } else {
+                Whitespace::Keep
+            },
         })
     }
 
-    fn strip(&self, s: &str) -> String {
+    /// The strip patterns' matches removed (nothing else).
+    fn strip_only(&self, s: &str) -> String {
         let mut out = s.to_string();
         for re in &self.strip {
             out = re.replace_all(&out, "").into_owned();
         }
-        out.trim().to_string()
+        out
+    }
+
+    /// A plain text (or pair) preprocessed: strip patterns, whitespace, lowercase.
+    fn plain(&self, s: &str) -> String {
+        let out = self.strip_only(s);
+        let out = match self.whitespace {
+            Whitespace::Collapse => out.split_whitespace().collect::<Vec<_>>().join(" "),
+            Whitespace::Trim => out.trim().to_string(),
+            Whitespace::Keep if self.strip.is_empty() => out,
+            Whitespace::Keep => out.trim().to_string(),
+        };
+        if self.lowercase {
+            out.to_lowercase()
+        } else {
+            out
+        }
     }
 
     /// Preprocess one record; a bad one is an error at its file and line (or row).
@@ -92,20 +135,23 @@ impl Compiled {
     }
 
     fn apply_inner(&self, mut rec: Record) -> Result<Record, DataError> {
-        if !self.strip.is_empty() {
-            rec.text = self.strip(&rec.text);
-            rec.text_pair = rec.text_pair.as_deref().map(|t| self.strip(t));
-            match &mut rec.turns {
-                Some(Turns::PromptCompletion { prompt, completion }) => {
-                    *prompt = self.strip(prompt);
-                    *completion = self.strip(completion);
+        // Supervised records: the strip patterns only; their whitespace is kept as written
+        // (a completion's leading space or a message's line breaks are what the model learns)
+        // and they are not lowercased.
+        match &mut rec.turns {
+            None => {
+                rec.text = self.plain(&rec.text);
+                rec.text_pair = rec.text_pair.as_deref().map(|t| self.plain(t));
+            }
+            Some(_) if self.strip.is_empty() => {}
+            Some(Turns::PromptCompletion { prompt, completion }) => {
+                *prompt = self.strip_only(prompt);
+                *completion = self.strip_only(completion);
+            }
+            Some(Turns::Chat(messages)) => {
+                for m in messages {
+                    m.content = self.strip_only(&m.content);
                 }
-                Some(Turns::Chat(messages)) => {
-                    for m in messages {
-                        m.content = self.strip(&m.content);
-                    }
-                }
-                None => {}
             }
         }
         match &rec.turns {
@@ -131,6 +177,11 @@ impl Compiled {
             }
             _ => {}
         }
+        // With whitespace normalisation on, a label taken as is loses its surrounding spaces
+        // (` pos` in `text, pos` is `pos`).
+        if self.label.is_none() && self.whitespace != Whitespace::Keep {
+            rec.label = rec.label.map(|l| l.trim().to_string());
+        }
         if let (Some(re), Some(label)) = (&self.label, rec.label.as_deref()) {
             let Some(m) = re.captures(label).and_then(|c| c.get(1)) else {
                 let msg = format!(
@@ -153,6 +204,7 @@ pub struct DatasetReader {
     source: Box<dyn RecordSource>,
     prep: Compiled,
     policy: OnError,
+    max_skipped: Option<usize>,
     report: SkipReport,
     good: usize,
     done: bool,
@@ -163,7 +215,7 @@ impl DatasetReader {
     pub fn open(spec: &DatasetSpec, base: &Path) -> Result<Self, DataError> {
         let prep = Compiled::for_spec(spec)?;
         let source = open_source(spec, base)?;
-        Ok(Self::with_source(source, prep, spec.on_error))
+        Ok(Self::with_source(source, prep, spec.on_error).with_max_skipped(spec.max_skipped))
     }
 
     /// Apply preprocessing and a policy to any source, e.g. a plugin loader's records.
@@ -184,10 +236,18 @@ impl DatasetReader {
             source,
             prep,
             policy,
+            max_skipped: None,
             report: SkipReport::default(),
             good: 0,
             done: false,
         }
+    }
+
+    /// Under `on_error = skip`, stop with an error once more than `max` rows were skipped (see
+    /// `DatasetSpec::max_skipped`; [`Self::open`] takes it from the spec).
+    pub fn with_max_skipped(mut self, max: Option<usize>) -> Self {
+        self.max_skipped = max;
+        self
     }
 
     pub fn report(&self) -> &SkipReport {
@@ -209,7 +269,7 @@ impl Iterator for DatasetReader {
         }
         loop {
             let item = self.source.next()?.and_then(|r| self.prep.apply(r));
-            match judge(item, self.policy, &mut self.report) {
+            match judge(item, self.policy, self.max_skipped, &mut self.report) {
                 Ok(Some(rec)) => {
                     self.good += 1;
                     return Some(Ok(rec));
@@ -226,9 +286,11 @@ impl Iterator for DatasetReader {
 
 /// The error policy on one preprocessed item: `Ok(Some)` a good record, `Ok(None)` a bad row
 /// skipped (and counted in `report`), `Err` an error that ends the stream.
+/// Under `skip`, more than `max_skipped` skipped rows is an error naming the last one.
 pub(crate) fn judge(
     item: Result<Record, DataError>,
     policy: OnError,
+    max_skipped: Option<usize>,
     report: &mut SkipReport,
 ) -> Result<Option<Record>, DataError> {
     match item {
@@ -237,6 +299,20 @@ pub(crate) fn judge(
             report.skipped += 1;
             if report.first_reasons.len() < KEPT_REASONS {
                 report.first_reasons.push(e.to_string());
+            }
+            if let Some(max) = max_skipped.filter(|&m| report.skipped > m) {
+                let last = match e.location() {
+                    Some(loc) => format!("{loc}: {}", e.message),
+                    None => e.message.clone(),
+                };
+                return Err(DataError::new(
+                    ErrorKind::BadRow,
+                    format!("more than {max} bad rows were skipped; the last: {last}"),
+                )
+                .with_help(
+                    "fix the data, or raise max_skipped (the skipped rows' reasons are in the \
+                     warnings)",
+                ));
             }
             Ok(None)
         }

@@ -9,10 +9,16 @@ use serde::{Deserialize, Serialize};
 pub enum Format {
     /// One JSON object per line.
     Jsonl,
-    /// A header row, then rows; RFC 4180 quoting.
+    /// Rows of fields; RFC 4180 quoting. Every row must have the header's (or, without a header,
+    /// the first row's) number of fields: another count is a bad row, as is a quoted field never
+    /// closed before the end of the file (at the line where it opened).
     Csv {
         #[serde(default = "comma")]
         delimiter: char,
+        /// The first row names the columns (default). Without a header, columns are named by
+        /// their 0-based number: `"0"`, `"1"`, …; any other column name is a configuration error.
+        #[serde(default = "yes")]
+        header: bool,
     },
     /// Plain text, split into records by `mode`.
     Text {
@@ -30,6 +36,10 @@ fn comma() -> char {
     ','
 }
 
+fn yes() -> bool {
+    true
+}
+
 /// How plain text splits into records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -37,7 +47,8 @@ pub enum TextMode {
     /// Each non-blank line is a record.
     #[default]
     Lines,
-    /// Records are separated by one or more blank lines.
+    /// Records are separated by one or more blank lines. (The pipeline language's `documents`
+    /// mode, one record per file, is [`TextMode::File`].)
     Documents,
     /// Records are separated by a line that equals this string (e.g. `%` for fortunes).
     Separator(String),
@@ -148,6 +159,18 @@ pub struct Preprocess {
     /// Stop after this many good rows.
     #[serde(default)]
     pub max_rows: Option<usize>,
+    /// Lowercase the text and the pair, after `strip` (and `collapse_whitespace`).
+    #[serde(default)]
+    pub lowercase: bool,
+    /// Normalise whitespace after `strip`: in records that are rows (JSONL, CSV, Parquet, folder
+    /// files, text in `lines` mode, loader plugins' records) every run of whitespace becomes one
+    /// space and the ends are trimmed (`split_whitespace().join(" ")`); text in `documents`,
+    /// `separator` and `file` modes keeps its line structure and is only trimmed at both ends.
+    /// Applies to the text and the pair (and trims a label when there is no `label_regex`);
+    /// prompt/completion and chat records are never
+    /// normalised, trimmed or lowercased (their whitespace is part of what the model learns).
+    #[serde(default)]
+    pub collapse_whitespace: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -165,6 +188,10 @@ pub struct DatasetSpec {
     pub preprocess: Preprocess,
     #[serde(default)]
     pub on_error: OnError,
+    /// Under `on_error = skip`: when more than this many bad rows were skipped, the read stops
+    /// with an error naming the last one (`None`: no limit). Ignored under `stop`.
+    #[serde(default)]
+    pub max_skipped: Option<usize>,
 }
 
 impl DatasetSpec {
@@ -176,6 +203,7 @@ impl DatasetSpec {
             label_from_stem: false,
             preprocess: Preprocess::default(),
             on_error: OnError::Stop,
+            max_skipped: None,
         }
     }
 }
@@ -195,7 +223,15 @@ mod tests {
             "on_error": "skip"
         }"#;
         let spec: DatasetSpec = serde_json::from_str(json).unwrap();
-        assert_eq!(spec.format, Format::Csv { delimiter: ',' });
+        assert_eq!(
+            spec.format,
+            Format::Csv {
+                delimiter: ',',
+                header: true
+            }
+        );
+        assert_eq!(spec.max_skipped, None);
+        assert!(!spec.preprocess.lowercase && !spec.preprocess.collapse_whitespace);
         assert_eq!(spec.fields.text, "text");
         assert_eq!(spec.on_error, OnError::Skip);
         let back: DatasetSpec =

@@ -393,14 +393,20 @@ fn csv_and_tsv_prompt_completion_columns_with_bad_rows() {
         "instruction\tresponse\nTranslate \"chat\"\tcat\nBroken\t\"x\ty\"\tz\n",
     );
     let spec = supervised(
-        DatasetSpec::new(["a.csv"], Format::Csv { delimiter: ',' }),
+        DatasetSpec::new(
+            ["a.csv"],
+            Format::Csv {
+                delimiter: ',',
+                header: true,
+            },
+        ),
         "instruction",
         "response",
     );
     let e = err_of(&spec, d.path());
     assert!(
         e.to_string()
-            .contains("a.csv:6: row has 2 fields, the header has 3"),
+            .contains("a.csv:6: the row has 2 fields where the header has 3"),
         "{e}"
     );
     let mut spec = skipping(spec);
@@ -418,7 +424,13 @@ fn csv_and_tsv_prompt_completion_columns_with_bad_rows() {
     );
 
     let tsv = skipping(supervised(
-        DatasetSpec::new(["b.tsv"], Format::Csv { delimiter: '\t' }),
+        DatasetSpec::new(
+            ["b.tsv"],
+            Format::Csv {
+                delimiter: '\t',
+                header: true,
+            },
+        ),
         "instruction",
         "response",
     ));
@@ -427,7 +439,13 @@ fn csv_and_tsv_prompt_completion_columns_with_bad_rows() {
     assert_eq!(got[0].turns, pc("Translate \"chat\"", "cat"));
 
     let messages = chat(
-        DatasetSpec::new(["a.csv"], Format::Csv { delimiter: ',' }),
+        DatasetSpec::new(
+            ["a.csv"],
+            Format::Csv {
+                delimiter: ',',
+                header: true,
+            },
+        ),
         "response",
     );
     let e = err_of(&messages, d.path());
@@ -465,6 +483,7 @@ fn store_equals_reader_for_every_format_and_policy() {
         "t/lines.txt",
         b"alpha\n\n  \nbeta\r\ngamma\n\xff\xfe\ndelta",
     );
+    d.write("t/lines_ok.txt", "alpha\n\n  \nbeta\r\ngamma\ndelta");
     d.write(
         "t/docs.txt",
         "\n\npara one\nstill one\n\n\n\npara two\n\npara three\nends here\n",
@@ -483,7 +502,7 @@ fn store_equals_reader_for_every_format_and_policy() {
         s
     };
     let mut from_stem = DatasetSpec::new(
-        ["t/lines.txt", "t/docs.txt"],
+        ["t/lines_ok.txt", "t/docs.txt"],
         Format::Text {
             mode: TextMode::Lines,
         },
@@ -492,11 +511,23 @@ fn store_equals_reader_for_every_format_and_policy() {
     let specs = [
         labelled(DatasetSpec::new(["j/*.jsonl"], Format::Jsonl), "l"),
         labelled(
-            DatasetSpec::new(["c/a.csv"], Format::Csv { delimiter: ',' }),
+            DatasetSpec::new(
+                ["c/a.csv"],
+                Format::Csv {
+                    delimiter: ',',
+                    header: true,
+                },
+            ),
             "label",
         ),
         labelled(
-            DatasetSpec::new(["c/b.tsv"], Format::Csv { delimiter: '\t' }),
+            DatasetSpec::new(
+                ["c/b.tsv"],
+                Format::Csv {
+                    delimiter: '\t',
+                    header: true,
+                },
+            ),
             "label",
         ),
         from_stem,
@@ -538,7 +569,7 @@ fn store_equals_reader_for_every_format_and_policy() {
             (5, 3), // jsonl: bad JSON, blank text, invalid UTF-8
             (4, 2), // csv: short row, empty text
             (2, 0),
-            (9, 1), // lines (both files): invalid UTF-8
+            (9, 0), // lines (both files; a file that is not UTF-8 is an error in this mode)
             (4, 1), // documents: the one with the bad line is dropped whole
             (2, 0),
             (2, 0),

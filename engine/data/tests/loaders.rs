@@ -12,7 +12,10 @@ fn jsonl() -> Format {
     Format::Jsonl
 }
 fn csv() -> Format {
-    Format::Csv { delimiter: ',' }
+    Format::Csv {
+        delimiter: ',',
+        header: true,
+    }
 }
 fn text(mode: TextMode) -> Format {
     Format::Text { mode }
@@ -160,19 +163,44 @@ fn empty_file_is_an_empty_dataset() {
     assert!(e.to_string().contains("is empty"), "{e}");
 }
 
+/// A JSONL line that is not UTF-8 is one bad row at its line; a plain text file read in `lines`
+/// mode that is not UTF-8 is not text at all: an error for the whole file, even under `skip` (as
+/// the trainer's reader had it).
 #[test]
 fn invalid_utf8_is_a_bad_row_at_its_line() {
     let d = TempDir::new("utf8");
-    d.write("a.txt", b"fine\n\xff\xfe broken\nalso fine\n");
-    let spec = DatasetSpec::new(["a.txt"], text(TextMode::Lines));
+    d.write(
+        "a.jsonl",
+        b"{\"text\": \"fine\"}\n{\"text\": \"\xff\xfe broken\"}\n{\"text\": \"also fine\"}\n",
+    );
+    let spec = DatasetSpec::new(["a.jsonl"], jsonl());
     let e = err_of(&spec, &d);
     assert_eq!((e.kind, e.line), (ErrorKind::BadRow, Some(2)));
+    assert!(
+        e.message
+            .contains("not valid UTF-8 (at byte 10 of the line)"),
+        "{e}"
+    );
     assert!(e.help.unwrap().contains("UTF-8"));
     let mut spec = spec;
     spec.on_error = OnError::Skip;
     let loaded = load(&spec, d.path()).unwrap();
     assert_eq!(loaded.records.len(), 2);
     assert_eq!(loaded.records[1].origin.line, 3);
+
+    d.write("a.txt", b"fine\n\xff\xfe broken\nalso fine\n");
+    let mut spec = DatasetSpec::new(["a.txt"], text(TextMode::Lines));
+    spec.on_error = OnError::Skip;
+    let e = err_of(&spec, &d);
+    assert_eq!((e.kind, e.line), (ErrorKind::Io, None));
+    let path = d.path().join("a.txt");
+    assert!(
+        e.message.starts_with(&format!(
+            "cannot read {} as UTF-8 text: line 2 is not valid UTF-8",
+            path.display()
+        )),
+        "{e}"
+    );
 }
 
 // ---------- CSV ----------
@@ -197,7 +225,13 @@ fn csv_header_quoting_and_delimiter() {
         [2, 3, 5]
     );
     let spec = labelled(
-        DatasetSpec::new(["b.tsv"], Format::Csv { delimiter: '\t' }),
+        DatasetSpec::new(
+            ["b.tsv"],
+            Format::Csv {
+                delimiter: '\t',
+                header: true,
+            },
+        ),
         "label",
     );
     assert_eq!(
@@ -228,7 +262,8 @@ fn csv_ragged_row_has_its_line() {
     let e = err_of(&spec, &d);
     assert_eq!((e.kind, e.line), (ErrorKind::BadRow, Some(3)));
     assert!(
-        e.to_string().contains("row has 3 fields, the header has 2"),
+        e.to_string()
+            .contains("the row has 3 fields where the header has 2"),
         "{e}"
     );
     let mut spec = spec;
@@ -246,7 +281,13 @@ fn csv_without_header_and_bad_delimiter() {
     assert!(e.to_string().contains("no header row"), "{e}");
     d.write("b.csv", "text\nx\n");
     let e = err_of(
-        &DatasetSpec::new(["b.csv"], Format::Csv { delimiter: '§' }),
+        &DatasetSpec::new(
+            ["b.csv"],
+            Format::Csv {
+                delimiter: '§',
+                header: true,
+            },
+        ),
         &d,
     );
     assert_eq!(e.kind, ErrorKind::Config);

@@ -14,7 +14,13 @@ fn base(asset: &str, probe: &str) -> std::path::PathBuf {
 #[test]
 fn health_tweets_load_with_16_labels_and_batch() {
     let dir = base("healthtweets", "healthtweets.csv");
-    let mut spec = DatasetSpec::new(["healthtweets.csv"], Format::Csv { delimiter: ',' });
+    let mut spec = DatasetSpec::new(
+        ["healthtweets.csv"],
+        Format::Csv {
+            delimiter: ',',
+            header: true,
+        },
+    );
     spec.fields.label = Some("source_id".into());
     spec.preprocess.strip = vec![r"http\S+".into()];
     spec.preprocess.label_regex = Some("^(.*)-[^-]*$".into());

@@ -48,6 +48,13 @@ pub fn expand(
             }
             matched.sort();
             out.extend(matched);
+        } else if let Some(what) = special_file(&full) {
+            // Opening a FIFO waits for a writer, a device may never end: refuse them up front.
+            return Err(DataError::config(format!(
+                "{} is {what}, not a regular file",
+                full.display()
+            ))
+            .with_help("copy the data to a file and give that path"));
         } else if !full.exists() {
             return Err(DataError::new(ErrorKind::Io, "no such file or folder")
                 .in_file(&full)
@@ -73,6 +80,29 @@ pub fn expand(
         }
     }
     Ok(out)
+}
+
+/// What `path` is when it is neither a regular file nor a folder (after following links): "a FIFO",
+/// "a device", "a socket".
+pub fn special_file(path: &Path) -> Option<&'static str> {
+    let kind = std::fs::metadata(path).ok()?.file_type();
+    if kind.is_file() || kind.is_dir() {
+        return None;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return Some("a FIFO");
+        }
+        if kind.is_char_device() || kind.is_block_device() {
+            return Some("a device");
+        }
+        if kind.is_socket() {
+            return Some("a socket");
+        }
+    }
+    Some("a special file")
 }
 
 /// The file stem as a label (`hamlet_gut` for `texts/hamlet_gut.txt`).

@@ -70,7 +70,7 @@ impl Iterator for ByteLines {
                     Err(e) => Err(DataError::new(
                         ErrorKind::BadRow,
                         format!(
-                            "invalid UTF-8 at byte {} of the line",
+                            "not valid UTF-8 (at byte {} of the line)",
                             e.utf8_error().valid_up_to()
                         ),
                     )

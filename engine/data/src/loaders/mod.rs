@@ -89,9 +89,10 @@ impl OneFile {
                 offset,
                 line,
             )?),
-            Format::Csv { delimiter } => Self::Csv(CsvSource::open_at(
+            Format::Csv { delimiter, header } => Self::Csv(CsvSource::open_at(
                 path,
                 *delimiter,
+                *header,
                 &spec.fields,
                 offset,
                 line,

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::error::DataError;
+use crate::error::{DataError, ErrorKind};
 use crate::record::{Origin, Record};
 use crate::spec::TextMode;
 
@@ -91,8 +91,22 @@ impl Iterator for TextSource {
             };
             let (line, text) = match item {
                 Ok(x) => x,
+                // In `lines` mode a file that is not UTF-8 is not text: the whole file is an
+                // error (as the trainer always had it), not one bad row per broken line.
                 Err(e) if self.mode == TextMode::Lines => {
                     self.start = before;
+                    let e = match (e.kind, e.line) {
+                        (ErrorKind::BadRow, Some(line)) => DataError::new(
+                            ErrorKind::Io,
+                            format!(
+                                "cannot read {} as UTF-8 text: line {line} is {}",
+                                self.file.display(),
+                                e.message
+                            ),
+                        )
+                        .with_help("convert the file to UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"),
+                        _ => e,
+                    };
                     return Some(Err(e));
                 }
                 Err(e) => {
