@@ -651,8 +651,13 @@ pub enum SplitName {
 pub enum Metric {
     Loss,
     Perplexity,
+    /// Classification: the share of examples classified right. Causal LM: the share of
+    /// trained-on (answer) tokens predicted right, teacher-forced.
     Accuracy,
     MacroF1,
+    /// Causal LM: the share of examples whose every answer token is the model's greedy choice
+    /// given the tokens before it, i.e. whose answer greedy decoding reproduces exactly.
+    ExactMatch,
     /// A named scalar reported by a metric plugin.
     Plugin {
         plugin: String,

@@ -6,7 +6,13 @@ fn doctor_reports_libtorch_and_verified_assets() {
     let text = stdout(&out);
     assert!(text.contains("libtorch   2.13.0"), "{text}");
     assert!(text.contains("threads"), "{text}");
-    for asset in ["smollm2", "minilm", "healthtweets", "shakespeare", "chatterbot"] {
+    for asset in [
+        "smollm2",
+        "minilm",
+        "healthtweets",
+        "shakespeare",
+        "chatterbot",
+    ] {
         assert!(
             text.lines()
                 .any(|l| l.trim_start().starts_with(asset) && l.contains("verified")),

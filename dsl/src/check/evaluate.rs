@@ -11,7 +11,7 @@ use crate::suggest;
 
 use super::values::option_value;
 
-pub const METRICS: &[&str] = &["loss", "perplexity", "accuracy", "macro_f1"];
+pub const METRICS: &[&str] = &["loss", "perplexity", "accuracy", "macro_f1", "exact_match"];
 
 pub struct EvalSpans {
     pub dataset: Option<Span>,
@@ -115,6 +115,7 @@ pub fn metric(e: &Expr, cx: &mut Ctx) -> Option<Metric> {
             "perplexity" => Some(Metric::Perplexity),
             "accuracy" => Some(Metric::Accuracy),
             "macro_f1" => Some(Metric::MacroF1),
+            "exact_match" => Some(Metric::ExactMatch),
             other => {
                 cx.push(
                     Problem::error(

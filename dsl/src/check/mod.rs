@@ -82,6 +82,7 @@ pub const VOCABULARY: &[&str] = &[
     "perplexity",
     "accuracy",
     "macro_f1",
+    "exact_match",
     "validation",
     "test",
     "train",
@@ -568,16 +569,19 @@ fn head_allows(metric: &Metric, head: &Head, span: Span, cx: &mut Ctx) {
         (Metric::Perplexity, Head::CausalLm) => None,
         (Metric::Perplexity, _) => Some("perplexity needs `head = causal_lm`"),
         (Metric::Accuracy | Metric::MacroF1, Head::SequenceClassification { .. }) => None,
-        (Metric::Accuracy | Metric::MacroF1, _) => {
-            Some("accuracy and macro-F1 need `head = sequence_classification`")
-        }
+        // A causal LM's accuracy is over the tokens it trains on.
+        (Metric::Accuracy | Metric::ExactMatch, Head::CausalLm) => None,
+        (Metric::ExactMatch, _) => Some("exact_match needs `head = causal_lm`"),
+        (Metric::Accuracy | Metric::MacroF1, _) => Some(
+            "macro-F1 needs `head = sequence_classification`, accuracy a classifier or a causal LM",
+        ),
         _ => None,
     };
     if let Some(why) = bad {
         cx.push(
             Problem::error(Code::Contradiction, span, format!("this metric does not fit the model's head: {why}"))
                 .label("wrong metric for this head")
-                .help("classifiers use `accuracy`/`macro_f1`, language models `perplexity`; `loss` fits both"),
+                .help("classifiers use `accuracy`/`macro_f1`, language models `perplexity`, `accuracy` (answer tokens) and `exact_match`; `loss` fits both"),
         );
     }
 }

@@ -55,7 +55,106 @@ pub struct ExecutionPlan {
     pub trainable_percent: f64,
     pub memory: MemoryEstimate,
     pub training: TrainingPlan,
+    /// The data the run trains and evaluates on, as read and counted at compile time.
+    pub data: DataPlan,
+    /// The settings the trainer applies as written (hyper-parameters, model, output); what
+    /// derives from them is resolved in the sections above.
+    pub settings: RunSettings,
     pub warnings: Vec<String>,
+}
+
+impl ExecutionPlan {
+    /// A resolved schedule by its name in [`TrainingPlan::schedules`] (`train.lr`, `NAME.lambda`).
+    pub fn schedule(&self, name: &str) -> Result<ResolvedSchedule, PlanError> {
+        self.training
+            .schedules
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.schedule.clone())
+            .ok_or_else(|| PlanError::Invalid(format!("the plan has no schedule `{name}`")))
+    }
+}
+
+/// The pipeline's settings that a run executes as they are. The trainer reads these, never the
+/// pipeline: datasets become [`DataPlan`], selectors become [`AdapterPlan::modules`], durations
+/// and schedules become [`TrainingPlan`].
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct RunSettings {
+    pub name: String,
+    /// The pipeline file (absolute).
+    pub file: std::path::PathBuf,
+    pub seed: u64,
+    pub plugins: Vec<p::Plugin>,
+    pub model: p::Model,
+    pub adapters: Vec<p::Adapter>,
+    pub train: p::Train,
+    pub evaluate: Option<p::Evaluate>,
+    pub output: p::Output,
+    pub distributed: p::Distributed,
+}
+
+impl RunSettings {
+    pub fn of(pipeline: &p::Pipeline) -> RunSettings {
+        RunSettings {
+            name: pipeline.name.clone(),
+            file: pipeline.file.clone(),
+            seed: pipeline.seed,
+            plugins: pipeline.plugins.clone(),
+            model: pipeline.model.clone(),
+            adapters: pipeline.adapters.clone(),
+            train: pipeline.train.clone(),
+            evaluate: pipeline.evaluate.clone(),
+            output: pipeline.output.clone(),
+            distributed: pipeline.distributed.clone(),
+        }
+    }
+}
+
+/// The training dataset as compiled: what its examples are, how they become batches, and
+/// what counting them found.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct DataPlan {
+    pub dataset: String,
+    /// The source format (`jsonl`, `csv`, `text`, `folders`, `parquet`, `plugin`).
+    pub format: String,
+    /// The files read (globs expanded), per split that has its own.
+    pub files: Vec<String>,
+    /// What an example is: `text`, `text_pair`, `prompt_completion` or `chat`.
+    pub records: String,
+    pub batching: Batching,
+    /// Units an epoch goes through: examples, or packed blocks/rows for a causal LM.
+    pub train_units: usize,
+    pub eval_units: usize,
+    /// The split evaluation reads (`validation`, `test` or `train`).
+    pub eval_split: String,
+    /// Class names in id order (classification); empty otherwise.
+    pub classes: Vec<String>,
+    /// Rows the bad-row policy skipped, over every split read.
+    pub skipped_rows: usize,
+    /// Optimiser steps per epoch (the last partial batch of an epoch is dropped).
+    pub steps_per_epoch: u64,
+}
+
+/// How examples become model inputs.
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Batching {
+    /// One example per row, padded to the batch's longest, cut at `max_length` tokens.
+    Padded {
+        max_length: u32,
+        truncation: p::Side,
+    },
+    /// Texts joined with EOS and cut into blocks of `block_size` tokens.
+    Blocks { block_size: u32 },
+    /// Supervised examples (loss on `train_on`), cut at `max_length` tokens from the
+    /// `truncation` side; packed several to a row without attention across them, or one per
+    /// row padded with batches of similar length.
+    Supervised {
+        max_length: u32,
+        truncation: p::Side,
+        train_on: String,
+        packing: bool,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -304,19 +403,9 @@ pub fn plan_schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(PlanDocument)).unwrap_or_default()
 }
 
-/// The plan from the pipeline and the model's configuration alone. `steps_per_epoch` is 0
-/// when the data were not counted; classes read from the data then count as none.
-pub fn plan(pipeline: &p::Pipeline, steps_per_epoch: u64) -> Result<ExecutionPlan, PlanError> {
-    plan_with_data(pipeline, steps_per_epoch, None)
-}
-
-/// The plan, given what counting the data found: steps per epoch (0 = unknown) and the
-/// number of classes when `classes = auto`.
-pub fn plan_with_data(
-    pipeline: &p::Pipeline,
-    steps_per_epoch: u64,
-    classes_from_data: Option<usize>,
-) -> Result<ExecutionPlan, PlanError> {
+/// The plan from the pipeline, the model's configuration and what compiling the data found.
+pub fn plan_with_data(pipeline: &p::Pipeline, data: DataPlan) -> Result<ExecutionPlan, PlanError> {
+    let steps_per_epoch = data.steps_per_epoch;
     let desc = describe(&pipeline.model.path).map_err(|e| PlanError::Model {
         path: pipeline.model.path.display().to_string(),
         message: e.to_string(),
@@ -397,7 +486,7 @@ pub fn plan_with_data(
     let classes = match &pipeline.model.head {
         p::Head::SequenceClassification { classes } => match classes {
             p::Classes::Names { names } => names.len(),
-            p::Classes::FromData => classes_from_data.unwrap_or(0),
+            p::Classes::FromData => data.classes.len(),
         },
         _ => 0,
     };
@@ -450,6 +539,8 @@ pub fn plan_with_data(
         trainable_percent: 100.0 * trainable_initial as f64 / desc.parameters.max(1) as f64,
         memory,
         training,
+        data,
+        settings: RunSettings::of(pipeline),
         warnings,
     })
 }
@@ -660,6 +751,48 @@ pub fn render_text(plan: &ExecutionPlan) -> String {
         m.attention_heads,
         m.kv_heads,
         m.head
+    );
+    let d = &plan.data;
+    let batching = match &d.batching {
+        Batching::Padded {
+            max_length,
+            truncation,
+        } => format!("padded, at most {max_length} tokens (cut on the {truncation:?} side)"),
+        Batching::Blocks { block_size } => format!("blocks of {block_size} tokens"),
+        Batching::Supervised {
+            max_length,
+            truncation,
+            train_on,
+            packing,
+        } => format!(
+            "{}, at most {max_length} tokens (cut on the {truncation:?} side), loss on {train_on}",
+            if *packing {
+                "packed without attention across examples"
+            } else {
+                "padded in length buckets"
+            }
+        ),
+    }
+    .to_lowercase();
+    let _ = writeln!(
+        o,
+        "data       {} ({}, {} records): {} training and {} {} units, {batching}{}{}",
+        d.dataset,
+        d.format,
+        d.records,
+        d.train_units,
+        d.eval_units,
+        d.eval_split,
+        if d.classes.is_empty() {
+            String::new()
+        } else {
+            format!(", {} classes", d.classes.len())
+        },
+        if d.skipped_rows > 0 {
+            format!(", {} bad rows skipped", d.skipped_rows)
+        } else {
+            String::new()
+        }
     );
     for a in &plan.adapters {
         let _ = writeln!(

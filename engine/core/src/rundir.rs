@@ -378,6 +378,8 @@ pub struct RunDir {
 
 pub const RESOLVED_PIPELINE: &str = "pipeline.resolved.json";
 pub const MANIFEST: &str = "manifest.json";
+/// The execution plan the run follows (`ardpipe plan --format json` prints the same).
+pub const PLAN: &str = "plan.json";
 /// The finished run's outcome (final evaluation, parameters, ranks, time, memory).
 pub const SUMMARY: &str = "summary.json";
 pub const METRICS: &str = "metrics.jsonl";

@@ -2,7 +2,7 @@
 //! is plain Rust vectors with shapes, which the trainer turns into tensors.
 //!
 //! The flow: [`DatasetSpec`] → [`DatasetReader`] (a built-in loader or any [`RecordSource`], with
-//! preprocessing and the error policy) → [`Record`]s → [`ratio_split`] / [`LabelVocab`] →
+//! preprocessing and the error policy) → [`Record`]s → [`fraction_split`] / [`LabelVocab`] →
 //! [`ShuffledOrder`] → [`ClassificationBatcher`] per batch, or [`LmPacker`] for language modelling.
 
 pub mod batch;
@@ -31,10 +31,10 @@ pub use record::{Origin, Record, RecordSource, Turns};
 pub use sft::{
     Encoded, NoAnswerLeft, SupervisedEncoder, SupervisedExample, TrainOn, leading_specials,
 };
-pub use shuffle::{Position, ShuffledOrder, epoch_permutation, stable_hash};
+pub use shuffle::{Position, Rng, ShuffledOrder, derive_seed, epoch_permutation};
 pub use spec::RecordKind;
 pub use spec::{DatasetSpec, FieldMap, Format, OnError, Preprocess, TextMode};
-pub use split::ratio_split;
+pub use split::{FractionSplit, fraction_split};
 pub use store::RecordStore;
 pub use tokenizer::{
     BpeSpec, Encoding, SpmFlavour, SpmSpec, TextTokenizer, TruncationSide,

@@ -1,60 +1,77 @@
-//! Train/eval splits: either separate files (two specs), or a seeded ratio split of one dataset.
+//! Carving evaluation splits out of one source: the `validation` and `test` fractions of a seeded
+//! permutation of its rows. A split given as its own files is simply another dataset.
 
 use crate::error::DataError;
-use crate::record::Record;
-use crate::shuffle::stable_hash;
+use crate::shuffle::Rng;
 
-/// Split `records` so that `round(n · eval_fraction)` rows go to eval. Which rows is decided by a
-/// seeded hash of each row's content (not its position), so the split is deterministic and stays
-/// the same when the file's rows are reordered. Returns (train, eval), each in input order.
-pub fn ratio_split(
-    records: Vec<Record>,
-    eval_fraction: f64,
+/// Row indices of each split, in the order of the seeded permutation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FractionSplit {
+    pub train: Vec<usize>,
+    pub validation: Vec<usize>,
+    pub test: Vec<usize>,
+}
+
+/// Split `n` rows: `round(n · validation)` rows go to validation, then `round(n · test)` to test,
+/// taken in that order from the permutation seeded by `seed`; the rest trains. A fraction of 0
+/// takes nothing. The split depends only on `(n, fractions, seed)`, so a resumed run (and
+/// `ardpipe data preview`) finds the same one.
+pub fn fraction_split(
+    n: usize,
+    validation: f64,
+    test: f64,
     seed: u64,
-) -> Result<(Vec<Record>, Vec<Record>), DataError> {
-    if !(eval_fraction > 0.0 && eval_fraction < 1.0) {
-        return Err(DataError::config(format!(
-            "eval fraction {eval_fraction} is not between 0 and 1"
-        ))
-        .with_help("use e.g. 0.1 for a 90/10 split"));
-    }
-    let n = records.len();
-    let n_eval = (n as f64 * eval_fraction).round() as usize;
-    if n_eval == 0 || n_eval == n {
-        return Err(DataError::config(format!(
-            "an eval fraction of {eval_fraction} of {n} rows leaves one side empty"
-        ))
-        .with_help("use more data or a fraction nearer 0.5"));
-    }
-    let key = |r: &Record| {
-        stable_hash(
-            seed,
-            &[
-                r.text.as_bytes(),
-                r.text_pair.as_deref().unwrap_or("").as_bytes(),
-                r.label.as_deref().unwrap_or("").as_bytes(),
-            ],
-        )
-    };
-    // Ties (identical rows) are interchangeable, so sorting by (hash, position) is still order-stable
-    // as a multiset.
-    let mut keyed: Vec<(u64, usize)> = records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (key(r), i))
-        .collect();
-    keyed.sort_unstable();
-    let mut is_eval = vec![false; n];
-    for &(_, i) in &keyed[..n_eval] {
-        is_eval[i] = true;
-    }
-    let (mut train, mut eval) = (Vec::with_capacity(n - n_eval), Vec::with_capacity(n_eval));
-    for (r, e) in records.into_iter().zip(is_eval) {
-        if e {
-            eval.push(r);
-        } else {
-            train.push(r);
+) -> Result<FractionSplit, DataError> {
+    for (name, f) in [("validation", validation), ("test", test)] {
+        if !(0.0..1.0).contains(&f) {
+            return Err(
+                DataError::config(format!("the {name} fraction {f} is not in [0, 1)"))
+                    .with_help("use e.g. `validation = 10%`"),
+            );
         }
     }
-    Ok((train, eval))
+    let count = |f: f64| (f * n as f64).round() as usize;
+    let (n_val, n_test) = (count(validation), count(test));
+    if n_val + n_test >= n {
+        return Err(DataError::config(format!(
+            "the validation and test fractions take all {n} examples"
+        ))
+        .with_help("lower the fractions, or give the dataset more rows"));
+    }
+    let mut perm = Rng::from_seed(seed).permutation(n).into_iter();
+    let validation: Vec<usize> = perm.by_ref().take(n_val).collect();
+    let test: Vec<usize> = perm.by_ref().take(n_test).collect();
+    Ok(FractionSplit {
+        train: perm.collect(),
+        validation,
+        test,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fractions_tile_the_rows_and_follow_the_seed() {
+        let s = fraction_split(1000, 0.1, 0.05, 7).unwrap();
+        assert_eq!(
+            (s.validation.len(), s.test.len(), s.train.len()),
+            (100, 50, 850)
+        );
+        let mut all: Vec<usize> = [&s.train[..], &s.validation[..], &s.test[..]].concat();
+        all.sort_unstable();
+        assert_eq!(all, (0..1000).collect::<Vec<_>>());
+        assert_eq!(fraction_split(1000, 0.1, 0.05, 7).unwrap(), s);
+        assert_ne!(
+            fraction_split(1000, 0.1, 0.05, 8).unwrap().validation,
+            s.validation
+        );
+        // The validation rows are the permutation's first: the order the trainer always used.
+        assert_eq!(s.validation, Rng::from_seed(7).permutation(1000)[..100]);
+        assert!(fraction_split(10, 0.5, 0.5, 1).is_err());
+        assert!(fraction_split(10, 1.0, 0.0, 1).is_err());
+        assert!(fraction_split(10, f64::NAN, 0.0, 1).is_err());
+        assert_eq!(fraction_split(10, 0.0, 0.0, 1).unwrap().train.len(), 10);
+    }
 }

@@ -4,7 +4,7 @@ mod common;
 
 use ardpipe_data::{
     ClassificationBatcher, DatasetSpec, Format, LabelVocab, LastBlock, LmPacker, ShuffledOrder,
-    TextMode, TextTokenizer, TruncationSide, load, ratio_split,
+    TextMode, TextTokenizer, TruncationSide, fraction_split, load,
 };
 
 fn base(asset: &str, probe: &str) -> std::path::PathBuf {
@@ -41,7 +41,13 @@ fn health_tweets_load_with_16_labels_and_batch() {
     assert_eq!(vocab.len(), 16);
     assert!(vocab.id("goodhealth").is_some() && vocab.id("nytimeshealth").is_some());
 
-    let (train, eval) = ratio_split(loaded.records, 0.1, 1234).unwrap();
+    let split = fraction_split(loaded.records.len(), 0.1, 0.0, 1234).unwrap();
+    let pick = |idx: &[usize]| {
+        idx.iter()
+            .map(|&i| loaded.records[i].clone())
+            .collect::<Vec<_>>()
+    };
+    let (train, eval) = (pick(&split.train), pick(&split.validation));
     assert_eq!(eval.len(), 6_333); // round(63,325 × 0.1)
     // With 16 classes of thousands of rows each, a random 10% sees every class.
     vocab.check_split("eval", &eval).unwrap();

@@ -1,107 +1,199 @@
-//! From the pipeline's datasets to tensor batches: splits, label vocabulary, seeded epoch
-//! order with a resumable position, tokenisation per batch (classification) or packed blocks
-//! (causal LM).
+//! The trainer's side of the data: engine/data reads, splits, tokenises, labels, packs and pads;
+//! this module holds the compiled dataset's splits, hands out each step's batch in the seeded,
+//! resumable order and moves it to the device.
+//!
+//! What an epoch goes through (its "units", counted by the checkpoint's data position):
+//! - classification: examples, one per row, padded per batch;
+//! - causal LM on plain text: blocks of `block_size` tokens cut from the joined texts;
+//! - supervised causal LM (prompt/completion, chat): packed rows, each holding whole examples
+//!   that never attend to each other (planned per epoch from that epoch's order), or, unpacked,
+//!   batches of similar-length examples.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use ardpipe_data::TextTokenizer;
+use ardpipe_data::{
+    CausalBatch, CausalRow, ClassificationBatcher, Encoded, LabelVocab, LastBlock, LmPacker,
+    RecordStore, SupervisedEncoder, SupervisedExample, TruncationSide, bucket_batches,
+    epoch_permutation, plan_rows,
+};
 use ardpipe_dsl::pipeline as p;
 use tch::{Device, Tensor};
 
 use super::TrainError;
+use super::dataset::DataSplits;
 use super::task::TensorBatch;
 use crate::checkpoint::DataPosition;
-
-/// One example after the dataset's preprocessing.
-#[derive(Debug, Clone)]
-pub struct Example {
-    pub text: String,
-    pub pair: Option<String>,
-    pub label: Option<String>,
-}
+use crate::plan::{Batching, DataPlan};
 
 enum Kind {
     Classification {
-        train: Vec<Example>,
-        eval: Vec<Example>,
-        labels: Vec<String>,
-        max_length: usize,
-        truncate_left: bool,
+        batcher: ClassificationBatcher,
+        labels: LabelVocab,
+        /// Label id of every training and evaluation example, by position in its split.
+        train_labels: Vec<usize>,
+        eval_labels: Vec<usize>,
     },
-    CausalLm {
-        /// `block_size + 1` tokens each: inputs are the first `block_size`, targets the last.
-        train: Vec<Vec<i64>>,
-        eval: Vec<Vec<i64>>,
+    /// Plain-text causal LM: the blocks of each split (token ids, shifted labels).
+    Blocks {
+        train: Vec<CausalRow>,
+        eval: Vec<CausalRow>,
     },
+    Supervised(Box<Supervised>),
+}
+
+/// Supervised causal-LM data: examples are encoded when a batch needs them; what is kept is
+/// which records encode to an example and its length.
+struct Supervised {
+    encoder: SupervisedEncoder,
+    packing: bool,
+    max_length: usize,
+    /// Positions (in the split's store) of the records that encode to an example, and the
+    /// example's length in tokens.
+    train: Vec<(usize, usize)>,
+    eval: Vec<(usize, usize)>,
+    /// The evaluation batches: fixed, in the split's order.
+    eval_batches: Vec<Vec<usize>>,
+    /// The current epoch's units (rows or batches, each a list of positions in `train`).
+    epoch: RefCell<Option<(u64, Vec<Vec<usize>>)>>,
 }
 
 pub struct Batches {
     kind: Kind,
-    tokenizer: TextTokenizer,
+    splits: DataSplits,
+    pad_id: u32,
     batch_size: usize,
     eval_batch_size: usize,
     seed: u64,
-    pad_id: i64,
     /// This process's share of every batch under data parallelism: (rank, world size).
     shard: (usize, usize),
+    plan: DataPlan,
 }
 
 impl Batches {
-    /// Read, split, label and (for causal LMs) pack the training and evaluation data.
+    /// Read, split, label and (for causal LMs) pack or measure the training and evaluation data.
     pub fn build(pipeline: &p::Pipeline) -> Result<Batches, TrainError> {
-        let ds = crate::plan::pipeline_dataset(pipeline).ok_or_else(|| {
-            TrainError::Other(format!(
-                "train.dataset `{}` is not declared",
-                pipeline.train.dataset
-            ))
-        })?;
+        let splits = super::dataset::read_splits(pipeline)?;
+        let ds = &splits.dataset;
         let location = ardpipe_models::ModelLocation::detect(&pipeline.model.path)?;
-        let tokenizer = ardpipe_models::tokenizer::load_tokenizer(&location)?.tokenizer;
-        let (train, eval) = super::records::load_splits(pipeline, ds)?;
-        let pad_id = tokenizer.pad_id().or(tokenizer.eos_id()).unwrap_or(0) as i64;
+        let loaded = ardpipe_models::tokenizer::load_tokenizer(&location)?;
+        let tokenizer = loaded.tokenizer;
+        let pad_id = tokenizer.pad_id().or(tokenizer.eos_id()).unwrap_or(0);
         let eval_batch_size = pipeline
             .evaluate
             .as_ref()
             .map(|e| e.batch_size)
-            .unwrap_or(pipeline.train.batch_size) as usize;
-        let kind = match &pipeline.model.head {
-            p::Head::CausalLm => {
-                let block = ds.preprocess.block_size as usize;
-                let pack = |exs: &[Example]| -> Result<Vec<Vec<i64>>, TrainError> {
-                    pack_blocks(&tokenizer, exs, block)
+            .unwrap_or(pipeline.train.batch_size)
+            .max(1) as usize;
+        let side = |s: p::Side| match s {
+            p::Side::Left => TruncationSide::Left,
+            p::Side::Right => TruncationSide::Right,
+        };
+        let pre = &ds.preprocess;
+        let (kind, batching) = match &pipeline.model.head {
+            p::Head::CausalLm if ds.fields.supervised() => {
+                let train_on = match pre.train_on {
+                    p::TrainOn::Completions => ardpipe_data::TrainOn::Completions,
+                    p::TrainOn::All => ardpipe_data::TrainOn::All,
                 };
-                let (train, eval) = (pack(&train)?, pack(&eval)?);
+                let encoder = SupervisedEncoder::new(
+                    &tokenizer,
+                    loaded.chat.clone(),
+                    train_on,
+                    pre.max_length as usize,
+                    side(pre.truncation),
+                )?;
+                let mut sup = Supervised {
+                    encoder,
+                    packing: pre.packing,
+                    max_length: pre.max_length as usize,
+                    train: Vec::new(),
+                    eval: Vec::new(),
+                    eval_batches: Vec::new(),
+                    epoch: RefCell::new(None),
+                };
+                let mut skipped = SkipCount::new(ds);
+                sup.train = sup.measure(&splits.train, &mut skipped)?;
+                sup.eval = sup.measure(&splits.eval, &mut skipped)?;
+                skipped.report(&ds.name)?;
+                if sup.train.is_empty() {
+                    return Err(TrainError::Other(format!(
+                        "dataset `{}` has no training example with an answer token left after truncation to {} tokens",
+                        ds.name, pre.max_length
+                    )));
+                }
+                let eval_order: Vec<usize> = (0..sup.eval.len()).collect();
+                sup.eval_batches = if sup.packing {
+                    let rows = sup.rows(&sup.eval, &eval_order)?;
+                    rows.chunks(eval_batch_size)
+                        .map(|c| c.iter().flatten().copied().collect())
+                        .collect()
+                } else {
+                    eval_order
+                        .chunks(eval_batch_size)
+                        .map(<[usize]>::to_vec)
+                        .collect()
+                };
+                let batching = Batching::Supervised {
+                    max_length: pre.max_length,
+                    truncation: pre.truncation,
+                    train_on: format!("{:?}", pre.train_on).to_lowercase(),
+                    packing: pre.packing,
+                };
+                (Kind::Supervised(Box::new(sup)), batching)
+            }
+            p::Head::CausalLm => {
+                let block = pre.block_size as usize;
+                let pack = |store: &RecordStore| -> Result<Vec<CausalRow>, TrainError> {
+                    let docs = (0..store.len()).map(|i| store.get(i));
+                    Ok(LmPacker::new(docs, &tokenizer, block, LastBlock::Drop)?
+                        .collect::<Result<Vec<_>, _>>()?)
+                };
+                let (train, eval) = (pack(&splits.train)?, pack(&splits.eval)?);
                 if train.is_empty() {
                     return Err(TrainError::Other(format!(
                         "dataset `{}` packs into no block of {block} tokens: give it more text or lower block_size",
                         ds.name
                     )));
                 }
-                Kind::CausalLm { train, eval }
+                (
+                    Kind::Blocks { train, eval },
+                    Batching::Blocks {
+                        block_size: pre.block_size,
+                    },
+                )
             }
             p::Head::SequenceClassification { classes } => {
-                let labels = label_vocabulary(classes, &train, &ds.name)?;
-                for (split, exs) in [("training", &train), ("evaluation", &eval)] {
-                    if let Some(bad) = exs
+                let train_raw = labels_of(&splits.train)?;
+                let eval_raw = labels_of(&splits.eval)?;
+                let labels = label_vocabulary(classes, &train_raw, &ds.name)?;
+                let ids = |split: &str, raw: &[Option<String>]| -> Result<Vec<usize>, TrainError> {
+                    check_labels(split, raw, &labels, &train_raw, &ds.name)?;
+                    Ok(raw
                         .iter()
-                        .find(|e| e.label.as_ref().is_none_or(|l| !labels.contains(l)))
-                    {
-                        return Err(TrainError::Other(format!(
-                            "dataset `{}`: a {split} example has label {:?}, which is not among the {} classes ({})",
-                            ds.name,
-                            bad.label,
-                            labels.len(),
-                            labels.join(", ")
-                        )));
-                    }
-                }
-                Kind::Classification {
-                    train,
-                    eval,
-                    labels,
-                    max_length: ds.preprocess.max_length as usize,
-                    truncate_left: ds.preprocess.truncation == p::Side::Left,
-                }
+                        .map(|l| l.as_deref().and_then(|l| labels.id(l)).unwrap_or(0))
+                        .collect())
+                };
+                let train_labels = ids("training", &train_raw)?;
+                let eval_labels = ids("evaluation", &eval_raw)?;
+                let batcher = ClassificationBatcher::new(
+                    &tokenizer,
+                    Some(labels.clone()),
+                    pre.max_length as usize,
+                    side(pre.truncation),
+                )?;
+                (
+                    Kind::Classification {
+                        batcher,
+                        labels,
+                        train_labels,
+                        eval_labels,
+                    },
+                    Batching::Padded {
+                        max_length: pre.max_length,
+                        truncation: pre.truncation,
+                    },
+                )
             }
             p::Head::Embedding { .. } => {
                 return Err(TrainError::Other(
@@ -109,43 +201,80 @@ impl Batches {
                 ));
             }
         };
-        let me = Batches {
+        let eval_split = pipeline
+            .evaluate
+            .as_ref()
+            .map(|e| e.split)
+            .unwrap_or(p::SplitName::Validation);
+        let mut me = Batches {
             kind,
-            tokenizer,
-            batch_size: pipeline.train.batch_size as usize,
-            eval_batch_size: eval_batch_size.max(1),
-            seed: pipeline.train.seed,
             pad_id,
+            batch_size: pipeline.train.batch_size.max(1) as usize,
+            eval_batch_size,
+            seed: pipeline.train.seed,
             shard: (0, 1),
+            plan: DataPlan {
+                dataset: ds.name.clone(),
+                format: splits.format.clone(),
+                files: splits.files.clone(),
+                records: splits.records.clone(),
+                batching,
+                train_units: 0,
+                eval_units: 0,
+                eval_split: format!("{eval_split:?}").to_lowercase(),
+                classes: Vec::new(),
+                skipped_rows: splits.skipped,
+                steps_per_epoch: 0,
+            },
+            splits,
         };
+        me.plan.train_units = me.train_len();
+        me.plan.eval_units = me.eval_len();
+        me.plan.classes = me.labels().to_vec();
+        me.plan.steps_per_epoch =
+            me.steps_per_epoch(pipeline.train.batch_size, pipeline.train.grad_accum);
+        tracing::info!(
+            "dataset `{}`: {} training and {} evaluation units",
+            me.plan.dataset,
+            me.plan.train_units,
+            me.plan.eval_units
+        );
         Ok(me)
     }
 
+    /// The data section of the plan: what was read and how it becomes batches.
+    pub fn data_plan(&self) -> DataPlan {
+        self.plan.clone()
+    }
+
     pub fn num_labels(&self) -> usize {
-        match &self.kind {
-            Kind::Classification { labels, .. } => labels.len(),
-            Kind::CausalLm { .. } => 0,
-        }
+        self.labels().len()
     }
 
     pub fn labels(&self) -> &[String] {
         match &self.kind {
-            Kind::Classification { labels, .. } => labels,
-            Kind::CausalLm { .. } => &[],
+            Kind::Classification { labels, .. } => labels.labels(),
+            _ => &[],
         }
     }
 
+    /// Units of one epoch (for supervised packing, the first epoch's rows: each epoch packs its
+    /// own order, so the count may differ by a few rows between epochs).
     fn train_len(&self) -> usize {
         match &self.kind {
-            Kind::Classification { train, .. } => train.len(),
-            Kind::CausalLm { train, .. } => train.len(),
+            Kind::Classification { train_labels, .. } => train_labels.len(),
+            Kind::Blocks { train, .. } => train.len(),
+            Kind::Supervised(s) => s
+                .epoch_units(self.seed, 0, self.batch_size)
+                .map_or(0, |u| u.len()),
         }
     }
 
     pub fn eval_len(&self) -> usize {
         match &self.kind {
-            Kind::Classification { eval, .. } => eval.len(),
-            Kind::CausalLm { eval, .. } => eval.len(),
+            Kind::Classification { eval_labels, .. } => eval_labels.len(),
+            Kind::Blocks { eval, .. } => eval.len(),
+            Kind::Supervised(s) => s.eval.len(),
         }
     }
 
@@ -155,24 +284,32 @@ impl Batches {
 
     /// Optimiser steps per epoch (the last partial batch of an epoch is dropped).
     pub fn steps_per_epoch(&self, batch_size: u32, grad_accum: u32) -> u64 {
-        (self.train_len() / (batch_size.max(1) as usize * grad_accum.max(1) as usize)).max(1) as u64
+        let per_batch = match &self.kind {
+            // Bucketed batches are units themselves.
+            Kind::Supervised(s) if !s.packing => 1,
+            _ => batch_size.max(1) as usize,
+        };
+        (self.train_len() / (per_batch * grad_accum.max(1) as usize)).max(1) as u64
     }
 
     /// Accuracy of always predicting the most frequent training label, on the evaluation split.
     pub fn majority_baseline(&self) -> Option<f64> {
-        let Kind::Classification { train, eval, .. } = &self.kind else {
+        let Kind::Classification {
+            train_labels,
+            eval_labels,
+            ..
+        } = &self.kind
+        else {
             return None;
         };
-        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-        for e in train {
-            *counts.entry(e.label.as_deref().unwrap_or("")).or_default() += 1;
+        let mut counts: BTreeMap<usize, usize> = BTreeMap::new();
+        for &l in train_labels {
+            *counts.entry(l).or_default() += 1;
         }
-        let top = counts.into_iter().max_by_key(|&(_, c)| c)?.0;
-        (!eval.is_empty()).then(|| {
-            eval.iter()
-                .filter(|e| e.label.as_deref() == Some(top))
-                .count() as f64
-                / eval.len() as f64
+        // The most frequent; among equals the last class.
+        let top = counts.iter().max_by_key(|&(_, c)| *c)?.0;
+        (!eval_labels.is_empty()).then(|| {
+            eval_labels.iter().filter(|&l| l == top).count() as f64 / eval_labels.len() as f64
         })
     }
 
@@ -180,33 +317,95 @@ impl Batches {
     /// training batch (and every `world`-th evaluation batch). The seeded order is the
     /// single-process one; each global batch is cut into contiguous, near-equal parts.
     pub fn set_shard(&mut self, rank: usize, world: usize) -> Result<(), TrainError> {
-        check_batch_splits(self.batch_size.min(self.train_len()), world)?;
+        let smallest = match &self.kind {
+            // A bucketed batch may be short at the end of a mega-batch: every part must still
+            // get an example.
+            Kind::Supervised(s) if !s.packing => s
+                .epoch_units(self.seed, 0, self.batch_size)?
+                .iter()
+                .map(Vec::len)
+                .min()
+                .unwrap_or(0),
+            _ => self.batch_size.min(self.train_len()),
+        };
+        check_batch_splits(smallest, world)?;
         self.shard = (rank, world);
         Ok(())
     }
 
     /// The next training batch (this process's part of it); advances `pos`, starting a new
-    /// seeded permutation each epoch.
+    /// seeded epoch when this one has no full batch left.
     pub fn next_train(
         &self,
         pos: &mut DataPosition,
         device: Device,
     ) -> Result<TensorBatch, TrainError> {
-        let n = self.train_len();
+        let (rank, world) = self.shard;
+        if let Kind::Supervised(s) = &self.kind
+            && !s.packing
+        {
+            // One bucketed batch per step.
+            let mut units = s.epoch_units(self.seed, pos.epoch, self.batch_size)?;
+            if pos.examples_consumed as usize >= units.len() {
+                pos.epoch += 1;
+                pos.examples_consumed = 0;
+                units = s.epoch_units(self.seed, pos.epoch, self.batch_size)?;
+            }
+            let batch = &units[pos.examples_consumed as usize];
+            pos.examples_consumed += 1;
+            let mine = &batch[shard_range(batch.len(), rank, world)];
+            let mut t = s.padded_batch(&self.splits.train, &s.train, mine, self.pad_id, device)?;
+            t.share = mine.len() as f64 / batch.len() as f64;
+            return Ok(t);
+        }
+        let mut n = self.epoch_len(pos.epoch)?;
         let bs = self.batch_size.min(n).max(1);
         if pos.examples_consumed as usize + bs > n {
             pos.epoch += 1;
             pos.examples_consumed = 0;
+            n = self.epoch_len(pos.epoch)?;
         }
-        let perm = crate::rng::RngStreams::new(self.seed).epoch_permutation(pos.epoch, n);
         let at = pos.examples_consumed as usize;
-        let idx = &perm[at..at + bs];
         pos.examples_consumed += bs as u64;
-        let (rank, world) = self.shard;
-        let mine = &idx[shard_range(bs, rank, world)];
-        let mut batch = self.batch(mine, true, device)?;
+        let units: Vec<usize> = match &self.kind {
+            Kind::Supervised(_) => (at..at + bs).collect(),
+            _ => epoch_permutation(n, self.seed, pos.epoch)[at..at + bs].to_vec(),
+        };
+        let mine = &units[shard_range(bs, rank, world)];
+        let mut batch = self.train_batch(pos.epoch, mine, device)?;
         batch.share = mine.len() as f64 / bs as f64;
         Ok(batch)
+    }
+
+    /// Units in `epoch` (constant but for supervised packing).
+    fn epoch_len(&self, epoch: u64) -> Result<usize, TrainError> {
+        Ok(match &self.kind {
+            Kind::Supervised(s) => s.epoch_units(self.seed, epoch, self.batch_size)?.len(),
+            _ => self.train_len(),
+        })
+    }
+
+    fn train_batch(
+        &self,
+        epoch: u64,
+        units: &[usize],
+        device: Device,
+    ) -> Result<TensorBatch, TrainError> {
+        match &self.kind {
+            Kind::Classification {
+                batcher,
+                train_labels,
+                ..
+            } => classification_batch(batcher, &self.splits.train, units, train_labels, device),
+            Kind::Blocks { train, .. } => {
+                rows_batch(units.iter().map(|&i| &train[i]), self.pad_id, device)
+            }
+            Kind::Supervised(s) => {
+                let all = s.epoch_units(self.seed, epoch, self.batch_size)?;
+                let rows: Vec<&[usize]> = units.iter().map(|&u| &all[u][..]).collect();
+                s.packed_batch(&self.splits.train, &s.train, &rows, self.pad_id, device)
+            }
+        }
     }
 
     /// Evaluation batches in order.
@@ -224,87 +423,336 @@ impl Batches {
         rank: usize,
         world: usize,
     ) -> impl Iterator<Item = Result<TensorBatch, TrainError>> + '_ {
-        let n = self.eval_len();
-        let step = self.eval_batch_size;
-        (0..n)
-            .step_by(step)
+        let batches: Vec<Vec<usize>> = match &self.kind {
+            Kind::Supervised(s) => s.eval_batches.clone(),
+            _ => {
+                let n = self.eval_len();
+                (0..n)
+                    .step_by(self.eval_batch_size)
+                    .map(|start| (start..(start + self.eval_batch_size).min(n)).collect())
+                    .collect()
+            }
+        };
+        batches
+            .into_iter()
             .skip(rank)
             .step_by(world.max(1))
-            .map(move |start| {
-                let idx: Vec<usize> = (start..(start + self.eval_batch_size).min(n)).collect();
-                self.batch(&idx, false, device)
-            })
+            .map(move |idx| self.eval_batch(&idx, device))
     }
 
-    fn batch(&self, idx: &[usize], train: bool, device: Device) -> Result<TensorBatch, TrainError> {
+    fn eval_batch(&self, idx: &[usize], device: Device) -> Result<TensorBatch, TrainError> {
         match &self.kind {
-            Kind::CausalLm { train: tr, eval } => {
-                let blocks = if train { tr } else { eval };
-                let t = blocks[idx[0]].len() as i64 - 1;
-                let mut ids = Vec::with_capacity(idx.len() * t as usize);
-                let mut targets = Vec::with_capacity(idx.len() * t as usize);
-                for &i in idx {
-                    let b = &blocks[i];
-                    ids.extend_from_slice(&b[..t as usize]);
-                    targets.extend_from_slice(&b[1..]);
-                }
-                let b = idx.len() as i64;
-                Ok(TensorBatch {
-                    input_ids: Tensor::from_slice(&ids).view([b, t]).to_device(device),
-                    attention_mask: Tensor::ones([b, t], (tch::Kind::Int64, device)),
-                    labels: Tensor::from_slice(&targets).view([b, t]).to_device(device),
-                    segments: None,
-                    tokens: b * t,
-                    share: 1.0,
-                })
-            }
             Kind::Classification {
-                train: tr,
-                eval,
-                labels,
-                max_length,
-                truncate_left,
-            } => {
-                let exs = if train { tr } else { eval };
-                let mut seqs = Vec::with_capacity(idx.len());
-                let mut ys = Vec::with_capacity(idx.len());
-                for &i in idx {
-                    let e = &exs[i];
-                    let enc = match &e.pair {
-                        Some(pair) => self.tokenizer.encode_pair(&e.text, pair, true)?,
-                        None => self.tokenizer.encode(&e.text, true)?,
-                    };
-                    seqs.push(truncate(enc.ids, *max_length, *truncate_left));
-                    let label = e.label.as_deref().unwrap_or_default();
-                    ys.push(labels.iter().position(|l| l == label).unwrap_or(0) as i64);
-                }
-                let t = seqs.iter().map(Vec::len).max().unwrap_or(1).max(1);
-                let b = seqs.len();
-                let mut ids = vec![self.pad_id; b * t];
-                let mut mask = vec![0i64; b * t];
-                let mut tokens = 0;
-                for (r, s) in seqs.iter().enumerate() {
-                    for (c, &id) in s.iter().enumerate() {
-                        ids[r * t + c] = id as i64;
-                        mask[r * t + c] = 1;
-                    }
-                    tokens += s.len() as i64;
-                }
-                let (b, t) = (b as i64, t as i64);
-                Ok(TensorBatch {
-                    input_ids: Tensor::from_slice(&ids).view([b, t]).to_device(device),
-                    attention_mask: Tensor::from_slice(&mask).view([b, t]).to_device(device),
-                    labels: Tensor::from_slice(&ys).to_device(device),
-                    segments: None,
-                    tokens,
-                    share: 1.0,
-                })
+                batcher,
+                eval_labels,
+                ..
+            } => classification_batch(batcher, &self.splits.eval, idx, eval_labels, device),
+            Kind::Blocks { eval, .. } => {
+                rows_batch(idx.iter().map(|&i| &eval[i]), self.pad_id, device)
+            }
+            Kind::Supervised(s) if s.packing => {
+                let order: Vec<usize> = idx.to_vec();
+                let rows = s.rows(&s.eval, &order)?;
+                let rows: Vec<&[usize]> = rows.iter().map(Vec::as_slice).collect();
+                s.packed_batch(&self.splits.eval, &s.eval, &rows, self.pad_id, device)
+            }
+            Kind::Supervised(s) => {
+                s.padded_batch(&self.splits.eval, &s.eval, idx, self.pad_id, device)
             }
         }
     }
 }
 
-/// Keep `max` tokens, the special first/last tokens included: cut from the middle-facing side.
+impl Supervised {
+    /// Encode every record of a split once to learn which train and their lengths; records
+    /// with no answer left after truncation go to the bad-row count.
+    fn measure(
+        &self,
+        store: &RecordStore,
+        skipped: &mut SkipCount,
+    ) -> Result<Vec<(usize, usize)>, TrainError> {
+        let mut out = Vec::with_capacity(store.len());
+        for i in 0..store.len() {
+            match self.encoder.encode(&store.get(i)?)? {
+                Encoded::Example(e) => out.push((i, e.len())),
+                Encoded::NoAnswerLeft(why) => skipped.bad(why.to_error())?,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rows packing the examples at `order` (positions in `examples`), in that order.
+    fn rows(
+        &self,
+        examples: &[(usize, usize)],
+        order: &[usize],
+    ) -> Result<Vec<Vec<usize>>, TrainError> {
+        let lengths: Vec<usize> = order.iter().map(|&i| examples[i].1).collect();
+        Ok(plan_rows(&lengths, self.max_length)?
+            .into_iter()
+            .map(|row| row.into_iter().map(|k| order[k]).collect())
+            .collect())
+    }
+
+    /// This epoch's units: packed rows (each a list of example positions) of the epoch's
+    /// shuffled order, or bucketed batches. Cached for the epoch in progress.
+    fn epoch_units(
+        &self,
+        seed: u64,
+        epoch: u64,
+        batch_size: usize,
+    ) -> Result<std::cell::Ref<'_, Vec<Vec<usize>>>, TrainError> {
+        let fresh = self
+            .epoch
+            .borrow()
+            .as_ref()
+            .is_none_or(|(e, _)| *e != epoch);
+        if fresh {
+            let order = epoch_permutation(self.train.len(), seed, epoch);
+            let units = if self.packing {
+                self.rows(&self.train, &order)?
+            } else {
+                let lengths: Vec<usize> = self.train.iter().map(|e| e.1).collect();
+                bucket_batches(&order, &lengths, batch_size, seed, epoch)?
+            };
+            *self.epoch.borrow_mut() = Some((epoch, units));
+        }
+        Ok(std::cell::Ref::map(self.epoch.borrow(), |e| {
+            &e.as_ref().expect("set above").1
+        }))
+    }
+
+    fn example(
+        &self,
+        store: &RecordStore,
+        examples: &[(usize, usize)],
+        i: usize,
+    ) -> Result<SupervisedExample, TrainError> {
+        let record = store.get(examples[i].0)?;
+        match self.encoder.encode(&record)? {
+            Encoded::Example(e) => Ok(e),
+            // It encoded to an example when measured: the file changed under the run.
+            Encoded::NoAnswerLeft(why) => Err(why.to_error().into()),
+        }
+    }
+
+    fn packed_batch(
+        &self,
+        store: &RecordStore,
+        examples: &[(usize, usize)],
+        rows: &[&[usize]],
+        pad_id: u32,
+        device: Device,
+    ) -> Result<TensorBatch, TrainError> {
+        let rows = rows
+            .iter()
+            .map(|row| {
+                let exs = row
+                    .iter()
+                    .map(|&i| self.example(store, examples, i))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(CausalRow::pack(&exs.iter().collect::<Vec<_>>()))
+            })
+            .collect::<Result<Vec<_>, TrainError>>()?;
+        rows_batch(rows.iter(), pad_id, device)
+    }
+
+    fn padded_batch(
+        &self,
+        store: &RecordStore,
+        examples: &[(usize, usize)],
+        idx: &[usize],
+        pad_id: u32,
+        device: Device,
+    ) -> Result<TensorBatch, TrainError> {
+        let exs = idx
+            .iter()
+            .map(|&i| self.example(store, examples, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let batch = CausalBatch::padded(&exs.iter().collect::<Vec<_>>(), pad_id)?;
+        Ok(causal_tensors(batch, device))
+    }
+}
+
+/// The bad-row policy over supervised examples left without an answer by truncation.
+struct SkipCount {
+    policy: p::BadRowPolicy,
+    skipped: u64,
+    first: Vec<String>,
+}
+
+impl SkipCount {
+    fn new(ds: &p::Dataset) -> Self {
+        Self {
+            policy: ds.on_bad_row.clone(),
+            skipped: 0,
+            first: Vec::new(),
+        }
+    }
+
+    fn bad(&mut self, e: ardpipe_data::DataError) -> Result<(), TrainError> {
+        match self.policy {
+            p::BadRowPolicy::Fail => Err(e.into()),
+            p::BadRowPolicy::Skip { max } => {
+                self.skipped += 1;
+                if self.first.len() < 5 {
+                    self.first.push(e.to_string());
+                }
+                if max.is_some_and(|m| self.skipped > m) {
+                    return Err(TrainError::Other(format!(
+                        "more than {} bad rows were skipped; the last: {e}",
+                        max.unwrap_or(0)
+                    )));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn report(&self, dataset: &str) -> Result<(), TrainError> {
+        if self.skipped > 0 {
+            tracing::warn!(
+                "dataset `{dataset}`: skipped {} examples with no answer left after truncation, e.g. {}",
+                self.skipped,
+                self.first.join("; ")
+            );
+        }
+        Ok(())
+    }
+}
+
+fn causal_tensors(b: CausalBatch, device: Device) -> TensorBatch {
+    let (rows, seq) = (b.batch as i64, b.seq as i64);
+    let t = |v: &[i64]| Tensor::from_slice(v).view([rows, seq]).to_device(device);
+    let tokens = b.tokens() as i64;
+    // One example per row needs no segments: the attention mask says all there is.
+    let packed = b.segments.iter().any(|&s| s > 1);
+    TensorBatch {
+        input_ids: t(&b.input_ids),
+        attention_mask: t(&b.attention_mask),
+        labels: t(&b.labels),
+        segments: packed.then(|| t(&b.segments)),
+        tokens,
+        share: 1.0,
+    }
+}
+
+fn rows_batch<'a>(
+    rows: impl Iterator<Item = &'a CausalRow>,
+    pad_id: u32,
+    device: Device,
+) -> Result<TensorBatch, TrainError> {
+    let rows: Vec<CausalRow> = rows.cloned().collect();
+    Ok(causal_tensors(
+        CausalBatch::from_rows(&rows, None, pad_id)?,
+        device,
+    ))
+}
+
+fn classification_batch(
+    batcher: &ClassificationBatcher,
+    store: &RecordStore,
+    idx: &[usize],
+    label_ids: &[usize],
+    device: Device,
+) -> Result<TensorBatch, TrainError> {
+    let records = idx
+        .iter()
+        .map(|&i| store.get(i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let b = batcher.batch(&records.iter().collect::<Vec<_>>())?;
+    let ys: Vec<i64> = idx.iter().map(|&i| label_ids[i] as i64).collect();
+    let (rows, seq) = (b.batch as i64, b.seq as i64);
+    let tokens = b.attention_mask.iter().sum();
+    Ok(TensorBatch {
+        input_ids: Tensor::from_slice(&b.input_ids)
+            .view([rows, seq])
+            .to_device(device),
+        attention_mask: Tensor::from_slice(&b.attention_mask)
+            .view([rows, seq])
+            .to_device(device),
+        labels: Tensor::from_slice(&ys).to_device(device),
+        segments: None,
+        tokens,
+        share: 1.0,
+    })
+}
+
+/// Every example's label as written (after `label_regex`), by position.
+fn labels_of(store: &RecordStore) -> Result<Vec<Option<String>>, TrainError> {
+    (0..store.len()).map(|i| Ok(store.get(i)?.label)).collect()
+}
+
+/// Every example must carry one of the classes. A label the training split never shows is
+/// reported with its count rather than mapped to some class.
+fn check_labels(
+    split: &str,
+    raw: &[Option<String>],
+    labels: &LabelVocab,
+    train: &[Option<String>],
+    dataset: &str,
+) -> Result<(), TrainError> {
+    let mut unknown: BTreeMap<Option<&str>, usize> = BTreeMap::new();
+    for l in raw {
+        if l.as_deref().is_none_or(|l| labels.id(l).is_none()) {
+            *unknown.entry(l.as_deref()).or_default() += 1;
+        }
+    }
+    let Some((label, count)) = unknown.iter().next() else {
+        return Ok(());
+    };
+    let in_training = label.is_some_and(|l| train.iter().any(|t| t.as_deref() == Some(l)));
+    let what = match label {
+        None => "no label".to_string(),
+        Some(l) => format!("label {l:?}"),
+    };
+    Err(TrainError::Other(format!(
+        "dataset `{dataset}`: {count} {split} example(s) have {what}, which is not among the {} classes ({}){}{}\n  \
+         help: {}",
+        labels.len(),
+        labels.labels().join(", "),
+        if !in_training && split == "evaluation" {
+            " and never occurs in training"
+        } else {
+            ""
+        },
+        if unknown.len() > 1 {
+            format!(" ({} other unknown labels too)", unknown.len() - 1)
+        } else {
+            String::new()
+        },
+        if split == "evaluation" {
+            "a class the model never trains on cannot be predicted: give the training split examples of it \
+             (another split seed or fraction), or name the classes with `classes = [...]`"
+        } else {
+            "fix the labels, or list every class in `classes = [...]`"
+        }
+    )))
+}
+
+fn label_vocabulary(
+    classes: &p::Classes,
+    train: &[Option<String>],
+    dataset: &str,
+) -> Result<LabelVocab, TrainError> {
+    match classes {
+        p::Classes::Names { names } => Ok(LabelVocab::new(names.clone())),
+        p::Classes::FromData => {
+            let mut set: Vec<String> = train.iter().flatten().cloned().collect();
+            set.sort();
+            set.dedup();
+            if set.len() < 2 {
+                return Err(TrainError::Other(format!(
+                    "dataset `{dataset}` has {} distinct label(s) in its training split: classification needs at least 2 \
+                     (check the label field and label_regex)",
+                    set.len()
+                )));
+            }
+            Ok(LabelVocab::new(set))
+        }
+    }
+}
+
 /// Every process needs at least one example of each global batch.
 pub fn check_batch_splits(batch_size: usize, world: usize) -> Result<(), TrainError> {
     if batch_size < world {
@@ -323,100 +771,6 @@ pub fn shard_range(n: usize, rank: usize, world: usize) -> std::ops::Range<usize
     let (base, extra) = (n / world, n % world);
     let start = rank * base + rank.min(extra);
     start..start + base + usize::from(rank < extra)
-}
-
-fn truncate(mut ids: Vec<u32>, max: usize, left: bool) -> Vec<u32> {
-    if ids.len() <= max || max < 2 {
-        return ids;
-    }
-    let last = *ids.last().expect("non-empty");
-    if left {
-        let first = ids[0];
-        let keep = ids.split_off(ids.len() - (max - 1));
-        let mut v = vec![first];
-        v.extend(keep);
-        v
-    } else {
-        ids.truncate(max - 1);
-        ids.push(last);
-        ids
-    }
-}
-
-fn label_vocabulary(
-    classes: &p::Classes,
-    train: &[Example],
-    dataset: &str,
-) -> Result<Vec<String>, TrainError> {
-    match classes {
-        p::Classes::Names { names } => Ok(names.clone()),
-        p::Classes::FromData => {
-            let mut set: Vec<String> = train.iter().filter_map(|e| e.label.clone()).collect();
-            set.sort();
-            set.dedup();
-            if set.len() < 2 {
-                return Err(TrainError::Other(format!(
-                    "dataset `{dataset}` has {} distinct label(s) in its training split: classification needs at least 2 \
-                     (check the label field and label_regex)",
-                    set.len()
-                )));
-            }
-            Ok(set)
-        }
-    }
-}
-
-/// Tokenise documents, join them with EOS and cut into blocks of `block + 1` tokens that
-/// overlap by one (the last input token's target is the next block's first token).
-///
-/// When the tokenizer starts every text with BOS (Llama, Gemma), each block starts with BOS
-/// followed by `block` tokens of the stream: such models were pre-trained with BOS in the
-/// first position, and without it their predictions collapse (Gemma 3 270M's perplexity on
-/// Shakespeare goes from about 30 to about 180 in transformers). The BOS is never a target.
-fn pack_blocks(
-    tok: &TextTokenizer,
-    exs: &[Example],
-    block: usize,
-) -> Result<Vec<Vec<i64>>, TrainError> {
-    let eos = tok.eos_id().map(|e| e as i64);
-    let bos = block_prefix(tok)?;
-    let mut stream: Vec<i64> = Vec::new();
-    for e in exs {
-        stream.extend(tok.encode(&e.text, false)?.ids.iter().map(|&i| i as i64));
-        if let Some(eos) = eos {
-            stream.push(eos);
-        }
-    }
-    let mut blocks = Vec::new();
-    let mut start = 0;
-    match bos {
-        None => {
-            while start + block < stream.len() {
-                blocks.push(stream[start..start + block + 1].to_vec());
-                start += block;
-            }
-        }
-        Some(bos) => {
-            while start + block <= stream.len() {
-                let mut b = Vec::with_capacity(block + 1);
-                b.push(bos);
-                b.extend_from_slice(&stream[start..start + block]);
-                blocks.push(b);
-                start += block;
-            }
-        }
-    }
-    Ok(blocks)
-}
-
-/// The BOS id when the tokenizer puts one before every text it encodes with special tokens.
-fn block_prefix(tok: &TextTokenizer) -> Result<Option<i64>, TrainError> {
-    let Some(bos) = tok.bos_id() else {
-        return Ok(None);
-    };
-    let with = tok.encode("a", true)?.ids;
-    let without = tok.encode("a", false)?.ids;
-    Ok((with.first() == Some(&bos) && without.first() != Some(&bos)).then_some(bos as i64))
 }
 
 #[cfg(test)]
@@ -442,65 +796,5 @@ mod tests {
         assert_eq!(shard_range(10, 2, 3), 7..10);
         assert!(check_batch_splits(2, 3).is_err());
         assert!(check_batch_splits(3, 3).is_ok());
-    }
-
-    /// A SentencePiece tokenizer over single letters; `add_bos` as given.
-    fn letters(add_bos: bool) -> TextTokenizer {
-        let mut tokens: Vec<String> = ["<unk>", "<s>", "</s>", "\u{2581}"]
-            .iter()
-            .map(|t| t.to_string())
-            .collect();
-        tokens.extend(('a'..='z').map(String::from));
-        let mut types = vec![2, 3, 3];
-        types.resize(tokens.len(), 1);
-        TextTokenizer::from_spm(ardpipe_data::SpmSpec {
-            scores: vec![0.0; tokens.len()],
-            tokens,
-            merges: vec![],
-            token_types: types,
-            bos: Some(1),
-            eos: Some(2),
-            unk: Some(0),
-            pad: None,
-            add_bos,
-            add_eos: false,
-            flavour: ardpipe_data::SpmFlavour::Gemma,
-        })
-        .unwrap()
-    }
-
-    #[test]
-    fn lm_blocks_start_with_bos_when_the_tokenizer_adds_it() {
-        let exs: Vec<Example> = ["abcde", "fgh"]
-            .iter()
-            .map(|t| Example {
-                text: t.to_string(),
-                pair: None,
-                label: None,
-            })
-            .collect();
-        // Stream: a b c d e </s> f g h </s> = ids 4..=8, 2, 9..=11, 2.
-        let plain = pack_blocks(&letters(false), &exs, 4).unwrap();
-        assert_eq!(plain, vec![vec![4, 5, 6, 7, 8], vec![8, 2, 9, 10, 11]]);
-        // With BOS: every stream token is a target exactly once, each block sees BOS first.
-        let with_bos = pack_blocks(&letters(true), &exs, 4).unwrap();
-        assert_eq!(
-            with_bos,
-            vec![vec![1, 4, 5, 6, 7], vec![1, 8, 2, 9, 10]],
-            "BOS, then `block` stream tokens"
-        );
-    }
-
-    #[test]
-    fn truncation_keeps_the_special_ends() {
-        assert_eq!(
-            truncate(vec![101, 1, 2, 3, 4, 102], 4, false),
-            vec![101, 1, 2, 102]
-        );
-        assert_eq!(
-            truncate(vec![101, 1, 2, 3, 4, 102], 4, true),
-            vec![101, 3, 4, 102]
-        );
-        assert_eq!(truncate(vec![101, 1, 102], 4, false), vec![101, 1, 102]);
     }
 }

@@ -24,7 +24,7 @@ impl Trainer {
         if !self.writes() {
             return Ok(());
         }
-        for e in self.pipeline.output.export.clone() {
+        for e in self.plan.settings.output.export.clone() {
             match e {
                 p::Export::Peft => self.export_peft()?,
                 p::Export::Merged => self.export_merged()?,
@@ -35,7 +35,8 @@ impl Trainer {
 
     fn export_peft(&self) -> Result<(), TrainError> {
         let methods: std::collections::BTreeSet<&str> = self
-            .pipeline
+            .plan
+            .settings
             .adapters
             .iter()
             .map(|a| a.method.name())
@@ -66,12 +67,17 @@ impl Trainer {
                 modules.push(a.peft_export(&lin.base)?);
             }
         }
-        let dropout = self.pipeline.adapters.iter().find_map(|a| match &a.method {
-            p::Method::Lora(l) | p::Method::Dora(l) => Some(l.dropout),
-            p::Method::ArdLora(c) => Some(c.dropout),
-            p::Method::AdaLora(c) => Some(c.dropout),
-            p::Method::Full(_) => None,
-        });
+        let dropout = self
+            .plan
+            .settings
+            .adapters
+            .iter()
+            .find_map(|a| match &a.method {
+                p::Method::Lora(l) | p::Method::Dora(l) => Some(l.dropout),
+                p::Method::ArdLora(c) => Some(c.dropout),
+                p::Method::AdaLora(c) => Some(c.dropout),
+                p::Method::Full(_) => None,
+            });
         let (mut config, mut tensors) = peft::assemble(
             peft_type,
             &modules,
@@ -92,15 +98,21 @@ impl Trainer {
                 ));
             }
         }
-        config.task_type = Some(match self.pipeline.model.head {
+        config.task_type = Some(match self.plan.settings.model.head {
             p::Head::CausalLm => "CAUSAL_LM".into(),
             _ => "SEQ_CLS".into(),
         });
-        config.base_model_name_or_path = Some(self.pipeline.model.path.display().to_string());
-        if let Some(a) = self.pipeline.adapters.iter().find_map(|a| match &a.method {
-            p::Method::AdaLora(c) => Some(c),
-            _ => None,
-        }) {
+        config.base_model_name_or_path = Some(self.plan.settings.model.path.display().to_string());
+        if let Some(a) = self
+            .plan
+            .settings
+            .adapters
+            .iter()
+            .find_map(|a| match &a.method {
+                p::Method::AdaLora(c) => Some(c),
+                _ => None,
+            })
+        {
             let s = self.adalora.first().map(|b| b.allocator.schedule());
             let mut extra = BTreeMap::new();
             extra.insert("init_r".into(), serde_json::json!(a.init_r));
@@ -207,10 +219,10 @@ impl Trainer {
         let merge_err = |e: peft_merge::PeftMergeError| {
             TrainError::Other(format!("cannot export the merged model: {e}"))
         };
-        let base = ardpipe_models::ModelLocation::detect(&self.pipeline.model.path)
+        let base = ardpipe_models::ModelLocation::detect(&self.plan.settings.model.path)
             .map_err(|e| merge_err(e.into()))?;
-        let desc =
-            ardpipe_models::describe(&self.pipeline.model.path).map_err(|e| merge_err(e.into()))?;
+        let desc = ardpipe_models::describe(&self.plan.settings.model.path)
+            .map_err(|e| merge_err(e.into()))?;
         let config = peft_merge::merged_config(&base, &desc.config, &task).map_err(merge_err)?;
         let dir = self.run_dir.path(MERGED);
         let opts = peft_merge::FolderOptions {
@@ -232,7 +244,7 @@ impl Trainer {
     /// `report/report.md` with the summary, and SVG pictures of the learned rank map per
     /// module kind (layer × head), α and loss curves, drawn from the run's own logs.
     pub fn write_report(&self, summary: &RunSummary) -> Result<(), TrainError> {
-        if !self.pipeline.output.report || !self.writes() {
+        if !self.plan.settings.output.report || !self.writes() {
             return Ok(());
         }
         let mut rows: Vec<(String, String)> = vec![(
@@ -264,7 +276,7 @@ impl Trainer {
         ));
         let (loss, ranks) = crate::report::read_run_curves(self.run_dir.root())?;
         let input = crate::report::ReportInput {
-            title: self.pipeline.name.clone(),
+            title: self.plan.settings.name.clone(),
             summary: rows,
             rank_maps: ranks
                 .last()

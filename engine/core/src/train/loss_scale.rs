@@ -16,7 +16,9 @@ use super::Trainer;
 impl Trainer {
     /// Give an f16 run its scaler (a fresh run, or a checkpoint written before scaling existed).
     pub(super) fn init_loss_scale(&mut self) {
-        if self.pipeline.train.precision == p::Precision::F16 && self.state.loss_scale.is_none() {
+        if self.plan.settings.train.precision == p::Precision::F16
+            && self.state.loss_scale.is_none()
+        {
             self.state.loss_scale = Some(LossScaler::new());
         }
     }

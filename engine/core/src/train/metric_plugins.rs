@@ -44,11 +44,11 @@ struct HostBatch {
 
 impl MetricPlugins {
     /// Creates every metric plugin the pipeline evaluates; with none, evaluation pays nothing.
-    pub fn create(pipeline: &p::Pipeline) -> Result<MetricPlugins, TrainError> {
-        let Some(evaluate) = &pipeline.evaluate else {
+    pub fn create(settings: &crate::plan::RunSettings) -> Result<MetricPlugins, TrainError> {
+        let Some(evaluate) = &settings.evaluate else {
             return Ok(MetricPlugins { live: Vec::new() });
         };
-        let causal_lm = matches!(pipeline.model.head, p::Head::CausalLm);
+        let causal_lm = matches!(settings.model.head, p::Head::CausalLm);
         let mut live = Vec::new();
         for (index, metric) in evaluate.metrics.iter().enumerate() {
             let p::Metric::Plugin {
@@ -63,7 +63,7 @@ impl MetricPlugins {
                 index,
                 plugin: plugin.clone(),
             };
-            let loaded = plugins::load(pipeline, plugin, PluginKind::Metric, &site)?;
+            let loaded = plugins::load(&settings.plugins, plugin, PluginKind::Metric, &site)?;
             let feed = feed(
                 loaded.info().has_capability("logits"),
                 loaded.info().has_capability("token-ids"),

@@ -11,6 +11,7 @@
 
 pub mod batches;
 mod console;
+pub mod dataset;
 mod export;
 mod loss_scale;
 mod metric_plugins;
@@ -18,7 +19,6 @@ pub mod parallel;
 pub mod planning;
 mod plugin_records;
 pub mod plugins;
-pub mod records;
 mod run_loop;
 pub mod setup;
 pub mod state;
@@ -150,7 +150,8 @@ pub struct RankRow {
 
 /// Everything the loop needs, built by [`setup::prepare`].
 pub struct Trainer {
-    pub pipeline: p::Pipeline,
+    /// What this run executes; the trainer reads no pipeline.
+    pub plan: crate::plan::ExecutionPlan,
     pub model: TaskModel,
     pub data: batches::Batches,
     pub main_opt: Box<dyn Optimizer>,
@@ -257,7 +258,7 @@ impl Trainer {
     /// One optimiser step over `grad_accum` micro-batches. Returns (task loss, regulariser, tokens).
     fn step(&mut self) -> Result<(f64, f64, i64), TrainError> {
         let step = self.state.step;
-        let accum = self.pipeline.train.grad_accum.max(1) as u64;
+        let accum = self.plan.settings.train.grad_accum.max(1) as u64;
         self.main_opt.zero_grad();
         if let Some(o) = self.alpha_opt.as_mut() {
             o.zero_grad();
@@ -272,7 +273,9 @@ impl Trainer {
         } else {
             "torch-step".to_string()
         };
-        tch::manual_seed(crate::rng::derive_seed(self.pipeline.train.seed, &stream, step) as i64);
+        tch::manual_seed(
+            crate::rng::derive_seed(self.plan.settings.train.seed, &stream, step) as i64,
+        );
         let mut task_sum = Tensor::zeros([], (Kind::Float, self.device));
         let mut tokens = 0;
         let world = world as f64;
@@ -334,7 +337,7 @@ impl Trainer {
             // f16: a gradient overflowed at this loss scale; the scale is halved, nothing moves.
             return Ok((task, reg, tokens));
         }
-        if let Some(max) = self.pipeline.train.clip {
+        if let Some(max) = self.plan.settings.train.clip {
             let norm = self.main_opt.clip_grad_norm(max);
             if !norm.is_finite() {
                 return Err(self.non_finite(step, "gradient norm", norm));
@@ -426,10 +429,15 @@ impl Trainer {
     }
 }
 
-/// Run a pipeline (one variant) end to end.
+/// Run a pipeline (one variant) end to end: compile it, then execute the plan.
 pub fn run(pipeline: &p::Pipeline, opts: &RunOptions) -> Result<RunSummary, TrainError> {
+    execute(planning::compile(pipeline)?, opts)
+}
+
+/// Execute a compiled plan.
+pub fn execute(compiled: planning::Compiled, opts: &RunOptions) -> Result<RunSummary, TrainError> {
     let t0 = Instant::now();
-    let mut trainer = setup::prepare(pipeline, opts)?;
+    let mut trainer = setup::prepare(compiled, opts)?;
     let summary = match trainer.train_loop(opts) {
         Ok(s) => s,
         Err(e) => {

@@ -1,6 +1,8 @@
-//! The plan a run would follow, for `ardpipe plan`: the model's configuration always; the
-//! data only when the plan depends on it (training in epochs, or classes read from the data),
-//! so planning a pipeline given in steps with named classes reads no data and no weights.
+//! Compiling a pipeline into the plan a run executes: the model's configuration, the data (read,
+//! split and counted once) and every setting resolved. The trainer takes the result and reads
+//! nothing from the pipeline; `ardpipe plan` prints the same plan.
+
+use std::path::PathBuf;
 
 use ardpipe_dsl::pipeline as p;
 
@@ -8,21 +10,51 @@ use super::TrainError;
 use super::batches::Batches;
 use crate::plan::{self, ExecutionPlan};
 
-pub fn plan_run(pipeline: &p::Pipeline) -> Result<ExecutionPlan, TrainError> {
-    let in_epochs = matches!(pipeline.train.duration, p::Duration::Epochs(_));
-    let classes_from_data = matches!(
-        pipeline.model.head,
-        p::Head::SequenceClassification {
-            classes: p::Classes::FromData
-        }
-    );
-    if !in_epochs && !classes_from_data {
-        return Ok(plan::plan(pipeline, 0)?);
-    }
-    tracing::info!("reading the data to count steps and classes");
+/// A pipeline compiled for one run.
+pub struct Compiled {
+    /// What the run does; the trainer's one source of settings.
+    pub plan: ExecutionPlan,
+    /// The data the plan was counted on, ready to batch.
+    pub data: Batches,
+    /// The resolved pipeline, saved in the run directory: `ardpipe run --resume DIR` compiles
+    /// it again, and resuming refuses a pipeline that changed what the run computes.
+    pub pipeline: serde_json::Value,
+    /// Dataset files by dataset name, whose bytes the manifest records.
+    pub dataset_files: Vec<(String, PathBuf)>,
+    /// Plugin libraries by plugin name, likewise.
+    pub plugin_files: Vec<(String, PathBuf)>,
+}
+
+/// Read the data and the model's configuration and resolve the pipeline into its plan.
+pub fn compile(pipeline: &p::Pipeline) -> Result<Compiled, TrainError> {
     let data = Batches::build(pipeline)?;
-    let steps_per_epoch =
-        data.steps_per_epoch(pipeline.train.batch_size, pipeline.train.grad_accum);
-    let classes = (data.num_labels() > 0).then(|| data.num_labels());
-    Ok(plan::plan_with_data(pipeline, steps_per_epoch, classes)?)
+    let plan = plan::plan_with_data(pipeline, data.data_plan())?;
+    let value = serde_json::to_value(pipeline).map_err(|e| TrainError::Other(e.to_string()))?;
+    Ok(Compiled {
+        plan,
+        data,
+        pipeline: value,
+        dataset_files: dataset_files(pipeline),
+        plugin_files: pipeline
+            .plugins
+            .iter()
+            .map(|pl| (pl.name.clone(), pl.library.clone()))
+            .collect(),
+    })
+}
+
+/// The plan alone, for `ardpipe plan`.
+pub fn plan_run(pipeline: &p::Pipeline) -> Result<ExecutionPlan, TrainError> {
+    Ok(compile(pipeline)?.plan)
+}
+
+/// The dataset files and folders of a pipeline, by name (a loader plugin's `path` is its data;
+/// the plugin's own bytes are hashed as a plugin).
+fn dataset_files(pipeline: &p::Pipeline) -> Vec<(String, PathBuf)> {
+    pipeline
+        .datasets
+        .iter()
+        .flat_map(|d| d.source.paths().iter().map(|p| (d.name.clone(), p.clone())))
+        .filter(|(_, path)| path.exists())
+        .collect()
 }

@@ -1,71 +1,91 @@
 //! A dataset with `format = plugin(NAME, ...)`: records streamed from a loader plugin become
-//! examples through the dataset's fields, label regex, clean-up, `max_rows` and bad-row policy,
-//! exactly as rows of a built-in format do.
+//! engine/data records through the dataset's fields, then the same clean-up, label regex,
+//! `max_rows` and bad-row policy as rows of a built-in format (engine/data's reader). A plugin
+//! stream cannot seek, so its records are held in memory.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use ardpipe_data::{
+    DataError, DatasetReader, DatasetSpec, ErrorKind, Origin, Record, RecordStore, SkipReport,
+};
 use ardpipe_dsl::pipeline as p;
 use ardpipe_plugin_host::{Kind, PluginRecord};
 
 use super::TrainError;
-use super::batches::Example;
 use super::plugins::{self, Site};
-use super::records::{Prep, Sink};
 
-/// The most examples a plugin's `size_hint` may reserve room for up front.
-const MAX_RESERVE: u64 = 1 << 20;
-
-/// Streams every record of the dataset's loader plugin into `sink`. The plugin gets the
-/// pipeline's options, the dataset's `path` as its `path` option, and the pipeline's seed: the
-/// records — and so the split carved from them — do not change when only `train.seed` does.
+/// Streams every record of the dataset's loader plugin through the dataset's reader. The
+/// plugin gets the pipeline's options, the dataset's `path` as its `path` option, and the
+/// pipeline's seed.
 pub(super) fn read(
     pipeline: &p::Pipeline,
     ds: &p::Dataset,
     plugin: &str,
     options: &BTreeMap<String, p::OptionValue>,
-    path: Option<&Path>,
-    prep: &Prep,
-    sink: &mut Sink,
-) -> Result<(), TrainError> {
+    path: Option<&PathBuf>,
+    spec: &DatasetSpec,
+) -> Result<(RecordStore, SkipReport), TrainError> {
     let site = Site::Dataset {
         name: ds.name.clone(),
     };
-    let loader = plugins::load(pipeline, plugin, Kind::Loader, &site)?;
-    let options = plugins::options_json(options, path, &site)?;
-    let mut stream = loader
+    let loader = plugins::load(&pipeline.plugins, plugin, Kind::Loader, &site)?;
+    let options = plugins::options_json(options, path.map(PathBuf::as_path), &site)?;
+    let stream = loader
         .open_loader(&options, pipeline.seed)
         .map_err(|e| plugins::failed(&site, e))?;
-    let name = &loader.info().name;
-    if loader.info().has_capability("size-hint") {
-        let hint = stream
-            .size_hint_records()
-            .map_err(|e| plugins::failed(&site, e))?;
-        if let Some(n) = hint {
-            // Only a hint: never let it size an allocation beyond what a modest dataset needs.
-            let wanted = ds.max_rows.map_or(n, |m| m.min(n)).min(MAX_RESERVE);
-            sink.out.reserve(usize::try_from(wanted).unwrap_or(0));
+    let name = loader.info().name.clone();
+    let source_name: Arc<Path> = Arc::from(Path::new(&format!("plugin `{name}`")));
+    // Plugin records as engine/data records (a missing field is a bad row for the policy).
+    let mut raw = Vec::new();
+    for (n, r) in stream.enumerate() {
+        let r = r.map_err(|e| plugins::failed(&site, e))?;
+        raw.push(record(&r, &ds.fields, n + 1, &source_name));
+    }
+    let mut reader =
+        DatasetReader::from_source(Box::new(raw.into_iter()), &spec.preprocess, spec.on_error)?;
+    let mut kept = Vec::new();
+    let mut error = None;
+    while let Some(r) = reader.next() {
+        match r {
+            Ok(r) => kept.push(r),
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+        let report = reader.report();
+        if spec.max_skipped.is_some_and(|m| report.skipped > m) {
+            return Err(TrainError::Other(format!(
+                "dataset `{}`: more than {} bad rows were skipped; the last: {}",
+                ds.name,
+                spec.max_skipped.unwrap_or(0),
+                report.first_reasons.last().map_or("", String::as_str)
+            )));
         }
     }
-    let mut records = 0usize;
-    for record in stream.by_ref() {
-        if sink.full() {
-            break;
-        }
-        let record = record.map_err(|e| plugins::failed(&site, e))?;
-        records += 1;
-        match example(&record, &ds.fields, prep) {
-            Ok(example) => sink.out.push(example),
-            Err(why) => sink.bad(format!("{}: {why}", location(name, records, &record)))?,
-        }
+    let report = reader.report().clone();
+    if let Some(e) = error {
+        return Err(TrainError::Other(format!(
+            "dataset `{}`: {e}\n  help: fix the record, or set `on_bad_row = skip` to skip and count bad rows",
+            ds.name
+        )));
     }
     tracing::info!(
-        "dataset `{}`: {records} records from plugin `{name}` {} ({})",
+        "dataset `{}`: {} records from plugin `{name}` {} ({})",
         ds.name,
+        kept.len() + report.skipped,
         loader.info().version,
         loader.info().path.display()
     );
-    Ok(())
+    if kept.is_empty() {
+        return Err(TrainError::Other(format!(
+            "dataset `{}` has no usable examples from plugin `{name}`",
+            ds.name
+        )));
+    }
+    Ok((RecordStore::in_memory(kept), report))
 }
 
 /// A record's field by the name a dataset's `text`, `text_pair` or `label` gives: the record's
@@ -92,43 +112,47 @@ fn named<'r>(record: &'r PluginRecord, name: &str, what: &str) -> Result<&'r str
     })
 }
 
-fn example(record: &PluginRecord, fields: &p::Fields, prep: &Prep) -> Result<Example, String> {
-    let text = prep.text(named(
-        record,
-        fields.text.as_deref().unwrap_or("text"),
-        "text",
-    )?);
-    if text.is_empty() {
-        return Err("the text is empty after preprocessing".into());
-    }
-    let label = match fields.label.as_deref() {
-        Some(key) => Some(named(record, key, "label")?),
-        None => record.label.as_deref(),
+/// A plugin record as an engine/data record: the dataset's `text`, `text_pair` and `label`
+/// fields by name; a missing one is a bad row at the record.
+fn record(
+    r: &PluginRecord,
+    fields: &p::Fields,
+    n: usize,
+    source: &Arc<Path>,
+) -> Result<Record, DataError> {
+    // Where it came from: the file and line the plugin names, else its number in the stream.
+    let origin = match (
+        r.extra.get("file"),
+        r.extra.get("line").and_then(|l| l.parse().ok()),
+    ) {
+        (Some(file), Some(line)) => Origin {
+            file: Arc::from(Path::new(file)),
+            line,
+        },
+        _ => Origin {
+            file: source.clone(),
+            line: n as u64,
+        },
     };
-    let pair = match fields.text_pair.as_deref() {
-        Some(key) => Some(named(record, key, "text_pair")?),
-        None => record.text_pair.as_deref(),
+    let bad = |why: String| DataError::new(ErrorKind::BadRow, why).at(&origin.file, origin.line);
+    let text = named(r, fields.text.as_deref().unwrap_or("text"), "text").map_err(bad)?;
+    let mut rec = Record::new(text, origin.clone());
+    rec.label = match fields.label.as_deref() {
+        Some(key) => Some(named(r, key, "label").map_err(bad)?.to_string()),
+        None => r.label.clone(),
     };
-    Ok(Example {
-        text,
-        pair: pair.map(|t| prep.text(t)),
-        label: label.map(|l| prep.label(l)).transpose()?,
-    })
-}
-
-/// Where a bad record came from: its file and line when the plugin says, else its number.
-fn location(plugin: &str, n: usize, record: &PluginRecord) -> String {
-    match (record.extra.get("file"), record.extra.get("line")) {
-        (Some(file), Some(line)) => format!("{file}:{line} (record {n} from plugin `{plugin}`)"),
-        _ => format!("record {n} from plugin `{plugin}`"),
-    }
+    rec.text_pair = match fields.text_pair.as_deref() {
+        Some(key) => Some(named(r, key, "text_pair").map_err(bad)?.to_string()),
+        None => r.text_pair.clone(),
+    };
+    Ok(rec)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn record() -> PluginRecord {
+    fn plugin_record() -> PluginRecord {
         let mut r = PluginRecord {
             text: "  Look   before\nyou leap. ".into(),
             label: Some("wisdom-7".into()),
@@ -139,38 +163,7 @@ mod tests {
         r
     }
 
-    fn dataset(fields: p::Fields, label_regex: Option<&str>) -> p::Dataset {
-        p::Dataset {
-            name: "d".into(),
-            source: p::Source::Plugin {
-                plugin: "x".into(),
-                path: None,
-                options: BTreeMap::new(),
-            },
-            fields: p::Fields {
-                label_regex: label_regex.map(str::to_string),
-                ..fields
-            },
-            split: p::Split {
-                validation: None,
-                test: None,
-                seed: 0,
-            },
-            preprocess: p::Preprocess {
-                max_length: 8,
-                truncation: p::Side::Right,
-                strip: vec![],
-                lowercase: true,
-                block_size: 8,
-                train_on: p::TrainOn::Completions,
-                packing: false,
-            },
-            on_bad_row: p::BadRowPolicy::Fail,
-            max_rows: None,
-        }
-    }
-
-    fn no_fields() -> p::Fields {
+    fn fields() -> p::Fields {
         p::Fields {
             text: None,
             text_pair: None,
@@ -182,42 +175,43 @@ mod tests {
         }
     }
 
-    #[test]
-    fn records_map_through_fields_regex_and_clean_up() {
-        let ds = dataset(no_fields(), Some("^(.*)-[0-9]+$"));
-        let prep = Prep::new(&ds).unwrap();
-        let e = example(&record(), &ds.fields, &prep).unwrap();
-        assert_eq!(e.text, "look before you leap.");
-        assert_eq!(e.label.as_deref(), Some("wisdom"));
-        assert_eq!(e.pair, None);
-
-        // A field named in the dataset may be one of the record's extras.
-        let fields = p::Fields {
-            label: Some("file".into()),
-            ..no_fields()
-        };
-        let ds = dataset(fields, None);
-        let prep = Prep::new(&ds).unwrap();
-        let e = example(&record(), &ds.fields, &prep).unwrap();
-        assert_eq!(e.label.as_deref(), Some("/f/wisdom"));
+    fn source() -> Arc<Path> {
+        Arc::from(Path::new("plugin `fortunes`"))
     }
 
     #[test]
-    fn a_missing_field_names_the_fields_there_are() {
-        let fields = p::Fields {
-            text_pair: Some("answer".into()),
-            ..no_fields()
+    fn records_map_through_the_dataset_fields_at_the_plugin_location() {
+        let r = record(&plugin_record(), &fields(), 4, &source()).unwrap();
+        assert_eq!(r.text, "  Look   before\nyou leap. ");
+        assert_eq!(r.label.as_deref(), Some("wisdom-7"));
+        assert_eq!(r.origin.to_string(), "/f/wisdom:3");
+        // A field named in the dataset may be one of the record's extras.
+        let f = p::Fields {
+            label: Some("file".into()),
+            ..fields()
         };
-        let ds = dataset(fields, None);
-        let prep = Prep::new(&ds).unwrap();
-        let why = example(&record(), &ds.fields, &prep).unwrap_err();
-        assert_eq!(
-            why,
-            "the record has no text_pair field `answer` (its fields are text, label, file, line)"
+        let r = record(&plugin_record(), &f, 4, &source()).unwrap();
+        assert_eq!(r.label.as_deref(), Some("/f/wisdom"));
+        // Without a file and line, the record's number in the stream locates it.
+        let mut bare = plugin_record();
+        bare.extra.clear();
+        let r = record(&bare, &fields(), 4, &source()).unwrap();
+        assert_eq!(r.origin.to_string(), "plugin `fortunes`:4");
+    }
+
+    #[test]
+    fn a_missing_field_is_a_bad_row_naming_the_fields_there_are() {
+        let f = p::Fields {
+            text_pair: Some("answer".into()),
+            ..fields()
+        };
+        let e = record(&plugin_record(), &f, 4, &source()).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::BadRow);
+        assert!(
+            e.to_string()
+                .contains("the record has no text_pair field `answer` (its fields are text, label, file, line)"),
+            "{e}"
         );
-        assert_eq!(
-            location("fortunes", 4, &record()),
-            "/f/wisdom:3 (record 4 from plugin `fortunes`)"
-        );
+        assert!(e.to_string().contains("/f/wisdom:3"), "{e}");
     }
 }

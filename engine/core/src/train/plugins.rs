@@ -36,24 +36,20 @@ pub fn failed(site: &Site, error: PluginError) -> TrainError {
     }
 }
 
-/// Loads the plugin block `name` as a `kind` plugin.
+/// Loads the plugin block `name` (of the pipeline's `plugins`) as a `kind` plugin.
 pub fn load(
-    pipeline: &p::Pipeline,
+    plugins: &[p::Plugin],
     name: &str,
     kind: Kind,
     site: &Site,
 ) -> Result<&'static Plugin, TrainError> {
     // The checker refuses a pipeline naming an undeclared plugin; this guards a hand-edited
     // `pipeline.resolved.json` on `--resume`.
-    let block = pipeline
-        .plugins
-        .iter()
-        .find(|b| b.name == name)
-        .ok_or_else(|| {
-            TrainError::Other(format!(
-                "{site} uses plugin `{name}`, but the pipeline has no `plugin {name} {{ ... }}` block"
-            ))
-        })?;
+    let block = plugins.iter().find(|b| b.name == name).ok_or_else(|| {
+        TrainError::Other(format!(
+            "{site} uses plugin `{name}`, but the pipeline has no `plugin {name} {{ ... }}` block"
+        ))
+    })?;
     if block.abi != ABI_VERSION {
         return Err(TrainError::Other(format!(
             "plugin `{name}`: the pipeline was written for plugin ABI {}, but this ardpipe speaks ABI {ABI_VERSION}\n  \

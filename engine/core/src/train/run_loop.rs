@@ -15,6 +15,47 @@ struct EvalCounts {
     loss_sum: f64,
     loss_items: f64,
     confusion: Option<Tensor>,
+    /// Causal LM: [targets predicted right, targets, examples with a target, examples whose
+    /// every target is predicted right], summed on the device.
+    answers: Option<Tensor>,
+}
+
+/// A causal-LM batch's answer counts (see [`EvalCounts::answers`]). Teacher-forced: a target is
+/// right when it is the argmax given the true tokens before it, so an example is an exact
+/// match exactly when greedy decoding from its prompt reproduces its answer.
+fn answer_counts(logits: &Tensor, batch: &super::task::TensorBatch) -> Tensor {
+    let (b, t) = (batch.labels.size()[0], batch.labels.size()[1]);
+    let has = batch.labels.ne(-100);
+    let wrong = logits
+        .argmax(-1, false)
+        .ne_tensor(&batch.labels)
+        .logical_and(&has)
+        .to_kind(Kind::Int64);
+    let has = has.to_kind(Kind::Int64);
+    // One key per example: its row and its segment (a row without segments is one example).
+    let seg = batch.segments.as_ref().unwrap_or(&batch.attention_mask);
+    let rows = Tensor::arange(b, (Kind::Int64, logits.device())).unsqueeze(1) * (t + 1);
+    let key = (rows + seg).view([-1]);
+    let per = |x: &Tensor| {
+        Tensor::zeros([b * (t + 1)], (Kind::Int64, logits.device())).index_add(
+            0,
+            &key,
+            &x.view([-1]),
+        )
+    };
+    let (wrong_per, has_per) = (per(&wrong), per(&has));
+    let examples = has_per.gt(0);
+    let exact = examples.logical_and(&wrong_per.eq(0));
+    let targets = has.sum(Kind::Int64);
+    Tensor::stack(
+        &[
+            &targets - wrong.sum(Kind::Int64),
+            targets,
+            examples.sum(Kind::Int64),
+            exact.sum(Kind::Int64),
+        ],
+        0,
+    )
 }
 
 impl Trainer {
@@ -30,9 +71,10 @@ impl Trainer {
             loss_items: 0.0,
             confusion: (n_classes > 0)
                 .then(|| Tensor::zeros([n_classes * n_classes], (Kind::Int64, self.device))),
+            answers: (n_classes == 0).then(|| Tensor::zeros([4], (Kind::Int64, self.device))),
         };
         let mut loss_acc = Tensor::zeros([], (Kind::Double, self.device));
-        let mut plugins = MetricPlugins::create(&self.pipeline)?;
+        let mut plugins = MetricPlugins::create(&self.plan.settings)?;
         // Several processes split the evaluation batches and add up their counts; a metric
         // plugin sees predictions one by one and cannot be summed, so with plugins every
         // process evaluates everything (the same result, no faster).
@@ -52,6 +94,11 @@ impl Trainer {
             };
             loss_acc += loss.to_kind(Kind::Double) * items as f64;
             c.loss_items += items as f64;
+            if let Some(a) = c.answers.as_mut()
+                && logits.dim() == 3
+            {
+                *a += answer_counts(&logits, &batch);
+            }
             if let Some(conf) = c.confusion.as_mut() {
                 let pred = logits.argmax(-1, false);
                 let cell = &batch.labels * n_classes + pred;
@@ -70,13 +117,24 @@ impl Trainer {
             if let (Some(conf), Some(dp)) = (c.confusion.as_ref(), self.parallel.as_ref()) {
                 dp.group.all_reduce_sum(std::slice::from_ref(conf))?;
             }
+            if let Some(a) = c.answers.as_mut() {
+                *a = self
+                    .sum_over_processes(a.to_kind(Kind::Double))?
+                    .to_kind(Kind::Int64);
+            }
         }
+        let answers: Option<Vec<i64>> = c
+            .answers
+            .as_ref()
+            .map(|t| Vec::<i64>::try_from(t.to_device(tch::Device::Cpu)).unwrap_or_default());
+        let ratio = |a: i64, b: i64| if b > 0 { a as f64 / b as f64 } else { 0.0 };
         c.loss_sum = loss_acc.double_value(&[]);
         let mean_loss = c.loss_sum / c.loss_items.max(1.0);
         let mut metrics: Vec<(String, f64)> = Vec::new();
         let mut primary = Vec::new();
         let wanted: Vec<p::Metric> = self
-            .pipeline
+            .plan
+            .settings
             .evaluate
             .as_ref()
             .map(|e| e.metrics.clone())
@@ -93,6 +151,14 @@ impl Trainer {
                 p::Metric::Accuracy => {
                     if let Some(conf) = &conf {
                         metrics.push(("accuracy".to_string(), accuracy(conf, n_classes as usize)));
+                    } else if let Some(a) = &answers {
+                        // A causal LM: the share of trained-on (answer) tokens predicted right.
+                        metrics.push(("accuracy".to_string(), ratio(a[0], a[1])));
+                    }
+                }
+                p::Metric::ExactMatch => {
+                    if let Some(a) = &answers {
+                        metrics.push(("exact_match".to_string(), ratio(a[3], a[2])));
                     }
                 }
                 p::Metric::MacroF1 => {
@@ -163,7 +229,7 @@ impl Trainer {
     }
 
     fn has_metric_plugins(&self) -> bool {
-        self.pipeline.evaluate.as_ref().is_some_and(|e| {
+        self.plan.settings.evaluate.as_ref().is_some_and(|e| {
             e.metrics
                 .iter()
                 .any(|m| matches!(m, p::Metric::Plugin { .. }))
@@ -172,13 +238,14 @@ impl Trainer {
 
     /// Returns true when early stopping says to stop.
     fn early_stop_check(&mut self, eval: &EvalResult) -> bool {
-        let Some(es) = &self.pipeline.train.early_stopping else {
+        let Some(es) = &self.plan.settings.train.early_stopping else {
             return false;
         };
         // The checker made the watched metric one of `evaluate.metrics`; a plugin metric without
         // `metric = ` is watched through the first scalar it reports.
         let watched = self
-            .pipeline
+            .plan
+            .settings
             .evaluate
             .as_ref()
             .and_then(|e| e.metrics.iter().position(|m| *m == es.metric))
@@ -213,12 +280,12 @@ impl Trainer {
         if self.data.eval_len() > 0 {
             // A metric plugin that cannot be loaded or refuses its options fails the run now,
             // not at the first evaluation after minutes of training.
-            MetricPlugins::create(&self.pipeline)?;
+            MetricPlugins::create(&self.plan.settings)?;
         }
         if self.state.step == 0
             && self.state.initial_eval.is_none()
-            && matches!(self.pipeline.model.head, p::Head::CausalLm)
-            && self.pipeline.evaluate.is_some()
+            && matches!(self.plan.settings.model.head, p::Head::CausalLm)
+            && self.plan.settings.evaluate.is_some()
             && let Some(eval) = self.evaluate()?
         {
             // The base model's own score: "perplexity before → after" is what a user asks.
@@ -368,6 +435,7 @@ pub fn metric_name(m: &p::Metric) -> String {
         p::Metric::Loss => "loss".into(),
         p::Metric::Perplexity => "perplexity".into(),
         p::Metric::Accuracy => "accuracy".into(),
+        p::Metric::ExactMatch => "exact_match".into(),
         p::Metric::MacroF1 => "macro_f1".into(),
         p::Metric::Plugin { plugin, name, .. } => name.clone().unwrap_or_else(|| plugin.clone()),
     }

@@ -1,5 +1,5 @@
-//! Build a [`Trainer`] from a pipeline: data, model, adapters, optimisers, regularisers and the
-//! run directory (new, or an existing one to resume).
+//! Build a [`Trainer`] from a compiled plan: model, adapters, optimisers, regularisers and the
+//! run directory (new, or an existing one to resume). Nothing here reads the pipeline.
 
 use std::path::Path;
 
@@ -12,13 +12,13 @@ use ardpipe_dsl::pipeline as p;
 use ardpipe_models::arch::{ArchConfig, EncoderHead};
 use ardpipe_models::{LoadOptions, Precision, StorageDtype};
 
-use super::batches::Batches;
 use super::parallel::DataParallel;
+use super::planning::Compiled;
 use super::state::LoopState;
 use super::task::TaskModel;
 use super::{AdaBlock, ArdBlock, RunOptions, TrainError, Trainer};
 use crate::convert;
-use crate::plan;
+use crate::plan::{ExecutionPlan, RunSettings};
 use crate::rundir::{self, RunDir};
 use crate::schedule::ResolvedSchedule;
 
@@ -91,23 +91,23 @@ fn weight_decay(o: &p::Optimizer) -> f64 {
     }
 }
 
-/// Load the model with the pipeline's head; `num_labels` for classification.
+/// Load the model with the plan's head; `num_labels` for classification.
 fn load_model(
-    pipeline: &p::Pipeline,
+    settings: &RunSettings,
     num_labels: usize,
     dev: tch::Device,
 ) -> Result<TaskModel, TrainError> {
     let opts = LoadOptions {
         device: dev,
-        precision: precision(&pipeline.model, &pipeline.train),
+        precision: precision(&settings.model, &settings.train),
     };
-    let path = &pipeline.model.path;
-    Ok(match &pipeline.model.head {
+    let path = &settings.model.path;
+    Ok(match &settings.model.head {
         p::Head::CausalLm => {
             TaskModel::CausalLm(Box::new(ardpipe_models::load_causal_lm(path, &opts)?.model))
         }
         p::Head::SequenceClassification { .. } => {
-            let seed = pipeline.train.seed;
+            let seed = settings.train.seed;
             match ardpipe_models::describe(path)?.config {
                 // A decoder classifies with transformers' `score` on its last non-padding token.
                 ArchConfig::Llama(_) => TaskModel::DecoderClassifier(Box::new(
@@ -131,20 +131,17 @@ fn load_model(
     })
 }
 
-/// Attach every adapter block; returns (block name, method, matched paths).
+/// Attach every adapter block to the modules the plan resolved; returns (block name, method,
+/// module paths).
 fn attach_adapters(
-    pipeline: &p::Pipeline,
+    plan: &ExecutionPlan,
     model: &mut TaskModel,
-    total: u64,
-    per_epoch: u64,
 ) -> Result<Vec<(String, MethodConfig, Vec<String>)>, TrainError> {
-    let desc = ardpipe_models::describe(&pipeline.model.path)?;
-    let modules = plan::model_modules(&desc, &pipeline.model.head);
+    let (total, per_epoch) = (plan.training.total_steps, plan.training.steps_per_epoch);
     let mut blocks = Vec::new();
-    for a in &pipeline.adapters {
-        let (selected, _) = plan::resolve_targets(a, &modules)?;
+    for (a, planned) in plan.settings.adapters.iter().zip(&plan.adapters) {
         let method = convert::method_config_with_epochs(&a.method, total, per_epoch);
-        let paths: Vec<String> = selected.iter().map(|m| m.path.clone()).collect();
+        let paths: Vec<String> = planned.modules.iter().map(|m| m.path.clone()).collect();
         let mut attached = 0;
         for lin in model.linears_mut() {
             if paths.contains(&lin.path) {
@@ -164,17 +161,18 @@ fn attach_adapters(
     Ok(blocks)
 }
 
-pub fn prepare(pipeline: &p::Pipeline, opts: &RunOptions) -> Result<Trainer, TrainError> {
+pub fn prepare(compiled: Compiled, opts: &RunOptions) -> Result<Trainer, TrainError> {
+    let settings = &compiled.plan.settings;
     let parallel = opts
         .group
         .clone()
-        .map(|g| DataParallel::new(g, pipeline.distributed.bucket_mb));
+        .map(|g| DataParallel::new(g, settings.distributed.bucket_mb));
     let root = parallel.as_ref().is_none_or(|d| d.group.is_root());
     if let Some(dp) = &parallel {
         // Before anything is written: a batch that does not split fails every process alike.
-        super::batches::check_batch_splits(pipeline.train.batch_size as usize, dp.world())?;
+        super::batches::check_batch_splits(settings.train.batch_size as usize, dp.world())?;
     }
-    let mut dev = device(&pipeline.model.device)?;
+    let mut dev = device(&settings.model.device)?;
     if let (Some(dp), tch::Device::Cuda(_)) = (&parallel, dev) {
         // One GPU per process on a machine: the launcher's LOCAL_RANK picks it.
         dev = tch::Device::Cuda(dp.group.local_rank());
@@ -184,18 +182,20 @@ pub fn prepare(pipeline: &p::Pipeline, opts: &RunOptions) -> Result<Trainer, Tra
         backend: d.group.backend().name().to_string(),
     });
     let (run_dir, resume_state) = match (&opts.resume, &parallel) {
-        (Some(dir), None) => open_for_resume(dir, pipeline, opts.restart, dev, &processes)?,
-        (Some(dir), Some(dp)) => resume_together(dp, dir, pipeline, opts.restart, dev, &processes)?,
+        (Some(dir), None) => open_for_resume(dir, &compiled, opts.restart, dev, &processes)?,
+        (Some(dir), Some(dp)) => {
+            resume_together(dp, dir, &compiled, opts.restart, dev, &processes)?
+        }
         (None, None) => {
-            let run_dir = create_run_dir(pipeline, opts.variant.as_deref())?;
-            write_start_files(pipeline, &run_dir, dev, &processes)?;
+            let run_dir = create_run_dir(settings, opts.variant.as_deref())?;
+            write_start_files(&compiled, &run_dir, dev, &processes)?;
             (run_dir, Start::Fresh)
         }
         (None, Some(dp)) => {
             // Rank 0 creates the run directory; the others learn where it is and write nothing.
             let created = if root {
-                let run_dir = create_run_dir(pipeline, opts.variant.as_deref())?;
-                write_start_files(pipeline, &run_dir, dev, &processes)?;
+                let run_dir = create_run_dir(settings, opts.variant.as_deref())?;
+                write_start_files(&compiled, &run_dir, dev, &processes)?;
                 Some(run_dir)
             } else {
                 None
@@ -211,7 +211,7 @@ pub fn prepare(pipeline: &p::Pipeline, opts: &RunOptions) -> Result<Trainer, Tra
     // the manifest `failed`, so the folder says what happened to it.
     let manifest = run_dir.manifest_path();
     let mut slot = Some(run_dir);
-    let built = build(pipeline, opts, parallel, dev, &mut slot, resume_state);
+    let built = build(compiled, opts, parallel, dev, &mut slot, resume_state);
     if let Err(e) = &built
         && root
         && slot.is_some()
@@ -239,9 +239,9 @@ fn mark_failed(manifest: &Path) -> Result<(), crate::rundir::RunDirError> {
     m.write(manifest)
 }
 
-/// Everything after the run directory: data, model, adapters, optimisers, and the restore.
+/// Everything after the run directory: model, adapters, optimisers, and the restore.
 fn build(
-    pipeline: &p::Pipeline,
+    compiled: Compiled,
     opts: &RunOptions,
     parallel: Option<DataParallel>,
     dev: tch::Device,
@@ -253,8 +253,13 @@ fn build(
         .as_ref()
         .expect("the run directory is set until the trainer takes it");
     rundir::test_pause("loading", false);
-    tracing::info!("loading data");
-    let mut data = Batches::build(pipeline)?;
+    let Compiled {
+        plan,
+        mut data,
+        pipeline: pipeline_value,
+        ..
+    } = compiled;
+    let settings = &plan.settings;
     if let Some(dp) = &parallel {
         data.set_shard(dp.rank(), dp.world())?;
     }
@@ -262,16 +267,12 @@ fn build(
         // Saved with the run so a fine-tuned classifier's outputs can be named later.
         crate::rundir::write_json_atomic(&run_dir_ref.path("labels.json"), data.labels())?;
     }
-    let steps_per_epoch =
-        data.steps_per_epoch(pipeline.train.batch_size, pipeline.train.grad_accum);
-    let total_steps = plan::total_steps(pipeline, steps_per_epoch)?;
-    // The plan's checks (schedules inside training, targets that match) run before any weight loads.
-    let _plan = plan::plan(pipeline, steps_per_epoch)?;
+    let (total_steps, steps_per_epoch) = (plan.training.total_steps, plan.training.steps_per_epoch);
 
-    tracing::info!("loading {}", pipeline.model.path.display());
-    tch::manual_seed(pipeline.train.seed as i64);
-    let mut model = load_model(pipeline, data.num_labels(), dev)?;
-    let blocks = attach_adapters(pipeline, &mut model, total_steps, steps_per_epoch)?;
+    tracing::info!("loading {}", settings.model.path.display());
+    tch::manual_seed(settings.train.seed as i64);
+    let mut model = load_model(settings, plan.data.classes.len(), dev)?;
+    let blocks = attach_adapters(&plan, &mut model)?;
 
     // Optimiser groups: adapter weights and the task head with weight decay, α on its own.
     let mut weights = model.head_parameters();
@@ -285,27 +286,25 @@ fn build(
         }
     }
     let trainable: usize = weights.iter().chain(&alphas).map(|(_, t)| t.numel()).sum();
-    let lr0 = convert::resolve_schedule(&pipeline.train.lr, total_steps, steps_per_epoch)
-        .map_err(|e| TrainError::Other(format!("train.lr: {e}")))?;
+    let lr0 = plan.schedule("train.lr")?;
     let main_opt = optimizer(
         "main",
-        &pipeline.train.optimizer,
+        &settings.train.optimizer,
         vec![ParamGroup::new(
             "weights",
             lr0.value_at(0),
-            weight_decay(&pipeline.train.optimizer),
+            weight_decay(&settings.train.optimizer),
             weights,
         )],
     );
     let (alpha_opt, alpha_lr) = if alphas.is_empty() {
         (None, None)
     } else {
-        let s = convert::resolve_schedule(&pipeline.train.alpha_lr, total_steps, steps_per_epoch)
-            .map_err(|e| TrainError::Other(format!("train.alpha_lr: {e}")))?;
+        let s = plan.schedule("train.alpha_lr")?;
         // No weight decay on α: the ℓ1 term is its only pull towards zero.
         let o = optimizer(
             "alpha",
-            &pipeline.train.alpha_optimizer,
+            &settings.train.alpha_optimizer,
             vec![ParamGroup::new("alpha", s.value_at(0), 0.0, alphas)],
         );
         (Some(o), Some(s))
@@ -313,9 +312,9 @@ fn build(
 
     let mut ard = Vec::new();
     let mut adalora = Vec::new();
-    for ((name, method, paths), spec) in blocks.into_iter().zip(&pipeline.adapters) {
-        match (&method, &spec.method) {
-            (MethodConfig::ArdLora(cfg), p::Method::ArdLora(dsl)) => {
+    for (name, method, paths) in blocks {
+        match &method {
+            MethodConfig::ArdLora(cfg) => {
                 let adapters: Vec<&ArdLora> = model
                     .linears()
                     .into_iter()
@@ -323,21 +322,18 @@ fn build(
                     .filter_map(|l| l.adapter.as_ref().and_then(|a| a.as_ard()))
                     .collect();
                 let regulariser = ArdRegulariser::new(&adapters, cfg)?;
-                let sched = |what: &str, s: &p::Schedule| {
-                    convert::resolve_schedule(s, total_steps, steps_per_epoch)
-                        .map_err(|e| TrainError::Other(format!("adapter `{name}` {what}: {e}")))
-                };
+                let sched = |what: &str| plan.schedule(&format!("{name}.{what}"));
                 ard.push(ArdBlock {
-                    lambda: sched("lambda", &dsl.regularizer.lambda)?,
-                    beta: sched("beta", &dsl.regularizer.beta)?,
-                    gamma: sched("gamma", &dsl.regularizer.gamma)?,
+                    lambda: sched("lambda")?,
+                    beta: sched("beta")?,
+                    gamma: sched("gamma")?,
                     compaction_every: cfg.compaction_interval as u64,
                     name,
                     paths,
                     regulariser,
                 });
             }
-            (MethodConfig::Adalora(cfg), _) => {
+            MethodConfig::Adalora(cfg) => {
                 let adapters: Vec<&AdaLora> = model
                     .linears()
                     .into_iter()
@@ -356,10 +352,11 @@ fn build(
         }
     }
 
-    let t = &pipeline.train;
+    let t = &settings.train;
     let pos = |x: &p::Position| convert::position_steps(x, total_steps, steps_per_epoch).max(1);
+    let autocast = precision(&settings.model, &settings.train).autocast;
     let mut trainer = Trainer {
-        base_parameters: ardpipe_models::describe(&pipeline.model.path)?.parameters,
+        base_parameters: plan.model.parameters,
         eval_every: t.eval_every.as_ref().map(pos),
         checkpoint_every: t
             .checkpoint_every
@@ -367,7 +364,6 @@ fn build(
             .map(pos)
             .unwrap_or(total_steps.max(1)),
         log_every: pos(&t.log_every),
-        pipeline: pipeline.clone(),
         model,
         data,
         main_opt,
@@ -382,15 +378,16 @@ fn build(
             .expect("the run directory is set until the trainer takes it"),
         state: LoopState::new(trainable),
         device: dev,
-        autocast: precision(&pipeline.model, &pipeline.train).autocast,
+        autocast,
         // One progress display: rank 0's.
         quiet: opts.quiet || !root,
         parallel,
         comm_seconds: 0.0,
+        plan,
     };
     trainer.state.world_size = trainer.rank_and_world().1;
     let resumed = (|| -> Result<(), TrainError> {
-        let value = serde_json::to_value(pipeline).map_err(|e| TrainError::Other(e.to_string()))?;
+        let value = pipeline_value;
         let processes = trainer.processes();
         match resume_state {
             Start::From(ckpt) => {
@@ -422,44 +419,27 @@ fn build(
     Ok(trainer)
 }
 
-/// The dataset files and folders of a pipeline, by name (a loader plugin's `path` is its data;
-/// the plugin's own bytes are hashed as a plugin).
-fn dataset_files(pipeline: &p::Pipeline) -> Vec<(String, std::path::PathBuf)> {
-    pipeline
-        .datasets
-        .iter()
-        .flat_map(|d| d.source.paths().iter().map(|p| (d.name.clone(), p.clone())))
-        .filter(|(_, path)| path.exists())
-        .collect()
-}
-
-fn plugin_files(pipeline: &p::Pipeline) -> Vec<(String, std::path::PathBuf)> {
-    pipeline
-        .plugins
-        .iter()
-        .map(|pl| (pl.name.clone(), pl.library.clone()))
-        .collect()
-}
-
 /// The resolved pipeline and the manifest, written right after the run directory is locked
 /// (before any data or weights load), so a run killed at any later instant can be resumed.
 pub fn write_start_files(
-    pipeline: &p::Pipeline,
+    compiled: &Compiled,
     run_dir: &RunDir,
     dev: tch::Device,
     processes: &Option<crate::manifest::Processes>,
 ) -> Result<(), TrainError> {
-    let value = serde_json::to_value(pipeline).map_err(|e| TrainError::Other(e.to_string()))?;
-    run_dir.write_resolved_pipeline(&value)?;
+    let settings = &compiled.plan.settings;
+    run_dir.write_resolved_pipeline(&compiled.pipeline)?;
+    // The plan this run executes: a resume compiles the pipeline again and must find the same.
+    crate::rundir::write_json_atomic(&run_dir.path(crate::rundir::PLAN), &compiled.plan)?;
     let mut seeds = std::collections::BTreeMap::new();
-    seeds.insert("pipeline".to_string(), pipeline.seed);
-    seeds.insert("train".to_string(), pipeline.train.seed);
+    seeds.insert("pipeline".to_string(), settings.seed);
+    seeds.insert("train".to_string(), settings.train.seed);
     let manifest = crate::manifest::Manifest::collect(&crate::manifest::ManifestInputs {
-        run_name: &pipeline.name,
-        pipeline: &value,
-        pipeline_file: Some(&pipeline.file),
-        datasets: &dataset_files(pipeline),
-        plugins: &plugin_files(pipeline),
+        run_name: &settings.name,
+        pipeline: &compiled.pipeline,
+        pipeline_file: Some(&settings.file),
+        datasets: &compiled.dataset_files,
+        plugins: &compiled.plugin_files,
         device: &format!("{dev:?}").to_lowercase(),
         seeds,
         processes: processes.clone(),
@@ -485,18 +465,18 @@ impl Trainer {
     }
 }
 
-fn create_run_dir(pipeline: &p::Pipeline, variant: Option<&str>) -> Result<RunDir, TrainError> {
+fn create_run_dir(settings: &RunSettings, variant: Option<&str>) -> Result<RunDir, TrainError> {
     let now = time::OffsetDateTime::now_utc();
     // The template is absolute (the checker resolved it against the pipeline file).
-    let seed = pipeline.train.seed.to_string();
+    let seed = settings.train.seed.to_string();
     let vars = [
-        ("name", pipeline.name.as_str()),
-        ("variant", variant.unwrap_or(pipeline.name.as_str())),
+        ("name", settings.name.as_str()),
+        ("variant", variant.unwrap_or(settings.name.as_str())),
         ("seed", seed.as_str()),
     ];
     Ok(RunDir::create_from_template(
         Path::new(""),
-        &pipeline.output.dir,
+        &settings.output.dir,
         &vars,
         now,
     )?)
@@ -509,7 +489,7 @@ fn create_run_dir(pipeline: &p::Pipeline, variant: Option<&str>) -> Result<RunDi
 /// `restart`: the run is then trained again from step 0.
 fn open_for_resume(
     dir: &Path,
-    pipeline: &p::Pipeline,
+    compiled: &Compiled,
     restart: bool,
     dev: tch::Device,
     processes: &Option<crate::manifest::Processes>,
@@ -536,8 +516,7 @@ fn open_for_resume(
             )));
         }
     }
-    let now = serde_json::to_value(pipeline).map_err(|e| TrainError::Other(e.to_string()))?;
-    let check = crate::manifest::check_resume(&before, &now);
+    let check = crate::manifest::check_resume(&before, &compiled.pipeline);
     if !check.is_compatible() {
         return Err(resume_err(format!(
             "the pipeline changed in ways that would make the result differ from an uninterrupted run:\n{}\n  \
@@ -562,8 +541,8 @@ fn open_for_resume(
                 };
                 let inputs = crate::manifest::check_inputs(
                     &manifest,
-                    &hash(dataset_files(pipeline))?,
-                    &hash(plugin_files(pipeline))?,
+                    &hash(compiled.dataset_files.clone())?,
+                    &hash(compiled.plugin_files.clone())?,
                 );
                 if !inputs.is_compatible() {
                     return Err(resume_err(format!(
@@ -573,8 +552,10 @@ fn open_for_resume(
                     )));
                 }
             } else {
-                write_start_files(pipeline, &run_dir, dev, processes)?;
+                write_start_files(compiled, &run_dir, dev, processes)?;
             }
+            // Same files, same settings: the data must still compile to the plan it trained on.
+            check_data_plan(&run_dir, &compiled.plan).map_err(resume_err)?;
             Ok((run_dir, Start::From(Box::new(ckpt))))
         }
         None => {
@@ -647,7 +628,7 @@ fn open_for_resume(
             let history = crate::manifest::Manifest::read(&manifest_path)
                 .map(|m| m.resumptions)
                 .unwrap_or_default();
-            write_start_files(pipeline, &run_dir, dev, processes)?;
+            write_start_files(compiled, &run_dir, dev, processes)?;
             let mut m = crate::manifest::Manifest::read(&manifest_path)?;
             m.resumptions = history;
             m.write(&manifest_path)?;
@@ -656,19 +637,56 @@ fn open_for_resume(
     }
 }
 
+/// The data a resumed run goes on with must be the data its checkpoints saw, batched the same
+/// way: the plan saved at the start and the plan compiled now must agree on every data field
+/// (a run directory from before plans were saved has nothing to compare).
+fn check_data_plan(run_dir: &RunDir, plan: &ExecutionPlan) -> Result<(), String> {
+    let path = run_dir.path(crate::rundir::PLAN);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let before: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("{} is not valid JSON: {e}", path.display()))?;
+    let now = serde_json::to_value(&plan.data).map_err(|e| e.to_string())?;
+    let old = before.get("data").cloned().unwrap_or_default();
+    let (Some(old), Some(new)) = (old.as_object(), now.as_object()) else {
+        return Err(format!("{} has no `data` section", path.display()));
+    };
+    let changed: Vec<String> = new
+        .iter()
+        .filter(|(k, v)| old.get(k.as_str()) != Some(v))
+        .map(|(k, v)| {
+            format!(
+                "  - data.{k}: {} → {v}",
+                old.get(k.as_str())
+                    .map_or("(absent)".to_string(), |o| o.to_string())
+            )
+        })
+        .collect();
+    if changed.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "the data compile to a different plan than the run started with ({}):\n{}\n  \
+         fix: put back the data and settings the run trained on, or start a new run",
+        path.display(),
+        changed.join("\n")
+    ))
+}
+
 /// Resume a data-parallel run: rank 0 opens it and chooses the checkpoint, then tells every
 /// other rank which one (its step and the sha256 of its tensors); they load exactly that one
 /// and check its hash, so no two processes can continue from different states.
 fn resume_together(
     dp: &DataParallel,
     dir: &Path,
-    pipeline: &p::Pipeline,
+    compiled: &Compiled,
     restart: bool,
     dev: tch::Device,
     processes: &Option<crate::manifest::Processes>,
 ) -> Result<(RunDir, Start), TrainError> {
     if dp.group.is_root() {
-        let opened = open_for_resume(dir, pipeline, restart, dev, processes);
+        let opened = open_for_resume(dir, compiled, restart, dev, processes);
         let word = match &opened {
             Ok((_, Start::From(c))) => format!("from {} {}", c.step(), c.tensors_sha256),
             Ok(_) => "again".to_string(),

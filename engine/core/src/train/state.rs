@@ -127,7 +127,7 @@ impl Trainer {
                 .map(|b| (b.name.clone(), b.allocator.state().clone()))
                 .collect(),
         };
-        let mut ts = TrainingState::new(self.pipeline.train.seed);
+        let mut ts = TrainingState::new(self.plan.settings.train.seed);
         ts.step = self.state.step;
         ts.data = self.state.data.clone();
         ts.label_vocab = Some(self.data.labels().to_vec()).filter(|l| !l.is_empty());
@@ -249,7 +249,7 @@ impl Trainer {
                 "this run trained on {world_then} process(es) and resumes on {world_now}: the global batch stays {} \
                  examples in the same seeded order, now cut into {world_now} part(s); sums are added in another order \
                  and dropout draws other masks, so the result is the same training but not bit for bit the run it would have been",
-                self.pipeline.train.batch_size
+                self.plan.settings.train.batch_size
             );
         }
         // Logs may run past the checkpoint (the kill came later): cut them back to it. The end
