@@ -7,6 +7,7 @@ const PIPELINES: &[&str] = &[
     "pipelines/compare_baselines.ard",
     "pipelines/fortunes_mcc.ard",
     "pipelines/gemma3.ard",
+    "pipelines/instruct.ard",
 ];
 
 fn repo_file(p: &str) -> String {

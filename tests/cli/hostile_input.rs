@@ -455,9 +455,11 @@ fn a_jsonl_line_of_the_wrong_shape_is_a_bad_row_that_says_what_it_is() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     for expected in [
         "skipped 3 bad rows",
-        "data.jsonl:9: the line is an array, not an object: JSONL holds one object per line",
-        "data.jsonl:10: the text field \"q\" is an object, not a string or a number",
-        "data.jsonl:11: no text_pair field \"a\" (the keys are label, q)",
+        "data.jsonl:9: expected a JSON object, found an array",
+        "each line must be an object",
+        "data.jsonl:10: field `q` is an object, expected a string",
+        "data.jsonl:11: field `a` is missing (the row has no `a`)",
+        "available keys: `label`, `q`",
     ] {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
