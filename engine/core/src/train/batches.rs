@@ -28,7 +28,8 @@ use crate::plan::{Batching, DataPlan};
 
 enum Kind {
     Classification {
-        batcher: ClassificationBatcher,
+        // Boxed: the tokenizer inside makes it far larger than the other variants.
+        batcher: Box<ClassificationBatcher>,
         labels: LabelVocab,
         /// Label id of every training and evaluation example, by position in its split.
         train_labels: Vec<usize>,
@@ -176,12 +177,12 @@ impl Batches {
                 };
                 let train_labels = ids("training", &train_raw)?;
                 let eval_labels = ids("evaluation", &eval_raw)?;
-                let batcher = ClassificationBatcher::new(
+                let batcher = Box::new(ClassificationBatcher::new(
                     &tokenizer,
                     Some(labels.clone()),
                     pre.max_length as usize,
                     side(pre.truncation),
-                )?;
+                )?);
                 (
                     Kind::Classification {
                         batcher,
