@@ -534,3 +534,113 @@ fn data_parallel_runs_stop_together_and_resume_from_the_checkpoint_rank_0_chose(
     assert_eq!(m["resumptions"][0]["from_step"], 3, "{m}");
     same_export(&whole, &run, "lora");
 }
+
+/// A packed chat run (SmolLM2 over the first ChatterBot conversations, several to a row, loss on
+/// the answers) killed mid-epoch resumes at its exact data position: the epoch's packed rows are
+/// rebuilt from the seed and the checkpoint's position, so the export and the metrics log are the
+/// uninterrupted run's, byte for byte, across an epoch boundary.
+#[test]
+fn a_packed_chat_run_killed_mid_epoch_resumes_at_its_exact_data_position() {
+    let root = std::env::temp_dir().join(format!("ardpipe-resume-chat-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let assets = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.ardpipe/assets");
+    let chat = assets.join("chatterbot/chat.jsonl");
+    let model = assets.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        chat.is_file() && model.is_file(),
+        "the chatterbot and smollm2 assets are missing: run scripts/setup.sh"
+    );
+    let write = |run: &str| -> (PathBuf, PathBuf) {
+        let out = root.join(run);
+        let file = root.join(format!("{run}.ard"));
+        std::fs::write(
+            &file,
+            format!(
+                r#"pipeline {{
+    name = "chat"
+    seed = 4
+}}
+
+dataset chat {{
+    format = jsonl
+    path = "{chat}"
+    messages = "messages"
+    max_rows = 14
+    split {{
+        validation = 15%
+        seed = 2
+    }}
+    preprocess {{
+        max_length = 96
+        packing = true
+    }}
+}}
+
+model {{
+    path = "{model}"
+    format = gguf
+    head = causal_lm
+}}
+
+adapter attention {{
+    method = ard_lora
+    modules = [q_proj, v_proj]
+    layers = 0..2
+    r0 = 2
+}}
+
+train {{
+    lr = 1e-3
+    batch_size = 2
+    steps = 7
+    checkpoint_every = 2 steps
+    eval_every = 3 steps
+}}
+
+evaluate {{
+    metrics = [loss, accuracy, exact_match]
+}}
+
+output {{
+    dir = "{out}"
+    export = [peft]
+    report = false
+}}
+"#,
+                chat = chat.display(),
+                model = model.display(),
+                out = out.display()
+            ),
+        )
+        .unwrap();
+        (file, out)
+    };
+    let (whole_file, whole) = write("whole");
+    run_ok(&[whole_file.to_str().unwrap()]);
+    let plan = json(&whole.join("plan.json"));
+    let units = plan["data"]["train_units"].as_u64().unwrap();
+    assert!(
+        units < 7 * 2,
+        "the run must cross an epoch boundary: {units} rows per epoch"
+    );
+    assert_eq!(plan["data"]["records"], "chat");
+
+    let (split_file, split) = write("split");
+    let marker = root.join("paused");
+    kill9(start_paused(
+        &[split_file.to_str().unwrap()],
+        "step@3",
+        &marker,
+    ));
+    let state = json(&split.join("checkpoints/step-0000002/state.json"));
+    assert!(
+        state.to_string().contains("examples_consumed"),
+        "the checkpoint records the data position: {state}"
+    );
+    let o = resume(&split, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    same_export(&whole, &split, "ard_lora");
+    assert_eq!(metrics_lines(&whole), metrics_lines(&split));
+    std::fs::remove_dir_all(&root).ok();
+}
