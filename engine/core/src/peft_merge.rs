@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use ardpipe_adapters::AdaptableLinear;
+use ardpipe_adapters::peft::{self, PeftConfig, PeftModule, PeftType};
 use serde::Deserialize;
 use tch::{Kind, Tensor};
 
@@ -768,6 +769,75 @@ pub fn write_model_folder(
         weights,
         files,
     })
+}
+
+/// A PEFT adapter to write: the adapters' own exports (`peft_export`), the trained head kept
+/// under `modules_to_save`, and the fields the caller knows (task, base model, AdaLoRA's
+/// schedule). [`AdapterExport::write`] is the one writer of adapter folders: the trainer's
+/// `export = [peft]` (engine/core/src/train/export.rs) and the peer test call it.
+pub struct AdapterExport<'a> {
+    pub peft_type: PeftType,
+    pub modules: &'a [PeftModule],
+    pub dropout: f64,
+    pub use_dora: bool,
+    /// The trained head's parameters under their model names; saved as
+    /// `base_model.model.<name>` (PEFT gives `modules_to_save` no adapter name).
+    pub head: Vec<(String, Tensor)>,
+    /// The head's modules as full paths (PEFT matches them as name suffixes: a bare `dense`
+    /// would wrap every dense layer of an encoder, not just the pooler). Unused without a head.
+    pub modules_to_save: Vec<String>,
+    /// `CAUSAL_LM` or `SEQ_CLS`.
+    pub task_type: &'a str,
+    pub base_model: String,
+    /// AdaLoRA's own config fields (`init_r`, `target_r`, `tinit`, …).
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+impl AdapterExport<'_> {
+    /// Write [`CONFIG_FILE`] and [`WEIGHTS_FILE`] (f32) at `dir`, whole or not at all (filled as
+    /// `DIR.partial/`, then renamed by [`rundir::write_dir_atomic`]). Returns the config written.
+    ///
+    /// [`rundir::write_dir_atomic`]: crate::rundir::write_dir_atomic
+    pub fn write(self, dir: &Path) -> Result<PeftConfig, PeftMergeError> {
+        let (mut config, mut tensors) = peft::assemble(
+            self.peft_type,
+            self.modules,
+            "",
+            self.dropout,
+            self.use_dora,
+        );
+        if !self.head.is_empty() {
+            config.modules_to_save = Some(self.modules_to_save);
+            for (n, t) in self.head {
+                tensors.push((format!("base_model.model.{n}"), t));
+            }
+        }
+        config.task_type = Some(self.task_type.to_string());
+        config.base_model_name_or_path = Some(self.base_model);
+        config.extra = self.extra;
+        let tensors: Vec<(String, Tensor)> = tensors
+            .into_iter()
+            .map(|(n, t)| {
+                let t = t
+                    .detach()
+                    .to_kind(Kind::Float)
+                    .to_device(tch::Device::Cpu)
+                    .contiguous();
+                (n, t)
+            })
+            .collect();
+        crate::rundir::write_dir_atomic(dir, |partial| -> Result<(), PeftMergeError> {
+            let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+            crate::checkpoint::write_safetensors(&partial.join(WEIGHTS_FILE), &refs, None)
+                .map_err(|e| PeftMergeError::Folder {
+                    path: dir.to_path_buf(),
+                    why: format!("cannot write the adapter: {e}"),
+                })?;
+            crate::rundir::write_json_atomic(&partial.join(CONFIG_FILE), &config)?;
+            Ok(())
+        })?;
+        Ok(config)
+    }
 }
 
 /// config.json of a merged model (dtype filled in by [`write_model_folder`]).

@@ -2,7 +2,7 @@
 //! PEFT adapter folder ends in Ok or in an error, never in a panic.
 //!
 //! Each case starts from a tiny REAL file written by the project's own writers (the GGUF writer,
-//! `save_llama`, PEFT's `assemble` + the checkpoint safetensors writer), mutates it with a seeded
+//! `save_llama`, the trainer's PEFT adapter writer `peft_merge::AdapterExport`), mutates it with a seeded
 //! RNG (bit flips, byte overwrites, truncation, appended bytes, and huge or edge values written
 //! into the size, offset, count and dims fields, the safetensors header's numbers and the JSON
 //! configs' numbers), and opens it the way the CLI does: describe, load, tokenizer; read the
@@ -21,10 +21,11 @@
 //! A panicking case fails the test naming its format, seed and mutations; replay one case with
 //! `ARDPIPE_FUZZ_SEED=<seed>` (with the same format's test filter).
 
+use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
-use ardpipe_engine::adapters::peft::{PeftModule, PeftType, assemble};
+use ardpipe_engine::adapters::peft::{PeftModule, PeftType};
 use ardpipe_engine::checkpoint::write_safetensors;
 use ardpipe_engine::models::arch::layers::seeded_normal;
 use ardpipe_engine::models::gguf::writer::GgufWriter;
@@ -32,7 +33,7 @@ use ardpipe_engine::models::gguf::{GgmlType, Value};
 use ardpipe_engine::models::hf::export::save_llama;
 use ardpipe_engine::models::tokenizer::load_tokenizer;
 use ardpipe_engine::models::{LoadOptions, ModelLocation, describe, load_causal_lm};
-use ardpipe_engine::peft_merge::AdapterFolder;
+use ardpipe_engine::peft_merge::{AdapterExport, AdapterFolder};
 use ardpipe_engine::rng::Rng;
 use tch::Tensor;
 
@@ -115,7 +116,6 @@ fn write_gguf(path: &Path) {
 /// The adapter variants the merge reads: LoRA, LoRA with a saved classifier head, DoRA,
 /// AdaLoRA.
 fn write_adapter(dir: &Path, kind: &str) {
-    std::fs::create_dir_all(dir).unwrap();
     let mut seed = 100;
     let mut m = |shape: &[i64]| {
         seed += 1;
@@ -157,22 +157,33 @@ fn write_adapter(dir: &Path, kind: &str) {
     } else {
         PeftType::Lora
     };
-    let (mut config, mut tensors) = assemble(peft_type, &modules, "", 0.0, kind == "dora");
+    let mut extra = BTreeMap::new();
     if kind == "adalora" {
-        config.extra.insert("init_r".into(), serde_json::json!(3));
+        extra.insert("init_r".into(), serde_json::json!(3));
     }
-    if kind == "head" {
-        // A saved head, as a classification export carries (`classifier_rows` reads it).
-        tensors.push(("base_model.model.classifier.weight".into(), m(&[3, d])));
-        tensors.push(("base_model.model.classifier.bias".into(), m(&[3])));
+    // A saved head, as a classification export carries (`classifier_rows` reads it).
+    let head = if kind == "head" {
+        vec![
+            ("classifier.weight".to_string(), m(&[3, d])),
+            ("classifier.bias".to_string(), m(&[3])),
+        ]
+    } else {
+        vec![]
+    };
+    // The trainer's own writer, so the seeds are the bytes an export has.
+    AdapterExport {
+        peft_type,
+        modules: &modules,
+        dropout: 0.0,
+        use_dora: kind == "dora",
+        head,
+        modules_to_save: vec!["classifier".into()],
+        task_type: "CAUSAL_LM",
+        base_model: "base.gguf".into(),
+        extra,
     }
-    std::fs::write(
-        dir.join("adapter_config.json"),
-        serde_json::to_string_pretty(&config).unwrap(),
-    )
+    .write(dir)
     .unwrap();
-    let named: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    write_safetensors(&dir.join("adapter_model.safetensors"), &named, None).unwrap();
 }
 
 /// Values that break unchecked arithmetic on sizes, offsets and counts.

@@ -1,7 +1,7 @@
 //! The PEFT export against the real peer, through the path production takes: adapters attached
 //! to linears by the adapters crate, exported by each adapter's own `peft_export` (ARD-LoRA
-//! folds its heads into one LoRA per module), assembled by `peft::assemble` and completed as
-//! `Trainer::export_peft` (engine/core/src/train/export.rs) completes them. Hugging Face PEFT
+//! folds its heads into one LoRA per module) and written by the trainer's own adapter writer,
+//! `peft_merge::AdapterExport` (engine/core/src/peft_merge.rs). Hugging Face PEFT
 //! loads the folders (folded ARD heads with mixed ranks in `rank_pattern`/`alpha_pattern`, a
 //! DoRA magnitude, AdaLoRA triplets pruned by the real rank allocator, a classifier under
 //! `modules_to_save`) and must reconstruct exactly the update the adapters apply.
@@ -14,11 +14,12 @@ use std::process::Command;
 use ardpipe_engine::adapters::adalora::{AdaLora, RankAllocator};
 use ardpipe_engine::adapters::ard::ArdLora;
 use ardpipe_engine::adapters::dora::Dora;
-use ardpipe_engine::adapters::peft::{PeftConfig, PeftModule, PeftType, assemble};
+use ardpipe_engine::adapters::peft::{PeftModule, PeftType};
 use ardpipe_engine::adapters::{
     AdaLoraConfig, AdaptableLinear, ArdLoraConfig, DoraConfig, HeadAxis, HeadLayout,
 };
 use ardpipe_engine::checkpoint::write_safetensors;
+use ardpipe_engine::peft_merge::AdapterExport;
 use tch::{Device, Kind, Tensor};
 
 fn peer_python() -> PathBuf {
@@ -67,8 +68,8 @@ fn classifier() -> Vec<(String, Tensor)> {
     ]
 }
 
-/// What `Trainer::export_peft` writes: the assembled adapter, the head under
-/// `modules_to_save`, the task and base model named, AdaLoRA's own fields.
+/// The adapter folder through the trainer's own writer, [`AdapterExport`]: the assembled
+/// adapter, the head under `modules_to_save`, the task and base model named, AdaLoRA's fields.
 fn write_folder(
     dir: &Path,
     peft_type: PeftType,
@@ -76,25 +77,18 @@ fn write_folder(
     use_dora: bool,
     extra: BTreeMap<String, serde_json::Value>,
 ) {
-    let (mut config, mut tensors): (PeftConfig, Vec<(String, Tensor)>) =
-        assemble(peft_type, modules, "", 0.0, use_dora);
-    config.modules_to_save = Some(vec!["classifier".into()]);
-    for (n, t) in classifier() {
-        tensors.push((format!("base_model.model.{n}"), t));
+    AdapterExport {
+        peft_type,
+        modules,
+        dropout: 0.0,
+        use_dora,
+        head: classifier(),
+        modules_to_save: vec!["classifier".into()],
+        task_type: "SEQ_CLS",
+        base_model: "tiny-bert".into(),
+        extra,
     }
-    config.task_type = Some("SEQ_CLS".into());
-    config.base_model_name_or_path = Some("tiny-bert".into());
-    config.extra = extra;
-    std::fs::create_dir_all(dir).unwrap();
-    let tensors: Vec<(String, Tensor)> = tensors
-        .into_iter()
-        .map(|(n, t)| (n, t.detach().to_kind(Kind::Float).contiguous()))
-        .collect();
-    Tensor::write_safetensors(&tensors, dir.join("adapter_model.safetensors")).unwrap();
-    std::fs::write(
-        dir.join("adapter_config.json"),
-        serde_json::to_string_pretty(&config).unwrap(),
-    )
+    .write(dir)
     .unwrap();
 }
 
@@ -477,20 +471,19 @@ fn peft_loads_decoder_family_exports_to_the_same_logits() {
         let modules: Vec<PeftModule> = lm.model.linears().into_iter().map(export).collect();
         ranks.extend(modules.iter().map(|m| m.r));
         ranks_of.insert(case, ranks);
-        let (mut config, tensors) = assemble(PeftType::Lora, &modules, "", 0.0, false);
-        config.task_type = Some("CAUSAL_LM".into());
-        config.base_model_name_or_path = Some(base.display().to_string());
         let adapter = work.path().join(format!("{case}-adapter"));
-        std::fs::create_dir_all(&adapter).unwrap();
-        let tensors: Vec<(String, Tensor)> = tensors
-            .into_iter()
-            .map(|(n, t)| (n, t.detach().to_kind(Kind::Float).contiguous()))
-            .collect();
-        Tensor::write_safetensors(&tensors, adapter.join("adapter_model.safetensors")).unwrap();
-        std::fs::write(
-            adapter.join("adapter_config.json"),
-            serde_json::to_string_pretty(&config).unwrap(),
-        )
+        AdapterExport {
+            peft_type: PeftType::Lora,
+            modules: &modules,
+            dropout: 0.0,
+            use_dora: false,
+            head: vec![],
+            modules_to_save: vec![],
+            task_type: "CAUSAL_LM",
+            base_model: base.display().to_string(),
+            extra: BTreeMap::new(),
+        }
+        .write(&adapter)
         .unwrap();
         let ours = work.path().join(format!("{case}-ours.safetensors"));
         Tensor::write_safetensors(

@@ -6,13 +6,13 @@
 
 use std::collections::BTreeMap;
 
-use ardpipe_adapters::peft::{self, PeftModule, PeftType};
+use ardpipe_adapters::peft::{PeftModule, PeftType};
 use ardpipe_dsl::pipeline as p;
 use tch::Tensor;
 
 use super::task::TaskModel;
 use super::{RunSummary, TrainError, Trainer};
-use crate::peft_merge::{self, MergedTask};
+use crate::peft_merge::{self, AdapterExport, MergedTask};
 use crate::rundir;
 
 /// The folder `export = [merged]` writes in the run directory.
@@ -78,31 +78,7 @@ impl Trainer {
                 p::Method::AdaLora(c) => Some(c.dropout),
                 p::Method::Full(_) => None,
             });
-        let (mut config, mut tensors) = peft::assemble(
-            peft_type,
-            &modules,
-            "",
-            dropout.unwrap_or(0.0),
-            methods.contains("dora"),
-        );
-        let head = self.model.head_parameters();
-        if !head.is_empty() {
-            // PEFT keeps a trained head under `modules_to_save`; its saved names carry no adapter name.
-            // Full paths: PEFT matches these as name suffixes, and a bare `dense` would wrap
-            // every dense layer of the encoder, not just the pooler.
-            config.modules_to_save = Some(self.model.modules_to_save());
-            for (n, t) in head {
-                tensors.push((
-                    format!("base_model.model.{n}"),
-                    t.detach().to_device(tch::Device::Cpu).contiguous(),
-                ));
-            }
-        }
-        config.task_type = Some(match self.plan.settings.model.head {
-            p::Head::CausalLm => "CAUSAL_LM".into(),
-            _ => "SEQ_CLS".into(),
-        });
-        config.base_model_name_or_path = Some(self.plan.settings.model.path.display().to_string());
+        let mut extra = BTreeMap::new();
         if let Some(a) = self
             .plan
             .settings
@@ -114,7 +90,6 @@ impl Trainer {
             })
         {
             let s = self.adalora.first().map(|b| b.allocator.schedule());
-            let mut extra = BTreeMap::new();
             extra.insert("init_r".into(), serde_json::json!(a.init_r));
             extra.insert("target_r".into(), serde_json::json!(a.target_r));
             extra.insert("beta1".into(), serde_json::json!(a.beta1));
@@ -126,32 +101,24 @@ impl Trainer {
                 extra.insert("deltaT".into(), serde_json::json!(s.delta_t));
                 extra.insert("total_step".into(), serde_json::json!(s.total_step));
             }
-            config.extra = extra;
         }
         let dir = self.run_dir.adapter_dir();
-        let tensors: Vec<(String, Tensor)> = tensors
-            .into_iter()
-            .map(|(n, t)| {
-                (
-                    n,
-                    t.detach()
-                        .to_kind(tch::Kind::Float)
-                        .to_device(tch::Device::Cpu)
-                        .contiguous(),
-                )
-            })
-            .collect();
-        rundir::write_dir_atomic(&dir, |partial| -> Result<(), TrainError> {
-            let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-            crate::checkpoint::write_safetensors(
-                &partial.join("adapter_model.safetensors"),
-                &refs,
-                None,
-            )
-            .map_err(|e| TrainError::Other(format!("cannot write the adapter: {e}")))?;
-            rundir::write_json_atomic(&partial.join("adapter_config.json"), &config)?;
-            Ok(())
-        })?;
+        AdapterExport {
+            peft_type,
+            modules: &modules,
+            dropout: dropout.unwrap_or(0.0),
+            use_dora: methods.contains("dora"),
+            head: self.model.head_parameters(),
+            modules_to_save: self.model.modules_to_save(),
+            task_type: match self.plan.settings.model.head {
+                p::Head::CausalLm => "CAUSAL_LM",
+                _ => "SEQ_CLS",
+            },
+            base_model: self.plan.settings.model.path.display().to_string(),
+            extra,
+        }
+        .write(&dir)
+        .map_err(|e| TrainError::Other(format!("cannot export the PEFT adapter: {e}")))?;
         tracing::info!("PEFT adapter written to {}", dir.display());
         Ok(())
     }
