@@ -97,14 +97,4 @@ impl ClassificationBatcher {
         }
         Ok(b)
     }
-
-    /// Batch the records at `indices` (as a [`crate::ShuffledOrder`] hands them out).
-    pub fn batch_indices(
-        &self,
-        records: &[Record],
-        indices: &[usize],
-    ) -> Result<ClassBatch, DataError> {
-        let rows: Vec<&Record> = indices.iter().map(|&i| &records[i]).collect();
-        self.batch(&rows)
-    }
 }

@@ -2,8 +2,10 @@
 //! is plain Rust vectors with shapes, which the trainer turns into tensors.
 //!
 //! The flow: [`DatasetSpec`] → [`DatasetReader`] (a built-in loader or any [`RecordSource`], with
-//! preprocessing and the error policy) → [`Record`]s → [`fraction_split`] / [`LabelVocab`] →
-//! [`ShuffledOrder`] → [`ClassificationBatcher`] per batch, or [`LmPacker`] for language modelling.
+//! preprocessing and the error policy) → [`Record`]s (or a [`RecordStore`] index of them) →
+//! [`fraction_split`] / [`LabelVocab`] → [`epoch_permutation`] → [`ClassificationBatcher`] per
+//! batch, [`LmPacker`] for raw text, or [`SupervisedEncoder`] and [`plan_rows`] /
+//! [`bucket_batches`] for prompt/completion and chat data.
 
 pub mod batch;
 pub mod chat;
@@ -31,7 +33,7 @@ pub use record::{Origin, Record, RecordSource, Turns};
 pub use sft::{
     Encoded, NoAnswerLeft, SupervisedEncoder, SupervisedExample, TrainOn, leading_specials,
 };
-pub use shuffle::{Position, Rng, ShuffledOrder, derive_seed, epoch_permutation};
+pub use shuffle::{Rng, derive_seed, epoch_permutation};
 pub use spec::RecordKind;
 pub use spec::{DatasetSpec, FieldMap, Format, OnError, Preprocess, TextMode};
 pub use split::{FractionSplit, fraction_split};

@@ -45,9 +45,8 @@ pub fn bos_prefix(tokenizer: &TextTokenizer) -> Result<Option<u32>, DataError> {
 ///
 /// Packing is deterministic for a given document order, so a resumed run rebuilds the same
 /// stream and skips the rows it already trained on (`packer.skip(n)`), re-tokenising but never
-/// holding the corpus. For shuffled LM training, feed documents in a [`crate::ShuffledOrder`]
-/// (take an epoch's indices with `order.next_batch(docs.len(), false)` and map each to
-/// `Ok(docs[i].clone())`): the rows of that epoch then follow the shuffled document order.
+/// holding the corpus. For shuffled LM training, feed an epoch's documents in the order of
+/// [`crate::epoch_permutation`]: the rows of that epoch then follow the shuffled document order.
 pub struct LmPacker<I> {
     docs: I,
     tokenizer: TextTokenizer,

@@ -1,7 +1,7 @@
 //! The engine's one home for seeded randomness on the host: SplitMix64 (seeding, head init,
 //! sampling), xoshiro256** streams derived from `(seed, stream name, index)` (data order, splits,
-//! the trainer's named streams), FNV-1a, and the per-epoch order with a resumable position. Own
-//! small generators, so an order never changes with a dependency's version.
+//! the trainer's named streams), FNV-1a, and the per-epoch order ([`epoch_permutation`]: a
+//! data position `(epoch, index)` is all a resume needs). Own small generators, so an order never changes with a dependency's version.
 
 use serde::{Deserialize, Serialize};
 
@@ -140,79 +140,6 @@ impl Rng {
 /// can be rebuilt on its own when a run resumes.
 pub fn epoch_permutation(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
     Rng::from_seed(derive_seed(seed, "data-order", epoch)).permutation(n)
-}
-
-/// Where a run is in its data: saved in checkpoints, so a killed run resumes mid-epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Position {
-    pub epoch: u64,
-    /// Items of this epoch already handed out.
-    pub index: usize,
-}
-
-/// Indices of a dataset of `n` items in seeded, per-epoch shuffled order, batch by batch.
-#[derive(Debug, Clone)]
-pub struct ShuffledOrder {
-    n: usize,
-    seed: u64,
-    shuffle: bool,
-    pos: Position,
-    perm: Vec<usize>,
-}
-
-impl ShuffledOrder {
-    pub fn new(n: usize, seed: u64, shuffle: bool) -> Self {
-        Self::resume(n, seed, shuffle, Position::default())
-    }
-
-    /// Continue from a saved position (the index is clamped to the epoch's length).
-    pub fn resume(n: usize, seed: u64, shuffle: bool, pos: Position) -> Self {
-        let perm = Self::perm(n, seed, shuffle, pos.epoch);
-        Self {
-            n,
-            seed,
-            shuffle,
-            pos: Position {
-                epoch: pos.epoch,
-                index: pos.index.min(n),
-            },
-            perm,
-        }
-    }
-
-    fn perm(n: usize, seed: u64, shuffle: bool, epoch: u64) -> Vec<usize> {
-        if shuffle {
-            epoch_permutation(n, seed, epoch)
-        } else {
-            (0..n).collect()
-        }
-    }
-
-    pub fn position(&self) -> Position {
-        self.pos
-    }
-
-    /// The next batch of up to `size` indices. Batches never straddle epochs: the last batch of
-    /// an epoch may be short (unless `drop_last`), and the next call starts the next epoch.
-    /// Returns the indices and the position *after* the batch (what a checkpoint saves).
-    pub fn next_batch(&mut self, size: usize, drop_last: bool) -> (Vec<usize>, Position) {
-        assert!(size > 0, "batch size must be positive");
-        if self.n == 0 {
-            return (Vec::new(), self.pos);
-        }
-        let left = self.n - self.pos.index;
-        if left == 0 || (drop_last && left < size && self.n >= size) {
-            self.pos = Position {
-                epoch: self.pos.epoch + 1,
-                index: 0,
-            };
-            self.perm = Self::perm(self.n, self.seed, self.shuffle, self.pos.epoch);
-        }
-        let start = self.pos.index;
-        let end = (start + size).min(self.n);
-        self.pos.index = end;
-        (self.perm[start..end].to_vec(), self.pos)
-    }
 }
 
 #[cfg(test)]
