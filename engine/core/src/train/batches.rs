@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 
 use ardpipe_data::{
     CausalBatch, CausalRow, ClassificationBatcher, Encoded, LabelVocab, LastBlock, LmPacker,
-    RecordStore, SupervisedEncoder, SupervisedExample, TruncationSide, bucket_batches,
-    epoch_permutation, plan_rows,
+    RecordStore, SupervisedEncoder, SupervisedExample, TextTokenizer, TruncationSide,
+    bucket_batches, epoch_permutation, plan_rows,
 };
 use ardpipe_dsl::pipeline as p;
 use tch::{Device, Tensor};
@@ -26,7 +26,7 @@ use super::task::TensorBatch;
 use crate::checkpoint::DataPosition;
 use crate::plan::{Batching, DataPlan};
 
-enum Kind {
+pub(super) enum Kind {
     Classification {
         // Boxed: the tokenizer inside makes it far larger than the other variants.
         batcher: Box<ClassificationBatcher>,
@@ -45,27 +45,29 @@ enum Kind {
 
 /// Supervised causal-LM data: examples are encoded when a batch needs them; what is kept is
 /// which records encode to an example and its length.
-struct Supervised {
-    encoder: SupervisedEncoder,
-    packing: bool,
+pub(super) struct Supervised {
+    pub(super) encoder: SupervisedEncoder,
+    pub(super) packing: bool,
     max_length: usize,
     /// Positions (in the split's store) of the records that encode to an example, and the
     /// example's length in tokens.
-    train: Vec<(usize, usize)>,
-    eval: Vec<(usize, usize)>,
+    pub(super) train: Vec<(usize, usize)>,
+    pub(super) eval: Vec<(usize, usize)>,
     /// The evaluation batches: fixed, in the split's order.
-    eval_batches: Vec<Vec<usize>>,
+    pub(super) eval_batches: Vec<Vec<usize>>,
     /// The current epoch's units (rows or batches, each a list of positions in `train`).
     epoch: RefCell<Option<(u64, Vec<Vec<usize>>)>>,
 }
 
 pub struct Batches {
-    kind: Kind,
-    splits: DataSplits,
+    pub(super) kind: Kind,
+    pub(super) splits: DataSplits,
     pad_id: u32,
-    batch_size: usize,
+    pub(super) batch_size: usize,
     eval_batch_size: usize,
-    seed: u64,
+    pub(super) seed: u64,
+    /// The model's tokenizer (train/preview.rs decodes with it).
+    pub(super) tokenizer: TextTokenizer,
     /// This process's share of every batch under data parallelism: (rank, world size).
     shard: (usize, usize),
     plan: DataPlan,
@@ -209,6 +211,7 @@ impl Batches {
             .unwrap_or(p::SplitName::Validation);
         let mut me = Batches {
             kind,
+            tokenizer,
             pad_id,
             batch_size: pipeline.train.batch_size.max(1) as usize,
             eval_batch_size,
@@ -483,7 +486,7 @@ impl Supervised {
     }
 
     /// Rows packing the examples at `order` (positions in `examples`), in that order.
-    fn rows(
+    pub(super) fn rows(
         &self,
         examples: &[(usize, usize)],
         order: &[usize],
@@ -497,7 +500,7 @@ impl Supervised {
 
     /// This epoch's units: packed rows (each a list of example positions) of the epoch's
     /// shuffled order, or bucketed batches. Cached for the epoch in progress.
-    fn epoch_units(
+    pub(super) fn epoch_units(
         &self,
         seed: u64,
         epoch: u64,
@@ -523,7 +526,7 @@ impl Supervised {
         }))
     }
 
-    fn example(
+    pub(super) fn example(
         &self,
         store: &RecordStore,
         examples: &[(usize, usize)],
@@ -797,5 +800,39 @@ mod tests {
         assert_eq!(shard_range(10, 2, 3), 7..10);
         assert!(check_batch_splits(2, 3).is_err());
         assert!(check_batch_splits(3, 3).is_ok());
+    }
+
+    /// An evaluation label the training split never shows is reported with its count, never
+    /// mapped to some class (the model cannot predict a class it never trained on).
+    #[test]
+    fn an_evaluation_label_unseen_in_training_is_reported() {
+        let some = |v: &[&str]| v.iter().map(|l| Some(l.to_string())).collect::<Vec<_>>();
+        let train = some(&["a", "b", "a"]);
+        let labels = label_vocabulary(&p::Classes::FromData, &train, "d").unwrap();
+        assert_eq!(labels.labels(), ["a", "b"]);
+        check_labels("evaluation", &some(&["b", "a"]), &labels, &train, "d").unwrap();
+        let e = check_labels("evaluation", &some(&["c", "a", "c"]), &labels, &train, "d")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("2 evaluation example(s) have label \"c\"")
+                && e.contains("never occurs in training")
+                && e.contains("classes = [...]"),
+            "{e}"
+        );
+        let e = check_labels("training", &[None], &labels, &train, "d")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("1 training example(s) have no label"), "{e}");
+        // Named classes the data does not cover are refused the same way.
+        let named = label_vocabulary(
+            &p::Classes::Names {
+                names: vec!["x".into(), "y".into()],
+            },
+            &train,
+            "d",
+        )
+        .unwrap();
+        assert!(check_labels("training", &train, &named, &train, "d").is_err());
     }
 }
