@@ -706,26 +706,27 @@ pub fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
     deserialize_tensors(&bytes, path)
 }
 
-/// The metadata block of a safetensors file.
-pub fn read_safetensors_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
-    let bytes = fs::read(path).map_err(io_err("cannot read", path))?;
-    let bad = |why: String| CheckpointError::SafeTensors {
-        path: path.to_path_buf(),
-        why,
-    };
-    ardpipe_models::hf::safetensors::check_header(&bytes, path).map_err(|e| bad(e.to_string()))?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
-    Ok(meta
-        .metadata()
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The metadata block of a safetensors file.
+    fn read_safetensors_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
+        let bytes = fs::read(path).map_err(io_err("cannot read", path))?;
+        let bad = |why: String| CheckpointError::SafeTensors {
+            path: path.to_path_buf(),
+            why,
+        };
+        ardpipe_models::hf::safetensors::check_header(&bytes, path)
+            .map_err(|e| bad(e.to_string()))?;
+        let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+        Ok(meta
+            .metadata()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect())
+    }
 
     fn tensors() -> Vec<(String, Tensor)> {
         vec![

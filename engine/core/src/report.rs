@@ -444,7 +444,8 @@ pub fn read_run_curves(run_dir: &Path) -> Result<(Vec<Series>, Vec<RankRecord>),
 }
 
 /// Write `RUN/report/` from the run's logs: rank maps from the last rank record, α and loss
-/// curves, and the caller's summary rows.
+/// curves, and the caller's summary rows; whole or not at all (filled as `report.partial/`,
+/// then renamed by [`rundir::write_dir_atomic`]). The trainer's report at the end of a run.
 pub fn write_run_report(
     run_dir: &Path,
     title: &str,
@@ -458,7 +459,19 @@ pub fn write_run_report(
         alpha_curves: alpha_curves(&ranks),
         loss_curves: loss,
     };
-    write_report(&run_dir.join(rundir::REPORT), &input)
+    let dir = run_dir.join(rundir::REPORT);
+    let mut written = None;
+    rundir::write_dir_atomic(&dir, |partial| -> Result<(), RunDirError> {
+        written = Some(write_report(partial, &input)?);
+        Ok(())
+    })?;
+    let files = written.expect("the folder was filled");
+    // The files as they are named now that the folder is in place.
+    let moved = |p: PathBuf| p.file_name().map(|n| dir.join(n)).unwrap_or(p);
+    Ok(ReportFiles {
+        markdown: moved(files.markdown),
+        pictures: files.pictures.into_iter().map(moved).collect(),
+    })
 }
 
 #[cfg(test)]

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Reduction, Tensor};
 
 use ardpipe_adapters::ard::{ArdLora, ArdRegulariser};
-use ardpipe_adapters::optim::{AdamW, AdamWConfig, Optimizer, ParamGroup};
-use ardpipe_adapters::{AdaptableLinear, ArdLoraConfig, LoraConfig, MethodConfig, ParamRole};
+use ardpipe_adapters::optim::{AdamW, AdamWConfig, Optimizer, ParamGroup, split_by_role};
+use ardpipe_adapters::{AdaptableLinear, ArdLoraConfig, LoraConfig, MethodConfig};
 
 use crate::arch::{Bert, EncoderHead, Llama};
 use crate::assets::asset_file;
@@ -473,16 +473,9 @@ struct Training {
 
 impl Training {
     fn new(net: &Net, ard: Option<&ArdLoraConfig>) -> Result<Self> {
+        let (adapter_weights, alphas) = split_by_role(net.linears());
         let mut weights = net.head_parameters();
-        let mut alphas = Vec::new();
-        for l in net.linears() {
-            for (name, t, role) in l.trainable() {
-                match role {
-                    ParamRole::Weight => weights.push((name, t)),
-                    ParamRole::Alpha => alphas.push((name, t)),
-                }
-            }
-        }
+        weights.extend(adapter_weights);
         let main = AdamW::new(
             "main",
             AdamWConfig::default(),

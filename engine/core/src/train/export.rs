@@ -241,20 +241,7 @@ impl Trainer {
                 summary.base_parameters
             ),
         ));
-        let (loss, ranks) = crate::report::read_run_curves(self.run_dir.root())?;
-        let input = crate::report::ReportInput {
-            title: self.plan.settings.name.clone(),
-            summary: rows,
-            rank_maps: ranks
-                .last()
-                .map(crate::report::rank_maps)
-                .unwrap_or_default(),
-            alpha_curves: crate::report::alpha_curves(&ranks),
-            loss_curves: loss,
-        };
-        rundir::write_dir_atomic(&self.run_dir.report_dir(), |partial| {
-            crate::report::write_report(partial, &input).map(|_| ())
-        })?;
+        crate::report::write_run_report(self.run_dir.root(), &self.plan.settings.name, rows)?;
         Ok(())
     }
 }
