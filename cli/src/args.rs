@@ -152,6 +152,11 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+    /// Look at a pipeline's data as the model will see it (no weights are loaded).
+    Data {
+        #[command(subcommand)]
+        what: DataCommand,
+    },
     /// Work with data-loader and metric plugins.
     Plugin {
         #[command(subcommand)]
@@ -192,6 +197,57 @@ pub struct StudyArgs {
     /// Override a pipeline value in every run, as in `ardpipe run` (repeatable).
     #[command(flatten)]
     pub overrides: Overrides,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// The first examples of a split as the model will see them: the split sizes, how
+    /// examples become rows, and per example its source (file:line), its length in tokens and
+    /// its tokens decoded with the model's tokenizer and chat template (no weights are read).
+    #[command(
+        after_help = "Marks: on a terminal, masked (no-loss) tokens are dimmed; otherwise \
+                            (a pipe, a file, or --color never) the tokens the loss trains on are \
+                            written between [[ and ]] and masked tokens as they are. Packed rows \
+                            list their examples (segments 1, 2, ...) one by one. The training \
+                            split is shown in the first epoch's seeded order, an evaluation split \
+                            in its own. --format json gives the ids, decoded pieces, loss mask, \
+                            segments and lengths."
+    )]
+    Preview(DataPreviewArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DataPreviewArgs {
+    /// The pipeline file (.ard).
+    pub file: PathBuf,
+    /// The split to show; `eval`: the one the pipeline's `evaluate` block reads.
+    #[arg(long, value_enum, default_value_t = PreviewSplitArg::Train)]
+    pub split: PreviewSplitArg,
+    /// How many examples (and packed rows or blocks) to show.
+    #[arg(short = 'n', long = "count", value_name = "N", default_value_t = 3)]
+    pub count: usize,
+    /// Preview this variant's data (default: the first run of the pipeline).
+    #[arg(long, value_name = "NAME")]
+    pub variant: Option<String>,
+    /// Text, or JSON (ids, decoded pieces, loss mask, segments, lengths).
+    #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
+    pub format: TextOrJson,
+    #[command(flatten)]
+    pub overrides: Overrides,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PreviewSplitArg {
+    Train,
+    Validation,
+    Test,
+    Eval,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TextOrJson {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

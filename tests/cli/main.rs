@@ -1,6 +1,7 @@
 //! End-to-end tests of the `ardpipe` binary.
 
 mod check;
+mod data_preview;
 mod distributed;
 mod doctor;
 mod families;

@@ -4,6 +4,7 @@ mod bench;
 mod bench_distributed;
 mod check;
 mod classify;
+mod data;
 mod doctor;
 mod embed;
 mod fmt;
@@ -19,7 +20,7 @@ mod schema;
 mod study;
 mod study_report;
 
-use crate::args::{Command, Global, InspectWhat};
+use crate::args::{Command, DataCommand, Global, InspectWhat};
 use crate::exit::Code;
 
 pub fn dispatch(command: Command, global: &Global) -> miette::Result<Code> {
@@ -67,6 +68,9 @@ pub fn dispatch(command: Command, global: &Global) -> miette::Result<Code> {
         Command::Classify(args) => classify::run(args),
         Command::Embed(args) => embed::run(args),
         Command::Merge(args) => merge::run(args),
+        Command::Data {
+            what: DataCommand::Preview(args),
+        } => data::preview(args, global),
         Command::Plugin { what } => plugin::run(what),
         Command::Bench { what } => bench::run(what),
         Command::Study(args) => study::run(args),

@@ -19,6 +19,7 @@ pub mod parallel;
 pub mod planning;
 mod plugin_records;
 pub mod plugins;
+pub mod preview;
 mod run_loop;
 pub mod setup;
 pub mod state;
