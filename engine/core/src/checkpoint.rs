@@ -59,8 +59,8 @@ pub enum CheckpointError {
 
 pub type Result<T, E = CheckpointError> = std::result::Result<T, E>;
 
-/// Where the data loader is: a position that, with [`RngStreams::epoch_permutation`], replays
-/// the same batches.
+/// Where the data loader is: a position that, with `ardpipe_data::epoch_permutation` of
+/// `(seed, epoch)`, replays the same batches.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DataPosition {
     pub epoch: u64,

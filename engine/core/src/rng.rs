@@ -2,13 +2,15 @@
 //!
 //! Two kinds of randomness, restored differently on resume:
 //!
-//! - **Our own streams** (data order, held-out meta batches, anything the trainer draws on the
-//!   host): xoshiro256** generators seeded by SplitMix64 from `(seed, stream name, index)`. Their
-//!   full state is four `u64`s and goes into the checkpoint sidecar ([`RngStreams`]).
+//! - **Our own streams** (held-out meta batches, anything the trainer draws on the host; the
+//!   data order is `ardpipe_data::epoch_permutation` of `(seed, epoch)`): xoshiro256**
+//!   generators seeded by SplitMix64 from `(seed, stream name, index)`. Their full state is four
+//!   `u64`s and goes into the checkpoint sidecar ([`RngStreams`]).
 //! - **libtorch's generator** (dropout masks, `randn`, Kaiming init): tch 0.26 exposes no way to
 //!   read or write a generator's state (only `manual_seed`). So the trainer *reseeds* it at the
-//!   start of every optimizer step with [`RngStreams::seed_torch_for_step`]: the state at step N
-//!   is a pure function of `(seed, N)`, and a resumed run reproduces it exactly without saving it.
+//!   start of every optimizer step (engine/core/src/train/mod.rs, from [`derive_seed`]): the
+//!   state at step N is a pure function of `(seed, N)`, and a resumed run reproduces it exactly
+//!   without saving it.
 //!   Nothing random in libtorch may depend on draws made in an earlier step — that is the contract.
 
 use std::collections::BTreeMap;
@@ -45,12 +47,6 @@ impl RngStreams {
             .or_insert_with(|| Rng::from_seed(derive_seed(seed, name, 0)))
     }
 
-    /// The order of an epoch's examples: a function of `(seed, epoch)` alone, so a data position
-    /// `(epoch, index)` is all a checkpoint needs to resume the same order.
-    pub fn epoch_permutation(&self, epoch: u64, n: usize) -> Vec<usize> {
-        ardpipe_data::shuffle::epoch_permutation(n, self.seed, epoch)
-    }
-
     /// The libtorch seed for an optimizer step (see the module docs for why we reseed per step).
     pub fn torch_seed_for_step(&self, step: u64) -> i64 {
         // manual_seed takes i64; keep it non-negative so it prints the same everywhere.
@@ -67,18 +63,6 @@ impl RngStreams {
 mod tests {
     use super::*;
     use tch::{Kind, Tensor};
-
-    #[test]
-    fn permutation_is_a_permutation_and_depends_on_seed_and_epoch() {
-        let s = RngStreams::new(42);
-        let p0 = s.epoch_permutation(0, 100);
-        let mut sorted = p0.clone();
-        sorted.sort_unstable();
-        assert_eq!(sorted, (0..100).collect::<Vec<_>>());
-        assert_eq!(p0, RngStreams::new(42).epoch_permutation(0, 100));
-        assert_ne!(p0, s.epoch_permutation(1, 100));
-        assert_ne!(p0, RngStreams::new(43).epoch_permutation(0, 100));
-    }
 
     #[test]
     fn streams_survive_a_serde_round_trip_mid_sequence() {
