@@ -347,7 +347,7 @@ pub fn render_text(p: &Preview, marks: Marks) -> String {
         crate::plan::Batching::Padded { .. } => "examples",
         crate::plan::Batching::Blocks { .. } => "blocks",
         crate::plan::Batching::Supervised { packing: true, .. } => "packed rows",
-        crate::plan::Batching::Supervised { .. } => "examples (bucketed batches)",
+        crate::plan::Batching::Supervised { .. } => "length-bucketed padded batches",
     };
     let _ = writeln!(
         o,
