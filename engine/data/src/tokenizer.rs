@@ -117,7 +117,6 @@ pub struct TextTokenizer {
     bos: Option<u32>,
     eos: Option<u32>,
     pad: Option<u32>,
-    unk: Option<u32>,
 }
 
 impl std::fmt::Debug for TextTokenizer {
@@ -157,13 +156,11 @@ impl TextTokenizer {
         );
         let eos = find_first(&inner, &["</s>", "<|end_of_text|>", "<|im_end|>", "[SEP]"]);
         let pad = find_first(&inner, &["[PAD]", "<pad>", "<|pad|>"]);
-        let unk = find_first(&inner, &["[UNK]", "<unk>"]);
         let mut tok = Self {
             inner,
             bos,
             eos,
             pad,
-            unk,
         };
         // tokenizer_config.json (next to tokenizer.json) names the real bos/eos/pad when present.
         if let Some(dir) = path.parent() {
@@ -443,10 +440,6 @@ impl TextTokenizer {
         self.pad
     }
 
-    pub fn unk_id(&self) -> Option<u32> {
-        self.unk
-    }
-
     /// Whether `id` is a special (control) token, e.g. to stop generation or to skip it in output.
     pub fn is_special(&self, id: u32) -> bool {
         self.inner
@@ -483,16 +476,12 @@ impl TextTokenizer {
                 .or_else(|| v.get("content").and_then(|c| c.as_str()))?;
             self.inner.token_to_id(s)
         };
-        let (bos, eos, pad, unk) = (
+        let (bos, eos, pad) = (
             id_of("bos_token").or(id_of("cls_token")),
             id_of("eos_token").or(id_of("sep_token")),
             id_of("pad_token"),
-            id_of("unk_token"),
         );
         self.set_special_ids(bos, eos, pad);
-        if unk.is_some() {
-            self.unk = unk;
-        }
     }
 }
 
@@ -731,7 +720,7 @@ fn finish(mut inner: Tokenizer, s: Specials<'_>) -> Result<TextTokenizer, DataEr
         .collect::<Vec<_>>();
     inner.add_special_tokens(&named);
 
-    let [bos, eos, unk, pad] = s.named;
+    let [bos, eos, _unk, pad] = s.named;
     let mut single = Vec::new();
     let mut pair = Vec::new();
     let mut specials = Vec::new();
@@ -786,7 +775,6 @@ fn finish(mut inner: Tokenizer, s: Specials<'_>) -> Result<TextTokenizer, DataEr
         bos,
         eos,
         pad,
-        unk,
     })
 }
 
