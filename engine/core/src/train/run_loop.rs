@@ -507,6 +507,39 @@ fn macro_f1(conf: &[i64], n: usize) -> f64 {
 mod tests {
     use super::*;
 
+    /// Answer accuracy counts trained-on tokens only; exact match counts an example (a segment
+    /// of a packed row, or a whole row) right only when every one of its answer tokens is.
+    #[test]
+    fn answer_counts_score_tokens_with_loss_and_whole_examples() {
+        // Vocabulary of 4; the model predicts token 1 everywhere but at position 4 (token 2).
+        let mut logits = vec![0f32; 2 * 6 * 4];
+        for pos in 0..12 {
+            let tok = if pos == 4 { 2 } else { 1 };
+            logits[pos * 4 + tok] = 5.0;
+        }
+        let logits = Tensor::from_slice(&logits).view([2, 6, 4]);
+        let t = |v: &[i64]| Tensor::from_slice(v).view([2, 6]);
+        // Row 0 packs two examples: the first's answers (1, 1) are right, the second's (3 at
+        // position 4) wrong; row 1 is one example whose answers are right, then padding.
+        let batch = super::super::task::TensorBatch {
+            input_ids: t(&[0; 12]),
+            attention_mask: t(&[1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0]),
+            labels: t(&[-100, 1, 1, -100, 3, -100, -100, 1, -100, 1, -100, -100]),
+            segments: Some(t(&[1, 1, 1, 2, 2, 2, 1, 1, 1, 1, 0, 0])),
+            tokens: 10,
+            share: 1.0,
+        };
+        let c = Vec::<i64>::try_from(answer_counts(&logits, &batch)).unwrap();
+        assert_eq!(c, [4, 5, 3, 2], "[right, targets, examples, exact]");
+        // Without segments each row is one example: row 0 then has a wrong answer token.
+        let batch = super::super::task::TensorBatch {
+            segments: None,
+            ..batch
+        };
+        let c = Vec::<i64>::try_from(answer_counts(&logits, &batch)).unwrap();
+        assert_eq!(c, [4, 5, 2, 1]);
+    }
+
     #[test]
     fn accuracy_and_macro_f1_from_a_confusion_matrix() {
         // 2 classes: true 0 → [3 right, 1 wrong], true 1 → [2 wrong, 4 right].
