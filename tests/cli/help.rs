@@ -1,8 +1,8 @@
 use crate::{ardpipe, stderr, stdout};
 
 const SUBCOMMANDS: &[&str] = &[
-    "run", "check", "fmt", "plan", "schema", "inspect", "generate", "classify", "embed", "doctor",
-    "plugin", "bench", "study",
+    "run", "check", "fmt", "plan", "schema", "inspect", "generate", "classify", "embed", "merge",
+    "doctor", "data", "plugin", "bench", "study",
 ];
 
 #[test]
