@@ -8,7 +8,7 @@
 //!   `u64`s and goes into the checkpoint sidecar ([`RngStreams`]).
 //! - **libtorch's generator** (dropout masks, `randn`, Kaiming init): tch 0.26 exposes no way to
 //!   read or write a generator's state (only `manual_seed`). So the trainer *reseeds* it at the
-//!   start of every optimizer step (engine/core/src/train/mod.rs, from [`derive_seed`]): the
+//!   start of every optimizer step ([`seed_torch_for_step`]): the
 //!   state at step N is a pure function of `(seed, N)`, and a resumed run reproduces it exactly
 //!   without saving it.
 //!   Nothing random in libtorch may depend on draws made in an earlier step — that is the contract.
@@ -46,17 +46,19 @@ impl RngStreams {
             .entry(name.to_string())
             .or_insert_with(|| Rng::from_seed(derive_seed(seed, name, 0)))
     }
+}
 
-    /// The libtorch seed for an optimizer step (see the module docs for why we reseed per step).
-    pub fn torch_seed_for_step(&self, step: u64) -> i64 {
-        // manual_seed takes i64; keep it non-negative so it prints the same everywhere.
-        (derive_seed(self.seed, "torch", step) >> 1) as i64
-    }
-
-    /// Reseed libtorch's generators (CPU, and CUDA when loaded) for `step`.
-    pub fn seed_torch_for_step(&self, step: u64) {
-        tch::manual_seed(self.torch_seed_for_step(step));
-    }
+/// Reseed libtorch's generators (CPU, and CUDA when loaded) for optimizer step `step` of
+/// process `rank` of `world` (see the module docs for why every step reseeds). Each process of a
+/// data-parallel run draws its own stream: one seed everywhere would give every part of the
+/// batch the same dropout masks.
+pub fn seed_torch_for_step(seed: u64, rank: usize, world: usize, step: u64) {
+    let stream = if world > 1 {
+        format!("torch-step-rank-{rank}")
+    } else {
+        "torch-step".to_string()
+    };
+    tch::manual_seed(derive_seed(seed, &stream, step) as i64);
 }
 
 #[cfg(test)]
@@ -89,12 +91,11 @@ mod tests {
 
     #[test]
     fn torch_reseeding_per_step_replays_dropout_exactly() {
-        let s = RngStreams::new(1234);
         let x = Tensor::ones([1000], (Kind::Float, tch::Device::Cpu));
         let run = |from: u64| -> Vec<Tensor> {
             (from..4)
                 .map(|step| {
-                    s.seed_torch_for_step(step);
+                    seed_torch_for_step(1234, 0, 1, step);
                     x.dropout(0.5, true)
                 })
                 .collect()
@@ -106,5 +107,8 @@ mod tests {
         assert!(full[2].equal(&resumed[0]));
         assert!(full[3].equal(&resumed[1]));
         assert!(!full[2].equal(&full[3]));
+        // Another process of a data-parallel run draws other masks at the same step.
+        seed_torch_for_step(1234, 1, 2, 2);
+        assert!(!full[2].equal(&x.dropout(0.5, true)));
     }
 }

@@ -26,7 +26,7 @@ pub mod tokenizer;
 pub use batch::{ClassBatch, ClassificationBatcher};
 pub use error::{DataError, ErrorKind};
 pub use labels::LabelVocab;
-pub use lm::{LastBlock, LmPacker, bos_prefix};
+pub use lm::{LastBlock, LmPacker, TextBlocks, bos_prefix};
 pub use pack::{CausalBatch, CausalRow, IGNORE_INDEX, bucket_batches, plan_rows};
 pub use reader::{DatasetReader, Loaded, SkipReport, collect, load};
 pub use record::{Origin, Record, RecordSource, Turns};

@@ -13,8 +13,8 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use ardpipe_data::{
-    CausalBatch, CausalRow, ClassificationBatcher, Encoded, LabelVocab, LastBlock, LmPacker,
-    RecordStore, SupervisedEncoder, SupervisedExample, TextTokenizer, TruncationSide,
+    CausalBatch, CausalRow, ClassificationBatcher, Encoded, LabelVocab, RecordStore,
+    SupervisedEncoder, SupervisedExample, TextBlocks, TextTokenizer, TruncationSide,
     bucket_batches, epoch_permutation, plan_rows,
 };
 use ardpipe_dsl::pipeline as p;
@@ -26,6 +26,10 @@ use super::task::TensorBatch;
 use crate::checkpoint::DataPosition;
 use crate::plan::{Batching, DataPlan};
 
+/// Tokens of plain-text records kept in memory (4 bytes each): a corpus within this is
+/// tokenised once; a larger one is tokenised again as its blocks are read, with flat memory.
+const TEXT_CACHE_TOKENS: usize = 32 << 20;
+
 pub(super) enum Kind {
     Classification {
         // Boxed: the tokenizer inside makes it far larger than the other variants.
@@ -35,10 +39,10 @@ pub(super) enum Kind {
         train_labels: Vec<usize>,
         eval_labels: Vec<usize>,
     },
-    /// Plain-text causal LM: the blocks of each split (token ids, shifted labels).
+    /// Plain-text causal LM: the blocks of each split, by number (rebuilt from the records).
     Blocks {
-        train: Vec<CausalRow>,
-        eval: Vec<CausalRow>,
+        train: Box<TextBlocks>,
+        eval: Box<TextBlocks>,
     },
     Supervised(Box<Supervised>),
 }
@@ -147,10 +151,13 @@ impl Batches {
             }
             p::Head::CausalLm => {
                 let block = pre.block_size as usize;
-                let pack = |store: &RecordStore| -> Result<Vec<CausalRow>, TrainError> {
-                    let docs = (0..store.len()).map(|i| store.get(i));
-                    Ok(LmPacker::new(docs, &tokenizer, block, LastBlock::Drop)?
-                        .collect::<Result<Vec<_>, _>>()?)
+                let pack = |store: &RecordStore| -> Result<Box<TextBlocks>, TrainError> {
+                    Ok(Box::new(TextBlocks::index(
+                        store,
+                        &tokenizer,
+                        block,
+                        TEXT_CACHE_TOKENS,
+                    )?))
                 };
                 let (train, eval) = (pack(&splits.train)?, pack(&splits.eval)?);
                 if train.is_empty() {
@@ -402,7 +409,11 @@ impl Batches {
                 ..
             } => classification_batch(batcher, &self.splits.train, units, train_labels, device),
             Kind::Blocks { train, .. } => {
-                rows_batch(units.iter().map(|&i| &train[i]), self.pad_id, device)
+                let rows = units
+                    .iter()
+                    .map(|&i| train.row(&self.splits.train, i))
+                    .collect::<Result<Vec<_>, _>>()?;
+                rows_batch(rows.iter(), self.pad_id, device)
             }
             Kind::Supervised(s) => {
                 let all = s.epoch_units(self.seed, epoch, self.batch_size)?;
@@ -452,7 +463,11 @@ impl Batches {
                 ..
             } => classification_batch(batcher, &self.splits.eval, idx, eval_labels, device),
             Kind::Blocks { eval, .. } => {
-                rows_batch(idx.iter().map(|&i| &eval[i]), self.pad_id, device)
+                let rows = idx
+                    .iter()
+                    .map(|&i| eval.row(&self.splits.eval, i))
+                    .collect::<Result<Vec<_>, _>>()?;
+                rows_batch(rows.iter(), self.pad_id, device)
             }
             Kind::Supervised(s) if s.packing => {
                 let order: Vec<usize> = idx.to_vec();

@@ -265,18 +265,9 @@ impl Trainer {
             o.zero_grad();
         }
         // Dropout and any other torch randomness: one seed per step, so a resumed run
-        // draws exactly what the uninterrupted run drew. Each process of a data-parallel run
-        // draws its own stream: the same seed everywhere would give every part of the batch
-        // the same dropout masks.
+        // draws exactly what the uninterrupted run drew.
         let (rank, world) = self.rank_and_world();
-        let stream = if world > 1 {
-            format!("torch-step-rank-{rank}")
-        } else {
-            "torch-step".to_string()
-        };
-        tch::manual_seed(
-            crate::rng::derive_seed(self.plan.settings.train.seed, &stream, step) as i64,
-        );
+        crate::rng::seed_torch_for_step(self.plan.settings.train.seed, rank, world, step);
         let mut task_sum = Tensor::zeros([], (Kind::Float, self.device));
         let mut tokens = 0;
         let world = world as f64;

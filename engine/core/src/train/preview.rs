@@ -185,8 +185,13 @@ pub fn preview(b: &Batches, split: PreviewSplit, n: usize) -> Result<Preview, Tr
             } else {
                 (ev, (0..ev.len()).collect())
             };
+            let store = if train {
+                &b.splits.train
+            } else {
+                &b.splits.eval
+            };
             for &i in order.iter().take(n) {
-                rows.push(row_preview(tok, i, &blocks[i], Vec::new())?);
+                rows.push(row_preview(tok, i, &blocks.row(store, i)?, Vec::new())?);
             }
             (b.splits.train.len(), b.splits.eval.len())
         }

@@ -3,11 +3,11 @@
 
 use std::path::Path;
 
+use ardpipe_adapters::MethodConfig;
 use ardpipe_adapters::adalora::{AdaLora, RankAllocator};
 use ardpipe_adapters::ard::ArdLora;
 use ardpipe_adapters::ard::ArdRegulariser;
 use ardpipe_adapters::optim::{AdamW, AdamWConfig, Optimizer, ParamGroup, Sgd, SgdConfig};
-use ardpipe_adapters::{MethodConfig, ParamRole};
 use ardpipe_dsl::pipeline as p;
 use ardpipe_models::arch::{ArchConfig, EncoderHead};
 use ardpipe_models::{LoadOptions, Precision, StorageDtype};
@@ -276,15 +276,8 @@ fn build(
 
     // Optimiser groups: adapter weights and the task head with weight decay, α on its own.
     let mut weights = model.head_parameters();
-    let mut alphas = Vec::new();
-    for lin in model.linears() {
-        for (name, t, role) in lin.trainable() {
-            match role {
-                ParamRole::Weight => weights.push((name, t)),
-                ParamRole::Alpha => alphas.push((name, t)),
-            }
-        }
-    }
+    let (adapter_weights, alphas) = ardpipe_adapters::optim::split_by_role(model.linears());
+    weights.extend(adapter_weights);
     let trainable: usize = weights.iter().chain(&alphas).map(|(_, t)| t.numel()).sum();
     let lr0 = plan.schedule("train.lr")?;
     let main_opt = optimizer(
