@@ -572,9 +572,10 @@ fn head_allows(metric: &Metric, head: &Head, span: Span, cx: &mut Ctx) {
         // A causal LM's accuracy is over the tokens it trains on.
         (Metric::Accuracy | Metric::ExactMatch, Head::CausalLm) => None,
         (Metric::ExactMatch, _) => Some("exact_match needs `head = causal_lm`"),
-        (Metric::Accuracy | Metric::MacroF1, _) => Some(
-            "macro-F1 needs `head = sequence_classification`, accuracy a classifier or a causal LM",
-        ),
+        (Metric::MacroF1, _) => Some("macro-F1 needs `head = sequence_classification`"),
+        (Metric::Accuracy, _) => {
+            Some("accuracy needs `head = sequence_classification` or `causal_lm`")
+        }
         _ => None,
     };
     if let Some(why) = bad {
