@@ -272,6 +272,10 @@ pub struct Model {
     pub head: Head,
     pub dtype: DType,
     pub device: Device,
+    /// A Jinja chat template (a file, absolute) that chat records are rendered with, instead of
+    /// the model's own (for a model that ships none, or to render differently).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_template: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

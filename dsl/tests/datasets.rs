@@ -315,3 +315,50 @@ fn a_list_of_paths_can_be_set_from_the_command_line() {
         .as_slice()
     );
 }
+
+/// A chat template file renders chat records; with plain-text data it would be read and ignored.
+#[test]
+fn a_chat_template_is_a_path_for_chat_records_only() {
+    let chat = r#"dataset d {
+    format = jsonl
+    path = "chat.jsonl"
+    messages = "messages"
+}"#;
+    let with = |dataset: &str| {
+        let text = format!("{dataset}\n{REST}").replace(
+            "head = causal_lm",
+            "head = causal_lm\n    chat_template = \"templates/chat.jinja\"",
+        );
+        ardpipe_dsl::check_source(Path::new("/data/p.ard"), &text, &ctx())
+    };
+    let p = with(chat)
+        .unwrap_or_else(|d| panic!("{}", render(&d)))
+        .pipeline;
+    assert_eq!(
+        p.model.chat_template,
+        Some(PathBuf::from("/data/templates/chat.jinja"))
+    );
+    assert_eq!(check(chat).model.chat_template, None);
+    let plain = r#"dataset d {
+    format = text
+    path = "a.txt"
+}"#;
+    let d = with(plain).expect_err("a template without chat records");
+    let all = serde_json::to_value(d.to_json()).unwrap();
+    let p = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| {
+            p["message"]
+                == "`chat_template` renders chat records, but the training dataset has none"
+        })
+        .unwrap_or_else(|| panic!("{all:#}"));
+    assert_eq!(p["code"], "ardpipe::dsl::contradiction");
+    assert!(
+        p["help"]
+            .as_str()
+            .unwrap()
+            .contains("messages = \"messages\"")
+    );
+}

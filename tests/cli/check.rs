@@ -8,6 +8,7 @@ const PIPELINES: &[&str] = &[
     "pipelines/fortunes_mcc.ard",
     "pipelines/gemma3.ard",
     "pipelines/instruct.ard",
+    "pipelines/instruct_gemma3.ard",
 ];
 
 fn repo_file(p: &str) -> String {

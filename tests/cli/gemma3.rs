@@ -121,3 +121,61 @@ fn gemma3_pipeline_trains_with_ard_lora() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `instruct_gemma3.ard` renders the ChatterBot conversations with the pipeline's own chat
+/// template (the Gemma 3 GGUF ships none): every answer, then `<end_of_turn>` and the newline,
+/// carries the loss; the user turns, written in Gemma's turn format, do not.
+#[test]
+fn the_pipeline_chat_template_renders_gemma_turns_with_the_answers_trained_on() {
+    gemma3_gguf();
+    let pipeline = repo().join("pipelines/instruct_gemma3.ard");
+    let out = ardpipe(&[
+        "data",
+        "preview",
+        pipeline.to_str().unwrap(),
+        "--split",
+        "validation",
+        "-n",
+        "5",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let examples = v["examples"].as_array().unwrap();
+    assert_eq!(examples.len(), 5);
+    for e in examples {
+        let src = &e["source"];
+        let text = std::fs::read_to_string(src["file"].as_str().unwrap()).unwrap();
+        let line = text
+            .lines()
+            .nth(src["line"].as_u64().unwrap() as usize - 1)
+            .unwrap();
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        let messages = record["messages"].as_array().unwrap();
+        let spans = e["spans"].as_array().unwrap();
+        let part = |trained: bool| -> Vec<&str> {
+            spans
+                .iter()
+                .filter(|s| s["trained"] == trained)
+                .map(|s| s["text"].as_str().unwrap())
+                .collect()
+        };
+        let answers: Vec<String> = messages
+            .iter()
+            .filter(|m| m["role"] == "assistant")
+            .map(|m| format!("{}<end_of_turn>\n", m["content"].as_str().unwrap().trim()))
+            .collect();
+        assert_eq!(part(true), answers, "{e}");
+        let masked = part(false).concat();
+        assert!(masked.starts_with("<bos><start_of_turn>user\n"), "{masked}");
+        for m in messages.iter().filter(|m| m["role"] == "user") {
+            let turn = format!(
+                "<start_of_turn>user\n{}<end_of_turn>\n",
+                m["content"].as_str().unwrap().trim()
+            );
+            assert!(masked.contains(&turn), "{turn:?} not in {masked:?}");
+        }
+        assert!(masked.ends_with("<start_of_turn>model\n"), "{masked}");
+    }
+}

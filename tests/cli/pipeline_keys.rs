@@ -132,6 +132,7 @@ const KEYS: &[(&str, Reach)] = &[
     ("SplitName=validation", Reads(DATASET, "p::SplitName::Validation => (&ds.split.validation, &split.validation)")),
     ("SplitName=test", Reads(DATASET, "p::SplitName::Test => (&ds.split.test, &split.test)")),
     // The model.
+    ("Model.chat_template", Reads(BATCHES, "if let Some(path) = &pipeline.model.chat_template {")),
     ("Model.device", Reads(SETUP, "device(&settings.model.device)")),
     ("Model.dtype", Plan(&["model.dtype=bf16", "train.precision=bf16"])),
     ("Model.format", Refused("", &["model.format=gguf"], "model.format = gguf but")),
@@ -245,7 +246,7 @@ const KEYS: &[(&str, Reach)] = &[
     ("Train.lr", Plan(&["train.lr=1e-4"])),
     ("Train.optimizer", Reads(SETUP, "&settings.train.optimizer")),
     ("Train.precision", Reads(SETUP, "match train.precision {")),
-    ("Train.seed", Reads("engine/core/src/train/mod.rs", "derive_seed(self.plan.settings.train.seed")),
+    ("Train.seed", Reads("engine/core/src/train/mod.rs", "seed_torch_for_step(self.plan.settings.train.seed")),
     ("Precision=f32", Reads(SETUP, "p::Precision::F32 => None")),
     ("Precision=bf16", Reads(SETUP, "p::Precision::Bf16 => Some(StorageDtype::Bf16)")),
     ("Precision=f16", Reads("engine/core/src/train/loss_scale.rs", "p::Precision::F16")),

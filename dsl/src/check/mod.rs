@@ -434,6 +434,29 @@ pub fn check_run(items: &[Item], file: &Path, cx: &mut Ctx) -> Option<Pipeline> 
             .help("name the label column: `label = \"label\"` (with `label_regex` to extract it)"),
         );
     }
+    // A chat template renders chat records; without them it would be read and ignored.
+    if let (Some(m), Some(t)) = (&model, &train)
+        && m.chat_template.is_some()
+        && datasets
+            .iter()
+            .find(|d| d.name == t.dataset)
+            .is_some_and(|d| d.fields.messages.is_none())
+        && let Some(b) = singles.get("model")
+        && let Some(e) = b.entries().find(|e| e.key_text() == "chat_template")
+    {
+        cx.push(
+            Problem::error(
+                Code::Contradiction,
+                e.key_span(),
+                "`chat_template` renders chat records, but the training dataset has none",
+            )
+            .label("nothing to render")
+            .help(format!(
+                "map the dataset's chat column (`messages = \"messages\"` in dataset `{}`), or remove `chat_template`",
+                t.dataset
+            )),
+        );
+    }
     // Packing into blocks serves a causal LM on plain text; cutting examples at max_length
     // serves a classifier and supervised causal-LM data (prompt/completion or chat), whose
     // examples are padded or packed into rows of max_length. A key the model's head (or the

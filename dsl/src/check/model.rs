@@ -6,7 +6,14 @@ use crate::pipeline::*;
 use crate::reader::{Ctx, Reader, as_int, as_string, wrong_type};
 
 const KEYS: &[&str] = &[
-    "path", "format", "head", "classes", "pooling", "dtype", "device",
+    "path",
+    "format",
+    "head",
+    "classes",
+    "pooling",
+    "dtype",
+    "device",
+    "chat_template",
 ];
 pub const HEADS: &[&str] = &["causal_lm", "sequence_classification", "embedding"];
 
@@ -169,6 +176,7 @@ pub fn check(b: &Block, cx: &mut Ctx) -> Option<Model> {
             }
         },
     };
+    let chat_template = r.path("chat_template", cx);
     r.finish(KEYS, &[], &|_| None, cx);
     Some(Model {
         path: path?,
@@ -176,5 +184,6 @@ pub fn check(b: &Block, cx: &mut Ctx) -> Option<Model> {
         head,
         dtype,
         device,
+        chat_template,
     })
 }

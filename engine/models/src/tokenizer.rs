@@ -19,6 +19,30 @@ pub struct ModelTokenizer {
     pub chat: Option<ChatTemplate>,
 }
 
+impl ModelTokenizer {
+    /// Render chats with the Jinja `text` (read from `source`) instead of the model's own
+    /// template. It sees the special tokens the model's template saw, else the tokenizer's
+    /// `bos_token`, `eos_token` and `pad_token`.
+    pub fn set_chat_template(&mut self, text: String, source: String) -> Result<()> {
+        let special = match &self.chat {
+            Some(t) => t.special_tokens().clone(),
+            None => {
+                let t = &self.tokenizer;
+                [
+                    ("bos_token", t.bos_id()),
+                    ("eos_token", t.eos_id()),
+                    ("pad_token", t.pad_id()),
+                ]
+                .into_iter()
+                .filter_map(|(k, id)| Some((k.to_string(), t.id_to_token(id?)?)))
+                .collect()
+            }
+        };
+        self.chat = Some(ChatTemplate::new(text, source, special).map_err(tok_err)?);
+        Ok(())
+    }
+}
+
 fn tok_err(e: ardpipe_data::DataError) -> ModelError {
     ModelError::Tokenizer(e.to_string())
 }

@@ -83,7 +83,16 @@ impl Batches {
         let splits = super::dataset::read_splits(pipeline)?;
         let ds = &splits.dataset;
         let location = ardpipe_models::ModelLocation::detect(&pipeline.model.path)?;
-        let loaded = ardpipe_models::tokenizer::load_tokenizer(&location)?;
+        let mut loaded = ardpipe_models::tokenizer::load_tokenizer(&location)?;
+        if let Some(path) = &pipeline.model.chat_template {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                TrainError::Other(format!(
+                    "model.chat_template: cannot read {}: {e}",
+                    path.display()
+                ))
+            })?;
+            loaded.set_chat_template(text, path.display().to_string())?;
+        }
         let tokenizer = loaded.tokenizer;
         let pad_id = tokenizer.pad_id().or(tokenizer.eos_id()).unwrap_or(0);
         let eval_batch_size = pipeline
