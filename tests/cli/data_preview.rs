@@ -21,18 +21,6 @@ fn repo(rel: &str) -> String {
         .to_string()
 }
 
-fn asset(rel: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../.ardpipe/assets")
-        .join(rel);
-    assert!(
-        p.exists(),
-        "example asset {} is missing: run `python3 scripts/setup.py`",
-        p.display()
-    );
-    p
-}
-
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("ardpipe-preview-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -82,7 +70,7 @@ fn dedent(block: &str) -> String {
 #[test]
 fn chat_preview_marks_the_answers_as_trained_and_the_user_turns_as_masked() {
     let instruct = repo("pipelines/instruct.ard");
-    let chat = asset("chatterbot/chat.jsonl").display().to_string();
+    let chat = crate::asset("chatterbot/chat.jsonl").display().to_string();
     let text = run_ok(&[
         "data",
         "preview",
@@ -283,7 +271,7 @@ fn chat_preview_json_loss_mask_matches_the_spans_and_needs_no_weights() {
 
     // No weights read: a GGUF holding the real model's metadata (tokenizer, chat template) and
     // no tensor at all gives the same preview.
-    let real = asset("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let real = crate::asset("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
     let g = GgufFile::open(&real).unwrap();
     assert!(!g.tensors.is_empty());
     let mut w = GgufWriter::new();
@@ -359,7 +347,7 @@ fn classification_preview_shows_labels_and_class_ids_without_weights() {
 
     // No weights read: MiniLM's folder without model.safetensors gives the same preview.
     let dir = scratch("minilm");
-    let src = asset("minilm");
+    let src = crate::asset("minilm");
     for f in std::fs::read_dir(&src).unwrap() {
         let f = f.unwrap().path();
         let name = f.file_name().unwrap();

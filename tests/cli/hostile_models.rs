@@ -19,15 +19,7 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn asset(rel: &str) -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../.ardpipe/assets")
-        .join(rel);
-    assert!(
-        p.exists(),
-        "example asset {} is missing: run `python3 scripts/setup.py`",
-        p.display()
-    );
-    p.display().to_string()
+    crate::asset(rel).display().to_string()
 }
 
 /// Exit 1 (not a panic or an abort) and every `needles` in stderr.

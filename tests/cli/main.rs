@@ -25,6 +25,20 @@ mod study;
 
 use std::process::{Command, Output};
 
+/// An example asset set-up installs (`.ardpipe/assets/REL`); a missing one fails the test with
+/// the fix.
+pub fn asset(rel: &str) -> std::path::PathBuf {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../.ardpipe/assets")
+        .join(rel);
+    assert!(
+        p.exists(),
+        "example asset {} is missing: run `python3 scripts/setup.py`",
+        p.display()
+    );
+    p
+}
+
 pub fn ardpipe(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ardpipe"))
         .args(args)

@@ -73,3 +73,23 @@ pub fn run(files: &[PathBuf], format: Format, overrides: &Overrides) -> miette::
 fn display(p: &Path) -> String {
     p.display().to_string()
 }
+
+/// The checked pipeline of `file` for `ardpipe plan` and `ardpipe data`, its warnings printed; on
+/// errors, the diagnostics are printed and `None` is returned (the command then fails).
+pub(crate) fn checked_pipeline(
+    file: &Path,
+    overrides: &Overrides,
+    variant: Option<&str>,
+) -> Option<ardpipe_dsl::Pipeline> {
+    let ctx = context_for_variant(overrides, variant);
+    match ardpipe_dsl::check_file(file, &ctx) {
+        Ok(c) => {
+            print_diagnostics(c.warnings);
+            Some(c.pipeline)
+        }
+        Err(d) => {
+            print_diagnostics(d);
+            None
+        }
+    }
+}

@@ -12,16 +12,10 @@ use crate::args::{ColorChoice, DataPreviewArgs, Global, PreviewSplitArg, TextOrJ
 use crate::exit::Code;
 
 pub fn preview(args: DataPreviewArgs, global: &Global) -> miette::Result<Code> {
-    let ctx = super::check::context_for_variant(&args.overrides, args.variant.as_deref());
-    let pipeline = match ardpipe_dsl::check_file(&args.file, &ctx) {
-        Ok(c) => {
-            super::check::print_diagnostics(c.warnings);
-            c.pipeline
-        }
-        Err(d) => {
-            super::check::print_diagnostics(d);
-            return Ok(Code::Failure);
-        }
+    let Some(pipeline) =
+        super::check::checked_pipeline(&args.file, &args.overrides, args.variant.as_deref())
+    else {
+        return Ok(Code::Failure);
     };
     let runs = super::run::select_runs(&pipeline, args.variant.as_deref())?;
     let Some(&(name, run)) = runs.first() else {

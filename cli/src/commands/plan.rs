@@ -19,16 +19,8 @@ pub fn run(
     variant: Option<&str>,
     overrides: &Overrides,
 ) -> miette::Result<Code> {
-    let ctx = super::check::context_for_variant(overrides, variant);
-    let pipeline = match ardpipe_dsl::check_file(file, &ctx) {
-        Ok(c) => {
-            super::check::print_diagnostics(c.warnings);
-            c.pipeline
-        }
-        Err(d) => {
-            super::check::print_diagnostics(d);
-            return Ok(Code::Failure);
-        }
+    let Some(pipeline) = super::check::checked_pipeline(file, overrides, variant) else {
+        return Ok(Code::Failure);
     };
     if resolved_only {
         print!("{}", render(&pipeline, format));
