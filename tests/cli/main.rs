@@ -39,6 +39,23 @@ pub fn asset(rel: &str) -> std::path::PathBuf {
     p
 }
 
+/// The peer's python (`ARDPIPE_PEER_PYTHON`, else the checkout's `.ardpipe/peer-venv`); a
+/// missing peer fails the test with the fix, never skips it.
+pub fn peer_python() -> std::path::PathBuf {
+    let p = std::env::var_os("ARDPIPE_PEER_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../.ardpipe/peer-venv/bin/python")
+        });
+    assert!(
+        p.exists(),
+        "{} is missing: the Python peer venv comes from the README's first command (scripts/setup.sh)",
+        p.display()
+    );
+    p
+}
+
 pub fn ardpipe(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ardpipe"))
         .args(args)

@@ -115,14 +115,7 @@ pub(crate) fn logits_with_adapter(
 
 /// The Python peer: transformers loads every folder in `spec` (see tests/peer/merged_folder.py).
 pub(crate) fn peer(spec: &serde_json::Value, scratch: &Path) -> serde_json::Value {
-    let python = std::env::var_os("ARDPIPE_PEER_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".ardpipe/peer-venv/bin/python"));
-    assert!(
-        python.exists(),
-        "{} is missing: the Python peer venv comes from the README's first command (scripts/setup.sh)",
-        python.display()
-    );
+    let python = crate::peer_python();
     let spec_path = scratch.join("spec.json");
     std::fs::write(&spec_path, spec.to_string()).unwrap();
     let out = Command::new(&python)
@@ -434,9 +427,7 @@ fn decoder_and_roberta_classifiers_merge_into_folders_transformers_loads() {
     let root = fresh_dir("seq-cls");
     let models = root.join("models");
     std::fs::create_dir_all(&models).unwrap();
-    let python = std::env::var_os("ARDPIPE_PEER_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".ardpipe/peer-venv/bin/python"));
+    let python = crate::peer_python();
     let made = Command::new(&python)
         .arg(repo().join("engine/models/tests/peer/seq_cls.py"))
         .arg(&models)

@@ -290,14 +290,7 @@ fn peft_loads_the_export_and_agrees(run: &Path) {
     let ours = run.join("classify.json");
     std::fs::write(&ours, &out.stdout).unwrap();
 
-    let python = std::env::var_os("ARDPIPE_PEER_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".ardpipe/peer-venv/bin/python"));
-    assert!(
-        python.exists(),
-        "{} is missing: the Python peer venv comes from the README's first command (scripts/setup.sh)",
-        python.display()
-    );
+    let python = crate::peer_python();
     let peer = Command::new(&python)
         .arg(repo().join("tests/peer/peft_classify.py"))
         .arg(&minilm)

@@ -14,22 +14,10 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn peer_python() -> PathBuf {
-    let p = std::env::var_os("ARDPIPE_PEER_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".ardpipe/peer-venv/bin/python"));
-    assert!(
-        p.exists(),
-        "{} is missing: the Python peer venv comes from the README's first command (scripts/setup.sh)",
-        p.display()
-    );
-    p
-}
-
 /// Runs the peer's python with `args` (a script and its arguments), offline and quiet; its
 /// stdout. A failing peer fails the test with its stderr.
 pub(crate) fn peer(args: &[&Path]) -> String {
-    let out = Command::new(peer_python())
+    let out = Command::new(crate::peer_python())
         .args(args)
         .env("HF_HUB_OFFLINE", "1")
         .env("TRANSFORMERS_VERBOSITY", "error")

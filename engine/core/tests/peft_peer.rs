@@ -22,14 +22,22 @@ use ardpipe_engine::checkpoint::write_safetensors;
 use ardpipe_engine::peft_merge::AdapterExport;
 use tch::{Device, Kind, Tensor};
 
+/// The peer's python; a missing peer fails the test with the fix, never skips it.
 fn peer_python() -> PathBuf {
-    if let Some(p) = std::env::var_os("ARDPIPE_PEER_PYTHON") {
-        return p.into();
-    }
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../.ardpipe/peer-venv/bin/python"
-    ))
+    let python = std::env::var_os("ARDPIPE_PEER_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../.ardpipe/peer-venv/bin/python"
+            ))
+        });
+    assert!(
+        python.exists(),
+        "the Python peer is missing at {}; run scripts/setup.sh (without --no-peer) or set ARDPIPE_PEER_PYTHON",
+        python.display()
+    );
+    python
 }
 
 fn mat(rows: i64, cols: i64, offset: f64) -> Tensor {
@@ -117,11 +125,6 @@ fn delta(lin: &AdaptableLinear) -> Tensor {
 #[test]
 fn peft_loads_ardpipe_exports_and_reconstructs_the_same_updates() {
     let python = peer_python();
-    assert!(
-        python.exists(),
-        "the Python peer is missing at {}; run scripts/setup.sh (without --no-peer) or set ARDPIPE_PEER_PYTHON",
-        python.display()
-    );
     let work = tempfile::tempdir().unwrap();
 
     // 1. ARD-LoRA, folded by its own export: four modules whose heads keep ⌈r0·α⌉ rows.
@@ -395,11 +398,6 @@ fn peft_loads_decoder_family_exports_to_the_same_logits() {
     use ardpipe_engine::peft_merge::AdapterFolder;
 
     let python = peer_python();
-    assert!(
-        python.exists(),
-        "the Python peer is missing at {}; run scripts/setup.sh (without --no-peer) or set ARDPIPE_PEER_PYTHON",
-        python.display()
-    );
     let work = tempfile::tempdir().unwrap();
     let models = work.path().join("models");
     let made = Command::new(&python)

@@ -28,7 +28,7 @@ pub use error::{DataError, ErrorKind};
 pub use labels::LabelVocab;
 pub use lm::{LastBlock, LmPacker, TextBlocks, bos_prefix};
 pub use pack::{CausalBatch, CausalRow, IGNORE_INDEX, bucket_batches, plan_rows};
-pub use reader::{DatasetReader, Loaded, SkipReport, collect, load};
+pub use reader::{DatasetReader, Loaded, SkipReport, collect, judge, load};
 pub use record::{Origin, Record, RecordSource, Turns};
 pub use sft::{
     Encoded, NoAnswerLeft, SupervisedEncoder, SupervisedExample, TrainOn, leading_specials,

@@ -284,15 +284,16 @@ impl Iterator for DatasetReader {
     }
 }
 
-/// The error policy on one preprocessed item: `Ok(Some)` a good record, `Ok(None)` a bad row
-/// skipped (and counted in `report`), `Err` an error that ends the stream.
+/// The error policy on one preprocessed item (a record, or what a record became, e.g. an
+/// encoded example): `Ok(Some)` a good item, `Ok(None)` a bad row skipped (and counted in
+/// `report`), `Err` an error that ends the stream.
 /// Under `skip`, more than `max_skipped` skipped rows is an error naming the last one.
-pub(crate) fn judge(
-    item: Result<Record, DataError>,
+pub fn judge<T>(
+    item: Result<T, DataError>,
     policy: OnError,
     max_skipped: Option<usize>,
     report: &mut SkipReport,
-) -> Result<Option<Record>, DataError> {
+) -> Result<Option<T>, DataError> {
     match item {
         Ok(rec) => Ok(Some(rec)),
         Err(e) if policy == OnError::Skip && is_row_error(&e) => {

@@ -13,9 +13,9 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use ardpipe_data::{
-    CausalBatch, CausalRow, ClassificationBatcher, Encoded, LabelVocab, RecordStore,
-    SupervisedEncoder, SupervisedExample, TextBlocks, TextTokenizer, TruncationSide,
-    bucket_batches, epoch_permutation, plan_rows,
+    CausalBatch, CausalRow, ClassificationBatcher, Encoded, LabelVocab, OnError, RecordStore,
+    SkipReport, SupervisedEncoder, SupervisedExample, TextBlocks, TextTokenizer, TruncationSide,
+    bucket_batches, epoch_permutation, judge, plan_rows,
 };
 use ardpipe_dsl::pipeline as p;
 use tch::{Device, Tensor};
@@ -106,6 +106,7 @@ impl Batches {
             p::Side::Right => TruncationSide::Right,
         };
         let pre = &ds.preprocess;
+        let mut truncated_away = 0;
         let (kind, batching) = match &pipeline.model.head {
             p::Head::CausalLm if ds.fields.supervised() => {
                 let train_on = match pre.train_on {
@@ -128,10 +129,24 @@ impl Batches {
                     eval_batches: Vec::new(),
                     epoch: RefCell::new(None),
                 };
-                let mut skipped = SkipCount::new(ds);
-                sup.train = sup.measure(&splits.train, &mut skipped)?;
-                sup.eval = sup.measure(&splits.eval, &mut skipped)?;
-                skipped.report(&ds.name)?;
+                // Examples left without an answer by truncation are bad rows of the dataset's
+                // policy, counted with the rows the reader skipped.
+                let (policy, max_skipped) = super::dataset::bad_row_policy(ds);
+                let mut skipped = SkipReport {
+                    skipped: splits.skipped,
+                    ..SkipReport::default()
+                };
+                sup.train = sup.measure(&splits.train, policy, max_skipped, &mut skipped)?;
+                sup.eval = sup.measure(&splits.eval, policy, max_skipped, &mut skipped)?;
+                if skipped.skipped > splits.skipped {
+                    tracing::warn!(
+                        "dataset `{}`: skipped {} examples with no answer left after truncation, e.g. {}",
+                        ds.name,
+                        skipped.skipped - splits.skipped,
+                        skipped.first_reasons.join("; ")
+                    );
+                }
+                truncated_away = skipped.skipped - splits.skipped;
                 if sup.train.is_empty() {
                     return Err(TrainError::Other(format!(
                         "dataset `{}` has no training example with an answer token left after truncation to {} tokens",
@@ -243,7 +258,7 @@ impl Batches {
                 eval_units: 0,
                 eval_split: format!("{eval_split:?}").to_lowercase(),
                 classes: Vec::new(),
-                skipped_rows: splits.skipped,
+                skipped_rows: splits.skipped + truncated_away,
                 steps_per_epoch: 0,
             },
             splits,
@@ -497,13 +512,18 @@ impl Supervised {
     fn measure(
         &self,
         store: &RecordStore,
-        skipped: &mut SkipCount,
+        policy: OnError,
+        max_skipped: Option<usize>,
+        skipped: &mut SkipReport,
     ) -> Result<Vec<(usize, usize)>, TrainError> {
         let mut out = Vec::with_capacity(store.len());
         for i in 0..store.len() {
-            match self.encoder.encode(&store.get(i)?)? {
-                Encoded::Example(e) => out.push((i, e.len())),
-                Encoded::NoAnswerLeft(why) => skipped.bad(why.to_error())?,
+            let example = match self.encoder.encode(&store.get(i)?)? {
+                Encoded::Example(e) => Ok(e),
+                Encoded::NoAnswerLeft(why) => Err(why.to_error()),
+            };
+            if let Some(e) = judge(example, policy, max_skipped, skipped)? {
+                out.push((i, e.len()));
             }
         }
         Ok(out)
@@ -599,53 +619,6 @@ impl Supervised {
             .collect::<Result<Vec<_>, _>>()?;
         let batch = CausalBatch::padded(&exs.iter().collect::<Vec<_>>(), pad_id)?;
         Ok(causal_tensors(batch, device))
-    }
-}
-
-/// The bad-row policy over supervised examples left without an answer by truncation.
-struct SkipCount {
-    policy: p::BadRowPolicy,
-    skipped: u64,
-    first: Vec<String>,
-}
-
-impl SkipCount {
-    fn new(ds: &p::Dataset) -> Self {
-        Self {
-            policy: ds.on_bad_row.clone(),
-            skipped: 0,
-            first: Vec::new(),
-        }
-    }
-
-    fn bad(&mut self, e: ardpipe_data::DataError) -> Result<(), TrainError> {
-        match self.policy {
-            p::BadRowPolicy::Fail => Err(e.into()),
-            p::BadRowPolicy::Skip { max } => {
-                self.skipped += 1;
-                if self.first.len() < 5 {
-                    self.first.push(e.to_string());
-                }
-                if max.is_some_and(|m| self.skipped > m) {
-                    return Err(TrainError::Other(format!(
-                        "more than {} bad rows were skipped; the last: {e}",
-                        max.unwrap_or(0)
-                    )));
-                }
-                Ok(())
-            }
-        }
-    }
-
-    fn report(&self, dataset: &str) -> Result<(), TrainError> {
-        if self.skipped > 0 {
-            tracing::warn!(
-                "dataset `{dataset}`: skipped {} examples with no answer left after truncation, e.g. {}",
-                self.skipped,
-                self.first.join("; ")
-            );
-        }
-        Ok(())
     }
 }
 

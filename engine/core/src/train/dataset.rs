@@ -173,12 +173,18 @@ pub fn spec(ds: &p::Dataset, paths: &[PathBuf]) -> Result<DatasetSpec, TrainErro
     spec.preprocess.max_rows = ds
         .max_rows
         .map(|m| usize::try_from(m).unwrap_or(usize::MAX));
-    (spec.on_error, spec.max_skipped) = match ds.on_bad_row {
+    (spec.on_error, spec.max_skipped) = bad_row_policy(ds);
+    Ok(spec)
+}
+
+/// The dataset's bad-row policy in engine/data's terms: stop or skip, and the most rows a skip
+/// may drop.
+pub fn bad_row_policy(ds: &p::Dataset) -> (OnError, Option<usize>) {
+    match ds.on_bad_row {
         p::BadRowPolicy::Fail => (OnError::Stop, None),
         p::BadRowPolicy::Skip { max } => (
             OnError::Skip,
             max.map(|m| usize::try_from(m).unwrap_or(usize::MAX)),
         ),
-    };
-    Ok(spec)
+    }
 }

@@ -44,34 +44,13 @@ pub(super) fn read(
         raw.push(record(&r, &ds.fields, n + 1, &source_name));
     }
     let mut reader =
-        DatasetReader::from_source(Box::new(raw.into_iter()), &spec.preprocess, spec.on_error)?;
-    let mut kept = Vec::new();
-    let mut error = None;
-    while let Some(r) = reader.next() {
-        match r {
-            Ok(r) => kept.push(r),
-            Err(e) => {
-                error = Some(e);
-                break;
-            }
-        }
-        let report = reader.report();
-        if spec.max_skipped.is_some_and(|m| report.skipped > m) {
-            return Err(TrainError::Other(format!(
-                "dataset `{}`: more than {} bad rows were skipped; the last: {}",
-                ds.name,
-                spec.max_skipped.unwrap_or(0),
-                report.first_reasons.last().map_or("", String::as_str)
-            )));
-        }
-    }
+        DatasetReader::from_source(Box::new(raw.into_iter()), &spec.preprocess, spec.on_error)?
+            .with_max_skipped(spec.max_skipped);
+    let kept = reader
+        .by_ref()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TrainError::Other(format!("dataset `{}`: {e}", ds.name)))?;
     let report = reader.report().clone();
-    if let Some(e) = error {
-        return Err(TrainError::Other(format!(
-            "dataset `{}`: {e}\n  help: fix the record, or set `on_bad_row = skip` to skip and count bad rows",
-            ds.name
-        )));
-    }
     tracing::info!(
         "dataset `{}`: {} records from plugin `{name}` {} ({})",
         ds.name,
@@ -134,7 +113,13 @@ fn record(
             line: n as u64,
         },
     };
-    let bad = |why: String| DataError::new(ErrorKind::BadRow, why).at(&origin.file, origin.line);
+    let bad = |why: String| {
+        DataError::new(ErrorKind::BadRow, why)
+            .at(&origin.file, origin.line)
+            .with_help(
+                "name one of the record's fields in the dataset's `text`, `text_pair` or `label`",
+            )
+    };
     let text = named(r, fields.text.as_deref().unwrap_or("text"), "text").map_err(bad)?;
     let mut rec = Record::new(text, origin.clone());
     rec.label = match fields.label.as_deref() {
