@@ -168,8 +168,10 @@ mod tests {
         }
     }
 
-    fn folder() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("fortunes-unit-{}", std::process::id()));
+    /// A fortunes folder of the test's own: tests run in parallel threads of one process, and a
+    /// shared folder rewritten by one test was read half-written by another.
+    fn folder(test: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("fortunes-unit-{test}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(
             dir.join("wisdom"),
@@ -183,7 +185,7 @@ mod tests {
 
     #[test]
     fn reads_a_folder_with_labels_and_skips_index_files() {
-        let dir = folder();
+        let dir = folder("labels");
         let loader =
             FortunesLoader::open(&options(json!({"path": dir, "shuffle": false})), 0).unwrap();
         assert_eq!(loader.size_hint(), Some(3));
@@ -205,7 +207,7 @@ mod tests {
 
     #[test]
     fn unknown_category_names_the_option() {
-        let dir = folder();
+        let dir = folder("unknown");
         let e = FortunesLoader::open(&options(json!({"path": dir, "categories": ["nope"]})), 0)
             .err()
             .unwrap();
