@@ -145,8 +145,8 @@ fn text(d: &Value) -> String {
     if let Some(sum) = d["summary"].as_object() {
         let _ = writeln!(
             o,
-            "trainable  {} of {} base parameters",
-            s(&sum["trainable_parameters"]),
+            "exported   {} of {} base parameters",
+            s(&sum["exported_parameters"]),
             s(&sum["base_parameters"])
         );
         if let Some(r) = sum["mean_effective_rank"].as_f64() {

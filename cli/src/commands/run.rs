@@ -243,10 +243,15 @@ fn print_summary(p: &Pipeline, s: &RunSummary) {
         println!("baseline   {b:.4} (accuracy of always predicting the most frequent class)");
     }
     println!(
-        "trainable  {} parameters, {:.3}% of the base model's {}",
-        s.trainable_parameters,
-        100.0 * s.trainable_parameters as f64 / s.base_parameters.max(1) as f64,
-        s.base_parameters
+        "exported   {} parameters, {:.3}% of the base model's {} ({} allocated at peak)",
+        s.exported_parameters,
+        100.0 * s.exported_parameters as f64 / s.base_parameters.max(1) as f64,
+        s.base_parameters,
+        s.peak_parameters
+    );
+    println!(
+        "adaptation {:.2} MiB at peak (trainable tensors, gradients, optimiser state)",
+        s.adaptation_memory.peak_bytes as f64 / 1048576.0
     );
     if let Some(r) = s.mean_effective_rank {
         println!("mean rank  {r:.2} (ARD-LoRA effective rank per head)");

@@ -49,7 +49,7 @@ impl RunOutcome {
                     .join(", ");
                 format!(
                     "{metrics}; {} trainable; {:.0} s; {:.0} MiB",
-                    count(s.trainable_parameters as f64),
+                    count(s.exported_parameters as f64),
                     s.wall_seconds,
                     s.peak_rss_mb
                 )
@@ -153,7 +153,7 @@ fn stats(variant: &str, runs: &[&RunOutcome]) -> MethodStats {
             .into_iter()
             .map(|(k, v)| (k, mean_std(&v)))
             .collect(),
-        trainable: avg(&|s| s.trainable_parameters as f64),
+        trainable: avg(&|s| s.exported_parameters as f64),
         peak_rss: avg(&|s| s.peak_rss_mb),
         wall: avg(&|s| s.wall_seconds),
         tokens_per_s: avg(&|s| s.tokens_per_second),
@@ -500,7 +500,7 @@ mod tests {
             }),
             initial_eval: None,
             majority_baseline: Some(0.1),
-            trainable_parameters: params,
+            exported_parameters: params,
             base_parameters: 1000,
             mean_effective_rank: rank,
             rank_map: vec![],

@@ -147,6 +147,11 @@ impl LinearAdapter for AdaLora {
     fn method(&self) -> &'static str {
         "adalora"
     }
+    /// Kept triplets only: a pruned triplet's E is zero, so its A row and B column carry nothing.
+    fn exported_parameters(&self) -> usize {
+        let (d_in, d_out) = (self.a.size()[1] as usize, self.b.size()[0] as usize);
+        self.rank() * (d_in + d_out + 1)
+    }
     fn is_merged(&self) -> bool {
         self.merged
     }

@@ -101,6 +101,12 @@ pub trait LinearAdapter: Send + std::fmt::Debug {
     fn method(&self) -> &'static str {
         "custom"
     }
+    /// Parameters the adapter holds that carry information: what export writes, counted
+    /// without structural zeros (default: every trainable element). ARD-LoRA counts its units'
+    /// live rows (ceil(r0·α), a unit at α = 0 holds none), AdaLoRA its kept triplets.
+    fn exported_parameters(&self) -> usize {
+        self.trainable().iter().map(|(_, t)| t.numel()).sum()
+    }
     /// Which optimiser group the trainable tensor `name` (from [`Self::trainable`]) goes in.
     fn param_role(&self, _name: &str) -> ParamRole {
         ParamRole::Weight

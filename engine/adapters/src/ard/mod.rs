@@ -400,14 +400,11 @@ impl ArdLora {
         self.a.numel() + self.b.numel() + self.alpha.numel()
     }
 
-    /// Trainable parameters at the effective ranks (what a perfectly compacted adapter holds).
-    pub fn param_count_effective(&self) -> usize {
-        let per_rank = (self.d_in_u + self.d_out_u) as usize;
-        self.effective_ranks()
-            .iter()
-            .map(|r| r * per_rank)
-            .sum::<usize>()
-            + self.n_units as usize
+    /// Parameters of the units' live rows (ceil(r0·α_u) each, none at α_u = 0): what the
+    /// exported adapter holds, without the zeros of its block-diagonal layout.
+    pub fn param_count_exported(&self) -> usize {
+        let per_row = (self.d_in_u + self.d_out_u) as usize;
+        self.live_rows().iter().map(|&n| n as usize * per_row).sum()
     }
 }
 
@@ -440,6 +437,9 @@ impl LinearAdapter for ArdLora {
     }
     fn method(&self) -> &'static str {
         "ard_lora"
+    }
+    fn exported_parameters(&self) -> usize {
+        self.param_count_exported()
     }
     fn param_role(&self, name: &str) -> ParamRole {
         if name == "alpha" {

@@ -2,7 +2,7 @@ use ardpipe_adapters::ard::{
     ArdLora, ArdRegulariser, BlockStrategy, compact_linears, layer_and_kind,
 };
 use ardpipe_adapters::optim::{AdamW, AdamWConfig, Optimizer, ParamGroup};
-use ardpipe_adapters::{AdaptableLinear, ArdLoraConfig, HeadAxis, HeadLayout, ParamRole, TvMode};
+use ardpipe_adapters::{AdaptableLinear, ArdLoraConfig, HeadAxis, HeadLayout, LinearAdapter, ParamRole, TvMode};
 use tch::{Device, Kind, Tensor};
 
 use crate::common::{heads, linear, max_abs_diff, randomize};
@@ -489,9 +489,16 @@ fn telemetry_names_module_layer_head() {
         (Some(11), "encoder.layer.*.attention.self.query".into())
     );
     assert_eq!(layer_and_kind("classifier"), (None, "classifier".into()));
-    // Parameter counts: allocated (2 units × 8 rows × (6 + 4)) + 2 α; effective ranks 2 and 5.
+    // Parameter counts: allocated (2 units × 8 rows × (6 + 4)) + 2 α; exported: the live rows
+    // 2 and 5 of (6 + 4) parameters each, α folded away.
     assert_eq!(ard(&lin).param_count_allocated(), 162);
-    assert_eq!(ard(&lin).param_count_effective(), 7 * 10 + 2);
+    assert_eq!(ard(&lin).param_count_exported(), 7 * 10);
+    assert_eq!(ard(&lin).exported_parameters(), 7 * 10);
+    // A unit at α = 0 exports nothing (its effective rank still reads 1, the paper's max(1, ·));
+    // a fractional α exports its partial row: r0·α = 1.2 is 2 live rows.
+    ard_mut(&mut lin).set_alpha(&Tensor::from_slice(&[0.0f32, 0.3]));
+    assert_eq!(ard(&lin).effective_ranks(), vec![1, 1]);
+    assert_eq!(ard(&lin).param_count_exported(), 2 * 10);
 }
 
 #[test]

@@ -233,12 +233,21 @@ impl Trainer {
             rows.push(("majority-class accuracy".into(), format!("{b:.4}")));
         }
         rows.push((
-            "trainable parameters".into(),
+            "exported parameters".into(),
             format!(
-                "{} ({:.3}% of {})",
-                summary.trainable_parameters,
-                100.0 * summary.trainable_parameters as f64 / summary.base_parameters.max(1) as f64,
-                summary.base_parameters
+                "{} ({:.3}% of {}); {} at peak during training",
+                summary.exported_parameters,
+                100.0 * summary.exported_parameters as f64 / summary.base_parameters.max(1) as f64,
+                summary.base_parameters,
+                summary.peak_parameters
+            ),
+        ));
+        rows.push((
+            "adaptation memory".into(),
+            format!(
+                "{:.2} MiB at peak, {:.2} MiB at the end (trainable tensors, gradients, optimiser state)",
+                summary.adaptation_memory.peak_bytes as f64 / 1048576.0,
+                summary.adaptation_memory.final_bytes as f64 / 1048576.0
             ),
         ));
         crate::report::write_run_report(self.run_dir.root(), &self.plan.settings.name, rows)?;

@@ -9,6 +9,7 @@
 //! killed; on CPU with one intra-op thread (`ardpipe run --threads 1`) the result is bit-for-bit
 //! the uninterrupted run's (libtorch's multi-threaded kernels may round differently per process).
 
+mod accounting;
 pub mod batches;
 mod console;
 pub mod dataset;
@@ -36,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::rundir::RunDir;
+pub use accounting::AdaptationMemory;
 pub use setup::Prepared;
 use task::TaskModel;
 
@@ -119,13 +121,30 @@ pub struct RunSummary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_signal: Option<i32>,
     pub final_eval: Option<EvalResult>,
+    /// The same metrics on the validation split at the end, when `evaluate.split` is another
+    /// split and the data has a validation split: what the study selects settings on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_eval: Option<EvalResult>,
     /// A causal LM's evaluation before training (the base model's perplexity).
     pub initial_eval: Option<Vec<(String, f64)>>,
     /// Accuracy of always predicting the most frequent training label (classification only).
     pub majority_baseline: Option<f64>,
-    pub trainable_parameters: usize,
+    /// Parameters export writes, head included (train/accounting.rs).
+    #[serde(default)]
+    pub exported_parameters: usize,
+    /// The most trainable parameters allocated at any step (before ARD-LoRA's compaction,
+    /// AdaLoRA at `init_r`).
+    #[serde(default)]
+    pub peak_parameters: usize,
+    /// Bytes of trainable tensors, gradients and optimiser state, at peak and at the end.
+    #[serde(default)]
+    pub adaptation_memory: AdaptationMemory,
     pub base_parameters: usize,
     pub mean_effective_rank: Option<f64>,
+    /// Sample standard deviation of the effective ranks across ARD units (how unequal the
+    /// learned allocation is).
+    #[serde(default)]
+    pub rank_spread: Option<f64>,
     /// Per ARD module kind: layer × head effective ranks.
     pub rank_map: Vec<RankRow>,
     pub wall_seconds: f64,

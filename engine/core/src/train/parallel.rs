@@ -62,8 +62,8 @@ impl Trainer {
             .map_or((0, 1), |d| (d.rank(), d.world()))
     }
 
-    /// Every trainable tensor, in the same order on every process.
-    fn trainable_tensors(&self) -> Vec<Tensor> {
+    /// Every trainable tensor (head, adapters, α), in the same order on every process.
+    pub(super) fn trainable_tensors(&self) -> Vec<Tensor> {
         let mut v: Vec<Tensor> = self
             .model
             .head_parameters()

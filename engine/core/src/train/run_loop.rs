@@ -8,7 +8,7 @@ use serde_json::json;
 use tch::{Kind, Tensor};
 
 use super::metric_plugins::MetricPlugins;
-use super::{EvalResult, RankRow, RunOptions, RunSummary, TrainError, Trainer};
+use super::{AdaptationMemory, EvalResult, RankRow, RunOptions, RunSummary, TrainError, Trainer};
 
 /// Streaming evaluation counts: nothing but sums and a confusion matrix stays on the host.
 struct EvalCounts {
@@ -307,6 +307,7 @@ impl Trainer {
                 break;
             }
             let (task, reg, tokens) = self.step()?;
+            self.track_peaks();
             self.state.step += 1;
             self.state.tokens_seen += tokens as u64;
             window_tokens += tokens;
@@ -393,21 +394,10 @@ impl Trainer {
                 }
             }
         }
-        let trainable_now = self
-            .model
-            .head_parameters()
+        let ranks: Vec<f64> = rank_map
             .iter()
-            .map(|(_, t)| t.numel())
-            .sum::<usize>()
-            + self
-                .model
-                .linears()
-                .into_iter()
-                .map(|l| match l.adapter.as_ref().and_then(|a| a.as_ard()) {
-                    Some(a) => a.param_count_effective(),
-                    None => l.trainable().iter().map(|(_, t, _)| t.numel()).sum(),
-                })
-                .sum::<usize>();
+            .flat_map(|r| r.ranks.iter().map(|&k| k as f64))
+            .collect();
         RunSummary {
             run_dir: self.run_dir.root().to_path_buf(),
             steps: self.state.step,
@@ -417,9 +407,16 @@ impl Trainer {
             final_eval,
             initial_eval: self.state.initial_eval.clone(),
             majority_baseline: self.data.majority_baseline(),
-            trainable_parameters: trainable_now,
+            exported_parameters: self.exported_parameters(),
+            peak_parameters: self.state.peak_parameters.max(self.allocated_parameters()),
+            adaptation_memory: AdaptationMemory {
+                peak_bytes: self.state.peak_adaptation_bytes.max(self.adaptation_bytes()),
+                final_bytes: self.adaptation_bytes(),
+            },
             base_parameters: self.base_parameters,
             mean_effective_rank: self.mean_effective_rank(),
+            rank_spread: (ranks.len() > 1).then(|| sample_std(&ranks)),
+            validation_eval: None,
             rank_map,
             wall_seconds: 0.0,
             train_seconds: self.state.train_seconds,
@@ -428,6 +425,13 @@ impl Trainer {
             tokens_per_second: self.state.tokens_seen as f64 / self.state.train_seconds.max(1e-9),
         }
     }
+}
+
+/// Sample standard deviation (n − 1 in the denominator).
+fn sample_std(xs: &[f64]) -> f64 {
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
 }
 
 pub fn metric_name(m: &p::Metric) -> String {

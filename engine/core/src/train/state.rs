@@ -21,6 +21,12 @@ pub struct LoopState {
     pub evals_without_improvement: u32,
     pub stopped_early: bool,
     pub trainable_parameters: usize,
+    /// The most trainable parameters allocated after any step (train/accounting.rs).
+    #[serde(default)]
+    pub peak_parameters: usize,
+    /// The most adaptation bytes held after any step (train/accounting.rs).
+    #[serde(default)]
+    pub peak_adaptation_bytes: u64,
     /// Seconds spent training before this process (for throughput across resumes).
     pub train_seconds: f64,
     /// A causal LM's evaluation before the first step (what the base model scores).
