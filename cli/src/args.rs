@@ -194,6 +194,11 @@ pub struct StudyArgs {
     /// libtorch intra-op threads for every run (default: libtorch's choice).
     #[arg(long)]
     pub threads: Option<i32>,
+    /// Learning-rate factors to try per variant, e.g. `0.5,1,2` (each run gets
+    /// `--set train.lr_scale=F`); per variant the factor with the best validation score is
+    /// chosen, and only its test scores are reported (default: the pipeline's own rate).
+    #[arg(long = "lr-grid", value_name = "F,F,…", value_delimiter = ',')]
+    pub lr_grid: Vec<f64>,
     /// Override a pipeline value in every run, as in `ardpipe run` (repeatable).
     #[command(flatten)]
     pub overrides: Overrides,

@@ -19,6 +19,7 @@ mod run;
 mod schema;
 mod study;
 mod study_report;
+mod study_svg;
 
 use crate::args::{Command, DataCommand, Global, InspectWhat};
 use crate::exit::Code;

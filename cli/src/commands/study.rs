@@ -1,7 +1,8 @@
 //! `ardpipe study`: the method comparison. Every variant of each study pipeline runs once per
-//! seed, each as its own `ardpipe run` process (so its peak memory is its own and a crash takes
-//! down one run, not the study); then the runs' `summary.json` files are aggregated into the
-//! results report (`study_report`).
+//! seed and learning-rate factor (`--lr-grid`), each as its own `ardpipe run --validate`
+//! process (so its peak memory is its own and a crash takes down one run, not the study); then
+//! the runs' `summary.json` files are aggregated into the results report (`study_report`),
+//! which chooses each variant's factor on the validation split, and its Pareto figures.
 //!
 //! A killed study continues where it stopped: a run whose directory holds a `summary.json` is
 //! finished and is not run again; a run directory without one is started afresh.
@@ -31,6 +32,7 @@ pub fn run(a: StudyArgs) -> miette::Result<Code> {
     if seeds == 0 {
         return Err(miette::miette!("--seeds must be at least 1"));
     }
+    let grid = lr_grid(&a.lr_grid)?;
     let out = absolute(&a.out.clone().unwrap_or_else(|| {
         PathBuf::from(if a.quick {
             "runs/study-quick"
@@ -83,10 +85,19 @@ pub fn run(a: StudyArgs) -> miette::Result<Code> {
             seeds: (0..seeds as u64).map(|k| seed0 + k).collect(),
         });
     }
-    let total: usize = plans.iter().map(|p| p.variants.len() * p.seeds.len()).sum();
+    let factors = grid.as_deref().unwrap_or(&[1.0]);
+    let total: usize = plans
+        .iter()
+        .map(|p| p.variants.len() * p.seeds.len() * factors.len())
+        .sum();
     eprintln!(
-        "study: {} pipeline(s), {total} runs ({seeds} seed(s) each){}; runs in {}",
+        "study: {} pipeline(s), {total} runs ({seeds} seed(s){} each){}; runs in {}",
         plans.len(),
+        if factors.len() > 1 {
+            format!(" × {} learning-rate factors", factors.len())
+        } else {
+            String::new()
+        },
         if a.quick { ", quick" } else { "" },
         out.display()
     );
@@ -110,23 +121,31 @@ pub fn run(a: StudyArgs) -> miette::Result<Code> {
         // Seeds outermost: a study stopped early still has every method at the first seeds.
         for &seed in &plan.seeds {
             for variant in &plan.variants {
-                done += 1;
-                let dir = out
-                    .join(&plan.name)
-                    .join(variant)
-                    .join(format!("seed-{seed}"));
-                let outcome = run_one(plan, variant, seed, &dir, a.threads)?;
-                eprintln!(
-                    "[{done}/{total}] {} {variant} seed {seed}: {}{}",
-                    plan.name,
-                    outcome.one_line(),
-                    if outcome.earlier {
-                        " (finished earlier)"
-                    } else {
-                        ""
+                for &factor in factors {
+                    done += 1;
+                    // Without a grid, today's layout: `VARIANT/seed-S`.
+                    let mut dir = out.join(&plan.name).join(variant);
+                    if grid.is_some() {
+                        dir = dir.join(format!("lr-{}", study_report::factor_label(factor)));
                     }
-                );
-                outcomes.push(outcome);
+                    let dir = dir.join(format!("seed-{seed}"));
+                    let lr_scale = grid.is_some().then_some(factor);
+                    let outcome = run_one(plan, variant, seed, lr_scale, &dir, a.threads)?;
+                    eprintln!(
+                        "[{done}/{total}] {} {variant}{} seed {seed}: {}{}",
+                        plan.name,
+                        lr_scale
+                            .map(|f| format!(" lr ×{}", study_report::factor_label(f)))
+                            .unwrap_or_default(),
+                        outcome.one_line(),
+                        if outcome.earlier {
+                            " (finished earlier)"
+                        } else {
+                            ""
+                        }
+                    );
+                    outcomes.push(outcome);
+                }
             }
         }
     }
@@ -139,6 +158,7 @@ pub fn run(a: StudyArgs) -> miette::Result<Code> {
             .join(" "),
         quick: a.quick,
         seeds,
+        lr_grid: factors.to_vec(),
         files: plans
             .iter()
             .map(|p| study_report::FileInfo {
@@ -151,8 +171,16 @@ pub fn run(a: StudyArgs) -> miette::Result<Code> {
             .collect(),
         elapsed_s: t0.elapsed().as_secs_f64(),
     };
-    let text = study_report::render(&settings, &outcomes);
-    write_atomic(&report_path, &text)?;
+    let report = study_report::render(&settings, &outcomes);
+    write_atomic(&report_path, &report.markdown)?;
+    // The figures beside the report, where its `![…](NAME.svg)` links find them.
+    let report_dir = report_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    for (name, svg) in &report.figures {
+        write_atomic(&report_dir.join(name), svg)?;
+    }
     let failed = outcomes.iter().filter(|o| o.summary.is_none()).count();
     eprintln!(
         "study: {} of {total} runs finished in {:.0} s; results in {}",
@@ -247,11 +275,34 @@ fn steps_of(p: &Pipeline) -> Option<u64> {
     }
 }
 
+/// `--lr-grid`: None without one; else the factors, each positive and named once.
+fn lr_grid(given: &[f64]) -> miette::Result<Option<Vec<f64>>> {
+    if given.is_empty() {
+        return Ok(None);
+    }
+    for (i, f) in given.iter().enumerate() {
+        if !(f.is_finite() && *f > 0.0) {
+            return Err(miette::miette!(
+                help = "factors multiply the pipeline's learning rate, e.g. `--lr-grid 0.5,1,2`",
+                "--lr-grid: {f} is not a positive number"
+            ));
+        }
+        if given[..i].contains(f) {
+            return Err(miette::miette!(
+                help = "name each factor once, e.g. `--lr-grid 0.5,1,2`",
+                "--lr-grid: {f} is named twice"
+            ));
+        }
+    }
+    Ok(Some(given.to_vec()))
+}
+
 /// One run in its own process; its outcome from the `summary.json` it leaves.
 fn run_one(
     plan: &FilePlan,
     variant: &str,
     seed: u64,
+    lr_scale: Option<f64>,
     dir: &Path,
     threads: Option<i32>,
 ) -> miette::Result<RunOutcome> {
@@ -260,8 +311,10 @@ fn run_one(
         pipeline: plan.name.clone(),
         variant: variant.to_string(),
         seed,
+        lr_factor: lr_scale.unwrap_or(1.0),
         run_dir: dir.to_path_buf(),
         log: log.clone(),
+        family: study_report::read_family(dir),
         summary,
         earlier: false,
     };
@@ -291,7 +344,8 @@ fn run_one(
             .map_err(|e| miette::miette!("cannot find the ardpipe executable: {e}"))?
     };
     let mut cmd = Command::new(exe);
-    cmd.arg("run").arg(&plan.file);
+    // `--validate`: the run also scores the validation split, which the study selects on.
+    cmd.arg("run").arg(&plan.file).arg("--validate");
     if plan.has_variants {
         cmd.args(["--variant", variant]);
     }
@@ -300,6 +354,12 @@ fn run_one(
     }
     for s in &plan.sets {
         cmd.args(["--set", s]);
+    }
+    if let Some(f) = lr_scale {
+        cmd.args([
+            "--set",
+            &format!("train.lr_scale={}", study_report::factor_label(f)),
+        ]);
     }
     cmd.args(["--set", &format!("pipeline.seed={seed}")])
         .args(["--set", &format!("output.dir={}", dsl_string(dir))])
