@@ -1,6 +1,7 @@
-//! `ardpipe study --quick` end to end: every method of both study pipelines trains, evaluates
-//! and exports on the real models and data, the report aggregates them, and a study whose run
-//! was lost runs only that one again.
+//! `ardpipe study --quick` end to end: every variant of both study pipelines trains, evaluates
+//! and exports on the real models and data, the report aggregates them (paired comparisons,
+//! matched budgets, the Pareto frontier and its figure), a study whose run was lost runs only
+//! that one again, and a learning-rate grid runs each factor and chooses one on validation.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -19,6 +20,7 @@ fn study(out: &Path, extra: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Variants every study pipeline has (the pipelines may add more).
 const METHODS: &[&str] = &[
     "ard_lora",
     "ard_lora_r2",
@@ -30,6 +32,27 @@ const METHODS: &[&str] = &[
     "full",
 ];
 
+/// The variants a study ran for a pipeline: its run directories that finished.
+fn finished_variants(out: &Path, pipeline: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(out.join(pipeline))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("seed-1/summary.json").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The report's section of one pipeline.
+fn section<'a>(md: &'a str, pipeline: &str) -> &'a str {
+    let start = md
+        .find(&format!("## {pipeline}\n"))
+        .unwrap_or_else(|| panic!("no section {pipeline} in\n{md}"));
+    let rest = &md[start + 3..];
+    &rest[..rest.find("\n## ").unwrap_or(rest.len())]
+}
+
 #[test]
 fn quick_study_runs_every_method_and_reports_them() {
     let out = std::env::temp_dir().join(format!("ardpipe-study-{}", std::process::id()));
@@ -37,34 +60,65 @@ fn quick_study_runs_every_method_and_reports_them() {
     let first = study(&out, &[]);
     let err = String::from_utf8_lossy(&first.stderr);
     assert!(first.status.success(), "{err}");
-    assert!(err.contains("16 runs (1 seed(s) each), quick"), "{err}");
     let md = std::fs::read_to_string(out.join("RESULTS.md")).unwrap();
+    let mut total = 0;
     for pipeline in ["study_classification", "study_causal_lm"] {
-        assert!(md.contains(&format!("## {pipeline}")), "{md}");
+        let variants = finished_variants(&out, pipeline);
         for m in METHODS {
-            let dir = out.join(pipeline).join(m).join("seed-1");
-            assert!(dir.join("summary.json").is_file(), "{}", dir.display());
+            assert!(
+                variants.iter().any(|v| v == m),
+                "{pipeline} {m}: {variants:?}"
+            );
         }
-    }
-    for m in METHODS {
-        // One finished run per method and pipeline: `| method | 1 | …`.
+        total += variants.len();
+        let section = section(&md, pipeline);
+        // One finished run per variant: its row `| variant | 1 | …` in the results table.
+        for v in &variants {
+            let row = format!("| {v} | 1 |");
+            assert_eq!(
+                section.lines().filter(|l| l.starts_with(&row)).count(),
+                1,
+                "{v} in\n{section}"
+            );
+        }
+        // The figure beside the report: one marker per variant.
+        let svg = std::fs::read_to_string(out.join(format!("{pipeline}_pareto.svg"))).unwrap();
+        assert!(svg.starts_with("<?xml") && svg.trim_end().ends_with("</svg>"));
         assert_eq!(
-            md.matches(&format!("| {m} | 1 |")).count(),
-            2,
-            "{m} in\n{md}"
+            svg.matches(r#"class="point""#).count(),
+            variants.len(),
+            "{svg}"
+        );
+        assert!(
+            section.contains(&format!("]({pipeline}_pareto.svg)")),
+            "{section}"
         );
     }
+    assert!(
+        err.contains(&format!("{total} runs (1 seed(s) each), quick")),
+        "{err}"
+    );
     for want in [
-        "| method | runs | loss | accuracy | macro_f1 |",
-        "| method | runs | loss | perplexity |",
-        "Before training (the base model): loss",
-        "**Where ARD-LoRA stands** (on accuracy, higher is better",
-        "**Where ARD-LoRA stands** (on perplexity, lower is better",
-        "Rank map `ard_lora` learned",
+        "| method | runs | loss | accuracy | macro_f1 | % of full | exported params | peak params \
+         | adaptation memory | peak RSS |",
+        "| method | runs | loss | perplexity | % of full |",
         "| full | 1 |",
+        "100.0% |",
+        "Before training (the base model): loss",
+        "**Paired comparisons** (on accuracy, higher is better",
+        "**Paired comparisons** (on perplexity, lower is better",
+        "| ard_lora | lora_r8 | 1 |",
+        "one seed: no interval",
+        "**At a matched budget**",
+        "**Pareto frontier**",
+        "Rank map `ard_lora` learned",
+        "**exported params**: what export writes",
+        // The classification pipeline tests on `test`: its runs also scored validation.
+        "| ard_lora | ×1 (the only one) |",
     ] {
         assert!(md.contains(want), "missing {want:?} in\n{md}");
     }
+    assert!(!md.contains("within noise"), "{md}");
     assert!(!md.contains("Runs that failed"), "{md}");
 
     // A lost run (no summary) runs again; the others are kept.
@@ -73,9 +127,74 @@ fn quick_study_runs_every_method_and_reports_them() {
     let again = study(&out, &["pipelines/study/classification.ard"]);
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(again.status.success(), "{err}");
-    assert_eq!(err.matches("(finished earlier)").count(), 7, "{err}");
+    let classification = finished_variants(&out, "study_classification").len();
+    assert_eq!(
+        err.matches("(finished earlier)").count(),
+        classification - 1,
+        "{err}"
+    );
     assert!(lost.join("summary.json").is_file());
     let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn quick_study_with_a_learning_rate_grid_chooses_a_factor_per_variant() {
+    let out = std::env::temp_dir().join(format!("ardpipe-study-grid-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let o = study(
+        &out,
+        &[
+            "pipelines/study/classification.ard",
+            "--variant",
+            "lora_r4",
+            "--lr-grid",
+            "0.5,2",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("2 runs (1 seed(s) × 2 learning-rate factors each), quick"),
+        "{err}"
+    );
+    for f in ["0.5", "2"] {
+        let dir = out.join(format!("study_classification/lora_r4/lr-{f}/seed-1"));
+        assert!(dir.join("summary.json").is_file(), "{}", dir.display());
+        // The factor reached the run's resolved pipeline.
+        let resolved = std::fs::read_to_string(dir.join("pipeline.resolved.json")).unwrap();
+        assert!(resolved.contains("lr_scale"), "{resolved}");
+    }
+    let md = std::fs::read_to_string(out.join("RESULTS.md")).unwrap();
+    for want in [
+        "each variant ran at the pipeline's schedule × 0.5, 2",
+        "| method | chosen factor | ×0.5 | ×2 |",
+        "| lora_r4 | 1 |",
+    ] {
+        assert!(md.contains(want), "missing {want:?} in\n{md}");
+    }
+    assert!(
+        md.contains("| lora_r4 | ×0.5 |") || md.contains("| lora_r4 | ×2 |"),
+        "{md}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn a_learning_rate_grid_must_name_positive_factors_once() {
+    let out = std::env::temp_dir().join(format!("ardpipe-study-badgrid-{}", std::process::id()));
+    for (grid, why) in [
+        ("0.5,0", "0 is not a positive number"),
+        ("1,1", "1 is named twice"),
+    ] {
+        let o = study(
+            &out,
+            &["pipelines/study/classification.ard", "--lr-grid", grid],
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains(why), "{err}");
+        assert!(!out.exists());
+    }
 }
 
 #[test]
