@@ -68,17 +68,80 @@ fn marker(k: usize, x: f64, y: f64, class: &str) -> String {
     }
 }
 
-fn tick_label(v: f64) -> String {
-    super::study_report::count(v)
+/// A decade of parameters: 1, 10, 100, 1K, …, 1M, …, 1B.
+fn decade_label(d: i32) -> String {
+    let (unit, base) = match d {
+        ..=2 => ("", 0),
+        3..=5 => ("K", 3),
+        6..=8 => ("M", 6),
+        _ => ("B", 9),
+    };
+    format!("{}{unit}", 10u64.pow((d.max(0) - base) as u32))
+}
+
+/// Round tick values (steps of 1, 2 or 5 × 10^k) covering [lo, hi], about `n` of them.
+fn nice_ticks(lo: f64, hi: f64, n: usize) -> (Vec<f64>, f64) {
+    let raw = (hi - lo) / n as f64;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .min_by(|a, b| (a / raw).ln().abs().total_cmp(&(b / raw).ln().abs()))
+        .unwrap_or(mag);
+    let first = (lo / step).ceil();
+    let ticks: Vec<f64> = (0..)
+        .map(|k| (first + k as f64) * step)
+        .take_while(|v| *v <= hi + step * 1e-9)
+        .collect();
+    (ticks, step)
 }
 
 fn score_label(v: f64, step: f64) -> String {
     let decimals = if step >= 1.0 {
         0
     } else {
-        (-step.log10().floor()) as usize + 1
+        (-step.log10()).ceil() as usize
     };
     format!("{v:.decimals$}")
+}
+
+/// Where a point's label goes: to the right above, else the first of a few other places that
+/// overlaps no label already placed. Returns x, y and the text anchor.
+fn place_label(
+    placed: &mut Vec<(f64, f64, f64, f64)>,
+    x: f64,
+    y: f64,
+    text: &str,
+) -> (f64, f64, &'static str) {
+    let w = 6.2 * text.chars().count() as f64;
+    let h = 11.0;
+    let candidates = [
+        (7.0, -6.0, false),
+        (7.0, 14.0, false),
+        (-7.0, -6.0, true),
+        (-7.0, 14.0, true),
+        (7.0, -18.0, false),
+        (7.0, 26.0, false),
+        (-7.0, -18.0, true),
+        (-7.0, 26.0, true),
+    ];
+    let boxed = |(dx, dy, left): (f64, f64, bool)| {
+        let x0 = if left { x + dx - w } else { x + dx };
+        (x0, y + dy - h, x0 + w, y + dy)
+    };
+    let free = |b: &(f64, f64, f64, f64)| {
+        placed
+            .iter()
+            .all(|p| b.2 <= p.0 || b.0 >= p.2 || b.3 <= p.1 || b.1 >= p.3)
+    };
+    let pick = candidates
+        .iter()
+        .copied()
+        .find(|c| free(&boxed(*c)))
+        .unwrap_or(candidates[0]);
+    placed.push(boxed(pick));
+    let (dx, dy, left) = pick;
+    (x + dx, y + dy, if left { "end" } else { "start" })
 }
 
 /// The figure. `frontier` indexes `points` by ascending parameters.
@@ -169,13 +232,12 @@ pub fn pareto_svg(
             s,
             r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
             TOP + ph + 16.0,
-            tick_label(10f64.powi(d))
+            decade_label(d)
         );
         d += 1;
     }
-    let step = (y1 - y0) / 5.0;
-    for k in 0..=5 {
-        let v = y0 + step * k as f64;
+    let (ticks, step) = nice_ticks(y0, y1, 5);
+    for v in ticks {
         let y = py(v);
         let _ = writeln!(
             s,
@@ -235,14 +297,19 @@ pub fn pareto_svg(
             );
         }
     }
+    // Markers first, so that labels avoid each other; labels in order of parameters.
+    let mut placed: Vec<(f64, f64, f64, f64)> = Vec::new();
     for p in &shown {
         let (x, y) = (px(p.x), py(p.y));
         let _ = writeln!(s, "{}", marker(family_of(p), x, y, "point"));
+    }
+    let mut by_x: Vec<&&Point> = shown.iter().collect();
+    by_x.sort_by(|a, b| a.x.total_cmp(&b.x));
+    for p in by_x {
+        let (x, y, anchor) = place_label(&mut placed, px(p.x), py(p.y), &p.label);
         let _ = writeln!(
             s,
-            r#"<text x="{:.1}" y="{:.1}">{}</text>"#,
-            x + 7.0,
-            y - 6.0,
+            r#"<text x="{x:.1}" y="{y:.1}" text-anchor="{anchor}">{}</text>"#,
             esc(&p.label)
         );
     }
@@ -399,9 +466,27 @@ mod tests {
         assert!(svg.contains("dora &lt;&amp;&gt;"), "{svg}");
         // Decades 10^5 .. 10^9 on the log axis.
         assert!(
-            svg.contains(">100.0K</text>") && svg.contains(">1000.00M</text>"),
+            svg.contains(">100K</text>") && svg.contains(">1B</text>"),
             "{svg}"
         );
+    }
+
+    #[test]
+    fn axis_labels_are_round() {
+        assert_eq!(
+            (0..=10).map(decade_label).collect::<Vec<_>>(),
+            [
+                "1", "10", "100", "1K", "10K", "100K", "1M", "10M", "100M", "1B", "10B"
+            ]
+        );
+        let (ticks, step) = nice_ticks(99.3, 147.2, 5);
+        assert_eq!(step, 10.0);
+        assert_eq!(ticks, [100.0, 110.0, 120.0, 130.0, 140.0]);
+        assert_eq!(score_label(0.25, 0.05), "0.25");
+        let (ticks, step) = nice_ticks(0.401, 0.52, 5);
+        assert_eq!(step, 0.02);
+        assert_eq!(ticks.len(), 6, "{ticks:?}");
+        assert_eq!(score_label(ticks[0], step), "0.42");
     }
 
     #[test]
