@@ -32,6 +32,25 @@ const METHODS: &[&str] = &[
     "full",
 ];
 
+/// A pipeline's variants as ardpipe resolves them (`ardpipe plan FILE --resolved`), sorted.
+fn variants_of(file: &str) -> Vec<String> {
+    let o = Command::new(env!("CARGO_BIN_EXE_ardpipe"))
+        .current_dir(repo())
+        .args(["plan", file, "--resolved", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let p: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut v: Vec<String> = p["variants"]
+        .as_array()
+        .expect("variants")
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
 /// The variants a study ran for a pipeline: its run directories that finished.
 fn finished_variants(out: &Path, pipeline: &str) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(out.join(pipeline))
@@ -62,8 +81,12 @@ fn quick_study_runs_every_method_and_reports_them() {
     assert!(first.status.success(), "{err}");
     let md = std::fs::read_to_string(out.join("RESULTS.md")).unwrap();
     let mut total = 0;
-    for pipeline in ["study_classification", "study_causal_lm"] {
+    for (pipeline, file) in [
+        ("study_classification", "pipelines/study/classification.ard"),
+        ("study_causal_lm", "pipelines/study/causal_lm.ard"),
+    ] {
         let variants = finished_variants(&out, pipeline);
+        assert_eq!(variants, variants_of(file), "{pipeline}");
         for m in METHODS {
             assert!(
                 variants.iter().any(|v| v == m),
