@@ -89,6 +89,11 @@ pub enum Command {
         /// libtorch's multi-threaded kernels occasionally round differently from run to run.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..))]
         threads: Option<i32>,
+        /// Also evaluate the validation split at the end when the pipeline evaluates another
+        /// split (say test), into summary.json's `validation_eval`: what `ardpipe study` selects
+        /// settings on, so that the test split is only reported.
+        #[arg(long)]
+        validate: bool,
         #[command(flatten)]
         overrides: Overrides,
     },

@@ -421,6 +421,21 @@ pub struct AlphaBounds {
     pub init: f64,
     pub min: f64,
     pub max: f64,
+    /// How λ·R(α) moves α.
+    #[serde(default)]
+    pub update: AlphaUpdate,
+}
+
+/// `alpha { update }`: how the regulariser moves α.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AlphaUpdate {
+    /// α's optimiser steps on the task gradient; then λ·R(α) acts as a proximal step of size
+    /// lr_α·λ (TV subgradient, then the ℓ1 soft threshold).
+    #[default]
+    Proximal,
+    /// λ·R(α) is part of the loss; α's optimiser steps on its gradient with the task's.
+    Penalty,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -552,6 +567,10 @@ pub enum Position {
 // ---------------------------------------------------------------------------------------------
 // Training
 
+fn one() -> f64 {
+    1.0
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Train {
@@ -559,6 +578,12 @@ pub struct Train {
     pub dataset: String,
     pub optimizer: Optimizer,
     pub lr: Schedule,
+    /// The task head's learning rate (classification heads); `lr` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_lr: Option<Schedule>,
+    /// Multiplies `lr` and `head_lr` (not `alpha_lr`): the knob `ardpipe study --lr-grid` tunes.
+    #[serde(default = "one")]
+    pub lr_scale: f64,
     /// Optimizer of the ARD α parameters (no weight decay).
     pub alpha_optimizer: Optimizer,
     pub alpha_lr: Schedule,
@@ -589,6 +614,10 @@ pub enum Optimizer {
         beta1: f64,
         beta2: f64,
         eps: f64,
+        /// One second moment for the whole group (the mean of g² over all its elements), so
+        /// steps keep the gradients' relative sizes: α's default.
+        #[serde(default)]
+        pooled: bool,
     },
     Sgd {
         momentum: f64,

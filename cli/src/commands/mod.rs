@@ -34,6 +34,7 @@ pub fn dispatch(command: Command, global: &Global) -> miette::Result<Code> {
             variant,
             nproc,
             threads,
+            validate,
             overrides,
         } => run::run(
             file.as_deref(),
@@ -42,6 +43,7 @@ pub fn dispatch(command: Command, global: &Global) -> miette::Result<Code> {
             variant.as_deref(),
             nproc,
             threads,
+            validate,
             &overrides,
             global.quiet > 0,
         ),

@@ -51,6 +51,7 @@ pub fn run(
     variant: Option<&str>,
     nproc: Option<usize>,
     threads: Option<i32>,
+    validate: bool,
     overrides: &Overrides,
     quiet: bool,
 ) -> miette::Result<Code> {
@@ -120,6 +121,7 @@ pub fn run(
             restart,
             quiet,
             stop_after: None,
+            validate,
             variant: (!pipeline.variants.is_empty()).then(|| variant.to_string()),
             group: group.clone(),
         };

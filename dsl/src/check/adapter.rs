@@ -141,6 +141,7 @@ fn ard_lora(r: &mut Reader, cx: &mut Ctx) -> Option<ArdLora> {
             init: 1.0,
             min: 0.0,
             max: 4.0,
+            update: AlphaUpdate::Proximal,
         }),
     };
     let compaction = match r.block("compaction", cx) {
@@ -159,32 +160,21 @@ fn ard_lora(r: &mut Reader, cx: &mut Ctx) -> Option<ArdLora> {
         }
         None => None,
     };
+    // α steps with A and B on every training batch; bi-level schemes (α on held-out batches)
+    // are not part of the language.
     let meta = match r.value("meta", cx) {
         None => Some(MetaMode::Joint),
         Some(v) => match &v.kind {
             ExprKind::Symbol(s) if s == "joint" => Some(MetaMode::Joint),
-            ExprKind::Symbol(s) if s == "alternating" => {
-                alternating_not_implemented(v.span, cx);
-                None
-            }
-            ExprKind::Call { name, args } if name.name == "alternating" => {
-                // Read the arguments all the same, so a mistake in them is reported with the rest.
-                let a = Args::new("alternating", v.span, args, &["every", "split"], cx)?;
-                if let Some(e) = a.get("every") {
-                    crate::reader::as_int(e, "every", 1, 1 << 20, cx);
-                }
-                if let Some(e) = a.get("split") {
-                    as_symbol(e, "split", &["train", "validation"], cx);
-                }
-                alternating_not_implemented(v.span, cx);
-                None
-            }
             _ => {
-                wrong_type(
-                    &v,
-                    "meta",
-                    "`joint` (the only mode the trainer implements)",
-                    cx,
+                cx.push(
+                    Problem::error(
+                        Code::WrongType,
+                        v.span,
+                        "`meta` takes only `joint`: α steps with A and B on every training batch",
+                    )
+                    .label("not `joint`")
+                    .help("remove `meta` (joint is the default and the only mode); α on held-out batches (`alternating`) is not part of ardpipe"),
                 );
                 None
             }
@@ -207,26 +197,20 @@ fn ard_lora(r: &mut Reader, cx: &mut Ctx) -> Option<ArdLora> {
     })
 }
 
-/// `meta = alternating(...)` (α stepping on held-out batches) is part of the language but not
-/// of the trainer yet: refuse it rather than train jointly while the pipeline says otherwise.
-fn alternating_not_implemented(span: crate::ast::Span, cx: &mut Ctx) {
-    cx.push(
-        Problem::error(
-            Code::NotImplemented,
-            span,
-            "`meta = alternating` is not implemented: the trainer steps α jointly with A and B",
-        )
-        .label("not implemented")
-        .help("only `meta = joint` is implemented today: remove `meta` (joint is the default) or write `meta = joint`"),
-    );
-}
-
 fn alpha(b: &Block, r0: u32, cx: &mut Ctx) -> Option<AlphaBounds> {
     let mut r = Reader::new(b, cx);
     let init = r.number("init", 0.0, 1e3, cx);
     let min = r.number("min", 0.0, 1e3, cx);
     let max = r.number("max", 0.0, 1e3, cx);
-    r.finish(&["init", "min", "max"], &[], &|_| None, cx);
+    let update = match r.value("update", cx) {
+        None => Some(AlphaUpdate::Proximal),
+        Some(v) => match as_symbol(&v, "update", &["proximal", "penalty"], cx)? {
+            "penalty" => Some(AlphaUpdate::Penalty),
+            _ => Some(AlphaUpdate::Proximal),
+        },
+    };
+    r.finish(&["init", "min", "max", "update"], &[], &|_| None, cx);
+    let update = update?;
     let (min, max) = (min.unwrap_or(0.0), max.unwrap_or(4.0));
     // The default init is 1 within the bounds; with min > max there are no bounds to clamp to
     // (f64::clamp would panic) and the error below says so.
@@ -257,7 +241,12 @@ fn alpha(b: &Block, r0: u32, cx: &mut Ctx) -> Option<AlphaBounds> {
         );
         return None;
     }
-    Some(AlphaBounds { init, min, max })
+    Some(AlphaBounds {
+        init,
+        min,
+        max,
+        update,
+    })
 }
 
 pub fn default_regularizer() -> Regularizer {

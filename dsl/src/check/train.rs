@@ -11,6 +11,8 @@ const KEYS: &[&str] = &[
     "dataset",
     "optimizer",
     "lr",
+    "head_lr",
+    "lr_scale",
     "alpha_optimizer",
     "alpha_lr",
     "batch_size",
@@ -67,10 +69,13 @@ pub fn check(b: &Block, seed: u64, cx: &mut Ctx) -> (Option<Train>, TrainSpans) 
     }
     let alpha_optimizer = match r.value("alpha_optimizer", cx) {
         Some(v) => parse_optimizer(&v, cx),
+        // Pooled: a unit whose task gradient is larger moves further (per-element Adam would
+        // move every α by about alpha_lr per step whatever its pull).
         None => Some(Optimizer::Adam {
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
+            pooled: true,
         }),
     };
     if let Some(Optimizer::AdamW { weight_decay, .. } | Optimizer::Sgd { weight_decay, .. }) =
@@ -94,6 +99,11 @@ pub fn check(b: &Block, seed: u64, cx: &mut Ctx) -> (Option<Train>, TrainSpans) 
             None
         }
     };
+    let head_lr = match r.value("head_lr", cx) {
+        Some(v) => schedule(&v, "head_lr", 0.0, 10.0, cx).map(Some),
+        None => Some(None),
+    };
+    let lr_scale = r.number("lr_scale", 1e-6, 1e6, cx).unwrap_or(1.0);
     let alpha_lr = match r.value("alpha_lr", cx) {
         Some(v) => schedule(&v, "alpha_lr", 0.0, 10.0, cx),
         None => Some(Schedule::Constant { value: 1e-2 }),
@@ -216,6 +226,8 @@ pub fn check(b: &Block, seed: u64, cx: &mut Ctx) -> (Option<Train>, TrainSpans) 
             dataset: dataset.unwrap_or_default(),
             optimizer: optimizer?,
             lr: lr?,
+            head_lr: head_lr?,
+            lr_scale,
             alpha_optimizer: alpha_optimizer?,
             alpha_lr: alpha_lr?,
             batch_size,
@@ -303,11 +315,18 @@ fn parse_optimizer(v: &Expr, cx: &mut Ctx) -> Option<Optimizer> {
             })
         }
         "adam" => {
-            let a = Args::new(name, v.span, args, &["beta1", "beta2", "eps"], cx)?;
+            let a = Args::new(
+                name,
+                v.span,
+                args,
+                &["beta1", "beta2", "eps", "pooled"],
+                cx,
+            )?;
             Some(Optimizer::Adam {
                 beta1: a.number_or("beta1", 0.9, 0.0, 0.999_999, cx)?,
                 beta2: a.number_or("beta2", 0.999, 0.0, 0.999_999_9, cx)?,
                 eps: a.number_or("eps", 1e-8, 0.0, 1.0, cx)?,
+                pooled: a.bool_or("pooled", false, cx)?,
             })
         }
         "sgd" => {

@@ -215,6 +215,17 @@ impl<'a> Args<'a> {
         }
     }
 
+    pub fn bool_or(&self, p: &str, default: bool, cx: &mut Ctx) -> Option<bool> {
+        match self.get(p).map(|v| &v.kind) {
+            None => Some(default),
+            Some(ExprKind::Bool(b)) => Some(*b),
+            Some(_) => {
+                crate::reader::wrong_type(self.get(p)?, p, "true or false", cx);
+                None
+            }
+        }
+    }
+
     pub fn position_or(&self, p: &str, default: Position, cx: &mut Ctx) -> Option<Position> {
         match self.get(p) {
             Some(v) => position(v, p, cx),

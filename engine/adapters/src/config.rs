@@ -16,6 +16,20 @@ pub enum TvMode {
     Time,
 }
 
+/// How λ·R(α) moves α (docs/LANGUAGE.md, `alpha { update }`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AlphaUpdate {
+    /// α's optimiser sees the task gradient only; after its step the regulariser acts as a
+    /// proximal step of size lr_α·λ: the TV subgradient, then the ℓ1 soft threshold
+    /// α_u ← max(α_min, α_u − lr_α·λ·β·c_u). λ then sets a threshold on the (normalised) task
+    /// pull below which a unit's rank falls, instead of a rate at which every rank falls.
+    #[default]
+    Proximal,
+    /// λ·R(α) is added to the loss and α's optimiser sees its gradient with the task's.
+    Penalty,
+}
+
 /// ARD-LoRA (docs/LANGUAGE.md, `method = ard_lora`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -42,6 +56,7 @@ pub struct ArdLoraConfig {
     pub tv: TvMode,
     /// EMA decay of the `time` TV variant.
     pub tv_ema_decay: f64,
+    pub alpha_update: AlphaUpdate,
 }
 
 impl Default for ArdLoraConfig {
@@ -60,6 +75,7 @@ impl Default for ArdLoraConfig {
             gamma: 0.5,
             tv: TvMode::Depth,
             tv_ema_decay: 0.9,
+            alpha_update: AlphaUpdate::Proximal,
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::schedule::{Position, ResolvedSchedule, Schedule, ScheduleError, SchedulePoint};
 use ardpipe_adapters::{
-    AdaLoraConfig, ArdLoraConfig, FullConfig, LoraConfig, MethodConfig, TvMode,
+    AdaLoraConfig, AlphaUpdate, ArdLoraConfig, FullConfig, LoraConfig, MethodConfig, TvMode,
 };
 use ardpipe_dsl::pipeline as p;
 
@@ -53,6 +53,10 @@ pub fn method_config_with_epochs(method: &p::Method, total: u64, per_epoch: u64)
             // β and γ are schedules: the trainer evaluates them each step and weighs the terms.
             beta: 1.0,
             gamma: 1.0,
+            alpha_update: match c.alpha.update {
+                p::AlphaUpdate::Proximal => AlphaUpdate::Proximal,
+                p::AlphaUpdate::Penalty => AlphaUpdate::Penalty,
+            },
             tv: match c.regularizer.tv {
                 p::TvAxis::Depth => TvMode::Depth,
                 p::TvAxis::Time { .. } => TvMode::Time,

@@ -636,22 +636,24 @@ pub fn total_steps(pipeline: &p::Pipeline, steps_per_epoch: u64) -> Result<u64, 
 fn training_plan(pipeline: &p::Pipeline, steps_per_epoch: u64) -> Result<TrainingPlan, PlanError> {
     let total = total_steps(pipeline, steps_per_epoch)?;
     let mut schedules = Vec::new();
-    let mut add = |name: &str, s: &p::Schedule| -> Result<(), PlanError> {
+    let mut add = |name: &str, s: &p::Schedule, scale: f64| -> Result<(), PlanError> {
         let r = convert::resolve_schedule(s, total, steps_per_epoch)
             .map_err(|e| PlanError::Invalid(format!("schedule `{name}`: {e}")))?;
         schedules.push(NamedSchedule {
             name: name.into(),
-            schedule: r,
+            schedule: if scale == 1.0 { r } else { r.scaled(scale) },
         });
         Ok(())
     };
-    add("train.lr", &pipeline.train.lr)?;
+    let t = &pipeline.train;
+    add("train.lr", &t.lr, t.lr_scale)?;
+    add("train.head_lr", t.head_lr.as_ref().unwrap_or(&t.lr), t.lr_scale)?;
     for a in &pipeline.adapters {
         if let p::Method::ArdLora(c) = &a.method {
-            add("train.alpha_lr", &pipeline.train.alpha_lr)?;
-            add(&format!("{}.lambda", a.name), &c.regularizer.lambda)?;
-            add(&format!("{}.beta", a.name), &c.regularizer.beta)?;
-            add(&format!("{}.gamma", a.name), &c.regularizer.gamma)?;
+            add("train.alpha_lr", &t.alpha_lr, 1.0)?;
+            add(&format!("{}.lambda", a.name), &c.regularizer.lambda, 1.0)?;
+            add(&format!("{}.beta", a.name), &c.regularizer.beta, 1.0)?;
+            add(&format!("{}.gamma", a.name), &c.regularizer.gamma, 1.0)?;
         }
     }
     let sequence_length = match pipeline.model.head {

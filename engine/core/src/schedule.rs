@@ -395,6 +395,64 @@ fn progress(step: u64, start: u64, end: u64) -> f64 {
 
 impl ResolvedSchedule {
     /// The value for the update made after `step` optimizer steps.
+    /// Every value times `factor` (positions unchanged): `train.lr_scale`.
+    pub fn scaled(&self, factor: f64) -> ResolvedSchedule {
+        use ResolvedSchedule::*;
+        match self {
+            Constant { value } => Constant {
+                value: value * factor,
+            },
+            Linear {
+                from,
+                to,
+                start,
+                end,
+            } => Linear {
+                from: from * factor,
+                to: to * factor,
+                start: *start,
+                end: *end,
+            },
+            Cosine {
+                from,
+                to,
+                start,
+                end,
+            } => Cosine {
+                from: from * factor,
+                to: to * factor,
+                start: *start,
+                end: *end,
+            },
+            WarmUp { over, then } => WarmUp {
+                over: *over,
+                then: Box::new(then.scaled(factor)),
+            },
+            Step {
+                from,
+                factor: f,
+                every,
+            } => Step {
+                from: from * factor,
+                factor: *f,
+                every: *every,
+            },
+            MultiStep { values, boundaries } => MultiStep {
+                values: values.iter().map(|v| v * factor).collect(),
+                boundaries: boundaries.clone(),
+            },
+            Piecewise { points } => Piecewise {
+                points: points
+                    .iter()
+                    .map(|p| ResolvedPoint {
+                        at: p.at,
+                        value: p.value * factor,
+                    })
+                    .collect(),
+            },
+        }
+    }
+
     pub fn value_at(&self, step: u64) -> f64 {
         match self {
             ResolvedSchedule::Constant { value } => *value,

@@ -231,6 +231,14 @@ impl ArdLora {
             .collect()
     }
 
+    /// α ← α − `shift` (the regulariser's proximal step), then back inside its bounds.
+    pub fn shift_alpha(&mut self, shift: &Tensor) {
+        tch::no_grad(|| {
+            let _ = self.alpha.g_sub_(&shift.to_kind(self.kind));
+        });
+        self.project_alpha();
+    }
+
     /// Keep α inside [α_min, min(α_max, cap_u / r0)]; call after every optimiser step.
     pub fn project_alpha(&mut self) {
         let lo = self.cfg.alpha_min;

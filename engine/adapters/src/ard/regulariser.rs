@@ -139,6 +139,38 @@ impl ArdRegulariser {
         Ok(self.terms(adapters)?.total(self.beta, self.gamma))
     }
 
+    /// The proximal step of λ·R(α) for `alpha { update = proximal }`, with step size
+    /// `eta` = lr_α·λ: per module (in the order the regulariser was built) the amount to
+    /// subtract from α, η·(γ·∂TV(α) + β·c_u). TV enters by its subgradient; the ℓ1 part is the
+    /// soft threshold, exact once the adapter clamps α at α_min (α ≥ 0: the prox of β·Σ c_u α_u
+    /// is a shift and a clamp).
+    pub fn proximal_shifts(
+        &self,
+        adapters: &[&ArdLora],
+        eta: f64,
+        beta: f64,
+        gamma: f64,
+    ) -> Result<Vec<Tensor>> {
+        self.check(adapters)?;
+        let shift = tch::no_grad(|| {
+            let alpha = Self::concat(adapters).detach();
+            let tv_grad = match (&self.mode, &self.ema) {
+                (TvMode::Time, Some(ema)) => (&alpha - ema).sign(),
+                _ if self.tv_i.numel() == 0 => alpha.zeros_like(),
+                _ => {
+                    let d = (alpha.index_select(0, &self.tv_j) - alpha.index_select(0, &self.tv_i))
+                        .sign();
+                    alpha
+                        .zeros_like()
+                        .index_add(0, &self.tv_j, &d)
+                        .index_add(0, &self.tv_i, &(-&d))
+                }
+            };
+            (tv_grad * gamma + &self.cost * beta) * eta
+        });
+        Ok(shift.split_with_sizes(self.units_per_module.as_slice(), 0))
+    }
+
     /// `time` TV: fold the current α into the EMA; call after each optimiser step.
     pub fn update_ema(&mut self, adapters: &[&ArdLora]) -> Result<()> {
         self.check(adapters)?;

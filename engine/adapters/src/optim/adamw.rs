@@ -1,5 +1,6 @@
 //! AdamW exactly as PyTorch's `torch.optim.AdamW` (decoupled weight decay, bias correction,
-//! per-parameter step counts), with per-group learning rate and weight decay.
+//! per-parameter step counts), with per-group learning rate and weight decay; optionally with
+//! one second moment pooled over a group (`AdamWConfig::pooled`).
 
 use std::collections::HashMap;
 
@@ -15,6 +16,10 @@ pub struct AdamWConfig {
     pub beta1: f64,
     pub beta2: f64,
     pub eps: f64,
+    /// One second moment for the whole group: the mean of g² over every element of every
+    /// parameter, instead of one per element. Steps then keep the gradients' relative sizes
+    /// (what ARD-LoRA's α needs: a unit pulled harder must move further).
+    pub pooled: bool,
 }
 
 impl Default for AdamWConfig {
@@ -23,6 +28,7 @@ impl Default for AdamWConfig {
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
+            pooled: false,
         }
     }
 }
@@ -62,6 +68,27 @@ impl AdamW {
     }
 }
 
+/// Mean of g² over every element of the group's parameters that have a gradient (a 0-d tensor).
+fn group_mean_square(params: &[super::Param]) -> Tensor {
+    let (mut sum, mut n): (Option<Tensor>, usize) = (None, 0);
+    for p in params {
+        let g = p.tensor.grad();
+        if !g.defined() {
+            continue;
+        }
+        let s = g.to_kind(Kind::Float).square().sum(Kind::Float);
+        sum = Some(match sum {
+            None => s,
+            Some(t) => t + s,
+        });
+        n += g.numel();
+    }
+    match sum {
+        Some(s) => (s / n.max(1) as f64).to_kind(params[0].tensor.kind()),
+        None => Tensor::zeros([], (Kind::Float, tch::Device::Cpu)),
+    }
+}
+
 impl Optimizer for AdamW {
     fn groups(&self) -> &[ParamGroup] {
         &self.groups
@@ -71,9 +98,17 @@ impl Optimizer for AdamW {
     }
 
     fn step(&mut self) {
-        let AdamWConfig { beta1, beta2, eps } = self.cfg;
+        let AdamWConfig {
+            beta1,
+            beta2,
+            eps,
+            pooled,
+        } = self.cfg;
         tch::no_grad(|| {
             for g in &mut self.groups {
+                // Pooled: the group's mean g², stored in every element of each exp_avg_sq (so
+                // checkpoints and compaction see the usual shapes).
+                let pooled_sq = pooled.then(|| group_mean_square(&g.params));
                 for p in &mut g.params {
                     let grad = p.tensor.grad();
                     if !grad.defined() {
@@ -90,7 +125,14 @@ impl Optimizer for AdamW {
                     }
                     let _ = st.exp_avg.lerp_(&grad, 1.0 - beta1);
                     let _ = st.exp_avg_sq.g_mul_scalar_(beta2);
-                    let _ = st.exp_avg_sq.addcmul_(&(&grad * (1.0 - beta2)), &grad);
+                    match &pooled_sq {
+                        Some(sq) => {
+                            let _ = st.exp_avg_sq.g_add_(&(sq * (1.0 - beta2)));
+                        }
+                        None => {
+                            let _ = st.exp_avg_sq.addcmul_(&(&grad * (1.0 - beta2)), &grad);
+                        }
+                    }
                     let bc1 = 1.0 - beta1.powi(st.step as i32);
                     let bc2 = 1.0 - beta2.powi(st.step as i32);
                     let step_size = g.lr / bc1;

@@ -91,6 +91,8 @@ pub struct RunOptions {
     pub restart: bool,
     /// No progress bar; plain log lines.
     pub quiet: bool,
+    /// Also report the final metrics on the validation split (`ardpipe run --validate`).
+    pub validate: bool,
     /// Stop (as if killed, without the final export) after this many steps. For tests of resume.
     pub stop_after: Option<u64>,
     /// The variant this run is, for `{variant}` in `output.dir` (the pipeline's name otherwise).
@@ -174,6 +176,8 @@ pub struct Trainer {
     pub plan: crate::plan::ExecutionPlan,
     pub model: TaskModel,
     pub data: batches::Batches,
+    /// The validation split when the run also reports it (`--validate`).
+    pub validation: Option<batches::Batches>,
     pub main_opt: Box<dyn Optimizer>,
     pub alpha_opt: Option<Box<dyn Optimizer>>,
     pub ard: Vec<ArdBlock>,
@@ -205,6 +209,8 @@ pub struct ArdBlock {
     pub beta: crate::schedule::ResolvedSchedule,
     pub gamma: crate::schedule::ResolvedSchedule,
     pub compaction_every: u64,
+    /// Whether λ·R(α) is a proximal step after α's update or a term of the loss.
+    pub update: ardpipe_adapters::AlphaUpdate,
 }
 
 /// One AdaLoRA adapter block and its rank allocator.
@@ -240,9 +246,16 @@ impl Trainer {
         (!ranks.is_empty()).then(|| ranks.iter().sum::<usize>() as f64 / ranks.len() as f64)
     }
 
-    /// Regularisation terms of this step (added to the task loss), and their values for the log.
-    fn regularisers(&self, step: u64) -> Result<Option<Tensor>, TrainError> {
-        let mut total: Option<Tensor> = None;
+    /// Regularisation terms of this step: (those added to the task loss, those that act as a
+    /// proximal step instead and are only logged).
+    fn regularisers(&self, step: u64) -> Result<(Option<Tensor>, Option<Tensor>), TrainError> {
+        let add = |sum: Option<Tensor>, r: Tensor| {
+            Some(match sum {
+                None => r,
+                Some(t) => t + r,
+            })
+        };
+        let (mut total, mut logged): (Option<Tensor>, Option<Tensor>) = (None, None);
         for block in &self.ard {
             let adapters = Self::ard_adapters(&self.model, &block.paths);
             let terms = block.regulariser.terms(&adapters)?;
@@ -252,10 +265,10 @@ impl Trainer {
                 block.gamma.value_at(step),
             );
             let r = terms.total(beta, gamma) * lambda;
-            total = Some(match total {
-                None => r,
-                Some(t) => t + r,
-            });
+            match block.update {
+                ardpipe_adapters::AlphaUpdate::Penalty => total = add(total, r),
+                ardpipe_adapters::AlphaUpdate::Proximal => logged = add(logged, r.detach()),
+            }
         }
         for block in &self.adalora {
             let adapters: Vec<&ardpipe_adapters::adalora::AdaLora> = self
@@ -266,13 +279,47 @@ impl Trainer {
                 .filter_map(|l| l.adapter.as_ref().and_then(|a| a.as_adalora()))
                 .collect();
             if let Some(orth) = orth_regulariser(&adapters, block.orth_reg) {
-                total = Some(match total {
-                    None => orth,
-                    Some(t) => t + orth,
-                });
+                total = add(total, orth);
             }
         }
-        Ok(total)
+        Ok((total, logged))
+    }
+
+    /// `alpha { update = proximal }`: after α's optimiser step, λ·R(α) as a proximal step of
+    /// size lr_α(t)·λ(t) (ArdRegulariser::proximal_shifts), then α back inside its bounds.
+    fn proximal_alpha_step(&mut self, step: u64, alpha_lr: f64) -> Result<(), TrainError> {
+        for block in &self.ard {
+            if block.update != ardpipe_adapters::AlphaUpdate::Proximal {
+                continue;
+            }
+            let eta = alpha_lr * block.lambda.value_at(step);
+            if eta == 0.0 {
+                continue;
+            }
+            let shifts = {
+                let adapters = Self::ard_adapters(&self.model, &block.paths);
+                block.regulariser.proximal_shifts(
+                    &adapters,
+                    eta,
+                    block.beta.value_at(step),
+                    block.gamma.value_at(step),
+                )?
+            };
+            // The same modules in the same order as ard_adapters.
+            let mut shifts = shifts.iter();
+            for lin in self.model.linears_mut() {
+                if !block.paths.contains(&lin.path) {
+                    continue;
+                }
+                if let Some(a) = lin.adapter.as_mut().and_then(|a| a.as_ard_mut()) {
+                    let shift = shifts.next().ok_or_else(|| {
+                        TrainError::Other("ARD-LoRA: more adapters than α shifts".into())
+                    })?;
+                    a.shift_alpha(shift);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// One optimiser step over `grad_accum` micro-batches. Returns (task loss, regulariser, tokens).
@@ -307,14 +354,17 @@ impl Trainer {
                 task_sum += loss.detach() * batch.share;
             }
         }
-        let reg = self.regularisers(step)?;
-        let reg_value = match reg {
+        let (reg, reg_logged) = self.regularisers(step)?;
+        let mut reg_value = match reg {
             Some(r) => {
                 self.scaled(r.shallow_clone()).backward();
                 r.detach()
             }
             None => Tensor::zeros([], (Kind::Float, self.device)),
         };
+        if let Some(r) = reg_logged {
+            reg_value += r.to_kind(reg_value.kind());
+        }
         if self.parallel.is_some() {
             let t = Instant::now();
             self.average_gradients()?;
@@ -354,7 +404,6 @@ impl Trainer {
                 return Err(self.non_finite(step, "gradient norm", norm));
             }
         }
-        let lr = self.schedules.lr.value_at(step);
         let names: Vec<String> = self
             .main_opt
             .groups()
@@ -362,7 +411,12 @@ impl Trainer {
             .map(|g| g.name.clone())
             .collect();
         for n in names {
-            self.main_opt.set_lr(&n, lr)?;
+            let schedule = if n == setup::HEAD_GROUP {
+                &self.schedules.head_lr
+            } else {
+                &self.schedules.lr
+            };
+            self.main_opt.set_lr(&n, schedule.value_at(step))?;
         }
         self.main_opt.step();
         if let (Some(o), Some(s)) = (self.alpha_opt.as_mut(), self.schedules.alpha_lr.as_ref()) {
@@ -372,6 +426,7 @@ impl Trainer {
                 o.set_lr(&n, lr)?;
             }
             o.step();
+            self.proximal_alpha_step(step, lr)?;
         }
         self.after_step(step + 1)?;
         Ok((task, reg, tokens))
@@ -442,7 +497,11 @@ impl Trainer {
 
 /// Run a pipeline (one variant) end to end: compile it, then execute the plan.
 pub fn run(pipeline: &p::Pipeline, opts: &RunOptions) -> Result<RunSummary, TrainError> {
-    execute(planning::compile(pipeline)?, opts)
+    let mut compiled = planning::compile(pipeline)?;
+    if opts.validate {
+        compiled.validation = planning::validation_data(pipeline)?;
+    }
+    execute(compiled, opts)
 }
 
 /// Execute a compiled plan.

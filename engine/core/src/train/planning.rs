@@ -23,6 +23,8 @@ pub struct Compiled {
     pub dataset_files: Vec<(String, PathBuf)>,
     /// Plugin libraries by plugin name, likewise.
     pub plugin_files: Vec<(String, PathBuf)>,
+    /// The validation split, batched, when the run also reports it ([`validation_data`]).
+    pub validation: Option<Batches>,
 }
 
 /// Read the data and the model's configuration and resolve the pipeline into its plan.
@@ -40,7 +42,32 @@ pub fn compile(pipeline: &p::Pipeline) -> Result<Compiled, TrainError> {
             .iter()
             .map(|pl| (pl.name.clone(), pl.library.clone()))
             .collect(),
+        validation: None,
     })
+}
+
+/// `ardpipe run --validate`: the validation split batched like the evaluation split, so the
+/// run also reports its final metrics on validation (what a study selects settings on while
+/// the evaluation split, say test, is only reported). None when validation is the evaluation
+/// split already.
+pub fn validation_data(pipeline: &p::Pipeline) -> Result<Option<Batches>, TrainError> {
+    let eval = pipeline.evaluate.as_ref().map(|e| e.split);
+    if matches!(eval, None | Some(p::SplitName::Validation)) {
+        return Ok(None);
+    }
+    let has_validation = crate::plan::pipeline_dataset(pipeline)
+        .is_some_and(|d| d.split.validation.is_some());
+    if !has_validation {
+        return Err(TrainError::Other(format!(
+            "--validate: dataset `{}` has no validation split; give it one (`split {{ validation = 10% }}`) or leave --validate out",
+            pipeline.train.dataset
+        )));
+    }
+    let mut on_validation = pipeline.clone();
+    if let Some(e) = on_validation.evaluate.as_mut() {
+        e.split = p::SplitName::Validation;
+    }
+    Ok(Some(Batches::build(&on_validation)?))
 }
 
 /// The plan alone, for `ardpipe plan`.

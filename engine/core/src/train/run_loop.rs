@@ -61,11 +61,17 @@ fn answer_counts(logits: &Tensor, batch: &super::task::TensorBatch) -> Tensor {
 impl Trainer {
     /// Evaluate on the evaluation split with the pipeline's metrics.
     pub fn evaluate(&self) -> Result<Option<EvalResult>, TrainError> {
-        if self.data.eval_len() == 0 {
+        self.evaluate_on(&self.data)
+    }
+
+    /// Evaluate the evaluation split of `data` (the run's own, or the validation split of
+    /// `--validate`).
+    fn evaluate_on(&self, data: &super::batches::Batches) -> Result<Option<EvalResult>, TrainError> {
+        if data.eval_len() == 0 {
             return Ok(None);
         }
         let _ng = tch::no_grad_guard();
-        let n_classes = self.data.num_labels() as i64;
+        let n_classes = data.num_labels() as i64;
         let mut c = EvalCounts {
             loss_sum: 0.0,
             loss_items: 0.0,
@@ -81,7 +87,7 @@ impl Trainer {
         let (rank, world) = self.rank_and_world();
         let split = world > 1 && !self.has_metric_plugins();
         let (rank, world) = if split { (rank, world) } else { (0, 1) };
-        for batch in self.data.eval_batches_of(self.device, rank, world) {
+        for batch in data.eval_batches_of(self.device, rank, world) {
             let batch = batch?;
             let (loss, logits) = {
                 let _ac = ardpipe_models::precision::autocast(self.device, self.autocast);
@@ -369,10 +375,18 @@ impl Trainer {
         if let Some(eval) = &final_eval {
             self.log_eval(eval, Some("final"))?;
         }
+        let validation_eval = match &self.validation {
+            Some(v) => self.evaluate_on(v)?,
+            None => None,
+        };
+        if let Some(eval) = &validation_eval {
+            tracing::info!("validation split: {}", format_eval(eval));
+        }
         self.log_ranks(true)?;
         self.save_checkpoint()?;
         self.export()?;
-        let summary = self.summary(final_eval, false);
+        let mut summary = self.summary(final_eval, false);
+        summary.validation_eval = validation_eval;
         if self.writes() {
             crate::rundir::write_json_atomic(&self.run_dir.path("summary.json"), &summary)?;
         }

@@ -22,9 +22,15 @@ use crate::plan::{ExecutionPlan, RunSettings};
 use crate::rundir::{self, RunDir};
 use crate::schedule::ResolvedSchedule;
 
+/// The main optimiser's group of the task head's parameters (it follows `train.head_lr`).
+pub const HEAD_GROUP: &str = "head";
+
 /// The schedules the loop evaluates each step.
 pub struct Schedules {
+    /// The adapter (or, for `full`, model) weights' learning rate.
     pub lr: ResolvedSchedule,
+    /// The task head's.
+    pub head_lr: ResolvedSchedule,
     pub alpha_lr: Option<ResolvedSchedule>,
 }
 
@@ -67,10 +73,31 @@ fn optimizer(name: &str, o: &p::Optimizer, groups: Vec<ParamGroup>) -> Box<dyn O
     match *o {
         p::Optimizer::AdamW {
             beta1, beta2, eps, ..
-        }
-        | p::Optimizer::Adam { beta1, beta2, eps } => {
-            Box::new(AdamW::new(name, AdamWConfig { beta1, beta2, eps }, groups))
-        }
+        } => Box::new(AdamW::new(
+            name,
+            AdamWConfig {
+                beta1,
+                beta2,
+                eps,
+                pooled: false,
+            },
+            groups,
+        )),
+        p::Optimizer::Adam {
+            beta1,
+            beta2,
+            eps,
+            pooled,
+        } => Box::new(AdamW::new(
+            name,
+            AdamWConfig {
+                beta1,
+                beta2,
+                eps,
+                pooled,
+            },
+            groups,
+        )),
         p::Optimizer::Sgd { momentum, .. } => Box::new(Sgd::new(
             name,
             SgdConfig {
@@ -257,6 +284,7 @@ fn build(
         plan,
         mut data,
         pipeline: pipeline_value,
+        validation,
         ..
     } = compiled;
     let settings = &plan.settings;
@@ -274,21 +302,27 @@ fn build(
     let mut model = load_model(settings, plan.data.classes.len(), dev)?;
     let blocks = attach_adapters(&plan, &mut model)?;
 
-    // Optimiser groups: adapter weights and the task head with weight decay, α on its own.
-    let mut weights = model.head_parameters();
-    let (adapter_weights, alphas) = ardpipe_adapters::optim::split_by_role(model.linears());
-    weights.extend(adapter_weights);
-    let trainable: usize = weights.iter().chain(&alphas).map(|(_, t)| t.numel()).sum();
+    // Optimiser groups: adapter weights and the task head (each with its learning rate, both
+    // with weight decay), α on its own.
+    let head = model.head_parameters();
+    let (weights, alphas) = ardpipe_adapters::optim::split_by_role(model.linears());
+    let trainable: usize = head
+        .iter()
+        .chain(&weights)
+        .chain(&alphas)
+        .map(|(_, t)| t.numel())
+        .sum();
     let lr0 = plan.schedule("train.lr")?;
+    let head_lr = plan.schedule("train.head_lr")?;
+    let decay = weight_decay(&settings.train.optimizer);
+    let mut groups = vec![ParamGroup::new("weights", lr0.value_at(0), decay, weights)];
+    if !head.is_empty() {
+        groups.push(ParamGroup::new(HEAD_GROUP, head_lr.value_at(0), decay, head));
+    }
     let main_opt = optimizer(
         "main",
         &settings.train.optimizer,
-        vec![ParamGroup::new(
-            "weights",
-            lr0.value_at(0),
-            weight_decay(&settings.train.optimizer),
-            weights,
-        )],
+        groups,
     );
     let (alpha_opt, alpha_lr) = if alphas.is_empty() {
         (None, None)
@@ -321,6 +355,7 @@ fn build(
                     beta: sched("beta")?,
                     gamma: sched("gamma")?,
                     compaction_every: cfg.compaction_interval as u64,
+                    update: cfg.alpha_update,
                     name,
                     paths,
                     regulariser,
@@ -359,11 +394,16 @@ fn build(
         log_every: pos(&t.log_every),
         model,
         data,
+        validation,
         main_opt,
         alpha_opt,
         ard,
         adalora,
-        schedules: Schedules { lr: lr0, alpha_lr },
+        schedules: Schedules {
+            lr: lr0,
+            head_lr,
+            alpha_lr,
+        },
         total_steps,
         steps_per_epoch,
         run_dir: run_dir
