@@ -2,6 +2,7 @@
 
 mod adalora;
 mod ard;
+mod ard_update;
 mod common;
 mod dora;
 mod lora_full;
