@@ -205,6 +205,14 @@ pub struct Split {
     pub test: Option<SplitPart>,
     /// Seed of the shuffle that carves fractions out of the source.
     pub seed: u64,
+    /// Fractions are carved in runs of this many consecutive rows (1: single rows), so that
+    /// neighbouring rows of one text (lines of a play) land in the same split.
+    #[serde(default = "one_row")]
+    pub contiguous: u32,
+}
+
+fn one_row() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

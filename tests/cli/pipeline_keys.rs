@@ -122,6 +122,7 @@ const KEYS: &[(&str, Reach)] = &[
     ("TextMode{mode=separator}", Reads(DATASET, "p::TextMode::Separator { line } => TextMode::Separator(line.clone())")),
     ("TextMode{mode=separator}.line", Reads(DATASET, "p::TextMode::Separator { line } => TextMode::Separator(line.clone())")),
     ("Split.seed", Reads(DATASET, "fraction(&ds.split.test),\n        ds.split.seed,")),
+    ("Split.contiguous", Reads(DATASET, "ds.split.contiguous as usize")),
     ("Split.test", Reads(DATASET, "fraction(&ds.split.test)")),
     ("Split.validation", Reads(DATASET, "fraction(&ds.split.validation)")),
     ("SplitPart{kind=fraction}", Reads(DATASET, "Some(p::SplitPart::Fraction { fraction }) => *fraction")),
@@ -186,9 +187,12 @@ const KEYS: &[(&str, Reach)] = &[
     ("AlphaBounds.init", Plan(&["adapter.qv.alpha.init=0.5"])),
     ("AlphaBounds.max", Plan(&["adapter.qv.alpha.max=3"])),
     ("AlphaBounds.min", Reads(CONVERT, "alpha_min: c.alpha.min")),
+    ("AlphaBounds.update", Reads(CONVERT, "alpha_update: match c.alpha.update {")),
+    ("AlphaUpdate=proximal", Reads(CONVERT, "p::AlphaUpdate::Proximal => AlphaUpdate::Proximal")),
+    ("AlphaUpdate=penalty", Reads(CONVERT, "p::AlphaUpdate::Penalty => AlphaUpdate::Penalty")),
     ("Compaction.every", Reads(CONVERT, "position_steps(&k.every, total, per_epoch)")),
     ("Compaction.margin", Reads(CONVERT, "k.margin as usize")),
-    ("MetaMode{mode=joint}", Label("the one mode the trainer implements (train/mod.rs); `alternating` is refused by check")),
+    ("MetaMode{mode=joint}", Label("the one mode of the language and the trainer (train/mod.rs): α steps with A and B on every batch; any other value is refused by check")),
     ("Regularizer.beta", Reads(PLAN, "&c.regularizer.beta)")),
     ("Regularizer.gamma", Reads(PLAN, "&c.regularizer.gamma)")),
     ("Regularizer.lambda", Reads(PLAN, "&c.regularizer.lambda)")),
@@ -232,7 +236,9 @@ const KEYS: &[(&str, Reach)] = &[
     ("Duration{unit=steps}.value", Plan(&["train.steps=300"])),
     ("Duration{unit=epochs}", Destructures(PLAN, "p::Duration::Epochs(e) if")),
     // Training.
-    ("Train.alpha_lr", Reads(PLAN, "add(\"train.alpha_lr\", &pipeline.train.alpha_lr)")),
+    ("Train.alpha_lr", Reads(PLAN, "add(\"train.alpha_lr\", &t.alpha_lr, 1.0)")),
+    ("Train.head_lr", Plan(&["train.head_lr=1e-2"])),
+    ("Train.lr_scale", Plan(&["train.lr_scale=2"])),
     ("Train.alpha_optimizer", Reads(SETUP, "&settings.train.alpha_optimizer")),
     ("Train.batch_size", Plan(&["train.batch_size=8"])),
     ("Train.checkpoint_every", Reads(SETUP, ".checkpoint_every")),
@@ -251,11 +257,11 @@ const KEYS: &[(&str, Reach)] = &[
     ("Precision=bf16", Reads(SETUP, "p::Precision::Bf16 => Some(StorageDtype::Bf16)")),
     ("Precision=f16", Reads("engine/core/src/train/loss_scale.rs", "p::Precision::F16")),
     ("Optimizer{kind=adamw}", Reads(SETUP, "p::Optimizer::AdamW {\n            beta1, beta2, eps, ..")),
-    ("Optimizer{kind=adamw}.beta1", Reads(SETUP, "AdamWConfig { beta1, beta2, eps }")),
-    ("Optimizer{kind=adamw}.beta2", Reads(SETUP, "AdamWConfig { beta1, beta2, eps }")),
-    ("Optimizer{kind=adamw}.eps", Reads(SETUP, "AdamWConfig { beta1, beta2, eps }")),
+    ("Optimizer{kind=adamw}.beta1", Reads(SETUP, "p::Optimizer::AdamW {\n            beta1, beta2, eps, ..")),
+    ("Optimizer{kind=adamw}.beta2", Reads(SETUP, "p::Optimizer::AdamW {\n            beta1, beta2, eps, ..")),
+    ("Optimizer{kind=adamw}.eps", Reads(SETUP, "p::Optimizer::AdamW {\n            beta1, beta2, eps, ..")),
     ("Optimizer{kind=adamw}.weight_decay", Reads(SETUP, "p::Optimizer::AdamW { weight_decay, .. } | p::Optimizer::Sgd { weight_decay, .. }")),
-    ("Optimizer{kind=adam}", Destructures(SETUP, "p::Optimizer::Adam { beta1, beta2, eps }")),
+    ("Optimizer{kind=adam}", Destructures(SETUP, "p::Optimizer::Adam {\n            beta1,\n            beta2,\n            eps,\n            pooled,\n        }")),
     ("Optimizer{kind=sgd}", Reads(SETUP, "p::Optimizer::Sgd { momentum, .. }")),
     ("Optimizer{kind=sgd}.momentum", Reads(SETUP, "p::Optimizer::Sgd { momentum, .. }")),
     ("Optimizer{kind=sgd}.weight_decay", Reads(SETUP, "p::Optimizer::AdamW { weight_decay, .. } | p::Optimizer::Sgd { weight_decay, .. }")),
@@ -524,7 +530,7 @@ fn a_new_schema_key_without_an_entry_fails() {
     let keys = schema_keys(&s);
     assert!(keys.contains_key("Train.shiny_new_knob"));
     assert!(!KEYS.iter().any(|(k, _)| *k == "Train.shiny_new_knob"));
-    // And `meta = alternating`, which the trainer never read, is refused, not planned.
+    // And `meta = alternating` (not part of the language) is refused, not planned.
     let q = repo().join("pipelines/quickstart.ard");
     let out = ardpipe(&[
         "check",
@@ -534,9 +540,6 @@ fn a_new_schema_key_without_an_entry_fails() {
     ]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("ardpipe::dsl::not_implemented"), "{err}");
-    assert!(
-        err.contains("only `meta = joint` is implemented today"),
-        "{err}"
-    );
+    assert!(err.contains("ardpipe::dsl::wrong_type"), "{err}");
+    assert!(err.contains("`meta` takes only `joint`"), "{err}");
 }

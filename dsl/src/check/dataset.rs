@@ -122,6 +122,7 @@ pub fn check(b: &Block, name: &str, seed: u64, cx: &mut Ctx) -> Option<Dataset> 
             validation: None,
             test: None,
             seed,
+            contiguous: 1,
         }),
     };
     let preprocess = match r.block("preprocess", cx) {
@@ -400,8 +401,9 @@ fn split(block: &Block, seed: u64, cx: &mut Ctx) -> Option<Split> {
     let validation = part("validation", &mut r, cx);
     let test = part("test", &mut r, cx);
     let seed = r.int("seed", 0, u64::MAX, cx).unwrap_or(seed);
+    let contiguous = r.int("contiguous", 1, 1 << 30, cx).unwrap_or(1) as u32;
     r.finish(
-        &["validation", "test", "seed"],
+        &["validation", "test", "seed", "contiguous"],
         &[],
         &|k| {
             (k == "train").then(|| {
@@ -429,6 +431,7 @@ fn split(block: &Block, seed: u64, cx: &mut Ctx) -> Option<Split> {
         validation,
         test,
         seed,
+        contiguous,
     })
 }
 

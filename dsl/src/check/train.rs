@@ -315,13 +315,7 @@ fn parse_optimizer(v: &Expr, cx: &mut Ctx) -> Option<Optimizer> {
             })
         }
         "adam" => {
-            let a = Args::new(
-                name,
-                v.span,
-                args,
-                &["beta1", "beta2", "eps", "pooled"],
-                cx,
-            )?;
+            let a = Args::new(name, v.span, args, &["beta1", "beta2", "eps", "pooled"], cx)?;
             Some(Optimizer::Adam {
                 beta1: a.number_or("beta1", 0.9, 0.0, 0.999_999, cx)?,
                 beta2: a.number_or("beta2", 0.999, 0.0, 0.999_999_9, cx)?,

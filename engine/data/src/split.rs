@@ -14,13 +14,17 @@ pub struct FractionSplit {
 
 /// Split `n` rows: `round(n · validation)` rows go to validation, then `round(n · test)` to test,
 /// taken in that order from the permutation seeded by `seed`; the rest trains. A fraction of 0
-/// takes nothing. The split depends only on `(n, fractions, seed)`, so a resumed run (and
-/// `ardpipe data preview`) finds the same one.
+/// takes nothing. With `contiguous` = k > 1 the permutation is of runs of k consecutive rows and
+/// each split takes whole runs until it has its rows (so it may take up to k − 1 more): lines of
+/// one text stay on one side instead of leaking their context across. k = 1 is the row split.
+/// The split depends only on `(n, fractions, seed, k)`, so a resumed run (and `ardpipe data
+/// preview`) finds the same one.
 pub fn fraction_split(
     n: usize,
     validation: f64,
     test: f64,
     seed: u64,
+    contiguous: usize,
 ) -> Result<FractionSplit, DataError> {
     for (name, f) in [("validation", validation), ("test", test)] {
         if !(0.0..1.0).contains(&f) {
@@ -38,11 +42,29 @@ pub fn fraction_split(
         ))
         .with_help("lower the fractions, or give the dataset more rows"));
     }
-    let mut perm = Rng::from_seed(seed).permutation(n).into_iter();
-    let validation: Vec<usize> = perm.by_ref().take(n_val).collect();
-    let test: Vec<usize> = perm.by_ref().take(n_test).collect();
+    let k = contiguous.max(1);
+    let mut runs = Rng::from_seed(seed).permutation(n.div_ceil(k)).into_iter();
+    let mut take = |want: usize| {
+        let mut rows = Vec::with_capacity(want);
+        while rows.len() < want {
+            match runs.next() {
+                Some(r) => rows.extend(r * k..((r + 1) * k).min(n)),
+                None => break,
+            }
+        }
+        rows
+    };
+    let validation = take(n_val);
+    let test = take(n_test);
+    let train: Vec<usize> = runs.flat_map(|r| r * k..((r + 1) * k).min(n)).collect();
+    if train.is_empty() {
+        return Err(DataError::config(format!(
+            "runs of {k} rows leave nothing of {n} rows to train on after the validation and test splits"
+        ))
+        .with_help("lower `split.contiguous` or the fractions"));
+    }
     Ok(FractionSplit {
-        train: perm.collect(),
+        train,
         validation,
         test,
     })
@@ -54,7 +76,7 @@ mod tests {
 
     #[test]
     fn fractions_tile_the_rows_and_follow_the_seed() {
-        let s = fraction_split(1000, 0.1, 0.05, 7).unwrap();
+        let s = fraction_split(1000, 0.1, 0.05, 7, 1).unwrap();
         assert_eq!(
             (s.validation.len(), s.test.len(), s.train.len()),
             (100, 50, 850)
@@ -62,16 +84,38 @@ mod tests {
         let mut all: Vec<usize> = [&s.train[..], &s.validation[..], &s.test[..]].concat();
         all.sort_unstable();
         assert_eq!(all, (0..1000).collect::<Vec<_>>());
-        assert_eq!(fraction_split(1000, 0.1, 0.05, 7).unwrap(), s);
+        assert_eq!(fraction_split(1000, 0.1, 0.05, 7, 1).unwrap(), s);
         assert_ne!(
-            fraction_split(1000, 0.1, 0.05, 8).unwrap().validation,
+            fraction_split(1000, 0.1, 0.05, 8, 1).unwrap().validation,
             s.validation
         );
         // The validation rows are the permutation's first: the order the trainer always used.
         assert_eq!(s.validation, Rng::from_seed(7).permutation(1000)[..100]);
-        assert!(fraction_split(10, 0.5, 0.5, 1).is_err());
-        assert!(fraction_split(10, 1.0, 0.0, 1).is_err());
-        assert!(fraction_split(10, f64::NAN, 0.0, 1).is_err());
-        assert_eq!(fraction_split(10, 0.0, 0.0, 1).unwrap().train.len(), 10);
+        assert!(fraction_split(10, 0.5, 0.5, 1, 1).is_err());
+        assert!(fraction_split(10, 1.0, 0.0, 1, 1).is_err());
+        assert!(fraction_split(10, f64::NAN, 0.0, 1, 1).is_err());
+        assert_eq!(fraction_split(10, 0.0, 0.0, 1, 1).unwrap().train.len(), 10);
+    }
+
+    #[test]
+    fn contiguous_runs_keep_neighbours_together() {
+        let s = fraction_split(1000, 0.1, 0.1, 7, 50).unwrap();
+        // Whole runs of 50: 100 rows each (2 runs), the other 16 runs train.
+        assert_eq!((s.validation.len(), s.test.len(), s.train.len()), (100, 100, 800));
+        for part in [&s.validation, &s.test, &s.train] {
+            for run in part.chunks(50) {
+                assert_eq!(run[0] % 50, 0, "a run starts on a boundary: {run:?}");
+                assert!(run.windows(2).all(|w| w[1] == w[0] + 1), "{run:?}");
+            }
+        }
+        let mut all: Vec<usize> = [&s.validation[..], &s.test[..], &s.train[..]].concat();
+        all.sort();
+        assert_eq!(all, (0..1000).collect::<Vec<_>>());
+        // A short last run, and a run size larger than what is asked: whole runs, never a row
+        // in two splits, and a clear error when nothing is left to train on.
+        let s = fraction_split(105, 0.05, 0.0, 3, 20).unwrap();
+        assert!(!s.validation.is_empty() && s.validation.len() <= 20);
+        assert_eq!(s.validation.len() + s.train.len(), 105);
+        assert!(fraction_split(30, 0.4, 0.4, 1, 20).is_err());
     }
 }

@@ -41,7 +41,7 @@ fn health_tweets_load_with_16_labels_and_batch() {
     assert_eq!(vocab.len(), 16);
     assert!(vocab.id("goodhealth").is_some() && vocab.id("nytimeshealth").is_some());
 
-    let split = fraction_split(loaded.records.len(), 0.1, 0.0, 1234).unwrap();
+    let split = fraction_split(loaded.records.len(), 0.1, 0.0, 1234, 1).unwrap();
     let pick = |idx: &[usize]| {
         idx.iter()
             .map(|&i| loaded.records[i].clone())

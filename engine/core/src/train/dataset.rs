@@ -54,6 +54,7 @@ pub fn read_splits(pipeline: &p::Pipeline) -> Result<DataSplits, TrainError> {
         fraction(&ds.split.validation),
         fraction(&ds.split.test),
         ds.split.seed,
+        ds.split.contiguous as usize,
     )
     .map_err(|e| TrainError::Other(format!("dataset `{}`: {e}", ds.name)))?;
     let train = all.subset(&split.train)?;

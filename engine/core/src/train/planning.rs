@@ -55,8 +55,8 @@ pub fn validation_data(pipeline: &p::Pipeline) -> Result<Option<Batches>, TrainE
     if matches!(eval, None | Some(p::SplitName::Validation)) {
         return Ok(None);
     }
-    let has_validation = crate::plan::pipeline_dataset(pipeline)
-        .is_some_and(|d| d.split.validation.is_some());
+    let has_validation =
+        crate::plan::pipeline_dataset(pipeline).is_some_and(|d| d.split.validation.is_some());
     if !has_validation {
         return Err(TrainError::Other(format!(
             "--validate: dataset `{}` has no validation split; give it one (`split {{ validation = 10% }}`) or leave --validate out",

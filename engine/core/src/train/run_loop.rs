@@ -66,7 +66,10 @@ impl Trainer {
 
     /// Evaluate the evaluation split of `data` (the run's own, or the validation split of
     /// `--validate`).
-    fn evaluate_on(&self, data: &super::batches::Batches) -> Result<Option<EvalResult>, TrainError> {
+    fn evaluate_on(
+        &self,
+        data: &super::batches::Batches,
+    ) -> Result<Option<EvalResult>, TrainError> {
         if data.eval_len() == 0 {
             return Ok(None);
         }
@@ -424,7 +427,10 @@ impl Trainer {
             exported_parameters: self.exported_parameters(),
             peak_parameters: self.state.peak_parameters.max(self.allocated_parameters()),
             adaptation_memory: AdaptationMemory {
-                peak_bytes: self.state.peak_adaptation_bytes.max(self.adaptation_bytes()),
+                peak_bytes: self
+                    .state
+                    .peak_adaptation_bytes
+                    .max(self.adaptation_bytes()),
                 final_bytes: self.adaptation_bytes(),
             },
             base_parameters: self.base_parameters,
