@@ -2,7 +2,9 @@ use ardpipe_adapters::ard::{
     ArdLora, ArdRegulariser, BlockStrategy, compact_linears, layer_and_kind,
 };
 use ardpipe_adapters::optim::{AdamW, AdamWConfig, Optimizer, ParamGroup};
-use ardpipe_adapters::{AdaptableLinear, ArdLoraConfig, HeadAxis, HeadLayout, LinearAdapter, ParamRole, TvMode};
+use ardpipe_adapters::{
+    AdaptableLinear, ArdLoraConfig, HeadAxis, HeadLayout, LinearAdapter, ParamRole, TvMode,
+};
 use tch::{Device, Kind, Tensor};
 
 use crate::common::{heads, linear, max_abs_diff, randomize};

@@ -99,7 +99,11 @@ fn the_proximal_step_is_tv_subgradient_then_the_l1_soft_threshold() {
     let a = ard(&lin).alpha_values();
     assert_eq!(a[0], 0.0);
     assert!((a[1] - 0.95).abs() < 1e-6, "{a:?}");
-    assert_eq!(ard(&lin).param_count_exported(), 4 * (8 + 4), "α 0.95 → 4 live rows");
+    assert_eq!(
+        ard(&lin).param_count_exported(),
+        4 * (8 + 4),
+        "α 0.95 → 4 live rows"
+    );
 }
 
 #[test]
@@ -128,7 +132,10 @@ fn pooled_adam_moves_each_alpha_in_proportion_to_its_gradient() {
     };
     // Per element: every α moves by lr whatever its gradient.
     let plain = step_of(false);
-    assert!((plain[0] - 0.1).abs() < 1e-6 && (plain[1] - 0.1).abs() < 1e-6, "{plain:?}");
+    assert!(
+        (plain[0] - 0.1).abs() < 1e-6 && (plain[1] - 0.1).abs() < 1e-6,
+        "{plain:?}"
+    );
     // Pooled: lr·g / √(mean g²) = 0.1·[1, 0.1] / √0.505.
     let pooled = step_of(true);
     let rms = 0.505f64.sqrt();
