@@ -20,18 +20,6 @@ fn study(out: &Path, extra: &[&str]) -> Output {
         .unwrap()
 }
 
-/// Variants every study pipeline has (the pipelines may add more).
-const METHODS: &[&str] = &[
-    "ard_lora",
-    "ard_lora_r2",
-    "lora_r4",
-    "lora_r8",
-    "lora_r16",
-    "dora",
-    "adalora",
-    "full",
-];
-
 /// A pipeline's variants as ardpipe resolves them (`ardpipe plan FILE --resolved`), sorted.
 fn variants_of(file: &str) -> Vec<String> {
     let o = Command::new(env!("CARGO_BIN_EXE_ardpipe"))
@@ -63,6 +51,13 @@ fn finished_variants(out: &Path, pipeline: &str) -> Vec<String> {
     v
 }
 
+/// The adapter method of a finished run, from the plan it wrote.
+fn method_of(run: &Path) -> String {
+    let plan: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("plan.json")).unwrap()).unwrap();
+    plan["adapters"][0]["method"].as_str().unwrap().to_string()
+}
+
 /// The report's section of one pipeline.
 fn section<'a>(md: &'a str, pipeline: &str) -> &'a str {
     let start = md
@@ -87,12 +82,18 @@ fn quick_study_runs_every_method_and_reports_them() {
     ] {
         let variants = finished_variants(&out, pipeline);
         assert_eq!(variants, variants_of(file), "{pipeline}");
-        for m in METHODS {
-            assert!(
-                variants.iter().any(|v| v == m),
-                "{pipeline} {m}: {variants:?}"
-            );
-        }
+        // Whatever the variants are, there is full fine-tuning, ARD-LoRA and a baseline.
+        let method = |v: &String| method_of(&out.join(pipeline).join(v).join("seed-1"));
+        let ard: Vec<&String> = variants
+            .iter()
+            .filter(|v| method(v) == "ard_lora")
+            .collect();
+        assert!(variants.iter().any(|v| v == "full"), "{variants:?}");
+        assert!(
+            !ard.is_empty(),
+            "{pipeline}: no ARD-LoRA variant in {variants:?}"
+        );
+        assert!(ard.len() < variants.len() - 1, "{pipeline}: no baseline");
         total += variants.len();
         let section = section(&md, pipeline);
         // One finished run per variant: its row `| variant | 1 | …` in the results table.
@@ -116,6 +117,35 @@ fn quick_study_runs_every_method_and_reports_them() {
             section.contains(&format!("]({pipeline}_pareto.svg)")),
             "{section}"
         );
+        // Every ARD-LoRA variant: paired with each baseline (one seed: no interval), at a
+        // matched budget, and its rank map.
+        for a in &ard {
+            let paired = format!("| {a} | ");
+            assert_eq!(
+                section
+                    .lines()
+                    .filter(|l| l.starts_with(&paired) && l.contains("| 1 |"))
+                    .filter(|l| l.contains("| one seed: no interval |"))
+                    .count(),
+                variants.len() - ard.len(),
+                "{a} in\n{section}"
+            );
+            assert!(
+                section.contains(&format!("\n- `{a}` (")),
+                "{a} in\n{section}"
+            );
+            assert!(
+                section.contains(&format!("Rank map `{a}` learned")),
+                "{a} in\n{section}"
+            );
+        }
+        if pipeline == "study_classification" {
+            // It tests on `test`: its runs also scored validation, shown per variant.
+            for v in &variants {
+                let row = format!("| {v} | ×1 (the only one) | ");
+                assert!(section.contains(&row), "{row} in\n{section}");
+            }
+        }
     }
     assert!(
         err.contains(&format!("{total} runs (1 seed(s) each), quick")),
@@ -130,14 +160,9 @@ fn quick_study_runs_every_method_and_reports_them() {
         "Before training (the base model): loss",
         "**Paired comparisons** (on accuracy, higher is better",
         "**Paired comparisons** (on perplexity, lower is better",
-        "| ard_lora | lora_r8 | 1 |",
-        "one seed: no interval",
         "**At a matched budget**",
         "**Pareto frontier**",
-        "Rank map `ard_lora` learned",
         "**exported params**: what export writes",
-        // The classification pipeline tests on `test`: its runs also scored validation.
-        "| ard_lora | ×1 (the only one) |",
     ] {
         assert!(md.contains(want), "missing {want:?} in\n{md}");
     }
@@ -145,7 +170,10 @@ fn quick_study_runs_every_method_and_reports_them() {
     assert!(!md.contains("Runs that failed"), "{md}");
 
     // A lost run (no summary) runs again; the others are kept.
-    let lost = out.join("study_classification/dora/seed-1");
+    let lost = out
+        .join("study_classification")
+        .join(&variants_of("pipelines/study/classification.ard")[0])
+        .join("seed-1");
     std::fs::remove_file(lost.join("summary.json")).unwrap();
     let again = study(&out, &["pipelines/study/classification.ard"]);
     let err = String::from_utf8_lossy(&again.stderr);
@@ -169,7 +197,7 @@ fn quick_study_with_a_learning_rate_grid_chooses_a_factor_per_variant() {
         &[
             "pipelines/study/classification.ard",
             "--variant",
-            "lora_r4",
+            "full",
             "--lr-grid",
             "0.5,2",
         ],
@@ -181,7 +209,7 @@ fn quick_study_with_a_learning_rate_grid_chooses_a_factor_per_variant() {
         "{err}"
     );
     for f in ["0.5", "2"] {
-        let dir = out.join(format!("study_classification/lora_r4/lr-{f}/seed-1"));
+        let dir = out.join(format!("study_classification/full/lr-{f}/seed-1"));
         assert!(dir.join("summary.json").is_file(), "{}", dir.display());
         // The factor reached the run's resolved pipeline.
         let resolved = std::fs::read_to_string(dir.join("pipeline.resolved.json")).unwrap();
@@ -191,12 +219,12 @@ fn quick_study_with_a_learning_rate_grid_chooses_a_factor_per_variant() {
     for want in [
         "each variant ran at the pipeline's schedule × 0.5, 2",
         "| method | chosen factor | ×0.5 | ×2 |",
-        "| lora_r4 | 1 |",
+        "| full | 1 |",
     ] {
         assert!(md.contains(want), "missing {want:?} in\n{md}");
     }
     assert!(
-        md.contains("| lora_r4 | ×0.5 |") || md.contains("| lora_r4 | ×2 |"),
+        md.contains("| full | ×0.5 |") || md.contains("| full | ×2 |"),
         "{md}"
     );
     let _ = std::fs::remove_dir_all(&out);
