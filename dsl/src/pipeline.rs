@@ -391,6 +391,8 @@ pub enum Method {
     #[serde(rename = "adalora")]
     AdaLora(AdaLora),
     Full(Full),
+    /// No module is adapted: only the model's task head trains (a linear probe).
+    HeadOnly(HeadOnly),
 }
 
 impl Method {
@@ -401,6 +403,7 @@ impl Method {
             Method::Dora(_) => "dora",
             Method::AdaLora(_) => "adalora",
             Method::Full(_) => "full",
+            Method::HeadOnly(_) => "head_only",
         }
     }
 }
@@ -512,6 +515,10 @@ pub struct AdaLora {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Full {}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeadOnly {}
 
 // ---------------------------------------------------------------------------------------------
 // Schedules

@@ -69,7 +69,8 @@ fn quickstart_is_the_measured_ard_lora_setting() {
         AlphaBounds {
             init: 1.0,
             min: 0.0,
-            max: 2.0
+            max: 2.0,
+            update: AlphaUpdate::Proximal,
         }
     );
     assert_eq!(ard.scale / ard.r0 as f64, 2.0);
@@ -192,4 +193,24 @@ fn one_selected_variant_is_checked_alone() {
         text.contains("did you mean `lora_r4`?") || text.contains("did you mean `lora_r8`?"),
         "{text}"
     );
+}
+
+#[test]
+fn head_only_adapts_no_module_and_exports_merged() {
+    let text = "dataset d {\n    format = jsonl\n    path = \"d.jsonl\"\n    label = \"label\"\n}\n\
+                model {\n    path = \"/m/minilm\"\n    head = sequence_classification\n}\n\
+                adapter probe {\n    method = head_only\n}\n\
+                train {\n    steps = 10\n    lr = 1e-3\n}\n";
+    let p = match ardpipe_dsl::check_source(std::path::Path::new("p.ard"), text, &ctx()) {
+        Ok(c) => c.pipeline,
+        Err(d) => panic!("{}", render(&d)),
+    };
+    let [a] = p.adapters.as_slice() else {
+        panic!("one adapter: {:?}", p.adapters)
+    };
+    assert_eq!(a.method, Method::HeadOnly(HeadOnly {}));
+    assert!(a.targets.modules.is_empty(), "{:?}", a.targets);
+    assert!(a.targets.exclude.is_empty(), "{:?}", a.targets);
+    // No PEFT form (PEFT loads no adapter without a module): the default export is merged.
+    assert_eq!(p.output.export, vec![Export::Merged]);
 }

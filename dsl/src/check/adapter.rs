@@ -8,7 +8,7 @@ use crate::reader::{Ctx, Reader, as_number, as_symbol, wrong_type};
 
 use super::values::{Args, indices, position, schedule, selectors};
 
-pub const METHODS: &[&str] = &["ard_lora", "lora", "dora", "adalora", "full"];
+pub const METHODS: &[&str] = &["ard_lora", "lora", "dora", "adalora", "full", "head_only"];
 const PLACEMENT: &[&str] = &["method", "modules", "layers", "heads", "exclude"];
 const ARD_KEYS: &[&str] = &["r0", "scale", "dropout", "groups", "meta"];
 const ARD_BLOCKS: &[&str] = &["alpha", "compaction", "regularize"];
@@ -53,8 +53,11 @@ pub fn check(b: &Block, name: &str, cx: &mut Ctx) -> Option<Adapter> {
         cx.missing(
             r.span(),
             "`method`",
-            "choose one: `method = ard_lora`, `lora`, `dora`, `adalora` or `full`",
+            "choose one: `method = ard_lora`, `lora`, `dora`, `adalora`, `full` or `head_only`",
         );
+    }
+    if method == Some("head_only") {
+        return head_only(r, name, cx);
     }
     let modules = match r.value("modules", cx) {
         Some(v) => selectors(&v, "modules", cx),
@@ -112,6 +115,41 @@ pub fn check(b: &Block, name: &str, cx: &mut Ctx) -> Option<Adapter> {
             exclude: exclude?,
         },
         method: method?,
+    })
+}
+
+/// `method = head_only`: no module is adapted, only the model's task head trains (a linear
+/// probe). Placement keys would place nothing, and every method knob belongs to another method.
+fn head_only(mut r: Reader, name: &str, cx: &mut Ctx) -> Option<Adapter> {
+    let mut ok = true;
+    for key in &PLACEMENT[1..] {
+        if let Some(e) = r.entry(key) {
+            ok = false;
+            cx.push(
+                Problem::error(
+                    Code::Contradiction,
+                    e.key_span(),
+                    format!(
+                        "`{key}` places adapters on modules, but `head_only` adapts no module: only the model's task head trains"
+                    ),
+                )
+                .label("nothing to place")
+                .help(format!(
+                    "remove `{key}`, or choose a method that adapts modules (e.g. `method = lora`)"
+                )),
+            );
+        }
+    }
+    r.finish(PLACEMENT, &[], &|key| owner(key, "head_only"), cx);
+    ok.then(|| Adapter {
+        name: name.to_string(),
+        targets: Targets {
+            modules: Vec::new(),
+            layers: Indices::All,
+            heads: Indices::All,
+            exclude: Vec::new(),
+        },
+        method: Method::HeadOnly(HeadOnly {}),
     })
 }
 

@@ -249,6 +249,7 @@ pub fn check_run(items: &[Item], file: &Path, cx: &mut Ctx) -> Option<Pipeline> 
     let has_ard = adapters
         .iter()
         .any(|a| matches!(a.method, Method::ArdLora(_)));
+    head_only_fits(&blocks("adapter"), &adapters, model.as_ref(), cx);
 
     let (train, tspans) = match singles.get("train") {
         Some(b) => {
@@ -546,7 +547,7 @@ pub fn check_run(items: &[Item], file: &Path, cx: &mut Ctx) -> Option<Pipeline> 
                 .resolve_path("runs/{name}-{timestamp}", whole)
                 .to_string_lossy()
                 .into_owned(),
-            export: vec![Export::Peft],
+            export: vec![default_export(&adapters)],
             report: true,
         }),
     };
@@ -641,6 +642,70 @@ fn past_the_end(d: Duration, dspan: Option<Span>, cx: &mut Ctx) {
 
 const PLACEHOLDERS: &[&str] = &["name", "variant", "seed", "timestamp"];
 
+/// What `output.export` defaults to: `merged` where an adapter has no PEFT form (`full`,
+/// `head_only`), else `peft`.
+fn default_export(adapters: &[Adapter]) -> Export {
+    if adapters
+        .iter()
+        .any(|a| matches!(a.method, Method::Full(_) | Method::HeadOnly(_)))
+    {
+        Export::Merged
+    } else {
+        Export::Peft
+    }
+}
+
+/// `method = head_only` trains the task head alone: it needs a head with parameters of its own
+/// (a classifier), and it is the only adapter block (beside another block the head trains
+/// anyway, so `head_only` would add nothing).
+fn head_only_fits(blocks: &[&Block], adapters: &[Adapter], model: Option<&Model>, cx: &mut Ctx) {
+    let Some(a) = adapters
+        .iter()
+        .find(|a| matches!(a.method, Method::HeadOnly(_)))
+    else {
+        return;
+    };
+    // Point at its `method = head_only`.
+    let Some(span) = blocks
+        .iter()
+        .find(|b| b.label.as_ref().is_some_and(|l| l.name == a.name))
+        .map(|b| {
+            b.entries()
+                .find(|e| e.key_text() == "method")
+                .map_or(b.kind.span, |e| e.value.span)
+        })
+    else {
+        return;
+    };
+    if let Some(m) = model {
+        let why = match &m.head {
+            Head::CausalLm => Some(
+                "a causal LM's head is its `lm_head`, a base weight (often tied to the embeddings): with `head_only` nothing would train",
+            ),
+            Head::Embedding { .. } => Some("an embedding model has no task head to train"),
+            Head::SequenceClassification { .. } => None,
+        };
+        if let Some(why) = why {
+            cx.push(
+                Problem::error(Code::Contradiction, span, why)
+                    .label("`head_only` needs `head = sequence_classification`")
+                    .help("train a classifier (`model { head = sequence_classification }`), or adapt modules with another method (e.g. `method = lora modules = [q_proj, v_proj]`)"),
+            );
+        }
+    }
+    if blocks.len() > 1 {
+        cx.push(
+            Problem::error(
+                Code::Contradiction,
+                span,
+                "`head_only` beside other adapter blocks: the task head trains with any adapter, so this block adds nothing",
+            )
+            .label("not the only adapter")
+            .help("keep `head_only` as the pipeline's one adapter block (a variant replaces a block of the same name), or remove it"),
+        );
+    }
+}
+
 fn output(b: &Block, adapters: &[Adapter], cx: &mut Ctx) -> Option<Output> {
     let mut r = Reader::new(b, cx);
     let dir_e = r.entry("dir");
@@ -694,6 +759,19 @@ fn output(b: &Block, adapters: &[Adapter], cx: &mut Ctx) -> Option<Output> {
                                 .help("export `merged` weights for full fine-tuning"),
                         );
                     }
+                    // PEFT refuses to load an adapter that targets no module (its
+                    // `inject_adapter` raises "No modules were targeted for adaptation"), even
+                    // with the head in `modules_to_save`.
+                    if adapters
+                        .iter()
+                        .any(|a| matches!(a.method, Method::HeadOnly(_)))
+                    {
+                        cx.push(
+                            Problem::error(Code::Contradiction, e.span, "`head_only` adapts no module: a PEFT adapter with no LoRA module is one PEFT cannot load")
+                                .label("nothing to export as PEFT")
+                                .help("export `merged` (the base model with the trained head, a complete Hugging Face folder)"),
+                        );
+                    }
                     export.push(Export::Peft)
                 }
                 Some(_) => export.push(Export::Merged),
@@ -701,13 +779,7 @@ fn output(b: &Block, adapters: &[Adapter], cx: &mut Ctx) -> Option<Output> {
             }
         }
     } else {
-        export.push(
-            if adapters.iter().any(|a| matches!(a.method, Method::Full(_))) {
-                Export::Merged
-            } else {
-                Export::Peft
-            },
-        );
+        export.push(default_export(adapters));
     }
     export.dedup();
     let report = r.bool("report", cx).unwrap_or(true);

@@ -304,6 +304,9 @@ pub enum MethodConfig {
     Dora(DoraConfig),
     Adalora(AdaLoraConfig),
     Full(FullConfig),
+    /// No linear is adapted: only the model's task head trains (a linear probe). It has no
+    /// per-linear form, so [`crate::attach`] refuses it.
+    HeadOnly,
 }
 
 fn check_dropout(p: f64) -> Result<()> {

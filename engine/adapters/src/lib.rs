@@ -35,5 +35,13 @@ pub fn attach(linear: &mut AdaptableLinear, method: &MethodConfig) -> Result<()>
         MethodConfig::Dora(c) => dora::Dora::attach(linear, c),
         MethodConfig::Adalora(c) => adalora::AdaLora::attach(linear, c),
         MethodConfig::Full(c) => full::Full::attach(linear, c),
+        MethodConfig::HeadOnly => Err(error::config_err(
+            "method",
+            format!(
+                "`head_only` adapts no module, yet it was attached to `{}`",
+                linear.path
+            ),
+            "attach no linear for a `head_only` adapter: only the task head trains",
+        )),
     }
 }

@@ -82,6 +82,7 @@ pub fn method_config_with_epochs(method: &p::Method, total: u64, per_epoch: u64)
             ..AdaLoraConfig::default()
         }),
         p::Method::Full(_) => MethodConfig::Full(FullConfig { train_bias: true }),
+        p::Method::HeadOnly(_) => MethodConfig::HeadOnly,
     }
 }
 

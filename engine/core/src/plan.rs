@@ -378,6 +378,8 @@ fn module_budget(m: &ModuleSpec, method: &MethodConfig) -> (usize, usize, usize,
             let n = d_out * d_in + if c.train_bias && m.bias { d_out } else { 0 };
             (1, 0, 0, n, n)
         }
+        // Selects no module (the checker gives it no selectors).
+        MethodConfig::HeadOnly => (0, 0, 0, 0, 0),
     }
 }
 
@@ -806,6 +808,10 @@ pub fn render_text(plan: &ExecutionPlan) -> String {
         );
         for s in &a.selectors {
             let _ = writeln!(o, "  selector {:<28} {} modules", s.selector, s.modules);
+        }
+        if a.method == "head_only" {
+            let _ = writeln!(o, "  no module adapted: only the task head trains");
+            continue;
         }
         let _ = writeln!(
             o,

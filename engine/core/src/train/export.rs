@@ -49,6 +49,13 @@ impl Trainer {
                 return Ok(());
             }
         }
+        if methods.contains("head_only") {
+            // The checker refuses this (dsl/src/check/mod.rs, `output`): PEFT will not load an
+            // adapter that targets no module, even with the head in `modules_to_save`.
+            return Err(TrainError::Other(
+                "`head_only` adapts no module, and PEFT cannot load an adapter without one: export `merged`".into(),
+            ));
+        }
         let peft_type = if methods.contains("adalora") {
             PeftType::AdaLora
         } else {
@@ -76,7 +83,7 @@ impl Trainer {
                 p::Method::Lora(l) | p::Method::Dora(l) => Some(l.dropout),
                 p::Method::ArdLora(c) => Some(c.dropout),
                 p::Method::AdaLora(c) => Some(c.dropout),
-                p::Method::Full(_) => None,
+                p::Method::Full(_) | p::Method::HeadOnly(_) => None,
             });
         let mut extra = BTreeMap::new();
         if let Some(a) = self
