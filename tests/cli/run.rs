@@ -315,3 +315,139 @@ fn peft_loads_the_export_and_agrees(run: &Path) {
         "the LoRA weights barely matter ({effect}): the comparison would not catch a wrong export"
     );
 }
+
+/// `method = head_only`, the linear-probe baseline: three steps on MiniLM train the
+/// classification head (pooler and classifier) and nothing else. The plan adapts no module and
+/// counts the head, the summary exports exactly the head, and the merged export (the default:
+/// PEFT cannot load an adapter without a module) carries every base weight bit for bit.
+#[test]
+fn head_only_trains_the_head_and_leaves_the_base_bit_for_bit() {
+    let dir = fresh_dir("head-only");
+    std::fs::create_dir_all(&dir).unwrap();
+    let minilm = crate::asset("minilm");
+    let file = dir.join("probe.ard");
+    std::fs::write(
+        &file,
+        format!(
+            r#"pipeline {{
+    name = "probe"
+    seed = 5
+}}
+
+dataset tweets {{
+    format = csv
+    path = "{csv}"
+    text = "text"
+    label = "source_id"
+    label_regex = '^(.*)-[^-]*$'
+    on_bad_row = skip
+    max_bad_rows = 100
+    split {{
+        validation = 1%
+        seed = 7
+    }}
+    preprocess {{
+        max_length = 32
+    }}
+}}
+
+model {{
+    path = "{minilm}"
+    head = sequence_classification
+    classes = auto
+    device = cpu
+}}
+
+adapter probe {{
+    method = head_only
+}}
+
+train {{
+    optimizer = adamw(weight_decay = 0.0)
+    lr = 1e-2
+    batch_size = 8
+    steps = 3
+    precision = f32
+}}
+
+evaluate {{
+    split = validation
+    batch_size = 32
+    metrics = [accuracy]
+}}
+
+output {{
+    dir = "{out}"
+    report = false
+}}
+"#,
+            csv = crate::asset("healthtweets/healthtweets.csv").display(),
+            minilm = minilm.display(),
+            out = dir.join("run").display(),
+        ),
+    )
+    .unwrap();
+
+    let out = ardpipe(&["plan", file.to_str().unwrap(), "--format", "json"]);
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let plan = &v["runs"][0]["plan"];
+    assert_eq!(plan["adapters"][0]["method"], "head_only", "{plan}");
+    assert_eq!(
+        plan["adapters"][0]["modules"],
+        serde_json::json!([]),
+        "{plan}"
+    );
+    let classes = plan["data"]["classes"].as_array().unwrap().len();
+    // bert.pooler.dense (384 × 384 + 384) and classifier (classes × 384 + classes).
+    let head = 384 * 384 + 384 + classes * 384 + classes;
+    assert_eq!(plan["head_parameters"], head, "{plan}");
+    assert_eq!(plan["trainable_initial"], head, "{plan}");
+    let text = crate::stdout(&ardpipe(&["plan", file.to_str().unwrap()]));
+    assert!(
+        text.contains("adapter    probe (head_only): 0 modules")
+            && text.contains("only the task head trains"),
+        "{text}"
+    );
+
+    let out = ardpipe(&["run", file.to_str().unwrap(), "-q", "--threads", "1"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        crate::stdout(&out),
+        crate::stderr(&out)
+    );
+    let run = dir.join("run");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["steps"], 3, "{summary}");
+    assert_eq!(summary["exported_parameters"], head, "{summary}");
+    assert!(
+        !run.join("adapter").exists(),
+        "no PEFT folder for head_only"
+    );
+
+    let base_bytes = std::fs::read(minilm.join("model.safetensors")).unwrap();
+    let base = safetensors::SafeTensors::deserialize(&base_bytes).unwrap();
+    let merged_bytes = std::fs::read(run.join("merged/model.safetensors")).unwrap();
+    let merged = safetensors::SafeTensors::deserialize(&merged_bytes).unwrap();
+    let (mut same, mut moved) = (0, 0);
+    for (name, t) in base.tensors() {
+        if name == "embeddings.position_ids" {
+            continue;
+        }
+        let m = merged.tensor(&format!("bert.{name}")).unwrap();
+        assert_eq!(m.dtype(), t.dtype(), "{name}");
+        if name.starts_with("pooler.") {
+            // The pooler is part of the head: it trained.
+            moved += usize::from(m.data() != t.data());
+        } else {
+            assert!(m.data() == t.data(), "base weight {name} changed");
+            same += 1;
+        }
+    }
+    assert!(same > 90, "only {same} base tensors compared");
+    assert_eq!(moved, 2, "the pooler's weight and bias trained");
+    assert!(merged.tensor("classifier.weight").is_ok());
+    let _ = std::fs::remove_dir_all(&dir);
+}
