@@ -220,6 +220,7 @@ const KEYS: &[(&str, Reach)] = &[
     ("Method{method=adalora}.tfinal", Reads(CONVERT, "position_steps(&c.tfinal, total, per_epoch)")),
     ("Method{method=adalora}.tinit", Reads(CONVERT, "position_steps(&c.tinit, total, per_epoch)")),
     ("Method{method=full}", Reads(CONVERT, "p::Method::Full(_) => MethodConfig::Full")),
+    ("Method{method=head_only}", Reads(CONVERT, "p::Method::HeadOnly(_) => MethodConfig::HeadOnly")),
     // Schedules and positions.
     ("Schedule{kind=constant}", Destructures(CONVERT, "p::Schedule::Constant { value }")),
     ("Schedule{kind=linear}", Destructures(CONVERT, "p::Schedule::Linear {")),
