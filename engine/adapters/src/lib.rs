@@ -22,7 +22,8 @@ pub mod optim;
 pub mod peft;
 
 pub use config::{
-    AdaLoraConfig, AlphaUpdate, ArdLoraConfig, DoraConfig, FullConfig, LoraConfig, MethodConfig, TvMode,
+    AdaLoraConfig, AlphaUpdate, ArdLoraConfig, DoraConfig, FullConfig, LoraConfig, MethodConfig,
+    TvMode,
 };
 pub use error::{AdapterError, Result};
 pub use linear::{AdaptableLinear, BaseLinear, HeadAxis, HeadLayout, LinearAdapter, ParamRole};

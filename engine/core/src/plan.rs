@@ -649,7 +649,11 @@ fn training_plan(pipeline: &p::Pipeline, steps_per_epoch: u64) -> Result<Trainin
     };
     let t = &pipeline.train;
     add("train.lr", &t.lr, t.lr_scale)?;
-    add("train.head_lr", t.head_lr.as_ref().unwrap_or(&t.lr), t.lr_scale)?;
+    add(
+        "train.head_lr",
+        t.head_lr.as_ref().unwrap_or(&t.lr),
+        t.lr_scale,
+    )?;
     for a in &pipeline.adapters {
         if let p::Method::ArdLora(c) = &a.method {
             add("train.alpha_lr", &t.alpha_lr, 1.0)?;

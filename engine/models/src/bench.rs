@@ -462,9 +462,9 @@ fn step_flops(net: &Net, b: i64, t: i64, method: BenchMethod) -> f64 {
     f
 }
 
-/// The trainer's step, minus data loading: task loss backward, the ARD regulariser backward,
-/// both AdamW updates, α projection and the regulariser's EMA (what
-/// `engine/core/src/train/mod.rs` does per step).
+/// The trainer's step, minus data loading: task loss backward, both Adam updates (α's with its
+/// pooled second moment), the regulariser's proximal step on α with its projection, and the
+/// regulariser's EMA (what `engine/core/src/train/mod.rs` does per step).
 struct Training {
     main: AdamW,
     alpha: Option<AdamW>,
@@ -484,7 +484,10 @@ impl Training {
         let alpha = (!alphas.is_empty()).then(|| {
             AdamW::new(
                 "alpha",
-                AdamWConfig::default(),
+                AdamWConfig {
+                    pooled: true,
+                    ..AdamWConfig::default()
+                },
                 vec![ParamGroup::new("alpha", ALPHA_LR, 0.0, alphas)],
             )
         });
@@ -512,17 +515,28 @@ impl Training {
 
     fn step(&mut self, net: &mut Net, loss: &Tensor) -> Result<()> {
         loss.backward();
-        if let Some(reg) = &self.regulariser {
-            let r = reg.total(&net.ard_adapters()).map_err(other)? * ARD_LAMBDA;
-            r.backward();
-        }
         self.main.step();
         if let Some(o) = self.alpha.as_mut() {
             o.step();
         }
+        let shifts = match &self.regulariser {
+            Some(reg) => reg
+                .proximal_shifts(
+                    &net.ard_adapters(),
+                    ALPHA_LR * ARD_LAMBDA,
+                    reg.beta,
+                    reg.gamma,
+                )
+                .map_err(other)?,
+            None => Vec::new(),
+        };
+        let mut shifts = shifts.iter();
         for l in net.linears_mut() {
             if let Some(a) = l.adapter.as_mut().and_then(|a| a.as_ard_mut()) {
-                a.project_alpha();
+                match shifts.next() {
+                    Some(s) => a.shift_alpha(s),
+                    None => a.project_alpha(),
+                }
             }
         }
         if let Some(reg) = self.regulariser.as_mut() {

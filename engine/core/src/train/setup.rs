@@ -317,13 +317,14 @@ fn build(
     let decay = weight_decay(&settings.train.optimizer);
     let mut groups = vec![ParamGroup::new("weights", lr0.value_at(0), decay, weights)];
     if !head.is_empty() {
-        groups.push(ParamGroup::new(HEAD_GROUP, head_lr.value_at(0), decay, head));
+        groups.push(ParamGroup::new(
+            HEAD_GROUP,
+            head_lr.value_at(0),
+            decay,
+            head,
+        ));
     }
-    let main_opt = optimizer(
-        "main",
-        &settings.train.optimizer,
-        groups,
-    );
+    let main_opt = optimizer("main", &settings.train.optimizer, groups);
     let (alpha_opt, alpha_lr) = if alphas.is_empty() {
         (None, None)
     } else {
