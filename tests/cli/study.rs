@@ -71,17 +71,19 @@ fn section<'a>(md: &'a str, pipeline: &str) -> &'a str {
 fn quick_study_runs_every_method_and_reports_them() {
     let out = std::env::temp_dir().join(format!("ardpipe-study-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
+    let files = [
+        ("study_classification", "pipelines/study/classification.ard"),
+        ("study_causal_lm", "pipelines/study/causal_lm.ard"),
+    ];
+    let expected: Vec<Vec<String>> = files.iter().map(|(_, f)| variants_of(f)).collect();
     let first = study(&out, &[]);
     let err = String::from_utf8_lossy(&first.stderr);
     assert!(first.status.success(), "{err}");
     let md = std::fs::read_to_string(out.join("RESULTS.md")).unwrap();
     let mut total = 0;
-    for (pipeline, file) in [
-        ("study_classification", "pipelines/study/classification.ard"),
-        ("study_causal_lm", "pipelines/study/causal_lm.ard"),
-    ] {
+    for ((pipeline, _), expected) in files.iter().zip(&expected) {
         let variants = finished_variants(&out, pipeline);
-        assert_eq!(variants, variants_of(file), "{pipeline}");
+        assert_eq!(&variants, expected, "{pipeline}");
         // Whatever the variants are, there is full fine-tuning, ARD-LoRA and a baseline.
         let method = |v: &String| method_of(&out.join(pipeline).join(v).join("seed-1"));
         let ard: Vec<&String> = variants
@@ -139,7 +141,7 @@ fn quick_study_runs_every_method_and_reports_them() {
                 "{a} in\n{section}"
             );
         }
-        if pipeline == "study_classification" {
+        if *pipeline == "study_classification" {
             // It tests on `test`: its runs also scored validation, shown per variant.
             for v in &variants {
                 let row = format!("| {v} | ×1 (the only one) | ");
@@ -158,6 +160,7 @@ fn quick_study_runs_every_method_and_reports_them() {
         "| full | 1 |",
         "100.0% |",
         "Before training (the base model): loss",
+        "; scores are on its `test` split",
         "**Paired comparisons** (on accuracy, higher is better",
         "**Paired comparisons** (on perplexity, lower is better",
         "**At a matched budget**",
@@ -172,7 +175,7 @@ fn quick_study_runs_every_method_and_reports_them() {
     // A lost run (no summary) runs again; the others are kept.
     let lost = out
         .join("study_classification")
-        .join(&variants_of("pipelines/study/classification.ard")[0])
+        .join(&expected[0][0])
         .join("seed-1");
     std::fs::remove_file(lost.join("summary.json")).unwrap();
     let again = study(&out, &["pipelines/study/classification.ard"]);

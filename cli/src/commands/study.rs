@@ -79,6 +79,11 @@ pub fn run(a: StudyArgs) -> miette::Result<Code> {
             name: pipeline.name.clone(),
             description: pipeline.description.clone(),
             steps: steps_of(&pipeline),
+            eval_split: pipeline.evaluate.as_ref().and_then(|e| {
+                serde_json::to_value(e.split)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+            }),
             sets,
             has_variants: !pipeline.variants.is_empty(),
             variants,
@@ -166,6 +171,7 @@ pub fn run(a: StudyArgs) -> miette::Result<Code> {
                 name: p.name.clone(),
                 description: p.description.clone(),
                 steps: p.steps,
+                eval_split: p.eval_split.clone(),
                 variants: p.variants.clone(),
             })
             .collect(),
@@ -200,6 +206,7 @@ struct FilePlan {
     name: String,
     description: Option<String>,
     steps: Option<u64>,
+    eval_split: Option<String>,
     /// `--set` values for every run of this file: the user's, then the quick ones.
     sets: Vec<String>,
     /// Without variants the pipeline is one run, named after itself.

@@ -1,6 +1,6 @@
 //! The study's results report. Per pipeline and variant: the learning-rate factor chosen on the
-//! validation split (the test split is read only for the chosen factor), the test metrics over
-//! seeds (mean ± sample standard deviation), the score as a percentage of full fine-tuning's,
+//! validation split (the evaluation split, say test, is read only for the chosen factor), the
+//! evaluation metrics over seeds (mean ± sample standard deviation), the score as a percentage of full fine-tuning's,
 //! what the method exports, allocates and holds in memory, paired per-seed comparisons of each
 //! ARD-LoRA variant with the baselines (95% Student-t intervals), the comparison at a matched
 //! parameter budget, and the Pareto frontier of exported parameters against score
@@ -92,7 +92,7 @@ impl RunOutcome {
                     String::new()
                 };
                 format!(
-                    "{validation}test {}; {} exported; {:.0} s; {:.0} MiB",
+                    "{validation}evaluation {}; {} exported; {:.0} s; {:.0} MiB",
                     metrics(&s.final_eval),
                     count(s.exported_parameters as f64),
                     s.wall_seconds,
@@ -108,6 +108,8 @@ pub struct FileInfo {
     pub name: String,
     pub description: Option<String>,
     pub steps: Option<u64>,
+    /// The split `evaluate` scores (`test`, `validation`), when the pipeline evaluates.
+    pub eval_split: Option<String>,
     pub variants: Vec<String>,
 }
 
@@ -265,7 +267,7 @@ pub fn best_at_budget(
 pub enum Selection {
     /// The factor with the best mean validation score (`by_validation`), or the only factor.
     Chosen { factor: f64, by_validation: bool },
-    /// No factor can be chosen without looking at the test split; the reason.
+    /// No factor can be chosen without looking at the evaluation split; the reason.
     Impossible(String),
 }
 
@@ -274,7 +276,7 @@ pub enum Selection {
 pub type ValidationScores = Vec<(f64, Option<(f64, usize)>)>;
 
 /// Chooses a variant's learning-rate factor from its runs' validation scores only (never their
-/// test scores).
+/// final evaluation scores).
 pub fn select_lr(
     grid: &[f64],
     runs: &[&RunOutcome],
@@ -523,8 +525,9 @@ pub fn render(settings: &StudySettings, outcomes: &[RunOutcome]) -> Report {
             md,
             "- learning rate: each variant ran at the pipeline's schedule × {} \
              (`train.lr_scale`); per variant the factor with the best mean score on the \
-             validation split is chosen, and only that factor's runs are read on the test \
-             split: every score below is a test score at the chosen factor",
+             validation split is chosen, and only that factor's runs are reported on the \
+             evaluation split (`evaluate.split`, named per pipeline): every score below is at \
+             the chosen factor",
             grid.join(", ")
         );
     } else {
@@ -532,7 +535,8 @@ pub fn render(settings: &StudySettings, outcomes: &[RunOutcome]) -> Report {
             md,
             "- learning rate: the pipeline's own schedule (factor {}); nothing was tuned \
              (`ardpipe study --lr-grid 0.5,1,2` chooses a factor per variant on the validation \
-             split); scores are on the test split",
+             split); scores are on each pipeline's evaluation split (`evaluate.split`, named \
+             per pipeline)",
             grid.join(", ")
         );
     }
@@ -618,11 +622,18 @@ fn render_file(
     }
     let _ = writeln!(
         md,
-        "Pipeline `{}`{}.\n",
+        "Pipeline `{}`{}{}.\n",
         file.file,
         file.steps
             .map(|s| format!(", {s} training steps per run"))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        match file.eval_split.as_deref() {
+            Some("validation") => "; scores are on its `validation` split (it evaluates no \
+                 separate test split, so a learning-rate grid has nothing held out to select on)"
+                .to_string(),
+            Some(split) => format!("; scores are on its `{split}` split"),
+            None => String::new(),
+        }
     );
     let mut metric_names: Vec<String> = Vec::new();
     for s in runs.iter().filter_map(|o| o.summary.as_ref()) {
@@ -831,7 +842,7 @@ fn lr_table(
         if let Selection::Impossible(why) = sel {
             let _ = writeln!(
                 md,
-                "- `{v}`: no learning-rate factor could be selected ({why}); its test scores \
+                "- `{v}`: no learning-rate factor could be selected ({why}); its scores \
                  are not reported, and it is left out of the comparisons below.",
             );
         }
@@ -915,7 +926,7 @@ fn matched_budget(md: &mut String, methods: &[MethodStats], metric: &str, higher
     let _ = writeln!(
         md,
         "**At a matched budget** (each ARD-LoRA variant against the baseline with the best mean \
-         test {metric} among those exporting at most {BUDGET_SLACK}× its parameters: the \
+         {metric} among those exporting at most {BUDGET_SLACK}× its parameters: the \
          strongest competitor at no larger budget):\n"
     );
     for a in ard {
@@ -989,7 +1000,7 @@ fn pareto(
         .collect();
     let name = format!("{pipeline}_pareto.svg");
     let svg = study_svg::pareto_svg(
-        &format!("{pipeline}: exported parameters against test {metric}"),
+        &format!("{pipeline}: exported parameters against {metric}"),
         metric,
         higher,
         &points,
@@ -1157,6 +1168,7 @@ mod tests {
                 name: "p".into(),
                 description: None,
                 steps: Some(10),
+                eval_split: Some("test".into()),
                 variants: variants.iter().map(|v| v.to_string()).collect(),
             }],
             elapsed_s: 60.0,
