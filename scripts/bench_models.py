@@ -419,8 +419,9 @@ def render(args, argv, info, peaks, results, models, dtypes, load_before, load_a
         w("## ARD-LoRA against LoRA at the same maximum rank (ardpipe)")
         w("")
         w(f"ARD-LoRA with r0 = {args.rank} per head and α_max = 1 (so at most {args.rank} rows per head), "
-          "scale s = 2·r0, λ = 1e-3 (β = 1, γ = 0.5, depth TV), α trained by its own AdamW (lr 1e-2) "
-          "and projected after each step, exactly the trainer's step; against LoRA of rank "
+          "scale s = 2·r0, λ = 0.1 (β = 1, γ = 0.5, depth TV), α trained by its own Adam (pooled "
+          "second moment, lr 5e-2) and then moved by the regulariser's proximal step and projected, "
+          "exactly the trainer's step; against LoRA of rank "
           f"{args.rank} × heads on each module (the same maximum rank per module: SmolLM2 q, o "
           f"{args.rank * 9}, k, v {args.rank * 3}; MiniLM query, value {args.rank * 12}), "
           "lora_alpha = 2·rank. **Compacted**: after one training step, every head's α is set so its "

@@ -106,7 +106,9 @@ pub fn check(b: &Block, seed: u64, cx: &mut Ctx) -> (Option<Train>, TrainSpans) 
     let lr_scale = r.number("lr_scale", 1e-6, 1e6, cx).unwrap_or(1.0);
     let alpha_lr = match r.value("alpha_lr", cx) {
         Some(v) => schedule(&v, "alpha_lr", 0.0, 10.0, cx),
-        None => Some(Schedule::Constant { value: 1e-2 }),
+        // 5e-2: a run of a hundred steps can move α across its range, so that λ rather than
+        // the step count decides where ranks settle (docs/METHOD.md).
+        None => Some(Schedule::Constant { value: 5e-2 }),
     };
     let batch_size = r.int("batch_size", 1, 1 << 20, cx).unwrap_or(16) as u32;
     let grad_accum = r.int("grad_accum", 1, 1 << 16, cx).unwrap_or(1) as u32;

@@ -249,10 +249,10 @@ pub const LORA_SCALING: f64 = 2.0;
 /// but for the learning rate, which does not change the work.
 pub const LR: f64 = 1e-3;
 pub const WEIGHT_DECAY: f64 = 0.01;
-/// ARD-LoRA: α's own AdamW (no weight decay) and the regulariser weight λ (the defaults of
-/// docs/LANGUAGE.md: `alpha_lr = 1e-2`, λ warming up to 1e-3).
-pub const ALPHA_LR: f64 = 1e-2;
-pub const ARD_LAMBDA: f64 = 1e-3;
+/// ARD-LoRA: α's own Adam (pooled second moment, no weight decay) and the regulariser weight λ
+/// (the defaults of docs/LANGUAGE.md: `alpha_lr = 5e-2`, λ warming up to 0.1).
+pub const ALPHA_LR: f64 = 5e-2;
+pub const ARD_LAMBDA: f64 = 0.1;
 
 /// One benchmark case of the Rust side.
 #[derive(Debug, Clone)]
