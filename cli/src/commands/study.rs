@@ -88,6 +88,16 @@ pub fn run(a: StudyArgs) -> miette::Result<Code> {
             has_variants: !pipeline.variants.is_empty(),
             variants,
             seeds: (0..seeds as u64).map(|k| seed0 + k).collect(),
+            resplit: pipeline
+                .datasets
+                .iter()
+                .filter(|d| {
+                    [&d.split.validation, &d.split.test]
+                        .iter()
+                        .any(|p| matches!(p, Some(SplitPart::Fraction { .. })))
+                })
+                .map(|d| d.name.clone())
+                .collect(),
         });
     }
     let factors = grid.as_deref().unwrap_or(&[1.0]);
@@ -213,6 +223,9 @@ struct FilePlan {
     has_variants: bool,
     variants: Vec<String>,
     seeds: Vec<u64>,
+    /// Datasets whose held-out splits are fractions: each seed draws its own split of them
+    /// (`split.seed` = the run's seed), so the seeds' spread includes the split's.
+    resplit: Vec<String>,
 }
 
 /// The files named, or `pipelines/study/*.ard` under the current directory.
@@ -367,6 +380,9 @@ fn run_one(
             "--set",
             &format!("train.lr_scale={}", study_report::factor_label(f)),
         ]);
+    }
+    for d in &plan.resplit {
+        cmd.args(["--set", &format!("dataset.{d}.split.seed={seed}")]);
     }
     cmd.args(["--set", &format!("pipeline.seed={seed}")])
         .args(["--set", &format!("output.dir={}", dsl_string(dir))])

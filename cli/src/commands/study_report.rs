@@ -414,6 +414,8 @@ struct MethodStats {
     tokens_per_s: f64,
     /// Mean effective rank, and the spread of ranks across units (both averaged over seeds).
     rank: Option<(f64, Option<f64>)>,
+    /// ARD-LoRA's λ at the end of training (from the first run's plan).
+    lambda: Option<f64>,
     first: Option<Summary>,
 }
 
@@ -495,8 +497,31 @@ fn stats(variant: &str, family: &str, runs: &[&RunOutcome]) -> MethodStats {
                 (!spreads.is_empty()).then(|| mean_std(&spreads).0),
             )
         }),
+        lambda: runs
+            .iter()
+            .find(|r| r.summary.is_some())
+            .and_then(|r| final_lambda(&r.run_dir)),
         first: done.first().map(|(_, s)| (*s).clone()),
     }
+}
+
+/// λ at the end of training, from the run's `plan.json` (the schedule named `<adapter>.lambda`,
+/// evaluated at the last step); None without ARD-LoRA or a readable plan.
+pub fn final_lambda(run_dir: &Path) -> Option<f64> {
+    let text = std::fs::read_to_string(run_dir.join("plan.json")).ok()?;
+    let plan: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let steps = plan["training"]["total_steps"].as_u64()?;
+    plan["training"]["schedules"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"].as_str().is_some_and(|n| n.ends_with(".lambda")))
+        .and_then(|s| {
+            serde_json::from_value::<ardpipe_engine::schedule::ResolvedSchedule>(
+                s["schedule"].clone(),
+            )
+            .ok()
+        })
+        .map(|s| s.value_at(steps.saturating_sub(1)))
 }
 
 pub fn render(settings: &StudySettings, outcomes: &[RunOutcome]) -> Report {
@@ -782,8 +807,54 @@ fn render_file(
     } else {
         None
     };
+    lambda_curve(md, &methods, primary);
     rank_maps(md, &methods);
     figure
+}
+
+/// ARD-LoRA's λ → rank curve: one row per ARD-LoRA variant, by λ.
+fn lambda_curve(md: &mut String, methods: &[MethodStats], primary: Option<(&str, bool)>) {
+    let mut ard: Vec<&MethodStats> = methods
+        .iter()
+        .filter(|m| m.is_ard && m.runs > 0 && m.lambda.is_some())
+        .collect();
+    if ard.is_empty() {
+        return;
+    }
+    ard.sort_by(|a, b| a.lambda.partial_cmp(&b.lambda).unwrap_or(std::cmp::Ordering::Equal));
+    let metric = primary.map(|(m, _)| m).unwrap_or("score");
+    let _ = writeln!(
+        md,
+        "**λ → rank** (ARD-LoRA; λ after its warm-up; mean effective rank over units, averaged over \
+         seeds; spread: the standard deviation of the ranks across units, averaged over seeds):\n"
+    );
+    let _ = writeln!(
+        md,
+        "| variant | λ | mean rank | spread across units | exported params | {metric} |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|");
+    for m in ard {
+        let (rank, spread) = match m.rank {
+            Some((r, s)) => (
+                format!("{r:.2}"),
+                s.map(|s| format!("{s:.2}")).unwrap_or_else(|| "—".into()),
+            ),
+            None => ("—".into(), "—".into()),
+        };
+        let score = match m.metric(metric) {
+            Some((mean, std)) if m.runs > 1 => format!("{} ± {}", num(mean), num(std)),
+            Some((mean, _)) => num(mean),
+            None => "—".into(),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {rank} | {spread} | {} | {score} |",
+            m.variant,
+            m.lambda.map(|l| format!("{l}")).unwrap_or_default(),
+            count(m.exported)
+        );
+    }
+    md.push('\n');
 }
 
 /// The learning-rate choice per variant: the factor, and the validation score of each factor.
@@ -1106,6 +1177,26 @@ pub(crate) fn machine<'a>(run_dirs: impl IntoIterator<Item = &'a std::path::Path
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lambda_is_read_from_the_plan_at_the_last_step() {
+        let dir = std::env::temp_dir().join(format!("ardpipe-lambda-{}", std::process::id()));
+        let dir = &dir;
+        std::fs::create_dir_all(dir).unwrap();
+        let plan = serde_json::json!({"training": {"total_steps": 120, "schedules": [
+            {"name": "train.lr", "schedule": {"kind": "constant", "value": 0.001}},
+            {"name": "qv.lambda", "schedule": {"kind": "warm_up", "over": 24,
+                "then": {"kind": "constant", "value": 0.3}}},
+        ]}});
+        std::fs::write(dir.join("plan.json"), plan.to_string()).unwrap();
+        assert_eq!(final_lambda(dir), Some(0.3));
+        // No ARD-LoRA, or no plan: no λ.
+        let plan = serde_json::json!({"training": {"total_steps": 5, "schedules": []}});
+        std::fs::write(dir.join("plan.json"), plan.to_string()).unwrap();
+        assert_eq!(final_lambda(dir), None);
+        assert_eq!(final_lambda(&dir.join("missing")), None);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     /// A summary as `ardpipe run` writes it (through serde: fields the engine adds later with
     /// defaults do not break these tests).
