@@ -155,7 +155,7 @@ fn quick_study_runs_every_method_and_reports_them() {
     );
     for want in [
         "| method | runs | loss | accuracy | macro_f1 | % of full | exported params | peak params \
-         | adaptation memory | peak RSS |",
+         | adaptation memory, peak → end | peak RSS |",
         "| method | runs | loss | perplexity | % of full |",
         "| full | 1 |",
         "100.0% |",
@@ -163,6 +163,7 @@ fn quick_study_runs_every_method_and_reports_them() {
         "; scores are on its `test` split",
         "**Paired comparisons** (on accuracy, higher is better",
         "**Paired comparisons** (on perplexity, lower is better",
+        "**λ → rank** (ARD-LoRA",
         "**At a matched budget**",
         "**Pareto frontier**",
         "**exported params**: what export writes",

@@ -409,6 +409,8 @@ struct MethodStats {
     exported: f64,
     peak_params: f64,
     adaptation_mib: f64,
+    /// The same when training ended (ARD-LoRA's compaction lowers it).
+    adaptation_end_mib: f64,
     peak_rss: f64,
     wall: f64,
     tokens_per_s: f64,
@@ -488,6 +490,7 @@ fn stats(variant: &str, family: &str, runs: &[&RunOutcome]) -> MethodStats {
         exported: avg(&|s| s.exported_parameters as f64),
         peak_params: avg(&|s| s.peak_parameters as f64),
         adaptation_mib: avg(&|s| s.adaptation_memory.peak_bytes as f64 / (1024.0 * 1024.0)),
+        adaptation_end_mib: avg(&|s| s.adaptation_memory.final_bytes as f64 / (1024.0 * 1024.0)),
         peak_rss: avg(&|s| s.peak_rss_mb),
         wall: avg(&|s| s.wall_seconds),
         tokens_per_s: avg(&|s| s.tokens_per_second),
@@ -583,8 +586,9 @@ pub fn render(settings: &StudySettings, outcomes: &[RunOutcome]) -> Report {
         "**peak params**: the most trainable parameters allocated at any step of training \
          (ARD-LoRA before compaction, AdaLoRA at its initial rank)",
         "**adaptation memory**: bytes of the trainable tensors, their gradients and the \
-         optimiser state at their peak, summed from the tensors themselves (not process memory, \
-         which the frozen base model dominates), in MiB",
+         optimiser state at their peak during training and when it ended (ARD-LoRA's compaction \
+         lowers it), summed from the tensors themselves (not process memory, which the frozen \
+         base model dominates), in MiB",
         "**peak RSS**: each run's own process (VmHWM), model and data included; **wall**: the \
          whole run (loading, evaluation and export included)",
         "**mean rank ± spread** (ARD-LoRA): the mean effective rank of its units ± their \
@@ -718,7 +722,7 @@ fn render_file(
     }
     let _ = writeln!(
         md,
-        " % of full | exported params | peak params | adaptation memory | peak RSS | wall | \
+        " % of full | exported params | peak params | adaptation memory, peak → end | peak RSS | wall | \
          train tokens/s | mean rank ± spread |"
     );
     let _ = writeln!(
@@ -770,7 +774,10 @@ fn render_file(
             " {pct} | {} | {} | {} | {:.0} MiB | {:.0} s | {:.0} | {rank} |",
             or_dash(m.exported, &count),
             or_dash(m.peak_params, &count),
-            or_dash(m.adaptation_mib, &|v| format!("{v:.1} MiB")),
+            or_dash(m.adaptation_mib, &|v| format!(
+                "{v:.1} → {:.1} MiB",
+                m.adaptation_end_mib
+            )),
             m.peak_rss,
             m.wall,
             m.tokens_per_s
@@ -1458,11 +1465,11 @@ mod tests {
             &outcomes,
         );
         let md = &report.markdown;
-        // Mean over three seeds; % of full is the score against full's 0.50, 3 MiB peak.
+        // Mean over three seeds; % of full is the score against full's 0.50; 3 MiB at peak, 1 at the end.
         assert!(
             md.contains(
                 "| ard_lora | 3 | 1.0000 ± 0.0000 | 0.4100 ± 0.0100 | 82.0% | 300 | 600 | \
-                 3.0 MiB | 100 MiB | 10 s | 1 | 5.00 ± 0.50 |"
+                 3.0 → 1.0 MiB | 100 MiB | 10 s | 1 | 5.00 ± 0.50 |"
             ),
             "{md}"
         );
