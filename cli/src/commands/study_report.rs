@@ -828,7 +828,11 @@ fn lambda_curve(md: &mut String, methods: &[MethodStats], primary: Option<(&str,
     if ard.is_empty() {
         return;
     }
-    ard.sort_by(|a, b| a.lambda.partial_cmp(&b.lambda).unwrap_or(std::cmp::Ordering::Equal));
+    ard.sort_by(|a, b| {
+        a.lambda
+            .partial_cmp(&b.lambda)
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
     let metric = primary.map(|(m, _)| m).unwrap_or("score");
     let _ = writeln!(
         md,

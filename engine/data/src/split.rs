@@ -101,7 +101,10 @@ mod tests {
     fn contiguous_runs_keep_neighbours_together() {
         let s = fraction_split(1000, 0.1, 0.1, 7, 50).unwrap();
         // Whole runs of 50: 100 rows each (2 runs), the other 16 runs train.
-        assert_eq!((s.validation.len(), s.test.len(), s.train.len()), (100, 100, 800));
+        assert_eq!(
+            (s.validation.len(), s.test.len(), s.train.len()),
+            (100, 100, 800)
+        );
         for part in [&s.validation, &s.test, &s.train] {
             for run in part.chunks(50) {
                 assert_eq!(run[0] % 50, 0, "a run starts on a boundary: {run:?}");
