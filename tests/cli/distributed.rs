@@ -438,7 +438,7 @@ fn every_method_and_the_causal_lm_train_on_two_workers() {
     let small = ["train.batch_size=4", "dataset.tweets.split.test=1%"];
     let (out, _) = run(
         "pipelines/study/classification.ard",
-        "adalora",
+        "adalora_r8",
         &[&["train.steps=8", "train.lr=2e-2"], &small[..]].concat(),
     );
     let cfg = std::fs::read_to_string(out.join("adapter/adapter_config.json")).unwrap();
@@ -451,9 +451,10 @@ fn every_method_and_the_causal_lm_train_on_two_workers() {
     assert!(out.join("merged/model.safetensors").is_file());
     let (_, text) = run(
         "pipelines/study/causal_lm.ard",
-        "ard_lora",
+        "ard_lambda_1",
         &[
             "train.steps=4",
+            "adapter.attention.compaction.every=1 steps",
             "train.batch_size=2",
             "dataset.shakespeare.max_rows=2000",
             "dataset.shakespeare.split.validation=2%",

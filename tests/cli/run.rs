@@ -175,7 +175,7 @@ fn short_ard_lora_run_exports_a_peft_adapter_and_resumes_exactly() {
 #[test]
 fn dora_and_adalora_exports_load_in_peft_with_matching_logits() {
     let root = fresh_dir("baselines");
-    for variant in ["dora", "adalora"] {
+    for variant in ["dora_r8", "adalora_r8"] {
         let dir = root.join(variant);
         let out = Command::new(env!("CARGO_BIN_EXE_ardpipe"))
             .current_dir(repo())
@@ -198,7 +198,7 @@ fn dora_and_adalora_exports_load_in_peft_with_matching_logits() {
             &std::fs::read(dir.join("adapter/adapter_config.json")).unwrap(),
         )
         .unwrap();
-        if variant == "dora" {
+        if variant == "dora_r8" {
             assert_eq!(cfg["peft_type"], "LORA");
             assert_eq!(cfg["use_dora"], true);
         } else {

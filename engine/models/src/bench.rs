@@ -330,7 +330,7 @@ pub struct BenchResult {
     pub trainable_params: usize,
     /// Σ over adapted modules of the allocated rank (LoRA r; ARD-LoRA units × stored rows).
     pub rank_total: usize,
-    /// ARD-LoRA: mean of max(1, round(r0·α)) over heads.
+    /// ARD-LoRA: mean of max(1, round(r0·α)) over heads, when the timed steps start.
     pub mean_effective_rank: Option<f64>,
     /// Matmul FLOPs of one step, from the shapes ([`step_flops`]).
     pub flops_per_step: f64,
@@ -714,6 +714,19 @@ pub fn run(spec: &BenchSpec) -> Result<BenchResult> {
         tracing::info!("compaction: adapter parameters {before} → {after}");
     }
 
+    // The ranks of the configuration being timed, read before the timed steps move α: the rows
+    // each step computes with stay fixed (only a compaction changes them), while α drifts.
+    let mut rank_total = 0;
+    let mut eff = Vec::new();
+    for l in net.linears() {
+        let Some(a) = &l.adapter else { continue };
+        if let Some(ard) = a.as_ard() {
+            rank_total += ard.n_units() * ard.allocated_rank();
+            eff.extend(ard.effective_ranks());
+        } else if let Some((_, t)) = a.trainable().iter().find(|(k, _)| k == "lora_A") {
+            rank_total += t.size()[0] as usize;
+        }
+    }
     let mut times = Vec::with_capacity(spec.steps);
     let mut loss = f64::NAN;
     for i in 0..spec.warmup + spec.steps {
@@ -736,17 +749,6 @@ pub fn run(spec: &BenchSpec) -> Result<BenchResult> {
         (times[times.len() / 2 - 1] + times[times.len() / 2]) / 2.0
     };
 
-    let mut rank_total = 0;
-    let mut eff = Vec::new();
-    for l in net.linears() {
-        let Some(a) = &l.adapter else { continue };
-        if let Some(ard) = a.as_ard() {
-            rank_total += ard.n_units() * ard.allocated_rank();
-            eff.extend(ard.effective_ranks());
-        } else if let Some((_, t)) = a.trainable().iter().find(|(k, _)| k == "lora_A") {
-            rank_total += t.size()[0] as usize;
-        }
-    }
     let trainable_params = match &training {
         Some(tr) => tr.trainable(),
         None => net.all_parameters().iter().map(Tensor::numel).sum(),
