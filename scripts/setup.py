@@ -19,8 +19,11 @@ Layout of the cache (ARDPIPE_CACHE, default ~/.cache/ardpipe):
                                       assets/gemma3/: Gemma 3 270M GGUF from four chunk
                                       packages, under the Gemma Terms of Use it prints;
                                       assets/chatterbot/: chat.jsonl, converted at set-up from
-                                      the ChatterBot corpus's YAML with the pinned PyYAML)
-    peer-venv/                       Python torch + transformers + peft (the peer for round trips, benchmarks)
+                                      the ChatterBot corpus's YAML with the pinned PyYAML;
+                                      assets/easyvqa/: {train,test}/images/N.png, each folder
+                                      pinned by the sha256 of its listing, and {train,test}.jsonl)
+    peer-venv/                       Python torch + transformers + peft + pillow (the peer for round
+                                     trips, benchmarks)
 
 and inside the checkout (git-ignored) `.ardpipe/libtorch` and `.ardpipe/assets`
 link to them, which is what `.cargo/config.toml` and the tests read.
@@ -269,12 +272,20 @@ def fetch(pkg: dict, downloads: Path) -> Path:
         shutil.rmtree(partial, ignore_errors=True)
 
 
+@functools.lru_cache(maxsize=16)
+def _zip(archive: Path, mtime_ns: int, size: int) -> zipfile.ZipFile:
+    """A wheel opened once per set-up: reading its table of contents again for each of an image
+    folder's thousands of members would cost a minute. (Keyed by mtime and size as well, so an
+    archive fetched again is opened again.)"""
+    return zipfile.ZipFile(archive)
+
+
 def open_member(archive: Path, inner: str) -> io.BufferedIOBase:
     """Open `inner` inside a wheel (zip) or sdist (tar.gz); `a.zip!b` reaches into a nested zip."""
     outer, _, nested = inner.partition("!")
     if archive.name.endswith(".whl") or archive.name.endswith(".zip"):
-        z = zipfile.ZipFile(archive)
-        data = z.open(outer)
+        st = archive.stat()
+        data = _zip(archive, st.st_mtime_ns, st.st_size).open(outer)
     else:
         t = tarfile.open(archive)
         member = t.extractfile(outer)
@@ -508,13 +519,133 @@ def chatterbot_chat_jsonl(sources: list[tuple[str, bytes]], tools: dict, out: Pa
             f"statement; {skipped} with fewer than two statements skipped")
 
 
+def easyvqa_jsonl(sources: list[tuple[str, bytes]], tools: dict, out: Path) -> str:
+    """easy-VQA `questions.json` (a list of `[question, answer, image_id]`) to JSONL, one question a
+    line, in the file's order: `{"image": "train/images/17.png", "question": ..., "answer": ...}`.
+
+    The image path is relative to the JSONL file's folder: `<split>/images/<id>.png`, the split
+    being the folder that holds questions.json. The asset's folder entries have copied the images
+    there before any file is converted, and every image a question names is checked to be there.
+    Keys in a fixed order, text as given: the bytes are reproducible, and pinned.
+    """
+    n_questions = 0
+    images: set[str] = set()
+    answers: set[str] = set()
+    with open(out, "w", encoding="utf-8", newline="\n") as dst:
+        for member, data in sources:
+            split = posixpath.basename(posixpath.dirname(member))
+            try:
+                questions = json.loads(data.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError) as e:
+                raise SetupError(f"{member} is not UTF-8 JSON: {e}") from e
+            if not isinstance(questions, list):
+                raise SetupError(f"{member} is not a JSON list of questions, so it is not easy-VQA's "
+                                 "questions.json; assets/manifest.json names the wrong files")
+            for i, q in enumerate(questions):
+                if not (isinstance(q, list) and len(q) == 3 and isinstance(q[0], str) and isinstance(q[1], str)
+                        and type(q[2]) is int and q[2] >= 0):
+                    raise SetupError(f"{member}: entry {i} is {q!r:.200}, not [question, answer, image id]; "
+                                     "assets/manifest.json names the wrong files")
+                image = f"{split}/images/{q[2]}.png"
+                if image not in images:
+                    if not (out.parent / image).is_file():
+                        raise SetupError(f"{member}: question {i} is about image {q[2]}, but {image} was not "
+                                         "installed\n  nothing was installed. fix: the asset's `folders` in "
+                                         f"assets/manifest.json must copy {split}/images/ from the same archive")
+                    images.add(image)
+                answers.add(q[1])
+                dst.write(json.dumps({"image": image, "question": q[0], "answer": q[1]}, ensure_ascii=False) + "\n")
+                n_questions += 1
+    return f"{n_questions:,} questions about {len(images):,} images, {len(answers)} distinct answers"
+
+
 # A manifest file with `"convert": NAME` is written by CONVERTERS[NAME](sources, tools, out) from the
 # archive members that its `from` pattern matches (in name order); its sha256 is pinned like any other.
-CONVERTERS = {"chatterbot_chat_jsonl": chatterbot_chat_jsonl}
+CONVERTERS = {"chatterbot_chat_jsonl": chatterbot_chat_jsonl, "easyvqa_jsonl": easyvqa_jsonl}
+
+
+# ---------------------------------------------------------------- folder entries
+#
+# An asset's `folders` hold many files (thousands of images) under one pin, instead of one manifest
+# entry each: {"from": "pkg/data/train/images/*.png", "to": "train/images/", "count": 4000,
+# "sha256": ...}. Every archive member that `from` matches is copied byte for byte into `to`, and the
+# sha256 pinned is that of the folder's `sha256sum`-style listing: one line `<hex>  <name>` a file,
+# sorted by name, the name relative to `to`. For a flat folder that is what
+# `cd DIR && LC_ALL=C sha256sum * | sha256sum` prints. (They are not in `files`, which ardpipe
+# doctor, compiled with this manifest, checks as single files.)
+
+
+def matching(names: list[str], pattern: str) -> list[str]:
+    """The members that `pattern` matches among `names`: files of the pattern's own folder (not of
+    its subfolders), in name order."""
+    folder = posixpath.dirname(pattern)
+    return sorted(m for m in names if posixpath.dirname(m) == folder and fnmatch.fnmatchcase(m, pattern))
+
+
+def listing_digest(hashes: dict[str, str]) -> str:
+    """sha256 of the `sha256sum`-style listing of a folder's files (name -> hex digest)."""
+    text = "".join(f"{hashes[name]}  {name}\n" for name in sorted(hashes))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def folder_stats(path: Path) -> tuple[int, int] | None:
+    """(number of files, total bytes) of an installed folder, from its directory entries alone
+    (the cheap check); None where it is not a folder."""
+    try:
+        with os.scandir(path) as entries:
+            sizes = [e.stat(follow_symlinks=False).st_size for e in entries if e.is_file(follow_symlinks=False)]
+    except OSError:
+        return None
+    return len(sizes), sum(sizes)
+
+
+def folder_digest(path: Path) -> str | None:
+    """The listing digest of an installed folder, every file re-hashed (the deep check); None
+    where it is not a folder."""
+    try:
+        with os.scandir(path) as entries:
+            files = [Path(e.path) for e in entries if e.is_file(follow_symlinks=False)]
+    except OSError:
+        return None
+    return listing_digest({f.name: sha256_file(f) for f in files})
+
+
+def copy_folder(entry: dict, names: list[str], open_source, where: str, root: Path) -> dict:
+    """Copy the members that a folder entry matches into `root / entry["to"]`, check their listing
+    against the pin and return what the stamp records: sha256, count, total size."""
+    chosen = matching(names, entry["from"])
+    if len(chosen) != entry["count"]:
+        raise SetupError(f"{entry['from']} matches {len(chosen):,} files of {where}, but assets/manifest.json "
+                         f"pins {entry['count']:,} for the folder {entry['to']}\n"
+                         "  nothing was installed. fix: assets/manifest.json names the wrong files; use the "
+                         "manifest and scripts/setup.py of the same checkout")
+    folder = root / entry["to"]
+    folder.mkdir(parents=True, exist_ok=True)
+    hashes = {}
+    size = 0
+    for member in chosen:
+        name = posixpath.basename(member)
+        h = hashlib.sha256()
+        with open_source(member) as src, open(folder / name, "wb") as dst:
+            for chunk in iter(lambda: src.read(1 << 20), b""):
+                h.update(chunk)
+                size += len(chunk)
+                dst.write(chunk)
+        hashes[name] = h.hexdigest()
+    digest = listing_digest(hashes)
+    if digest != entry["sha256"]:
+        raise SetupError(f"checksum mismatch for the folder {entry['to']} ({len(chosen):,} files from "
+                         f"{entry['from']}) inside {where}:\n"
+                         f"    expected {entry['sha256']}\n    got      {digest}\n"
+                         "  (the sha256 of its `sha256sum`-style listing, sorted by name)\n"
+                         "  nothing was installed. fix: delete the archive from the cache's "
+                         "downloads/ folder and run set-up again")
+    return {"sha256": digest, "count": len(chosen), "size": size}
 
 
 def asset_ok(asset: dict, dest: Path) -> bool:
-    """Cheap check that a verified asset is still what was verified (sizes, stamp)."""
+    """Cheap check that a verified asset is still what was verified (sizes, stamp; a folder's
+    number of files and total size)."""
     stamp = dest / STAMP
     if not stamp.exists():
         return False
@@ -527,6 +658,11 @@ def asset_ok(asset: dict, dest: Path) -> bool:
         p = dest / f["to"]
         if not entry or entry.get("sha256") != f["sha256"] or not p.exists() or p.stat().st_size != entry.get("size"):
             return False
+    for d in asset.get("folders", []):
+        entry = recorded.get("folders", {}).get(d["to"])
+        if (not entry or entry.get("sha256") != d["sha256"] or entry.get("count") != d["count"]
+                or folder_stats(dest / d["to"]) != (entry.get("count"), entry.get("size"))):
+            return False
     return True
 
 
@@ -536,6 +672,7 @@ def install_asset(asset: dict, cache: Path, deep: bool) -> str:
         return "ok"
     if deep and dest.exists() and asset_ok(asset, dest):
         bad = [f["to"] for f in asset["files"] if sha256_file(dest / f["to"]) != f["sha256"]]
+        bad += [d["to"] for d in asset.get("folders", []) if folder_digest(dest / d["to"]) != d["sha256"]]
         if not bad:
             return "ok (re-hashed)"
         log(f"{asset['name']}: {', '.join(bad)} changed on disk; reinstalling")
@@ -580,6 +717,12 @@ def install_asset(asset: dict, cache: Path, deep: bool) -> str:
             tools[tool["module"]] = import_tool(tool, unpack_tool(tool, archive, tools_dir))
         if tools:
             origin["tools"] = [t["spec"] for t in asset["tools"]]
+        # Folders first: a conversion may check the files it refers to (easy-VQA's images).
+        folders = {}
+        for d in asset.get("folders", []):
+            folders[d["to"]] = copy_folder(d, listing(), open_source, where, tmp)
+            log(f"  {asset['name']}/{d['to']}: {folders[d['to']]['count']:,} files from {d['from']}, "
+                f"{folders[d['to']]['size'] / 2**20:.1f} MiB, sha256 of the listing ok")
         record = {}
         for f in asset["files"]:
             out = tmp / f["to"]
@@ -589,8 +732,7 @@ def install_asset(asset: dict, cache: Path, deep: bool) -> str:
                 if convert is None:
                     raise SetupError(f"assets/manifest.json asks for the conversion {f['convert']!r}, which "
                                      "this scripts/setup.py lacks: use the setup.py of the same checkout")
-                folder = posixpath.dirname(f["from"])
-                chosen = [m for m in listing() if posixpath.dirname(m) == folder and fnmatch.fnmatchcase(m, f["from"])]
+                chosen = matching(listing(), f["from"])
                 if not chosen:
                     raise SetupError(f"no file of {where} matches {f['from']}; assets/manifest.json names the wrong files")
                 sources = []
@@ -624,7 +766,10 @@ def install_asset(asset: dict, cache: Path, deep: bool) -> str:
                                  "  nothing was installed. fix: delete the archive from the cache's "
                                  "downloads/ folder and run set-up again")
             record[f["to"]] = {"sha256": f["sha256"], "size": size}
-        (tmp / STAMP).write_text(json.dumps({"name": asset["name"], **origin, "files": record}, indent=1))
+        stamp = {"name": asset["name"], **origin, "files": record}
+        if folders:
+            stamp["folders"] = folders
+        (tmp / STAMP).write_text(json.dumps(stamp, indent=1))
         os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the assets are for every user of this cache
         if dest.exists():
             shutil.rmtree(dest)
@@ -646,7 +791,8 @@ def show_terms(asset: dict, cache: Path) -> None:
 
 
 # gguf: the reference for GGUF dequantisation and for transformers' own GGUF loading.
-PEER_PACKAGES = ["transformers==5.24.0", "peft==0.21.2", "gguf==0.19.0"]
+# pillow: transformers' image processors (SiglipImageProcessor) need it to read images.
+PEER_PACKAGES = ["transformers==5.24.0", "peft==0.21.2", "gguf==0.19.0", "pillow==13.0.0"]
 
 
 def install_peer_venv(manifest: dict, cache: Path) -> Path:

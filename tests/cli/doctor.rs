@@ -12,6 +12,7 @@ fn doctor_reports_libtorch_and_verified_assets() {
         "healthtweets",
         "shakespeare",
         "chatterbot",
+        "easyvqa",
     ] {
         assert!(
             text.lines()
@@ -34,8 +35,8 @@ fn doctor_names_missing_assets_and_the_fix() {
     assert_eq!(out.status.code(), Some(3));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let problems = v["problems"].as_array().unwrap();
-    // The five required assets; the optional fortunes data is listed, missing, but no problem.
-    assert_eq!(problems.len(), 5, "{problems:?}");
+    // The six required assets; the optional fortunes data is listed, missing, but no problem.
+    assert_eq!(problems.len(), 6, "{problems:?}");
     let fortunes = v["assets"]
         .as_array()
         .unwrap()
