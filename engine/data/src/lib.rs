@@ -10,6 +10,7 @@
 pub mod batch;
 pub mod chat;
 pub mod error;
+pub mod image;
 pub mod labels;
 pub mod lm;
 pub mod loaders;
