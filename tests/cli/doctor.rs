@@ -67,3 +67,69 @@ fn doctor_yaml_is_yaml_with_the_json_content() {
     let from_json: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
     assert_eq!(from_yaml, from_json);
 }
+
+/// A folder of pinned images (easy-VQA's) is checked like a file: a missing image by the quick
+/// check (count and sizes), a changed byte by `--deep` (the listing's sha256).
+#[test]
+fn doctor_checks_every_image_of_a_pinned_folder() {
+    let real = crate::asset("easyvqa");
+    let cache = std::env::temp_dir().join(format!("ardpipe-doctor-images-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let copy = cache.join("assets/easyvqa");
+    std::fs::create_dir_all(cache.join("assets")).unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&real)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let state = |deep: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ardpipe"));
+        cmd.args(["doctor", "--format", "json"])
+            .env("ARDPIPE_CACHE", &cache);
+        if deep {
+            cmd.arg("--deep");
+        }
+        let v: serde_json::Value = serde_json::from_slice(&cmd.output().unwrap().stdout).unwrap();
+        let a = v["assets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == "easyvqa")
+            .unwrap()
+            .clone();
+        (
+            a["state"].as_str().unwrap().to_string(),
+            a["detail"].to_string(),
+            a["files"].clone(),
+        )
+    };
+    let (s, _, files) = state(true);
+    assert_eq!((s.as_str(), files), ("verified", 5004.into()));
+
+    let image = copy.join("test/images/321.png");
+    let mut bytes = std::fs::read(&image).unwrap();
+    bytes[100] ^= 0xFF;
+    std::fs::write(&image, &bytes).unwrap();
+    assert_eq!(
+        state(false).0,
+        "verified",
+        "the quick check reads sizes only"
+    );
+    let (s, detail, _) = state(true);
+    assert_eq!(s, "corrupt");
+    assert!(
+        detail.contains("test/images/") && detail.contains("sha256"),
+        "{detail}"
+    );
+
+    std::fs::remove_file(copy.join("train/images/17.png")).unwrap();
+    let (s, detail, _) = state(false);
+    assert_eq!(s, "corrupt");
+    assert!(
+        detail.contains("train/images/") && detail.contains("3999 files"),
+        "{detail}"
+    );
+    std::fs::remove_dir_all(&cache).ok();
+}

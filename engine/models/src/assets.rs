@@ -31,12 +31,24 @@ pub struct AssetSpec {
     #[serde(default)]
     pub optional: bool,
     pub files: Vec<FileSpec>,
+    /// Folders of many files (thousands of images) under one pin each.
+    #[serde(default)]
+    pub folders: Vec<FolderSpec>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct FileSpec {
     pub to: String,
     pub sha256: String,
+}
+
+/// A folder's files are pinned together: `sha256` is the digest of their `sha256sum`-style
+/// listing (`<hex>  <name>` per file, sorted by name), `count` how many there are.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FolderSpec {
+    pub to: String,
+    pub sha256: String,
+    pub count: usize,
 }
 
 pub fn manifest() -> Manifest {
@@ -99,6 +111,42 @@ pub struct AssetStatus {
 #[derive(Deserialize)]
 struct Stamp {
     files: std::collections::BTreeMap<String, StampEntry>,
+    #[serde(default)]
+    folders: std::collections::BTreeMap<String, FolderStamp>,
+}
+
+#[derive(Deserialize)]
+struct FolderStamp {
+    sha256: String,
+    count: usize,
+    size: u64,
+}
+
+/// The plain files directly in a folder: (name, path, size).
+fn folder_files(dir: &Path) -> std::io::Result<Vec<(String, PathBuf, u64)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let meta = std::fs::symlink_metadata(e.path())?;
+        if meta.is_file() {
+            out.push((
+                e.file_name().to_string_lossy().into_owned(),
+                e.path(),
+                meta.len(),
+            ));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The sha256 of a folder's `sha256sum`-style listing, every file re-hashed.
+fn listing_digest(files: &[(String, PathBuf, u64)]) -> std::io::Result<String> {
+    let mut h = Sha256::new();
+    for (name, path, _) in files {
+        h.update(format!("{}  {name}\n", sha256_file(path)?));
+    }
+    Ok(format!("{:x}", h.finalize()))
 }
 
 #[derive(Deserialize)]
@@ -124,7 +172,7 @@ pub fn check_asset(spec: &AssetSpec, deep: bool) -> AssetStatus {
         optional: spec.optional,
         dir: dir.clone(),
         state,
-        files: spec.files.len(),
+        files: spec.files.len() + spec.folders.iter().map(|f| f.count).sum::<usize>(),
         detail,
     };
     if !dir.exists() {
@@ -163,6 +211,34 @@ pub fn check_asset(spec: &AssetSpec, deep: bool) -> AssetStatus {
                     );
                 }
                 Err(e) => return status(AssetState::Corrupt, Some(format!("{}: {e}", f.to))),
+            }
+        }
+    }
+    for f in &spec.folders {
+        let corrupt = |why: String| status(AssetState::Corrupt, Some(format!("{}: {why}", f.to)));
+        let files = match folder_files(&dir.join(&f.to)) {
+            Ok(files) => files,
+            Err(e) => return corrupt(e.to_string()),
+        };
+        let (count, size) = (files.len(), files.iter().map(|f| f.2).sum::<u64>());
+        match stamp.folders.get(&f.to) {
+            Some(e) if e.sha256 == f.sha256 && e.count == f.count => {
+                if (count, size) != (e.count, e.size) {
+                    return corrupt(format!(
+                        "{count} files of {size} bytes, set-up verified {} of {}",
+                        e.count, e.size
+                    ));
+                }
+            }
+            _ => return corrupt("differs from the pinned folder".into()),
+        }
+        if deep {
+            match listing_digest(&files) {
+                Ok(d) if d == f.sha256 => {}
+                Ok(d) => {
+                    return corrupt(format!("listing sha256 {d}, expected {}", f.sha256));
+                }
+                Err(e) => return corrupt(e.to_string()),
             }
         }
     }
