@@ -568,10 +568,27 @@ pub fn render(settings: &StudySettings, outcomes: &[RunOutcome]) -> Report {
             grid.join(", ")
         );
     }
+    // The runs' own wall times: a study continued over several invocations (or only rendered
+    // by the last) took that long, whatever this invocation's clock says.
+    let run_wall: f64 = outcomes
+        .iter()
+        .filter_map(|o| o.summary.as_ref().map(|s| s.wall_seconds))
+        .sum();
+    let earlier = outcomes.iter().filter(|o| o.earlier).count();
     let _ = writeln!(
         md,
-        "- whole study: {:.1} minutes of wall time",
-        settings.elapsed_s / 60.0
+        "- whole study: {:.1} minutes of run wall time (the runs' own, summed; runs side by side \
+         overlap){}",
+        run_wall / 60.0,
+        if earlier > 0 {
+            format!(
+                "; {earlier} of {} runs finished in earlier invocations, this one took {:.1} minutes",
+                outcomes.len(),
+                settings.elapsed_s / 60.0
+            )
+        } else {
+            String::new()
+        }
     );
     for line in machine(outcomes.iter().map(|o| o.run_dir.as_path())) {
         let _ = writeln!(md, "- {line}");
