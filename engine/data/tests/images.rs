@@ -10,19 +10,24 @@ use std::process::Command;
 use ardpipe_data::ErrorKind;
 use ardpipe_data::image::{ImageProcessor, Resample, decode};
 
-fn peer_python() -> PathBuf {
-    let p = std::env::var_os("ARDPIPE_PEER_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ardpipe/peer-venv/bin/python")
-        });
+/// Run `tests/peer/siglip_pixels.py` on `cases` (see its docstring): it writes case N's pixel
+/// values to `dir/N.f32` and returns the processor's settings.
+fn siglip_peer(cases: &serde_json::Value, dir: &common::TempDir) -> serde_json::Value {
+    let cases_path = dir.write("cases.json", serde_json::to_vec(cases).unwrap());
+    let out = Command::new(common::peer_python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peer/siglip_pixels.py"))
+        .arg(&cases_path)
+        .arg(dir.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .env("TRANSFORMERS_VERBOSITY", "error")
+        .output()
+        .unwrap();
     assert!(
-        p.exists(),
-        "{} is missing: the Python peer venv comes from the README's first command \
-         (scripts/setup.sh), or set ARDPIPE_PEER_PYTHON",
-        p.display()
+        out.status.success(),
+        "the peer siglip_pixels.py failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    p
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 struct Case {
@@ -82,21 +87,7 @@ fn pixel_values_match_transformers_on_real_images() {
             v
         })
         .collect();
-    let cases_path = dir.write("cases.json", serde_json::to_vec(&spec).unwrap());
-    let out = Command::new(peer_python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peer/siglip_pixels.py"))
-        .arg(&cases_path)
-        .arg(dir.path())
-        .env("HF_HUB_OFFLINE", "1")
-        .env("TRANSFORMERS_VERBOSITY", "error")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the peer siglip_pixels.py failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let settings: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let settings = siglip_peer(&serde_json::json!(spec), &dir);
     assert_eq!(settings["image_mean"], serde_json::json!([0.5, 0.5, 0.5]));
     assert_eq!(settings["image_std"], serde_json::json!([0.5, 0.5, 0.5]));
 
@@ -178,18 +169,7 @@ fn bad_image_files_are_errors_that_name_the_file() {
         "image": common::asset("easyvqa", "train/images/5.png"), "height": 8, "width": 8,
         "resample": 3, "jpeg": jpeg,
     }]);
-    let cases = dir.write("cases.json", serde_json::to_vec(&spec).unwrap());
-    let out = Command::new(peer_python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peer/siglip_pixels.py"))
-        .arg(&cases)
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    siglip_peer(&spec, &dir);
     let whole = std::fs::read(&jpeg).unwrap();
     assert_eq!(decode(&jpeg).unwrap().width, 64);
     let cut = dir.write("cut.jpg", &whole[..whole.len() * 2 / 3]);

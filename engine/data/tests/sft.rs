@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 
@@ -427,21 +427,6 @@ fn length_buckets_are_deterministic_and_group_similar_lengths() {
 
 // ---------- against transformers ----------
 
-fn peer_python() -> PathBuf {
-    let p = std::env::var_os("ARDPIPE_PEER_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ardpipe/peer-venv/bin/python")
-        });
-    assert!(
-        p.exists(),
-        "{} is missing: the Python peer venv comes from the README's first command \
-         (scripts/setup.sh), or set ARDPIPE_PEER_PYTHON",
-        p.display()
-    );
-    p
-}
-
 #[test]
 fn chat_ids_and_answer_spans_match_transformers() {
     let conversations: Vec<Vec<(&str, &str)>> = vec![
@@ -487,7 +472,7 @@ fn chat_ids_and_answer_spans_match_transformers() {
     );
     let dir = common::TempDir::new("sft-peer");
     let cases_path = dir.write("cases.json", serde_json::to_vec(&cases).unwrap());
-    let out = Command::new(peer_python())
+    let out = Command::new(common::peer_python())
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peer/sft_chat.py"))
         .arg(&cases_path)
         .arg(common::gguf::smollm_gguf())

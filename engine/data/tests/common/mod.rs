@@ -3,7 +3,7 @@
 
 pub mod gguf;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Same lookup as `ardpipe_models::assets` (not a dependency here): `ARDPIPE_CACHE`, else
 /// `$XDG_CACHE_HOME/ardpipe`, else `~/.cache/ardpipe`.
@@ -27,6 +27,23 @@ pub fn asset(asset: &str, file: &str) -> PathBuf {
         p.exists(),
         "example asset {asset}/{file} is not installed at {}: run `python3 scripts/setup.py` \
          (or set ARDPIPE_CACHE to the cache that holds it)",
+        p.display()
+    );
+    p
+}
+
+/// The peer's python (`ARDPIPE_PEER_PYTHON`, else the checkout's `.ardpipe/peer-venv`); a
+/// missing peer fails the test with the fix, never skips it.
+pub fn peer_python() -> PathBuf {
+    let p = std::env::var_os("ARDPIPE_PEER_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ardpipe/peer-venv/bin/python")
+        });
+    assert!(
+        p.exists(),
+        "{} is missing: the Python peer venv comes from the README's first command \
+         (scripts/setup.sh), or set ARDPIPE_PEER_PYTHON",
         p.display()
     );
     p
