@@ -610,6 +610,20 @@ def folder_digest(path: Path) -> str | None:
     return listing_digest({f.name: sha256_file(f) for f in files})
 
 
+def copy_members(members: list[str], open_source, out: Path) -> tuple[str, int]:
+    """Write the archive members, concatenated in order, to `out`; return their sha256 and size."""
+    h = hashlib.sha256()
+    size = 0
+    with open(out, "wb") as dst:
+        for member in members:
+            with open_source(member) as src:
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    h.update(chunk)
+                    size += len(chunk)
+                    dst.write(chunk)
+    return h.hexdigest(), size
+
+
 def copy_folder(entry: dict, names: list[str], open_source, where: str, root: Path) -> dict:
     """Copy the members that a folder entry matches into `root / entry["to"]`, check their listing
     against the pin and return what the stamp records: sha256, count, total size."""
@@ -625,13 +639,8 @@ def copy_folder(entry: dict, names: list[str], open_source, where: str, root: Pa
     size = 0
     for member in chosen:
         name = posixpath.basename(member)
-        h = hashlib.sha256()
-        with open_source(member) as src, open(folder / name, "wb") as dst:
-            for chunk in iter(lambda: src.read(1 << 20), b""):
-                h.update(chunk)
-                size += len(chunk)
-                dst.write(chunk)
-        hashes[name] = h.hexdigest()
+        hashes[name], n = copy_members([member], open_source, folder / name)
+        size += n
     digest = listing_digest(hashes)
     if digest != entry["sha256"]:
         raise SetupError(f"checksum mismatch for the folder {entry['to']} ({len(chosen):,} files from "
@@ -749,20 +758,12 @@ def install_asset(asset: dict, cache: Path, deep: bool) -> str:
                 log(f"  {asset['name']}/{f['to']}: {summary}")
                 record[f["to"]] = {"sha256": f["sha256"], "size": out.stat().st_size}
                 continue
-            h = hashlib.sha256()
-            size = 0
             # A list of members is concatenated in order (a file shipped in chunks).
             members = f["from"] if isinstance(f["from"], list) else [f["from"]]
-            with open(out, "wb") as dst:
-                for member in members:
-                    with open_source(member) as src:
-                        for chunk in iter(lambda: src.read(1 << 20), b""):
-                            h.update(chunk)
-                            size += len(chunk)
-                            dst.write(chunk)
-            if h.hexdigest() != f["sha256"]:
+            digest, size = copy_members(members, open_source, out)
+            if digest != f["sha256"]:
                 raise SetupError(f"checksum mismatch for {f['to']} inside {where}:\n"
-                                 f"    expected {f['sha256']}\n    got      {h.hexdigest()}\n"
+                                 f"    expected {f['sha256']}\n    got      {digest}\n"
                                  "  nothing was installed. fix: delete the archive from the cache's "
                                  "downloads/ folder and run set-up again")
             record[f["to"]] = {"sha256": f["sha256"], "size": size}
