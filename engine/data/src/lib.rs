@@ -5,7 +5,8 @@
 //! preprocessing and the error policy) → [`Record`]s (or a [`RecordStore`] index of them) →
 //! [`fraction_split`] / [`LabelVocab`] → [`epoch_permutation`] → [`ClassificationBatcher`] per
 //! batch, [`LmPacker`] for raw text, or [`SupervisedEncoder`] and [`plan_rows`] /
-//! [`bucket_batches`] for prompt/completion and chat data.
+//! [`bucket_batches`] for prompt/completion and chat data, [`VisionEncoder`] and
+//! [`VisionBatch`] for image questions (PaliGemma).
 
 pub mod batch;
 pub mod chat;
@@ -23,6 +24,7 @@ pub mod spec;
 pub mod split;
 pub mod store;
 pub mod tokenizer;
+pub mod vision;
 
 pub use batch::{ClassBatch, ClassificationBatcher};
 pub use error::{DataError, ErrorKind};
@@ -43,3 +45,4 @@ pub use tokenizer::{
     BpeSpec, Encoding, SpmFlavour, SpmSpec, TextTokenizer, TruncationSide,
     supported_bpe_pre_tokenizers,
 };
+pub use vision::{VisionBatch, VisionEncoder, VisionExample, class_prompt};

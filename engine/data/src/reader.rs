@@ -155,7 +155,8 @@ impl Compiled {
             }
         }
         match &rec.turns {
-            None if rec.text.trim().is_empty() => {
+            // An image's class record has no text: the image is what it holds.
+            None if rec.text.trim().is_empty() && rec.image.is_none() => {
                 return Err(DataError::new(ErrorKind::BadRow, "the text is empty")
                     .with_help("remove the row, or check the strip patterns"));
             }

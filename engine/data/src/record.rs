@@ -1,7 +1,7 @@
 //! The unit every loader produces: one example's text fields, its label and where it came from.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::DataError;
@@ -45,6 +45,10 @@ pub struct Record {
     pub extra: BTreeMap<String, String>,
     /// Supervised content (prompt/completion or chat), when the dataset maps such fields.
     pub turns: Option<Turns>,
+    /// The image the record is about (a question about it, or its class), resolved from the
+    /// data file's folder. Read and decoded only when the record is encoded
+    /// ([`crate::vision::VisionEncoder`]).
+    pub image: Option<PathBuf>,
     pub origin: Origin,
 }
 
@@ -56,6 +60,7 @@ impl Record {
             label: None,
             extra: BTreeMap::new(),
             turns: None,
+            image: None,
             origin,
         }
     }

@@ -27,9 +27,21 @@ pub enum Format {
     },
     /// `root/<class>/<file>`: each subfolder is a class, each file one record.
     FolderPerClass,
+    /// `root/<class>/<image>`: each subfolder is a class, each PNG or JPEG file (`.png`, `.jpg`,
+    /// `.jpeg`, any case) one record with `image` set and the class as its label; other files
+    /// are not read. The question and answer come from the caller (see
+    /// [`crate::vision::class_prompt`]).
+    ImageFolderPerClass,
     /// Apache Parquet (the format of Hugging Face Hub datasets); columns picked by name, dotted
     /// for fields of nested structs.
     Parquet,
+}
+
+impl Format {
+    /// Whether the spec's paths are root folders (whose subfolders are the classes), not files.
+    pub fn reads_folders(&self) -> bool {
+        matches!(self, Self::FolderPerClass | Self::ImageFolderPerClass)
+    }
 }
 
 fn comma() -> char {
@@ -60,7 +72,9 @@ pub enum TextMode {
 /// record. JSONL keys and Parquet columns may be nested with dots: `meta.label`.
 ///
 /// A supervised record maps `prompt` and `completion` (both), or `messages` (a list of
-/// `{role, content}` objects); its `text` is then not read.
+/// `{role, content}` objects); its `text` is then not read. An image question maps `image` (the
+/// image file's path, relative to the data file's folder) with `prompt` (the question) and
+/// `completion` (the answer).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldMap {
     #[serde(default = "text_field")]
@@ -81,6 +95,10 @@ pub struct FieldMap {
     /// A conversation: a list of `{role, content}` (roles system/user/assistant/tool).
     #[serde(default)]
     pub messages: Option<String>,
+    /// The path of an image file (PNG or JPEG), relative to the folder of the data file that
+    /// names it (absolute paths are kept); needs `prompt` and `completion`.
+    #[serde(default)]
+    pub image: Option<String>,
 }
 
 fn text_field() -> String {
@@ -97,6 +115,7 @@ impl Default for FieldMap {
             prompt: None,
             completion: None,
             messages: None,
+            image: None,
         }
     }
 }
@@ -110,12 +129,37 @@ pub enum RecordKind {
     PromptCompletion,
     /// `messages`.
     Chat,
+    /// `image` with `prompt` (the question) and `completion` (the answer).
+    ImagePromptCompletion,
 }
 
 impl FieldMap {
     /// The kind of record this mapping reads, or a configuration error for a half or mixed
     /// mapping (a prompt without a completion, prompt/completion and messages together).
     pub fn kind(&self) -> Result<RecordKind, crate::DataError> {
+        if let Some(image) = &self.image {
+            return match self.text_kind()? {
+                RecordKind::PromptCompletion => Ok(RecordKind::ImagePromptCompletion),
+                RecordKind::Chat => Err(crate::DataError::config(format!(
+                    "the fields map `image` (`{image}`) together with `messages`"
+                ))
+                .with_help(
+                    "an image question maps `prompt` (the question) and `completion` (the answer) \
+                     next to `image`; conversations about images are not supported",
+                )),
+                _ => Err(crate::DataError::config(format!(
+                    "the fields map `image` (`{image}`) but no `prompt` and `completion`"
+                ))
+                .with_help(
+                    "map the question and the answer too, e.g. `prompt = \"question\"`, \
+                     `completion = \"answer\"`",
+                )),
+            };
+        }
+        self.text_kind()
+    }
+
+    fn text_kind(&self) -> Result<RecordKind, crate::DataError> {
         match (&self.prompt, &self.completion, &self.messages) {
             (None, None, None) => Ok(RecordKind::Plain),
             (Some(_), Some(_), None) => Ok(RecordKind::PromptCompletion),

@@ -83,7 +83,8 @@ impl RecordStore {
     /// report and not indexed. An empty result is an error, as for [`crate::load`].
     pub fn scan(spec: &DatasetSpec, base: &Path) -> Result<(Self, SkipReport), DataError> {
         let prep = Compiled::for_spec(spec)?;
-        let folders = spec.format == Format::FolderPerClass;
+        let folders = spec.format.reads_folders();
+        let images = spec.format == Format::ImageFolderPerClass;
         let paths = expand(&spec.files, base, folders)?;
         let mut files = Vec::new();
         let mut locs = Vec::new();
@@ -96,12 +97,22 @@ impl RecordStore {
         };
         'files: for path in paths {
             if folders {
-                for (class, file) in FolderSource::list(&path)? {
+                let listed = if images {
+                    FolderSource::list_images(&path)?
+                } else {
+                    FolderSource::list(&path)?
+                };
+                for (class, file) in listed {
                     if full(&locs) {
                         break 'files;
                     }
                     let id = file_id(&files, &file)?;
-                    let item = FolderSource::read_one(&class, &file).and_then(|r| prep.apply(r));
+                    let raw = if images {
+                        Ok(FolderSource::image_one(&class, &file))
+                    } else {
+                        FolderSource::read_one(&class, &file)
+                    };
+                    let item = raw.and_then(|r| prep.apply(r));
                     if judge(item, spec.on_error, spec.max_skipped, &mut report)?.is_some() {
                         locs.push(Loc {
                             offset: 0,
@@ -212,6 +223,10 @@ impl RecordStore {
             (Format::FolderPerClass, class) => {
                 FolderSource::read_one(class.as_deref().unwrap_or_default(), &file.path)
             }
+            (Format::ImageFolderPerClass, class) => Ok(FolderSource::image_one(
+                class.as_deref().unwrap_or_default(),
+                &file.path,
+            )),
             (Format::Parquet, _) => {
                 let mut cache = parquet.lock().unwrap_or_else(|p| p.into_inner());
                 if cache.as_ref().map(|(id, _)| *id) != Some(loc.file) {

@@ -164,6 +164,7 @@ pub fn spec(ds: &p::Dataset, paths: &[PathBuf]) -> Result<DatasetSpec, TrainErro
         prompt: f.prompt.clone(),
         completion: f.completion.clone(),
         messages: f.messages.clone(),
+        image: None,
     };
     // Text files are labelled by their stem (`hamlet.txt` → `hamlet`), as classes or as names.
     spec.label_from_stem = matches!(ds.source, p::Source::Text { .. });

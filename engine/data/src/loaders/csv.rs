@@ -114,7 +114,13 @@ impl CsvSource {
         };
         let mut wanted: Vec<&String> = fields.text_pair.iter().chain(&fields.label).collect();
         wanted.extend(&fields.extra);
-        wanted.extend(fields.prompt.iter().chain(&fields.completion));
+        wanted.extend(
+            fields
+                .prompt
+                .iter()
+                .chain(&fields.completion)
+                .chain(&fields.image),
+        );
         if kind == RecordKind::Plain {
             wanted.push(&fields.text);
         }

@@ -2,6 +2,8 @@
 //! fields become the text, pair, label, extras, or the supervised turns (prompt/completion or
 //! chat messages), and the checks on a conversation.
 
+use std::path::{Path, PathBuf};
+
 use crate::chat::ChatMessage;
 use crate::error::{DataError, ErrorKind};
 use crate::record::{Origin, Record, Turns};
@@ -29,9 +31,16 @@ pub fn build(
 ) -> Result<Record, DataError> {
     let text = match kind {
         RecordKind::Plain => row.text(&map.text)?,
-        RecordKind::PromptCompletion | RecordKind::Chat => String::new(),
+        RecordKind::PromptCompletion | RecordKind::ImagePromptCompletion | RecordKind::Chat => {
+            String::new()
+        }
+    };
+    let image = match &map.image {
+        Some(k) => Some(image_path(k, &row.text(k)?, &origin.file)?),
+        None => None,
     };
     let mut rec = Record::new(text, origin);
+    rec.image = image;
     if let Some(k) = &map.text_pair {
         rec.text_pair = Some(row.text(k)?);
     }
@@ -42,14 +51,32 @@ pub fn build(
         rec.extra.insert(k.clone(), row.text(k)?);
     }
     rec.turns = match (kind, &map.prompt, &map.completion, &map.messages) {
-        (RecordKind::PromptCompletion, Some(p), Some(c), _) => Some(Turns::PromptCompletion {
-            prompt: row.text(p)?,
-            completion: row.text(c)?,
-        }),
+        (RecordKind::PromptCompletion | RecordKind::ImagePromptCompletion, Some(p), Some(c), _) => {
+            Some(Turns::PromptCompletion {
+                prompt: row.text(p)?,
+                completion: row.text(c)?,
+            })
+        }
         (RecordKind::Chat, _, _, Some(m)) => Some(Turns::Chat(check_chat(m, row.messages(m)?)?)),
         _ => None,
     };
     Ok(rec)
+}
+
+/// The image a row names, resolved from the folder of the data file (`file`); an absolute
+/// path is kept. An empty value is a bad row.
+fn image_path(key: &str, value: &str, file: &Path) -> Result<PathBuf, DataError> {
+    if value.trim().is_empty() {
+        return Err(DataError::new(
+            ErrorKind::BadRow,
+            format!("field `{key}` (the image) is empty"),
+        )
+        .with_help(
+            "give the image file's path, relative to the data file's folder, or remove the row",
+        ));
+    }
+    let dir = file.parent().unwrap_or(Path::new(""));
+    Ok(dir.join(value))
 }
 
 /// A conversation must have known roles and at least one assistant message (the answers the

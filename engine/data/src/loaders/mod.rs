@@ -14,7 +14,7 @@ use std::path::Path;
 pub use self::csv::CsvSource;
 pub use fields::ROLES;
 pub use files::expand;
-pub use folder::FolderSource;
+pub use folder::{FolderSource, IMAGE_EXTENSIONS, is_image_file};
 pub use jsonl::JsonlSource;
 pub use parquet::{ParquetRows, ParquetSource};
 pub use text::TextSource;
@@ -26,7 +26,7 @@ use crate::spec::{DatasetSpec, Format};
 /// Open the spec's files (relative to `base`) as one stream of raw records, file after file.
 /// Files are opened lazily, so a long glob costs one open file at a time.
 pub fn open_source(spec: &DatasetSpec, base: &Path) -> Result<Box<dyn RecordSource>, DataError> {
-    let want_dirs = spec.format == Format::FolderPerClass;
+    let want_dirs = spec.format.reads_folders();
     let paths = expand(&spec.files, base, want_dirs)?;
     let spec = spec.clone();
     // Validate the first file eagerly so that a wrong column name is an error at open time.
@@ -59,11 +59,12 @@ pub fn open_source(spec: &DatasetSpec, base: &Path) -> Result<Box<dyn RecordSour
 fn open_one(spec: &DatasetSpec, path: &Path) -> Result<Box<dyn RecordSource>, DataError> {
     Ok(match &spec.format {
         Format::FolderPerClass => Box::new(FolderSource::open(path)?),
+        Format::ImageFolderPerClass => Box::new(FolderSource::open_images(path)?),
         _ => Box::new(OneFile::open_at(spec, path, 0, 1)?),
     })
 }
 
-/// The loader of one data file (every format but `folder_per_class`), which can say where its
+/// The loader of one data file (every format but the folder ones), which can say where its
 /// last record started: the byte offset of its first line, or (Parquet) its 0-based row. Opened at
 /// such a position with that record's 1-based line (row), it reads that record next.
 pub enum OneFile {
@@ -105,9 +106,9 @@ impl OneFile {
                 line,
             )?),
             Format::Parquet => Self::Parquet(ParquetSource::open(path, &spec.fields)?),
-            Format::FolderPerClass => {
+            Format::FolderPerClass | Format::ImageFolderPerClass => {
                 return Err(DataError::config(
-                    "folder_per_class reads folders, not single files",
+                    "folder_per_class and image_folder_per_class read folders, not single files",
                 ));
             }
         })

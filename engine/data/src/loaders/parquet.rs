@@ -60,7 +60,8 @@ impl ParquetLayout {
                 .prompt
                 .iter()
                 .chain(&fields.completion)
-                .chain(&fields.messages),
+                .chain(&fields.messages)
+                .chain(&fields.image),
         );
         if kind == RecordKind::Plain {
             keys.push(&fields.text);
