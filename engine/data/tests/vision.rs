@@ -388,6 +388,38 @@ fn csv_image_paths_and_field_map_errors() {
 }
 
 #[test]
+fn parquet_image_paths_resolve_and_bad_rows_are_counted() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut spec = DatasetSpec::new(["vqa.parquet"], Format::Parquet);
+    spec.fields = vqa_fields();
+    let e = load(&spec, &fixtures).unwrap_err().to_string();
+    assert!(
+        e.contains("vqa.parquet: row 3: column `image` is null"),
+        "{e}"
+    );
+    spec.on_error = OnError::Skip;
+    let loaded = load(&spec, &fixtures).unwrap();
+    assert_eq!(loaded.skipped.skipped, 2);
+    assert!(
+        loaded.skipped.first_reasons[1].contains("row 4: field `image` (the image) is empty"),
+        "{:?}",
+        loaded.skipped.first_reasons
+    );
+    let images: Vec<PathBuf> = loaded
+        .records
+        .iter()
+        .map(|r| r.image.clone().unwrap())
+        .collect();
+    assert_eq!(
+        images,
+        [
+            fixtures.join("images/0.png"),
+            PathBuf::from("/data/vqa/images/1.png")
+        ]
+    );
+}
+
+#[test]
 fn encoder_configuration_errors() {
     let tok = smollm();
     let new = |tok: &TextTokenizer, n: usize, max: usize, p: ImageProcessor| {
