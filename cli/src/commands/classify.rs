@@ -92,38 +92,49 @@ pub fn run(a: ClassifyArgs) -> miette::Result<Code> {
     let opts = load_options(&a.compute)?;
     let err = |e: ardpipe_engine::models::ModelError| miette::miette!("{e}");
     // An encoder classifies with its BERT/RoBERTa head, a decoder with transformers' `score`.
-    let (model, location, from_checkpoint): (Box<dyn SequenceClassifier>, _, bool) =
-        match describe(&a.model).map_err(err)?.config {
-            ArchConfig::Llama(_) => {
-                let mut m =
-                    load_decoder_classifier(&a.model, labels.len(), a.seed, &opts).map_err(err)?;
-                let trained = match &adapter {
-                    Some(f) => {
-                        let head = m.model.head_parameters();
-                        merge_adapter(f, m.model.linears_mut(), &head)?.head_tensors > 0
-                    }
-                    None => false,
-                };
-                let from = m.model.score_from_checkpoint || trained;
-                (Box::new(m.model), m.location, from)
-            }
-            ArchConfig::Bert(_) => {
-                let head = EncoderHead::Classification {
-                    num_labels: labels.len(),
-                    seed: a.seed,
-                };
-                let mut enc = load_encoder(&a.model, head, &opts).map_err(err)?;
-                let trained = match &adapter {
-                    Some(f) => {
-                        let head = enc.model.head_parameters();
-                        merge_adapter(f, enc.model.linears_mut(), &head)?.head_tensors > 0
-                    }
-                    None => false,
-                };
-                let from = enc.model.classifier_from_checkpoint || trained;
-                (Box::new(enc.model), enc.location, from)
-            }
-        };
+    let (model, location, from_checkpoint): (Box<dyn SequenceClassifier>, _, bool) = match describe(
+        &a.model,
+    )
+    .map_err(err)?
+    .config
+    {
+        ArchConfig::Llama(_) => {
+            let mut m =
+                load_decoder_classifier(&a.model, labels.len(), a.seed, &opts).map_err(err)?;
+            let trained = match &adapter {
+                Some(f) => {
+                    let head = m.model.head_parameters();
+                    merge_adapter(f, m.model.linears_mut(), &head)?.head_tensors > 0
+                }
+                None => false,
+            };
+            let from = m.model.score_from_checkpoint || trained;
+            (Box::new(m.model), m.location, from)
+        }
+        ArchConfig::PaliGemma(_) => {
+            return Err(miette::miette!(
+                help = "ask it with `ardpipe generate --image FILE`",
+                "{} is a vision-language model: it answers in text and has no classification head",
+                a.model.display()
+            ));
+        }
+        ArchConfig::Bert(_) => {
+            let head = EncoderHead::Classification {
+                num_labels: labels.len(),
+                seed: a.seed,
+            };
+            let mut enc = load_encoder(&a.model, head, &opts).map_err(err)?;
+            let trained = match &adapter {
+                Some(f) => {
+                    let head = enc.model.head_parameters();
+                    merge_adapter(f, enc.model.linears_mut(), &head)?.head_tensors > 0
+                }
+                None => false,
+            };
+            let from = enc.model.classifier_from_checkpoint || trained;
+            (Box::new(enc.model), enc.location, from)
+        }
+    };
     if !from_checkpoint {
         eprintln!(
             "note: {} has no trained classifier: a new head with {} labels (seed {}) is attached, \

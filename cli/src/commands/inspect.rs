@@ -170,6 +170,42 @@ pub fn render(d: &ModelDescription) -> String {
             s += "              heads: embedding (masked mean, L2) or classification \
                   (adds `bert.` to module paths, as transformers does)\n";
         }
+        ArchConfig::PaliGemma(c) => {
+            let v = &c.vision;
+            let t = &c.text;
+            s += "architecture  paligemma (vision-language: SigLIP tower → linear projector → decoder; \
+                  image and prompt attend both ways, the answer causally)\n";
+            s += &format!(
+                "  vision      SigLIP, {} layers, hidden {}, FFN {}, {} heads × {}; {}×{} px images in \
+                 {}-px patches = {} image tokens\n",
+                v.num_hidden_layers,
+                v.hidden_size,
+                v.intermediate_size,
+                v.num_attention_heads,
+                v.head_dim(),
+                v.image_size,
+                v.image_size,
+                v.patch_size,
+                v.num_patches()
+            );
+            s += &format!(
+                "  projector   linear {} → {}\n",
+                v.hidden_size, t.hidden_size
+            );
+            s += &format!(
+                "  decoder     {} ({}), {} layers, hidden {}, FFN {}, {} heads ({} KV heads) × {}, vocab {}\n",
+                t.family.model_type(),
+                decoder_features(t).join(", "),
+                t.num_hidden_layers,
+                t.hidden_size,
+                t.intermediate_size,
+                t.num_attention_heads,
+                t.num_key_value_heads,
+                t.head_dim,
+                t.vocab_size
+            );
+            s += &format!("  image token id {}\n", c.image_token_id);
+        }
     }
     s += &format!(
         "parameters    {} ({:.1}M)\n",
@@ -190,10 +226,17 @@ pub fn render(d: &ModelDescription) -> String {
         .max()
         .map(|l| l + 1)
         .unwrap_or(0);
+    let per_layer = match &d.config {
+        ArchConfig::PaliGemma(c) => format!(
+            "{} per vision layer, the projector, {} per decoder layer",
+            c.vision.modules("").len() / c.vision.num_hidden_layers.max(1),
+            c.text.modules().len() / c.text.num_hidden_layers.max(1)
+        ),
+        _ => format!("{} per layer", d.modules.len() / layers.max(1)),
+    };
     s += &format!(
-        "\nadaptable modules: {} linears, {} per layer; select them by name (e.g. `{}`), layers and heads\n",
+        "\nadaptable modules: {} linears, {per_layer}; select them by name (e.g. `{}`), layers and heads\n",
         d.modules.len(),
-        d.modules.len() / layers.max(1),
         d.modules
             .first()
             .map(|m| m.name.as_str())

@@ -840,6 +840,14 @@ impl AdapterExport<'_> {
     }
 }
 
+fn vlm_classification(base: &Path) -> PeftMergeError {
+    PeftMergeError::Refused(format!(
+        "{} is a vision-language model: its adapters are for text answers (CAUSAL_LM), not \
+         classification",
+        base.display()
+    ))
+}
+
 /// config.json of a merged model (dtype filled in by [`write_model_folder`]).
 pub fn merged_config(
     base: &ModelLocation,
@@ -849,6 +857,19 @@ pub fn merged_config(
     match (config, task) {
         (ArchConfig::Llama(c), MergedTask::CausalLm) => {
             Ok(hf_export::causal_lm_config(c, ExportDtype::F32))
+        }
+        // The base's own config.json: merging changes weights, not the architecture.
+        (ArchConfig::PaliGemma(_), MergedTask::CausalLm) => {
+            let path = base.path().join("config.json");
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                PeftMergeError::Refused(format!("cannot read {}: {e}", path.display()))
+            })?;
+            serde_json::from_str(&text).map_err(|e| {
+                PeftMergeError::Refused(format!("{} is not JSON: {e}", path.display()))
+            })
+        }
+        (ArchConfig::PaliGemma(_), MergedTask::SequenceClassification { .. }) => {
+            Err(vlm_classification(base.path()))
         }
         (ArchConfig::Bert(_), MergedTask::SequenceClassification { labels, .. }) => {
             let ModelLocation::HfFolder(dir) = base else {
@@ -1045,6 +1066,14 @@ pub fn merge_into_folder(
             let mut tensors = enc.model.base_parameters();
             tensors.extend(head);
             (merge, tensors)
+        }
+        (ArchConfig::PaliGemma(_), MergedTask::CausalLm) => {
+            let mut vlm = ardpipe_models::load_vision_lm(base, &load)?;
+            let merge = adapter.merge_into(vlm.model.linears_mut(), &[])?;
+            (merge, vlm.model.base_parameters())
+        }
+        (ArchConfig::PaliGemma(_), MergedTask::SequenceClassification { .. }) => {
+            return Err(vlm_classification(base));
         }
         (ArchConfig::Bert(_), MergedTask::CausalLm) => {
             // merged_config names the mismatch.

@@ -521,6 +521,14 @@ pub fn plan_with_data(pipeline: &p::Pipeline, data: DataPlan) -> Result<Executio
             c.num_attention_heads,
             c.num_attention_heads,
         ),
+        // The decoder's: the summary line is about the language model (the vision tower's
+        // modules are listed with the adapters).
+        ArchConfig::PaliGemma(c) => (
+            c.text.num_hidden_layers,
+            c.text.hidden_size,
+            c.text.num_attention_heads,
+            c.text.num_key_value_heads,
+        ),
     };
     Ok(ExecutionPlan {
         pipeline: pipeline.name.clone(),
@@ -591,6 +599,7 @@ fn check_head(desc: &ModelDescription, head: &p::Head, path: &Path) -> Result<()
             | (ArchConfig::Llama(_), p::Head::SequenceClassification { .. })
             | (ArchConfig::Bert(_), p::Head::SequenceClassification { .. })
             | (ArchConfig::Bert(_), p::Head::Embedding { .. })
+            | (ArchConfig::PaliGemma(_), p::Head::CausalLm)
     );
     if ok {
         Ok(())
@@ -603,6 +612,7 @@ fn check_head(desc: &ModelDescription, head: &p::Head, path: &Path) -> Result<()
             match desc.config {
                 ArchConfig::Llama(_) => "head = causal_lm or sequence_classification",
                 ArchConfig::Bert(_) => "head = sequence_classification or embedding",
+                ArchConfig::PaliGemma(_) => "head = causal_lm (it answers in text)",
             }
         )))
     }
@@ -709,6 +719,12 @@ fn memory_estimate(
             c.vocab_size,
         ),
         ArchConfig::Bert(c) => (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, 0),
+        ArchConfig::PaliGemma(c) => (
+            c.text.num_hidden_layers,
+            c.text.hidden_size,
+            c.text.num_attention_heads,
+            c.text.vocab_size,
+        ),
     };
     let (b, s, h, a) = (
         t.batch_size as u64,
@@ -719,7 +735,19 @@ fn memory_estimate(
     // Per layer: s·b·h·(34 + 5·a·s/h) bytes at 16 bits (Korthikanti et al., no recomputation).
     let per_layer = s * b * h * 34 + 5 * a * s * s * b;
     let logits = b * s * vocab as u64 * 4 * 2;
-    let activations = per_layer * layers as u64 * act_bytes / 2 + logits;
+    // A vision tower's layers see the image's patches, the same formula at its own width.
+    let vision = match &desc.config {
+        ArchConfig::PaliGemma(c) => {
+            let (n, d, ah) = (
+                c.vision.num_patches() as u64,
+                c.vision.hidden_size as u64,
+                c.vision.num_attention_heads as u64,
+            );
+            (n * b * d * 34 + 5 * ah * n * n * b) * c.vision.num_hidden_layers as u64
+        }
+        _ => 0,
+    };
+    let activations = (per_layer * layers as u64 + vision) * act_bytes / 2 + logits;
     let weights = desc.parameters as u64 * weight_bytes;
     let adapters = trainable as u64 * 4;
     let gradients = trainable as u64 * 4;

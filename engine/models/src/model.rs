@@ -7,7 +7,8 @@ use serde::Serialize;
 use tch::Device;
 
 use crate::arch::config::{ArchConfig, EncoderFamily, ModuleSpec};
-use crate::arch::{Bert, DecoderClassifier, EncoderHead, Llama, LlamaConfig};
+use crate::arch::paligemma::PaliGemmaNames;
+use crate::arch::{Bert, DecoderClassifier, EncoderHead, Llama, LlamaConfig, PaliGemma};
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::gguf::llama::{GgufSource, llama_config};
@@ -115,6 +116,7 @@ pub fn describe(path: &Path) -> Result<ModelDescription> {
     let modules = match &config {
         ArchConfig::Llama(c) => c.modules(),
         ArchConfig::Bert(c) => c.modules(""),
+        ArchConfig::PaliGemma(c) => c.modules(),
     };
     Ok(ModelDescription {
         parameters: config.parameter_count(),
@@ -159,6 +161,13 @@ fn decoder_source(location: &ModelLocation) -> Result<(LlamaConfig, Box<dyn Tens
         }
         ModelLocation::HfFolder(dir) => match read_config(&dir.join("config.json"))? {
             ArchConfig::Llama(c) => (c, Box::new(SafetensorsSource::open_dir(dir)?)),
+            ArchConfig::PaliGemma(_) => {
+                return Err(ModelError::config(
+                    dir.join("config.json"),
+                    "this is a vision-language model (PaliGemma): it reads an image with its \
+                     prompt; train it with a dataset that maps `image`, or generate with --image",
+                ));
+            }
             other => {
                 return Err(ModelError::config(
                     dir.join("config.json"),
@@ -416,6 +425,63 @@ pub fn load_decoder_classifier(
         seed,
     )?;
     Ok(LoadedDecoderClassifier {
+        model,
+        location,
+        report,
+    })
+}
+
+/// A loaded vision-language model and the report of its load.
+pub struct LoadedVisionLm {
+    pub model: PaliGemma,
+    pub location: ModelLocation,
+    pub report: LoadReport,
+}
+
+/// Load a PaliGemma-layout vision-language model from a Hugging Face folder (single or sharded
+/// safetensors, in transformers 4's or 5's tensor names).
+pub fn load_vision_lm(path: &Path, opts: &LoadOptions) -> Result<LoadedVisionLm> {
+    opts.precision.validate()?;
+    let location = ModelLocation::detect(path)?;
+    let dir = match &location {
+        ModelLocation::HfFolder(d) => d.clone(),
+        ModelLocation::Gguf(p) => {
+            return Err(ModelError::config(
+                p,
+                "a GGUF file holds a text model; a vision-language model loads from a Hugging \
+                 Face folder (config.json with model_type paligemma + safetensors)",
+            ));
+        }
+    };
+    let config = match read_config(&dir.join("config.json"))? {
+        ArchConfig::PaliGemma(c) => *c,
+        other => {
+            return Err(ModelError::config(
+                dir.join("config.json"),
+                format!(
+                    "this is a {} model, not a vision-language model (model_type paligemma): \
+                     it reads no image",
+                    other.name()
+                ),
+            ));
+        }
+    };
+    let file = SafetensorsSource::open_dir(&dir)?;
+    let source = PaliGemmaNames::new(&file);
+    let _g = tch::no_grad_guard();
+    // Every name and shape is checked against the config before any data is read.
+    let mut check = WeightLoader::shapes_only(&source, "paligemma");
+    PaliGemma::load(config.clone(), &mut check, Device::Cpu, opts.precision)?;
+    check.finish(PaliGemma::UNUSED)?;
+    let mut w = WeightLoader::new(
+        &source,
+        "paligemma",
+        opts.device,
+        opts.precision.storage.kind(),
+    );
+    let model = PaliGemma::load(config, &mut w, opts.device, opts.precision)?;
+    let report = w.finish(PaliGemma::UNUSED)?;
+    Ok(LoadedVisionLm {
         model,
         location,
         report,

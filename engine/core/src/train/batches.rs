@@ -633,6 +633,7 @@ fn causal_tensors(b: CausalBatch, device: Device) -> TensorBatch {
         attention_mask: t(&b.attention_mask),
         labels: t(&b.labels),
         segments: packed.then(|| t(&b.segments)),
+        vision: None,
         tokens,
         share: 1.0,
     }
@@ -674,6 +675,7 @@ fn classification_batch(
             .to_device(device),
         labels: Tensor::from_slice(&ys).to_device(device),
         segments: None,
+        vision: None,
         tokens,
         share: 1.0,
     })

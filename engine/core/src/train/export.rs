@@ -159,7 +159,10 @@ impl Trainer {
                 .collect()
         };
         let (tensors, task) = match &self.model {
-            TaskModel::CausalLm(m) => (with_merged(m.base_parameters()), MergedTask::CausalLm),
+            TaskModel::CausalLm(_) | TaskModel::VisionLm(_) => (
+                with_merged(self.model.base_parameters()),
+                MergedTask::CausalLm,
+            ),
             TaskModel::Classifier(_) | TaskModel::DecoderClassifier(_) => {
                 // A decoder classifier has no LM head (transformers' has `score` instead).
                 let mut t: Vec<(String, Tensor)> = with_merged(self.model.base_parameters())

@@ -550,6 +550,7 @@ mod tests {
             attention_mask: t(&[1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0]),
             labels: t(&[-100, 1, 1, -100, 3, -100, -100, 1, -100, 1, -100, -100]),
             segments: Some(t(&[1, 1, 1, 2, 2, 2, 1, 1, 1, 1, 0, 0])),
+            vision: None,
             tokens: 10,
             share: 1.0,
         };

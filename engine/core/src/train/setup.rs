@@ -130,9 +130,12 @@ fn load_model(
     };
     let path = &settings.model.path;
     Ok(match &settings.model.head {
-        p::Head::CausalLm => {
-            TaskModel::CausalLm(Box::new(ardpipe_models::load_causal_lm(path, &opts)?.model))
-        }
+        p::Head::CausalLm => match ardpipe_models::describe(path)?.config {
+            ArchConfig::PaliGemma(_) => {
+                TaskModel::VisionLm(Box::new(ardpipe_models::load_vision_lm(path, &opts)?.model))
+            }
+            _ => TaskModel::CausalLm(Box::new(ardpipe_models::load_causal_lm(path, &opts)?.model)),
+        },
         p::Head::SequenceClassification { .. } => {
             let seed = settings.train.seed;
             match ardpipe_models::describe(path)?.config {
@@ -140,6 +143,13 @@ fn load_model(
                 ArchConfig::Llama(_) => TaskModel::DecoderClassifier(Box::new(
                     ardpipe_models::load_decoder_classifier(path, num_labels, seed, &opts)?.model,
                 )),
+                ArchConfig::PaliGemma(_) => {
+                    return Err(TrainError::Other(format!(
+                        "{} is a vision-language model: it answers in text, so use head = \
+                         causal_lm with a dataset that maps `image`, `prompt` and `completion`",
+                        path.display()
+                    )));
+                }
                 ArchConfig::Bert(_) => {
                     let head = EncoderHead::Classification { num_labels, seed };
                     TaskModel::Classifier(Box::new(

@@ -2,7 +2,7 @@
 //! head tensors train, and the task loss of one batch.
 
 use ardpipe_adapters::AdaptableLinear;
-use ardpipe_models::arch::{Bert, DecoderClassifier, Llama};
+use ardpipe_models::arch::{Bert, DecoderClassifier, Llama, PaliGemma};
 use tch::{Kind, Reduction, Tensor};
 
 use super::TrainError;
@@ -19,6 +19,9 @@ pub struct TensorBatch {
     /// token belongs to (1, 2, …; 0 = padding). Attention stays within an example and positions
     /// restart at each example's first token. `None`: one sequence per row.
     pub segments: Option<Tensor>,
+    /// A vision-language model's images, one per row: `[b, channels, side, side]` f32, and
+    /// each row's bidirectional prefix (image + BOS + prompt tokens), `[b]` int64.
+    pub vision: Option<VisionInputs>,
     /// Tokens that count for throughput (non-padding).
     pub tokens: i64,
     /// This process's fraction of the global batch's examples (1 without data parallelism):
@@ -26,11 +29,19 @@ pub struct TensorBatch {
     pub share: f64,
 }
 
+/// What a vision-language batch adds to the token ids.
+pub struct VisionInputs {
+    pub pixel_values: Tensor,
+    pub prefix_len: Tensor,
+}
+
 pub enum TaskModel {
     CausalLm(Box<Llama>),
     Classifier(Box<Bert>),
     /// A decoder with transformers' sequence-classification `score` head.
     DecoderClassifier(Box<DecoderClassifier>),
+    /// A vision-language model (PaliGemma): images and prompts in, answers out.
+    VisionLm(Box<PaliGemma>),
 }
 
 impl TaskModel {
@@ -39,6 +50,7 @@ impl TaskModel {
             TaskModel::CausalLm(m) => m.linears(),
             TaskModel::Classifier(m) => m.linears(),
             TaskModel::DecoderClassifier(m) => m.linears(),
+            TaskModel::VisionLm(m) => m.linears(),
         }
     }
 
@@ -47,6 +59,7 @@ impl TaskModel {
             TaskModel::CausalLm(m) => m.linears_mut(),
             TaskModel::Classifier(m) => m.linears_mut(),
             TaskModel::DecoderClassifier(m) => m.linears_mut(),
+            TaskModel::VisionLm(m) => m.linears_mut(),
         }
     }
 
@@ -68,13 +81,14 @@ impl TaskModel {
             TaskModel::CausalLm(m) => m.base_parameters(),
             TaskModel::Classifier(m) => m.base_parameters(),
             TaskModel::DecoderClassifier(m) => m.model.base_parameters(),
+            TaskModel::VisionLm(m) => m.base_parameters(),
         }
     }
 
     /// Tensors of the task head that train with the adapters (PEFT's `modules_to_save`).
     pub fn head_parameters(&self) -> Vec<(String, Tensor)> {
         match self {
-            TaskModel::CausalLm(_) => vec![],
+            TaskModel::CausalLm(_) | TaskModel::VisionLm(_) => vec![],
             TaskModel::Classifier(m) => m.head_parameters(),
             TaskModel::DecoderClassifier(m) => m.head_parameters(),
         }
@@ -85,7 +99,7 @@ impl TaskModel {
     /// `classifier`, a decoder's `score`).
     pub fn modules_to_save(&self) -> Vec<String> {
         match self {
-            TaskModel::CausalLm(_) => vec![],
+            TaskModel::CausalLm(_) | TaskModel::VisionLm(_) => vec![],
             TaskModel::Classifier(m) => m.modules_to_save(),
             TaskModel::DecoderClassifier(_) => vec!["score".into()],
         }
@@ -102,7 +116,29 @@ impl TaskModel {
                     .into(),
             ));
         }
+        if batch.vision.is_some() != matches!(self, TaskModel::VisionLm(_)) {
+            return Err(TrainError::Other(
+                if batch.vision.is_some() {
+                    "a batch with images came to a model that reads no image: use a \
+                     vision-language model (model_type paligemma) for a dataset that maps `image`"
+                } else {
+                    "a vision-language model needs an image with every example: map the \
+                     dataset's `image` field"
+                }
+                .into(),
+            ));
+        }
         Ok(match self {
+            TaskModel::VisionLm(m) => {
+                let v = batch.vision.as_ref().expect("checked above");
+                m.forward(
+                    &batch.input_ids,
+                    &v.pixel_values,
+                    Some(&batch.attention_mask),
+                    &v.prefix_len,
+                    train,
+                )?
+            }
             TaskModel::CausalLm(m) => match &batch.segments {
                 Some(segments) => m.forward_packed(&batch.input_ids, segments, train)?,
                 None => m.forward(&batch.input_ids, Some(&batch.attention_mask), train)?,

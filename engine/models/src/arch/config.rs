@@ -444,6 +444,8 @@ impl EncoderFamily {
 pub enum ArchConfig {
     Llama(LlamaConfig),
     Bert(BertConfig),
+    /// A vision-language model: SigLIP tower, projector, decoder.
+    PaliGemma(Box<super::paligemma::PaliGemmaConfig>),
 }
 
 /// One linear an adapter may target, as the planner sees it.
@@ -544,6 +546,12 @@ impl LlamaConfig {
     }
 
     pub fn modules(&self) -> Vec<ModuleSpec> {
+        self.modules_at("model.")
+    }
+
+    /// [`LlamaConfig::modules`] with paths under `prefix` instead of `model.` (a
+    /// vision-language model's decoder is `model.language_model.`).
+    pub fn modules_at(&self, prefix: &str) -> Vec<ModuleSpec> {
         let (h, kv, hd, d, f) = (
             self.num_attention_heads,
             self.num_key_value_heads,
@@ -559,7 +567,7 @@ impl LlamaConfig {
         let mut v = Vec::new();
         for l in 0..self.num_hidden_layers {
             let m = |name: &str, sub: &str, d_out, d_in, bias, heads| ModuleSpec {
-                path: format!("model.layers.{l}.{sub}.{name}"),
+                path: format!("{prefix}layers.{l}.{sub}.{name}"),
                 name: name.into(),
                 layer: l,
                 d_out,
@@ -900,6 +908,7 @@ impl ArchConfig {
         match self {
             ArchConfig::Llama(c) => c.family.model_type(),
             ArchConfig::Bert(c) => c.family.model_type(),
+            ArchConfig::PaliGemma(_) => "paligemma",
         }
     }
 
@@ -907,6 +916,7 @@ impl ArchConfig {
         match self {
             ArchConfig::Llama(c) => c.validate(),
             ArchConfig::Bert(c) => c.validate(),
+            ArchConfig::PaliGemma(c) => c.validate(),
         }
     }
 
@@ -914,6 +924,7 @@ impl ArchConfig {
         match self {
             ArchConfig::Llama(c) => c.parameter_count(),
             ArchConfig::Bert(c) => c.parameter_count(),
+            ArchConfig::PaliGemma(c) => c.parameter_count(),
         }
     }
 }

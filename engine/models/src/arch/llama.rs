@@ -50,6 +50,9 @@ pub struct Llama {
     rope_local: Option<Rope>,
     pub device: Device,
     pub precision: Precision,
+    /// What every weight and module name of the decoder starts with: `model.` for a causal LM,
+    /// `model.language_model.` inside a vision-language model (the LM head is `lm_head`).
+    pub prefix: String,
 }
 
 /// Keys and values of earlier positions, per layer: `[b, kv_heads, t, head_dim]`.
@@ -75,9 +78,22 @@ impl Llama {
         device: Device,
         precision: Precision,
     ) -> Result<Self> {
+        Self::load_at(config, w, device, precision, "model.")
+    }
+
+    /// [`Llama::load`] with the decoder's tensors and modules under `prefix` instead of
+    /// `model.` (a vision-language model's `model.language_model.`).
+    pub fn load_at(
+        config: LlamaConfig,
+        w: &mut WeightLoader<'_>,
+        device: Device,
+        precision: Precision,
+        prefix: &str,
+    ) -> Result<Self> {
         let c = &config;
+        let named = |name: &str| format!("{prefix}{name}");
         let d = c.hidden_size as i64;
-        let specs = c.modules();
+        let specs = c.modules_at(prefix);
         let mut specs = specs.into_iter();
         let mut linear = |w: &mut WeightLoader<'_>| -> Result<AdaptableLinear> {
             let s = specs.next().expect("one spec per linear, in build order");
@@ -101,10 +117,10 @@ impl Llama {
         };
         let norm = |w: &mut WeightLoader<'_>, name: &str| norm_of(w, name, d);
         let hd = c.head_dim as i64;
-        let embed_tokens = w.frozen("model.embed_tokens.weight", &[c.vocab_size as i64, d])?;
+        let embed_tokens = w.frozen(&named("embed_tokens.weight"), &[c.vocab_size as i64, d])?;
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for l in 0..c.num_hidden_layers {
-            let p = format!("model.layers.{l}");
+            let p = named(&format!("layers.{l}"));
             let (q_norm, k_norm) = if c.qk_norm {
                 (
                     Some(norm_of(w, &format!("{p}.self_attn.q_norm.weight"), hd)?),
@@ -137,7 +153,7 @@ impl Llama {
                 post_feedforward_layernorm,
             });
         }
-        let norm = norm(w, "model.norm.weight")?;
+        let norm = norm(w, &named("norm.weight"))?;
         let lm_head = if c.tie_word_embeddings {
             // Some tied checkpoints still carry a copy of the head; it is the same tensor.
             w.ignore("lm_head.weight");
@@ -145,9 +161,9 @@ impl Llama {
         } else {
             Some(w.frozen("lm_head.weight", &[c.vocab_size as i64, d])?)
         };
-        w.ignore("model.rotary_emb.inv_freq");
+        w.ignore(&named("rotary_emb.inv_freq"));
         for l in 0..c.num_hidden_layers {
-            w.ignore(&format!("model.layers.{l}.self_attn.rotary_emb.inv_freq"));
+            w.ignore(&named(&format!("layers.{l}.self_attn.rotary_emb.inv_freq")));
         }
         let rope_local = c
             .rope_local_theta
@@ -162,6 +178,7 @@ impl Llama {
             lm_head,
             device,
             precision,
+            prefix: prefix.to_string(),
         })
     }
 
@@ -202,17 +219,18 @@ impl Llama {
 
     /// All base weights by Hugging Face name (for full fine-tuning and merging).
     pub fn base_parameters(&self) -> Vec<(String, Tensor)> {
+        let p = &self.prefix;
         let mut v = vec![(
-            "model.embed_tokens.weight".to_string(),
+            format!("{p}embed_tokens.weight"),
             self.embed_tokens.shallow_clone(),
         )];
         for (i, l) in self.layers.iter().enumerate() {
             v.push((
-                format!("model.layers.{i}.input_layernorm.weight"),
+                format!("{p}layers.{i}.input_layernorm.weight"),
                 l.input_layernorm.weight.shallow_clone(),
             ));
             v.push((
-                format!("model.layers.{i}.post_attention_layernorm.weight"),
+                format!("{p}layers.{i}.post_attention_layernorm.weight"),
                 l.post_attention_layernorm.weight.shallow_clone(),
             ));
             for (name, n) in [
@@ -223,7 +241,7 @@ impl Llama {
             ] {
                 if let Some(n) = n {
                     v.push((
-                        format!("model.layers.{i}.{name}.weight"),
+                        format!("{p}layers.{i}.{name}.weight"),
                         n.weight.shallow_clone(),
                     ));
                 }
@@ -238,7 +256,7 @@ impl Llama {
                 v.push((format!("{}.bias", lin.path), b.shallow_clone()));
             }
         }
-        v.push(("model.norm.weight".into(), self.norm.weight.shallow_clone()));
+        v.push((format!("{p}norm.weight"), self.norm.weight.shallow_clone()));
         if let Some(h) = &self.lm_head {
             v.push(("lm_head.weight".into(), h.shallow_clone()));
         }
@@ -302,7 +320,7 @@ impl Llama {
         Ok(self.head(&h))
     }
 
-    fn check_ids(&self, ids: &Tensor) -> Result<()> {
+    pub(crate) fn check_ids(&self, ids: &Tensor) -> Result<()> {
         if ids.dim() != 2 || ids.kind() != Kind::Int64 {
             return Err(ModelError::Usage(format!(
                 "input ids must be an int64 [batch, tokens] tensor, got {:?} {:?}",
@@ -368,7 +386,7 @@ impl Llama {
         Ok(s)
     }
 
-    fn head(&self, h: &Tensor) -> Tensor {
+    pub(crate) fn head(&self, h: &Tensor) -> Tensor {
         let w = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
         let logits = h.linear::<Tensor>(w, None).to_kind(Kind::Float);
         match self.config.final_logit_softcapping {
@@ -396,6 +414,23 @@ impl Llama {
                 m.logical_and(&k.view([b, 1, 1, s])).logical_or(&diag)
             }
             None => m,
+        }
+    }
+
+    /// The bidirectional block of a prefix-LM, `[b, 1, t, t]`: query and key both among the
+    /// row's first `prefix[i]` tokens, and the key a real token (`keys`, `[b, t]`).
+    fn prefix_block(&self, prefix: &Tensor, t: i64, keys: Option<&Tensor>) -> Tensor {
+        let b = prefix.size()[0];
+        let idx = Tensor::arange(t, (Kind::Int64, self.device));
+        let inside = idx
+            .unsqueeze(0)
+            .lt_tensor(&prefix.to_device(self.device).unsqueeze(1));
+        let block = inside
+            .view([b, 1, t, 1])
+            .logical_and(&inside.view([b, 1, 1, t]));
+        match keys {
+            Some(k) => block.logical_and(&k.view([b, 1, 1, t])),
+            None => block,
         }
     }
 
@@ -433,15 +468,53 @@ impl Llama {
         (&idx - start_idx).masked_fill(&segments.eq(0), 0)
     }
 
+    /// Token embeddings `[b, t, hidden]` in f32 (scaled for the Gemma families).
+    pub(crate) fn embed(&self, ids: &Tensor) -> Tensor {
+        let embedded = Tensor::embedding(
+            &self.embed_tokens,
+            &ids.to_device(self.device),
+            -1,
+            false,
+            false,
+        );
+        let embedded = if self.config.scale_embeddings {
+            // transformers multiplies by sqrt(hidden) rounded to the embedding's dtype.
+            let kind = self.embed_tokens.kind();
+            let normalizer = Tensor::from((self.config.hidden_size as f64).sqrt())
+                .to_kind(kind)
+                .to_device(self.device);
+            embedded * normalizer
+        } else {
+            embedded
+        };
+        embedded.to_kind(Kind::Float)
+    }
+
     fn hidden(
         &self,
         ids: &Tensor,
         mask: Option<&Tensor>,
         segments: Option<&Tensor>,
+        cache: Option<&mut KvCache>,
+        train: bool,
+    ) -> Result<Tensor> {
+        self.hidden_from(self.embed(ids), mask, segments, None, cache, train)
+    }
+
+    /// Final hidden states for input embeddings `x` (`[b, t, hidden]`, f32). `prefix` (`[b]`
+    /// int64, on the device) makes each row's first `prefix[i]` tokens attend to each other
+    /// both ways (a prefix-LM: PaliGemma's image and prompt), the rest causally; only without
+    /// a cache (a prefix is a prefill).
+    pub(crate) fn hidden_from(
+        &self,
+        x: Tensor,
+        mask: Option<&Tensor>,
+        segments: Option<&Tensor>,
+        prefix: Option<&Tensor>,
         mut cache: Option<&mut KvCache>,
         train: bool,
     ) -> Result<Tensor> {
-        let (b, t) = ids.size2()?;
+        let (b, t, _) = x.size3()?;
         let past = cache.as_ref().map(|c| c.len()).unwrap_or(0);
         let mask = mask.map(|m| m.to_device(self.device).to_kind(Kind::Bool));
         if let Some(m) = &mask
@@ -467,10 +540,10 @@ impl Llama {
         // do: padding, sliding windows, soft-capped scores (computed explicitly).
         let softcap = c.attn_logit_softcapping;
         // Packed rows always need one: attention stays within each example.
-        let full_mask = match (&mask, softcap, segments) {
-            (_, _, Some(s)) => Some(self.packed_mask(s, None)),
-            (None, None, None) => None,
-            (m, _, None) => Some(self.bool_mask(m.as_ref(), t, past, None)),
+        let full_mask = match (&mask, softcap, segments, prefix) {
+            (_, _, Some(s), _) => Some(self.packed_mask(s, None)),
+            (None, None, None, None) => None,
+            (m, _, None, _) => Some(self.bool_mask(m.as_ref(), t, past, None)),
         };
         let sliding_mask = c
             .sliding_window
@@ -479,25 +552,30 @@ impl Llama {
                 Some(s) => self.packed_mask(s, Some(w)),
                 None => self.bool_mask(mask.as_ref(), t, past, Some(w)),
             });
-        let scale = c.query_pre_attn_scalar.map(|_| c.attention_scale());
-        let embedded = Tensor::embedding(
-            &self.embed_tokens,
-            &ids.to_device(self.device),
-            -1,
-            false,
-            false,
-        );
-        let embedded = if c.scale_embeddings {
-            // transformers multiplies by sqrt(hidden) rounded to the embedding's dtype.
-            let kind = self.embed_tokens.kind();
-            let normalizer = Tensor::from((c.hidden_size as f64).sqrt())
-                .to_kind(kind)
-                .to_device(self.device);
-            embedded * normalizer
-        } else {
-            embedded
+        let (full_mask, sliding_mask) = match prefix {
+            Some(p) => {
+                if past > 0 || segments.is_some() {
+                    return Err(ModelError::Usage(
+                        "a bidirectional prefix is for a whole sequence, not with a cache or \
+                         packed rows"
+                            .into(),
+                    ));
+                }
+                let block = self.prefix_block(p, t, mask.as_ref());
+                let or_block = |m: Tensor| {
+                    let m = if m.dim() == 2 {
+                        m.unsqueeze(0).unsqueeze(0)
+                    } else {
+                        m
+                    };
+                    m.logical_or(&block)
+                };
+                (full_mask.map(or_block), sliding_mask.map(or_block))
+            }
+            None => (full_mask, sliding_mask),
         };
-        let mut x = embedded.to_kind(Kind::Float);
+        let scale = c.query_pre_attn_scalar.map(|_| c.attention_scale());
+        let mut x = x;
         let (nh, nkv, hd) = (
             c.num_attention_heads as i64,
             c.num_key_value_heads as i64,

@@ -9,6 +9,8 @@ use crate::arch::config::{
     Activation, ArchConfig, BertConfig, DecoderFamily, EncoderFamily, LayerType, LlamaConfig,
     RopeScaling,
 };
+use crate::arch::paligemma::PaliGemmaConfig;
+use crate::arch::siglip::SiglipVisionConfig;
 use crate::error::{ModelError, Result};
 
 #[derive(Deserialize)]
@@ -668,6 +670,124 @@ const LLAMA_TYPES: &[&str] = &[
 ];
 const BERT_TYPES: &[&str] = &["bert", "roberta", "xlm-roberta"];
 
+/// A PaliGemma config.json (`PaliGemmaForConditionalGeneration`): `vision_config` (SigLIP),
+/// `text_config` (any decoder family ardpipe builds; PaliGemma-2's is Gemma 2), the projector
+/// width and the image token. Absent vision keys take transformers' `SiglipVisionConfig`
+/// defaults, as transformers reads them.
+fn paligemma_config(text: &str) -> std::result::Result<PaliGemmaConfig, String> {
+    let raw: Map = serde_json::from_str(text).map_err(|e| format!("not a JSON object: {e}"))?;
+    let k = Keys(&raw);
+    let sub = |key: &str| -> std::result::Result<Map, String> {
+        match raw.get(key) {
+            Some(serde_json::Value::Object(m)) => Ok(m.clone()),
+            other => Err(format!(
+                "paligemma: `{key}` must be an object (the {} model's config), got {}",
+                if key == "vision_config" {
+                    "SigLIP vision"
+                } else {
+                    "text decoder"
+                },
+                other.map_or("nothing".to_string(), |v| v.to_string())
+            )),
+        }
+    };
+    let vision = sub("vision_config")?;
+    let v = Keys(&vision);
+    match v.str_or("model_type", "siglip_vision_model")? {
+        "siglip_vision_model" => {}
+        other => {
+            return Err(format!(
+                "vision_config.model_type `{other}`: ardpipe builds the SigLIP vision tower \
+                 (siglip_vision_model) only"
+            ));
+        }
+    }
+    let act = v.str_or("hidden_act", "gelu_pytorch_tanh")?;
+    if act != "gelu_pytorch_tanh" {
+        return Err(format!(
+            "vision_config.hidden_act `{act}` is not supported (SigLIP uses gelu_pytorch_tanh)"
+        ));
+    }
+    if v.f64_or("attention_dropout", Some(0.0))?.unwrap_or(0.0) != 0.0 {
+        return Err(
+            "vision_config.attention_dropout is not 0: ardpipe's SigLIP has no attention dropout"
+                .into(),
+        );
+    }
+    let need = |k: &Keys<'_>, key: &str, default: usize| -> std::result::Result<usize, String> {
+        k.usize_or(key, Some(default))?
+            .ok_or_else(|| format!("vision_config.{key} must be a number, got null"))
+    };
+    let vision = SiglipVisionConfig {
+        hidden_size: need(&v, "hidden_size", 768)?,
+        intermediate_size: need(&v, "intermediate_size", 3072)?,
+        num_hidden_layers: need(&v, "num_hidden_layers", 12)?,
+        num_attention_heads: need(&v, "num_attention_heads", 12)?,
+        num_channels: need(&v, "num_channels", 3)?,
+        image_size: need(&v, "image_size", 224)?,
+        patch_size: need(&v, "patch_size", 16)?,
+        layer_norm_eps: v.f64_or("layer_norm_eps", Some(1e-6))?.unwrap_or(1e-6),
+    };
+    let mut text_config = sub("text_config")?;
+    let ty = text_config
+        .get("model_type")
+        .and_then(|t| t.as_str())
+        .unwrap_or("gemma")
+        .to_string();
+    let family = DecoderFamily::from_model_type(&ty).ok_or_else(|| {
+        format!("text_config.model_type `{ty}` is not a decoder ardpipe builds ({LLAMA_TYPES:?})")
+    })?;
+    // transformers' PaliGemmaConfig switches this on for its decoder; inside PaliGemma it means
+    // the image-and-prompt prefix attends both ways, which the model's own mask does (the
+    // decoder's attention is never unmasked).
+    text_config.remove("use_bidirectional_attention");
+    let num_image_tokens = text_config.remove("num_image_tokens");
+    // The top level decides whether the LM head is the embedding (transformers ties
+    // `lm_head` to `model.language_model.embed_tokens` from the top-level flag).
+    if let Some(tie) = raw.get("tie_word_embeddings") {
+        text_config.insert("tie_word_embeddings".into(), tie.clone());
+    } else {
+        text_config.insert("tie_word_embeddings".into(), true.into());
+    }
+    let text = decoder_config(family, &serde_json::Value::Object(text_config).to_string())
+        .map_err(|e| format!("text_config: {e}"))?;
+    if let Some(n) = num_image_tokens.as_ref().and_then(|n| n.as_u64())
+        && n as usize != vision.num_patches()
+    {
+        return Err(format!(
+            "text_config.num_image_tokens = {n}, but the vision tower makes {} tokens \
+             ((image_size {} / patch_size {})²)",
+            vision.num_patches(),
+            vision.image_size,
+            vision.patch_size
+        ));
+    }
+    let image_token_id = match (raw.get("image_token_index"), raw.get("image_token_id")) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(format!(
+                "image_token_index {a} and image_token_id {b} disagree (one is the other's old name)"
+            ));
+        }
+        (Some(v), _) | (None, Some(v)) => v
+            .as_u64()
+            .ok_or_else(|| format!("image_token_index must be a token id, got {v}"))?,
+        (None, None) => 256_000,
+    };
+    let projection_dim = k.usize_or("projection_dim", Some(2048))?.unwrap_or(2048);
+    if projection_dim != text.hidden_size {
+        return Err(format!(
+            "projection_dim {projection_dim} differs from the decoder's hidden_size {}: the \
+             projector writes image features into the decoder's embedding space",
+            text.hidden_size
+        ));
+    }
+    Ok(PaliGemmaConfig {
+        vision,
+        text,
+        image_token_id,
+    })
+}
+
 /// Read and validate a folder's config.json.
 pub fn read_config(path: &Path) -> Result<ArchConfig> {
     let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
@@ -681,6 +801,8 @@ pub fn parse_config(path: &Path, text: &str) -> Result<ArchConfig> {
     let ty = head.model_type.clone().unwrap_or_default();
     let cfg = if let Some(family) = DecoderFamily::from_model_type(&ty) {
         ArchConfig::Llama(decoder_config(family, text).map_err(bad)?)
+    } else if ty == "paligemma" {
+        ArchConfig::PaliGemma(Box::new(paligemma_config(text).map_err(bad)?))
     } else if ty == "gemma3" {
         return Err(bad(
             "model_type `gemma3` is Gemma 3's image-and-text model (Gemma3ForConditionalGeneration);              ardpipe builds Gemma 3's text decoder only, from a `gemma3_text` folder              (Gemma3ForCausalLM, e.g. gemma-3-1b): use such a checkpoint"
