@@ -149,6 +149,10 @@ pub enum Command {
     /// Merge a trained adapter into its base model and write a complete Hugging Face folder
     /// (config.json, tokenizer files, safetensors) that transformers loads with from_pretrained.
     Merge(MergeArgs),
+    /// Compose a vision-language model (PaliGemma layout) from a pretrained decoder and a new
+    /// SigLIP vision tower and projector (random, seeded), LLaVA-style; transformers'
+    /// PaliGemmaForConditionalGeneration loads the folder too.
+    Compose(ComposeArgs),
     /// Check this installation: libtorch, threads, CUDA, example assets.
     Doctor {
         /// Re-hash every example asset file instead of trusting set-up's stamp.
@@ -474,6 +478,40 @@ pub struct BenchMatmulArgs {
     /// Print one JSON object instead of a line of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ComposeArgs {
+    /// The decoder: any causal LM ardpipe loads (GGUF file or Hugging Face folder).
+    #[arg(long)]
+    pub decoder: PathBuf,
+    /// The folder to write; it must not exist (unless --force). Written whole or not at all.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Replace --out when it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Seed of the tower's and projector's initial weights.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Side of the (square) images the tower reads, in pixels.
+    #[arg(long, default_value_t = 224)]
+    pub image_size: usize,
+    /// Side of a patch in pixels: (image_size / patch_size)² image tokens.
+    #[arg(long, default_value_t = 14)]
+    pub patch_size: usize,
+    /// The tower's width.
+    #[arg(long, default_value_t = 384)]
+    pub hidden_size: usize,
+    /// The tower's MLP width.
+    #[arg(long, default_value_t = 1536)]
+    pub intermediate_size: usize,
+    /// The tower's layers.
+    #[arg(long, default_value_t = 6)]
+    pub layers: usize,
+    /// The tower's attention heads.
+    #[arg(long, default_value_t = 6)]
+    pub heads: usize,
 }
 
 #[derive(Debug, Args)]

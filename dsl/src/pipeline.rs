@@ -189,6 +189,11 @@ pub struct Fields {
     pub completion: Option<String>,
     /// Supervised causal-LM data: the chat column, a list of `{role, content}` messages.
     pub messages: Option<String>,
+    /// Image questions (a vision-language model): the column holding each example's image
+    /// file, relative to the data file's folder; `prompt` is the question, `completion` the
+    /// answer.
+    #[serde(default)]
+    pub image: Option<String>,
 }
 
 impl Fields {

@@ -106,6 +106,7 @@ fn chat_records_from_several_jsonl_files() {
             prompt: None,
             completion: None,
             messages: Some("conversation".into()),
+            image: None,
         }
     );
     assert!(d.fields.supervised());

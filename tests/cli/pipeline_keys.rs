@@ -86,6 +86,7 @@ const KEYS: &[(&str, Reach)] = &[
     ("Fields.prompt", Reads(DATASET, "prompt: f.prompt.clone()")),
     ("Fields.completion", Reads(DATASET, "completion: f.completion.clone()")),
     ("Fields.messages", Reads(DATASET, "messages: f.messages.clone()")),
+    ("Fields.image", Reads(DATASET, "image: f.image.clone()")),
     ("Preprocess.train_on", Reads(BATCHES, "let train_on = match pre.train_on {")),
     ("Preprocess.packing", Reads(BATCHES, "packing: pre.packing,")),
     ("TrainOn=completions", Reads(BATCHES, "p::TrainOn::Completions => ardpipe_data::TrainOn::Completions")),

@@ -73,6 +73,7 @@ pub fn run(a: MergeArgs) -> miette::Result<Code> {
             MergeDtype::Bf16 => Some(ExportDtype::Bf16),
         },
         force: a.force,
+        extra_json: Vec::new(),
     };
     let done = peft_merge::merge_into_folder(&model, &adapter, &a.out, &opts)
         .map_err(|e| miette::miette!("{e}"))?;

@@ -4,6 +4,7 @@ mod bench;
 mod bench_distributed;
 mod check;
 mod classify;
+mod compose;
 mod data;
 mod doctor;
 mod embed;
@@ -71,6 +72,7 @@ pub fn dispatch(command: Command, global: &Global) -> miette::Result<Code> {
         Command::Classify(args) => classify::run(args),
         Command::Embed(args) => embed::run(args),
         Command::Merge(args) => merge::run(args),
+        Command::Compose(args) => compose::run(args),
         Command::Data {
             what: DataCommand::Preview(args),
         } => data::preview(args, global),

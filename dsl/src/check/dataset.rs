@@ -25,6 +25,7 @@ const KEYS: &[&str] = &[
     "prompt",
     "completion",
     "messages",
+    "image",
     "max_rows",
     "on_bad_row",
     "max_bad_rows",
@@ -81,6 +82,10 @@ pub fn check(b: &Block, name: &str, seed: u64, cx: &mut Ctx) -> Option<Dataset> 
     let prompt = r.string("prompt", cx);
     let completion = r.string("completion", cx);
     let messages = r.string("messages", cx);
+    let image = r.string("image", cx);
+    if image.is_some() {
+        image_fields(b, fmt, cx);
+    }
     if !columns {
         for key in ["text", "text_pair"] {
             if let Some(e) = b.entries().find(|e| e.key_text() == key) {
@@ -126,7 +131,7 @@ pub fn check(b: &Block, name: &str, seed: u64, cx: &mut Ctx) -> Option<Dataset> 
         }),
     };
     let preprocess = match r.block("preprocess", cx) {
-        Some(pb) => preprocess(pb, supervised, cx),
+        Some(pb) => preprocess(pb, supervised, image.is_some(), cx),
         None => Some(default_preprocess(supervised)),
     };
     r.finish(KEYS, BLOCKS, &|_| None, cx);
@@ -141,6 +146,7 @@ pub fn check(b: &Block, name: &str, seed: u64, cx: &mut Ctx) -> Option<Dataset> 
             prompt,
             completion,
             messages,
+            image,
         },
         split: split?,
         preprocess: preprocess?,
@@ -456,7 +462,7 @@ pub fn default_preprocess(supervised: bool) -> Preprocess {
     }
 }
 
-fn preprocess(b: &Block, supervised: bool, cx: &mut Ctx) -> Option<Preprocess> {
+fn preprocess(b: &Block, supervised: bool, images: bool, cx: &mut Ctx) -> Option<Preprocess> {
     let d = default_preprocess(supervised);
     let mut r = Reader::new(b, cx);
     let max_length = r
@@ -491,6 +497,34 @@ fn preprocess(b: &Block, supervised: bool, cx: &mut Ctx) -> Option<Preprocess> {
         _ => d.train_on,
     };
     let packing = r.bool("packing", cx).unwrap_or(d.packing);
+    if images {
+        // An image question is one row: its image tokens lead the row, and it is never cut.
+        for (key, why, help) in [
+            (
+                "packing",
+                "each row holds one image and its question",
+                "remove `packing`: image questions are padded, one per row",
+            ),
+            (
+                "truncation",
+                "an image question is never cut",
+                "remove `truncation`: an example longer than max_length is a bad row (raise \
+                 max_length, or `on_bad_row = skip`)",
+            ),
+        ] {
+            if let Some(e) = b.entries().find(|e| e.key_text() == key) {
+                cx.push(
+                    Problem::error(
+                        Code::Contradiction,
+                        e.key_span(),
+                        format!("`{key}` does not apply to image questions"),
+                    )
+                    .label(why)
+                    .help(help),
+                );
+            }
+        }
+    }
     if !supervised {
         for key in ["train_on", "packing"] {
             if let Some(e) = b.entries().find(|e| e.key_text() == key) {
@@ -531,6 +565,48 @@ fn preprocess(b: &Block, supervised: bool, cx: &mut Ctx) -> Option<Preprocess> {
         train_on,
         packing,
     })
+}
+
+/// An image column: the records are image questions, read from a format with columns, with
+/// `prompt` (the question) and `completion` (the answer).
+fn image_fields(b: &Block, fmt: Option<&str>, cx: &mut Ctx) {
+    let entry = |key: &str| b.entries().find(|e| e.key_text() == key);
+    let Some(e) = entry("image") else { return };
+    if !matches!(fmt, Some("jsonl" | "csv" | "parquet")) {
+        cx.push(
+            Problem::error(
+                Code::Contradiction,
+                e.key_span(),
+                format!(
+                    "`image` is not available for `{}` sources",
+                    fmt.unwrap_or("?")
+                ),
+            )
+            .label("needs a column with each example's image file")
+            .help("read image questions from `format = jsonl`, `csv` or `parquet`"),
+        );
+    }
+    if let Some(m) = entry("messages") {
+        cx.push(
+            Problem::error(
+                Code::Contradiction,
+                m.key_span(),
+                "`messages` with `image`: an image question is a question and an answer",
+            )
+            .label("a chat cannot carry the image")
+            .help("name the question and answer columns: `prompt = \"question\"`, `completion = \"answer\"`"),
+        );
+    } else if entry("prompt").is_none() && entry("completion").is_none() {
+        cx.push(
+            Problem::error(
+                Code::Missing,
+                e.key_span(),
+                "`image` without `prompt` and `completion`",
+            )
+            .label("the image needs its question and answer")
+            .help("name their columns: `prompt = \"question\"`, `completion = \"answer\"`"),
+        );
+    }
 }
 
 /// Supervised columns (`prompt`/`completion` or `messages`): the format must have such columns,

@@ -666,7 +666,7 @@ pub enum MergedTask {
 }
 
 /// How to write a merged Hugging Face folder.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FolderOptions {
     /// Split the weights into shards of at most this many bytes.
     pub max_shard_bytes: u64,
@@ -674,6 +674,9 @@ pub struct FolderOptions {
     pub dtype: Option<ExportDtype>,
     /// Replace an existing output folder.
     pub force: bool,
+    /// Further JSON files to write into the folder (a vision model's
+    /// preprocessor_config.json), by file name.
+    pub extra_json: Vec<(String, serde_json::Value)>,
 }
 
 impl Default for FolderOptions {
@@ -682,6 +685,7 @@ impl Default for FolderOptions {
             max_shard_bytes: DEFAULT_MAX_SHARD_BYTES,
             dtype: None,
             force: false,
+            extra_json: Vec::new(),
         }
     }
 }
@@ -758,6 +762,10 @@ pub fn write_model_folder(
                 .to_json()
                 .map_err(|e| ardpipe_models::ModelError::Tokenizer(e.to_string()))
         })?);
+        for (name, value) in &opts.extra_json {
+            hf_export::write_json(&partial.join(name), value)?;
+            files.push(name.clone());
+        }
         let weights = hf_export::write_weights(partial, tensors, dtype, opts.max_shard_bytes)?;
         written = Some((weights, files));
         Ok(())

@@ -155,6 +155,10 @@ pub enum Batching {
         train_on: String,
         packing: bool,
     },
+    /// Image questions: one per row, padded; `image_tokens` of the image, BOS and the question
+    /// (attending both ways), then the answer and EOS, which carry the loss. Never cut: an
+    /// example over `max_length` tokens is a bad row.
+    Images { max_length: u32, image_tokens: u32 },
 }
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -673,8 +677,16 @@ fn training_plan(pipeline: &p::Pipeline, steps_per_epoch: u64) -> Result<Trainin
         }
     }
     let sequence_length = match pipeline.model.head {
+        // Plain text is cut into blocks; examples (supervised, image questions) are rows of at
+        // most max_length.
         p::Head::CausalLm => pipeline_dataset(pipeline)
-            .map(|d| d.preprocess.block_size)
+            .map(|d| {
+                if d.fields.supervised() || d.fields.image.is_some() {
+                    d.preprocess.max_length
+                } else {
+                    d.preprocess.block_size
+                }
+            })
             .unwrap_or(0),
         _ => pipeline_dataset(pipeline)
             .map(|d| d.preprocess.max_length)
@@ -807,6 +819,13 @@ pub fn render_text(plan: &ExecutionPlan) -> String {
             } else {
                 "padded in length buckets"
             }
+        ),
+        Batching::Images {
+            max_length,
+            image_tokens,
+        } => format!(
+            "one image question per row, padded: {image_tokens} image tokens, then the question \
+             (both attending both ways), then the answer (the loss); at most {max_length} tokens"
         ),
     }
     .to_lowercase();

@@ -186,9 +186,41 @@ impl VisionEncoder {
     /// problem with the record (no image, no question, an unreadable image, too long) is a row
     /// error at the record, so the dataset's bad-row policy applies.
     pub fn encode(&self, record: &Record) -> Result<VisionExample, DataError> {
-        let row = |msg: String, help: String| {
-            record.error(DataError::new(ErrorKind::BadRow, msg).with_help(help))
-        };
+        let (ids, loss_mask, prefix_len, image) = self.text(record)?;
+        let (pixel_values, pixel_shape) = self
+            .pixels(image)
+            .map_err(|(msg, help)| bad_row(record, msg, help))?;
+        Ok(VisionExample {
+            ids,
+            loss_mask,
+            prefix_len,
+            pixel_values,
+            pixel_shape,
+        })
+    }
+
+    /// What [`VisionEncoder::encode`] checks, for a whole split without keeping pixels: the
+    /// record's length in tokens, or its row error. Each image file is read once
+    /// (`checked` remembers the files seen and why a bad one failed): a data set asks many
+    /// questions about one image.
+    pub fn measure(
+        &self,
+        record: &Record,
+        checked: &mut std::collections::HashMap<std::path::PathBuf, Option<(String, String)>>,
+    ) -> Result<usize, DataError> {
+        let (ids, _, _, image) = self.text(record)?;
+        let why = checked
+            .entry(image.to_path_buf())
+            .or_insert_with(|| self.pixels(image).err());
+        match why {
+            None => Ok(ids.len()),
+            Some((msg, help)) => Err(bad_row(record, msg.clone(), help.clone())),
+        }
+    }
+
+    /// The record's ids, loss mask, prefix length and image path, checked but for the image.
+    fn text<'r>(&self, record: &'r Record) -> Result<TextPart<'r>, DataError> {
+        let row = |msg: String, help: String| bad_row(record, msg, help);
         let Some(image) = &record.image else {
             return Err(row(
                 "the record has no image".into(),
@@ -235,15 +267,7 @@ impl VisionEncoder {
                     .into(),
             ));
         }
-        let (pixel_values, pixel_shape) =
-            self.pixels(image).map_err(|(msg, help)| row(msg, help))?;
-        Ok(VisionExample {
-            ids,
-            loss_mask,
-            prefix_len,
-            pixel_values,
-            pixel_shape,
-        })
+        Ok((ids, loss_mask, prefix_len, image))
     }
 
     /// The image's pixel values, or (message, help) naming the image and why it cannot be read.
@@ -283,6 +307,14 @@ impl VisionEncoder {
             )
         })
     }
+}
+
+/// A record's ids, loss mask and prefix length, and its image file.
+type TextPart<'r> = (Vec<u32>, Vec<bool>, usize, &'r Path);
+
+/// A bad row at the record: its message and how to fix it.
+fn bad_row(record: &Record, msg: String, help: String) -> DataError {
+    record.error(DataError::new(ErrorKind::BadRow, msg).with_help(help))
 }
 
 /// A question and answer for an image's class (a record of an image folder per class): the

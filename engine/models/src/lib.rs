@@ -13,6 +13,7 @@
 pub mod arch;
 pub mod assets;
 pub mod bench;
+pub mod compose;
 pub mod error;
 pub mod families;
 pub mod generate;

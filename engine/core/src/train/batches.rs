@@ -12,12 +12,14 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
+use ardpipe_data::image::ImageProcessor;
 use ardpipe_data::{
     CausalBatch, CausalRow, ClassificationBatcher, Encoded, LabelVocab, OnError, RecordStore,
     SkipReport, SupervisedEncoder, SupervisedExample, TextBlocks, TextTokenizer, TruncationSide,
-    bucket_batches, epoch_permutation, judge, plan_rows,
+    VisionBatch, VisionEncoder, bucket_batches, epoch_permutation, judge, plan_rows,
 };
 use ardpipe_dsl::pipeline as p;
+use ardpipe_models::arch::ArchConfig;
 use tch::{Device, Tensor};
 
 use super::TrainError;
@@ -45,6 +47,19 @@ pub(super) enum Kind {
         eval: Box<TextBlocks>,
     },
     Supervised(Box<Supervised>),
+    /// Image questions for a vision-language model: one padded example per row.
+    Vision(Box<Vision>),
+}
+
+/// Image-question data: which records encode to an example (checked once, each image file
+/// read once); examples, pixels included, are encoded when a batch needs them.
+pub(super) struct Vision {
+    pub(super) encoder: VisionEncoder,
+    /// Positions (in the split's store) of the records that encode to an example.
+    pub(super) train: Vec<usize>,
+    pub(super) eval: Vec<usize>,
+    /// Share of the evaluation examples whose answer is the most frequent training answer.
+    majority: Option<f64>,
 }
 
 /// Supervised causal-LM data: examples are encoded when a batch needs them; what is kept is
@@ -108,6 +123,38 @@ impl Batches {
         let pre = &ds.preprocess;
         let mut truncated_away = 0;
         let (kind, batching) = match &pipeline.model.head {
+            p::Head::CausalLm if ds.fields.image.is_some() => {
+                let (policy, max_skipped) = super::dataset::bad_row_policy(ds);
+                let mut skipped = SkipReport {
+                    skipped: splits.skipped,
+                    ..SkipReport::default()
+                };
+                let encoder = vision_encoder(pipeline, &tokenizer, pre.max_length as usize)?;
+                let image_tokens = encoder.num_image_tokens() as u32;
+                let vision = Vision::measure(encoder, &splits, policy, max_skipped, &mut skipped)?;
+                if skipped.skipped > splits.skipped {
+                    tracing::warn!(
+                        "dataset `{}`: skipped {} image questions, e.g. {}",
+                        ds.name,
+                        skipped.skipped - splits.skipped,
+                        skipped.first_reasons.join("; ")
+                    );
+                }
+                truncated_away = skipped.skipped - splits.skipped;
+                if vision.train.is_empty() {
+                    return Err(TrainError::Other(format!(
+                        "dataset `{}` has no usable training image question",
+                        ds.name
+                    )));
+                }
+                (
+                    Kind::Vision(Box::new(vision)),
+                    Batching::Images {
+                        max_length: pre.max_length,
+                        image_tokens,
+                    },
+                )
+            }
             p::Head::CausalLm if ds.fields.supervised() => {
                 let train_on = match pre.train_on {
                     p::TrainOn::Completions => ardpipe_data::TrainOn::Completions,
@@ -302,6 +349,7 @@ impl Batches {
             Kind::Supervised(s) => s
                 .epoch_units(self.seed, 0, self.batch_size)
                 .map_or(0, |u| u.len()),
+            Kind::Vision(v) => v.train.len(),
         }
     }
 
@@ -310,6 +358,7 @@ impl Batches {
             Kind::Classification { eval_labels, .. } => eval_labels.len(),
             Kind::Blocks { eval, .. } => eval.len(),
             Kind::Supervised(s) => s.eval.len(),
+            Kind::Vision(v) => v.eval.len(),
         }
     }
 
@@ -329,6 +378,9 @@ impl Batches {
 
     /// Accuracy of always predicting the most frequent training label, on the evaluation split.
     pub fn majority_baseline(&self) -> Option<f64> {
+        if let Kind::Vision(v) = &self.kind {
+            return v.majority;
+        }
         let Kind::Classification {
             train_labels,
             eval_labels,
@@ -444,6 +496,7 @@ impl Batches {
                 let rows: Vec<&[usize]> = units.iter().map(|&u| &all[u][..]).collect();
                 s.packed_batch(&self.splits.train, &s.train, &rows, self.pad_id, device)
             }
+            Kind::Vision(v) => v.batch(&self.splits.train, &v.train, units, self.pad_id, device),
         }
     }
 
@@ -502,6 +555,7 @@ impl Batches {
             Kind::Supervised(s) => {
                 s.padded_batch(&self.splits.eval, &s.eval, idx, self.pad_id, device)
             }
+            Kind::Vision(v) => v.batch(&self.splits.eval, &v.eval, idx, self.pad_id, device),
         }
     }
 }
@@ -619,6 +673,135 @@ impl Supervised {
             .collect::<Result<Vec<_>, _>>()?;
         let batch = CausalBatch::padded(&exs.iter().collect::<Vec<_>>(), pad_id)?;
         Ok(causal_tensors(batch, device))
+    }
+}
+
+/// The image-question encoder for the pipeline's model: its image token and count, and its
+/// processor (the folder's preprocessor_config.json, else SigLIP's at the tower's size, which
+/// is PaliGemma's).
+fn vision_encoder(
+    pipeline: &p::Pipeline,
+    tokenizer: &TextTokenizer,
+    max_length: usize,
+) -> Result<VisionEncoder, TrainError> {
+    let path = &pipeline.model.path;
+    let ArchConfig::PaliGemma(c) = ardpipe_models::describe(path)?.config else {
+        return Err(TrainError::Other(format!(
+            "dataset `{}` maps `image`, but {} reads no image: use a vision-language model \
+             (a PaliGemma-layout folder)",
+            pipeline.train.dataset,
+            path.display()
+        )));
+    };
+    let size = c.vision.image_size;
+    let config = path.join("preprocessor_config.json");
+    let images = if config.is_file() {
+        let p = ImageProcessor::from_config(&config)?;
+        if p.size != Some((size, size)) {
+            return Err(TrainError::Other(format!(
+                "{}: the processor makes {:?} images, but the vision tower reads {size}×{size}",
+                config.display(),
+                p.size
+            )));
+        }
+        p
+    } else {
+        ImageProcessor::siglip(size)
+    };
+    let image_token = u32::try_from(c.image_token_id).map_err(|_| {
+        TrainError::Other(format!(
+            "image token id {} is out of range",
+            c.image_token_id
+        ))
+    })?;
+    Ok(VisionEncoder::new(
+        tokenizer,
+        image_token,
+        c.num_image_tokens(),
+        max_length,
+        images,
+    )?)
+}
+
+impl Vision {
+    /// Check every record of both splits once (bad ones go to the dataset's bad-row policy)
+    /// and count the majority answer.
+    fn measure(
+        encoder: VisionEncoder,
+        splits: &DataSplits,
+        policy: OnError,
+        max_skipped: Option<usize>,
+        skipped: &mut SkipReport,
+    ) -> Result<Self, TrainError> {
+        let mut checked = std::collections::HashMap::new();
+        let mut good =
+            |store: &RecordStore, answers: &mut Vec<String>| -> Result<Vec<usize>, TrainError> {
+                let mut out = Vec::with_capacity(store.len());
+                for i in 0..store.len() {
+                    let record = store.get(i)?;
+                    let measured = encoder.measure(&record, &mut checked);
+                    if judge(measured, policy, max_skipped, skipped)?.is_some() {
+                        out.push(i);
+                        if let Some(ardpipe_data::Turns::PromptCompletion { completion, .. }) =
+                            record.turns
+                        {
+                            answers.push(completion);
+                        }
+                    }
+                }
+                Ok(out)
+            };
+        let (mut train_answers, mut eval_answers) = (Vec::new(), Vec::new());
+        let train = good(&splits.train, &mut train_answers)?;
+        let eval = good(&splits.eval, &mut eval_answers)?;
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for a in &train_answers {
+            *counts.entry(a.as_str()).or_default() += 1;
+        }
+        let top = counts.iter().max_by_key(|&(_, c)| *c).map(|(a, _)| *a);
+        let majority = top.filter(|_| !eval_answers.is_empty()).map(|top| {
+            eval_answers.iter().filter(|a| a.as_str() == top).count() as f64
+                / eval_answers.len() as f64
+        });
+        Ok(Self {
+            encoder,
+            train,
+            eval,
+            majority,
+        })
+    }
+
+    /// A padded batch of the examples at `idx` (positions in `examples`).
+    fn batch(
+        &self,
+        store: &RecordStore,
+        examples: &[usize],
+        idx: &[usize],
+        pad_id: u32,
+        device: Device,
+    ) -> Result<TensorBatch, TrainError> {
+        let exs = idx
+            .iter()
+            .map(|&i| Ok(self.encoder.encode(&store.get(examples[i])?)?))
+            .collect::<Result<Vec<_>, TrainError>>()?;
+        let b = VisionBatch::collate(&exs.iter().collect::<Vec<_>>(), pad_id)?;
+        let [rows, seq] = b.shape().map(|n| n as i64);
+        let t = |v: &[i64]| Tensor::from_slice(v).view([rows, seq]).to_device(device);
+        let pixels = b.pixel_values_shape().map(|n| n as i64);
+        Ok(TensorBatch {
+            input_ids: t(&b.input_ids),
+            attention_mask: t(&b.attention_mask),
+            labels: t(&b.labels),
+            segments: None,
+            vision: Some(super::task::VisionInputs {
+                pixel_values: Tensor::from_slice(&b.pixel_values)
+                    .view(pixels)
+                    .to_device(device),
+                prefix_len: Tensor::from_slice(&b.prefix_len).to_device(device),
+            }),
+            tokens: b.attention_mask.iter().sum(),
+            share: 1.0,
+        })
     }
 }
 

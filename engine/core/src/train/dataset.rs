@@ -18,7 +18,8 @@ pub struct DataSplits {
     pub format: String,
     /// Every file or glob read, the split files included.
     pub files: Vec<String>,
-    /// What an example is: `text`, `text_pair`, `prompt_completion` or `chat`.
+    /// What an example is: `text`, `text_pair`, `prompt_completion`, `chat` or
+    /// `image_question`.
     pub records: String,
     /// Rows the bad-row policy skipped.
     pub skipped: usize,
@@ -76,7 +77,9 @@ pub fn read_splits(pipeline: &p::Pipeline) -> Result<DataSplits, TrainError> {
         train.len(),
         eval.len()
     );
-    let records = if ds.fields.messages.is_some() {
+    let records = if ds.fields.image.is_some() {
+        "image_question"
+    } else if ds.fields.messages.is_some() {
         "chat"
     } else if ds.fields.prompt.is_some() {
         "prompt_completion"
@@ -164,7 +167,7 @@ pub fn spec(ds: &p::Dataset, paths: &[PathBuf]) -> Result<DatasetSpec, TrainErro
         prompt: f.prompt.clone(),
         completion: f.completion.clone(),
         messages: f.messages.clone(),
-        image: None,
+        image: f.image.clone(),
     };
     // Text files are labelled by their stem (`hamlet.txt` → `hamlet`), as classes or as names.
     spec.label_from_stem = matches!(ds.source, p::Source::Text { .. });

@@ -157,6 +157,7 @@ mod tests {
             prompt: None,
             completion: None,
             messages: None,
+            image: None,
         }
     }
 

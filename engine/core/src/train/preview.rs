@@ -98,6 +98,16 @@ pub struct ExamplePreview {
     /// Classification: the label as written and its class id.
     pub label: Option<String>,
     pub class_id: Option<usize>,
+    /// Image questions: the image file, and how many image tokens lead the row (`ids`,
+    /// `pieces` and `loss_mask` cover the text after them; `length` counts them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImagePreview>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImagePreview {
+    pub file: String,
+    pub tokens: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -172,6 +182,7 @@ pub fn preview(b: &Batches, split: PreviewSplit, n: usize) -> Result<Preview, Tr
                     loss_mask: None,
                     label: labels.labels().get(class).cloned(),
                     class_id: Some(class),
+                    image: None,
                 });
             }
             (train_labels.len(), eval_labels.len())
@@ -221,6 +232,7 @@ pub fn preview(b: &Batches, split: PreviewSplit, n: usize) -> Result<Preview, Tr
                     loss_mask: Some(mask),
                     label: None,
                     class_id: None,
+                    image: None,
                 });
             }
             if s.packing {
@@ -247,6 +259,37 @@ pub fn preview(b: &Batches, split: PreviewSplit, n: usize) -> Result<Preview, Tr
                 }
             }
             (s.train.len(), s.eval.len())
+        }
+        Kind::Vision(v) => {
+            let examples_of = if train { &v.train } else { &v.eval };
+            let order = if train {
+                ardpipe_data::epoch_permutation(examples_of.len(), b.seed, 0)
+            } else {
+                (0..examples_of.len()).collect()
+            };
+            let skip = v.encoder.num_image_tokens();
+            for &i in order.iter().take(n) {
+                let record = store.get(examples_of[i])?;
+                let ex = v.encoder.encode(&record)?;
+                let ids = ex.ids[skip..].to_vec();
+                let mask = ex.loss_mask[skip..].to_vec();
+                examples.push(ExamplePreview {
+                    index: examples_of[i],
+                    source: (&record.origin).into(),
+                    length: ex.ids.len(),
+                    pieces: pieces(tok, &ids)?,
+                    spans: spans(tok, &ids, &mask)?,
+                    ids,
+                    loss_mask: Some(mask),
+                    label: None,
+                    class_id: None,
+                    image: record.image.as_ref().map(|f| ImagePreview {
+                        file: f.display().to_string(),
+                        tokens: skip,
+                    }),
+                });
+            }
+            (v.train.len(), v.eval.len())
         }
     };
     Ok(Preview {
@@ -353,6 +396,7 @@ pub fn render_text(p: &Preview, marks: Marks) -> String {
         crate::plan::Batching::Blocks { .. } => "blocks",
         crate::plan::Batching::Supervised { packing: true, .. } => "packed rows",
         crate::plan::Batching::Supervised { .. } => "length-bucketed padded batches",
+        crate::plan::Batching::Images { .. } => "image questions",
     };
     let _ = writeln!(
         o,

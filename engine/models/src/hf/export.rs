@@ -359,6 +359,8 @@ const TOKENIZER_FILES: &[&str] = &[
     "special_tokens_map.json",
     "added_tokens.json",
     "chat_template.jinja",
+    // A vision-language model's image processor travels with its tokenizer.
+    "preprocessor_config.json",
     "chat_template.json",
     "vocab.txt",
     "vocab.json",
