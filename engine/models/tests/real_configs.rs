@@ -2,11 +2,13 @@
 //! there) read as transformers reads them: the same parameter count as the model transformers
 //! builds from the config (on the meta device), the same attention kind per layer, the same
 //! RoPE bases, KV heads, head size and tying. No weights are needed, so this covers the real
-//! 0.5B–7B configurations the tiny peer models of peer_decoders.rs cannot.
+//! 0.5B–7B configurations the tiny peer models of peer_decoders.rs cannot, and the released
+//! PaliGemma-2 3B configs at 224, 448 and 896 px: both towers, the image tokens and the projector.
 
 use std::path::{Path, PathBuf};
 
-use ardpipe_models::arch::config::{ArchConfig, LayerType};
+use ardpipe_models::arch::config::{ArchConfig, LayerType, LlamaConfig};
+use ardpipe_models::arch::paligemma::PaliGemmaConfig;
 use ardpipe_models::describe;
 
 mod support;
@@ -23,6 +25,110 @@ fn peer_theta(rope: &serde_json::Value, kind: &str) -> f64 {
     entry["rope_theta"].as_f64().unwrap()
 }
 
+/// The decoder's reading of `want` (transformers' fields of a decoder config, or of a PaliGemma's
+/// text_config): family, head size, heads, tying, the attention kind of every layer, RoPE bases.
+/// Returns how many layers slide.
+fn check_decoder(name: &str, c: &LlamaConfig, want: &serde_json::Value) -> usize {
+    assert_eq!(c.family.model_type(), want["model_type"], "{name}");
+    assert_eq!(
+        c.head_dim as u64,
+        want["head_dim"].as_u64().unwrap(),
+        "{name}"
+    );
+    assert_eq!(
+        c.num_attention_heads as u64,
+        want["num_attention_heads"].as_u64().unwrap(),
+        "{name}"
+    );
+    assert_eq!(
+        c.num_key_value_heads as u64,
+        want["num_key_value_heads"].as_u64().unwrap(),
+        "{name}"
+    );
+    assert_eq!(
+        c.hidden_size as u64,
+        want["hidden_size"].as_u64().unwrap(),
+        "{name}"
+    );
+    assert_eq!(
+        c.vocab_size as u64,
+        want["vocab_size"].as_u64().unwrap(),
+        "{name}"
+    );
+    assert_eq!(
+        c.tie_word_embeddings,
+        want["tie_word_embeddings"].as_bool().unwrap(),
+        "{name}"
+    );
+    // The attention kind of every layer: ardpipe's empty list means all full.
+    let ours: Vec<&str> = (0..c.num_hidden_layers)
+        .map(|l| match c.layer_types.get(l) {
+            Some(LayerType::SlidingAttention) if c.sliding_window.is_some() => "sliding_attention",
+            _ => "full_attention",
+        })
+        .collect();
+    let theirs: Vec<&str> = match want["layer_types"].as_array() {
+        None => vec!["full_attention"; c.num_hidden_layers],
+        Some(a) if want["sliding_window"].is_null() => {
+            assert_eq!(a.len(), c.num_hidden_layers, "{name}");
+            vec!["full_attention"; c.num_hidden_layers]
+        }
+        Some(a) => a.iter().map(|t| t.as_str().unwrap()).collect(),
+    };
+    assert_eq!(ours, theirs, "{name}: attention kind per layer");
+    if ours.contains(&"sliding_attention") {
+        assert_eq!(
+            c.sliding_window.map(|w| w as u64),
+            want["sliding_window"].as_u64(),
+            "{name}"
+        );
+    }
+    let rope = &want["rope_parameters"];
+    assert_eq!(
+        c.rope_theta,
+        peer_theta(rope, "full_attention"),
+        "{name}: RoPE base"
+    );
+    if let Some(local) = c.rope_local_theta {
+        assert_eq!(
+            local,
+            peer_theta(rope, "sliding_attention"),
+            "{name}: RoPE base of the sliding layers"
+        );
+    }
+    ours.iter().filter(|t| **t == "sliding_attention").count()
+}
+
+/// A PaliGemma's SigLIP tower and projector as transformers builds them.
+fn check_vision(name: &str, p: &PaliGemmaConfig, want: &serde_json::Value) {
+    let v = &p.vision;
+    let w = &want["vision"];
+    let field = |key: &str| w[key].as_u64().unwrap() as usize;
+    assert_eq!(v.hidden_size, field("hidden_size"), "{name}: vision hidden");
+    assert_eq!(v.intermediate_size, field("intermediate_size"), "{name}");
+    assert_eq!(v.num_hidden_layers, field("num_hidden_layers"), "{name}");
+    assert_eq!(
+        v.num_attention_heads,
+        field("num_attention_heads"),
+        "{name}"
+    );
+    assert_eq!(v.image_size, field("image_size"), "{name}: image size");
+    assert_eq!(v.patch_size, field("patch_size"), "{name}");
+    assert_eq!(
+        p.num_image_tokens(),
+        field("num_image_tokens"),
+        "{name}: image tokens"
+    );
+    // The projector maps the tower's width onto the decoder's.
+    assert_eq!(v.hidden_size, field("projection_in"), "{name}");
+    assert_eq!(p.text.hidden_size, field("projection_out"), "{name}");
+    assert_eq!(
+        p.image_token_id,
+        want["image_token_id"].as_u64().unwrap(),
+        "{name}: image token"
+    );
+}
+
 #[test]
 fn released_configs_read_as_transformers_reads_them() {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(fixtures())
@@ -31,7 +137,7 @@ fn released_configs_read_as_transformers_reads_them() {
         .filter(|p| p.is_dir())
         .collect();
     dirs.sort();
-    assert!(dirs.len() >= 8, "{dirs:?}");
+    assert!(dirs.len() >= 11, "{dirs:?}");
     let out = run_peer(peer_command("real_configs.py").args(&dirs));
     let peer: Vec<serde_json::Value> = String::from_utf8(out.stdout)
         .unwrap()
@@ -39,76 +145,29 @@ fn released_configs_read_as_transformers_reads_them() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(peer.len(), dirs.len());
+    let mut paligemmas = 0;
     for (dir, want) in dirs.iter().zip(&peer) {
         let name = dir.file_name().unwrap().to_string_lossy();
         let d = describe(dir).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let ArchConfig::Llama(c) = &d.config else {
-            panic!("{name}: not a decoder")
-        };
-        assert_eq!(c.family.model_type(), want["model_type"], "{name}");
         assert_eq!(
             d.parameters as u64,
             want["parameters"].as_u64().unwrap(),
             "{name}: parameter count"
         );
-        assert_eq!(
-            c.head_dim as u64,
-            want["head_dim"].as_u64().unwrap(),
-            "{name}"
-        );
-        assert_eq!(
-            c.num_key_value_heads as u64,
-            want["num_key_value_heads"].as_u64().unwrap(),
-            "{name}"
-        );
-        assert_eq!(
-            c.tie_word_embeddings,
-            want["tie_word_embeddings"].as_bool().unwrap(),
-            "{name}"
-        );
-        // The attention kind of every layer: ardpipe's empty list means all full.
-        let ours: Vec<&str> = (0..c.num_hidden_layers)
-            .map(|l| match c.layer_types.get(l) {
-                Some(LayerType::SlidingAttention) if c.sliding_window.is_some() => {
-                    "sliding_attention"
-                }
-                _ => "full_attention",
-            })
-            .collect();
-        let theirs: Vec<&str> = match want["layer_types"].as_array() {
-            None => vec!["full_attention"; c.num_hidden_layers],
-            Some(a) if want["sliding_window"].is_null() => {
-                assert_eq!(a.len(), c.num_hidden_layers, "{name}");
-                vec!["full_attention"; c.num_hidden_layers]
+        let (text, sliding) = match &d.config {
+            ArchConfig::Llama(c) => (c, check_decoder(&name, c, want)),
+            ArchConfig::PaliGemma(p) => {
+                paligemmas += 1;
+                check_vision(&name, p, want);
+                (&p.text, check_decoder(&name, &p.text, want))
             }
-            Some(a) => a.iter().map(|t| t.as_str().unwrap()).collect(),
+            _ => panic!("{name}: neither a decoder nor a PaliGemma"),
         };
-        assert_eq!(ours, theirs, "{name}: attention kind per layer");
-        if ours.contains(&"sliding_attention") {
-            assert_eq!(
-                c.sliding_window.map(|w| w as u64),
-                want["sliding_window"].as_u64(),
-                "{name}"
-            );
-        }
-        let rope = &want["rope_parameters"];
-        assert_eq!(
-            c.rope_theta,
-            peer_theta(rope, "full_attention"),
-            "{name}: RoPE base"
-        );
-        if let Some(local) = c.rope_local_theta {
-            assert_eq!(
-                local,
-                peer_theta(rope, "sliding_attention"),
-                "{name}: RoPE base of the sliding layers"
-            );
-        }
         eprintln!(
-            "{name}: {} parameters, {} sliding of {} layers, as transformers",
-            d.parameters,
-            ours.iter().filter(|t| **t == "sliding_attention").count(),
-            ours.len()
+            "{name}: {} parameters, {sliding} sliding of {} layers, as transformers",
+            d.parameters, text.num_hidden_layers
         );
     }
+    // paligemma2-3b-pt-{224,448,896}
+    assert_eq!(paligemmas, 3);
 }

@@ -741,6 +741,40 @@ fn paligemma_config(text: &str) -> std::result::Result<PaliGemmaConfig, String> 
     // the image-and-prompt prefix attends both ways, which the model's own mask does (the
     // decoder's attention is never unmasked).
     text_config.remove("use_bidirectional_attention");
+    // A saved PaliGemmaConfig writes its text_config as a diff, so the released PaliGemma-2
+    // files leave out what equals the decoder class's defaults (num_attention_heads,
+    // head_dim); transformers fills those from the Gemma config class, and so does ardpipe.
+    let class_defaults: &[(&str, u64)] = match family {
+        DecoderFamily::Gemma => &[
+            ("vocab_size", 256_000),
+            ("hidden_size", 3072),
+            ("intermediate_size", 24_576),
+            ("num_hidden_layers", 28),
+            ("num_attention_heads", 16),
+            ("num_key_value_heads", 16),
+        ],
+        DecoderFamily::Gemma2 | DecoderFamily::Gemma3Text => &[
+            (
+                "vocab_size",
+                if family == DecoderFamily::Gemma2 {
+                    256_000
+                } else {
+                    262_208
+                },
+            ),
+            ("hidden_size", 2304),
+            ("intermediate_size", 9216),
+            ("num_hidden_layers", 26),
+            ("num_attention_heads", 8),
+            ("num_key_value_heads", 4),
+        ],
+        _ => &[],
+    };
+    for (key, value) in class_defaults {
+        text_config
+            .entry(*key)
+            .or_insert_with(|| serde_json::Value::from(*value));
+    }
     let num_image_tokens = text_config.remove("num_image_tokens");
     // The top level decides whether the LM head is the embedding (transformers ties
     // `lm_head` to `model.language_model.embed_tokens` from the top-level flag).
