@@ -156,30 +156,38 @@ impl VisionEncoder {
         question: &str,
         answer: &str,
     ) -> Result<(Vec<u32>, Vec<bool>, usize), DataError> {
-        let prompt = self
+        let mut ids = self.prompt(question)?;
+        let prefix_len = ids.len();
+        let answer = self
+            .tokenizer
+            .encode(&format!("{answer}{}", self.eos_text), false)?
+            .ids;
+        ids.extend_from_slice(&answer);
+        let loss_mask = (0..ids.len()).map(|j| j >= prefix_len).collect();
+        Ok((ids, loss_mask, prefix_len))
+    }
+
+    /// The prompt of a question without an answer, what generation starts from: the image
+    /// tokens, BOS, the question and `\n` (the whole bidirectional prefix; `max_length` is not
+    /// applied).
+    pub fn prompt(&self, question: &str) -> Result<Vec<u32>, DataError> {
+        let text = self
             .tokenizer
             .encode(&format!("{}{question}\n", self.bos_text), false)?
             .ids;
-        if prompt.first() != Some(&self.bos) {
+        if text.first() != Some(&self.bos) {
             return Err(DataError::tokenizer(format!(
                 "the question after `{}` does not encode with BOS first",
                 self.bos_text
             )));
         }
-        let answer = self
-            .tokenizer
-            .encode(&format!("{answer}{}", self.eos_text), false)?
-            .ids;
-        let prefix_len = self.num_image_tokens + prompt.len();
-        let mut ids = Vec::with_capacity(prefix_len + answer.len());
+        let mut ids = Vec::with_capacity(self.num_image_tokens + text.len());
         ids.extend(std::iter::repeat_n(
             self.image_token_id,
             self.num_image_tokens,
         ));
-        ids.extend_from_slice(&prompt);
-        ids.extend_from_slice(&answer);
-        let loss_mask = (0..ids.len()).map(|j| j >= prefix_len).collect();
-        Ok((ids, loss_mask, prefix_len))
+        ids.extend_from_slice(&text);
+        Ok(ids)
     }
 
     /// Encode one record: its image's pixel values and its question/answer tokens. Every

@@ -1,10 +1,11 @@
-//! Text generation with a causal LM: greedy, temperature, top-k and top-p sampling with a
-//! seed, a KV cache, stop at end-of-sequence, and streaming of decoded text.
+//! Text generation with a causal LM or a vision-language model (PaliGemma): greedy,
+//! temperature, top-k and top-p sampling with a seed, a KV cache, stop at end-of-sequence, and
+//! streaming of decoded text.
 
 use ardpipe_data::shuffle::SplitMix64;
 use tch::{Kind, Tensor};
 
-use crate::arch::{KvCache, Llama};
+use crate::arch::{KvCache, Llama, PaliGemma};
 use crate::error::{ModelError, Result};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -114,31 +115,69 @@ pub fn generate(
     prompt: &[i64],
     stop: &[i64],
     s: &Sampling,
+    on_token: impl FnMut(i64) -> Result<()>,
+) -> Result<(Vec<i64>, StopReason)> {
+    let input = Tensor::from_slice(prompt).unsqueeze(0);
+    let prefill = |cache: &mut KvCache| model.forward_cached(&input, cache);
+    decode(model, prompt.len(), prefill, stop, s, on_token)
+}
+
+/// Generate the answer to a PaliGemma prompt: `prompt` is the image tokens, BOS, the question
+/// and `\n` (what [`ardpipe_data::vision::VisionEncoder::prompt`] makes), all of it the
+/// bidirectional prefix; `pixel_values` `[1, channels, side, side]` is its image. The prompt
+/// runs once, filling the decoder's cache ([`PaliGemma::prefill`]); each new token then
+/// attends causally to everything before it, as transformers' `generate` computes it.
+pub fn generate_vision(
+    model: &PaliGemma,
+    prompt: &[i64],
+    pixel_values: &Tensor,
+    stop: &[i64],
+    s: &Sampling,
+    on_token: impl FnMut(i64) -> Result<()>,
+) -> Result<(Vec<i64>, StopReason)> {
+    let input = Tensor::from_slice(prompt).unsqueeze(0);
+    let prefill = |cache: &mut KvCache| model.prefill(&input, pixel_values, cache);
+    decode(&model.decoder, prompt.len(), prefill, stop, s, on_token)
+}
+
+/// The decoding loop: `prefill` runs the `prompt_len` prompt tokens into an empty cache and
+/// returns logits `[1, t, vocab]` whose last position predicts the first new token; each chosen token is then fed to
+/// `decoder` with the cache. Stops at a `stop` id, after `max_tokens`, or at the context.
+fn decode(
+    decoder: &Llama,
+    prompt_len: usize,
+    prefill: impl FnOnce(&mut KvCache) -> Result<Tensor>,
+    stop: &[i64],
+    s: &Sampling,
     mut on_token: impl FnMut(i64) -> Result<()>,
 ) -> Result<(Vec<i64>, StopReason)> {
     s.validate()?;
-    if prompt.is_empty() {
+    if prompt_len == 0 {
         return Err(ModelError::Usage("the prompt encodes to no tokens".into()));
     }
-    let ctx = model.config.max_position_embeddings;
-    if prompt.len() >= ctx {
+    let ctx = decoder.config.max_position_embeddings;
+    if prompt_len >= ctx {
         return Err(ModelError::Usage(format!(
-            "the prompt has {} tokens, the model's context is {ctx}",
-            prompt.len()
+            "the prompt has {prompt_len} tokens, the model's context is {ctx}"
         )));
     }
     let mut rng = Rng(SplitMix64::new(s.seed));
     let mut cache = KvCache::default();
     let mut out = Vec::new();
-    let mut input = Tensor::from_slice(prompt).unsqueeze(0);
+    let mut prefill = Some(prefill);
+    // The token chosen last (set before it is read: the first step is the prefill).
+    let mut input = Tensor::new();
     loop {
         if out.len() >= s.max_tokens {
             return Ok((out, StopReason::MaxTokens));
         }
-        if prompt.len() + out.len() >= ctx {
+        if prompt_len + out.len() >= ctx {
             return Ok((out, StopReason::ContextFull));
         }
-        let logits = model.forward_cached(&input, &mut cache)?;
+        let logits = match prefill.take() {
+            Some(p) => p(&mut cache)?,
+            None => decoder.forward_cached(&input, &mut cache)?,
+        };
         let last = logits.get(0).get(-1);
         let next = pick(&last, s, &mut rng);
         if stop.contains(&next) {

@@ -185,3 +185,65 @@ fn paligemma_is_described_and_refused_where_it_does_not_fit() {
         .to_string();
     assert!(e.contains("vision-language"), "{e}");
 }
+
+/// Greedy generation with a KV cache against transformers' `generate` (12 new tokens, no EOS
+/// stop) from row 0's prompt (image tokens, BOS, the prefix tokens) and its image: the same
+/// tokens, and the same logits at every step (the prefill over the bidirectional prompt, then
+/// one cached step per token), which a causal prefill would move by `prefix_effect`.
+#[test]
+fn paligemma_greedy_generation_matches_transformers() {
+    use ardpipe_models::arch::KvCache;
+    use ardpipe_models::generate::{Sampling, StopReason, generate_vision};
+
+    let dir = fixtures().join("v5");
+    let r = json(&dir.join("reference.json"));
+    let g = &r["generation"];
+    let prompt: Vec<i64> = serde_json::from_value(g["prompt"].clone()).unwrap();
+    let want: Vec<i64> = serde_json::from_value(g["tokens"].clone()).unwrap();
+    let lm = load_vision_lm(&dir, &LoadOptions::default()).unwrap();
+    let pixels = our_pixels(lm.model.config.vision.image_size).narrow(0, 0, 1);
+    let s = Sampling {
+        max_tokens: want.len(),
+        ..Default::default()
+    };
+    let mut streamed = vec![];
+    let (got, why) = generate_vision(&lm.model, &prompt, &pixels, &[], &s, |t| {
+        streamed.push(t);
+        Ok(())
+    })
+    .unwrap();
+    println!("transformers {want:?}\nardpipe      {got:?}");
+    assert_eq!(got, want, "greedy tokens differ from transformers'");
+    assert_eq!(streamed, got);
+    assert_eq!(why, StopReason::MaxTokens);
+    // Stopping: the first token as a stop id ends generation before it.
+    let (none, why) =
+        generate_vision(&lm.model, &prompt, &pixels, &[want[0]], &s, |_| Ok(())).unwrap();
+    assert!(none.is_empty() && why == StopReason::EndOfSequence);
+
+    // Step by step, as generation runs: the prefill, then each reference token cached.
+    let want_logits = tensor_f32(&g["logits"]);
+    let mut cache = KvCache::default();
+    let ids = Tensor::from_slice(&prompt).unsqueeze(0);
+    let mut steps = vec![lm.model.prefill(&ids, &pixels, &mut cache).unwrap()];
+    assert_eq!(cache.len(), prompt.len() as i64);
+    for &t in &want[..want.len() - 1] {
+        let next = Tensor::from_slice(&[t]).unsqueeze(0);
+        steps.push(lm.model.decoder.forward_cached(&next, &mut cache).unwrap());
+    }
+    let got_logits = Tensor::cat(&steps, 1).squeeze_dim(0);
+    assert_eq!(got_logits.size(), want_logits.size());
+    let d = (&got_logits - &want_logits).abs().max().double_value(&[]);
+    let effect = g["prefix_effect"].as_f64().unwrap();
+    println!(
+        "generation: max |Δlogit| over {} steps {d:.2e}; a causal prompt moves the first step's by {effect:.2e}",
+        want.len()
+    );
+    assert!(d < 1e-4, "step logits differ from transformers' by {d}");
+    assert!(
+        effect > 1e-2,
+        "the bidirectional prompt barely matters ({effect})"
+    );
+    // A prefill needs an empty cache and one row.
+    assert!(lm.model.prefill(&ids, &pixels, &mut cache).is_err());
+}

@@ -15,7 +15,7 @@ use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
 use super::config::{LlamaConfig, ModuleSpec, check_dims, limits};
-use super::llama::Llama;
+use super::llama::{KvCache, Llama};
 use super::siglip::{SiglipVision, SiglipVisionConfig};
 use crate::error::{ModelError, Result};
 use crate::precision::{Precision, autocast};
@@ -333,5 +333,40 @@ impl PaliGemma {
             .decoder
             .hidden_from(x, attention_mask, None, Some(&prefix), None, train)?;
         Ok(self.decoder.head(&h))
+    }
+
+    /// The prefill of generation: runs a prompt `input_ids` `[1, t]` (the image tokens, BOS,
+    /// the question and `\n`, all of it the bidirectional prefix) with its image
+    /// `pixel_values` `[1, channels, side, side]` into the empty `cache`, and returns the
+    /// logits `[1, 1, vocab]` (f32) of its last position, which predict the first new token.
+    /// Later tokens go through the decoder's [`Llama::forward_cached`]: each attends causally
+    /// to the prompt and the tokens before it. Positions count from 0 here and from 1 in
+    /// transformers; rotary embeddings see only their differences, so the logits agree.
+    pub fn prefill(
+        &self,
+        input_ids: &Tensor,
+        pixel_values: &Tensor,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        let (b, t) = input_ids.size2()?;
+        if b != 1 || t == 0 {
+            return Err(ModelError::Usage(format!(
+                "a generation prompt is one non-empty row, got ids {:?}",
+                input_ids.size()
+            )));
+        }
+        if !cache.is_empty() {
+            return Err(ModelError::Usage(
+                "the prefill runs the whole prompt into an empty cache".into(),
+            ));
+        }
+        let _g = tch::no_grad_guard();
+        let _ac = autocast(self.decoder.device, self.decoder.precision.autocast);
+        let x = self.inputs_embeds(input_ids, pixel_values, false)?;
+        let prefix = Tensor::from_slice(&[t]).to_device(self.decoder.device);
+        let h = self
+            .decoder
+            .hidden_from(x, None, None, Some(&prefix), Some(cache), false)?;
+        Ok(self.decoder.head(&h.narrow(1, t - 1, 1)))
     }
 }

@@ -10,8 +10,9 @@ config keys: `vision_tower.vision_model.*`, no layer_types, rope_theta), `outsid
 composed without a vocabulary entry for it uses).
 reference.json: ids [2, T] (row 1 right-padded), mask, token_type_ids (0 = image and prefix,
 1 = suffix), labels (-100 off the suffix), pixel_values [2, 3, S, S], logits [2, T, V], loss,
-image_tokens, the largest logit change when the prefix is made causal (so the check bites), and
-the parameter count.
+image_tokens, the largest logit change when the prefix is made causal (so the check bites), the
+parameter count, and (v5 only) `generation`: transformers' greedy continuation (GEN_TOKENS new
+tokens, no EOS stop, KV cache) of row 0's prompt part with its image: {prompt, tokens}.
 """
 import json
 import os
@@ -31,6 +32,7 @@ from safetensors.torch import load_file, save_file
 V = 128
 S, P = 56, 14  # image side, patch: 16 image tokens
 N_IMG = (S // P) ** 2
+GEN_TOKENS = 12
 
 
 def config(image_token_id):
@@ -75,6 +77,33 @@ def forward(model, ids, mask, tt, labels, pixels):
     return out.logits, out.loss
 
 
+def greedy(model, ids, tt, pixels):
+    """transformers' greedy generation from row 0's prompt (image tokens, BOS and the prefix
+    tokens: every token of type 0) with its image, GEN_TOKENS new tokens, no stop at EOS, with
+    the logits of every step. The prompt's token_type_ids (all 0, as PaliGemmaProcessor returns
+    them) make it bidirectional; `prefix_effect` is how far the logits move without them (a
+    causal prompt), so a causal prefill is caught."""
+    n = int((tt[0] == 0).sum())
+    prompt = ids[:1, :n]
+
+    def run(types):
+        with torch.no_grad():
+            return model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt),
+                                  token_type_ids=types, pixel_values=pixels[:1],
+                                  max_new_tokens=GEN_TOKENS, min_new_tokens=GEN_TOKENS,
+                                  do_sample=False, eos_token_id=None, pad_token_id=0,
+                                  use_cache=True, output_logits=True,
+                                  return_dict_in_generate=True)
+
+    out = run(torch.zeros_like(prompt))
+    new = out.sequences[0, n:].tolist()
+    assert len(new) == GEN_TOKENS, new
+    logits = torch.stack([l[0] for l in out.logits])
+    causal = torch.stack([l[0] for l in run(None).logits])
+    return {"prompt": prompt[0].tolist(), "tokens": new, "logits": logits.tolist(),
+            "prefix_effect": (causal[0] - logits[0]).abs().amax().item()}
+
+
 def main():
     root, images = sys.argv[1], sys.argv[2:4]
     for case, image_token_id in [("v5", V - 1), ("outside", V)]:
@@ -99,6 +128,8 @@ def main():
                "logits": logits.tolist(), "loss": loss.item(), "image_tokens": N_IMG,
                "prefix_effect": (causal - logits).abs().amax().item(),
                "parameters": sum(p.numel() for p in model.parameters())}
+        if case == "v5":
+            ref["generation"] = greedy(model, ids, tt, pixels)
         json.dump(ref, open(os.path.join(out, "reference.json"), "w"))
 
         if case == "v5":
