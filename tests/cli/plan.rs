@@ -120,3 +120,170 @@ fn plan_expands_variants_and_fails_clearly_on_a_bad_selector() {
         "{err}"
     );
 }
+
+/// The released PaliGemma-2 3B configs (engine/models/tests/fixtures/real_configs, no weights).
+fn paligemma2(size: u32) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "../engine/models/tests/fixtures/real_configs/paligemma2-3b-pt-{size}"
+    ))
+}
+
+#[test]
+fn inspect_reads_the_released_paligemma2_configs_without_weights() {
+    for (size, tokens, parameters) in [
+        (224, 256, "3,032,242,416"),
+        (448, 1024, "3,033,127,152"),
+        (896, 4096, "3,036,666,096"),
+    ] {
+        let dir = paligemma2(size);
+        let out = ardpipe(&["inspect", "model", dir.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let text = stdout(&out);
+        for want in [
+            "architecture  paligemma".to_string(),
+            format!("{size}×{size} px images in 14-px patches = {tokens} image tokens"),
+            "projector   linear 1152 → 2304".into(),
+            "sliding window 4096 on 13 of 26 layers".into(),
+            "26 layers, hidden 2304, FFN 9216, 8 heads (4 KV heads) × 256, vocab 257216".into(),
+            "image token id 257152".into(),
+            // transformers' count of the model it builds from the same file (real_configs.rs)
+            format!("parameters    {parameters}"),
+            "model.vision_tower.encoder.layers.{0-26}.self_attn.q_proj".into(),
+            "model.multi_modal_projector.linear".into(),
+            "model.language_model.layers.{0-25}.self_attn.o_proj".into(),
+        ] {
+            assert!(text.contains(&want), "{size}: missing {want:?} in\n{text}");
+        }
+    }
+}
+
+/// `ardpipe plan` on the released PaliGemma-2 configs. The plan measures the data with the
+/// model's tokenizer, which these config-only folders lack, so each is copied beside a
+/// stand-in tokenizer (the composed VQA asset's); no weights are read. The same image questions
+/// and max_length for all three: only the image's tokens differ.
+#[test]
+fn plan_estimates_memory_for_the_released_paligemma2_configs() {
+    let tmp = std::env::temp_dir().join(format!("ardpipe-plan-pg2-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    let image = crate::asset("easyvqa/test/images/0.png");
+    let data = tmp.join("vqa.jsonl");
+    let row = |q: &str, a: &str| {
+        serde_json::json!({"image": image.display().to_string(), "question": q, "answer": a})
+            .to_string()
+    };
+    std::fs::write(
+        &data,
+        [
+            row("what shape is in the image?", "circle"),
+            row("what color is the shape?", "red"),
+        ]
+        .join("\n")
+            + "\n",
+    )
+    .unwrap();
+    let mut activations = Vec::new();
+    for size in [224, 448, 896] {
+        let model = tmp.join(format!("pg2-{size}"));
+        std::fs::create_dir(&model).unwrap();
+        std::fs::copy(
+            paligemma2(size).join("config.json"),
+            model.join("config.json"),
+        )
+        .unwrap();
+        for f in ["tokenizer.json", "tokenizer_config.json"] {
+            std::fs::copy(
+                crate::asset(&format!("vqa-smollm2-siglip/{f}")),
+                model.join(f),
+            )
+            .unwrap();
+        }
+        let file = tmp.join(format!("pg2-{size}.ard"));
+        std::fs::write(
+            &file,
+            format!(
+                r#"pipeline {{
+    name = "pg2-{size}"
+}}
+
+dataset vqa {{
+    format = jsonl
+    path = "{data}"
+    image = "image"
+    prompt = "question"
+    completion = "answer"
+    preprocess {{
+        max_length = 4352
+    }}
+}}
+
+model {{
+    path = "{model}"
+    head = causal_lm
+}}
+
+adapter towers {{
+    method = ard_lora
+    modules = [regex('model\.(vision_tower|language_model)\..*\.(q|k|v|o|out)_proj')]
+    layers = all
+    r0 = 4
+}}
+
+train {{
+    lr = 1e-4
+    batch_size = 2
+    steps = 10
+}}
+"#,
+                data = data.display(),
+                model = model.display()
+            ),
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let out = ardpipe(&["plan", f, "--format", "json"]);
+        assert_eq!(out.status.code(), Some(0), "{size}: {}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let plan = &v["runs"][0]["plan"];
+        assert_eq!(plan["model"]["architecture"], "paligemma", "{plan}");
+        let paths: Vec<&str> = plan["adapters"][0]["modules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["path"].as_str().unwrap())
+            .collect();
+        // 27 tower layers × q, k, v, out_proj and 26 decoder layers × q, k, v, o_proj.
+        assert_eq!(paths.len(), 27 * 4 + 26 * 4, "{size}");
+        for want in [
+            "model.vision_tower.encoder.layers.26.self_attn.q_proj",
+            "model.vision_tower.encoder.layers.0.self_attn.out_proj",
+            "model.language_model.layers.25.self_attn.o_proj",
+            "model.language_model.layers.0.self_attn.k_proj",
+        ] {
+            assert!(paths.contains(&want), "{size}: no {want} in {paths:?}");
+        }
+        let memory = &plan["memory"];
+        let total = memory["total"].as_u64().unwrap();
+        // f32 weights of 3.03B parameters and more.
+        assert!(total > 12_000_000_000, "{size}: {memory}");
+        activations.push(memory["activations"].as_u64().unwrap());
+
+        let out = ardpipe(&["plan", f]);
+        assert_eq!(out.status.code(), Some(0), "{size}: {}", stderr(&out));
+        let text = stdout(&out);
+        for want in [
+            "memory     ~".to_string(),
+            format!("padded: {} image tokens", (size / 14) * (size / 14)),
+            "model.vision_tower.encoder.layers.26.self_attn.q_proj".into(),
+            "model.language_model.layers.25.self_attn.o_proj".into(),
+        ] {
+            assert!(text.contains(&want), "{size}: missing {want:?} in\n{text}");
+        }
+    }
+    // More image tokens, more of the tower's activations (the decoder's sequence is the same).
+    assert!(
+        activations[0] < activations[1] && activations[1] < activations[2],
+        "{activations:?}"
+    );
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
