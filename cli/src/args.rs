@@ -318,8 +318,13 @@ pub struct GenerateArgs {
     /// A trained adapter (run directory or PEFT adapter folder).
     #[arg(long)]
     pub adapter: Option<PathBuf>,
+    /// The text to continue; with --image, the question about the image.
     #[arg(long)]
     pub prompt: String,
+    /// The image a vision-language model (PaliGemma) answers the prompt about (PNG or JPEG);
+    /// such a model needs one, a text-only model takes none.
+    #[arg(long, value_name = "FILE")]
+    pub image: Option<PathBuf>,
     /// Wrap the prompt in the model's chat template.
     #[arg(long)]
     pub chat: bool,

@@ -260,3 +260,164 @@ fn classify_and_embed_yaml_is_yaml() {
         assert_eq!(from_yaml, from_json, "{args:?}");
     }
 }
+
+/// `generate --image`: a PaliGemma folder composed from the SmolLM2 GGUF (a 1-layer SigLIP tower,
+/// 32×32 px, 4 image tokens) answers about a real easy-VQA image, greedy (with and without a
+/// PEFT adapter, as transformers does: tests/peer/paligemma_generate.py) and sampled; it is
+/// refused without --image, and --image is refused for a text-only model, each saying what to
+/// do; a bad image file is a clear error.
+#[test]
+fn generate_with_an_image_on_a_vision_language_model() {
+    let dir = std::env::temp_dir().join(format!("ardpipe-generate-image-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // The folder is ~550 MB: removed however the test ends.
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _remove = Remove(dir.clone());
+    let model = dir.join("pg");
+    let model = model.to_str().unwrap();
+    let out = ardpipe(&[
+        "compose",
+        "--decoder",
+        &smollm2(),
+        "--out",
+        model,
+        "--image-size",
+        "32",
+        "--patch-size",
+        "16",
+        "--hidden-size",
+        "32",
+        "--intermediate-size",
+        "64",
+        "--layers",
+        "1",
+        "--heads",
+        "2",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let image = asset("easyvqa/test/images/0.png");
+    let ask = |extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "--model",
+            model,
+            "--prompt",
+            "What shape is in the image?",
+        ];
+        args.extend_from_slice(extra);
+        ardpipe(&args)
+    };
+
+    // Greedy, without and with a PEFT LoRA adapter (on both towers and the projector), as
+    // transformers' PaliGemmaForConditionalGeneration.generate answers on the same folder.
+    let adapter = dir.join("adapter");
+    let peer = std::process::Command::new(crate::peer_python())
+        .arg(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../tests/peer/paligemma_generate.py"),
+        )
+        .args([model, &image, "What shape is in the image?", "12"])
+        .arg(&adapter)
+        .env("HF_HUB_OFFLINE", "1")
+        .env("TRANSFORMERS_VERBOSITY", "error")
+        .output()
+        .unwrap();
+    assert!(
+        peer.status.success(),
+        "the peer failed: {}",
+        String::from_utf8_lossy(&peer.stderr)
+    );
+    let want: serde_json::Value = serde_json::from_slice(&peer.stdout).unwrap();
+    let out = ask(&["--image", &image, "--max-tokens", "12"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!("{}\n", want["base"].as_str().unwrap())
+    );
+    assert!(
+        stderr(&out).contains(&format!(
+            "{} prompt tokens (4 of the image), 12 generated",
+            want["prompt_tokens"]
+        )),
+        "{}",
+        stderr(&out)
+    );
+    let out = ask(&[
+        "--image",
+        &image,
+        "--max-tokens",
+        "12",
+        "--adapter",
+        adapter.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = want["adapter"].as_str().unwrap();
+    assert!(!text.trim().is_empty(), "the adapter's answer is blank");
+    assert_eq!(stdout(&out), format!("{text}\n"));
+    // Sampled, seeded: some text, the same twice.
+    let sampled = || {
+        ask(&[
+            "--image",
+            &image,
+            "--max-tokens",
+            "8",
+            "--temperature",
+            "0.8",
+            "--top-k",
+            "40",
+            "--seed",
+            "3",
+        ])
+    };
+    let (a, b) = (sampled(), sampled());
+    assert_eq!(a.status.code(), Some(0), "{}", stderr(&a));
+    assert!(!stdout(&a).trim().is_empty(), "no text: {:?}", stdout(&a));
+    assert_eq!(stdout(&a), stdout(&b));
+
+    // No image for a vision-language model.
+    let out = ask(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let e = stderr(&out);
+    assert!(
+        e.contains("is a vision-language model (PaliGemma)") && e.contains("--image FILE"),
+        "{e}"
+    );
+    // An image for a text-only model.
+    let out = ardpipe(&[
+        "generate",
+        "--model",
+        &smollm2(),
+        "--image",
+        &image,
+        "--prompt",
+        "x",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let e = stderr(&out);
+    assert!(
+        e.contains("is a text-only llama model: it reads no image") && e.contains("drop --image"),
+        "{e}"
+    );
+    // Bad image files: missing, not an image, cut short.
+    let cut = dir.join("cut.png");
+    std::fs::write(&cut, &std::fs::read(&image).unwrap()[..100]).unwrap();
+    let missing = dir.join("missing.png");
+    for (file, says) in [
+        (missing.to_str().unwrap(), "does not exist"),
+        (model, "is not a file"),
+        (&format!("{model}/config.json"), "cannot decode the image"),
+        (cut.to_str().unwrap(), "cannot decode the image"),
+    ] {
+        let out = ask(&["--image", file]);
+        assert_eq!(out.status.code(), Some(1), "{file}");
+        let e = stderr(&out);
+        assert!(e.contains(says) && e.contains("PNG or JPEG"), "{file}: {e}");
+        assert!(!e.contains("panicked"), "{e}");
+    }
+}

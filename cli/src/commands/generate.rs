@@ -1,14 +1,21 @@
-//! `ardpipe generate`: text from a causal LM, streamed to stdout as it is produced.
+//! `ardpipe generate`: text from a causal LM, or a vision-language model's answer to a
+//! question about an image (`--image`), streamed to stdout as it is produced.
 
 use std::io::Write;
+use std::path::Path;
 
 use ardpipe_engine::adapters::AdaptableLinear;
-use ardpipe_engine::models::generate::Sampling;
+use ardpipe_engine::data::TextTokenizer;
+use ardpipe_engine::data::image::ImageProcessor;
+use ardpipe_engine::data::vision::VisionEncoder;
+use ardpipe_engine::models::arch::{ArchConfig, PaliGemmaConfig};
+use ardpipe_engine::models::generate::{Sampling, generate_vision};
 use ardpipe_engine::models::precision::parse_device;
 use ardpipe_engine::models::text::generate_text;
 use ardpipe_engine::models::tokenizer::load_tokenizer;
-use ardpipe_engine::models::{LoadOptions, Precision, load_causal_lm};
+use ardpipe_engine::models::{LoadOptions, Precision, describe, load_causal_lm, load_vision_lm};
 use ardpipe_engine::peft_merge::{AdapterFolder, MergeReport};
+use ardpipe_engine::tch::Tensor;
 
 use crate::args::{Compute, DtypeArg, GenerateArgs};
 use crate::exit::Code;
@@ -62,7 +69,26 @@ pub fn run(a: GenerateArgs) -> miette::Result<Code> {
     };
     sampling.validate().map_err(|e| miette::miette!("{e}"))?;
     let opts = load_options(&a.compute)?;
-    let mut lm = load_causal_lm(&a.model, &opts).map_err(|e| miette::miette!("{e}"))?;
+    if let Some(image) = &a.image {
+        return answer(&a, image, adapter.as_ref(), &sampling, &opts);
+    }
+    let mut lm = match load_causal_lm(&a.model, &opts) {
+        Ok(lm) => lm,
+        Err(e) => {
+            if let Ok(d) = describe(&a.model)
+                && let ArchConfig::PaliGemma(_) = d.config
+            {
+                return Err(miette::miette!(
+                    help = "pass the image to ask about with --image FILE (PNG or JPEG); the \
+                            prompt is the question",
+                    "{} is a vision-language model (PaliGemma): it answers a question about an \
+                     image, and no --image was given",
+                    a.model.display()
+                ));
+            }
+            return Err(miette::miette!("{e}"));
+        }
+    };
     if let Some(f) = &adapter {
         merge_adapter(f, lm.model.linears_mut(), &[])?;
     }
@@ -87,4 +113,214 @@ pub fn run(a: GenerateArgs) -> miette::Result<Code> {
         out.stop
     );
     Ok(Code::Success)
+}
+
+/// `generate --image`: a PaliGemma model's answer to the prompt about the image, greedy or
+/// sampled, streamed.
+fn answer(
+    a: &GenerateArgs,
+    image: &Path,
+    adapter: Option<&AdapterFolder>,
+    sampling: &Sampling,
+    opts: &LoadOptions,
+) -> miette::Result<Code> {
+    let err = |e: ardpipe_engine::models::ModelError| miette::miette!("{e}");
+    // What the model is, from its config alone, before any weights or pixels are read.
+    let config = match describe(&a.model).map_err(err)?.config {
+        ArchConfig::PaliGemma(c) => *c,
+        other => {
+            return Err(miette::miette!(
+                help = "drop --image: a text-only model continues the prompt alone; an image \
+                        goes to a vision-language model (a PaliGemma-layout folder, e.g. from \
+                        `ardpipe compose`)",
+                "--image was given, but {} is a text-only {} model: it reads no image",
+                a.model.display(),
+                other.name()
+            ));
+        }
+    };
+    if a.chat {
+        return Err(miette::miette!(
+            help = "drop --chat: the prompt is the question, which the model reads after the \
+                    image as PaliGemma's processor writes it",
+            "--chat does not apply with --image"
+        ));
+    }
+    let processor = image_processor(&a.model, &config)?;
+    let (pixels, [c, h, w]) = read_image(&processor, image)?;
+    let mut lm = load_vision_lm(&a.model, opts).map_err(err)?;
+    if let Some(f) = adapter {
+        merge_adapter(f, lm.model.linears_mut(), &[])?;
+    }
+    let tok = load_tokenizer(&lm.location).map_err(err)?.tokenizer;
+    let image_token = u32::try_from(config.image_token_id)
+        .map_err(|_| miette::miette!("image token id {} is out of range", config.image_token_id))?;
+    let ctx = config.text.max_position_embeddings;
+    let data_err = |e: ardpipe_engine::data::DataError| match &e.help {
+        Some(h) => miette::miette!(help = h.clone(), "{}", e.message),
+        None => miette::miette!("{}", e.message),
+    };
+    let encoder = VisionEncoder::new(
+        &tok,
+        image_token,
+        config.num_image_tokens(),
+        ctx.max(config.num_image_tokens() + 2),
+        processor,
+    )
+    .map_err(data_err)?;
+    let prompt: Vec<i64> = encoder
+        .prompt(&a.prompt)
+        .map_err(data_err)?
+        .into_iter()
+        .map(i64::from)
+        .collect();
+    let pixel_values = Tensor::from_slice(&pixels)
+        .reshape([1, c as i64, h as i64, w as i64])
+        .to_device(opts.device);
+    tracing::info!(
+        "loaded {} ({} tensors) on {:?}",
+        lm.location.path().display(),
+        lm.report.applied,
+        opts.device
+    );
+    // Stop at the model's EOS ids and the tokenizer's.
+    let mut stop: Vec<i64> = config.text.eos_token_ids.clone();
+    stop.extend(tok.eos_id().map(i64::from));
+    let mut stdout = std::io::stdout().lock();
+    let mut text = TextStream::new(&tok);
+    let (ids, why) = generate_vision(&lm.model, &prompt, &pixel_values, &stop, sampling, |id| {
+        if let Some(piece) = text.push(id) {
+            let _ = stdout.write_all(piece.as_bytes());
+            let _ = stdout.flush();
+        }
+        Ok(())
+    })
+    .map_err(err)?;
+    let rest = text.finish().map_err(data_err)?;
+    let _ = stdout.write_all(rest.as_bytes());
+    let _ = writeln!(stdout);
+    tracing::info!(
+        "{} prompt tokens ({} of the image), {} generated, stopped: {why:?}",
+        prompt.len(),
+        config.num_image_tokens(),
+        ids.len()
+    );
+    Ok(Code::Success)
+}
+
+/// The model folder's preprocessor_config.json, else SigLIP's processor at the tower's size
+/// (PaliGemma's); it must make the images the tower reads.
+fn image_processor(model: &Path, config: &PaliGemmaConfig) -> miette::Result<ImageProcessor> {
+    let size = config.vision.image_size;
+    let dir = if model.is_dir() {
+        model
+    } else {
+        model.parent().unwrap_or(model)
+    };
+    let file = dir.join("preprocessor_config.json");
+    if !file.is_file() {
+        return Ok(ImageProcessor::siglip(size));
+    }
+    let p = ImageProcessor::from_config(&file).map_err(|e| {
+        miette::miette!(
+            help = e.help.clone().unwrap_or_default(),
+            "{}: {}",
+            file.display(),
+            e.message
+        )
+    })?;
+    if p.size != Some((size, size)) {
+        return Err(miette::miette!(
+            help = "make the processor's size the vision tower's image_size",
+            "{}: the processor makes {:?} images, but the vision tower reads {size}×{size}",
+            file.display(),
+            p.size
+        ));
+    }
+    Ok(p)
+}
+
+/// The image's pixel values, or an error naming the file and why it cannot be read.
+fn read_image(p: &ImageProcessor, image: &Path) -> miette::Result<(Vec<f32>, [usize; 3])> {
+    let help = "pass a readable PNG or JPEG file";
+    match std::fs::metadata(image) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => {
+            return Err(miette::miette!(
+                help = help,
+                "--image {} is not a file",
+                image.display()
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(miette::miette!(
+                help = help,
+                "--image {} does not exist",
+                image.display()
+            ));
+        }
+        Err(e) => {
+            return Err(miette::miette!(
+                help = help,
+                "--image {}: {e}",
+                image.display()
+            ));
+        }
+    }
+    p.load(image)
+        .map_err(|e| miette::miette!(help = help, "--image {}: {}", image.display(), e.message))
+}
+
+/// Decoded text of generated ids, given out as it becomes printable: an incomplete UTF-8
+/// sequence is held back until its last byte arrives.
+struct TextStream<'t> {
+    tok: &'t TextTokenizer,
+    ids: Vec<u32>,
+    shown: usize,
+    error: Option<ardpipe_engine::data::DataError>,
+}
+
+impl<'t> TextStream<'t> {
+    fn new(tok: &'t TextTokenizer) -> Self {
+        Self {
+            tok,
+            ids: Vec::new(),
+            shown: 0,
+            error: None,
+        }
+    }
+
+    /// Add one id; the text it completes, if any.
+    fn push(&mut self, id: i64) -> Option<String> {
+        self.ids.push(u32::try_from(id).unwrap_or(u32::MAX));
+        match self.tok.decode(&self.ids, true) {
+            Ok(s)
+                if !s.ends_with('\u{FFFD}')
+                    && s.len() > self.shown
+                    && s.is_char_boundary(self.shown) =>
+            {
+                let piece = s[self.shown..].to_string();
+                self.shown = s.len();
+                Some(piece)
+            }
+            Ok(_) => None,
+            Err(e) => {
+                self.error = Some(e);
+                None
+            }
+        }
+    }
+
+    /// The text not given out yet (what was held back at the end).
+    fn finish(self) -> Result<String, ardpipe_engine::data::DataError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let s = self.tok.decode(&self.ids, true)?;
+        Ok(if s.len() > self.shown && s.is_char_boundary(self.shown) {
+            s[self.shown..].to_string()
+        } else {
+            String::new()
+        })
+    }
 }
