@@ -21,6 +21,7 @@ need c++ "Install a C++ compiler (Debian: apt-get install g++)."
 phase "libtorch + assets + peer" python3 scripts/setup.py "$@"
 phase "build" cargo build --workspace
 phase "ardpipe doctor" ./target/debug/ardpipe doctor
+phase "vqa model" scripts/vqa_model.sh
 phase "quickstart" ./target/debug/ardpipe run pipelines/quickstart.ard
 phase_summary
 printf '\nardpipe is ready: ./target/debug/ardpipe --help\n'

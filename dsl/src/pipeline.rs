@@ -689,6 +689,9 @@ pub struct Evaluate {
     pub split: SplitName,
     pub metrics: Vec<Metric>,
     pub batch_size: u32,
+    /// Evaluate the split's first this many examples (units) only; `None`: all of them.
+    #[serde(default)]
+    pub max_examples: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -22,6 +22,7 @@ mod run;
 mod schema;
 mod seq_cls;
 mod study;
+mod vqa;
 
 use std::process::{Command, Output};
 

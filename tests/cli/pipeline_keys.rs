@@ -275,6 +275,7 @@ const KEYS: &[(&str, Reach)] = &[
     ("Goal=max", Reads(RUN_LOOP, "p::Goal::Max")),
     // Evaluation.
     ("Evaluate.batch_size", Reads(BATCHES, ".map(|e| e.batch_size)")),
+    ("Evaluate.max_examples", Plan(&["evaluate.max_examples=5"])),
     ("Evaluate.dataset", Refused("dataset other {\n    format = jsonl\n    path = \"x.jsonl\"\n}\n", &["train.dataset=tweets", "evaluate.dataset=other"], "ardpipe::dsl::not_implemented")),
     ("Evaluate.metrics", Reads("engine/core/src/train/metric_plugins.rs", "evaluate.metrics.iter()")),
     ("Evaluate.split", Reads(DATASET, ".map(|e| e.split)")),

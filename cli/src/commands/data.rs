@@ -43,6 +43,7 @@ pub fn preview(args: DataPreviewArgs, global: &Global) -> miette::Result<Code> {
                         split: want,
                         metrics: Vec::new(),
                         batch_size: run.train.batch_size,
+                        max_examples: None,
                     });
                 }
             }

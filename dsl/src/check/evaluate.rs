@@ -20,8 +20,15 @@ pub struct EvalSpans {
     pub metrics: Vec<Span>,
 }
 
-/// The evaluate block as read: dataset (when named), split, metrics, batch size.
-pub type EvalParts = (Option<String>, SplitName, Vec<Metric>, Option<u32>);
+/// The evaluate block as read: dataset (when named), split, metrics, batch size, the most
+/// examples evaluated.
+pub type EvalParts = (
+    Option<String>,
+    SplitName,
+    Vec<Metric>,
+    Option<u32>,
+    Option<u64>,
+);
 
 pub fn check(b: &Block, cx: &mut Ctx) -> (Option<EvalParts>, EvalSpans) {
     let mut r = Reader::new(b, cx);
@@ -97,14 +104,18 @@ pub fn check(b: &Block, cx: &mut Ctx) -> (Option<EvalParts>, EvalSpans) {
         }
     }
     let batch_size = r.int("batch_size", 1, 1 << 20, cx).map(|v| v as u32);
+    let max_examples = r.int("max_examples", 1, u64::MAX, cx);
     r.finish(
-        &["dataset", "split", "metrics", "batch_size"],
+        &["dataset", "split", "metrics", "batch_size", "max_examples"],
         &[],
         &|_| None,
         cx,
     );
     let _ = ok;
-    (Some((dataset, split, metrics, batch_size)), spans)
+    (
+        Some((dataset, split, metrics, batch_size, max_examples)),
+        spans,
+    )
 }
 
 /// `accuracy`, or `plugin(NAME, metric = "name", option = value, ...)`.

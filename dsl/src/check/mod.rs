@@ -299,7 +299,7 @@ pub fn check_run(items: &[Item], file: &Path, cx: &mut Ctx) -> Option<Pipeline> 
 
     let evaluate = singles.get("evaluate").and_then(|b| {
         let (e, spans) = evaluate::check(b, cx);
-        let (ds, split, metrics, batch) = e?;
+        let (ds, split, metrics, batch, max_examples) = e?;
         if let Some(m) = &model {
             for (metric, span) in metrics.iter().zip(&spans.metrics) {
                 head_allows(metric, &m.head, *span, cx);
@@ -356,6 +356,7 @@ pub fn check_run(items: &[Item], file: &Path, cx: &mut Ctx) -> Option<Pipeline> 
             split,
             metrics,
             batch_size: batch.or(train.as_ref().map(|t| t.batch_size)).unwrap_or(16),
+            max_examples,
         })
     });
 

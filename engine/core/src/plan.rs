@@ -418,6 +418,7 @@ pub fn plan_with_data(pipeline: &p::Pipeline, data: DataPlan) -> Result<Executio
     })?;
     check_format(&desc, pipeline.model.format, &pipeline.model.path)?;
     check_head(&desc, &pipeline.model.head, &pipeline.model.path)?;
+    check_images(&desc, pipeline)?;
     let modules = model_modules(&desc, &pipeline.model.head);
     let mut warnings = Vec::new();
     let mut adapters = Vec::new();
@@ -594,6 +595,27 @@ fn check_format(
         },
         name(found)
     )))
+}
+
+/// A vision-language model reads an image with every example, and only it reads images.
+fn check_images(desc: &ModelDescription, pipeline: &p::Pipeline) -> Result<(), PlanError> {
+    let images = pipeline_dataset(pipeline).is_some_and(|d| d.fields.image.is_some());
+    let vlm = matches!(desc.config, ArchConfig::PaliGemma(_));
+    let path = pipeline.model.path.display();
+    match (vlm, images) {
+        (true, false) => Err(PlanError::Invalid(format!(
+            "{path} is a vision-language model: every example needs an image; map the dataset's \
+             `image` column (with `prompt` and `completion`)"
+        ))),
+        (false, true) => Err(PlanError::Invalid(format!(
+            "dataset `{}` maps `image`, but {path} (a {} model) reads no image: use a \
+             vision-language model (model_type paligemma; `ardpipe compose` makes one from a \
+             decoder)",
+            pipeline.train.dataset,
+            desc.config.name()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn check_head(desc: &ModelDescription, head: &p::Head, path: &Path) -> Result<(), PlanError> {

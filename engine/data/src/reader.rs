@@ -322,7 +322,7 @@ pub fn judge<T>(
             if is_row_error(&e) && e.help.is_some() {
                 let help = e.help.take().unwrap_or_default();
                 e.help = Some(format!(
-                    "{help} (on_error = skip drops bad rows and counts them)"
+                    "{help} (`on_bad_row = skip` in the dataset block skips bad rows and counts them)"
                 ));
             }
             Err(e)

@@ -109,7 +109,7 @@ fn parquet_plain_columns_nested_structs_ints_and_bools() {
         shown.contains("plain.parquet: row 4: column `text` is null, expected a string"),
         "{shown}"
     );
-    assert!(shown.contains("on_error = skip"), "{shown}");
+    assert!(shown.contains("on_bad_row = skip"), "{shown}");
 
     let spec = skipping(spec);
     let got = store_matches_reader(&spec, &fixtures());

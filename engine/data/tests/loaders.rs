@@ -84,7 +84,7 @@ fn jsonl_bad_json_stops_with_file_line() {
     assert_eq!(e.line, Some(2));
     let s = e.to_string();
     assert!(s.contains("a.jsonl:2: invalid JSON"), "{s}");
-    assert!(s.contains("on_error = skip"), "{s}");
+    assert!(s.contains("on_bad_row = skip"), "{s}");
 }
 
 #[test]

@@ -307,7 +307,7 @@ fn bad_image_rows_are_located_and_skippable() {
         .unwrap()
         .to_string();
     assert!(
-        stop.contains("vqa.jsonl:2") && stop.contains("on_error = skip"),
+        stop.contains("vqa.jsonl:2") && stop.contains("on_bad_row = skip"),
         "{stop}"
     );
 

@@ -95,7 +95,14 @@ pub struct Batches {
 impl Batches {
     /// Read, split, label and (for causal LMs) pack or measure the training and evaluation data.
     pub fn build(pipeline: &p::Pipeline) -> Result<Batches, TrainError> {
-        let splits = super::dataset::read_splits(pipeline)?;
+        let mut splits = super::dataset::read_splits(pipeline)?;
+        // `evaluate.max_examples`: the evaluation split's first examples only.
+        if let Some(max) = pipeline.evaluate.as_ref().and_then(|e| e.max_examples)
+            && (max as usize) < splits.eval.len()
+        {
+            let first: Vec<usize> = (0..max as usize).collect();
+            splits.eval = splits.eval.subset(&first)?;
+        }
         let ds = &splits.dataset;
         let location = ardpipe_models::ModelLocation::detect(&pipeline.model.path)?;
         let mut loaded = ardpipe_models::tokenizer::load_tokenizer(&location)?;
