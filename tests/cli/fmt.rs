@@ -2,19 +2,7 @@ use crate::{ardpipe, stderr, stdout};
 
 #[test]
 fn fmt_check_passes_on_shipped_pipelines_and_fmt_rewrites_messy_files() {
-    let root = format!("{}/..", env!("CARGO_MANIFEST_DIR"));
-    let files: Vec<String> = [
-        "quickstart",
-        "classification",
-        "causal_lm",
-        "compare_baselines",
-        "fortunes_mcc",
-        "gemma3",
-        "shared/healthtweets",
-    ]
-    .iter()
-    .map(|f| format!("{root}/pipelines/{f}.ard"))
-    .collect();
+    let files = crate::check::shipped_pipelines();
     let mut args = vec!["fmt", "--check"];
     args.extend(files.iter().map(String::as_str));
     let out = ardpipe(&args);

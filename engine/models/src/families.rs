@@ -41,7 +41,7 @@ fn encoder_name(f: EncoderFamily) -> &'static str {
     }
 }
 
-/// Every family, decoders first.
+/// Every family: decoders, the vision-language model, encoders.
 pub fn families() -> Vec<Family> {
     let decoders = DecoderFamily::ALL.into_iter().map(|f| Family {
         name: decoder_name(f),
@@ -50,6 +50,15 @@ pub fn families() -> Vec<Family> {
         heads: vec!["causal_lm", "sequence_classification"],
         chat_template: true,
     });
+    // A vision-language model: its decoder is any of the above (PaliGemma's is Gemma,
+    // PaliGemma-2's Gemma 2); it trains on image questions.
+    let vision = std::iter::once(Family {
+        name: "PaliGemma, PaliGemma-2 (SigLIP tower + projector + a decoder above)",
+        model_types: vec!["paligemma"],
+        gguf: vec![],
+        heads: vec!["causal_lm"],
+        chat_template: false,
+    });
     let encoders = EncoderFamily::ALL.into_iter().map(|f| Family {
         name: encoder_name(f),
         model_types: vec![f.model_type()],
@@ -57,7 +66,7 @@ pub fn families() -> Vec<Family> {
         heads: vec!["sequence_classification", "embedding"],
         chat_template: false,
     });
-    decoders.chain(encoders).collect()
+    decoders.chain(vision).chain(encoders).collect()
 }
 
 fn code(items: &[&str]) -> String {
