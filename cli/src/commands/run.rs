@@ -242,7 +242,9 @@ fn print_summary(p: &Pipeline, s: &RunSummary) {
         }
     }
     if let Some(b) = s.majority_baseline {
-        println!("baseline   {b:.4} (accuracy of always predicting the most frequent class)");
+        println!(
+            "baseline   {b:.4} (always predicting the most frequent training class or answer)"
+        );
     }
     println!(
         "exported   {} parameters, {:.3}% of the base model's {} ({} allocated at peak)",

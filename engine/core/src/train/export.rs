@@ -240,7 +240,12 @@ impl Trainer {
             }
         }
         if let Some(b) = summary.majority_baseline {
-            rows.push(("majority-class accuracy".into(), format!("{b:.4}")));
+            let what = match self.model {
+                // Image questions: always giving the most frequent training answer.
+                TaskModel::VisionLm(_) => "majority-answer exact match",
+                _ => "majority-class accuracy",
+            };
+            rows.push((what.into(), format!("{b:.4}")));
         }
         rows.push((
             "exported parameters".into(),
