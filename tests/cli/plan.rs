@@ -285,5 +285,22 @@ train {{
         activations[0] < activations[1] && activations[1] < activations[2],
         "{activations:?}"
     );
+    // The VQA example runs unchanged on a PaliGemma-2 (only model.path changes): ARD-LoRA on
+    // both towers' attention, the projector in full, the examples within max_length.
+    let vqa = format!("{}/../pipelines/vqa.ard", env!("CARGO_MANIFEST_DIR"));
+    let model = format!("model.path=\"{}\"", tmp.join("pg2-224").display());
+    let out = ardpipe(&["plan", &vqa, "--format", "json", "--set", &model]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let plan = &v["runs"][0]["plan"];
+    let modules: Vec<usize> = plan["adapters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["modules"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(modules, [26 * 4, 27 * 4, 1], "{}", plan["adapters"]);
+    assert_eq!(plan["data"]["batching"]["image_tokens"], 256);
+    assert_eq!(plan["data"]["skipped_rows"], 0, "{}", plan["data"]);
     std::fs::remove_dir_all(&tmp).unwrap();
 }
