@@ -97,6 +97,13 @@ pub struct Dataset {
     pub max_rows: Option<u64>,
 }
 
+impl Dataset {
+    /// Whether the examples are image questions: an `image` column, or image folders per class.
+    pub fn images(&self) -> bool {
+        self.fields.image.is_some() || matches!(self.source, Source::ImageFolders { .. })
+    }
+}
+
 /// Where a dataset's records come from. Every `paths` entry is absolute (written relative to the
 /// pipeline file) and may contain glob wildcards (`*`, `?`, `[..]`); the files of all entries
 /// together are the source, read in the order written (each glob's matches sorted).
@@ -126,6 +133,16 @@ pub enum Source {
     Folders {
         paths: Vec<PathBuf>,
     },
+    /// One sub-folder per class of PNG and JPEG images (other files are not read): image
+    /// questions, each image asked `question` and answered `answer` with its class.
+    ImageFolders {
+        paths: Vec<PathBuf>,
+        /// The question asked about every image, as written.
+        question: String,
+        /// The answer: this template with `{label}` replaced by the image's class (its folder's
+        /// name).
+        answer: String,
+    },
     /// Records streamed by a loader plugin.
     Plugin {
         plugin: String,
@@ -142,7 +159,8 @@ impl Source {
             | Source::Csv { paths, .. }
             | Source::Text { paths, .. }
             | Source::Parquet { paths }
-            | Source::Folders { paths } => paths,
+            | Source::Folders { paths }
+            | Source::ImageFolders { paths, .. } => paths,
             Source::Plugin { path, .. } => path.as_slice(),
         }
     }
@@ -155,6 +173,7 @@ impl Source {
             Source::Text { .. } => "text",
             Source::Parquet { .. } => "parquet",
             Source::Folders { .. } => "folders",
+            Source::ImageFolders { .. } => "image_folders",
             Source::Plugin { .. } => "plugin",
         }
     }

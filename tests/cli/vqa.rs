@@ -328,3 +328,189 @@ fn the_vqa_pipeline_runs_on_the_composed_model() {
     assert!(dir.join("run/adapter/adapter_config.json").is_file());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A pipeline reading image folders per class (`root/<class>/*.png`): every image is asked
+/// `question` and answered with its class.
+fn folder_pipeline(dir: &Path, model: &Path, root: &Path) -> PathBuf {
+    let file = dir.join("shapes.ard");
+    std::fs::write(
+        &file,
+        format!(
+            r#"pipeline {{
+    name = "tiny-shapes"
+    seed = 4
+}}
+
+dataset shapes {{
+    format = image_folders
+    path = "{root}"
+    question = "what shape is in the image?"
+    split {{
+        validation = 25%
+        seed = 1
+    }}
+    preprocess {{
+        max_length = 64
+    }}
+}}
+
+model {{
+    path = "{model}"
+    head = causal_lm
+}}
+
+adapter tower {{
+    method = ard_lora
+    modules = [regex('model\.vision_tower\..*\.(q|k|v|out)_proj')]
+    layers = all
+    r0 = 4
+    scale = 8
+}}
+
+train {{
+    lr = 2e-2
+    batch_size = 4
+    steps = 4
+    precision = f32
+}}
+
+evaluate {{
+    metrics = [loss, exact_match]
+}}
+
+output {{
+    dir = "{out}"
+    export = []
+}}
+"#,
+            root = root.display(),
+            model = model.display(),
+            out = dir.join("run").display(),
+        ),
+    )
+    .unwrap();
+    file
+}
+
+#[test]
+fn image_folders_per_class_train_with_the_class_as_the_answer() {
+    let dir = scratch("folders");
+    let model = dir.join("paligemma2");
+    peer(&["make", model.to_str().unwrap()]);
+    // Four real easy-VQA images per class (any assignment: this tests the format), and a file
+    // that is no image, which is not read.
+    let root = dir.join("shapes");
+    let classes = ["circle", "rectangle", "triangle"];
+    for (c, class) in classes.iter().enumerate() {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        for i in 0..4 {
+            let n = c * 4 + i;
+            std::fs::copy(
+                asset(&format!("easyvqa/test/images/{n}.png")),
+                root.join(class).join(format!("{n}.png")),
+            )
+            .unwrap();
+        }
+    }
+    std::fs::write(root.join("circle/notes.txt"), "not an image\n").unwrap();
+    let file = folder_pipeline(&dir, &model, &root);
+    let out = ardpipe(&["run", file.to_str().unwrap(), "-q"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("run/summary.json")).unwrap()).unwrap();
+    assert!(summary["majority_baseline"].is_number(), "{summary}");
+
+    let out = ardpipe(&[
+        "data",
+        "preview",
+        file.to_str().unwrap(),
+        "--format",
+        "json",
+        "-n",
+        "2",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let preview: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(preview["plan"]["records"], "image_question", "{preview}");
+    assert_eq!(preview["plan"]["format"], "image_folders", "{preview}");
+    assert_eq!(preview["sizes"]["train_records"], 9, "{preview}");
+    let examples = preview["examples"].as_array().unwrap();
+    assert_eq!(examples.len(), 2, "{preview}");
+    for e in examples {
+        let image = PathBuf::from(e["image"]["file"].as_str().unwrap());
+        let class = image
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap();
+        assert!(classes.contains(&class), "{e}");
+        let spans = e["spans"].as_array().unwrap();
+        let text = |trained: bool| -> String {
+            spans
+                .iter()
+                .filter(|s| s["trained"] == trained)
+                .map(|s| s["text"].as_str().unwrap())
+                .collect()
+        };
+        assert!(text(false).contains("what shape is in the image?"), "{e}");
+        // The answer is the class, then EOS (the last token).
+        let eos = e["pieces"].as_array().unwrap().last().unwrap();
+        let answer = text(true);
+        assert_eq!(
+            answer.strip_suffix(eos.as_str().unwrap()),
+            Some(class),
+            "{e}"
+        );
+    }
+
+    // An unreadable image is a bad row naming its file: it stops the run, or is skipped.
+    std::fs::write(
+        root.join("triangle/broken.png"),
+        b"\x89PNG\r\n\x1a\nnot really",
+    )
+    .unwrap();
+    let out = ardpipe(&["plan", file.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("broken.png"), "{err}");
+    let out = ardpipe(&[
+        "plan",
+        file.to_str().unwrap(),
+        "--format",
+        "json",
+        "--set",
+        "dataset.shapes.on_bad_row=skip",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let plan: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(plan["runs"][0]["plan"]["data"]["skipped_rows"], 1, "{plan}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn question_and_answer_belong_to_image_folders_only() {
+    let dir = scratch("refused");
+    let file = pipeline(&dir, &dir.join("model"), &dir.join("vqa.jsonl"), "");
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        "    completion = \"answer\"\n",
+        "    completion = \"answer\"\n    question = \"what shape is in the image?\"\n",
+    );
+    std::fs::write(&file, text).unwrap();
+    let out = ardpipe(&["check", file.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("`question` applies to `image_folders` sources only"),
+        "{err}"
+    );
+    assert!(err.contains("this source is `jsonl`"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

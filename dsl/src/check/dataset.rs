@@ -26,12 +26,22 @@ const KEYS: &[&str] = &[
     "completion",
     "messages",
     "image",
+    "question",
+    "answer",
     "max_rows",
     "on_bad_row",
     "max_bad_rows",
 ];
 const BLOCKS: &[&str] = &["split", "preprocess"];
-const FORMATS: &[&str] = &["jsonl", "csv", "text", "parquet", "folders", "plugin"];
+const FORMATS: &[&str] = &[
+    "jsonl",
+    "csv",
+    "text",
+    "parquet",
+    "folders",
+    "image_folders",
+    "plugin",
+];
 /// Keys that make the records supervised causal-LM data.
 pub(super) const SUPERVISED: &[&str] = &["prompt", "completion", "messages"];
 /// Keys of plain-text and classification records, which supervised records replace.
@@ -40,8 +50,18 @@ const PLAIN: &[&str] = &["text", "text_pair", "label", "label_regex"];
 pub fn check(b: &Block, name: &str, seed: u64, cx: &mut Ctx) -> Option<Dataset> {
     let mut r = Reader::new(b, cx);
     let source = source(&mut r, name, cx);
-    let fmt = source.as_ref().map(Source::format);
+    // The format as written, for the checks below when the source itself has an error.
+    let written = b
+        .entries()
+        .find(|e| e.key_text() == "format")
+        .and_then(|e| match &e.value.kind {
+            ExprKind::Symbol(s) => Some(s.clone()),
+            ExprKind::Call { name, .. } if name.name == "plugin" => Some("plugin".to_string()),
+            _ => None,
+        });
+    let fmt = source.as_ref().map(Source::format).or(written.as_deref());
     let columns = matches!(fmt, Some("jsonl" | "csv" | "parquet" | "plugin"));
+    let image_folders = fmt == Some("image_folders");
     let supervised = SUPERVISED.iter().any(|k| r.has(k));
     let text = r
         .string("text", cx)
@@ -64,7 +84,7 @@ pub fn check(b: &Block, name: &str, seed: u64, cx: &mut Ctx) -> Option<Dataset> 
                 );
                 return None;
             }
-            if label.is_none() && fmt != Some("folders") {
+            if label.is_none() && !matches!(fmt, Some("folders" | "image_folders")) {
                 cx.push(
                     Problem::error(
                         Code::Contradiction,
@@ -83,10 +103,12 @@ pub fn check(b: &Block, name: &str, seed: u64, cx: &mut Ctx) -> Option<Dataset> 
     let completion = r.string("completion", cx);
     let messages = r.string("messages", cx);
     let image = r.string("image", cx);
-    if image.is_some() {
+    if image_folders {
+        image_folder_fields(b, cx);
+    } else if image.is_some() {
         image_fields(b, fmt, cx);
     }
-    if !columns {
+    if !columns && !image_folders {
         for key in ["text", "text_pair"] {
             if let Some(e) = b.entries().find(|e| e.key_text() == key) {
                 cx.push(
@@ -97,7 +119,7 @@ pub fn check(b: &Block, name: &str, seed: u64, cx: &mut Ctx) -> Option<Dataset> 
             }
         }
     }
-    if supervised {
+    if supervised && !image_folders {
         supervised_fields(b, fmt, cx);
     }
     let max_rows = r.int("max_rows", 1, u64::MAX, cx);
@@ -131,8 +153,14 @@ pub fn check(b: &Block, name: &str, seed: u64, cx: &mut Ctx) -> Option<Dataset> 
         }),
     };
     let preprocess = match r.block("preprocess", cx) {
-        Some(pb) => preprocess(pb, supervised, image.is_some(), cx),
-        None => Some(default_preprocess(supervised)),
+        // Image folders are image questions: a question and an answer per image.
+        Some(pb) => preprocess(
+            pb,
+            supervised || image_folders,
+            image.is_some() || image_folders,
+            cx,
+        ),
+        None => Some(default_preprocess(supervised || image_folders)),
     };
     r.finish(KEYS, BLOCKS, &|_| None, cx);
     Some(Dataset {
@@ -157,7 +185,7 @@ pub fn check(b: &Block, name: &str, seed: u64, cx: &mut Ctx) -> Option<Dataset> 
 
 fn source(r: &mut Reader, dataset: &str, cx: &mut Ctx) -> Option<Source> {
     let Some(e) = r.entry("format") else {
-        cx.missing(r.span(), "`format`", "say how to read the data: `format = jsonl`, `csv`, `text`, `parquet`, `folders` or `plugin(NAME)`");
+        cx.missing(r.span(), "`format`", "say how to read the data: `format = jsonl`, `csv`, `text`, `parquet`, `folders`, `image_folders` or `plugin(NAME)`");
         return None;
     };
     let v = cx.eval(&e.value)?;
@@ -197,6 +225,33 @@ fn source(r: &mut Reader, dataset: &str, cx: &mut Ctx) -> Option<Source> {
         foreign("mode", "text", r, cx);
         foreign("separator", "text", r, cx);
     }
+    if fmt != "image_folders" {
+        for key in ["question", "answer"] {
+            if let Some(e) = r.entry(key) {
+                cx.push(
+                    Problem::error(
+                        Code::Contradiction,
+                        e.key_span(),
+                        format!("`{key}` applies to `image_folders` sources only"),
+                    )
+                    .label(format!("this source is `{fmt}`"))
+                    .help(match (key, fmt.as_str()) {
+                        ("question", "jsonl" | "csv" | "parquet") => {
+                            "`question` is asked about every image of `format = image_folders`; \
+                             here name the question column: `prompt = \"question\"`"
+                                .to_string()
+                        }
+                        (_, "jsonl" | "csv" | "parquet") => {
+                            "`answer` answers every image of `format = image_folders` with its \
+                             class; here name the answer column: `completion = \"answer\"`"
+                                .to_string()
+                        }
+                        _ => format!("remove `{key}`"),
+                    }),
+                );
+            }
+        }
+    }
     let (path, paths) = if fmt == "plugin" {
         (r.path("path", cx), None)
     } else {
@@ -214,6 +269,15 @@ fn source(r: &mut Reader, dataset: &str, cx: &mut Ctx) -> Option<Source> {
         "jsonl" => Some(Source::Jsonl { paths: paths? }),
         "parquet" => Some(Source::Parquet { paths: paths? }),
         "folders" => Some(Source::Folders { paths: paths? }),
+        "image_folders" => {
+            let question = image_question(r, cx);
+            let answer = answer_template(r, cx);
+            Some(Source::ImageFolders {
+                paths: paths?,
+                question: question?,
+                answer: answer?,
+            })
+        }
         "csv" => {
             let delimiter = match r.entry("delimiter") {
                 Some(e) => {
@@ -605,6 +669,103 @@ fn image_fields(b: &Block, fmt: Option<&str>, cx: &mut Ctx) {
             )
             .label("the image needs its question and answer")
             .help("name their columns: `prompt = \"question\"`, `completion = \"answer\"`"),
+        );
+    }
+}
+
+/// `question` of an image folder per class: required, asked as written (so it cannot name the
+/// answer's `{label}`).
+fn image_question(r: &mut Reader, cx: &mut Ctx) -> Option<String> {
+    let Some(e) = r.entry("question") else {
+        cx.missing(
+            r.span(),
+            "`question`",
+            "image folders are image questions: write the question asked about every image, e.g. \
+             `question = \"what shape is in the image?\"` (the class is the answer)",
+        );
+        return None;
+    };
+    let v = cx.eval(&e.value)?;
+    let question = as_string(&v, "question", cx)?;
+    let problem = if question.trim().is_empty() {
+        Some(("`question` is empty", "nothing is asked"))
+    } else if question.contains("{label}") {
+        Some((
+            "`question` names `{label}`: it would give the answer away",
+            "the question is asked as written",
+        ))
+    } else {
+        None
+    };
+    if let Some((msg, label)) = problem {
+        cx.push(
+            Problem::error(Code::OutOfRange, v.span, msg)
+                .label(label)
+                .help("ask about the image, e.g. `question = \"what shape is in the image?\"`; the class goes into `answer`"),
+        );
+        return None;
+    }
+    Some(question)
+}
+
+/// `answer` of an image folder per class: a template with `{label}` (default `{label}`).
+fn answer_template(r: &mut Reader, cx: &mut Ctx) -> Option<String> {
+    let Some(e) = r.entry("answer") else {
+        return Some("{label}".to_string());
+    };
+    let v = cx.eval(&e.value)?;
+    let answer = as_string(&v, "answer", cx)?;
+    if !answer.contains("{label}") {
+        cx.push(
+            Problem::error(
+                Code::OutOfRange,
+                v.span,
+                "`answer` has no `{label}`",
+            )
+            .label("every image would get the same answer")
+            .help("write where the class (the folder's name) goes: `answer = \"{label}\"` (the default) or `answer = \"a {label}\"`"),
+        );
+        return None;
+    }
+    Some(answer)
+}
+
+/// Keys an image folder per class has no use for: its examples are the image files, labelled by
+/// their folder, asked `question` and answered `answer`.
+fn image_folder_fields(b: &Block, cx: &mut Ctx) {
+    for e in b.entries() {
+        let key = e.key_text();
+        let (label, help) = match key.as_str() {
+            "text" | "text_pair" => (
+                "image folders have no text columns: each image file is an example",
+                format!("remove `{key}`"),
+            ),
+            "label" => (
+                "the class is the name of the image's folder",
+                "remove `label` (`label_regex` extracts the class from the folder's name)"
+                    .to_string(),
+            ),
+            "prompt" | "completion" | "messages" => (
+                "the question and answer are written with `question` and `answer`",
+                format!(
+                    "remove `{key}`; write `question = \"what shape is in the image?\"` and, to \
+                     answer more than the class, `answer = \"a {{label}}\"`"
+                ),
+            ),
+            "image" => (
+                "each PNG or JPEG file in a class folder is an example's image",
+                "remove `image`".to_string(),
+            ),
+            _ => continue,
+        };
+        cx.push(
+            Problem::error(
+                Code::Contradiction,
+                e.key_span(),
+                format!("`{key}` does not apply to `image_folders` sources"),
+            )
+            .label(label)
+            .help(help),
         );
     }
 }

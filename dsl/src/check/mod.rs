@@ -43,6 +43,7 @@ pub const VOCABULARY: &[&str] = &[
     "text",
     "parquet",
     "folders",
+    "image_folders",
     "plugin",
     "lines",
     "documents",
@@ -423,7 +424,10 @@ pub fn check_run(items: &[Item], file: &Path, cx: &mut Ctx) -> Option<Pipeline> 
         && matches!(m.head, Head::SequenceClassification { .. })
         && d.fields.label.is_none()
         && !d.fields.supervised()
-        && !matches!(d.source, Source::Folders { .. } | Source::Plugin { .. })
+        && !matches!(
+            d.source,
+            Source::Folders { .. } | Source::ImageFolders { .. } | Source::Plugin { .. }
+        )
         && let Some(b) = blocks("dataset").into_iter().find(|b| label(b) == d.name)
     {
         cx.push(
@@ -468,9 +472,10 @@ pub fn check_run(items: &[Item], file: &Path, cx: &mut Ctx) -> Option<Pipeline> 
             .into_iter()
             .find(|b| label(b) == t.dataset)
     {
-        let supervised = b
-            .entries()
-            .find(|e| dataset::SUPERVISED.contains(&e.key_text().as_str()));
+        // An image folder's `question` makes its examples supervised too (image questions).
+        let supervised = b.entries().find(|e| {
+            dataset::SUPERVISED.contains(&e.key_text().as_str()) || e.key_text() == "question"
+        });
         let causal = matches!(m.head, Head::CausalLm);
         if let Some(e) = supervised.filter(|_| !causal) {
             cx.push(

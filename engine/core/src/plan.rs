@@ -115,11 +115,13 @@ impl RunSettings {
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct DataPlan {
     pub dataset: String,
-    /// The source format (`jsonl`, `csv`, `text`, `folders`, `parquet`, `plugin`).
+    /// The source format (`jsonl`, `csv`, `text`, `folders`, `image_folders`, `parquet`,
+    /// `plugin`).
     pub format: String,
     /// The files read (globs expanded), per split that has its own.
     pub files: Vec<String>,
-    /// What an example is: `text`, `text_pair`, `prompt_completion` or `chat`.
+    /// What an example is: `text`, `text_pair`, `prompt_completion`, `chat` or
+    /// `image_question`.
     pub records: String,
     pub batching: Batching,
     /// Units an epoch goes through: examples, or packed blocks/rows for a causal LM.
@@ -599,16 +601,16 @@ fn check_format(
 
 /// A vision-language model reads an image with every example, and only it reads images.
 fn check_images(desc: &ModelDescription, pipeline: &p::Pipeline) -> Result<(), PlanError> {
-    let images = pipeline_dataset(pipeline).is_some_and(|d| d.fields.image.is_some());
+    let images = pipeline_dataset(pipeline).is_some_and(p::Dataset::images);
     let vlm = matches!(desc.config, ArchConfig::PaliGemma(_));
     let path = pipeline.model.path.display();
     match (vlm, images) {
         (true, false) => Err(PlanError::Invalid(format!(
             "{path} is a vision-language model: every example needs an image; map the dataset's \
-             `image` column (with `prompt` and `completion`)"
+             `image` column (with `prompt` and `completion`), or read `format = image_folders`"
         ))),
         (false, true) => Err(PlanError::Invalid(format!(
-            "dataset `{}` maps `image`, but {path} (a {} model) reads no image: use a \
+            "dataset `{}` has images, but {path} (a {} model) reads no image: use a \
              vision-language model (model_type paligemma; `ardpipe compose` makes one from a \
              decoder)",
             pipeline.train.dataset,
@@ -703,7 +705,7 @@ fn training_plan(pipeline: &p::Pipeline, steps_per_epoch: u64) -> Result<Trainin
         // most max_length.
         p::Head::CausalLm => pipeline_dataset(pipeline)
             .map(|d| {
-                if d.fields.supervised() || d.fields.image.is_some() {
+                if d.fields.supervised() || d.images() {
                     d.preprocess.max_length
                 } else {
                     d.preprocess.block_size

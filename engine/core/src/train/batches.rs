@@ -130,7 +130,7 @@ impl Batches {
         let pre = &ds.preprocess;
         let mut truncated_away = 0;
         let (kind, batching) = match &pipeline.model.head {
-            p::Head::CausalLm if ds.fields.image.is_some() => {
+            p::Head::CausalLm if ds.images() => {
                 let (policy, max_skipped) = super::dataset::bad_row_policy(ds);
                 let mut skipped = SkipReport {
                     skipped: splits.skipped,

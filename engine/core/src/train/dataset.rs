@@ -14,7 +14,7 @@ pub struct DataSplits {
     pub dataset: p::Dataset,
     pub train: RecordStore,
     pub eval: RecordStore,
-    /// `jsonl`, `csv`, `text`, `parquet`, `folders` or `plugin`.
+    /// `jsonl`, `csv`, `text`, `parquet`, `folders`, `image_folders` or `plugin`.
     pub format: String,
     /// Every file or glob read, the split files included.
     pub files: Vec<String>,
@@ -77,7 +77,7 @@ pub fn read_splits(pipeline: &p::Pipeline) -> Result<DataSplits, TrainError> {
         train.len(),
         eval.len()
     );
-    let records = if ds.fields.image.is_some() {
+    let records = if ds.images() {
         "image_question"
     } else if ds.fields.messages.is_some() {
         "chat"
@@ -106,6 +106,7 @@ fn format_name(s: &p::Source) -> &'static str {
         p::Source::Text { .. } => "text",
         p::Source::Parquet { .. } => "parquet",
         p::Source::Folders { .. } => "folders",
+        p::Source::ImageFolders { .. } => "image_folders",
         p::Source::Plugin { .. } => "plugin",
     }
 }
@@ -125,6 +126,12 @@ fn read(
         _ => RecordStore::scan(&spec, std::path::Path::new("/"))
             .map_err(|e| TrainError::Other(format!("dataset `{}`: {e}", ds.name)))?,
     };
+    let store = match &ds.source {
+        p::Source::ImageFolders {
+            question, answer, ..
+        } => class_questions(&store, question, answer)?,
+        _ => store,
+    };
     if report.skipped > 0 {
         tracing::warn!(
             "dataset `{}`: skipped {} bad rows, e.g. {}",
@@ -135,6 +142,26 @@ fn read(
     }
     *skipped += report.skipped;
     Ok(store)
+}
+
+/// An image folder's records as image questions: each image asked `question` and answered
+/// `answer` with its class. This is the one place they get their turns, so everything that reads
+/// the store (measuring, batches, the majority answer, `data preview`) sees them alike. A record
+/// is a path, a class and the two texts, so the store holds them in memory; the images are read
+/// only when encoded, where an unreadable one is a bad row under `on_bad_row`.
+fn class_questions(
+    store: &RecordStore,
+    question: &str,
+    answer: &str,
+) -> Result<RecordStore, TrainError> {
+    let records = (0..store.len())
+        .map(|i| {
+            let mut record = store.get(i)?;
+            record.turns = Some(ardpipe_data::class_prompt(&record, question, answer)?);
+            Ok(record)
+        })
+        .collect::<Result<Vec<_>, TrainError>>()?;
+    Ok(RecordStore::in_memory(records))
 }
 
 /// The engine/data description of a dataset block reading `paths`.
@@ -156,6 +183,7 @@ pub fn spec(ds: &p::Dataset, paths: &[PathBuf]) -> Result<DatasetSpec, TrainErro
         },
         p::Source::Parquet { .. } => Format::Parquet,
         p::Source::Folders { .. } => Format::FolderPerClass,
+        p::Source::ImageFolders { .. } => Format::ImageFolderPerClass,
     };
     let f = &ds.fields;
     let mut spec = DatasetSpec::new(paths.iter().map(|p| p.display().to_string()), format);
