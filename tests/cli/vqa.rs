@@ -307,6 +307,11 @@ fn the_vqa_pipeline_runs_on_the_composed_model() {
         "-q",
         "--set",
         "train.steps=3",
+        // Compaction runs inside the shortened training too.
+        "--set",
+        "adapter.decoder.compaction.every=2 steps",
+        "--set",
+        "adapter.tower.compaction.every=2 steps",
         "--set",
         "dataset.easyvqa.max_rows=48",
         "--set",

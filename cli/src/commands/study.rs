@@ -188,7 +188,14 @@ pub fn run(a: StudyArgs) -> miette::Result<Code> {
         elapsed_s: t0.elapsed().as_secs_f64(),
     };
     let report = study_report::render(&settings, &outcomes);
-    write_atomic(&report_path, &report.markdown)?;
+    let kept = std::fs::read_to_string(&report_path)
+        .ok()
+        .and_then(|old| kept_sections(&old));
+    let markdown = match kept {
+        Some(tail) => format!("{}\n{tail}", report.markdown.trim_end()),
+        None => report.markdown.clone(),
+    };
+    write_atomic(&report_path, &markdown)?;
     // The figures beside the report, where its `![…](NAME.svg)` links find them.
     let report_dir = report_path
         .parent()
@@ -439,6 +446,15 @@ fn absolute(p: &Path) -> PathBuf {
     }
 }
 
+/// The line after which a results report holds sections the study does not measure (the VQA
+/// pipeline's memory, written from its own runs): a new report keeps them.
+pub const KEPT_MARKER: &str = "<!-- ardpipe study keeps what follows this line -->";
+
+/// The marker and what follows it in an existing report, if it has one.
+fn kept_sections(old: &str) -> Option<String> {
+    old.find(KEPT_MARKER).map(|at| old[at..].to_string())
+}
+
 /// The report through the run directories' atomic writer: a reader never sees half of it.
 fn write_atomic(path: &Path, text: &str) -> miette::Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -446,4 +462,19 @@ fn write_atomic(path: &Path, text: &str) -> miette::Result<()> {
             .map_err(|e| miette::miette!("cannot create {}: {e}", parent.display()))?;
     }
     ardpipe_engine::rundir::write_atomic(path, text.as_bytes()).map_err(|e| miette::miette!("{e}"))
+}
+
+#[cfg(test)]
+mod kept_tests {
+    use super::*;
+
+    #[test]
+    fn a_new_report_keeps_the_sections_after_the_marker() {
+        let old = format!("# Results\nold table\n\n{KEPT_MARKER}\n\n## VQA\nkept\n");
+        assert_eq!(
+            kept_sections(&old).unwrap(),
+            format!("{KEPT_MARKER}\n\n## VQA\nkept\n")
+        );
+        assert_eq!(kept_sections("# Results\nno marker\n"), None);
+    }
 }
