@@ -20,19 +20,10 @@ fn repo() -> PathBuf {
 }
 
 fn peer(args: &[&str]) -> String {
-    let out = std::process::Command::new(crate::peer_python())
-        .arg(repo().join("tests/peer/paligemma_peft.py"))
-        .args(args)
-        .env("HF_HUB_OFFLINE", "1")
-        .env("TRANSFORMERS_VERBOSITY", "error")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the peer failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let script = repo().join("tests/peer/paligemma_peft.py");
+    let mut all: Vec<&Path> = vec![&script];
+    all.extend(args.iter().map(Path::new));
+    crate::seq_cls::peer(&all)
 }
 
 /// The first `n` questions of easy-VQA's test split, with absolute image paths.
@@ -56,7 +47,18 @@ fn questions(dir: &Path, n: usize, extra: &[&str]) -> PathBuf {
     file
 }
 
-fn pipeline(dir: &Path, model: &Path, data: &Path, policy: &str) -> PathBuf {
+/// The image questions of `data` (a JSONL file) under the bad-row `policy` line.
+fn jsonl_source(data: &Path, policy: &str) -> String {
+    format!(
+        "format = jsonl\n    path = \"{}\"\n    image = \"image\"\n    prompt = \"question\"\n    \
+         completion = \"answer\"\n    {policy}",
+        data.display()
+    )
+}
+
+/// A pipeline training ARD-LoRA on both towers of `model` for 6 steps on the dataset whose
+/// source lines are `source`, exporting the PEFT adapter.
+fn pipeline(dir: &Path, model: &Path, source: &str) -> PathBuf {
     let file = dir.join("vqa.ard");
     std::fs::write(
         &file,
@@ -67,12 +69,7 @@ fn pipeline(dir: &Path, model: &Path, data: &Path, policy: &str) -> PathBuf {
 }}
 
 dataset vqa {{
-    format = jsonl
-    path = "{data}"
-    image = "image"
-    prompt = "question"
-    completion = "answer"
-    {policy}
+    {source}
     split {{
         validation = 25%
         seed = 1
@@ -120,7 +117,6 @@ output {{
     export = [peft]
 }}
 "#,
-            data = data.display(),
             model = model.display(),
             out = dir.join("run").display(),
         ),
@@ -187,7 +183,7 @@ fn ard_lora_on_both_towers_trains_and_round_trips_through_peft() {
     let model = dir.join("paligemma2");
     peer(&["make", model.to_str().unwrap()]);
     let data = questions(&dir, 32, &[]);
-    let file = pipeline(&dir, &model, &data, "");
+    let file = pipeline(&dir, &model, &jsonl_source(&data, ""));
     let out = ardpipe(&["run", file.to_str().unwrap(), "-q"]);
     assert_eq!(
         out.status.code(),
@@ -257,7 +253,7 @@ fn a_bad_image_row_stops_the_run_or_is_skipped_and_counted() {
         ),
     ];
     let data = questions(&dir, 24, &[&rows[0], &rows[1]]);
-    let file = pipeline(&dir, &model, &data, "");
+    let file = pipeline(&dir, &model, &jsonl_source(&data, ""));
     let out = ardpipe(&["run", file.to_str().unwrap(), "-q"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -282,7 +278,7 @@ fn a_bad_image_row_stops_the_run_or_is_skipped_and_counted() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("every example needs an image"), "{err}");
-    let file = pipeline(&dir, &model, &data, "on_bad_row = skip");
+    let file = pipeline(&dir, &model, &jsonl_source(&data, "on_bad_row = skip"));
     let out = ardpipe(&["plan", file.to_str().unwrap(), "--format", "json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let plan: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
@@ -337,64 +333,11 @@ fn the_vqa_pipeline_runs_on_the_composed_model() {
 /// A pipeline reading image folders per class (`root/<class>/*.png`): every image is asked
 /// `question` and answered with its class.
 fn folder_pipeline(dir: &Path, model: &Path, root: &Path) -> PathBuf {
-    let file = dir.join("shapes.ard");
-    std::fs::write(
-        &file,
-        format!(
-            r#"pipeline {{
-    name = "tiny-shapes"
-    seed = 4
-}}
-
-dataset shapes {{
-    format = image_folders
-    path = "{root}"
-    question = "what shape is in the image?"
-    split {{
-        validation = 25%
-        seed = 1
-    }}
-    preprocess {{
-        max_length = 64
-    }}
-}}
-
-model {{
-    path = "{model}"
-    head = causal_lm
-}}
-
-adapter tower {{
-    method = ard_lora
-    modules = [regex('model\.vision_tower\..*\.(q|k|v|out)_proj')]
-    layers = all
-    r0 = 4
-    scale = 8
-}}
-
-train {{
-    lr = 2e-2
-    batch_size = 4
-    steps = 4
-    precision = f32
-}}
-
-evaluate {{
-    metrics = [loss, exact_match]
-}}
-
-output {{
-    dir = "{out}"
-    export = []
-}}
-"#,
-            root = root.display(),
-            model = model.display(),
-            out = dir.join("run").display(),
-        ),
-    )
-    .unwrap();
-    file
+    let source = format!(
+        "format = image_folders\n    path = \"{}\"\n    question = \"what shape is in the image?\"",
+        root.display()
+    );
+    pipeline(dir, model, &source)
 }
 
 #[test]
@@ -492,7 +435,7 @@ fn image_folders_per_class_train_with_the_class_as_the_answer() {
         "--format",
         "json",
         "--set",
-        "dataset.shapes.on_bad_row=skip",
+        "dataset.vqa.on_bad_row=skip",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let plan: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
@@ -503,12 +446,11 @@ fn image_folders_per_class_train_with_the_class_as_the_answer() {
 #[test]
 fn question_and_answer_belong_to_image_folders_only() {
     let dir = scratch("refused");
-    let file = pipeline(&dir, &dir.join("model"), &dir.join("vqa.jsonl"), "");
-    let text = std::fs::read_to_string(&file).unwrap().replace(
-        "    completion = \"answer\"\n",
-        "    completion = \"answer\"\n    question = \"what shape is in the image?\"\n",
+    let source = jsonl_source(
+        &dir.join("vqa.jsonl"),
+        "question = \"what shape is in the image?\"",
     );
-    std::fs::write(&file, text).unwrap();
+    let file = pipeline(&dir, &dir.join("model"), &source);
     let out = ardpipe(&["check", file.to_str().unwrap()]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");

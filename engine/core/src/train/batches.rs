@@ -139,15 +139,8 @@ impl Batches {
                 let encoder = vision_encoder(pipeline, &tokenizer, pre.max_length as usize)?;
                 let image_tokens = encoder.num_image_tokens() as u32;
                 let vision = Vision::measure(encoder, &splits, policy, max_skipped, &mut skipped)?;
-                if skipped.skipped > splits.skipped {
-                    tracing::warn!(
-                        "dataset `{}`: skipped {} image questions, e.g. {}",
-                        ds.name,
-                        skipped.skipped - splits.skipped,
-                        skipped.first_reasons.join("; ")
-                    );
-                }
-                truncated_away = skipped.skipped - splits.skipped;
+                truncated_away =
+                    warn_skipped(&ds.name, "image questions", splits.skipped, &skipped);
                 if vision.train.is_empty() {
                     return Err(TrainError::Other(format!(
                         "dataset `{}` has no usable training image question",
@@ -192,15 +185,12 @@ impl Batches {
                 };
                 sup.train = sup.measure(&splits.train, policy, max_skipped, &mut skipped)?;
                 sup.eval = sup.measure(&splits.eval, policy, max_skipped, &mut skipped)?;
-                if skipped.skipped > splits.skipped {
-                    tracing::warn!(
-                        "dataset `{}`: skipped {} examples with no answer left after truncation, e.g. {}",
-                        ds.name,
-                        skipped.skipped - splits.skipped,
-                        skipped.first_reasons.join("; ")
-                    );
-                }
-                truncated_away = skipped.skipped - splits.skipped;
+                truncated_away = warn_skipped(
+                    &ds.name,
+                    "examples with no answer left after truncation",
+                    splits.skipped,
+                    &skipped,
+                );
                 if sup.train.is_empty() {
                     return Err(TrainError::Other(format!(
                         "dataset `{}` has no training example with an answer token left after truncation to {} tokens",
@@ -681,6 +671,19 @@ impl Supervised {
         let batch = CausalBatch::padded(&exs.iter().collect::<Vec<_>>(), pad_id)?;
         Ok(causal_tensors(batch, device))
     }
+}
+
+/// Warns about the examples the bad-row policy skipped after reading (`read` were skipped
+/// while reading); returns how many.
+fn warn_skipped(dataset: &str, what: &str, read: usize, skipped: &SkipReport) -> usize {
+    let more = skipped.skipped - read;
+    if more > 0 {
+        tracing::warn!(
+            "dataset `{dataset}`: skipped {more} {what}, e.g. {}",
+            skipped.first_reasons.join("; ")
+        );
+    }
+    more
 }
 
 /// The image-question encoder for the pipeline's model: its image token and count, and its
