@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 use ardpipe_data::ErrorKind;
 use ardpipe_data::image::{ImageProcessor, Resample, decode};
@@ -14,20 +13,10 @@ use ardpipe_data::image::{ImageProcessor, Resample, decode};
 /// values to `dir/N.f32` and returns the processor's settings.
 fn siglip_peer(cases: &serde_json::Value, dir: &common::TempDir) -> serde_json::Value {
     let cases_path = dir.write("cases.json", serde_json::to_vec(cases).unwrap());
-    let out = Command::new(common::peer_python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peer/siglip_pixels.py"))
-        .arg(&cases_path)
-        .arg(dir.path())
-        .env("HF_HUB_OFFLINE", "1")
-        .env("TRANSFORMERS_VERBOSITY", "error")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the peer siglip_pixels.py failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    common::run_peer(
+        "siglip_pixels.py",
+        &[cases_path.as_os_str(), dir.path().as_os_str()],
+    )
 }
 
 struct Case {

@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::OnceLock;
 
 use ardpipe_data::chat::{ChatMessage, ChatTemplate};
@@ -472,22 +471,8 @@ fn chat_ids_and_answer_spans_match_transformers() {
     );
     let dir = common::TempDir::new("sft-peer");
     let cases_path = dir.write("cases.json", serde_json::to_vec(&cases).unwrap());
-    let out = Command::new(common::peer_python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peer/sft_chat.py"))
-        .arg(&cases_path)
-        .arg(common::gguf::smollm_gguf())
-        .env("HF_HUB_OFFLINE", "1")
-        .env("TRANSFORMERS_VERBOSITY", "error")
-        .env("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        .env("TQDM_DISABLE", "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the peer sft_chat.py failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let peer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let gguf = common::gguf::smollm_gguf();
+    let peer = common::run_peer("sft_chat.py", &[cases_path.as_os_str(), gguf.as_os_str()]);
     let (tok, template) = smollm();
     assert_eq!(peer["eos"], tok.eos_id().unwrap());
     let enc = encoder(TrainOn::Completions, 4096, TruncationSide::Right);

@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use ardpipe_data::image::ImageProcessor;
 use ardpipe_data::{
@@ -59,20 +58,10 @@ fn paligemma_peer(rows: &[serde_json::Value], dir: &common::TempDir) -> serde_js
         "rows": rows,
     });
     let case_path = dir.write("case.json", serde_json::to_vec(&case).unwrap());
-    let out = Command::new(common::peer_python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peer/paligemma_inputs.py"))
-        .arg(&case_path)
-        .arg(dir.path())
-        .env("HF_HUB_OFFLINE", "1")
-        .env("TRANSFORMERS_VERBOSITY", "error")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the peer paligemma_inputs.py failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    common::run_peer(
+        "paligemma_inputs.py",
+        &[case_path.as_os_str(), dir.path().as_os_str()],
+    )
 }
 
 fn ints(v: &serde_json::Value) -> Vec<i64> {

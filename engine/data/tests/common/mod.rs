@@ -49,6 +49,30 @@ pub fn peer_python() -> PathBuf {
     p
 }
 
+/// Run the peer script `tests/peer/SCRIPT` with `args`, offline and quiet; its stdout as JSON.
+/// A failing peer fails the test with its stderr.
+pub fn run_peer(script: &str, args: &[&std::ffi::OsStr]) -> serde_json::Value {
+    let out = std::process::Command::new(peer_python())
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/peer")
+                .join(script),
+        )
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .env("TRANSFORMERS_VERBOSITY", "error")
+        .env("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        .env("TQDM_DISABLE", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the peer {script} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// A fresh temporary folder for one test's fixture files, removed when dropped.
 pub struct TempDir(pub PathBuf);
 
