@@ -5,15 +5,16 @@ use std::io::Write;
 use std::path::Path;
 
 use ardpipe_engine::adapters::AdaptableLinear;
-use ardpipe_engine::data::TextTokenizer;
 use ardpipe_engine::data::image::ImageProcessor;
 use ardpipe_engine::data::vision::VisionEncoder;
-use ardpipe_engine::models::arch::{ArchConfig, PaliGemmaConfig};
-use ardpipe_engine::models::generate::{Sampling, generate_vision};
+use ardpipe_engine::models::arch::ArchConfig;
+use ardpipe_engine::models::generate::Sampling;
 use ardpipe_engine::models::precision::parse_device;
-use ardpipe_engine::models::text::generate_text;
+use ardpipe_engine::models::text::{answer_image, generate_text};
 use ardpipe_engine::models::tokenizer::load_tokenizer;
-use ardpipe_engine::models::{LoadOptions, Precision, describe, load_causal_lm, load_vision_lm};
+use ardpipe_engine::models::{
+    LoadOptions, Precision, describe, load_causal_lm, load_vision_lm, vision_processor,
+};
 use ardpipe_engine::peft_merge::{AdapterFolder, MergeReport};
 use ardpipe_engine::tch::Tensor;
 
@@ -146,7 +147,7 @@ fn answer(
             "--chat does not apply with --image"
         ));
     }
-    let processor = image_processor(&a.model, &config)?;
+    let processor = vision_processor(&a.model, &config).map_err(err)?;
     let (pixels, [c, h, w]) = read_image(&processor, image)?;
     let mut lm = load_vision_lm(&a.model, opts).map_err(err)?;
     if let Some(f) = adapter {
@@ -168,12 +169,6 @@ fn answer(
         processor,
     )
     .map_err(data_err)?;
-    let prompt: Vec<i64> = encoder
-        .prompt(&a.prompt)
-        .map_err(data_err)?
-        .into_iter()
-        .map(i64::from)
-        .collect();
     let pixel_values = Tensor::from_slice(&pixels)
         .reshape([1, c as i64, h as i64, w as i64])
         .to_device(opts.device);
@@ -183,61 +178,29 @@ fn answer(
         lm.report.applied,
         opts.device
     );
-    // Stop at the model's EOS ids and the tokenizer's.
-    let mut stop: Vec<i64> = config.text.eos_token_ids.clone();
-    stop.extend(tok.eos_id().map(i64::from));
     let mut stdout = std::io::stdout().lock();
-    let mut text = TextStream::new(&tok);
-    let (ids, why) = generate_vision(&lm.model, &prompt, &pixel_values, &stop, sampling, |id| {
-        if let Some(piece) = text.push(id) {
+    let out = answer_image(
+        &lm.model,
+        &tok,
+        &encoder,
+        &a.prompt,
+        &pixel_values,
+        sampling,
+        |piece| {
             let _ = stdout.write_all(piece.as_bytes());
             let _ = stdout.flush();
-        }
-        Ok(())
-    })
+        },
+    )
     .map_err(err)?;
-    let rest = text.finish().map_err(data_err)?;
-    let _ = stdout.write_all(rest.as_bytes());
     let _ = writeln!(stdout);
     tracing::info!(
-        "{} prompt tokens ({} of the image), {} generated, stopped: {why:?}",
-        prompt.len(),
+        "{} prompt tokens ({} of the image), {} generated, stopped: {:?}",
+        out.prompt_tokens,
         config.num_image_tokens(),
-        ids.len()
+        out.tokens,
+        out.stop
     );
     Ok(Code::Success)
-}
-
-/// The model folder's preprocessor_config.json, else SigLIP's processor at the tower's size
-/// (PaliGemma's); it must make the images the tower reads.
-fn image_processor(model: &Path, config: &PaliGemmaConfig) -> miette::Result<ImageProcessor> {
-    let size = config.vision.image_size;
-    let dir = if model.is_dir() {
-        model
-    } else {
-        model.parent().unwrap_or(model)
-    };
-    let file = dir.join("preprocessor_config.json");
-    if !file.is_file() {
-        return Ok(ImageProcessor::siglip(size));
-    }
-    let p = ImageProcessor::from_config(&file).map_err(|e| {
-        miette::miette!(
-            help = e.help.clone().unwrap_or_default(),
-            "{}: {}",
-            file.display(),
-            e.message
-        )
-    })?;
-    if p.size != Some((size, size)) {
-        return Err(miette::miette!(
-            help = "make the processor's size the vision tower's image_size",
-            "{}: the processor makes {:?} images, but the vision tower reads {size}×{size}",
-            file.display(),
-            p.size
-        ));
-    }
-    Ok(p)
 }
 
 /// The image's pixel values, or an error naming the file and why it cannot be read.
@@ -269,58 +232,4 @@ fn read_image(p: &ImageProcessor, image: &Path) -> miette::Result<(Vec<f32>, [us
     }
     p.load(image)
         .map_err(|e| miette::miette!(help = help, "--image {}: {}", image.display(), e.message))
-}
-
-/// Decoded text of generated ids, given out as it becomes printable: an incomplete UTF-8
-/// sequence is held back until its last byte arrives.
-struct TextStream<'t> {
-    tok: &'t TextTokenizer,
-    ids: Vec<u32>,
-    shown: usize,
-    error: Option<ardpipe_engine::data::DataError>,
-}
-
-impl<'t> TextStream<'t> {
-    fn new(tok: &'t TextTokenizer) -> Self {
-        Self {
-            tok,
-            ids: Vec::new(),
-            shown: 0,
-            error: None,
-        }
-    }
-
-    /// Add one id; the text it completes, if any.
-    fn push(&mut self, id: i64) -> Option<String> {
-        self.ids.push(u32::try_from(id).unwrap_or(u32::MAX));
-        match self.tok.decode(&self.ids, true) {
-            Ok(s)
-                if !s.ends_with('\u{FFFD}')
-                    && s.len() > self.shown
-                    && s.is_char_boundary(self.shown) =>
-            {
-                let piece = s[self.shown..].to_string();
-                self.shown = s.len();
-                Some(piece)
-            }
-            Ok(_) => None,
-            Err(e) => {
-                self.error = Some(e);
-                None
-            }
-        }
-    }
-
-    /// The text not given out yet (what was held back at the end).
-    fn finish(self) -> Result<String, ardpipe_engine::data::DataError> {
-        if let Some(e) = self.error {
-            return Err(e);
-        }
-        let s = self.tok.decode(&self.ids, true)?;
-        Ok(if s.len() > self.shown && s.is_char_boundary(self.shown) {
-            s[self.shown..].to_string()
-        } else {
-            String::new()
-        })
-    }
 }

@@ -30,6 +30,6 @@ pub mod weights;
 pub use error::{ModelError, Result};
 pub use model::{
     LoadOptions, ModelDescription, ModelLocation, describe, load_causal_lm,
-    load_decoder_classifier, load_encoder, load_vision_lm,
+    load_decoder_classifier, load_encoder, load_vision_lm, vision_processor,
 };
 pub use precision::{Precision, StorageDtype};

@@ -3,12 +3,15 @@
 
 use std::path::{Path, PathBuf};
 
+use ardpipe_data::image::ImageProcessor;
 use serde::Serialize;
 use tch::Device;
 
 use crate::arch::config::{ArchConfig, EncoderFamily, ModuleSpec};
 use crate::arch::paligemma::PaliGemmaNames;
-use crate::arch::{Bert, DecoderClassifier, EncoderHead, Llama, LlamaConfig, PaliGemma};
+use crate::arch::{
+    Bert, DecoderClassifier, EncoderHead, Llama, LlamaConfig, PaliGemma, PaliGemmaConfig,
+};
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::gguf::llama::{GgufSource, llama_config};
@@ -429,6 +432,33 @@ pub fn load_decoder_classifier(
         location,
         report,
     })
+}
+
+/// The image processor of a vision-language model folder: its preprocessor_config.json, else
+/// SigLIP's at the tower's size (PaliGemma's processor). It must make the images the tower
+/// reads. Training and `generate --image` both take it from here.
+pub fn vision_processor(path: &Path, config: &PaliGemmaConfig) -> Result<ImageProcessor> {
+    let location = ModelLocation::detect(path)?;
+    let file = location.path().join("preprocessor_config.json");
+    let size = config.vision.image_size;
+    if !file.is_file() {
+        return Ok(ImageProcessor::siglip(size));
+    }
+    let p = ImageProcessor::from_config(&file).map_err(|e| {
+        let help = e.help.map(|h| format!(" ({h})")).unwrap_or_default();
+        ModelError::config(&file, format!("{}{help}", e.message))
+    })?;
+    if p.size != Some((size, size)) {
+        return Err(ModelError::config(
+            &file,
+            format!(
+                "the processor makes {:?} images, but the vision tower reads {size}×{size}: make \
+                 its size the vision tower's image_size",
+                p.size
+            ),
+        ));
+    }
+    Ok(p)
 }
 
 /// A loaded vision-language model and the report of its load.

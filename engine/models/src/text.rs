@@ -2,11 +2,12 @@
 //! What `ardpipe generate`, `classify` and `embed` call.
 
 use ardpipe_data::TextTokenizer;
+use ardpipe_data::vision::VisionEncoder;
 use tch::{Kind, Tensor};
 
-use crate::arch::{Bert, Llama, SequenceClassifier};
+use crate::arch::{Bert, Llama, LlamaConfig, PaliGemma, SequenceClassifier};
 use crate::error::{ModelError, Result};
-use crate::generate::{Sampling, StopReason, generate};
+use crate::generate::{Sampling, StopReason, generate, generate_vision};
 use crate::tokenizer::ModelTokenizer;
 
 fn tok_err(e: ardpipe_data::DataError) -> ModelError {
@@ -104,7 +105,7 @@ pub fn generate_text(
     prompt: &str,
     chat: bool,
     sampling: &Sampling,
-    mut on_text: impl FnMut(&str),
+    on_text: impl FnMut(&str),
 ) -> Result<Generated> {
     let t = &tok.tokenizer;
     let text = if chat {
@@ -130,8 +131,7 @@ pub fn generate_text(
         .map(|&i| i as i64)
         .collect();
     // Stop at the model's EOS ids, the tokenizer's, and the chat template's end of turn.
-    let mut stop: Vec<i64> = model.config.eos_token_ids.clone();
-    stop.extend(t.eos_id().map(|i| i as i64));
+    let mut stop = stop_ids(&model.config, t);
     if chat && let Some(tpl) = &tok.chat {
         stop.extend(
             tpl.end_of_turn_ids(t)
@@ -140,13 +140,69 @@ pub fn generate_text(
                 .map(|i| i as i64),
         );
     }
+    let (text, gen_ids, stop_reason) = streamed(t, on_text, |on_token| {
+        generate(model, &ids, &stop, sampling, on_token)
+    })?;
+    Ok(Generated {
+        text,
+        prompt_tokens: ids.len(),
+        tokens: gen_ids.len(),
+        stop: stop_reason,
+    })
+}
+
+/// A vision-language model's answer to `question` about the image `pixel_values`
+/// (`[1, channels, side, side]`, the model's processor's output), streamed like
+/// [`generate_text`]: the prompt is the image's tokens, BOS, the question and `\n`, as
+/// `encoder` (PaliGemma's processor) writes it.
+pub fn answer_image(
+    model: &PaliGemma,
+    tok: &TextTokenizer,
+    encoder: &VisionEncoder,
+    question: &str,
+    pixel_values: &Tensor,
+    sampling: &Sampling,
+    on_text: impl FnMut(&str),
+) -> Result<Generated> {
+    let ids: Vec<i64> = encoder
+        .prompt(question)
+        .map_err(tok_err)?
+        .into_iter()
+        .map(i64::from)
+        .collect();
+    let stop = stop_ids(&model.decoder.config, tok);
+    let (text, gen_ids, stop_reason) = streamed(tok, on_text, |on_token| {
+        generate_vision(model, &ids, pixel_values, &stop, sampling, on_token)
+    })?;
+    Ok(Generated {
+        text,
+        prompt_tokens: ids.len(),
+        tokens: gen_ids.len(),
+        stop: stop_reason,
+    })
+}
+
+/// The model's end-of-sequence ids and the tokenizer's.
+fn stop_ids(config: &LlamaConfig, t: &TextTokenizer) -> Vec<i64> {
+    let mut stop: Vec<i64> = config.eos_token_ids.clone();
+    stop.extend(t.eos_id().map(i64::from));
+    stop
+}
+
+/// Run `generate` (a generation loop taking a per-token callback) and hand the decoded text to
+/// `on_text` as it becomes printable: an incomplete UTF-8 sequence is held back until its last
+/// byte arrives. The whole text, the generated ids and why generation stopped.
+fn streamed(
+    t: &TextTokenizer,
+    mut on_text: impl FnMut(&str),
+    generate: impl FnOnce(&mut dyn FnMut(i64) -> Result<()>) -> Result<(Vec<i64>, StopReason)>,
+) -> Result<(String, Vec<i64>, StopReason)> {
     let mut out: Vec<u32> = Vec::new();
     let mut shown = 0usize;
     let mut decode_err = None;
-    let (gen_ids, stop_reason) = generate(model, &ids, &stop, sampling, |id| {
+    let (gen_ids, stop_reason) = generate(&mut |id| {
         out.push(id as u32);
         match t.decode(&out, true) {
-            // Hold back an incomplete UTF-8 sequence until its last byte arrives.
             Ok(s) if !s.ends_with('\u{FFFD}') && s.len() > shown && s.is_char_boundary(shown) => {
                 on_text(&s[shown..]);
                 shown = s.len();
@@ -164,10 +220,5 @@ pub fn generate_text(
     if text.len() > shown && text.is_char_boundary(shown) {
         on_text(&text[shown..]);
     }
-    Ok(Generated {
-        text,
-        prompt_tokens: ids.len(),
-        tokens: gen_ids.len(),
-        stop: stop_reason,
-    })
+    Ok((text, gen_ids, stop_reason))
 }

@@ -12,7 +12,6 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use ardpipe_data::image::ImageProcessor;
 use ardpipe_data::{
     CausalBatch, CausalRow, ClassificationBatcher, Encoded, LabelVocab, OnError, RecordStore,
     SkipReport, SupervisedEncoder, SupervisedExample, TextBlocks, TextTokenizer, TruncationSide,
@@ -687,8 +686,7 @@ fn warn_skipped(dataset: &str, what: &str, read: usize, skipped: &SkipReport) ->
 }
 
 /// The image-question encoder for the pipeline's model: its image token and count, and its
-/// processor (the folder's preprocessor_config.json, else SigLIP's at the tower's size, which
-/// is PaliGemma's).
+/// processor ([`ardpipe_models::vision_processor`]).
 fn vision_encoder(
     pipeline: &p::Pipeline,
     tokenizer: &TextTokenizer,
@@ -703,21 +701,7 @@ fn vision_encoder(
             path.display()
         )));
     };
-    let size = c.vision.image_size;
-    let config = path.join("preprocessor_config.json");
-    let images = if config.is_file() {
-        let p = ImageProcessor::from_config(&config)?;
-        if p.size != Some((size, size)) {
-            return Err(TrainError::Other(format!(
-                "{}: the processor makes {:?} images, but the vision tower reads {size}×{size}",
-                config.display(),
-                p.size
-            )));
-        }
-        p
-    } else {
-        ImageProcessor::siglip(size)
-    };
+    let images = ardpipe_models::vision_processor(path, &c)?;
     let image_token = u32::try_from(c.image_token_id).map_err(|_| {
         TrainError::Other(format!(
             "image token id {} is out of range",
