@@ -18,7 +18,7 @@ use serde_json::Value;
 use tch::{Kind, Tensor};
 
 mod support;
-use support::{peer_command, run_peer};
+use support::{json, peer_command, run_peer, tensor_i64};
 
 /// Every family's folder, made once per test binary.
 fn fixtures() -> &'static Path {
@@ -30,16 +30,6 @@ fn fixtures() -> &'static Path {
         run_peer(peer_command("decoders.py").arg(&d));
         d
     })
-}
-
-fn json(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-fn tensor_i64(v: &Value) -> Tensor {
-    let rows: Vec<Vec<i64>> = serde_json::from_value(v.clone()).unwrap();
-    let n = rows.len() as i64;
-    Tensor::from_slice(&rows.concat()).reshape([n, -1])
 }
 
 /// ardpipe's logits for the folder's model on the reference batch, against transformers',

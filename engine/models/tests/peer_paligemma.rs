@@ -17,7 +17,7 @@ use serde_json::Value;
 use tch::{Kind, Reduction, Tensor};
 
 mod support;
-use support::{peer_command, run_peer};
+use support::{json, peer_command, run_peer, scratch, tensor_i64};
 
 fn images() -> [PathBuf; 2] {
     ["test/images/0.png", "test/images/7.png"]
@@ -27,23 +27,11 @@ fn images() -> [PathBuf; 2] {
 fn fixtures() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let d = std::env::temp_dir().join(format!("ardpipe-paligemma-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
+        let d = scratch("paligemma", "fixtures");
         let [a, b] = images();
         run_peer(peer_command("paligemma.py").arg(&d).arg(a).arg(b));
         d
     })
-}
-
-fn json(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-fn tensor_i64(v: &Value) -> Tensor {
-    let rows: Vec<Vec<i64>> = serde_json::from_value(v.clone()).unwrap();
-    let n = rows.len() as i64;
-    Tensor::from_slice(&rows.concat()).reshape([n, -1])
 }
 
 fn tensor_f32(v: &Value) -> Tensor {

@@ -62,6 +62,18 @@ pub fn scratch(tag: &str, name: &str) -> PathBuf {
     d
 }
 
+/// A JSON file's value.
+pub fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// A JSON list of rows of integers as a 2-D int64 tensor.
+pub fn tensor_i64(v: &serde_json::Value) -> Tensor {
+    let rows: Vec<Vec<i64>> = serde_json::from_value(v.clone()).unwrap();
+    let n = rows.len() as i64;
+    Tensor::from_slice(&rows.concat()).reshape([n, -1])
+}
+
 /// A JSON list of rows of numbers as a 2-D f32 tensor.
 pub fn matrix(v: &serde_json::Value) -> Tensor {
     let rows: Vec<Vec<f32>> = serde_json::from_value(v.clone()).unwrap();
