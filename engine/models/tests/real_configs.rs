@@ -30,31 +30,15 @@ fn peer_theta(rope: &serde_json::Value, kind: &str) -> f64 {
 /// Returns how many layers slide.
 fn check_decoder(name: &str, c: &LlamaConfig, want: &serde_json::Value) -> usize {
     assert_eq!(c.family.model_type(), want["model_type"], "{name}");
-    assert_eq!(
-        c.head_dim as u64,
-        want["head_dim"].as_u64().unwrap(),
-        "{name}"
-    );
-    assert_eq!(
-        c.num_attention_heads as u64,
-        want["num_attention_heads"].as_u64().unwrap(),
-        "{name}"
-    );
-    assert_eq!(
-        c.num_key_value_heads as u64,
-        want["num_key_value_heads"].as_u64().unwrap(),
-        "{name}"
-    );
-    assert_eq!(
-        c.hidden_size as u64,
-        want["hidden_size"].as_u64().unwrap(),
-        "{name}"
-    );
-    assert_eq!(
-        c.vocab_size as u64,
-        want["vocab_size"].as_u64().unwrap(),
-        "{name}"
-    );
+    for (key, ours) in [
+        ("head_dim", c.head_dim),
+        ("num_attention_heads", c.num_attention_heads),
+        ("num_key_value_heads", c.num_key_value_heads),
+        ("hidden_size", c.hidden_size),
+        ("vocab_size", c.vocab_size),
+    ] {
+        assert_eq!(ours as u64, want[key].as_u64().unwrap(), "{name}: {key}");
+    }
     assert_eq!(
         c.tie_word_embeddings,
         want["tie_word_embeddings"].as_bool().unwrap(),
@@ -104,21 +88,17 @@ fn check_vision(name: &str, p: &PaliGemmaConfig, want: &serde_json::Value) {
     let v = &p.vision;
     let w = &want["vision"];
     let field = |key: &str| w[key].as_u64().unwrap() as usize;
-    assert_eq!(v.hidden_size, field("hidden_size"), "{name}: vision hidden");
-    assert_eq!(v.intermediate_size, field("intermediate_size"), "{name}");
-    assert_eq!(v.num_hidden_layers, field("num_hidden_layers"), "{name}");
-    assert_eq!(
-        v.num_attention_heads,
-        field("num_attention_heads"),
-        "{name}"
-    );
-    assert_eq!(v.image_size, field("image_size"), "{name}: image size");
-    assert_eq!(v.patch_size, field("patch_size"), "{name}");
-    assert_eq!(
-        p.num_image_tokens(),
-        field("num_image_tokens"),
-        "{name}: image tokens"
-    );
+    for (key, ours) in [
+        ("hidden_size", v.hidden_size),
+        ("intermediate_size", v.intermediate_size),
+        ("num_hidden_layers", v.num_hidden_layers),
+        ("num_attention_heads", v.num_attention_heads),
+        ("image_size", v.image_size),
+        ("patch_size", v.patch_size),
+        ("num_image_tokens", p.num_image_tokens()),
+    ] {
+        assert_eq!(ours, field(key), "{name}: vision {key}");
+    }
     // The projector maps the tower's width onto the decoder's.
     assert_eq!(v.hidden_size, field("projection_in"), "{name}");
     assert_eq!(p.text.hidden_size, field("projection_out"), "{name}");
