@@ -22,16 +22,17 @@ use std::path::Path;
 
 use crate::error::{DataError, ErrorKind};
 use crate::image::ImageProcessor;
-use crate::pack::IGNORE_INDEX;
+use crate::pack::CausalBatch;
 use crate::record::{Record, Turns};
+use crate::sft::SupervisedExample;
 use crate::tokenizer::TextTokenizer;
 
 /// One encoded image question.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VisionExample {
-    pub ids: Vec<u32>,
-    /// True on the answer's tokens and its EOS (token type 1), false on the prefix.
-    pub loss_mask: Vec<bool>,
+    /// The ids, with the loss mask true on the answer's tokens and its EOS (token type 1), false
+    /// on the prefix: the text part, batched as supervised examples are.
+    pub text: SupervisedExample,
     /// The image tokens, BOS and the question: the block the model attends to bidirectionally.
     pub prefix_len: usize,
     /// The image's pixel values, channels first, `pixel_shape` = `[3, height, width]`.
@@ -41,11 +42,11 @@ pub struct VisionExample {
 
 impl VisionExample {
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.text.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.text.is_empty()
     }
 }
 
@@ -199,8 +200,7 @@ impl VisionEncoder {
             .pixels(image)
             .map_err(|(msg, help)| bad_row(record, msg, help))?;
         Ok(VisionExample {
-            ids,
-            loss_mask,
+            text: SupervisedExample { ids, loss_mask },
             prefix_len,
             pixel_values,
             pixel_shape,
@@ -356,21 +356,15 @@ pub fn class_prompt(
     })
 }
 
-/// A batch of image questions, flat row-major: `[batch, seq]` token arrays, right-padded, and
-/// `[batch, 3, height, width]` pixel values.
+/// A batch of image questions: the token arrays, right-padded, as a [`CausalBatch`] of one
+/// example per row (next-token labels on the answers), and `[batch, 3, height, width]` pixel
+/// values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VisionBatch {
-    pub input_ids: Vec<i64>,
-    /// 1 for real tokens, 0 for padding.
-    pub attention_mask: Vec<i64>,
-    /// Next-token targets, as in [`crate::CausalBatch`]: `labels[t]` is `input_ids[t + 1]` when
-    /// that token is part of the answer, [`IGNORE_INDEX`] otherwise (and at each row's last token).
-    pub labels: Vec<i64>,
+    pub text: CausalBatch,
     /// Per row: the length of the bidirectional prefix (image tokens, BOS, question).
     pub prefix_len: Vec<i64>,
     pub pixel_values: Vec<f32>,
-    pub batch: usize,
-    pub seq: usize,
     /// `[3, height, width]` of each image.
     pub pixel_shape: [usize; 3],
 }
@@ -384,19 +378,9 @@ impl VisionBatch {
                 .with_help("batches need at least one example"));
         };
         let pixel_shape = first.pixel_shape;
-        let seq = examples.iter().map(|e| e.len()).max().unwrap_or(0).max(1);
-        let n = examples.len();
-        let mut b = Self {
-            input_ids: vec![i64::from(pad_id); n * seq],
-            attention_mask: vec![0; n * seq],
-            labels: vec![IGNORE_INDEX; n * seq],
-            prefix_len: Vec::with_capacity(n),
-            pixel_values: Vec::with_capacity(n * pixel_shape.iter().product::<usize>()),
-            batch: n,
-            seq,
-            pixel_shape,
-        };
-        for (r, ex) in examples.iter().enumerate() {
+        let mut pixel_values =
+            Vec::with_capacity(examples.len() * pixel_shape.iter().product::<usize>());
+        for ex in examples {
             if ex.pixel_shape != pixel_shape
                 || ex.pixel_values.len() != pixel_shape.iter().product::<usize>()
             {
@@ -406,37 +390,25 @@ impl VisionBatch {
                 ))
                 .with_help("encode every image with the same image processor (one size)"));
             }
-            if ex.loss_mask.len() != ex.len() || ex.prefix_len > ex.len() {
+            if ex.text.loss_mask.len() != ex.len() || ex.prefix_len > ex.len() {
                 return Err(DataError::config(
                     "an image example whose ids, loss mask and prefix disagree in length",
                 ));
             }
-            let o = r * seq;
-            for (j, &t) in ex.ids.iter().enumerate() {
-                b.input_ids[o + j] = i64::from(t);
-                b.attention_mask[o + j] = 1;
-                if j + 1 < ex.len() && ex.loss_mask[j + 1] {
-                    b.labels[o + j] = i64::from(ex.ids[j + 1]);
-                }
-            }
-            b.prefix_len.push(ex.prefix_len as i64);
-            b.pixel_values.extend_from_slice(&ex.pixel_values);
+            pixel_values.extend_from_slice(&ex.pixel_values);
         }
-        Ok(b)
-    }
-
-    pub fn shape(&self) -> [usize; 2] {
-        [self.batch, self.seq]
+        let texts: Vec<&SupervisedExample> = examples.iter().map(|e| &e.text).collect();
+        Ok(Self {
+            text: CausalBatch::padded(&texts, pad_id)?,
+            prefix_len: examples.iter().map(|e| e.prefix_len as i64).collect(),
+            pixel_values,
+            pixel_shape,
+        })
     }
 
     /// `[batch, 3, height, width]`.
     pub fn pixel_values_shape(&self) -> [usize; 4] {
         let [c, h, w] = self.pixel_shape;
-        [self.batch, c, h, w]
-    }
-
-    /// Tokens with a label (what the loss averages over).
-    pub fn targets(&self) -> usize {
-        self.labels.iter().filter(|&&l| l != IGNORE_INDEX).count()
+        [self.text.batch, c, h, w]
     }
 }

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use ardpipe_data::image::ImageProcessor;
 use ardpipe_data::{
     DatasetSpec, ErrorKind, FieldMap, Format, IGNORE_INDEX, OnError, Record, RecordKind,
-    RecordStore, SkipReport, TextTokenizer, Turns, VisionBatch, VisionEncoder, VisionExample,
-    class_prompt, judge, load,
+    RecordStore, SkipReport, SupervisedExample, TextTokenizer, Turns, VisionBatch, VisionEncoder,
+    VisionExample, class_prompt, judge, load,
 };
 
 /// PaliGemma's image placeholder count in these tests (the processor's `image_seq_length`).
@@ -133,11 +133,11 @@ fn paligemma_inputs_match_transformers_on_easy_vqa() {
             .zip(peer["rows"].as_array().unwrap())
             .enumerate()
         {
-            let ids: Vec<i64> = ex.ids.iter().map(|&t| i64::from(t)).collect();
+            let ids: Vec<i64> = ex.text.ids.iter().map(|&t| i64::from(t)).collect();
             assert_eq!(ids, ints(&want["input_ids"]), "{name}: row {i} ids");
             let types = ints(&want["token_type_ids"]);
             let mask: Vec<bool> = types.iter().map(|&t| t == 1).collect();
-            assert_eq!(ex.loss_mask, mask, "{name}: row {i} token types");
+            assert_eq!(ex.text.loss_mask, mask, "{name}: row {i} token types");
             assert_eq!(
                 ex.prefix_len,
                 types.iter().filter(|&&t| t == 0).count(),
@@ -150,7 +150,7 @@ fn paligemma_inputs_match_transformers_on_easy_vqa() {
             let mut answer = tok.encode(completion, false).unwrap().ids;
             answer.push(tok.eos_id().unwrap());
             assert_eq!(
-                ex.ids[ex.prefix_len..],
+                ex.text.ids[ex.prefix_len..],
                 answer[..],
                 "{name}: row {i} answer"
             );
@@ -182,7 +182,7 @@ fn paligemma_inputs_match_transformers_on_easy_vqa() {
         let batch = VisionBatch::collate(&refs, 0).unwrap();
         for (r, want) in peer["rows"].as_array().unwrap().iter().enumerate() {
             let labels = ints(&want["labels"]);
-            let row = &batch.labels[r * batch.seq..(r + 1) * batch.seq];
+            let row = &batch.text.labels[r * batch.text.seq..(r + 1) * batch.text.seq];
             for (j, &l) in row.iter().enumerate() {
                 let expected = labels.get(j + 1).copied().unwrap_or(IGNORE_INDEX);
                 assert_eq!(l, expected, "{name}: row {r} label {j}");
@@ -340,7 +340,7 @@ fn csv_image_paths_and_field_map_errors() {
         RecordKind::ImagePromptCompletion
     );
     let ex = encoder(&smollm(), 64).encode(&recs[0]).unwrap();
-    assert_eq!(ex.ids[..IMAGE_TOKENS], [49152; IMAGE_TOKENS]);
+    assert_eq!(ex.text.ids[..IMAGE_TOKENS], [49152; IMAGE_TOKENS]);
 
     // A column the mapping names must exist (a configuration error, not a bad row).
     spec.fields.image = Some("image".into());
@@ -488,7 +488,7 @@ fn image_folders_per_class_with_a_prompt_template() {
     let ex = enc.encode(&rec).unwrap();
     let tok = smollm();
     assert_eq!(
-        tok.decode(&ex.ids[ex.prefix_len..], false).unwrap(),
+        tok.decode(&ex.text.ids[ex.prefix_len..], false).unwrap(),
         "a triangle<|im_end|>"
     );
     assert!(class_prompt(&rec, "q", "no placeholder").is_err());
@@ -512,8 +512,10 @@ fn image_folders_per_class_with_a_prompt_template() {
 
 fn example(ids: &[u32], prefix_len: usize, pixel: f32) -> VisionExample {
     VisionExample {
-        ids: ids.to_vec(),
-        loss_mask: (0..ids.len()).map(|j| j >= prefix_len).collect(),
+        text: SupervisedExample {
+            ids: ids.to_vec(),
+            loss_mask: (0..ids.len()).map(|j| j >= prefix_len).collect(),
+        },
         prefix_len,
         pixel_values: vec![pixel; 3 * 2 * 2],
         pixel_shape: [3, 2, 2],
@@ -526,19 +528,22 @@ fn collation_pads_right_and_shifts_labels() {
     let a = example(&[9, 9, 1, 5, 7, 2], 4, 0.5);
     let b = example(&[9, 9, 1, 6, 8], 4, -0.5);
     let batch = VisionBatch::collate(&[&a, &b], 0).unwrap();
-    assert_eq!(batch.shape(), [2, 6]);
+    assert_eq!(batch.text.shape(), [2, 6]);
     assert_eq!(batch.pixel_values_shape(), [2, 3, 2, 2]);
-    assert_eq!(batch.input_ids, [9, 9, 1, 5, 7, 2, 9, 9, 1, 6, 8, 0]);
-    assert_eq!(batch.attention_mask, [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0]);
+    assert_eq!(batch.text.input_ids, [9, 9, 1, 5, 7, 2, 9, 9, 1, 6, 8, 0]);
+    assert_eq!(
+        batch.text.attention_mask,
+        [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0]
+    );
     // The last question token predicts the first answer token; the last token predicts nothing.
     assert_eq!(
-        batch.labels,
+        batch.text.labels,
         [
             -100, -100, -100, 7, 2, -100, -100, -100, -100, 8, -100, -100
         ]
     );
     assert_eq!(batch.prefix_len, [4, 4]);
-    assert_eq!(batch.targets(), 3);
+    assert_eq!(batch.text.targets(), 3);
     assert_eq!(batch.pixel_values[..12], [0.5; 12]);
     assert_eq!(batch.pixel_values[12..], [-0.5; 12]);
 

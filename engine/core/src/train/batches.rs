@@ -779,23 +779,15 @@ impl Vision {
             .map(|&i| Ok(self.encoder.encode(&store.get(examples[i])?)?))
             .collect::<Result<Vec<_>, TrainError>>()?;
         let b = VisionBatch::collate(&exs.iter().collect::<Vec<_>>(), pad_id)?;
-        let [rows, seq] = b.shape().map(|n| n as i64);
-        let t = |v: &[i64]| Tensor::from_slice(v).view([rows, seq]).to_device(device);
         let pixels = b.pixel_values_shape().map(|n| n as i64);
-        Ok(TensorBatch {
-            input_ids: t(&b.input_ids),
-            attention_mask: t(&b.attention_mask),
-            labels: t(&b.labels),
-            segments: None,
-            vision: Some(super::task::VisionInputs {
-                pixel_values: Tensor::from_slice(&b.pixel_values)
-                    .view(pixels)
-                    .to_device(device),
-                prefix_len: Tensor::from_slice(&b.prefix_len).to_device(device),
-            }),
-            tokens: b.attention_mask.iter().sum(),
-            share: 1.0,
-        })
+        let mut batch = causal_tensors(b.text, device);
+        batch.vision = Some(super::task::VisionInputs {
+            pixel_values: Tensor::from_slice(&b.pixel_values)
+                .view(pixels)
+                .to_device(device),
+            prefix_len: Tensor::from_slice(&b.prefix_len).to_device(device),
+        });
+        Ok(batch)
     }
 }
 

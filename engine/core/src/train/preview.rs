@@ -271,12 +271,12 @@ pub fn preview(b: &Batches, split: PreviewSplit, n: usize) -> Result<Preview, Tr
             for &i in order.iter().take(n) {
                 let record = store.get(examples_of[i])?;
                 let ex = v.encoder.encode(&record)?;
-                let ids = ex.ids[skip..].to_vec();
-                let mask = ex.loss_mask[skip..].to_vec();
+                let ids = ex.text.ids[skip..].to_vec();
+                let mask = ex.text.loss_mask[skip..].to_vec();
                 examples.push(ExamplePreview {
                     index: examples_of[i],
                     source: (&record.origin).into(),
-                    length: ex.ids.len(),
+                    length: ex.len(),
                     pieces: pieces(tok, &ids)?,
                     spans: spans(tok, &ids, &mask)?,
                     ids,
