@@ -278,6 +278,20 @@ fn a_bad_image_row_stops_the_run_or_is_skipped_and_counted() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("every example needs an image"), "{err}");
+    // Nor can a text-only model read images.
+    let gguf = asset("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let out = ardpipe(&[
+        "plan",
+        file.to_str().unwrap(),
+        "--set",
+        &format!("model.path=\"{}\"", gguf.display()),
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("has images") && err.contains("reads no image"),
+        "{err}"
+    );
     let file = pipeline(&dir, &model, &jsonl_source(&data, "on_bad_row = skip"));
     let out = ardpipe(&["plan", file.to_str().unwrap(), "--format", "json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));

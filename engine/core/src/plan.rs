@@ -6,6 +6,7 @@ use std::path::Path;
 
 use ardpipe_adapters::{HeadAxis, MethodConfig};
 use ardpipe_dsl::pipeline as p;
+use ardpipe_models::arch::PaliGemmaConfig;
 use ardpipe_models::arch::config::{ArchConfig, ModuleSpec};
 use ardpipe_models::{ModelDescription, describe};
 use serde::Serialize;
@@ -420,7 +421,7 @@ pub fn plan_with_data(pipeline: &p::Pipeline, data: DataPlan) -> Result<Executio
     })?;
     check_format(&desc, pipeline.model.format, &pipeline.model.path)?;
     check_head(&desc, &pipeline.model.head, &pipeline.model.path)?;
-    check_images(&desc, pipeline)?;
+    image_model(&desc, pipeline)?;
     let modules = model_modules(&desc, &pipeline.model.head);
     let mut warnings = Vec::new();
     let mut adapters = Vec::new();
@@ -600,23 +601,27 @@ fn check_format(
 }
 
 /// A vision-language model reads an image with every example, and only it reads images.
-fn check_images(desc: &ModelDescription, pipeline: &p::Pipeline) -> Result<(), PlanError> {
+/// Returns the vision-language model's config when the training data has images.
+pub(crate) fn image_model<'d>(
+    desc: &'d ModelDescription,
+    pipeline: &p::Pipeline,
+) -> Result<Option<&'d PaliGemmaConfig>, PlanError> {
     let images = pipeline_dataset(pipeline).is_some_and(p::Dataset::images);
-    let vlm = matches!(desc.config, ArchConfig::PaliGemma(_));
     let path = pipeline.model.path.display();
-    match (vlm, images) {
-        (true, false) => Err(PlanError::Invalid(format!(
+    match (&desc.config, images) {
+        (ArchConfig::PaliGemma(c), true) => Ok(Some(c)),
+        (ArchConfig::PaliGemma(_), false) => Err(PlanError::Invalid(format!(
             "{path} is a vision-language model: every example needs an image; map the dataset's \
              `image` column (with `prompt` and `completion`), or read `format = image_folders`"
         ))),
-        (false, true) => Err(PlanError::Invalid(format!(
+        (_, true) => Err(PlanError::Invalid(format!(
             "dataset `{}` has images, but {path} (a {} model) reads no image: use a \
              vision-language model (model_type paligemma; `ardpipe compose` makes one from a \
              decoder)",
             pipeline.train.dataset,
             desc.config.name()
         ))),
-        _ => Ok(()),
+        (_, false) => Ok(None),
     }
 }
 

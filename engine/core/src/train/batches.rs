@@ -18,7 +18,6 @@ use ardpipe_data::{
     VisionBatch, VisionEncoder, bucket_batches, epoch_permutation, judge, plan_rows,
 };
 use ardpipe_dsl::pipeline as p;
-use ardpipe_models::arch::ArchConfig;
 use tch::{Device, Tensor};
 
 use super::TrainError;
@@ -693,15 +692,15 @@ fn vision_encoder(
     max_length: usize,
 ) -> Result<VisionEncoder, TrainError> {
     let path = &pipeline.model.path;
-    let ArchConfig::PaliGemma(c) = ardpipe_models::describe(path)?.config else {
-        return Err(TrainError::Other(format!(
-            "dataset `{}` maps `image`, but {} reads no image: use a vision-language model \
-             (a PaliGemma-layout folder)",
-            pipeline.train.dataset,
-            path.display()
-        )));
+    let desc = ardpipe_models::describe(path)?;
+    // The plan's check that the model reads images; only called for data with images, so a
+    // model that does not is that check's error.
+    let Some(c) = crate::plan::image_model(&desc, pipeline)? else {
+        return Err(TrainError::Other(
+            "image questions without images: the dataset maps no `image`".into(),
+        ));
     };
-    let images = ardpipe_models::vision_processor(path, &c)?;
+    let images = ardpipe_models::vision_processor(path, c)?;
     let image_token = u32::try_from(c.image_token_id).map_err(|_| {
         TrainError::Other(format!(
             "image token id {} is out of range",
