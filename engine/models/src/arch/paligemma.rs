@@ -138,21 +138,19 @@ impl<'a> PaliGemmaNames<'a> {
 
     /// The module-tree name of a file's tensor name.
     pub fn canonical(file: &str) -> String {
-        let rules: [(&str, &str); 6] = [
+        let rules: [(&str, &str); 7] = [
             ("language_model.model.", DECODER_PREFIX),
             ("language_model.lm_head.", "lm_head."),
             ("language_model.", DECODER_PREFIX),
             ("vision_tower.vision_model.", VISION_PREFIX),
             ("vision_tower.", VISION_PREFIX),
+            ("model.vision_tower.vision_model.", VISION_PREFIX),
             ("multi_modal_projector.", "model.multi_modal_projector."),
         ];
         for (from, to) in rules {
             if let Some(rest) = file.strip_prefix(from) {
                 return format!("{to}{rest}");
             }
-        }
-        if let Some(rest) = file.strip_prefix("model.vision_tower.vision_model.") {
-            return format!("{VISION_PREFIX}{rest}");
         }
         file.to_string()
     }
