@@ -384,15 +384,7 @@ impl Batches {
         else {
             return None;
         };
-        let mut counts: BTreeMap<usize, usize> = BTreeMap::new();
-        for &l in train_labels {
-            *counts.entry(l).or_default() += 1;
-        }
-        // The most frequent; among equals the last class.
-        let top = counts.iter().max_by_key(|&(_, c)| *c)?.0;
-        (!eval_labels.is_empty()).then(|| {
-            eval_labels.iter().filter(|&l| l == top).count() as f64 / eval_labels.len() as f64
-        })
+        majority_share(train_labels, eval_labels)
     }
 
     /// Data parallelism: from now on this process takes part `rank` of `world` of every
@@ -671,6 +663,17 @@ impl Supervised {
     }
 }
 
+/// The share of `eval` equal to the most frequent value of `train` (among equals the largest):
+/// the score of always predicting the majority class or answer. `None` without both.
+fn majority_share<T: Ord>(train: &[T], eval: &[T]) -> Option<f64> {
+    let mut counts: BTreeMap<&T, usize> = BTreeMap::new();
+    for t in train {
+        *counts.entry(t).or_default() += 1;
+    }
+    let top = counts.iter().max_by_key(|&(_, c)| *c)?.0;
+    (!eval.is_empty()).then(|| eval.iter().filter(|e| e == top).count() as f64 / eval.len() as f64)
+}
+
 /// Warns about the examples the bad-row policy skipped after reading (`read` were skipped
 /// while reading); returns how many.
 fn warn_skipped(dataset: &str, what: &str, read: usize, skipped: &SkipReport) -> usize {
@@ -747,15 +750,7 @@ impl Vision {
         let (mut train_answers, mut eval_answers) = (Vec::new(), Vec::new());
         let train = good(&splits.train, &mut train_answers)?;
         let eval = good(&splits.eval, &mut eval_answers)?;
-        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-        for a in &train_answers {
-            *counts.entry(a.as_str()).or_default() += 1;
-        }
-        let top = counts.iter().max_by_key(|&(_, c)| *c).map(|(a, _)| *a);
-        let majority = top.filter(|_| !eval_answers.is_empty()).map(|top| {
-            eval_answers.iter().filter(|a| a.as_str() == top).count() as f64
-                / eval_answers.len() as f64
-        });
+        let majority = majority_share(&train_answers, &eval_answers);
         Ok(Self {
             encoder,
             train,
