@@ -92,12 +92,8 @@ pub fn run(a: ClassifyArgs) -> miette::Result<Code> {
     let opts = load_options(&a.compute)?;
     let err = |e: ardpipe_engine::models::ModelError| miette::miette!("{e}");
     // An encoder classifies with its BERT/RoBERTa head, a decoder with transformers' `score`.
-    let (model, location, from_checkpoint): (Box<dyn SequenceClassifier>, _, bool) = match describe(
-        &a.model,
-    )
-    .map_err(err)?
-    .config
-    {
+    let config = describe(&a.model).map_err(err)?.config;
+    let (model, location, from_checkpoint): (Box<dyn SequenceClassifier>, _, bool) = match config {
         ArchConfig::Llama(_) => {
             let mut m =
                 load_decoder_classifier(&a.model, labels.len(), a.seed, &opts).map_err(err)?;
