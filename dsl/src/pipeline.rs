@@ -303,6 +303,9 @@ pub struct Model {
     pub format: ModelFormat,
     pub head: Head,
     pub dtype: DType,
+    /// Weight-only quantisation of the frozen base linears (kept quantised in memory).
+    #[serde(default)]
+    pub quantize: Quantize,
     pub device: Device,
     /// A Jinja chat template (a file, absolute) that chat records are rendered with, instead of
     /// the model's own (for a model that ships none, or to render differently).
@@ -343,12 +346,30 @@ pub enum Pooling {
     Cls,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DType {
+    /// bf16 under `train.precision = bf16`, f32 otherwise (and always f32 when the base itself
+    /// trains: `method = full`).
+    #[default]
+    Auto,
     F32,
     F16,
     Bf16,
+}
+
+/// How the frozen base's linear weights are stored: as loaded, or quantised weight-only
+/// (symmetric, per output channel for int8, per group of `group` input columns for int4) and
+/// dequantised on the fly in the forward and backward passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Quantize {
+    #[default]
+    None,
+    Int8,
+    Int4 {
+        group: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -632,6 +653,9 @@ pub struct Train {
     /// Global gradient-norm clipping.
     pub clip: Option<f64>,
     pub precision: Precision,
+    /// Recompute activations in the backward pass instead of keeping them.
+    #[serde(default)]
+    pub checkpointing: Checkpointing,
     pub seed: u64,
     pub log_every: Position,
     pub eval_every: Option<Position>,
@@ -679,6 +703,17 @@ pub enum Precision {
     Bf16,
     /// f16 autocast with dynamic loss scaling (engine/adapters/src/optim/loss_scale.rs).
     F16,
+}
+
+/// Gradient checkpointing: what the forward pass keeps for the backward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Checkpointing {
+    /// Every activation the backward pass needs is kept.
+    #[default]
+    None,
+    /// Only each decoder layer's input is kept; the layer runs again in the backward pass.
+    Layers,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

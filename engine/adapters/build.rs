@@ -1,5 +1,18 @@
 include!("../../build-support/rpath.rs");
+include!("../../build-support/libtorch_cc.rs");
 
 fn main() {
     emit_libtorch_rpath();
+    compile_ops();
+}
+
+/// Quantised linears, checkpointing and fused AdamW are not in tch's C API: compile them against
+/// the same libtorch headers torch-sys uses (it tells us where through `links = "tch"`).
+fn compile_ops() {
+    println!("cargo:rerun-if-changed=csrc/ops.cpp");
+    let (lib, root) = libtorch_dirs();
+    libtorch_cpp(&root)
+        .file("csrc/ops.cpp")
+        .compile("ardpipe_ops");
+    link_libtorch(&lib);
 }

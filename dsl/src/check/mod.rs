@@ -251,6 +251,7 @@ pub fn check_run(items: &[Item], file: &Path, cx: &mut Ctx) -> Option<Pipeline> 
         .iter()
         .any(|a| matches!(a.method, Method::ArdLora(_)));
     head_only_fits(&blocks("adapter"), &adapters, model.as_ref(), cx);
+    quantized_base_is_frozen(singles.get("model").copied(), &adapters, model.as_ref(), cx);
 
     let (train, tspans) = match singles.get("train") {
         Some(b) => {
@@ -710,6 +711,34 @@ fn head_only_fits(blocks: &[&Block], adapters: &[Adapter], model: Option<&Model>
             .help("keep `head_only` as the pipeline's one adapter block (a variant replaces a block of the same name), or remove it"),
         );
     }
+}
+
+/// A quantised base is frozen: `method = full` would train the very weights it rounds.
+fn quantized_base_is_frozen(
+    block: Option<&Block>,
+    adapters: &[Adapter],
+    model: Option<&Model>,
+    cx: &mut Ctx,
+) {
+    let (Some(b), Some(m)) = (block, model) else {
+        return;
+    };
+    if m.quantize == Quantize::None || !adapters.iter().any(|a| matches!(a.method, Method::Full(_))) {
+        return;
+    }
+    let span = b
+        .entries()
+        .find(|e| e.key_text() == "quantize")
+        .map_or(b.kind.span, |e| e.value.span);
+    cx.push(
+        Problem::error(
+            Code::Contradiction,
+            span,
+            "a quantised base cannot train: `method = full` updates the base weights",
+        )
+        .label("the base is quantised")
+        .help("remove `quantize` to fine-tune every weight, or train adapters (`method = ard_lora`, `lora`, …) on the quantised base"),
+    );
 }
 
 fn output(b: &Block, adapters: &[Adapter], cx: &mut Ctx) -> Option<Output> {

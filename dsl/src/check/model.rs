@@ -12,6 +12,8 @@ const KEYS: &[&str] = &[
     "classes",
     "pooling",
     "dtype",
+    "quantize",
+    "quantize_group",
     "device",
     "chat_template",
 ];
@@ -119,7 +121,9 @@ pub fn check(b: &Block, cx: &mut Ctx) -> Option<Model> {
         // Unknown or missing head: read the other keys anyway so their problems are reported too.
         None => {
             let _ = (
-                r.symbol("dtype", &["f32", "f16", "bf16"], cx),
+                r.symbol("dtype", DTYPES, cx),
+                r.symbol("quantize", QUANTIZE, cx),
+                r.int("quantize_group", 1, u64::MAX, cx),
                 r.value("device", cx),
             );
             r.finish(KEYS, &[], &|_| None, cx);
@@ -152,11 +156,13 @@ pub fn check(b: &Block, cx: &mut Ctx) -> Option<Model> {
             .help("remove `pooling`, or change the head"),
         );
     }
-    let dtype = match r.symbol("dtype", &["f32", "f16", "bf16"], cx) {
+    let dtype = match r.symbol("dtype", DTYPES, cx) {
+        Some("f32") => DType::F32,
         Some("f16") => DType::F16,
         Some("bf16") => DType::Bf16,
-        _ => DType::F32,
+        _ => DType::Auto,
     };
+    let quantize = quantize(&mut r, cx)?;
     let device = match r.value("device", cx) {
         None => Device::Auto,
         Some(v) => match &v.kind {
@@ -183,7 +189,57 @@ pub fn check(b: &Block, cx: &mut Ctx) -> Option<Model> {
         format,
         head,
         dtype,
+        quantize,
         device,
         chat_template,
     })
+}
+
+const DTYPES: &[&str] = &["auto", "f32", "f16", "bf16"];
+const QUANTIZE: &[&str] = &["none", "int8", "int4"];
+/// Group sizes libtorch's int4 kernels take (columns sharing one scale).
+const INT4_GROUPS: &[u64] = &[32, 64, 128, 256];
+
+/// `quantize = none | int8 | int4` and, for int4, `quantize_group` (64 when absent).
+fn quantize(r: &mut Reader, cx: &mut Ctx) -> Option<Quantize> {
+    let kind = r.symbol("quantize", QUANTIZE, cx);
+    let group_entry = r.entry("quantize_group").map(|e| (e.key_span(), e.value.span));
+    let group = r.int("quantize_group", 1, 1 << 20, cx);
+    match kind {
+        Some("int4") => {
+            let group = group.unwrap_or(64);
+            if !INT4_GROUPS.contains(&group) {
+                let span = group_entry.map(|(_, v)| v).unwrap_or(r.span());
+                cx.push(
+                    Problem::error(
+                        Code::OutOfRange,
+                        span,
+                        format!("`quantize_group = {group}` is not an int4 group size"),
+                    )
+                    .label("not 32, 64, 128 or 256")
+                    .help("use 32, 64, 128 or 256 columns per scale (smaller is more exact, larger smaller)"),
+                );
+                return None;
+            }
+            Some(Quantize::Int4 { group: group as u32 })
+        }
+        other => {
+            if let Some((key, _)) = group_entry {
+                cx.push(
+                    Problem::error(
+                        Code::Contradiction,
+                        key,
+                        "`quantize_group` applies to `quantize = int4` only",
+                    )
+                    .label("no groups here")
+                    .help("int8 keeps one scale per output channel: remove `quantize_group`, or use `quantize = int4`"),
+                );
+                return None;
+            }
+            Some(match other {
+                Some("int8") => Quantize::Int8,
+                _ => Quantize::None,
+            })
+        }
+    }
 }

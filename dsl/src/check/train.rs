@@ -21,6 +21,7 @@ const KEYS: &[&str] = &[
     "epochs",
     "clip",
     "precision",
+    "checkpointing",
     "seed",
     "log_every",
     "eval_every",
@@ -151,6 +152,10 @@ pub fn check(b: &Block, seed: u64, cx: &mut Ctx) -> (Option<Train>, TrainSpans) 
         Some("f16") => Precision::F16,
         _ => Precision::F32,
     };
+    let checkpointing = match r.symbol("checkpointing", &["none", "layers"], cx) {
+        Some("layers") => Checkpointing::Layers,
+        _ => Checkpointing::None,
+    };
     let seed = r.int("seed", 0, u64::MAX, cx).unwrap_or(seed);
     let cadence = |key: &str, r: &mut Reader, cx: &mut Ctx| -> Option<Option<Position>> {
         match r.value(key, cx) {
@@ -237,6 +242,7 @@ pub fn check(b: &Block, seed: u64, cx: &mut Ctx) -> (Option<Train>, TrainSpans) 
             duration: duration?,
             clip,
             precision,
+            checkpointing,
             seed,
             log_every: log_every?,
             eval_every: eval_every?,

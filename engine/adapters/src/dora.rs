@@ -73,7 +73,7 @@ impl Dora {
     /// ‖W + s·BA‖ per output row, detached.
     fn weight_norm(&self, base: &BaseLinear) -> Tensor {
         tch::no_grad(|| {
-            let w = base.weight.detach().to_kind(self.kind) + self.lora_weight();
+            let w = base.dense_weight().detach().to_kind(self.kind) + self.lora_weight();
             w.norm_scalaropt_dim(2.0, [1i64].as_slice(), false)
         })
     }
@@ -82,7 +82,7 @@ impl Dora {
 impl LinearAdapter for Dora {
     fn forward(&self, base: &BaseLinear, x: &Tensor, train: bool) -> Tensor {
         let xk = in_kind(x, self.kind);
-        let w = base.weight.to_kind(self.kind);
+        let w = base.dense_weight().to_kind(self.kind);
         let scale = &self.magnitude / self.weight_norm(base);
         let dropping = train && self.cfg.dropout > 0.0;
         let xd = maybe_dropout(&xk, self.cfg.dropout, train);
@@ -107,7 +107,7 @@ impl LinearAdapter for Dora {
 
     /// The effective change of the weight: (m/n)·(W + sΔ) − W.
     fn delta_weight(&self, base: &BaseLinear) -> Tensor {
-        let w = base.weight.detach().to_kind(self.kind);
+        let w = base.dense_weight().detach().to_kind(self.kind);
         let scale = (&self.magnitude / self.weight_norm(base)).unsqueeze(1);
         scale * (&w + self.b.matmul(&self.a) * self.scaling()) - w
     }

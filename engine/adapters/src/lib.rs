@@ -18,6 +18,7 @@ pub mod full;
 mod init;
 pub mod linear;
 pub mod lora;
+pub mod ops;
 pub mod optim;
 pub mod peft;
 

@@ -6,6 +6,7 @@ use tch::Tensor;
 use crate::adalora::AdaLora;
 use crate::ard::ArdLora;
 use crate::error::{AdapterError, Result};
+use crate::ops::{QuantScheme, QuantizedWeight};
 use crate::peft::PeftModule;
 
 /// Along which axis of `W (d_out × d_in)` a linear is split into attention heads.
@@ -43,21 +44,55 @@ impl HeadLayout {
 /// The frozen part of a linear: `y = x Wᵀ + b`.
 #[derive(Debug)]
 pub struct BaseLinear {
-    /// `[d_out, d_in]`. Frozen (no grad) unless the method is full fine-tuning.
+    /// `[d_out, d_in]`. Frozen (no grad) unless the method is full fine-tuning. When the base is
+    /// quantised this is an empty tensor of the original dtype and device (so adapters still
+    /// read both from it, and any product with it fails loudly): the weight is `quantized`,
+    /// and [`BaseLinear::dense_weight`] gives it dense.
     pub weight: Tensor,
     /// `[d_out]`.
     pub bias: Option<Tensor>,
+    /// The weight stored quantised (`model.quantize`).
+    pub quantized: Option<QuantizedWeight>,
 }
 
 impl BaseLinear {
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.weight, self.bias.as_ref())
+        match &self.quantized {
+            Some(q) => q.linear(x, self.bias.as_ref()),
+            None => x.linear(&self.weight, self.bias.as_ref()),
+        }
     }
     pub fn d_out(&self) -> usize {
-        self.weight.size()[0] as usize
+        match &self.quantized {
+            Some(q) => q.shape[0] as usize,
+            None => self.weight.size()[0] as usize,
+        }
     }
     pub fn d_in(&self) -> usize {
-        self.weight.size()[1] as usize
+        match &self.quantized {
+            Some(q) => q.shape[1] as usize,
+            None => self.weight.size()[1] as usize,
+        }
+    }
+
+    /// The weight as a dense tensor: itself, or the dequantised codes (a new tensor each call,
+    /// in the dtype the weight was loaded in).
+    pub fn dense_weight(&self) -> Tensor {
+        match &self.quantized {
+            Some(q) => q.dequantize(q.kind),
+            None => self.weight.shallow_clone(),
+        }
+    }
+
+    /// Store the weight quantised from now on; the dense weight is dropped.
+    pub fn quantize(&mut self, scheme: QuantScheme) -> std::result::Result<(), String> {
+        if self.quantized.is_some() {
+            return Ok(());
+        }
+        let q = tch::no_grad(|| QuantizedWeight::new(&self.weight, scheme))?;
+        self.weight = Tensor::empty([0], (self.weight.kind(), self.weight.device()));
+        self.quantized = Some(q);
+        Ok(())
     }
     /// Full fine-tuning: make the base weight (and optionally the bias) trainable. The tensors
     /// are first copied into memory the process owns, because the loaded weights may be views
@@ -203,7 +238,11 @@ impl AdaptableLinear {
     ) -> Self {
         Self {
             path: path.into(),
-            base: BaseLinear { weight, bias },
+            base: BaseLinear {
+                weight,
+                bias,
+                quantized: None,
+            },
             heads,
             adapter: None,
         }
@@ -217,7 +256,19 @@ impl AdaptableLinear {
     }
 
     /// Fold the adapter into the base weight (no-op without an adapter or when already merged).
+    /// A quantised base cannot take it: the sum would be rounded to the codes again.
     pub fn merge(&mut self) -> Result<()> {
+        if self.base.quantized.is_some()
+            && let Some(a) = &self.adapter
+            && !a.is_merged()
+        {
+            return Err(AdapterError::Unsupported {
+                module: self.path.clone(),
+                method: a.method().to_string(),
+                what: "merging into a quantised base (merge into the original weights instead)"
+                    .into(),
+            });
+        }
         match &mut self.adapter {
             Some(a) if !a.is_merged() => a.merge(&mut self.base),
             _ => Ok(()),

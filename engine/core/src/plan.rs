@@ -95,6 +95,11 @@ pub struct RunSettings {
 }
 
 impl RunSettings {
+    /// The dtype frozen base weights are stored in, `dtype = auto` resolved.
+    pub fn base_dtype(&self) -> p::DType {
+        base_dtype(&self.model, &self.train, &self.adapters)
+    }
+
     pub fn of(pipeline: &p::Pipeline) -> RunSettings {
         RunSettings {
             name: pipeline.name.clone(),
@@ -738,15 +743,32 @@ pub fn pipeline_dataset(pipeline: &p::Pipeline) -> Option<&p::Dataset> {
         .find(|d| d.name == pipeline.train.dataset)
 }
 
+/// `model.dtype` resolved: `auto` stores the base in bf16 under `precision = bf16` (cast once at
+/// load, so no step casts a frozen weight), except when the base itself trains (`method = full`):
+/// the optimiser then needs f32 master weights. f16 keeps an f32 base unless asked: f16's range
+/// (65,504) is narrower than some checkpoints' weights and products.
+pub fn base_dtype(model: &p::Model, train: &p::Train, adapters: &[p::Adapter]) -> p::DType {
+    match model.dtype {
+        p::DType::Auto if adapters.iter().any(|a| matches!(a.method, p::Method::Full(_))) => {
+            p::DType::F32
+        }
+        p::DType::Auto => match train.precision {
+            p::Precision::Bf16 => p::DType::Bf16,
+            p::Precision::F32 | p::Precision::F16 => p::DType::F32,
+        },
+        d => d,
+    }
+}
+
 fn memory_estimate(
     desc: &ModelDescription,
     pipeline: &p::Pipeline,
     trainable: usize,
     t: &TrainingPlan,
 ) -> MemoryEstimate {
-    let weight_bytes = match pipeline.model.dtype {
-        p::DType::F32 => 4,
+    let weight_bytes = match base_dtype(&pipeline.model, &pipeline.train, &pipeline.adapters) {
         p::DType::F16 | p::DType::Bf16 => 2,
+        _ => 4,
     };
     let act_bytes: u64 = match pipeline.train.precision {
         p::Precision::F32 => 4,

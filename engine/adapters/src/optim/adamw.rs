@@ -1,6 +1,8 @@
 //! AdamW exactly as PyTorch's `torch.optim.AdamW` (decoupled weight decay, bias correction,
 //! per-parameter step counts), with per-group learning rate and weight decay; optionally with
-//! one second moment pooled over a group (`AdamWConfig::pooled`).
+//! one second moment pooled over a group (`AdamWConfig::pooled`). A group steps in one call of
+//! PyTorch's fused kernel (`_fused_adamw_`, `torch.optim.AdamW(fused=True)`) instead of a dozen
+//! small kernels per tensor.
 
 use std::collections::HashMap;
 
@@ -8,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::{Optimizer, ParamGroup, check_no_strays, find_param, take_state};
+use crate::ops;
 use crate::error::{Result, state_err};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -38,6 +41,20 @@ struct Moments {
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
     step: i64,
+    /// `step` as the fused kernel reads and increments it: an f32 scalar on the parameter's
+    /// device (so no step copies a count from the host).
+    step_tensor: Tensor,
+}
+
+impl Moments {
+    fn zeros(p: &Tensor) -> Self {
+        Moments {
+            exp_avg: p.zeros_like(),
+            exp_avg_sq: p.zeros_like(),
+            step: 0,
+            step_tensor: Tensor::zeros([], (Kind::Float, p.device())),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -89,6 +106,79 @@ fn group_mean_square(params: &[super::Param]) -> Tensor {
     }
 }
 
+/// Every parameter of the group with a gradient, in one fused AdamW call per device and dtype.
+fn fused_step(g: &ParamGroup, state: &mut HashMap<String, Moments>, cfg: AdamWConfig) {
+    let live: Vec<(&super::Param, Tensor)> = g
+        .params
+        .iter()
+        .map(|p| (p, p.tensor.grad()))
+        .filter(|(_, grad)| grad.defined())
+        .collect();
+    for (p, _) in &live {
+        let st = state
+            .entry(p.name.clone())
+            .or_insert_with(|| Moments::zeros(&p.tensor));
+        st.step += 1;
+    }
+    let mut batches: Vec<((tch::Device, Kind), Vec<ops::AdamWSlot<'_>>)> = Vec::new();
+    for (p, grad) in &live {
+        let st = &state[&p.name];
+        let key = (p.tensor.device(), p.tensor.kind());
+        let slot = ops::AdamWSlot {
+            param: &p.tensor,
+            grad,
+            exp_avg: &st.exp_avg,
+            exp_avg_sq: &st.exp_avg_sq,
+            step: &st.step_tensor,
+        };
+        match batches.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push(slot),
+            None => batches.push((key, vec![slot])),
+        }
+    }
+    for (_, slots) in &batches {
+        ops::fused_adamw(
+            slots,
+            g.lr,
+            (cfg.beta1, cfg.beta2),
+            g.weight_decay,
+            cfg.eps,
+        )
+        .unwrap_or_else(|e| panic!("AdamW step of group `{}`: {e}", g.name));
+    }
+}
+
+/// AdamW with the group's mean g² in every element of the second moment.
+fn pooled_step(g: &mut ParamGroup, state: &mut HashMap<String, Moments>, cfg: AdamWConfig) {
+    let AdamWConfig {
+        beta1, beta2, eps, ..
+    } = cfg;
+    let sq = group_mean_square(&g.params);
+    let (lr, weight_decay) = (g.lr, g.weight_decay);
+    for p in &mut g.params {
+        let grad = p.tensor.grad();
+        if !grad.defined() {
+            continue;
+        }
+        let st = state
+            .entry(p.name.clone())
+            .or_insert_with(|| Moments::zeros(&p.tensor));
+        st.step += 1;
+        let _ = st.step_tensor.g_add_scalar_(1.0);
+        if weight_decay != 0.0 {
+            let _ = p.tensor.g_mul_scalar_(1.0 - lr * weight_decay);
+        }
+        let _ = st.exp_avg.lerp_(&grad, 1.0 - beta1);
+        let _ = st.exp_avg_sq.g_mul_scalar_(beta2);
+        let _ = st.exp_avg_sq.g_add_(&(&sq * (1.0 - beta2)));
+        let bc1 = 1.0 - beta1.powi(st.step as i32);
+        let bc2 = 1.0 - beta2.powi(st.step as i32);
+        let step_size = lr / bc1;
+        let denom = st.exp_avg_sq.sqrt() / bc2.sqrt() + eps;
+        let _ = p.tensor.g_add_(&(&st.exp_avg / denom * -step_size));
+    }
+}
+
 impl Optimizer for AdamW {
     fn groups(&self) -> &[ParamGroup] {
         &self.groups
@@ -98,46 +188,13 @@ impl Optimizer for AdamW {
     }
 
     fn step(&mut self) {
-        let AdamWConfig {
-            beta1,
-            beta2,
-            eps,
-            pooled,
-        } = self.cfg;
+        let cfg = self.cfg;
         tch::no_grad(|| {
             for g in &mut self.groups {
-                // Pooled: the group's mean g², stored in every element of each exp_avg_sq (so
-                // checkpoints and compaction see the usual shapes).
-                let pooled_sq = pooled.then(|| group_mean_square(&g.params));
-                for p in &mut g.params {
-                    let grad = p.tensor.grad();
-                    if !grad.defined() {
-                        continue;
-                    }
-                    let st = self.state.entry(p.name.clone()).or_insert_with(|| Moments {
-                        exp_avg: p.tensor.zeros_like(),
-                        exp_avg_sq: p.tensor.zeros_like(),
-                        step: 0,
-                    });
-                    st.step += 1;
-                    if g.weight_decay != 0.0 {
-                        let _ = p.tensor.g_mul_scalar_(1.0 - g.lr * g.weight_decay);
-                    }
-                    let _ = st.exp_avg.lerp_(&grad, 1.0 - beta1);
-                    let _ = st.exp_avg_sq.g_mul_scalar_(beta2);
-                    match &pooled_sq {
-                        Some(sq) => {
-                            let _ = st.exp_avg_sq.g_add_(&(sq * (1.0 - beta2)));
-                        }
-                        None => {
-                            let _ = st.exp_avg_sq.addcmul_(&(&grad * (1.0 - beta2)), &grad);
-                        }
-                    }
-                    let bc1 = 1.0 - beta1.powi(st.step as i32);
-                    let bc2 = 1.0 - beta2.powi(st.step as i32);
-                    let step_size = g.lr / bc1;
-                    let denom = st.exp_avg_sq.sqrt() / bc2.sqrt() + eps;
-                    let _ = p.tensor.g_add_(&(&st.exp_avg / denom * -step_size));
+                if cfg.pooled {
+                    pooled_step(g, &mut self.state, cfg);
+                } else {
+                    fused_step(g, &mut self.state, cfg);
                 }
             }
         });
@@ -195,6 +252,7 @@ impl Optimizer for AdamW {
                     state.insert(
                         p.name.clone(),
                         Moments {
+                            step_tensor: Tensor::from(step as f32).to_device(exp_avg.device()),
                             exp_avg,
                             exp_avg_sq,
                             step,

@@ -143,7 +143,7 @@ impl Trainer {
                     if a.is_merged() || a.method() == "full" {
                         return None;
                     }
-                    let w = lin.base.weight.detach().to_kind(tch::Kind::Float)
+                    let w = lin.base.dense_weight().detach().to_kind(tch::Kind::Float)
                         + a.delta_weight(&lin.base).to_kind(tch::Kind::Float);
                     Some((format!("{}.weight", lin.path), w))
                 })

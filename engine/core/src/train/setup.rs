@@ -55,13 +55,13 @@ pub fn device(d: &p::Device) -> Result<tch::Device, TrainError> {
     })
 }
 
-pub fn precision(model: &p::Model, train: &p::Train) -> Precision {
-    let storage = match model.dtype {
-        p::DType::F32 => StorageDtype::F32,
+pub fn precision(settings: &RunSettings) -> Precision {
+    let storage = match settings.base_dtype() {
         p::DType::Bf16 => StorageDtype::Bf16,
         p::DType::F16 => StorageDtype::F16,
+        _ => StorageDtype::F32,
     };
-    let autocast = match train.precision {
+    let autocast = match settings.train.precision {
         p::Precision::F32 => None,
         p::Precision::Bf16 => Some(StorageDtype::Bf16),
         p::Precision::F16 => Some(StorageDtype::F16),
@@ -126,7 +126,7 @@ fn load_model(
 ) -> Result<TaskModel, TrainError> {
     let opts = LoadOptions {
         device: dev,
-        precision: precision(&settings.model, &settings.train),
+        precision: precision(settings),
     };
     let path = &settings.model.path;
     Ok(match &settings.model.head {
@@ -393,7 +393,7 @@ fn build(
 
     let t = &settings.train;
     let pos = |x: &p::Position| convert::position_steps(x, total_steps, steps_per_epoch).max(1);
-    let autocast = precision(&settings.model, &settings.train).autocast;
+    let autocast = precision(settings).autocast;
     let mut trainer = Trainer {
         base_parameters: plan.model.parameters,
         eval_every: t.eval_every.as_ref().map(pos),

@@ -354,10 +354,7 @@ impl Bert {
             }
         }
         for lin in self.linears() {
-            v.push((
-                format!("{}.weight", lin.path),
-                lin.base.weight.shallow_clone(),
-            ));
+            v.push((format!("{}.weight", lin.path), lin.base.dense_weight()));
             if let Some(b) = &lin.base.bias {
                 v.push((format!("{}.bias", lin.path), b.shallow_clone()));
             }
