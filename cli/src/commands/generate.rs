@@ -28,7 +28,11 @@ pub fn load_options(c: &Compute) -> miette::Result<LoadOptions> {
         DtypeArg::F32 => Precision::F32,
         DtypeArg::Bf16 => Precision::BF16,
     };
-    Ok(LoadOptions { device, precision })
+    Ok(LoadOptions {
+        device,
+        precision,
+        quantize: None,
+    })
 }
 
 /// Merge a PEFT adapter into a loaded model's weights and say what was applied.

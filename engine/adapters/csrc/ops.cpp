@@ -94,12 +94,11 @@ at::ScalarType compute_dtype(const at::Tensor& x) {
 
 struct QuantLinear : public torch::autograd::Function<QuantLinear> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& q,
-                            const at::Tensor& scales, const at::Tensor& bias, int64_t bits,
-                            int64_t group) {
+                            const at::Tensor& scales, int64_t bits, int64_t group) {
     auto dtype = compute_dtype(x);
     auto w = dequantize(q, scales, bits, group, dtype);
     // Operands already in `dtype`: autocast, if on, has nothing to cast.
-    auto y = at::linear(x.to(dtype), w, bias.defined() ? bias.to(dtype) : bias);
+    auto y = at::linear(x.to(dtype), w);
     ctx->save_for_backward({q, scales});
     ctx->saved_data["bits"] = bits;
     ctx->saved_data["group"] = group;
@@ -114,7 +113,7 @@ struct QuantLinear : public torch::autograd::Function<QuantLinear> {
                         ctx->saved_data["group"].toInt(), dy.scalar_type());
     auto x_dtype = static_cast<at::ScalarType>(ctx->saved_data["x_dtype"].toInt());
     auto dx = at::matmul(dy, w).to(x_dtype);
-    return {dx, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {dx, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -243,8 +242,10 @@ int ardpipe_quant_linear(at::Tensor* x, at::Tensor* q, at::Tensor* scales, at::T
                          int64_t bits, int64_t group, at::Tensor** out, char* err,
                          size_t err_len) {
   return guarded(err, err_len, [&] {
-    at::Tensor b = bias ? *bias : at::Tensor();
-    *out = new at::Tensor(QuantLinear::apply(*x, *q, *scales, b, bits, group));
+    // The bias is added outside the function: an autograd function takes no undefined tensor.
+    auto y = QuantLinear::apply(*x, *q, *scales, bits, group);
+    if (bias) y = y + bias->to(y.scalar_type());
+    *out = new at::Tensor(y);
   });
 }
 

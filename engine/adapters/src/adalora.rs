@@ -132,7 +132,10 @@ impl LinearAdapter for AdaLora {
         let y = base.forward(x);
         let xd = maybe_dropout(&in_kind(x, self.kind), self.cfg.dropout, train);
         let d = xd.matmul(&(&self.a * &self.e).tr()).matmul(&self.b.tr()) * self.factor();
-        y + d.to_kind(x.kind())
+        // In the base output's dtype, as PEFT adds `lora_B(lora_A(x))` to it: 16-bit under
+        // autocast. Adding in the input's f32 would make every activation after it f32.
+        let kind = y.kind();
+        y + d.to_kind(kind)
     }
     fn delta_weight(&self, _base: &BaseLinear) -> Tensor {
         self.b.matmul(&(&self.a * &self.e)) * self.factor()

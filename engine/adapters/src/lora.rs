@@ -66,7 +66,10 @@ impl LinearAdapter for Lora {
     fn forward(&self, base: &BaseLinear, x: &Tensor, train: bool) -> Tensor {
         let y = base.forward(x);
         let d = self.branch(x, train);
-        y + d.to_kind(x.kind())
+        // In the base output's dtype, as PEFT adds `lora_B(lora_A(x))` to it: 16-bit under
+        // autocast. Adding in the input's f32 would make every activation after it f32.
+        let kind = y.kind();
+        y + d.to_kind(kind)
     }
     fn delta_weight(&self, _base: &BaseLinear) -> Tensor {
         self.b.matmul(&self.a) * self.cfg.scaling()

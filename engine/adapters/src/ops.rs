@@ -106,6 +106,14 @@ pub enum QuantScheme {
 }
 
 impl QuantScheme {
+    /// As the pipeline spells it: `int8`, `int4 (groups of 64)`.
+    pub fn name(self) -> String {
+        match self {
+            QuantScheme::Int8 => "int8".into(),
+            QuantScheme::Int4 { group } => format!("int4 (groups of {group})"),
+        }
+    }
+
     fn bits_group(self) -> (i64, i64) {
         match self {
             QuantScheme::Int8 => (8, 0),

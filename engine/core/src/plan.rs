@@ -6,6 +6,7 @@ use std::path::Path;
 
 use ardpipe_adapters::{HeadAxis, MethodConfig};
 use ardpipe_dsl::pipeline as p;
+pub use crate::memory::MemoryEstimate;
 use ardpipe_models::arch::PaliGemmaConfig;
 use ardpipe_models::arch::config::{ArchConfig, ModuleSpec};
 use ardpipe_models::{ModelDescription, describe};
@@ -214,17 +215,6 @@ pub struct TargetModule {
     pub rank_max: usize,
     pub trainable_initial: usize,
     pub trainable_max: usize,
-}
-
-/// Bytes, estimated before anything is loaded; activations follow Korthikanti et al. (2022).
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
-pub struct MemoryEstimate {
-    pub weights: u64,
-    pub adapters: u64,
-    pub gradients: u64,
-    pub optimizer_state: u64,
-    pub activations: u64,
-    pub total: u64,
 }
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -520,7 +510,18 @@ pub fn plan_with_data(pipeline: &p::Pipeline, data: DataPlan) -> Result<Executio
     let trainable_max: usize =
         adapters.iter().map(|a| a.trainable_max).sum::<usize>() + head_parameters;
     let training = training_plan(pipeline, steps_per_epoch)?;
-    let memory = memory_estimate(&desc, pipeline, trainable_max, &training);
+    let adapted: Vec<String> = adapters
+        .iter()
+        .flat_map(|a: &AdapterPlan| a.modules.iter().map(|m| m.path.clone()))
+        .collect();
+    let memory = crate::memory::estimate(
+        &desc,
+        pipeline,
+        &adapted,
+        trainable_max,
+        &training,
+        crate::train::setup::quant_scheme(pipeline.model.quantize),
+    );
     let (layers, hidden, heads, kv) = match &desc.config {
         ArchConfig::Llama(c) => (
             c.num_hidden_layers,
@@ -760,75 +761,6 @@ pub fn base_dtype(model: &p::Model, train: &p::Train, adapters: &[p::Adapter]) -
     }
 }
 
-fn memory_estimate(
-    desc: &ModelDescription,
-    pipeline: &p::Pipeline,
-    trainable: usize,
-    t: &TrainingPlan,
-) -> MemoryEstimate {
-    let weight_bytes = match base_dtype(&pipeline.model, &pipeline.train, &pipeline.adapters) {
-        p::DType::F16 | p::DType::Bf16 => 2,
-        _ => 4,
-    };
-    let act_bytes: u64 = match pipeline.train.precision {
-        p::Precision::F32 => 4,
-        _ => 2,
-    };
-    let (layers, hidden, heads, vocab) = match &desc.config {
-        ArchConfig::Llama(c) => (
-            c.num_hidden_layers,
-            c.hidden_size,
-            c.num_attention_heads,
-            c.vocab_size,
-        ),
-        ArchConfig::Bert(c) => (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, 0),
-        ArchConfig::PaliGemma(c) => (
-            c.text.num_hidden_layers,
-            c.text.hidden_size,
-            c.text.num_attention_heads,
-            c.text.vocab_size,
-        ),
-    };
-    let (b, s, h, a) = (
-        t.batch_size as u64,
-        t.sequence_length as u64,
-        hidden as u64,
-        heads as u64,
-    );
-    // Per layer: s·b·h·(34 + 5·a·s/h) bytes at 16 bits (Korthikanti et al., no recomputation).
-    let per_layer = s * b * h * 34 + 5 * a * s * s * b;
-    let logits = b * s * vocab as u64 * 4 * 2;
-    // A vision tower's layers see the image's patches, the same formula at its own width.
-    let vision = match &desc.config {
-        ArchConfig::PaliGemma(c) => {
-            let (n, d, ah) = (
-                c.vision.num_patches() as u64,
-                c.vision.hidden_size as u64,
-                c.vision.num_attention_heads as u64,
-            );
-            (n * b * d * 34 + 5 * ah * n * n * b) * c.vision.num_hidden_layers as u64
-        }
-        _ => 0,
-    };
-    let activations = (per_layer * layers as u64 + vision) * act_bytes / 2 + logits;
-    let weights = desc.parameters as u64 * weight_bytes;
-    let adapters = trainable as u64 * 4;
-    let gradients = trainable as u64 * 4;
-    let optimizer_state = match pipeline.train.optimizer {
-        p::Optimizer::Sgd { momentum: 0.0, .. } => 0,
-        p::Optimizer::Sgd { .. } => trainable as u64 * 4,
-        _ => trainable as u64 * 8,
-    };
-    MemoryEstimate {
-        weights,
-        adapters,
-        gradients,
-        optimizer_state,
-        activations,
-        total: weights + adapters + gradients + optimizer_state + activations,
-    }
-}
-
 fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
 }
@@ -943,13 +875,21 @@ pub fn render_text(plan: &ExecutionPlan) -> String {
     let mem = &plan.memory;
     let _ = writeln!(
         o,
-        "memory     ~{} (weights {}, adapters {}, gradients {}, optimizer {}, activations {})",
+        "memory     ~{} per process (base {} in {}, adapters {}, gradients {}, optimizer {}, \
+         activations {}{}, runtime {})",
         mib(mem.total),
         mib(mem.weights),
+        mem.base_storage,
         mib(mem.adapters),
         mib(mem.gradients),
         mib(mem.optimizer_state),
-        mib(mem.activations)
+        mib(mem.activations),
+        if mem.checkpointing {
+            " with layer checkpointing"
+        } else {
+            ""
+        },
+        mib(mem.runtime)
     );
     let t = &plan.training;
     let _ = writeln!(

@@ -376,17 +376,11 @@ impl Net {
     fn loss(&self, ids: &Tensor, mask: &Tensor, labels: &Tensor) -> Result<Tensor> {
         match self {
             Net::Lm(m) => {
-                // As the trainer's `task_loss`: labels already shifted (−100 at the end), the
-                // logits viewed, not sliced (no copy of the [b, t, vocab] tensor).
-                let logits = m.forward(ids, None, true)?;
-                let v = logits.size()[2];
-                Ok(logits.view([-1, v]).cross_entropy_loss::<Tensor>(
-                    &labels.view([-1]),
-                    None,
-                    Reduction::Mean,
-                    -100,
-                    0.0,
-                ))
+                // As the trainer's step (`TaskModel::train_loss`): labels already shifted
+                // (−100 at the end), the head and cross-entropy fused a chunk of rows at a
+                // time, never the [b, t, vocab] logits (engine/models/src/lm_loss.rs).
+                let h = m.last_hidden_state(ids, None, true)?;
+                m.lm_loss(&h, labels)
             }
             Net::Enc(m) => {
                 let logits = m.classify(ids, mask, true)?;

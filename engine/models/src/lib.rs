@@ -19,6 +19,7 @@ pub mod families;
 pub mod generate;
 pub mod gguf;
 pub mod hf;
+pub mod lm_loss;
 pub mod model;
 pub mod precision;
 pub mod report;

@@ -20,6 +20,7 @@ use crate::hf::safetensors::SafetensorsSource;
 use crate::precision::Precision;
 use crate::report::LoadReport;
 use crate::weights::{TensorSource, WeightLoader};
+use ardpipe_adapters::ops::QuantScheme;
 
 /// Where a model's files are.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -135,6 +136,8 @@ pub fn describe(path: &Path) -> Result<ModelDescription> {
 pub struct LoadOptions {
     pub device: Device,
     pub precision: Precision,
+    /// Store adaptable linears' weights quantised (`model.quantize`).
+    pub quantize: Option<QuantScheme>,
 }
 
 impl Default for LoadOptions {
@@ -142,6 +145,7 @@ impl Default for LoadOptions {
         Self {
             device: Device::Cpu,
             precision: Precision::F32,
+            quantize: None,
         }
     }
 }
@@ -199,7 +203,8 @@ pub fn load_causal_lm(path: &Path, opts: &LoadOptions) -> Result<LoadedLm> {
         "llama",
         opts.device,
         opts.precision.storage.kind(),
-    );
+    )
+    .quantizing(opts.quantize);
     let model = Llama::load(config, &mut w, opts.device, opts.precision)?;
     let report = w.finish(&[])?;
     Ok(LoadedLm {
@@ -275,7 +280,8 @@ pub fn load_encoder(path: &Path, head: EncoderHead, opts: &LoadOptions) -> Resul
         opts.precision,
     )?;
     check.finish(&unused_heads)?;
-    let mut w = WeightLoader::new(&source, "bert", opts.device, opts.precision.storage.kind());
+    let mut w = WeightLoader::new(&source, "bert", opts.device, opts.precision.storage.kind())
+        .quantizing(opts.quantize);
     let model = Bert::load(
         config,
         head,
@@ -415,7 +421,8 @@ pub fn load_decoder_classifier(
         "llama",
         opts.device,
         opts.precision.storage.kind(),
-    );
+    )
+    .quantizing(opts.quantize);
     let (mut llama, score) = build(&mut w, opts.device)?;
     let report = w.finish(&[])?;
     llama.config.tie_word_embeddings = config.tie_word_embeddings;
@@ -508,7 +515,8 @@ pub fn load_vision_lm(path: &Path, opts: &LoadOptions) -> Result<LoadedVisionLm>
         "paligemma",
         opts.device,
         opts.precision.storage.kind(),
-    );
+    )
+    .quantizing(opts.quantize);
     let model = PaliGemma::load(config, &mut w, opts.device, opts.precision)?;
     let report = w.finish(PaliGemma::UNUSED)?;
     Ok(LoadedVisionLm {

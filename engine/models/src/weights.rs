@@ -3,6 +3,8 @@
 
 use std::collections::BTreeSet;
 
+use ardpipe_adapters::AdaptableLinear;
+use ardpipe_adapters::ops::QuantScheme;
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{ModelError, Result};
@@ -31,6 +33,8 @@ pub struct WeightLoader<'a> {
     src: &'a dyn TensorSource,
     device: Device,
     storage: Kind,
+    /// `model.quantize`: how adaptable linears' weights are stored once read.
+    quantize: Option<QuantScheme>,
     /// False in the shapes-only pass.
     read: bool,
     taken: BTreeSet<String>,
@@ -48,6 +52,7 @@ impl<'a> WeightLoader<'a> {
             src,
             device,
             storage,
+            quantize: None,
             read: true,
             taken: BTreeSet::new(),
             report: LoadReport {
@@ -64,6 +69,30 @@ impl<'a> WeightLoader<'a> {
             read: false,
             ..Self::new(src, architecture, Device::Cpu, Kind::Float)
         }
+    }
+
+    /// Store every adaptable linear's weight quantised as it is read ([`Self::adaptable`]), so
+    /// the dense model is never whole in memory.
+    pub fn quantizing(mut self, scheme: Option<QuantScheme>) -> Self {
+        self.quantize = scheme;
+        self
+    }
+
+    /// A linear an adapter may target, its weight quantised when the load asks for it.
+    pub fn adaptable(&self, mut linear: AdaptableLinear) -> Result<AdaptableLinear> {
+        if let (Some(scheme), true) = (self.quantize, self.read) {
+            linear.base.quantize(scheme).map_err(|why| {
+                ModelError::Usage(format!(
+                    "cannot quantise {} ({} × {}) as {}: {why}; choose another `quantize_group` \
+                     or `quantize = int8`",
+                    linear.path,
+                    linear.base.d_out(),
+                    linear.base.d_in(),
+                    scheme.name(),
+                ))
+            })?;
+        }
+        Ok(linear)
     }
 
     pub fn shape_of(&self, name: &str) -> Option<Vec<i64>> {

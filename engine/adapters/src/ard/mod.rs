@@ -423,7 +423,10 @@ impl LinearAdapter for ArdLora {
         let xd = maybe_dropout(&in_kind(x, self.kind), self.cfg.dropout, train);
         let d = self.branch(&xd.reshape([-1, self.d_in]));
         *shape.last_mut().expect("input has a feature axis") = self.d_out;
-        y + d.view(shape.as_slice()).to_kind(x.kind())
+        // In the base output's dtype, as PEFT adds `lora_B(lora_A(x))` to it: 16-bit under
+        // autocast. Adding in the input's f32 would make every activation after it f32.
+        let kind = y.kind();
+        y + d.view(shape.as_slice()).to_kind(kind)
     }
 
     fn delta_weight(&self, _base: &BaseLinear) -> Tensor {

@@ -794,6 +794,7 @@ fn causal_tensors(b: CausalBatch, device: Device) -> TensorBatch {
     TensorBatch {
         input_ids: t(&b.input_ids),
         attention_mask: t(&b.attention_mask),
+        padded: b.attention_mask.contains(&0),
         labels: t(&b.labels),
         segments: packed.then(|| t(&b.segments)),
         vision: None,
@@ -836,6 +837,7 @@ fn classification_batch(
         attention_mask: Tensor::from_slice(&b.attention_mask)
             .view([rows, seq])
             .to_device(device),
+        padded: b.attention_mask.contains(&0),
         labels: Tensor::from_slice(&ys).to_device(device),
         segments: None,
         vision: None,

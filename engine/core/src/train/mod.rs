@@ -342,7 +342,7 @@ impl Trainer {
             tokens += batch.tokens;
             let loss = {
                 let _ac = ardpipe_models::precision::autocast(self.device, self.autocast);
-                self.model.loss(&batch, true)?.0
+                self.model.train_loss(&batch)?
             };
             if batch.share == 1.0 && world == 1.0 {
                 self.scaled(&loss / accum as f64).backward();

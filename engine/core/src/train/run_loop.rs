@@ -548,6 +548,7 @@ mod tests {
         let batch = super::super::task::TensorBatch {
             input_ids: t(&[0; 12]),
             attention_mask: t(&[1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0]),
+            padded: true,
             labels: t(&[-100, 1, 1, -100, 3, -100, -100, 1, -100, 1, -100, -100]),
             segments: Some(t(&[1, 1, 1, 2, 2, 2, 1, 1, 1, 1, 0, 0])),
             vision: None,

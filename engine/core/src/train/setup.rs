@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use ardpipe_adapters::MethodConfig;
+use ardpipe_adapters::ops::QuantScheme;
 use ardpipe_adapters::adalora::{AdaLora, RankAllocator};
 use ardpipe_adapters::ard::ArdLora;
 use ardpipe_adapters::ard::ArdRegulariser;
@@ -69,6 +70,35 @@ pub fn precision(settings: &RunSettings) -> Precision {
     Precision { storage, autocast }
 }
 
+/// `train.checkpointing = layers`: the decoder's layers recompute in the backward pass.
+fn checkpoint_layers(model: &mut TaskModel) -> Result<(), TrainError> {
+    match model {
+        TaskModel::CausalLm(m) => m.checkpointing = true,
+        TaskModel::VisionLm(m) => m.decoder.checkpointing = true,
+        TaskModel::DecoderClassifier(m) => m.model.checkpointing = true,
+        TaskModel::Classifier(_) => {
+            return Err(TrainError::Other(
+                "`train.checkpointing = layers` recomputes decoder layers (Llama, Qwen, Mistral, \
+                 Gemma and PaliGemma's decoder); an encoder classifier keeps its activations: \
+                 remove the key"
+                    .into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `model.quantize` as the adapters' quantised linears take it.
+pub fn quant_scheme(q: p::Quantize) -> Option<QuantScheme> {
+    match q {
+        p::Quantize::None => None,
+        p::Quantize::Int8 => Some(QuantScheme::Int8),
+        p::Quantize::Int4 { group } => Some(QuantScheme::Int4 {
+            group: group as usize,
+        }),
+    }
+}
+
 fn optimizer(name: &str, o: &p::Optimizer, groups: Vec<ParamGroup>) -> Box<dyn Optimizer> {
     match *o {
         p::Optimizer::AdamW {
@@ -127,6 +157,7 @@ fn load_model(
     let opts = LoadOptions {
         device: dev,
         precision: precision(settings),
+        quantize: quant_scheme(settings.model.quantize),
     };
     let path = &settings.model.path;
     Ok(match &settings.model.head {
@@ -310,7 +341,11 @@ fn build(
     tracing::info!("loading {}", settings.model.path.display());
     tch::manual_seed(settings.train.seed as i64);
     let mut model = load_model(settings, plan.data.classes.len(), dev)?;
+    if settings.train.checkpointing == p::Checkpointing::Layers {
+        checkpoint_layers(&mut model)?;
+    }
     let blocks = attach_adapters(&plan, &mut model)?;
+    ardpipe_models::runtime::release_freed_memory();
 
     // Optimiser groups: adapter weights and the task head (each with its learning rate, both
     // with weight decay), α on its own.

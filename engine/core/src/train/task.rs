@@ -13,6 +13,10 @@ pub struct TensorBatch {
     pub input_ids: Tensor,
     /// `[b, t]` int64, 1 = token, 0 = padding.
     pub attention_mask: Tensor,
+    /// Whether any position is padding (known on the host when the batch is built). Without
+    /// padding a causal LM needs no mask: attention takes the fused causal path, which keeps
+    /// no `[t, t]` mask and shares the KV heads inside the kernel.
+    pub padded: bool,
     /// Classification: `[b]` class ids. Causal LM: `[b, t]` next-token targets, −100 ignored.
     pub labels: Tensor,
     /// Causal LM with several examples packed into one row: `[b, t]` int64, the example each
@@ -27,6 +31,13 @@ pub struct TensorBatch {
     /// This process's fraction of the global batch's examples (1 without data parallelism):
     /// the weight that makes the mean of all processes' losses the global batch's mean.
     pub share: f64,
+}
+
+impl TensorBatch {
+    /// The mask a causal LM's forward pass needs: none when no position is padding.
+    pub fn causal_mask(&self) -> Option<&Tensor> {
+        self.padded.then_some(&self.attention_mask)
+    }
 }
 
 /// What a vision-language batch adds to the token ids.
@@ -109,6 +120,73 @@ impl TaskModel {
     /// (`segments`) attend within each example, positions restarting at its first token;
     /// a classifier refuses them (one label per row: a row cannot pack examples).
     pub fn logits(&self, batch: &TensorBatch, train: bool) -> Result<Tensor, TrainError> {
+        self.check_batch(batch)?;
+        Ok(match self {
+            TaskModel::VisionLm(m) => {
+                let v = batch.vision.as_ref().expect("checked above");
+                m.forward(
+                    &batch.input_ids,
+                    &v.pixel_values,
+                    Some(&batch.attention_mask),
+                    &v.prefix_len,
+                    train,
+                )?
+            }
+            TaskModel::CausalLm(m) => match &batch.segments {
+                Some(segments) => m.forward_packed(&batch.input_ids, segments, train)?,
+                None => m.forward(&batch.input_ids, batch.causal_mask(), train)?,
+            },
+            TaskModel::Classifier(m) => {
+                m.classify(&batch.input_ids, &batch.attention_mask, train)?
+            }
+            TaskModel::DecoderClassifier(m) => {
+                use ardpipe_models::arch::SequenceClassifier;
+                m.classify(&batch.input_ids, &batch.attention_mask, train)?
+            }
+        })
+    }
+
+    /// The training loss of a batch (dropout on), with the same value and gradients as
+    /// [`TaskModel::loss`]'s but, for a language model, without the `[b, t, vocab]` logits:
+    /// the decoder's final hidden states go through the fused chunked head + cross-entropy
+    /// (`Llama::lm_loss`, engine/models/src/lm_loss.rs), which holds one chunk of rows'
+    /// logits at a time. Classifiers' logits are small: they keep [`TaskModel::loss`].
+    ///
+    /// One difference: a batch with no label at all (every target −100) gives 0 with no
+    /// gradient here, where the unfused mean over nothing is NaN.
+    pub fn train_loss(&self, batch: &TensorBatch) -> Result<Tensor, TrainError> {
+        self.check_batch(batch)?;
+        let train = true;
+        Ok(match self {
+            TaskModel::CausalLm(m) => {
+                let h = match &batch.segments {
+                    Some(segments) => m.packed_hidden_state(&batch.input_ids, segments, train)?,
+                    None => {
+                        m.last_hidden_state(&batch.input_ids, batch.causal_mask(), train)?
+                    }
+                };
+                m.lm_loss(&h, &batch.labels)?
+            }
+            TaskModel::VisionLm(m) => {
+                let v = batch.vision.as_ref().expect("checked above");
+                let h = m.last_hidden_state(
+                    &batch.input_ids,
+                    &v.pixel_values,
+                    Some(&batch.attention_mask),
+                    &v.prefix_len,
+                    train,
+                )?;
+                m.decoder.lm_loss(&h, &batch.labels)?
+            }
+            TaskModel::Classifier(_) | TaskModel::DecoderClassifier(_) => {
+                self.loss(batch, train)?.0
+            }
+        })
+    }
+
+    /// What every forward of a batch refuses: packed rows on a model other than a causal LM,
+    /// images on a model without a vision tower or a vision-language model without them.
+    fn check_batch(&self, batch: &TensorBatch) -> Result<(), TrainError> {
         if batch.segments.is_some() && !matches!(self, TaskModel::CausalLm(_)) {
             return Err(TrainError::Other(
                 "a classification batch came with packed segments: a classifier takes one \
@@ -128,29 +206,7 @@ impl TaskModel {
                 .into(),
             ));
         }
-        Ok(match self {
-            TaskModel::VisionLm(m) => {
-                let v = batch.vision.as_ref().expect("checked above");
-                m.forward(
-                    &batch.input_ids,
-                    &v.pixel_values,
-                    Some(&batch.attention_mask),
-                    &v.prefix_len,
-                    train,
-                )?
-            }
-            TaskModel::CausalLm(m) => match &batch.segments {
-                Some(segments) => m.forward_packed(&batch.input_ids, segments, train)?,
-                None => m.forward(&batch.input_ids, Some(&batch.attention_mask), train)?,
-            },
-            TaskModel::Classifier(m) => {
-                m.classify(&batch.input_ids, &batch.attention_mask, train)?
-            }
-            TaskModel::DecoderClassifier(m) => {
-                use ardpipe_models::arch::SequenceClassifier;
-                m.classify(&batch.input_ids, &batch.attention_mask, train)?
-            }
-        })
+        Ok(())
     }
 
     /// Mean task loss (cross-entropy) and the logits it came from.

@@ -100,7 +100,7 @@ impl Bert {
             let shape = [s.d_out as i64, s.d_in as i64];
             let weight = w.frozen(&n(&format!("{}.weight", s.path)), &shape)?;
             let bias = w.f32(&n(&format!("{}.bias", s.path)), &[s.d_out as i64])?;
-            Ok(AdaptableLinear::new(
+            w.adaptable(AdaptableLinear::new(
                 format!("{prefix}{}", s.path),
                 weight,
                 Some(bias),

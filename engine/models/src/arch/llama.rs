@@ -8,6 +8,7 @@
 //! `models/<family>/modeling_<family>.py`.
 
 use ardpipe_adapters::AdaptableLinear;
+use ardpipe_adapters::ops::checkpoint;
 use tch::{Device, Kind, Tensor};
 
 use super::config::{Activation, LlamaConfig};
@@ -53,6 +54,40 @@ pub struct Llama {
     /// What every weight and module name of the decoder starts with: `model.` for a causal LM,
     /// `model.language_model.` inside a vision-language model (the LM head is `lm_head`).
     pub prefix: String,
+    /// `train.checkpointing = layers`: training forward passes keep only each layer's input
+    /// and recompute the layer in the backward pass.
+    pub checkpointing: bool,
+}
+
+/// What every decoder layer of one forward pass reads besides the residual stream: rotary
+/// tables (and the sliding layers' own), the attention masks, the batch shape and the cache's
+/// length.
+struct LayerInputs {
+    cos: Tensor,
+    sin: Tensor,
+    local: Option<(Tensor, Tensor)>,
+    full_mask: Option<Tensor>,
+    sliding_mask: Option<Tensor>,
+    b: i64,
+    t: i64,
+    past: i64,
+}
+
+impl LayerInputs {
+    fn shallow_clone(&self) -> Self {
+        let opt = |t: &Option<Tensor>| t.as_ref().map(Tensor::shallow_clone);
+        LayerInputs {
+            cos: self.cos.shallow_clone(),
+            sin: self.sin.shallow_clone(),
+            local: self
+                .local
+                .as_ref()
+                .map(|(c, s)| (c.shallow_clone(), s.shallow_clone())),
+            full_mask: opt(&self.full_mask),
+            sliding_mask: opt(&self.sliding_mask),
+            ..*self
+        }
+    }
 }
 
 /// Keys and values of earlier positions, per layer: `[b, kv_heads, t, head_dim]`.
@@ -106,7 +141,7 @@ impl Llama {
             } else {
                 None
             };
-            Ok(AdaptableLinear::new(s.path, weight, bias, s.heads))
+            w.adaptable(AdaptableLinear::new(s.path, weight, bias, s.heads))
         };
         let norm_of = |w: &mut WeightLoader<'_>, name: &str, dim: i64| -> Result<RmsNorm> {
             Ok(RmsNorm {
@@ -179,6 +214,7 @@ impl Llama {
             device,
             precision,
             prefix: prefix.to_string(),
+            checkpointing: false,
         })
     }
 
@@ -248,10 +284,7 @@ impl Llama {
             }
         }
         for lin in self.linears() {
-            v.push((
-                format!("{}.weight", lin.path),
-                lin.base.weight.shallow_clone(),
-            ));
+            v.push((format!("{}.weight", lin.path), lin.base.dense_weight()));
             if let Some(b) = &lin.base.bias {
                 v.push((format!("{}.bias", lin.path), b.shallow_clone()));
             }
@@ -272,9 +305,8 @@ impl Llama {
         train: bool,
     ) -> Result<Tensor> {
         let _ = train; // Llama has no dropout; adapters receive it through their own forward.
-        self.check_ids(input_ids)?;
         let _ac = autocast(self.device, self.precision.autocast);
-        let h = self.hidden(input_ids, attention_mask, None, None, train)?;
+        let h = self.last_hidden_state(input_ids, attention_mask, train)?;
         Ok(self.head(&h))
     }
 
@@ -291,11 +323,40 @@ impl Llama {
         segments: &Tensor,
         train: bool,
     ) -> Result<Tensor> {
+        let _ac = autocast(self.device, self.precision.autocast);
+        let h = self.packed_hidden_state(input_ids, segments, train)?;
+        Ok(self.head(&h))
+    }
+
+    /// The final hidden states [`Llama::forward_packed`] applies the head to (same masks and
+    /// positions), for a loss that applies the head itself ([`Llama::lm_loss`]).
+    pub fn packed_hidden_state(
+        &self,
+        input_ids: &Tensor,
+        segments: &Tensor,
+        train: bool,
+    ) -> Result<Tensor> {
         self.check_ids(input_ids)?;
         let segments = self.check_segments(input_ids, segments)?;
         let _ac = autocast(self.device, self.precision.autocast);
-        let h = self.hidden(input_ids, None, Some(&segments), None, train)?;
-        Ok(self.head(&h))
+        self.hidden(input_ids, None, Some(&segments), None, train)
+    }
+
+    /// The mean next-token cross-entropy of `labels` (`[b, t]`, aligned with `h`'s positions,
+    /// −100 ignored) under this model's head applied to the final hidden states `h`, without
+    /// the `[b, t, vocab]` logits: [`crate::lm_loss::fused_linear_cross_entropy`], computing
+    /// each chunk as [`Llama::head`] does (this model's autocast, final soft-capping). Its
+    /// gradient reaches `h` (the head itself is frozen).
+    pub fn lm_loss(&self, h: &Tensor, labels: &Tensor) -> Result<Tensor> {
+        let _ac = autocast(self.device, self.precision.autocast);
+        let w = self.head_weight();
+        crate::lm_loss::fused_linear_cross_entropy(
+            h,
+            w,
+            labels,
+            self.config.final_logit_softcapping,
+            crate::lm_loss::chunk_rows_for(w.size()[0]),
+        )
     }
 
     /// Final hidden states `[b, t, hidden]` after the last norm (transformers'
@@ -386,9 +447,17 @@ impl Llama {
         Ok(s)
     }
 
-    pub(crate) fn head(&self, h: &Tensor) -> Tensor {
-        let w = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
-        let logits = h.linear::<Tensor>(w, None).to_kind(Kind::Float);
+    /// The LM head's weight `[vocab, hidden]`: `lm_head`, or the embeddings when tied.
+    pub fn head_weight(&self) -> &Tensor {
+        self.lm_head.as_ref().unwrap_or(&self.embed_tokens)
+    }
+
+    /// Logits (f32) of final hidden states `h`, soft-capped when the config says so. Public so
+    /// that a test can compare [`Llama::lm_loss`] with the cross-entropy of these logits.
+    pub fn head(&self, h: &Tensor) -> Tensor {
+        let logits = h
+            .linear::<Tensor>(self.head_weight(), None)
+            .to_kind(Kind::Float);
         match self.config.final_logit_softcapping {
             Some(cap) => (logits / cap).tanh() * cap,
             None => logits,
@@ -574,150 +643,203 @@ impl Llama {
             }
             None => (full_mask, sliding_mask),
         };
-        let scale = c.query_pre_attn_scalar.map(|_| c.attention_scale());
+        let inputs = LayerInputs {
+            cos,
+            sin,
+            local,
+            full_mask,
+            sliding_mask,
+            b,
+            t,
+            past,
+        };
         let mut x = x;
-        let (nh, nkv, hd) = (
-            c.num_attention_heads as i64,
-            c.num_key_value_heads as i64,
-            c.head_dim as i64,
-        );
         if let Some(cache) = cache.as_deref_mut()
             && cache.layers.is_empty()
         {
             cache.layers.reserve(self.layers.len());
         }
-        for (i, l) in self.layers.iter().enumerate() {
-            let h = l.input_layernorm.forward(&x);
-            let q = l
-                .q_proj
-                .forward(&h, train)
-                .view([b, t, nh, hd])
-                .transpose(1, 2);
-            let k = l
-                .k_proj
-                .forward(&h, train)
-                .view([b, t, nkv, hd])
-                .transpose(1, 2);
-            let v = l
-                .v_proj
-                .forward(&h, train)
-                .view([b, t, nkv, hd])
-                .transpose(1, 2);
-            let (q, k) = match (&l.q_norm, &l.k_norm) {
-                (Some(qn), Some(kn)) => (
-                    qn.forward(&q).to_kind(q.kind()),
-                    kn.forward(&k).to_kind(k.kind()),
-                ),
-                _ => (q, k),
-            };
-            let window = c.layer_window(i);
-            let (cos, sin) = match (&local, window) {
-                (Some((lc, ls)), Some(_)) => (lc, ls),
-                _ => (&cos, &sin),
-            };
-            let q = Rope::apply(&q, cos, sin);
-            let mut k = Rope::apply(&k, cos, sin);
-            let mut v = v;
-            if let Some(cache) = cache.as_deref_mut() {
-                if let Some((pk, pv)) = cache.layers.get(i) {
-                    k = Tensor::cat(&[pk, &k.to_kind(pk.kind())], 2);
-                    v = Tensor::cat(&[pv, &v.to_kind(pv.kind())], 2);
-                    cache.layers[i] = (k.shallow_clone(), v.shallow_clone());
-                } else {
-                    cache.layers.push((k.shallow_clone(), v.shallow_clone()));
-                }
+        if self.checkpointing && train && cache.is_none() {
+            // Each layer keeps only its input; the backward pass runs it again. The closures
+            // reach `self` through its address: the trainer backpropagates before anything
+            // changes or drops the model (see `ardpipe_adapters::ops::checkpoint`).
+            let me = self as *const Llama as usize;
+            for i in 0..self.layers.len() {
+                let inputs = inputs.shallow_clone();
+                x = checkpoint(&x, move |x| {
+                    // SAFETY: see above; `Llama` is not moved while a step's graph is alive.
+                    let model = unsafe { &*(me as *const Llama) };
+                    model.layer(i, x.shallow_clone(), &inputs, None, true)
+                });
             }
-            // Fused attention: causal flag for plain batches; with a cache, new queries see all
-            // cached keys (t == 1 while decoding, so no mask is needed either).
-            let (q, k, v) = same_kind(q, k, v);
-            let attn_mask = if window.is_some() {
-                sliding_mask.as_ref()
+        } else {
+            for i in 0..self.layers.len() {
+                x = self.layer(i, x, &inputs, cache.as_deref_mut(), train);
+            }
+        }
+        Ok(self.norm.forward(&x))
+    }
+
+    /// Decoder layer `i` on the residual stream `x`: attention (with the cache, when given)
+    /// and the MLP, each added back to `x`.
+    fn layer(
+        &self,
+        i: usize,
+        mut x: Tensor,
+        inputs: &LayerInputs,
+        mut cache: Option<&mut KvCache>,
+        train: bool,
+    ) -> Tensor {
+        let c = &self.config;
+        let l = &self.layers[i];
+        let LayerInputs {
+            cos,
+            sin,
+            local,
+            full_mask,
+            sliding_mask,
+            b,
+            t,
+            past,
+        } = inputs;
+        let (b, t, past) = (*b, *t, *past);
+        let softcap = c.attn_logit_softcapping;
+        let scale = c.query_pre_attn_scalar.map(|_| c.attention_scale());
+        let (nh, nkv, hd) = (
+            c.num_attention_heads as i64,
+            c.num_key_value_heads as i64,
+            c.head_dim as i64,
+        );
+        let h = l.input_layernorm.forward(&x);
+        let q = l
+            .q_proj
+            .forward(&h, train)
+            .view([b, t, nh, hd])
+            .transpose(1, 2);
+        let k = l
+            .k_proj
+            .forward(&h, train)
+            .view([b, t, nkv, hd])
+            .transpose(1, 2);
+        let v = l
+            .v_proj
+            .forward(&h, train)
+            .view([b, t, nkv, hd])
+            .transpose(1, 2);
+        let (q, k) = match (&l.q_norm, &l.k_norm) {
+            (Some(qn), Some(kn)) => (
+                qn.forward(&q).to_kind(q.kind()),
+                kn.forward(&k).to_kind(k.kind()),
+            ),
+            _ => (q, k),
+        };
+        let window = c.layer_window(i);
+        let (cos, sin) = match (&local, window) {
+            (Some((lc, ls)), Some(_)) => (lc, ls),
+            _ => (cos, sin),
+        };
+        let q = Rope::apply(&q, cos, sin);
+        let mut k = Rope::apply(&k, cos, sin);
+        let mut v = v;
+        if let Some(cache) = cache.as_deref_mut() {
+            if let Some((pk, pv)) = cache.layers.get(i) {
+                k = Tensor::cat(&[pk, &k.to_kind(pk.kind())], 2);
+                v = Tensor::cat(&[pv, &v.to_kind(pv.kind())], 2);
+                cache.layers[i] = (k.shallow_clone(), v.shallow_clone());
             } else {
-                full_mask.as_ref()
-            };
-            // Plain causal batches share the KV heads inside the kernel (`enable_gqa`): no
-            // repeated copies of k and v to compute, save for backward and differentiate.
-            let gqa = attn_mask.is_none() && past == 0;
-            let (k, v) = if gqa {
-                (k, v)
-            } else {
-                (repeat_kv(&k, nh / nkv), repeat_kv(&v, nh / nkv))
-            };
-            let a = match (attn_mask, softcap) {
-                // Soft-capped scores (Gemma 2): cap·tanh(score/cap) before the mask and softmax,
-                // as transformers' eager attention computes them.
-                (m, Some(cap)) => {
-                    let m = m.expect("soft-capping builds both masks above");
-                    let scores = q.matmul(&k.transpose(-2, -1)) * c.attention_scale();
-                    let scores = (scores / cap).tanh() * cap;
-                    scores
-                        .masked_fill(&m.logical_not(), f64::NEG_INFINITY)
-                        .softmax(-1, Kind::Float)
-                        .to_kind(v.kind())
-                        .matmul(&v)
-                }
-                (Some(m), None) => Tensor::scaled_dot_product_attention(
+                cache.layers.push((k.shallow_clone(), v.shallow_clone()));
+            }
+        }
+        // Fused attention: causal flag for plain batches; with a cache, new queries see all
+        // cached keys (t == 1 while decoding, so no mask is needed either).
+        let (q, k, v) = same_kind(q, k, v);
+        let attn_mask = if window.is_some() {
+            sliding_mask.as_ref()
+        } else {
+            full_mask.as_ref()
+        };
+        // Plain causal batches share the KV heads inside the kernel (`enable_gqa`): no
+        // repeated copies of k and v to compute, save for backward and differentiate.
+        let gqa = attn_mask.is_none() && past == 0;
+        let (k, v) = if gqa {
+            (k, v)
+        } else {
+            (repeat_kv(&k, nh / nkv), repeat_kv(&v, nh / nkv))
+        };
+        let a = match (attn_mask, softcap) {
+            // Soft-capped scores (Gemma 2): cap·tanh(score/cap) before the mask and softmax,
+            // as transformers' eager attention computes them.
+            (m, Some(cap)) => {
+                let m = m.expect("soft-capping builds both masks above");
+                let scores = q.matmul(&k.transpose(-2, -1)) * c.attention_scale();
+                let scores = (scores / cap).tanh() * cap;
+                scores
+                    .masked_fill(&m.logical_not(), f64::NEG_INFINITY)
+                    .softmax(-1, Kind::Float)
+                    .to_kind(v.kind())
+                    .matmul(&v)
+            }
+            (Some(m), None) => Tensor::scaled_dot_product_attention(
+                &q,
+                &k,
+                &v,
+                Some(m),
+                0.0,
+                false,
+                scale,
+                false,
+            ),
+            (None, None) if past > 0 && t == 1 => {
+                Tensor::scaled_dot_product_attention::<Tensor>(
+                    &q, &k, &v, None, 0.0, false, scale, false,
+                )
+            }
+            (None, None) if past > 0 => {
+                let s = past + t;
+                let m = Tensor::ones([t, s], (Kind::Bool, self.device)).tril(past);
+                Tensor::scaled_dot_product_attention(
                     &q,
                     &k,
                     &v,
-                    Some(m),
+                    Some(&m),
                     0.0,
                     false,
                     scale,
                     false,
-                ),
-                (None, None) if past > 0 && t == 1 => {
-                    Tensor::scaled_dot_product_attention::<Tensor>(
-                        &q, &k, &v, None, 0.0, false, scale, false,
-                    )
-                }
-                (None, None) if past > 0 => {
-                    let s = past + t;
-                    let m = Tensor::ones([t, s], (Kind::Bool, self.device)).tril(past);
-                    Tensor::scaled_dot_product_attention(
-                        &q,
-                        &k,
-                        &v,
-                        Some(&m),
-                        0.0,
-                        false,
-                        scale,
-                        false,
-                    )
-                }
-                (None, None) => Tensor::scaled_dot_product_attention::<Tensor>(
-                    &q, &k, &v, None, 0.0, true, scale, gqa,
-                ),
-            };
-            let a = a.transpose(1, 2).reshape([b, t, nh * hd]);
-            // Out of place: the norms saved `x` for their backward pass, and an in-place add
-            // would invalidate it as soon as anything upstream of `x` trains.
-            let a = l.o_proj.forward(&a, train);
-            let h = match (&l.pre_feedforward_layernorm, &l.post_feedforward_layernorm) {
-                (Some(pre), Some(_)) => {
-                    x = x.g_add(&l.post_attention_layernorm.forward(&a));
-                    pre.forward(&x)
-                }
-                _ => {
-                    x = x.g_add(&a);
-                    l.post_attention_layernorm.forward(&x)
-                }
-            };
-            let gate = l.gate_proj.forward(&h, train);
-            let gate = match c.hidden_act {
-                Activation::Silu => gate.silu(),
-                Activation::GeluPytorchTanh => gate.gelu("tanh"),
-            };
-            let m = l
-                .down_proj
-                .forward(&(gate * l.up_proj.forward(&h, train)), train);
-            let m = match &l.post_feedforward_layernorm {
-                Some(post) => post.forward(&m),
-                None => m,
-            };
-            x = x.g_add(&m);
-        }
-        Ok(self.norm.forward(&x))
+                )
+            }
+            (None, None) => Tensor::scaled_dot_product_attention::<Tensor>(
+                &q, &k, &v, None, 0.0, true, scale, gqa,
+            ),
+        };
+        let a = a.transpose(1, 2).reshape([b, t, nh * hd]);
+        // Out of place: the norms saved `x` for their backward pass, and an in-place add
+        // would invalidate it as soon as anything upstream of `x` trains.
+        let a = l.o_proj.forward(&a, train);
+        let h = match (&l.pre_feedforward_layernorm, &l.post_feedforward_layernorm) {
+            (Some(pre), Some(_)) => {
+                x = x.g_add(&l.post_attention_layernorm.forward(&a));
+                pre.forward(&x)
+            }
+            _ => {
+                x = x.g_add(&a);
+                l.post_attention_layernorm.forward(&x)
+            }
+        };
+        let gate = l.gate_proj.forward(&h, train);
+        let gate = match c.hidden_act {
+            Activation::Silu => gate.silu(),
+            Activation::GeluPytorchTanh => gate.gelu("tanh"),
+        };
+        let m = l
+            .down_proj
+            .forward(&(gate * l.up_proj.forward(&h, train)), train);
+        let m = match &l.post_feedforward_layernorm {
+            Some(post) => post.forward(&m),
+            None => m,
+        };
+        x = x.g_add(&m);
+        x
     }
 }
 

@@ -250,10 +250,7 @@ impl PaliGemma {
     pub fn base_parameters(&self) -> Vec<(String, Tensor)> {
         let mut v = self.vision.other_parameters();
         for lin in self.vision.linears().into_iter().chain([&self.projector]) {
-            v.push((
-                format!("{}.weight", lin.path),
-                lin.base.weight.shallow_clone(),
-            ));
+            v.push((format!("{}.weight", lin.path), lin.base.dense_weight()));
             if let Some(b) = &lin.base.bias {
                 v.push((format!("{}.bias", lin.path), b.shallow_clone()));
             }
@@ -323,14 +320,29 @@ impl PaliGemma {
         train: bool,
     ) -> Result<Tensor> {
         let _ac = autocast(self.decoder.device, self.decoder.precision.autocast);
+        let h =
+            self.last_hidden_state(input_ids, pixel_values, attention_mask, prefix_len, train)?;
+        Ok(self.decoder.head(&h))
+    }
+
+    /// The decoder's final hidden states `[b, t, hidden]` that [`PaliGemma::forward`] applies
+    /// the head to (same inputs, same prefix and mask), for a loss that applies the head
+    /// itself ([`Llama::lm_loss`] on [`PaliGemma::decoder`]).
+    pub fn last_hidden_state(
+        &self,
+        input_ids: &Tensor,
+        pixel_values: &Tensor,
+        attention_mask: Option<&Tensor>,
+        prefix_len: &Tensor,
+        train: bool,
+    ) -> Result<Tensor> {
+        let _ac = autocast(self.decoder.device, self.decoder.precision.autocast);
         let x = self.inputs_embeds(input_ids, pixel_values, train)?;
         let prefix = prefix_len
             .to_device(self.decoder.device)
             .to_kind(Kind::Int64);
-        let h = self
-            .decoder
-            .hidden_from(x, attention_mask, None, Some(&prefix), None, train)?;
-        Ok(self.decoder.head(&h))
+        self.decoder
+            .hidden_from(x, attention_mask, None, Some(&prefix), None, train)
     }
 
     /// The prefill of generation: runs a prompt `input_ids` `[1, t]` (the image tokens, BOS,

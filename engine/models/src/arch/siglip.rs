@@ -140,7 +140,7 @@ impl SiglipVision {
                 &[s.d_out as i64, s.d_in as i64],
             )?;
             let bias = w.f32(&format!("{}.bias", s.path), &[s.d_out as i64])?;
-            Ok(AdaptableLinear::new(s.path, weight, Some(bias), s.heads))
+            w.adaptable(AdaptableLinear::new(s.path, weight, Some(bias), s.heads))
         };
         let ln = |w: &mut WeightLoader<'_>, name: &str| -> Result<LayerNorm> {
             Ok(LayerNorm {
