@@ -5,12 +5,17 @@
 //! The unfused path ([`crate::arch::Llama::forward`] then a mean cross-entropy over labels other
 //! than −100) holds `[b·t, vocab]` f32 logits, their log-softmax for the backward pass and the
 //! logits' gradient: several times 100 MB for SmolLM2's 49,152 tokens at 4×128, 537 MB each for
-//! Gemma 3's 262,144. The head is frozen, so the only gradient needed from the loss is the hidden
-//! states' one, `dH = dlogits · W`, and that can be computed chunk by chunk during the forward
-//! pass, under `no_grad`, from `dlogits = (softmax − onehot) / n` (times the soft-cap's
-//! derivative). [`fused_linear_cross_entropy`] then returns a 0-d tensor whose value is the mean
-//! cross-entropy and whose gradient with respect to the hidden states is exactly `dH`: only one
-//! `[chunk, vocab]` block (two with soft-capping) is alive at a time, never the whole batch's.
+//! Gemma 3's 262,144. The head is frozen in training, so the only gradient needed from the loss
+//! is the hidden states' one, `dH = dlogits · W`, and that can be computed chunk by chunk during
+//! the forward pass, under `no_grad`, from `dlogits = (softmax − onehot) / n` (times the
+//! soft-cap's derivative). [`fused_linear_cross_entropy`] then returns a 0-d tensor whose value
+//! is the mean cross-entropy and whose gradient with respect to the hidden states is exactly
+//! `dH`: only one `[chunk, vocab]` block (two with soft-capping) is alive at a time, never the
+//! whole batch's. A head that does train (the benchmark's full fine-tuning,
+//! engine/models/src/bench.rs) gets its `dW = dlogitsᵀ · h` accumulated the same way.
+//!
+//! The row selection reads the labels on the host twice per batch (any bad label, which rows
+//! have one), as `Llama::check_ids` already does for the ids.
 
 use tch::{Kind, Tensor};
 
