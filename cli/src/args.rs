@@ -404,13 +404,34 @@ pub enum BenchMethodArg {
     ArdLora,
 }
 
+/// `ardpipe bench models --quantize`: how the adaptable linears of the frozen base are stored.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum BenchQuantArg {
+    /// Symmetric int8, one scale per output channel.
+    Int8,
+    /// Symmetric 4-bit, one scale per group of 64 input columns.
+    Int4,
+}
+
 #[derive(Debug, Args)]
 pub struct BenchModelsArgs {
     /// smollm2 or minilm.
     #[arg(long, default_value = "smollm2")]
     pub model: String,
+    /// Compute dtype: f32, or bf16 autocast (bf16 matmuls).
     #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
     pub dtype: DtypeArg,
+    /// The frozen base's storage: f32 (the default, as the peer loads it) or bf16 (cast once at
+    /// load; the adapters stay f32). bf16 needs --dtype bf16.
+    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
+    pub base: DtypeArg,
+    /// Store the adaptable linears quantised (int8 per channel, int4 in groups of 64),
+    /// dequantised on the fly under the chosen --dtype.
+    #[arg(long, value_enum)]
+    pub quantize: Option<BenchQuantArg>,
+    /// SmolLM2 only: recompute each decoder layer in the backward pass (layer checkpointing).
+    #[arg(long)]
+    pub checkpointing: bool,
     /// What trains: full (the default), lora or ard_lora.
     #[arg(long, value_enum, default_value_t = BenchMethodArg::Full)]
     pub method: BenchMethodArg,

@@ -3,9 +3,12 @@
 //! scripts/bench_models.py` runs them alternately with the transformers + peft peer and writes
 //! the side-by-side report (docs/BENCHMARKS.md).
 
+use ardpipe_engine::adapters::ops::QuantScheme;
 use ardpipe_engine::models::bench::{self, BenchMethod, BenchSpec};
 
-use crate::args::{BenchMatmulArgs, BenchMethodArg, BenchModelsArgs, BenchWhat, DtypeArg};
+use crate::args::{
+    BenchMatmulArgs, BenchMethodArg, BenchModelsArgs, BenchQuantArg, BenchWhat, DtypeArg,
+};
 use crate::exit::Code;
 
 pub fn run(what: BenchWhat) -> miette::Result<Code> {
@@ -31,6 +34,12 @@ fn models(a: BenchModelsArgs) -> miette::Result<Code> {
     let spec = BenchSpec {
         model: a.model.clone(),
         bf16: a.dtype == DtypeArg::Bf16,
+        base_bf16: a.base == DtypeArg::Bf16,
+        quantize: a.quantize.map(|q| match q {
+            BenchQuantArg::Int8 => QuantScheme::Int8,
+            BenchQuantArg::Int4 => QuantScheme::Int4 { group: 64 },
+        }),
+        checkpointing: a.checkpointing,
         steps: a.steps,
         warmup: a.warmup,
         method: match a.method {
@@ -47,10 +56,20 @@ fn models(a: BenchModelsArgs) -> miette::Result<Code> {
         println!("{}", serde_json::to_string(&r).expect("result serialises"));
     } else {
         println!(
-            "{} {} {}{} batch {}x{}, {} threads: median step {:.3} s, {:.0} tokens/s, peak RSS {:.0} MiB, \
-             {} trainable, {:.1} GFLOP/step (loss {:.3})",
+            "{} {} (base {}{}{}) {}{} batch {}x{}, {} threads: median step {:.3} s, {:.0} tokens/s, \
+             peak RSS {:.0} MiB, {} trainable, {:.1} GFLOP/step (loss {:.3})",
             r.model,
             r.dtype,
+            r.base,
+            r.quantize
+                .as_deref()
+                .map(|q| format!(", {q}"))
+                .unwrap_or_default(),
+            if r.checkpointing {
+                ", checkpointing"
+            } else {
+                ""
+            },
             r.method,
             if r.compacted { " (compacted)" } else { "" },
             r.batch[0],

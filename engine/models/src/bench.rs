@@ -11,6 +11,12 @@
 //!   first to a fixed rank pattern ([`compacted_rank`]) by the adapters' own compaction;
 //! - `full`: every weight receives a gradient (forward + backward, no optimiser).
 //!
+//! Beyond the defaults (f32 weights, as the peer loads them), a case can keep the frozen base
+//! in bf16 (`base_bf16`, cast once at load; the adapters stay f32), store the adaptable linears
+//! quantised (`quantize`: int8 per channel or int4 in groups, dequantised on the fly under the
+//! chosen autocast) and recompute SmolLM2's decoder layers in the backward pass
+//! (`checkpointing`).
+//!
 //! [`matmul_peak`] measures the GEMM throughput the achieved FLOP/s are compared with.
 
 use std::path::{Path, PathBuf};
@@ -20,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Reduction, Tensor};
 
 use ardpipe_adapters::ard::{ArdLora, ArdRegulariser};
+use ardpipe_adapters::ops::QuantScheme;
 use ardpipe_adapters::optim::{AdamW, AdamWConfig, Optimizer, ParamGroup, split_by_role};
 use ardpipe_adapters::{AdaptableLinear, ArdLoraConfig, LoraConfig, MethodConfig};
 
@@ -259,8 +266,16 @@ pub const ARD_LAMBDA: f64 = 0.1;
 pub struct BenchSpec {
     /// `smollm2` or `minilm`.
     pub model: String,
-    /// bf16 autocast over f32 weights (as `torch.autocast("cpu", dtype=torch.bfloat16)`).
+    /// bf16 autocast (as `torch.autocast("cpu", dtype=torch.bfloat16)`); over f32 weights
+    /// unless `base_bf16`.
     pub bf16: bool,
+    /// The frozen base stored in bf16 (cast once at load; adapters stay f32), as transformers'
+    /// `from_pretrained(..., dtype=torch.bfloat16)`. Only with `bf16` (autocast).
+    pub base_bf16: bool,
+    /// Store the adaptable linears' weights quantised, dequantised on the fly.
+    pub quantize: Option<QuantScheme>,
+    /// SmolLM2 only: recompute each decoder layer in the backward pass.
+    pub checkpointing: bool,
     pub steps: usize,
     pub warmup: usize,
     pub method: BenchMethod,
@@ -279,6 +294,9 @@ impl Default for BenchSpec {
         Self {
             model: "smollm2".into(),
             bf16: false,
+            base_bf16: false,
+            quantize: None,
+            checkpointing: false,
             steps: 5,
             warmup: 1,
             method: BenchMethod::Full,
@@ -312,7 +330,13 @@ pub fn compacted_rank(layer: usize, head: usize, r0: usize) -> usize {
 pub struct BenchResult {
     pub side: &'static str,
     pub model: String,
+    /// Compute: `f32` or `bf16` (autocast).
     pub dtype: String,
+    /// The frozen base's storage: `f32` or `bf16`.
+    pub base: String,
+    /// `int8`, `int4` or none: how the adaptable linears are stored.
+    pub quantize: Option<String>,
+    pub checkpointing: bool,
     pub method: &'static str,
     pub rank: usize,
     pub per_head: bool,
@@ -328,6 +352,8 @@ pub struct BenchResult {
     pub modules: usize,
     /// Tensors the step updates or differentiates (adapters, α, the classification head).
     pub trainable_params: usize,
+    /// The dtypes those tensors are stored in (`f32`, `bf16`), sorted.
+    pub trainable_dtypes: Vec<String>,
     /// Σ over adapted modules of the allocated rank (LoRA r; ARD-LoRA units × stored rows).
     pub rank_total: usize,
     /// ARD-LoRA: mean of max(1, round(r0·α)) over heads, when the timed steps start.
@@ -592,6 +618,24 @@ fn check(spec: &BenchSpec) -> Result<()> {
     if spec.compacted && spec.method != BenchMethod::ArdLora {
         return bad("--compacted applies to --method ard_lora only");
     }
+    if spec.base_bf16 && !spec.bf16 {
+        return bad(
+            "--base bf16 needs bf16 autocast (--dtype bf16): f32 activations cannot multiply \
+             bf16 weights",
+        );
+    }
+    if spec.checkpointing && spec.model != "smollm2" {
+        return bad(
+            "--checkpointing recomputes decoder layers (SmolLM2); MiniLM is an encoder and keeps \
+             its activations: drop --checkpointing or use --model smollm2",
+        );
+    }
+    if spec.quantize.is_some() && spec.method == BenchMethod::Full {
+        return bad(
+            "--quantize stores the frozen base quantised; --method full trains every weight: \
+             use --method lora or ard_lora",
+        );
+    }
     Ok(())
 }
 
@@ -600,13 +644,20 @@ fn check(spec: &BenchSpec) -> Result<()> {
 /// outside the timed region.
 pub fn run(spec: &BenchSpec) -> Result<BenchResult> {
     check(spec)?;
-    // f32 weights; bf16 means autocast, exactly as the peer's `torch.autocast("cpu", bfloat16)`.
+    // f32 weights unless `base_bf16`; bf16 means autocast, exactly as the peer's
+    // `torch.autocast("cpu", bfloat16)`.
     let precision = Precision {
-        storage: StorageDtype::F32,
+        storage: if spec.base_bf16 {
+            StorageDtype::Bf16
+        } else {
+            StorageDtype::F32
+        },
         autocast: spec.bf16.then_some(StorageDtype::Bf16),
     };
+    precision.validate()?;
     let opts = LoadOptions {
         precision,
+        quantize: spec.quantize,
         ..Default::default()
     };
     let data = batch(&spec.model)?;
@@ -625,6 +676,11 @@ pub fn run(spec: &BenchSpec) -> Result<BenchResult> {
         _ => Tensor::from_slice(&data.labels),
     };
     let mut net = load_net(&spec.model, &opts)?;
+    if spec.checkpointing
+        && let Net::Lm(m) = &mut net
+    {
+        m.checkpointing = true;
+    }
     tracing::debug!(
         "peak RSS after loading: {:.0} MiB",
         crate::runtime::peak_rss_mb()
@@ -743,6 +799,20 @@ pub fn run(spec: &BenchSpec) -> Result<BenchResult> {
         (times[times.len() / 2 - 1] + times[times.len() / 2]) / 2.0
     };
 
+    let mut trainable_dtypes: Vec<String> = net
+        .linears()
+        .iter()
+        .filter_map(|l| l.adapter.as_ref())
+        .flat_map(|a| a.trainable())
+        .chain(net.head_parameters())
+        .map(|(_, t)| match t.kind() {
+            Kind::Float => "f32".to_string(),
+            Kind::BFloat16 => "bf16".to_string(),
+            k => format!("{k:?}"),
+        })
+        .collect();
+    trainable_dtypes.sort();
+    trainable_dtypes.dedup();
     let trainable_params = match &training {
         Some(tr) => tr.trainable(),
         None => net.all_parameters().iter().map(Tensor::numel).sum(),
@@ -755,6 +825,16 @@ pub fn run(spec: &BenchSpec) -> Result<BenchResult> {
         } else {
             "f32".into()
         },
+        base: if spec.base_bf16 {
+            "bf16".into()
+        } else {
+            "f32".into()
+        },
+        quantize: spec.quantize.map(|q| match q {
+            QuantScheme::Int8 => "int8".to_string(),
+            QuantScheme::Int4 { group } => format!("int4/{group}"),
+        }),
+        checkpointing: spec.checkpointing,
         method: spec.method.name(),
         rank: spec.rank,
         per_head: spec.per_head,
@@ -768,6 +848,7 @@ pub fn run(spec: &BenchSpec) -> Result<BenchResult> {
         loss,
         modules,
         trainable_params,
+        trainable_dtypes,
         rank_total,
         mean_effective_rank: (!eff.is_empty())
             .then(|| eff.iter().sum::<usize>() as f64 / eff.len() as f64),
