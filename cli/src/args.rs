@@ -127,6 +127,15 @@ pub enum Command {
         /// Plan only this variant (default: all).
         #[arg(long, value_name = "NAME")]
         variant: Option<String>,
+        /// Say whether a training process fits this device: a GPU by name (h100, h200,
+        /// a100-80, a100-40, l40s, a10g, l4, rtx4090, t4), `cpu` (this machine's memory) or a
+        /// size such as `24GiB`.
+        #[arg(long, value_name = "DEVICE")]
+        fit: Option<String>,
+        /// With --fit: data-parallel processes, one per device, splitting each batch.
+        #[arg(long, value_name = "N", requires = "fit", default_value_t = 1,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        nproc: u32,
         #[command(flatten)]
         overrides: Overrides,
     },

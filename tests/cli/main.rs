@@ -10,6 +10,7 @@ mod gemma3;
 mod help;
 mod hostile_input;
 mod hostile_models;
+mod memory;
 mod merge;
 mod models;
 mod pipeline_keys;

@@ -46,6 +46,7 @@ const PLUGIN_RECORDS: &str = "engine/core/src/train/plugin_records.rs";
 const BATCHES: &str = "engine/core/src/train/batches.rs";
 const RUN_LOOP: &str = "engine/core/src/train/run_loop.rs";
 const PLAN: &str = "engine/core/src/plan.rs";
+const MEMORY: &str = "engine/core/src/memory.rs";
 
 /// Every key of the schema, and how it reaches the engine.
 #[rustfmt::skip]
@@ -142,11 +143,16 @@ const KEYS: &[(&str, Reach)] = &[
     ("Model.device", Reads(SETUP, "device(&settings.model.device)")),
     ("Model.dtype", Plan(&["model.dtype=bf16", "train.precision=bf16"])),
     ("Model.format", Refused("", &["model.format=gguf"], "model.format = gguf but")),
+    ("Model.quantize", Plan(&["model.quantize=int8"])),
+    ("Quantize{kind=none}", Reads(SETUP, "p::Quantize::None => None")),
+    ("Quantize{kind=int8}", Reads(SETUP, "p::Quantize::Int8 => Some(QuantScheme::Int8)")),
+    ("Quantize{kind=int4}", Destructures(SETUP, "p::Quantize::Int4 { group }")),
     ("Model.head", Holds),
     ("Model.path", Reads(PLAN, "describe(&pipeline.model.path)")),
     ("ModelFormat=gguf", Reads(PLAN, "p::ModelFormat::Gguf")),
     ("ModelFormat=hf_folder", Reads(PLAN, "p::ModelFormat::HfFolder")),
-    ("DType=f32", Reads(SETUP, "p::DType::F32 => StorageDtype::F32")),
+    ("DType=auto", Reads(PLAN, "p::DType::Auto => match train.precision {")),
+    ("DType=f32", Reads(SETUP, "p::DType::F32 | p::DType::Auto => StorageDtype::F32")),
     ("DType=f16", Reads(SETUP, "p::DType::F16 => StorageDtype::F16")),
     ("DType=bf16", Reads(SETUP, "p::DType::Bf16 => StorageDtype::Bf16")),
     ("Device{kind=auto}", Reads(SETUP, "p::Device::Auto =>")),
@@ -257,7 +263,10 @@ const KEYS: &[(&str, Reach)] = &[
     ("Train.log_every", Reads(SETUP, "log_every: pos(&t.log_every)")),
     ("Train.lr", Plan(&["train.lr=1e-4"])),
     ("Train.optimizer", Reads(SETUP, "&settings.train.optimizer")),
-    ("Train.precision", Reads(SETUP, "match train.precision {")),
+    ("Train.precision", Reads(SETUP, "match settings.train.precision {")),
+    ("Train.checkpointing", Reads(SETUP, "if settings.train.checkpointing == p::Checkpointing::Layers {")),
+    ("Checkpointing=none", Reads(MEMORY, "pipeline.train.checkpointing == p::Checkpointing::Layers")),
+    ("Checkpointing=layers", Refused("", &["train.checkpointing=layers"], "recomputes decoder layers")),
     ("Train.seed", Reads("engine/core/src/train/mod.rs", "seed_torch_for_step(self.plan.settings.train.seed")),
     ("Precision=f32", Reads(SETUP, "p::Precision::F32 => None")),
     ("Precision=bf16", Reads(SETUP, "p::Precision::Bf16 => Some(StorageDtype::Bf16)")),

@@ -59,8 +59,17 @@ pub fn dispatch(command: Command, global: &Global) -> miette::Result<Code> {
             format,
             resolved,
             variant,
+            fit,
+            nproc,
             overrides,
-        } => plan::run(&file, format, resolved, variant.as_deref(), &overrides),
+        } => plan::run(
+            &file,
+            format,
+            resolved,
+            variant.as_deref(),
+            fit.as_deref().map(|d| (d, nproc)),
+            &overrides,
+        ),
         Command::Schema { kind } => schema::print(kind),
         Command::Inspect {
             what: InspectWhat::Model { path, format },

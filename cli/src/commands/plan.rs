@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use ardpipe_engine::memory::{self, Device};
 use ardpipe_engine::plan::{PlanDocument, RunPlan, render_text};
 use ardpipe_engine::train::planning::plan_run;
 use serde::Serialize;
@@ -17,8 +18,13 @@ pub fn run(
     format: Format,
     resolved_only: bool,
     variant: Option<&str>,
+    fit: Option<(&str, u32)>,
     overrides: &Overrides,
 ) -> miette::Result<Code> {
+    let device = fit
+        .map(|(d, n)| Device::parse(d).map(|d| (d, n)))
+        .transpose()
+        .map_err(|e| miette::miette!(help = "e.g. `--fit h100` or `--fit 24GiB`", "{e}"))?;
     let Some(pipeline) = super::check::checked_pipeline(file, overrides, variant) else {
         return Ok(Code::Failure);
     };
@@ -29,10 +35,19 @@ pub fn run(
     let mut runs = Vec::new();
     for (name, p) in super::run::select_runs(&pipeline, variant)? {
         match plan_run(p) {
-            Ok(plan) => runs.push(RunPlan {
-                run: name.to_string(),
-                plan,
-            }),
+            Ok(plan) => {
+                let fit = match &device {
+                    Some((d, n)) => Some(
+                        memory::fit(&plan, d.clone(), *n).map_err(|e| miette::miette!("{e}"))?,
+                    ),
+                    None => None,
+                };
+                runs.push(RunPlan {
+                    run: name.to_string(),
+                    plan,
+                    fit,
+                })
+            }
             Err(e) => return Err(super::run::report(e)),
         }
     }
@@ -43,6 +58,9 @@ pub fn run(
                     println!("{}== variant {}", if i > 0 { "\n" } else { "" }, r.run);
                 }
                 print!("{}", render_text(&r.plan));
+                if let Some(f) = &r.fit {
+                    println!("fit        {}", f.text());
+                }
             }
         }
         _ => print!("{}", render(&PlanDocument { pipeline, runs }, format)),

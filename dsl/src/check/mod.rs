@@ -723,7 +723,8 @@ fn quantized_base_is_frozen(
     let (Some(b), Some(m)) = (block, model) else {
         return;
     };
-    if m.quantize == Quantize::None || !adapters.iter().any(|a| matches!(a.method, Method::Full(_))) {
+    if m.quantize == Quantize::None || !adapters.iter().any(|a| matches!(a.method, Method::Full(_)))
+    {
         return;
     }
     let span = b

@@ -203,7 +203,9 @@ const INT4_GROUPS: &[u64] = &[32, 64, 128, 256];
 /// `quantize = none | int8 | int4` and, for int4, `quantize_group` (64 when absent).
 fn quantize(r: &mut Reader, cx: &mut Ctx) -> Option<Quantize> {
     let kind = r.symbol("quantize", QUANTIZE, cx);
-    let group_entry = r.entry("quantize_group").map(|e| (e.key_span(), e.value.span));
+    let group_entry = r
+        .entry("quantize_group")
+        .map(|e| (e.key_span(), e.value.span));
     let group = r.int("quantize_group", 1, 1 << 20, cx);
     match kind {
         Some("int4") => {
@@ -221,7 +223,9 @@ fn quantize(r: &mut Reader, cx: &mut Ctx) -> Option<Quantize> {
                 );
                 return None;
             }
-            Some(Quantize::Int4 { group: group as u32 })
+            Some(Quantize::Int4 {
+                group: group as u32,
+            })
         }
         other => {
             if let Some((key, _)) = group_entry {

@@ -125,7 +125,7 @@ impl QuantScheme {
     pub fn refuses(self, d_in: usize) -> Option<String> {
         match self {
             QuantScheme::Int8 => None,
-            QuantScheme::Int4 { group } if d_in % group != 0 => Some(format!(
+            QuantScheme::Int4 { group } if !d_in.is_multiple_of(group) => Some(format!(
                 "its {d_in} input columns are not a whole number of int4 groups of {group}"
             )),
             QuantScheme::Int4 { .. } => None,
@@ -322,7 +322,10 @@ pub fn fused_adamw(
     if slots.is_empty() {
         return Ok(());
     }
-    fn list<'a>(slots: &[AdamWSlot<'a>], f: fn(&AdamWSlot<'a>) -> &'a Tensor) -> Vec<*mut C_tensor> {
+    fn list<'a>(
+        slots: &[AdamWSlot<'a>],
+        f: fn(&AdamWSlot<'a>) -> &'a Tensor,
+    ) -> Vec<*mut C_tensor> {
         slots.iter().map(|s| ptr(f(s))).collect()
     }
     let (p, g, m, v, s) = (

@@ -186,7 +186,10 @@ fn checkpointed_layers_give_the_gradients_of_the_plain_ones_dropout_included() {
     tch::manual_seed(99);
     // Checkpoint each layer; the closures reach the layers through raw pointers, valid until
     // the backward pass below.
-    let (a, b) = (&c1 as *const AdaptableLinear as usize, &c2 as *const AdaptableLinear as usize);
+    let (a, b) = (
+        &c1 as *const AdaptableLinear as usize,
+        &c2 as *const AdaptableLinear as usize,
+    );
     let h = checkpoint(&x, move |x| {
         unsafe { &*(a as *const AdaptableLinear) }
             .forward(x, true)

@@ -6,13 +6,12 @@
 //! and engine/adapters/src/lora.rs), not a generic rule; tests/cli/memory.rs holds them against
 //! measured peaks.
 
-use ardpipe_adapters::ops::QuantScheme;
 use ardpipe_dsl::pipeline as p;
 use ardpipe_models::ModelDescription;
 use ardpipe_models::arch::ArchConfig;
 use serde::Serialize;
 
-use crate::plan::TrainingPlan;
+use crate::plan::{ExecutionPlan, RunSettings, TrainingPlan};
 
 /// Bytes, estimated before anything is loaded.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -47,15 +46,34 @@ fn loss_chunk_rows(vocab: usize) -> u64 {
     ardpipe_models::lm_loss::chunk_rows_for(vocab as i64) as u64
 }
 
+/// Where the estimate is for: the pipeline's device, or a GPU named to `ardpipe plan --fit`, and
+/// how many data-parallel processes split each batch.
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    pub gpu: bool,
+    pub processes: u32,
+}
+
+impl Target {
+    /// The pipeline's own device, one process.
+    pub fn of(settings: &RunSettings) -> Target {
+        Target {
+            gpu: matches!(settings.model.device, p::Device::Cuda { .. }),
+            processes: 1,
+        }
+    }
+}
+
 pub fn estimate(
     desc: &ModelDescription,
-    pipeline: &p::Pipeline,
+    pipeline: &RunSettings,
     adapted: &[String],
     trainable: usize,
     t: &TrainingPlan,
-    scheme: Option<QuantScheme>,
+    target: Target,
 ) -> MemoryEstimate {
-    let dtype = crate::plan::base_dtype(&pipeline.model, &pipeline.train, &pipeline.adapters);
+    let scheme = crate::train::setup::quant_scheme(pipeline.model.quantize);
+    let dtype = pipeline.base_dtype();
     let dense_bytes: u64 = match dtype {
         p::DType::F16 | p::DType::Bf16 => 2,
         _ => 4,
@@ -70,7 +88,8 @@ pub fn estimate(
             _ => n * dense_bytes,
         };
     }
-    let weights = linear_bytes + (desc.parameters as u64).saturating_sub(linear_params) * dense_bytes;
+    let weights =
+        linear_bytes + (desc.parameters as u64).saturating_sub(linear_params) * dense_bytes;
     let base_storage = match scheme {
         Some(s) => s.name(),
         None => match dtype {
@@ -80,9 +99,11 @@ pub fn estimate(
         },
     };
     let checkpointing = pipeline.train.checkpointing == p::Checkpointing::Layers;
+    // Every process holds the whole model and takes its share of each micro-batch.
+    let batch = (t.batch_size as u64).div_ceil(target.processes.max(1) as u64);
     let act = Activations {
-        tokens: t.batch_size as u64 * t.sequence_length as u64,
-        batch: t.batch_size as u64,
+        tokens: batch * t.sequence_length as u64,
+        batch,
         seq: t.sequence_length as u64,
         // Under autocast the linears' outputs are 16-bit; norms and the residual stay f32.
         out_bytes: match pipeline.train.precision {
@@ -104,9 +125,10 @@ pub fn estimate(
         p::Optimizer::Sgd { .. } => trainable as u64 * 4,
         _ => trainable as u64 * 8,
     };
-    let runtime = match pipeline.model.device {
-        p::Device::Cuda { .. } => CUDA_RUNTIME,
-        _ => CPU_RUNTIME,
+    let runtime = if target.gpu {
+        CUDA_RUNTIME
+    } else {
+        CPU_RUNTIME
     };
     MemoryEstimate {
         weights,
@@ -135,7 +157,9 @@ impl Activations {
     /// The training step's peak beyond weights and trainable state.
     fn training(&self, config: &ArchConfig, adapted: &[String], checkpointing: bool) -> u64 {
         match config {
-            ArchConfig::Llama(c) => self.decoder(c, adapted, checkpointing) + self.loss(c.vocab_size),
+            ArchConfig::Llama(c) => {
+                self.decoder(c, adapted, checkpointing) + self.loss(c.vocab_size)
+            }
             ArchConfig::PaliGemma(c) => {
                 let v = &c.vision;
                 let vision = self.encoder_layers(
@@ -146,7 +170,9 @@ impl Activations {
                     v.num_attention_heads as u64,
                     v.num_hidden_layers as u64,
                 );
-                self.decoder(&c.text, adapted, checkpointing) + vision + self.loss(c.text.vocab_size)
+                self.decoder(&c.text, adapted, checkpointing)
+                    + vision
+                    + self.loss(c.text.vocab_size)
             }
             ArchConfig::Bert(c) => self.encoder_layers(
                 self.tokens,
@@ -160,7 +186,12 @@ impl Activations {
     }
 
     /// Decoder layers: what each keeps for the backward pass, and one layer's working set.
-    fn decoder(&self, c: &ardpipe_models::arch::LlamaConfig, adapted: &[String], ckpt: bool) -> u64 {
+    fn decoder(
+        &self,
+        c: &ardpipe_models::arch::LlamaConfig,
+        adapted: &[String],
+        ckpt: bool,
+    ) -> u64 {
         let n = self.tokens;
         let (h, f) = (c.hidden_size as u64, c.intermediate_size as u64);
         let q = (c.num_attention_heads * c.head_dim) as u64;
@@ -168,7 +199,13 @@ impl Activations {
         let o = self.out_bytes;
         let has = |name: &str| adapted.iter().any(|p| p.ends_with(name));
         // A 16-bit copy of an adapted linear's input is saved beside the f32 one under autocast.
-        let input = |adapted: bool| if adapted { n * h * (4 + if self.autocast { 2 } else { 0 }) } else { 0 };
+        let input = |adapted: bool| {
+            if adapted {
+                n * h * (4 + if self.autocast { 2 } else { 0 })
+            } else {
+                0
+            }
+        };
         let mut layer = 0;
         // The residual stream entering each norm (f32), and the normed input of q/k/v.
         layer += 2 * n * h * 4;
@@ -211,7 +248,15 @@ impl Activations {
 
     /// Post-LN encoder layers (BERT, SigLIP), after Korthikanti et al. (2022): per layer
     /// s·b·h·(34 + 5·a·s/h) bytes at 16 bits.
-    fn encoder_layers(&self, tokens: u64, seq: u64, h: u64, _f: u64, heads: u64, layers: u64) -> u64 {
+    fn encoder_layers(
+        &self,
+        tokens: u64,
+        seq: u64,
+        h: u64,
+        _f: u64,
+        heads: u64,
+        layers: u64,
+    ) -> u64 {
         let per_layer = tokens * h * 34 + 5 * heads * seq * tokens;
         per_layer * layers * (if self.autocast { 2 } else { 4 }) / 2
     }
@@ -225,5 +270,164 @@ impl Activations {
             ArchConfig::Bert(_) => return 0,
         } as u64;
         2 * batch * self.seq * vocab * 4
+    }
+}
+
+/// A device's memory, by the name `ardpipe plan --fit` takes or as a size (`24GiB`, `80GB`).
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct Device {
+    pub name: String,
+    /// Bytes a process can use (what `nvidia-smi` reports as total for a GPU, `MemTotal`
+    /// for this machine).
+    pub bytes: u64,
+    pub gpu: bool,
+}
+
+/// GPUs by name, with the total memory `nvidia-smi` reports for each (MiB).
+const GPUS: &[(&str, &str, u64)] = &[
+    ("h100", "NVIDIA H100 80GB", 81_559),
+    ("h200", "NVIDIA H200 141GB", 143_771),
+    ("a100-80", "NVIDIA A100 80GB", 81_920),
+    ("a100-40", "NVIDIA A100 40GB", 40_960),
+    ("l40s", "NVIDIA L40S 48GB", 46_068),
+    ("a10g", "NVIDIA A10G 24GB", 23_028),
+    ("l4", "NVIDIA L4 24GB", 23_034),
+    ("rtx4090", "NVIDIA GeForce RTX 4090 24GB", 24_564),
+    ("t4", "NVIDIA T4 16GB", 15_360),
+];
+
+impl Device {
+    /// `h100`, `a100-40`, … (see `GPUS`), `cpu` (this machine's memory), or a size.
+    pub fn parse(s: &str) -> Result<Device, String> {
+        let lower = s.to_ascii_lowercase();
+        if let Some((_, name, mib)) = GPUS.iter().find(|(k, _, _)| *k == lower) {
+            return Ok(Device {
+                name: (*name).into(),
+                bytes: mib << 20,
+                gpu: true,
+            });
+        }
+        if lower == "cpu" {
+            let kib = std::fs::read_to_string("/proc/meminfo")
+                .ok()
+                .and_then(|m| {
+                    m.lines()
+                        .find(|l| l.starts_with("MemTotal:"))
+                        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                })
+                .ok_or("cannot read this machine's memory from /proc/meminfo")?;
+            return Ok(Device {
+                name: "this machine's memory".into(),
+                bytes: kib << 10,
+                gpu: false,
+            });
+        }
+        let size = parse_size(&lower).ok_or_else(|| {
+            format!(
+                "unknown device `{s}`: name one of {}, `cpu`, or give a size such as `24GiB`",
+                GPUS.iter()
+                    .map(|(k, _, _)| *k)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+        Ok(Device {
+            name: s.into(),
+            bytes: size,
+            gpu: true,
+        })
+    }
+}
+
+/// `24GiB`, `80GB`, `512MiB` in bytes.
+fn parse_size(s: &str) -> Option<u64> {
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult: f64 = match unit.trim() {
+        "gib" | "g" => (1u64 << 30) as f64,
+        "gb" => 1e9,
+        "mib" | "m" => (1u64 << 20) as f64,
+        "mb" => 1e6,
+        "tib" => (1u64 << 40) as f64,
+        "tb" => 1e12,
+        _ => return None,
+    };
+    (n > 0.0).then_some((n * mult) as u64)
+}
+
+/// The plan's run on `device` with `processes` data-parallel processes.
+pub fn fit(plan: &ExecutionPlan, device: Device, processes: u32) -> Result<Fit, String> {
+    let s = &plan.settings;
+    let desc = ardpipe_models::describe(&s.model.path).map_err(|e| e.to_string())?;
+    let adapted: Vec<String> = plan
+        .adapters
+        .iter()
+        .flat_map(|a| a.modules.iter().map(|m| m.path.clone()))
+        .collect();
+    let target = Target {
+        gpu: device.gpu,
+        processes,
+    };
+    let memory = estimate(
+        &desc,
+        s,
+        &adapted,
+        plan.trainable_max,
+        &plan.training,
+        target,
+    );
+    Ok(Fit {
+        fits: memory.total <= device.bytes,
+        device,
+        processes,
+        memory,
+    })
+}
+
+/// Whether a run fits a device: the per-process estimate against its memory.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct Fit {
+    pub device: Device,
+    pub processes: u32,
+    pub memory: MemoryEstimate,
+    pub fits: bool,
+}
+
+impl Fit {
+    pub fn text(&self) -> String {
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        let each = if self.processes > 1 {
+            format!(
+                "{} processes, one per device, each holding the whole model and 1/{} of each batch",
+                self.processes, self.processes
+            )
+        } else {
+            "one process".into()
+        };
+        if self.fits {
+            format!(
+                "fits {} ({:.1} GiB): ~{:.1} GiB per process, {each}",
+                self.device.name,
+                gib(self.device.bytes),
+                gib(self.memory.total)
+            )
+        } else {
+            let mut levers = Vec::new();
+            if !self.memory.base_storage.starts_with("int4") {
+                levers.push("a smaller base (`model.quantize = int4`)");
+            }
+            if !self.memory.checkpointing {
+                levers.push("`train.checkpointing = layers`");
+            }
+            levers.push("a smaller batch");
+            format!(
+                "does not fit {} ({:.1} GiB): ~{:.1} GiB per process, {each}; {} would need less",
+                self.device.name,
+                gib(self.device.bytes),
+                gib(self.memory.total),
+                levers.join(", ")
+            )
+        }
     }
 }

@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
+pub use crate::memory::MemoryEstimate;
 use ardpipe_adapters::{HeadAxis, MethodConfig};
 use ardpipe_dsl::pipeline as p;
-pub use crate::memory::MemoryEstimate;
 use ardpipe_models::arch::PaliGemmaConfig;
 use ardpipe_models::arch::config::{ArchConfig, ModuleSpec};
 use ardpipe_models::{ModelDescription, describe};
@@ -400,6 +400,9 @@ pub struct RunPlan {
     /// The pipeline's name, or the variant's.
     pub run: String,
     pub plan: ExecutionPlan,
+    /// `ardpipe plan --fit DEVICE`: whether a process of this run fits the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fit: Option<crate::memory::Fit>,
 }
 
 /// The JSON Schema of [`PlanDocument`].
@@ -417,6 +420,17 @@ pub fn plan_with_data(pipeline: &p::Pipeline, data: DataPlan) -> Result<Executio
     check_format(&desc, pipeline.model.format, &pipeline.model.path)?;
     check_head(&desc, &pipeline.model.head, &pipeline.model.path)?;
     image_model(&desc, pipeline)?;
+    if pipeline.train.checkpointing == p::Checkpointing::Layers
+        && matches!(desc.config, ArchConfig::Bert(_))
+    {
+        return Err(PlanError::Invalid(format!(
+            "`train.checkpointing = layers` recomputes decoder layers (Llama, Qwen, Mistral, Gemma, \
+             PaliGemma's decoder); {} is an encoder ({}), whose layers keep their activations: \
+             remove the key",
+            pipeline.model.path.display(),
+            desc.config.name()
+        )));
+    }
     let modules = model_modules(&desc, &pipeline.model.head);
     let mut warnings = Vec::new();
     let mut adapters = Vec::new();
@@ -514,13 +528,14 @@ pub fn plan_with_data(pipeline: &p::Pipeline, data: DataPlan) -> Result<Executio
         .iter()
         .flat_map(|a: &AdapterPlan| a.modules.iter().map(|m| m.path.clone()))
         .collect();
+    let settings = RunSettings::of(pipeline);
     let memory = crate::memory::estimate(
         &desc,
-        pipeline,
+        &settings,
         &adapted,
         trainable_max,
         &training,
-        crate::train::setup::quant_scheme(pipeline.model.quantize),
+        crate::memory::Target::of(&settings),
     );
     let (layers, hidden, heads, kv) = match &desc.config {
         ArchConfig::Llama(c) => (
@@ -564,7 +579,7 @@ pub fn plan_with_data(pipeline: &p::Pipeline, data: DataPlan) -> Result<Executio
         memory,
         training,
         data,
-        settings: RunSettings::of(pipeline),
+        settings,
         warnings,
     })
 }
@@ -750,7 +765,11 @@ pub fn pipeline_dataset(pipeline: &p::Pipeline) -> Option<&p::Dataset> {
 /// (65,504) is narrower than some checkpoints' weights and products.
 pub fn base_dtype(model: &p::Model, train: &p::Train, adapters: &[p::Adapter]) -> p::DType {
     match model.dtype {
-        p::DType::Auto if adapters.iter().any(|a| matches!(a.method, p::Method::Full(_))) => {
+        p::DType::Auto
+            if adapters
+                .iter()
+                .any(|a| matches!(a.method, p::Method::Full(_))) =>
+        {
             p::DType::F32
         }
         p::DType::Auto => match train.precision {

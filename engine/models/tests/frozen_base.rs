@@ -178,9 +178,15 @@ fn a_quantised_base_trains_as_its_dequantised_weights_do() {
             let (lq, gq) = train_step(&quantised);
             let (ld, gd) = train_step(&dense);
             let tol = if precision == BF16 { 1e-3 } else { 1e-5 };
-            assert!(rel(&lq, &ld) < tol, "{scheme:?} {precision:?}: {lq:?} vs {ld:?}");
+            assert!(
+                rel(&lq, &ld) < tol,
+                "{scheme:?} {precision:?}: {lq:?} vs {ld:?}"
+            );
             let w = worst(&gq, &gd);
-            assert!(w < tol, "{scheme:?} {precision:?}: gradients differ by {w:e}");
+            assert!(
+                w < tol,
+                "{scheme:?} {precision:?}: gradients differ by {w:e}"
+            );
             // Quantising changed the model: the original weights give another loss.
             let (lo, _) = train_step(&tiny_llama(precision, None).unwrap());
             assert!(rel(&lo, &ld) > 1e-5, "{scheme:?} {precision:?}");
@@ -218,7 +224,10 @@ fn checkpointed_layers_give_the_plain_gradients() {
         // The recomputation repeats the same kernels on the same inputs.
         assert!(rel(&lc, &lp) < 1e-6, "{precision:?} {scheme:?}");
         let w = worst(&gc, &gp);
-        assert!(w < 1e-5, "{precision:?} {scheme:?}: gradients differ by {w:e}");
+        assert!(
+            w < 1e-5,
+            "{precision:?} {scheme:?}: gradients differ by {w:e}"
+        );
     }
 }
 

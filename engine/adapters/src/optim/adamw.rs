@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::{Optimizer, ParamGroup, check_no_strays, find_param, take_state};
-use crate::ops;
 use crate::error::{Result, state_err};
+use crate::ops;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -137,14 +137,8 @@ fn fused_step(g: &ParamGroup, state: &mut HashMap<String, Moments>, cfg: AdamWCo
         }
     }
     for (_, slots) in &batches {
-        ops::fused_adamw(
-            slots,
-            g.lr,
-            (cfg.beta1, cfg.beta2),
-            g.weight_decay,
-            cfg.eps,
-        )
-        .unwrap_or_else(|e| panic!("AdamW step of group `{}`: {e}", g.name));
+        ops::fused_adamw(slots, g.lr, (cfg.beta1, cfg.beta2), g.weight_decay, cfg.eps)
+            .unwrap_or_else(|e| panic!("AdamW step of group `{}`: {e}", g.name));
     }
 }
 

@@ -132,8 +132,17 @@ impl Trainer {
 
     /// The merged model as a complete Hugging Face folder, `merged/`: every base weight with
     /// the adapters folded in, the trained head, config.json, the base's tokenizer files, in the
-    /// base's dtype (f32 for a GGUF base); written whole or not at all, like `adapter/`.
+    /// base's dtype (f32 for a GGUF base); written whole or not at all, like `adapter/`. A base
+    /// trained in a reduced form (bf16 storage of an f32 file, int8/int4) is read again from its
+    /// file in f32 on the CPU, so the adapters merge into the original weights, not rounded ones.
     fn export_merged(&mut self) -> Result<(), TrainError> {
+        let original = self.original_base()?;
+        let source = original.as_ref().unwrap_or(&self.model);
+        let originals: BTreeMap<String, Tensor> = source
+            .linears()
+            .into_iter()
+            .map(|l| (l.path.clone(), l.base.dense_weight()))
+            .collect();
         let linears: BTreeMap<String, Tensor> = tch::no_grad(|| {
             self.model
                 .linears()
@@ -143,8 +152,10 @@ impl Trainer {
                     if a.is_merged() || a.method() == "full" {
                         return None;
                     }
-                    let w = lin.base.dense_weight().detach().to_kind(tch::Kind::Float)
-                        + a.delta_weight(&lin.base).to_kind(tch::Kind::Float);
+                    let original = &originals[&lin.path];
+                    let delta = a.delta_weight(&lin.base).to_kind(tch::Kind::Float);
+                    let w = original.detach().to_kind(tch::Kind::Float)
+                        + delta.to_device(original.device());
                     Some((format!("{}.weight", lin.path), w))
                 })
                 .collect()
@@ -159,13 +170,12 @@ impl Trainer {
                 .collect()
         };
         let (tensors, task) = match &self.model {
-            TaskModel::CausalLm(_) | TaskModel::VisionLm(_) => (
-                with_merged(self.model.base_parameters()),
-                MergedTask::CausalLm,
-            ),
+            TaskModel::CausalLm(_) | TaskModel::VisionLm(_) => {
+                (with_merged(source.base_parameters()), MergedTask::CausalLm)
+            }
             TaskModel::Classifier(_) | TaskModel::DecoderClassifier(_) => {
                 // A decoder classifier has no LM head (transformers' has `score` instead).
-                let mut t: Vec<(String, Tensor)> = with_merged(self.model.base_parameters())
+                let mut t: Vec<(String, Tensor)> = with_merged(source.base_parameters())
                     .into_iter()
                     .filter(|(n, _)| n != "lm_head.weight")
                     .collect();
@@ -216,6 +226,26 @@ impl Trainer {
             written.dtype.torch_name()
         );
         Ok(())
+    }
+
+    /// The base model as its file holds it (f32, dense, on the CPU) when training used a
+    /// reduced copy; `None` when the loaded base already is exact.
+    fn original_base(&self) -> Result<Option<TaskModel>, TrainError> {
+        let s = &self.plan.settings;
+        let reduced = super::setup::precision(s).storage != ardpipe_models::StorageDtype::F32
+            || s.model.quantize != p::Quantize::None;
+        if !reduced {
+            return Ok(None);
+        }
+        let mut exact = s.clone();
+        exact.model.dtype = p::DType::F32;
+        exact.model.quantize = p::Quantize::None;
+        exact.train.precision = p::Precision::F32;
+        tracing::info!(
+            "reading {} again in f32 to merge into its original weights",
+            s.model.path.display()
+        );
+        super::setup::load_model(&exact, self.plan.data.classes.len(), tch::Device::Cpu).map(Some)
     }
 
     /// `report/report.md` with the summary, and SVG pictures of the learned rank map per

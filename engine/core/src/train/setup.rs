@@ -4,10 +4,10 @@
 use std::path::Path;
 
 use ardpipe_adapters::MethodConfig;
-use ardpipe_adapters::ops::QuantScheme;
 use ardpipe_adapters::adalora::{AdaLora, RankAllocator};
 use ardpipe_adapters::ard::ArdLora;
 use ardpipe_adapters::ard::ArdRegulariser;
+use ardpipe_adapters::ops::QuantScheme;
 use ardpipe_adapters::optim::{AdamW, AdamWConfig, Optimizer, ParamGroup, Sgd, SgdConfig};
 use ardpipe_dsl::pipeline as p;
 use ardpipe_models::arch::{ArchConfig, EncoderHead};
@@ -60,7 +60,8 @@ pub fn precision(settings: &RunSettings) -> Precision {
     let storage = match settings.base_dtype() {
         p::DType::Bf16 => StorageDtype::Bf16,
         p::DType::F16 => StorageDtype::F16,
-        _ => StorageDtype::F32,
+        // `base_dtype` has resolved `auto` already.
+        p::DType::F32 | p::DType::Auto => StorageDtype::F32,
     };
     let autocast = match settings.train.precision {
         p::Precision::F32 => None,
@@ -149,7 +150,7 @@ fn weight_decay(o: &p::Optimizer) -> f64 {
 }
 
 /// Load the model with the plan's head; `num_labels` for classification.
-fn load_model(
+pub(super) fn load_model(
     settings: &RunSettings,
     num_labels: usize,
     dev: tch::Device,

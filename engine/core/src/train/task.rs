@@ -161,9 +161,7 @@ impl TaskModel {
             TaskModel::CausalLm(m) => {
                 let h = match &batch.segments {
                     Some(segments) => m.packed_hidden_state(&batch.input_ids, segments, train)?,
-                    None => {
-                        m.last_hidden_state(&batch.input_ids, batch.causal_mask(), train)?
-                    }
+                    None => m.last_hidden_state(&batch.input_ids, batch.causal_mask(), train)?,
                 };
                 m.lm_loss(&h, &batch.labels)?
             }

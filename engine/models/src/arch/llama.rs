@@ -687,7 +687,7 @@ impl Llama {
         i: usize,
         mut x: Tensor,
         inputs: &LayerInputs,
-        mut cache: Option<&mut KvCache>,
+        cache: Option<&mut KvCache>,
         train: bool,
     ) -> Tensor {
         let c = &self.config;
@@ -741,7 +741,7 @@ impl Llama {
         let q = Rope::apply(&q, cos, sin);
         let mut k = Rope::apply(&k, cos, sin);
         let mut v = v;
-        if let Some(cache) = cache.as_deref_mut() {
+        if let Some(cache) = cache {
             if let Some((pk, pv)) = cache.layers.get(i) {
                 k = Tensor::cat(&[pk, &k.to_kind(pk.kind())], 2);
                 v = Tensor::cat(&[pv, &v.to_kind(pv.kind())], 2);
@@ -779,34 +779,16 @@ impl Llama {
                     .to_kind(v.kind())
                     .matmul(&v)
             }
-            (Some(m), None) => Tensor::scaled_dot_product_attention(
-                &q,
-                &k,
-                &v,
-                Some(m),
-                0.0,
-                false,
-                scale,
-                false,
-            ),
-            (None, None) if past > 0 && t == 1 => {
-                Tensor::scaled_dot_product_attention::<Tensor>(
-                    &q, &k, &v, None, 0.0, false, scale, false,
-                )
+            (Some(m), None) => {
+                Tensor::scaled_dot_product_attention(&q, &k, &v, Some(m), 0.0, false, scale, false)
             }
+            (None, None) if past > 0 && t == 1 => Tensor::scaled_dot_product_attention::<Tensor>(
+                &q, &k, &v, None, 0.0, false, scale, false,
+            ),
             (None, None) if past > 0 => {
                 let s = past + t;
                 let m = Tensor::ones([t, s], (Kind::Bool, self.device)).tril(past);
-                Tensor::scaled_dot_product_attention(
-                    &q,
-                    &k,
-                    &v,
-                    Some(&m),
-                    0.0,
-                    false,
-                    scale,
-                    false,
-                )
+                Tensor::scaled_dot_product_attention(&q, &k, &v, Some(&m), 0.0, false, scale, false)
             }
             (None, None) => Tensor::scaled_dot_product_attention::<Tensor>(
                 &q, &k, &v, None, 0.0, true, scale, gqa,
