@@ -20,6 +20,8 @@ fn scratch(name: &str) -> PathBuf {
 /// then an evaluation of 4 blocks) with `sets` on top.
 fn short_run(out: &Path, sets: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
+        // The first 2,000 lines are enough blocks, and reading them is quick.
+        "dataset.shakespeare.max_rows=2000",
         "train.steps=2",
         "train.grad_accum=1",
         "train.eval_every=2 steps",
