@@ -5,14 +5,12 @@
 //! the loss, the hidden states' gradient and the adapters' gradients agree, whatever the chunk
 //! size, with ignored labels, soft-capping, an untied head, packed rows and bf16 autocast.
 
-use std::collections::BTreeMap;
+mod support;
 
-use ardpipe_adapters::{LoraConfig, MethodConfig};
 use ardpipe_models::arch::layers::seeded_normal;
 use ardpipe_models::arch::{Llama, LlamaConfig};
 use ardpipe_models::lm_loss::{chunk_rows_for, fused_linear_cross_entropy};
 use ardpipe_models::precision::autocast;
-use ardpipe_models::weights::{TensorSource, WeightLoader};
 use ardpipe_models::{Precision, StorageDtype};
 use tch::{Device, Kind, Reduction, Tensor};
 
@@ -280,24 +278,6 @@ fn chunk_rows_fit_the_budget() {
 
 // ---- Through a tiny random Llama with LoRA adapters ----
 
-/// Named random tensors as a checkpoint.
-struct Tensors(BTreeMap<String, Tensor>);
-
-impl TensorSource for Tensors {
-    fn describe(&self) -> String {
-        "random tensors".into()
-    }
-    fn names(&self) -> Vec<String> {
-        self.0.keys().cloned().collect()
-    }
-    fn shape(&self, name: &str) -> Option<Vec<i64>> {
-        self.0.get(name).map(Tensor::size)
-    }
-    fn read(&self, name: &str) -> ardpipe_models::Result<Tensor> {
-        Ok(self.0[name].copy())
-    }
-}
-
 const VOCAB: i64 = 61;
 
 fn tiny_config(tied: bool, cap: Option<f64>) -> LlamaConfig {
@@ -318,60 +298,9 @@ fn tiny_config(tied: bool, cap: Option<f64>) -> LlamaConfig {
     }
 }
 
-/// A tiny Llama of random weights with LoRA (r = 2) on every linear, B random too so that
-/// every adapter tensor gets a gradient.
+/// A tiny Llama of random weights with LoRA (r = 2) on every linear (support/mod.rs).
 fn tiny_llama(tied: bool, cap: Option<f64>, precision: Precision) -> Llama {
-    let c = tiny_config(tied, cap);
-    let d = c.hidden_size as i64;
-    let mut seed = 7;
-    let mut rand = |shape: &[i64], s: f64| {
-        seed += 1;
-        seeded_normal(shape, s, seed)
-    };
-    let mut t = BTreeMap::new();
-    t.insert("model.embed_tokens.weight".into(), rand(&[VOCAB, d], 1.0));
-    for m in c.modules() {
-        let (o, i) = (m.d_out as i64, m.d_in as i64);
-        t.insert(
-            format!("{}.weight", m.path),
-            rand(&[o, i], 1.0 / (i as f64).sqrt()),
-        );
-    }
-    for l in 0..c.num_hidden_layers {
-        for n in ["input_layernorm", "post_attention_layernorm"] {
-            t.insert(
-                format!("model.layers.{l}.{n}.weight"),
-                rand(&[d], 0.1) + 1.0,
-            );
-        }
-    }
-    t.insert("model.norm.weight".into(), rand(&[d], 0.1) + 1.0);
-    if !tied {
-        t.insert("lm_head.weight".into(), rand(&[VOCAB, d], 1.0));
-    }
-    let src = Tensors(t);
-    let mut w = WeightLoader::new(&src, "LlamaForCausalLM", Device::Cpu, Kind::Float);
-    let mut model = Llama::load(c, &mut w, Device::Cpu, precision).unwrap();
-    let lora = MethodConfig::Lora(LoraConfig {
-        r: 2,
-        lora_alpha: 4.0,
-        dropout: 0.0,
-    });
-    for l in model.linears_mut() {
-        ardpipe_adapters::attach(l, &lora).unwrap();
-    }
-    tch::no_grad(|| {
-        for (i, (_, p, _)) in model
-            .linears()
-            .iter()
-            .flat_map(|l| l.trainable())
-            .enumerate()
-        {
-            let mut p = p;
-            p.copy_(&seeded_normal(&p.size(), 0.3, 1000 + i as u64));
-        }
-    });
-    model
+    support::lora_llama(tiny_config(tied, cap), 7, precision, None).unwrap()
 }
 
 /// Every adapter tensor's gradient, in order.

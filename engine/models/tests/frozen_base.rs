@@ -2,34 +2,13 @@
 //! train the adapters as the dequantised dense weights do, and layer checkpointing gives the
 //! gradients of the plain backward pass — in f32 and under bf16 autocast with a bf16 base.
 
-use std::collections::BTreeMap;
+mod support;
 
 use ardpipe_adapters::ops::QuantScheme;
-use ardpipe_adapters::{LoraConfig, MethodConfig};
-use ardpipe_models::arch::layers::seeded_normal;
 use ardpipe_models::arch::{Llama, LlamaConfig};
 use ardpipe_models::precision::autocast;
-use ardpipe_models::weights::{TensorSource, WeightLoader};
 use ardpipe_models::{Precision, StorageDtype};
 use tch::{Device, Kind, Reduction, Tensor};
-
-/// Named random tensors as a checkpoint.
-struct Tensors(BTreeMap<String, Tensor>);
-
-impl TensorSource for Tensors {
-    fn describe(&self) -> String {
-        "random tensors".into()
-    }
-    fn names(&self) -> Vec<String> {
-        self.0.keys().cloned().collect()
-    }
-    fn shape(&self, name: &str) -> Option<Vec<i64>> {
-        self.0.get(name).map(Tensor::size)
-    }
-    fn read(&self, name: &str) -> ardpipe_models::Result<Tensor> {
-        Ok(self.0[name].copy())
-    }
-}
 
 const VOCAB: i64 = 61;
 
@@ -50,67 +29,10 @@ fn config() -> LlamaConfig {
     }
 }
 
-fn checkpoint_tensors() -> Tensors {
-    let c = config();
-    let d = c.hidden_size as i64;
-    let mut seed = 40;
-    let mut rand = |shape: &[i64], s: f64| {
-        seed += 1;
-        seeded_normal(shape, s, seed)
-    };
-    let mut t = BTreeMap::new();
-    t.insert("model.embed_tokens.weight".into(), rand(&[VOCAB, d], 1.0));
-    for m in c.modules() {
-        let (o, i) = (m.d_out as i64, m.d_in as i64);
-        t.insert(
-            format!("{}.weight", m.path),
-            rand(&[o, i], 1.0 / (i as f64).sqrt()),
-        );
-    }
-    for l in 0..c.num_hidden_layers {
-        for n in ["input_layernorm", "post_attention_layernorm"] {
-            t.insert(
-                format!("model.layers.{l}.{n}.weight"),
-                rand(&[d], 0.1) + 1.0,
-            );
-        }
-    }
-    t.insert("model.norm.weight".into(), rand(&[d], 0.1) + 1.0);
-    Tensors(t)
-}
-
 /// The tiny Llama, stored as `precision` says and quantised by `scheme`, with LoRA (r = 2) on
-/// every linear, its factors seeded (B ≠ 0, so every factor gets a gradient).
+/// every linear (support/mod.rs).
 fn tiny_llama(precision: Precision, scheme: Option<QuantScheme>) -> ardpipe_models::Result<Llama> {
-    let src = checkpoint_tensors();
-    let mut w = WeightLoader::new(
-        &src,
-        "LlamaForCausalLM",
-        Device::Cpu,
-        precision.storage.kind(),
-    )
-    .quantizing(scheme);
-    let mut model = Llama::load(config(), &mut w, Device::Cpu, precision)?;
-    let lora = MethodConfig::Lora(LoraConfig {
-        r: 2,
-        lora_alpha: 4.0,
-        dropout: 0.0,
-    });
-    for l in model.linears_mut() {
-        ardpipe_adapters::attach(l, &lora).unwrap();
-    }
-    tch::no_grad(|| {
-        for (i, (_, p, _)) in model
-            .linears()
-            .iter()
-            .flat_map(|l| l.trainable())
-            .enumerate()
-        {
-            let mut p = p;
-            p.copy_(&seeded_normal(&p.size(), 0.3, 1000 + i as u64));
-        }
-    });
-    Ok(model)
+    support::lora_llama(config(), 40, precision, scheme)
 }
 
 /// A padded batch: ids, mask (the second row's last three tokens are padding) and labels.

@@ -80,3 +80,89 @@ pub fn matrix(v: &serde_json::Value) -> Tensor {
     let flat: Vec<f32> = rows.concat();
     Tensor::from_slice(&flat).reshape([rows.len() as i64, -1])
 }
+
+/// Named tensors as a checkpoint (what a test builds in memory instead of a file).
+pub struct Tensors(pub std::collections::BTreeMap<String, Tensor>);
+
+impl ardpipe_models::weights::TensorSource for Tensors {
+    fn describe(&self) -> String {
+        "random tensors".into()
+    }
+    fn names(&self) -> Vec<String> {
+        self.0.keys().cloned().collect()
+    }
+    fn shape(&self, name: &str) -> Option<Vec<i64>> {
+        self.0.get(name).map(Tensor::size)
+    }
+    fn read(&self, name: &str) -> ardpipe_models::Result<Tensor> {
+        Ok(self.0[name].copy())
+    }
+}
+
+/// A Llama of seeded random weights for `c` (1/√fan-in linears, norms near 1, an LM head when
+/// untied), stored as `precision` says and quantised by `scheme`, with LoRA (r = 2,
+/// lora_alpha = 4) on every linear and seeded factors (B ≠ 0, so every factor gets a gradient).
+pub fn lora_llama(
+    c: ardpipe_models::arch::LlamaConfig,
+    seed: u64,
+    precision: ardpipe_models::Precision,
+    scheme: Option<ardpipe_adapters::ops::QuantScheme>,
+) -> ardpipe_models::Result<ardpipe_models::arch::Llama> {
+    use ardpipe_models::arch::layers::seeded_normal;
+    let (d, vocab) = (c.hidden_size as i64, c.vocab_size as i64);
+    let mut seed = seed;
+    let mut rand = |shape: &[i64], s: f64| {
+        seed += 1;
+        seeded_normal(shape, s, seed)
+    };
+    let mut t = std::collections::BTreeMap::new();
+    t.insert("model.embed_tokens.weight".into(), rand(&[vocab, d], 1.0));
+    for m in c.modules() {
+        let (o, i) = (m.d_out as i64, m.d_in as i64);
+        t.insert(
+            format!("{}.weight", m.path),
+            rand(&[o, i], 1.0 / (i as f64).sqrt()),
+        );
+    }
+    for l in 0..c.num_hidden_layers {
+        for n in ["input_layernorm", "post_attention_layernorm"] {
+            t.insert(
+                format!("model.layers.{l}.{n}.weight"),
+                rand(&[d], 0.1) + 1.0,
+            );
+        }
+    }
+    t.insert("model.norm.weight".into(), rand(&[d], 0.1) + 1.0);
+    if !c.tie_word_embeddings {
+        t.insert("lm_head.weight".into(), rand(&[vocab, d], 1.0));
+    }
+    let src = Tensors(t);
+    let mut w = ardpipe_models::weights::WeightLoader::new(
+        &src,
+        "LlamaForCausalLM",
+        tch::Device::Cpu,
+        precision.storage.kind(),
+    )
+    .quantizing(scheme);
+    let mut model = ardpipe_models::arch::Llama::load(c, &mut w, tch::Device::Cpu, precision)?;
+    let lora = ardpipe_adapters::MethodConfig::Lora(ardpipe_adapters::LoraConfig {
+        r: 2,
+        lora_alpha: 4.0,
+        dropout: 0.0,
+    });
+    for l in model.linears_mut() {
+        ardpipe_adapters::attach(l, &lora).unwrap();
+    }
+    tch::no_grad(|| {
+        for (i, (_, p, _)) in model
+            .linears()
+            .iter()
+            .flat_map(|l| l.trainable())
+            .enumerate()
+        {
+            let mut p = p;
+            p.copy_(&seeded_normal(&p.size(), 0.3, 1000 + i as u64));
+        }
+    });
+    Ok(model)
+}
