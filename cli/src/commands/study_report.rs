@@ -1158,11 +1158,7 @@ pub(crate) fn machine<'a>(run_dirs: impl IntoIterator<Item = &'a std::path::Path
             .and_then(|l| l.split_once(':'))
             .map(|(_, v)| v.trim().to_string())
     });
-    let mem = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| {
-        t.lines()
-            .find(|l| l.starts_with("MemTotal:"))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-    });
+    let mem = ardpipe_engine::models::runtime::machine_memory_bytes();
     let manifest = run_dirs.into_iter().find_map(|dir| {
         let text = std::fs::read_to_string(dir.join("manifest.json")).ok()?;
         serde_json::from_str::<serde_json::Value>(&text).ok()
@@ -1175,7 +1171,7 @@ pub(crate) fn machine<'a>(run_dirs: impl IntoIterator<Item = &'a std::path::Path
     lines.push(format!(
         "machine: {} ({cpus} CPUs), {} memory, {}",
         cpu.unwrap_or_else(|| "unknown CPU".into()),
-        mem.map(|kb| format!("{:.0} GiB", kb / 1024.0 / 1024.0))
+        mem.map(|b| format!("{:.0} GiB", b as f64 / (1u64 << 30) as f64))
             .unwrap_or_else(|| "unknown".into()),
         std::env::consts::OS
     ));

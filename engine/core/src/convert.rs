@@ -1,6 +1,7 @@
 //! From the checked pipeline's types to the engine's: adapter configurations and schedules.
 
 use crate::schedule::{Position, ResolvedSchedule, Schedule, ScheduleError, SchedulePoint};
+use ardpipe_adapters::ops::QuantScheme;
 use ardpipe_adapters::{
     AdaLoraConfig, AlphaUpdate, ArdLoraConfig, FullConfig, LoraConfig, MethodConfig, TvMode,
 };
@@ -152,6 +153,17 @@ pub fn resolve_schedule(
     per_epoch: u64,
 ) -> Result<ResolvedSchedule, ScheduleError> {
     schedule(s).resolve(total, per_epoch)
+}
+
+/// `model.quantize` as the adapters' quantised linears take it.
+pub fn quant_scheme(q: p::Quantize) -> Option<QuantScheme> {
+    match q {
+        p::Quantize::None => None,
+        p::Quantize::Int8 => Some(QuantScheme::Int8),
+        p::Quantize::Int4 { group } => Some(QuantScheme::Int4 {
+            group: group as usize,
+        }),
+    }
 }
 
 #[cfg(test)]

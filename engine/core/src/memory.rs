@@ -72,7 +72,7 @@ pub fn estimate(
     t: &TrainingPlan,
     target: Target,
 ) -> MemoryEstimate {
-    let scheme = crate::train::setup::quant_scheme(pipeline.model.quantize);
+    let scheme = crate::convert::quant_scheme(pipeline.model.quantize);
     let dtype = pipeline.base_dtype();
     let dense_bytes: u64 = match dtype {
         p::DType::F16 | p::DType::Bf16 => 2,
@@ -166,7 +166,6 @@ impl Activations {
                     v.num_patches() as u64 * self.batch,
                     v.num_patches() as u64,
                     v.hidden_size as u64,
-                    v.intermediate_size as u64,
                     v.num_attention_heads as u64,
                     v.num_hidden_layers as u64,
                 );
@@ -178,7 +177,6 @@ impl Activations {
                 self.tokens,
                 self.seq,
                 c.hidden_size as u64,
-                c.intermediate_size as u64,
                 c.num_attention_heads as u64,
                 c.num_hidden_layers as u64,
             ),
@@ -248,15 +246,7 @@ impl Activations {
 
     /// Post-LN encoder layers (BERT, SigLIP), after Korthikanti et al. (2022): per layer
     /// s·b·h·(34 + 5·a·s/h) bytes at 16 bits.
-    fn encoder_layers(
-        &self,
-        tokens: u64,
-        seq: u64,
-        h: u64,
-        _f: u64,
-        heads: u64,
-        layers: u64,
-    ) -> u64 {
+    fn encoder_layers(&self, tokens: u64, seq: u64, h: u64, heads: u64, layers: u64) -> u64 {
         let per_layer = tokens * h * 34 + 5 * heads * seq * tokens;
         per_layer * layers * (if self.autocast { 2 } else { 4 }) / 2
     }
@@ -308,17 +298,11 @@ impl Device {
             });
         }
         if lower == "cpu" {
-            let kib = std::fs::read_to_string("/proc/meminfo")
-                .ok()
-                .and_then(|m| {
-                    m.lines()
-                        .find(|l| l.starts_with("MemTotal:"))
-                        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                })
+            let bytes = ardpipe_models::runtime::machine_memory_bytes()
                 .ok_or("cannot read this machine's memory from /proc/meminfo")?;
             return Ok(Device {
                 name: "this machine's memory".into(),
-                bytes: kib << 10,
+                bytes,
                 gpu: false,
             });
         }

@@ -423,12 +423,9 @@ pub fn plan_with_data(pipeline: &p::Pipeline, data: DataPlan) -> Result<Executio
     if pipeline.train.checkpointing == p::Checkpointing::Layers
         && matches!(desc.config, ArchConfig::Bert(_))
     {
-        return Err(PlanError::Invalid(format!(
-            "`train.checkpointing = layers` recomputes decoder layers (Llama, Qwen, Mistral, Gemma, \
-             PaliGemma's decoder); {} is an encoder ({}), whose layers keep their activations: \
-             remove the key",
-            pipeline.model.path.display(),
-            desc.config.name()
+        return Err(PlanError::Invalid(encoder_checkpointing(
+            &pipeline.model.path,
+            desc.config.name(),
         )));
     }
     let modules = model_modules(&desc, &pipeline.model.head);
@@ -582,6 +579,16 @@ pub fn plan_with_data(pipeline: &p::Pipeline, data: DataPlan) -> Result<Executio
         settings,
         warnings,
     })
+}
+
+/// Why `train.checkpointing = layers` is refused for the encoder at `path`.
+pub(crate) fn encoder_checkpointing(path: &Path, architecture: &str) -> String {
+    format!(
+        "`train.checkpointing = layers` recomputes decoder layers (Llama, Qwen, Mistral, Gemma, \
+         PaliGemma's decoder); {} is an encoder ({architecture}), whose layers keep their \
+         activations: remove the key",
+        path.display()
+    )
 }
 
 fn head_name(h: &p::Head) -> &'static str {

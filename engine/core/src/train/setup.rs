@@ -7,7 +7,6 @@ use ardpipe_adapters::MethodConfig;
 use ardpipe_adapters::adalora::{AdaLora, RankAllocator};
 use ardpipe_adapters::ard::ArdLora;
 use ardpipe_adapters::ard::ArdRegulariser;
-use ardpipe_adapters::ops::QuantScheme;
 use ardpipe_adapters::optim::{AdamW, AdamWConfig, Optimizer, ParamGroup, Sgd, SgdConfig};
 use ardpipe_dsl::pipeline as p;
 use ardpipe_models::arch::{ArchConfig, EncoderHead};
@@ -72,32 +71,19 @@ pub fn precision(settings: &RunSettings) -> Precision {
 }
 
 /// `train.checkpointing = layers`: the decoder's layers recompute in the backward pass.
-fn checkpoint_layers(model: &mut TaskModel) -> Result<(), TrainError> {
+/// (The plan refuses an encoder first, with the same words.)
+fn checkpoint_layers(model: &mut TaskModel, path: &Path) -> Result<(), TrainError> {
     match model {
         TaskModel::CausalLm(m) => m.checkpointing = true,
         TaskModel::VisionLm(m) => m.decoder.checkpointing = true,
         TaskModel::DecoderClassifier(m) => m.model.checkpointing = true,
         TaskModel::Classifier(_) => {
-            return Err(TrainError::Other(
-                "`train.checkpointing = layers` recomputes decoder layers (Llama, Qwen, Mistral, \
-                 Gemma and PaliGemma's decoder); an encoder classifier keeps its activations: \
-                 remove the key"
-                    .into(),
-            ));
+            return Err(TrainError::Other(crate::plan::encoder_checkpointing(
+                path, "bert",
+            )));
         }
     }
     Ok(())
-}
-
-/// `model.quantize` as the adapters' quantised linears take it.
-pub fn quant_scheme(q: p::Quantize) -> Option<QuantScheme> {
-    match q {
-        p::Quantize::None => None,
-        p::Quantize::Int8 => Some(QuantScheme::Int8),
-        p::Quantize::Int4 { group } => Some(QuantScheme::Int4 {
-            group: group as usize,
-        }),
-    }
 }
 
 fn optimizer(name: &str, o: &p::Optimizer, groups: Vec<ParamGroup>) -> Box<dyn Optimizer> {
@@ -158,7 +144,7 @@ pub(super) fn load_model(
     let opts = LoadOptions {
         device: dev,
         precision: precision(settings),
-        quantize: quant_scheme(settings.model.quantize),
+        quantize: convert::quant_scheme(settings.model.quantize),
     };
     let path = &settings.model.path;
     Ok(match &settings.model.head {
@@ -343,7 +329,7 @@ fn build(
     tch::manual_seed(settings.train.seed as i64);
     let mut model = load_model(settings, plan.data.classes.len(), dev)?;
     if settings.train.checkpointing == p::Checkpointing::Layers {
-        checkpoint_layers(&mut model)?;
+        checkpoint_layers(&mut model, &settings.model.path)?;
     }
     let blocks = attach_adapters(&plan, &mut model)?;
     ardpipe_models::runtime::release_freed_memory();

@@ -304,7 +304,6 @@ impl Llama {
         attention_mask: Option<&Tensor>,
         train: bool,
     ) -> Result<Tensor> {
-        let _ = train; // Llama has no dropout; adapters receive it through their own forward.
         let _ac = autocast(self.device, self.precision.autocast);
         let h = self.last_hidden_state(input_ids, attention_mask, train)?;
         Ok(self.head(&h))
