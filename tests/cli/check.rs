@@ -37,6 +37,25 @@ fn shipped_pipelines_check() {
     assert_eq!(stdout(&out).matches("ok: ").count(), files.len());
 }
 
+/// `check` reads a pipeline alone; `plan` resolves it against its model and data too (module
+/// selectors, heads, budgets), which is where a shipped example went stale unseen before.
+#[test]
+fn shipped_pipelines_plan_against_their_models() {
+    for f in shipped_pipelines()
+        .into_iter()
+        .filter(|f| !f.contains("/shared/"))
+    {
+        let out = ardpipe(&["-q", "plan", &f]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "ardpipe plan {f} (set-up installs every asset the examples use: run scripts/setup.sh \
+             if one is missing):\n{}",
+            stderr(&out)
+        );
+    }
+}
+
 #[test]
 fn bad_pipeline_reports_every_problem_and_exits_1() {
     let dir = std::env::temp_dir().join(format!("ardpipe-check-{}", std::process::id()));
