@@ -203,14 +203,18 @@ fn chunk_loss_and_grad(
         logits = &t * cap;
         t
     });
-    let lse = logits.logsumexp([-1], true);
     let idx = targets.unsqueeze(1);
-    let sum = (&lse - logits.gather(1, &idx, false)).sum(Kind::Float);
-    // softmax = exp(logits − lse), then − 1 at the target, then the mean's 1/n.
-    let _ = logits.g_sub_(&lse).exp_();
-    let minus_one = Tensor::full([idx.size()[0], 1], -1.0, (Kind::Float, logits.device()));
-    let _ = logits.scatter_add_(1, &idx, &minus_one);
-    let _ = logits.g_mul_scalar_(scale);
+    let target = logits.gather(1, &idx, false);
+    // log-sum-exp and softmax in place over the one block (`logsumexp` would allocate two more
+    // `[len, vocab]` temporaries): e = exp(z − max), lse = max + log Σe, softmax = e / Σe.
+    let max = logits.amax([-1], true);
+    let _ = logits.g_sub_(&max).exp_();
+    let sumexp = logits.sum_dim_intlist(-1, true, Kind::Float);
+    let sum = (&max + sumexp.log() - target).sum(Kind::Float);
+    // dlogits = scale·softmax, then − scale at the target.
+    let _ = logits.g_mul_(&(sumexp.reciprocal() * scale));
+    let minus = Tensor::full([idx.size()[0], 1], -scale, (Kind::Float, logits.device()));
+    let _ = logits.scatter_add_(1, &idx, &minus);
     if let Some(mut t) = tanh {
         // d(cap·tanh(z/cap))/dz = 1 − tanh²(z/cap).
         let _ = t.square_().neg_().g_add_scalar_(1.0);
