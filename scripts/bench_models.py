@@ -73,7 +73,7 @@ PRECISIONS = {
 # the rest of the base in bf16): key -> (label, extra `ardpipe bench models` arguments).
 LOW_MEMORY = {
     "int8": ("int8 base", ["--quantize", "int8"]),
-    "int4": ("int4 base (groups of 64)", ["--quantize", "int4"]),
+    "int4": ("int4 base (groups of 32)", ["--quantize", "int4"]),
     "ckpt": ("bf16 base + checkpointing", ["--checkpointing"]),
     "int4_ckpt": ("int4 base + checkpointing", ["--quantize", "int4", "--checkpointing"]),
 }
@@ -143,7 +143,13 @@ def peer(args: argparse.Namespace) -> None:
     bf16 = args.dtype == "bf16"
     times = []
     loss = float("nan")
+    prof = None
     for i in range(args.warmup + args.steps):
+        if args.profile and i == args.warmup:
+            from torch.profiler import ProfilerActivity, profile
+
+            prof = profile(activities=[ProfilerActivity.CPU])
+            prof.__enter__()
         t0 = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             out = model(**inputs)
@@ -159,6 +165,9 @@ def peer(args: argparse.Namespace) -> None:
         loss = out.loss.item()
         if i >= args.warmup:
             times.append(dt)
+    if prof is not None:
+        prof.__exit__(None, None, None)
+        prof.export_chrome_trace(args.profile)
     b, t = ids.shape
     med = statistics.median(times)
     print(
@@ -188,6 +197,102 @@ def peer(args: argparse.Namespace) -> None:
             }
         )
     )
+
+
+# --------------------------------------------------------------------------- operator profile
+
+# Operator groups of the profile, in the order the report shows them: (label, test on an
+# operator's name). An operator's self time (its duration less its children's) goes to the first
+# group whose test it passes.
+MATMUL_OPS = {
+    "aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addbmm", "aten::mv",
+    "aten::addmv", "aten::dot", "aten::matmul", "aten::linear", "aten::_weight_int8pack_mm",
+}
+COPY_OPS = {
+    "aten::to", "aten::_to_copy", "aten::copy_", "aten::clone", "aten::contiguous", "aten::cat",
+    "aten::stack", "aten::index_select", "aten::embedding", "aten::embedding_dense_backward",
+    "aten::index", "aten::index_put_", "aten::_index_put_impl_", "aten::masked_fill",
+    "aten::masked_fill_", "aten::where", "aten::gather", "aten::scatter", "aten::scatter_add_",
+}
+VIEW_OPS = {
+    "aten::view", "aten::reshape", "aten::_reshape_alias", "aten::transpose", "aten::t",
+    "aten::permute", "aten::expand", "aten::expand_as", "aten::as_strided", "aten::slice",
+    "aten::select", "aten::narrow", "aten::unsqueeze", "aten::squeeze", "aten::split",
+    "aten::split_with_sizes", "aten::chunk", "aten::unbind", "aten::detach", "aten::detach_",
+    "aten::alias", "aten::empty", "aten::empty_like", "aten::empty_strided", "aten::zeros",
+    "aten::zeros_like", "aten::ones", "aten::ones_like", "aten::full", "aten::full_like",
+    "aten::resize_", "aten::lift_fresh", "aten::_unsafe_view", "aten::view_as", "aten::flatten",
+    "aten::unflatten", "aten::resolve_conj", "aten::resolve_neg", "aten::movedim",
+    "aten::result_type", "aten::new_empty", "aten::new_zeros", "aten::new_empty_strided",
+    "aten::arange", "aten::scalar_tensor", "aten::_has_compatible_shallow_copy_type", "detach",
+}
+OP_GROUPS = [
+    ("matmuls (mm, addmm, bmm)", lambda n: n in MATMUL_OPS),
+    ("attention (SDPA forward and backward)", lambda n: "scaled_dot_product" in n or "flash_attention" in n),
+    ("optimiser (AdamW)", lambda n: "adam" in n.lower() or n.startswith("aten::_foreach_") or "Optimizer.step" in n),
+    ("loss (log-softmax, NLL)", lambda n: "log_softmax" in n or "nll_loss" in n or "cross_entropy" in n),
+    ("casts, copies, gathers", lambda n: n in COPY_OPS),
+    ("views and allocations", lambda n: n in VIEW_OPS),
+    ("autograd engine (per-node bookkeeping)", lambda n: n.startswith("autograd::") or "AccumulateGrad" in n or n.endswith("Backward0") or n.endswith("Backward1")),
+    ("elementwise, norms, activations", lambda n: n.startswith("aten::")),
+    ("other (custom functions, annotations)", lambda n: True),
+]
+# Top-level operators that run between the timed regions (zeroing the gradients, reading the
+# loss), and annotations whose whole subtree does: left out of the profile's step.
+UNTIMED_TOP = {"aten::zero_", "aten::item", "aten::_local_scalar_dense", "aten::fill_"}
+UNTIMED_SUBTREE = ("zero_grad",)
+
+
+def op_group(name: str) -> str:
+    return next(label for label, test in OP_GROUPS if test(name))
+
+
+def op_profile(trace: Path, steps: int) -> dict:
+    """Self time per operator group (ms per step) of a Chrome trace (Kineto's, from either
+    side), the top operators by self time, and the time the step's thread spent inside
+    operators."""
+    events = json.loads(trace.read_text()).get("traceEvents", [])
+    by_thread: dict = {}
+    for e in events:
+        if e.get("ph") == "X" and e.get("cat") in ("cpu_op", "user_annotation") and "dur" in e:
+            by_thread.setdefault((e.get("pid"), e.get("tid")), []).append(e)
+    groups: dict[str, float] = {label: 0.0 for label, _ in OP_GROUPS}
+    ops: dict[str, float] = {}
+    inside = 0.0
+    for evs in by_thread.values():
+        evs.sort(key=lambda e: (e["ts"], -e["dur"]))
+        stack: list[list] = []  # [event, children's time, untimed]
+
+        def close(entry: list) -> None:
+            nonlocal inside
+            e, child, untimed = entry
+            if untimed:
+                return
+            self_us = max(e["dur"] - child, 0.0)
+            groups[op_group(e["name"])] += self_us
+            ops[e["name"]] = ops.get(e["name"], 0.0) + self_us
+            if not stack:
+                inside += e["dur"]
+
+        for e in evs:
+            while stack and stack[-1][0]["ts"] + stack[-1][0]["dur"] <= e["ts"]:
+                close(stack.pop())
+            parent = stack[-1] if stack else None
+            untimed = (parent[2] if parent else e["name"] in UNTIMED_TOP) or any(
+                k in e["name"] for k in UNTIMED_SUBTREE
+            )
+            if parent is not None:
+                parent[1] += e["dur"]
+            stack.append([e, 0.0, untimed])
+        while stack:
+            close(stack.pop())
+    per_step = lambda us: us / 1000 / steps  # noqa: E731
+    top = sorted(ops.items(), key=lambda kv: -kv[1])[:8]
+    return {
+        "groups": {k: per_step(v) for k, v in groups.items()},
+        "top": [(k, per_step(v)) for k, v in top],
+        "inside_ms": per_step(inside),
+    }
 
 
 # --------------------------------------------------------------------------- orchestrator
@@ -264,6 +369,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="f32", help=argparse.SUPPRESS)
     ap.add_argument("--base", default="f32", help=argparse.SUPPRESS)
     ap.add_argument("--method", default="lora", help=argparse.SUPPRESS)
+    ap.add_argument("--profile", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--models", default="smollm2,minilm")
     ap.add_argument(
         "--dtypes",
@@ -280,6 +386,9 @@ def main() -> None:
     ap.add_argument("--no-ard", action="store_true", help="skip the ARD-LoRA against LoRA cases")
     ap.add_argument(
         "--no-low-memory", action="store_true", help="skip ardpipe's int8, int4 and checkpointing SmolLM2 cases"
+    )
+    ap.add_argument(
+        "--no-profile", action="store_true", help="skip the operator profile (one profiled process per side and case)"
     )
     ap.add_argument(
         "--quick",
@@ -351,26 +460,27 @@ def main() -> None:
             cases += [(key, "ardpipe", ["--method", "lora", *extra]) for key, (_, extra) in LOW_MEMORY.items()]
         return cases
 
+    def case_cmd(model: str, prec: str, side: str, extra: list[str]) -> list[str]:
+        steps = args.steps or step_counts[model]
+        common = ["--steps", str(steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
+        dtype = compute_dtype(prec)
+        base = "bf16" if prec == "bf16-base" else "f32"
+        if side == "ardpipe":
+            cmd = [args.ardpipe, "-q", "bench", "models", "--model", model, "--dtype", dtype]
+            return cmd + ["--base", base, "--rank", str(args.rank), *extra, "--json", *common]
+        cmd = [args.peer_python, __file__, "--peer", "--model", model, "--dtype", dtype]
+        return cmd + ["--base", base, "--method", "lora", "--rank", str(args.rank), "--work", str(work), *extra, *common]
+
     results: dict[tuple, list[dict]] = {}
     total = args.rounds * sum(len(cases_of(m, d)) for m in models for d in precs)
     done = 0
     for r in range(args.rounds):
         for model in models:
-            steps = args.steps or step_counts[model]
-            common = ["--steps", str(steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
             for prec in precs:
-                dtype = compute_dtype(prec)
-                base = "bf16" if prec == "bf16-base" else "f32"
                 cases = cases_of(model, prec)
                 order = cases if r % 2 == 0 else list(reversed(cases))
                 for key, side, extra in order:
-                    if side == "ardpipe":
-                        cmd = [args.ardpipe, "-q", "bench", "models", "--model", model, "--dtype", dtype]
-                        cmd += ["--base", base, "--rank", str(args.rank), *extra, "--json", *common]
-                    else:
-                        cmd = [args.peer_python, __file__, "--peer", "--model", model, "--dtype", dtype]
-                        cmd += ["--base", base, "--method", "lora", "--rank", str(args.rank), "--work", str(work), *common]
-                    res = run_json(cmd)
+                    res = run_json(case_cmd(model, prec, side, extra))
                     results.setdefault((model, prec, key, side), []).append(res)
                     done += 1
                     el = time.monotonic() - started
@@ -380,9 +490,24 @@ def main() -> None:
                         f"RSS {res['peak_rss_mb']:.0f} MiB  loss {res['loss']:.3f}  "
                         f"(about {el / done * (total - done) / 60:.1f} min left)"
                     )
+    # One more process per side, model and precision with the operator profiler on (its
+    # overhead would bias the timings above, so these are separate runs).
+    profiles: dict[tuple, dict] = {}
+    if not args.no_profile:
+        for model in models:
+            for prec in precs:
+                for side in ("ardpipe", "peer"):
+                    trace = work / f"profile-{model}-{prec}-{side}.json"
+                    method = ["--method", "lora"] if side == "ardpipe" else []
+                    res = run_json(case_cmd(model, prec, side, [*method, "--profile", str(trace)]))
+                    prof = op_profile(trace, res["steps"])
+                    prof["step_ms"] = res["median_step_s"] * 1000
+                    profiles[(model, prec, side)] = prof
+                    log(f"profile {model} {prec:<9} {side:<7} step {prof['step_ms']:.0f} ms, "
+                        f"{prof['inside_ms']:.0f} ms inside operators")
     load_after = load()
     info = machine(args)
-    report = render(args, argv, info, peaks, results, models, precs, step_counts, load_before, load_after,
+    report = render(args, argv, info, peaks, results, profiles, models, precs, step_counts, load_before, load_after,
                     time.monotonic() - started)
     print()
     print(report)
@@ -396,7 +521,7 @@ def main() -> None:
         log(f"wrote {out}")
 
 
-def render(args, argv, info, peaks, results, models, precs, step_counts, load_before, load_after, seconds) -> str:
+def render(args, argv, info, peaks, results, profiles, models, precs, step_counts, load_before, load_after, seconds) -> str:
     def med(model, prec, key, side, field):
         return statistics.median(x[field] for x in results[(model, prec, key, side)])
 
@@ -503,7 +628,7 @@ def render(args, argv, info, peaks, results, models, precs, step_counts, load_be
         w("")
         w("ardpipe's LoRA r = 8 SmolLM2 step under bf16 autocast with the frozen base in bf16 (as above), "
           "and: the adaptable linears (q, k, v, o, gate, up, down of every layer) stored as int8 (one "
-          "scale per output channel) or int4 (one scale per 64 input columns) and dequantised on the "
+          "scale per output channel) or int4 (asymmetric, an f16 step and minimum per 32 input columns) and dequantised on the "
           "fly (the exact input gradient in backward, no dense copy kept); and/or layer checkpointing "
           "(`--checkpointing`: each decoder layer's activations recomputed in the backward pass). The "
           "RSS ratios compare with the peer's f32 and bf16-base LoRA processes above (the issue's "
@@ -571,6 +696,46 @@ def render(args, argv, info, peaks, results, models, precs, step_counts, load_be
                   f"{a1:.3f} s | **{r1:.2f}×** {mark(r1 < ARD_AFTER_TARGET)} | {f0['rank_total']:,} → {f1['rank_total']:,} | "
                   f"{f0['trainable_params']:,} → {f1['trainable_params']:,} | {f1['mean_effective_rank']:.2f} |")
         w("")
+
+    if profiles:
+        w("## Where a LoRA step's time goes (operator profile)")
+        w("")
+        w("One more process per side and case, with libtorch's operator profiler on over the same timed "
+          "steps (Kineto on both sides: `ardpipe bench models --profile` and `torch.profiler` on the "
+          "peer). Each operator's self time (its duration less its children's) is summed by group, in "
+          "ms per step; zeroing the gradients and reading the loss are left out, as from the timings. "
+          "*Between operators* is the profiled step less the time inside operators: the framework "
+          "(Python, PEFT's module hooks on the peer; Rust and tch on ardpipe) and the dispatch between "
+          "kernels. The profiler slows every operator call a little on both sides, so these steps are "
+          "slower than the table's. *Kernel bound* is the peer's profiled step over ardpipe's matmul "
+          "and attention time: the speed-up ardpipe would reach if everything but those kernels "
+          "(which both sides call alike) cost nothing.")
+        w("")
+        for model in models:
+            for prec in precs:
+                a, p = profiles.get((model, prec, "ardpipe")), profiles.get((model, prec, "peer"))
+                if not a or not p:
+                    continue
+                w(f"**{model}, {PRECISIONS[prec]}**")
+                w("")
+                w("| operator group | ardpipe ms/step | peer ms/step | peer − ardpipe |")
+                w("|---|---|---|---|")
+                for label, _ in OP_GROUPS:
+                    x, y = a["groups"][label], p["groups"][label]
+                    if x < 0.05 and y < 0.05:
+                        continue
+                    w(f"| {label} | {x:,.1f} | {y:,.1f} | {y - x:+,.1f} |")
+                xa, xp = a["step_ms"] - a["inside_ms"], p["step_ms"] - p["inside_ms"]
+                w(f"| between operators | {xa:,.1f} | {xp:,.1f} | {xp - xa:+,.1f} |")
+                w(f"| **profiled step** | **{a['step_ms']:,.1f}** | **{p['step_ms']:,.1f}** | "
+                  f"{p['step_ms'] - a['step_ms']:+,.1f} |")
+                kern = a["groups"][OP_GROUPS[0][0]] + a["groups"][OP_GROUPS[1][0]]
+                w("")
+                w(f"Kernel bound: {p['step_ms'] / kern:.2f}× (matmuls and attention are "
+                  f"{100 * kern / a['step_ms']:.0f}% of ardpipe's profiled step). Top operators by self time — "
+                  "ardpipe: " + ", ".join(f"`{n}` {t:.1f}" for n, t in a["top"][:5])
+                  + "; peer: " + ", ".join(f"`{n}` {t:.1f}" for n, t in p["top"][:5]) + " (ms/step).")
+                w("")
 
     w("## Fraction of this machine's matmul peak")
     w("")

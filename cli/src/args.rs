@@ -434,7 +434,7 @@ pub struct BenchModelsArgs {
     /// load; the adapters stay f32). bf16 needs --dtype bf16.
     #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
     pub base: DtypeArg,
-    /// Store the adaptable linears quantised (int8 per channel, int4 in groups of 64),
+    /// Store the adaptable linears quantised (int8 per channel, int4 in groups of 32),
     /// dequantised on the fly under the chosen --dtype.
     #[arg(long, value_enum)]
     pub quantize: Option<BenchQuantArg>,
@@ -455,6 +455,10 @@ pub struct BenchModelsArgs {
     /// heads and layers) and compact the adapters before timing.
     #[arg(long)]
     pub compacted: bool,
+    /// Record the timed steps' operators with libtorch's profiler and write a Chrome trace here
+    /// (what scripts/bench_models.py --profile reads; the profiler slows the steps).
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
     /// Timed steps (after warm-up).
     #[arg(long, default_value_t = 5)]
     pub steps: usize,

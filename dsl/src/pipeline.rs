@@ -359,8 +359,8 @@ pub enum DType {
 }
 
 /// How the frozen base's linear weights are stored: as loaded, or quantised weight-only
-/// (symmetric, per output channel for int8, per group of `group` input columns for int4) and
-/// dequantised on the fly in the forward and backward passes.
+/// (int8: symmetric, per output channel; int4: asymmetric, a step and a minimum per group of
+/// `group` input columns) and dequantised on the fly in the forward and backward passes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Quantize {

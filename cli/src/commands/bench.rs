@@ -37,7 +37,7 @@ fn models(a: BenchModelsArgs) -> miette::Result<Code> {
         base_bf16: a.base == DtypeArg::Bf16,
         quantize: a.quantize.map(|q| match q {
             BenchQuantArg::Int8 => QuantScheme::Int8,
-            BenchQuantArg::Int4 => QuantScheme::Int4 { group: 64 },
+            BenchQuantArg::Int4 => QuantScheme::Int4 { group: 32 },
         }),
         checkpointing: a.checkpointing,
         steps: a.steps,
@@ -50,6 +50,7 @@ fn models(a: BenchModelsArgs) -> miette::Result<Code> {
         rank: a.rank,
         per_head: a.per_head,
         compacted: a.compacted,
+        profile: a.profile.clone(),
     };
     let r = bench::run(&spec).map_err(|e| miette::miette!("{e}"))?;
     if a.json {

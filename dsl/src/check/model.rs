@@ -200,7 +200,7 @@ const QUANTIZE: &[&str] = &["none", "int8", "int4"];
 /// Group sizes libtorch's int4 kernels take (columns sharing one scale).
 const INT4_GROUPS: &[u64] = &[32, 64, 128, 256];
 
-/// `quantize = none | int8 | int4` and, for int4, `quantize_group` (64 when absent).
+/// `quantize = none | int8 | int4` and, for int4, `quantize_group` (32 when absent).
 fn quantize(r: &mut Reader, cx: &mut Ctx) -> Option<Quantize> {
     let kind = r.symbol("quantize", QUANTIZE, cx);
     let group_entry = r
@@ -209,7 +209,7 @@ fn quantize(r: &mut Reader, cx: &mut Ctx) -> Option<Quantize> {
     let group = r.int("quantize_group", 1, 1 << 20, cx);
     match kind {
         Some("int4") => {
-            let group = group.unwrap_or(64);
+            let group = group.unwrap_or(32);
             if !INT4_GROUPS.contains(&group) {
                 let span = group_entry.map(|(_, v)| v).unwrap_or(r.span());
                 cx.push(

@@ -1,7 +1,7 @@
 // libtorch operations tch's C API does not reach, for engine/adapters/src/ops.rs:
 //
 // - a linear over a weight-only quantised frozen weight (int8 per output channel, int4 per
-//   group of input columns), as an autograd function: the forward pass dequantises the weight
+//   group of input columns, asymmetric), as an autograd function: the forward pass dequantises the weight
 //   for its product and drops it; the backward pass dequantises it again for the input gradient
 //   dY·W. Autograd then saves the quantised weight (a reference, no copy) instead of a dense one,
 //   and the gradient is exact for the dequantised weight.
@@ -47,10 +47,12 @@ int guarded(char* err, size_t len, F&& f) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Weight-only quantisation. int8: q [N, K] int8, scales [N] f32, W = q · scale (per row).
-// int4: q [N, K/2] uint8 holding two 4-bit codes per byte (column 2j in the low nibble, 2j+1 in
-// the high one), code c meaning c − 8; scales [N, K/group] f32, W = (c − 8) · scale of its group.
-// Both are symmetric: scale = max|w| / 127 (int8) or / 7 (int4) over the row or group.
+// Weight-only quantisation. int8: q [N, K] int8, scales [N] f32, W = q · scale (per row),
+// symmetric: scale = max|w| / 127 over the row. int4: q [N, K/2] uint8 holding two 4-bit codes
+// per byte (column 2j in the low nibble, 2j+1 in the high one), scales [N, K/group, 2] f16 holding
+// each group's (step, minimum), W = c · step + minimum: asymmetric, the 16 codes spanning the
+// group from its smallest to its largest weight. This is GGUF's Q4_1 (f16 step and minimum), so
+// at groups of 32 it takes 5 bits a weight, and a Q4_0 or Q4_1 model keeps its own grid.
 
 at::Tensor dequantize(const at::Tensor& q, const at::Tensor& scales, int64_t bits, int64_t group,
                       at::ScalarType dtype) {
@@ -61,9 +63,16 @@ at::Tensor dequantize(const at::Tensor& q, const at::Tensor& scales, int64_t bit
   const int64_t k = q.size(1) * 2;
   auto lo = at::bitwise_and(q, 15);
   auto hi = at::bitwise_right_shift(q, 4);
-  auto codes = at::stack({lo, hi}, -1).view({n, k / group, group}).to(at::kFloat) - 8.0;
-  return (codes * scales.unsqueeze(-1)).view({n, k}).to(dtype);
+  auto codes = at::stack({lo, hi}, -1).view({n, k / group, group}).to(at::kFloat);
+  auto s32 = scales.to(at::kFloat);
+  auto step = s32.select(2, 0).unsqueeze(-1);
+  auto minimum = s32.select(2, 1).unsqueeze(-1);
+  return at::addcmul(minimum, codes, step).view({n, k}).to(dtype);
 }
+
+// f16's largest finite value and smallest positive (subnormal) one.
+constexpr double kHalfMax = 65504.0;
+constexpr double kHalfTiny = 5.960464477539063e-08;
 
 void quantize(const at::Tensor& w, int64_t bits, int64_t group, at::Tensor& q, at::Tensor& scales) {
   at::NoGradGuard no_grad;
@@ -76,11 +85,25 @@ void quantize(const at::Tensor& w, int64_t bits, int64_t group, at::Tensor& q, a
   const int64_t n = w32.size(0);
   const int64_t k = w32.size(1);
   auto grouped = w32.view({n, k / group, group});
-  scales = (grouped.abs().amax({2}) / 7.0).clamp_min(1e-12);
-  auto codes = ((grouped / scales.unsqueeze(-1)).round().clamp(-8, 7) + 8.0).to(at::kByte).view({n, k / 2, 2});
+  auto largest = grouped.abs().max().item<double>();
+  if (!(largest <= kHalfMax / 2)) {
+    throw std::runtime_error("a weight of magnitude " + std::to_string(largest) +
+                             " is beyond what int4's f16 step and minimum hold (32752)");
+  }
+  // Step and minimum are rounded to f16 first and the codes chosen against the rounded values,
+  // so dequantising gives back the nearest grid point of the grid that is stored. A constant
+  // group gets the smallest step: every code is 0 and the weight is its minimum.
+  auto minimum = grouped.amin({2}).to(at::kHalf);
+  auto step = ((grouped.amax({2}) - minimum.to(at::kFloat)) / 15.0).clamp_min(kHalfTiny).to(at::kHalf);
+  auto codes = ((grouped - minimum.to(at::kFloat).unsqueeze(-1)) / step.to(at::kFloat).unsqueeze(-1))
+                   .round()
+                   .clamp(0, 15)
+                   .to(at::kByte)
+                   .view({n, k / 2, 2});
   auto lo = codes.select(2, 0);
   auto hi = codes.select(2, 1);
   q = at::bitwise_or(lo, at::bitwise_left_shift(hi, 4)).contiguous();
+  scales = at::stack({step, minimum}, -1).contiguous();
 }
 
 // The dtype a linear computes in: autocast's when it is on for the input's device.

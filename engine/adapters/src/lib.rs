@@ -21,6 +21,7 @@ pub mod lora;
 pub mod ops;
 pub mod optim;
 pub mod peft;
+pub mod profile;
 
 pub use config::{
     AdaLoraConfig, AlphaUpdate, ArdLoraConfig, DoraConfig, FullConfig, LoraConfig, MethodConfig,

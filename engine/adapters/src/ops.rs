@@ -76,7 +76,7 @@ unsafe extern "C" {
 const ERR_LEN: usize = 4096;
 
 /// Call an entry point with an error buffer; its message on failure.
-fn call(f: impl FnOnce(*mut c_char, usize) -> c_int) -> Result<(), String> {
+pub(crate) fn call(f: impl FnOnce(*mut c_char, usize) -> c_int) -> Result<(), String> {
     let mut err = vec![0u8; ERR_LEN];
     if f(err.as_mut_ptr().cast(), err.len()) == 0 {
         return Ok(());
@@ -101,12 +101,13 @@ fn owned(p: *mut C_tensor) -> Tensor {
 pub enum QuantScheme {
     /// Symmetric int8, one scale per output channel.
     Int8,
-    /// Symmetric 4-bit codes packed two per byte, one scale per `group` input columns.
+    /// Asymmetric 4-bit codes packed two per byte, an f16 step and minimum per `group` input
+    /// columns (GGUF's Q4_1 layout: 5 bits a weight at groups of 32).
     Int4 { group: usize },
 }
 
 impl QuantScheme {
-    /// As the pipeline spells it: `int8`, `int4 (groups of 64)`.
+    /// As the pipeline spells it: `int8`, `int4 (groups of 32)`.
     pub fn name(self) -> String {
         match self {
             QuantScheme::Int8 => "int8".into(),
@@ -132,7 +133,8 @@ impl QuantScheme {
         }
     }
 
-    /// Bytes one `[d_out, d_in]` weight takes: codes and f32 scales.
+    /// Bytes one `[d_out, d_in]` weight takes: codes and scales (int8: an f32 scale per row;
+    /// int4: an f16 step and minimum per group).
     pub fn bytes(self, d_out: usize, d_in: usize) -> usize {
         match self {
             QuantScheme::Int8 => d_out * d_in + 4 * d_out,

@@ -33,18 +33,20 @@ fn codes_round_each_weight_to_within_half_a_step() {
         let q = QuantizedWeight::new(&w, scheme).unwrap();
         let deq = q.dequantize(Kind::Float);
         assert_eq!(deq.size(), [24, 128]);
-        // One step is the scale of the weight's row (int8) or group (int4).
+        // One step is the scale of the weight's row (int8) or group (int4: its (step, minimum)
+        // pair's first half).
         let step = match scheme {
             QuantScheme::Int8 => q.scales.unsqueeze(1).expand([24, 128], false),
             QuantScheme::Int4 { group } => q
                 .scales
+                .select(2, 0)
+                .to_kind(Kind::Float)
                 .unsqueeze(-1)
                 .expand([24, 128 / group as i64, group as i64], false)
                 .reshape([24, 128]),
         };
         let err = (&deq - &w).abs() - step * 0.5;
         assert!(err.max().double_value(&[]) < 1e-7, "{scheme:?}");
-        // The largest weight of each row or group is on the grid exactly (±127 or 7 steps).
         let worst = (&deq - &w).abs().max().double_value(&[]);
         assert!(worst > 0.0, "{scheme:?}: nothing was rounded");
         let (codes_bytes, per_weight) = match scheme {
@@ -54,6 +56,49 @@ fn codes_round_each_weight_to_within_half_a_step() {
         assert_eq!(codes_bytes as f64, 24.0 * 128.0 * per_weight, "{scheme:?}");
         assert_eq!(q.bytes(), scheme.bytes(24, 128));
     }
+}
+
+/// int4 is asymmetric: each group's smallest and largest weights are on its grid (to f16's
+/// precision, which the step and minimum are stored in), and weights already on a 16-level grid
+/// per group (a GGUF Q4_0 or Q4_1 block of 32, f16 step and minimum) come back as they were.
+#[test]
+fn int4_keeps_each_groups_extremes_and_a_q4_grid() {
+    let _serial = serial();
+    tch::manual_seed(2);
+    let opts = (Kind::Float, Device::Cpu);
+    let w = Tensor::randn([8, 64], opts) * 0.05 + 0.01;
+    let q = QuantizedWeight::new(&w, QuantScheme::Int4 { group: 32 }).unwrap();
+    assert_eq!(q.scales.kind(), Kind::Half);
+    let deq = q.dequantize(Kind::Float).view([8, 2, 32]);
+    let g = w.view([8, 2, 32]);
+    for (a, b) in [
+        (deq.amin(2, false), g.amin(2, false)),
+        (deq.amax(2, false), g.amax(2, false)),
+    ] {
+        // f16 keeps 11 significant bits: 2⁻¹¹ of a weight below 0.25 is under 1.3e-4.
+        assert!(max_abs_diff(&a, &b) < 1.3e-4, "{}", max_abs_diff(&a, &b));
+    }
+    // A Q4_1 block: w = d·c + m with f16 d and m and codes 0..15, both ends used.
+    let codes = Tensor::randint(16, [8, 2, 32], (Kind::Int64, Device::Cpu));
+    let _ = codes.narrow(2, 0, 1).fill_(0);
+    let _ = codes.narrow(2, 1, 1).fill_(15);
+    let half = |t: Tensor| t.to_kind(Kind::Half).to_kind(Kind::Float);
+    let d = half(Tensor::rand([8, 2, 1], opts) * 0.01 + 0.001);
+    let m = half(Tensor::randn([8, 2, 1], opts) * 0.05);
+    let grid = (codes.to_kind(Kind::Float) * &d + &m).view([8, 64]);
+    let back = QuantizedWeight::new(&grid, QuantScheme::Int4 { group: 32 })
+        .unwrap()
+        .dequantize(Kind::Float);
+    assert!(
+        max_abs_diff(&back, &grid) < 1e-6,
+        "{}",
+        max_abs_diff(&back, &grid)
+    );
+    // Groups of 64 span two blocks' grids at once: not exact.
+    let coarse = QuantizedWeight::new(&grid, QuantScheme::Int4 { group: 64 })
+        .unwrap()
+        .dequantize(Kind::Float);
+    assert!(max_abs_diff(&coarse, &grid) > 1e-4);
 }
 
 #[test]

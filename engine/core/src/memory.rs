@@ -29,7 +29,7 @@ pub struct MemoryEstimate {
     pub runtime: u64,
     pub total: u64,
     /// How the base's linear weights are stored: `f32`, `bf16`, `f16`, `int8`,
-    /// `int4 (groups of 64)`.
+    /// `int4 (groups of 32)`.
     pub base_storage: String,
     /// `train.checkpointing = layers`.
     pub checkpointing: bool,

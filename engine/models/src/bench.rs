@@ -287,6 +287,9 @@ pub struct BenchSpec {
     /// ARD-LoRA only: before timing, set α to [`compacted_rank`]'s pattern and run the
     /// adapters' compaction (after one real training step, so AdamW's moments are resliced).
     pub compacted: bool,
+    /// Record the timed steps' operators with libtorch's profiler and write them here as a
+    /// Chrome trace (the timings then include the profiler's overhead).
+    pub profile: Option<PathBuf>,
 }
 
 impl Default for BenchSpec {
@@ -303,6 +306,7 @@ impl Default for BenchSpec {
             rank: 8,
             per_head: false,
             compacted: false,
+            profile: None,
         }
     }
 }
@@ -779,7 +783,11 @@ pub fn run(spec: &BenchSpec) -> Result<BenchResult> {
     }
     let mut times = Vec::with_capacity(spec.steps);
     let mut loss = f64::NAN;
+    let mut profile = None;
     for i in 0..spec.warmup + spec.steps {
+        if i == spec.warmup && spec.profile.is_some() {
+            profile = Some(ardpipe_adapters::profile::Profile::start().map_err(other)?);
+        }
         let (dt, l) = one_step(&mut net, &mut training)?;
         loss = l;
         if i >= spec.warmup {
@@ -789,6 +797,9 @@ pub fn run(spec: &BenchSpec) -> Result<BenchResult> {
             "step {i}: {dt:.3} s, peak RSS {:.0} MiB",
             crate::runtime::peak_rss_mb()
         );
+    }
+    if let (Some(p), Some(path)) = (profile, &spec.profile) {
+        p.finish(path).map_err(other)?;
     }
     times.sort_by(f64::total_cmp);
     let median = if times.is_empty() {
