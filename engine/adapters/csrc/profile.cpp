@@ -36,10 +36,11 @@ int ardpipe_profile_start(char* err, size_t err_len) {
   }
 }
 
+// `path` null: stop and discard the events.
 int ardpipe_profile_stop(const char* path, char* err, size_t err_len) {
   try {
     auto result = torch::autograd::profiler::disableProfiler();
-    result->save(path);
+    if (path != nullptr) result->save(path);
     return 0;
   } catch (const std::exception& e) {
     return fail(err, err_len, e.what());
