@@ -188,6 +188,48 @@ pub enum Command {
     /// Run the method comparison study (ARD-LoRA against the baselines) over several seeds and
     /// write the results report.
     Study(StudyArgs),
+    /// Write a commented pipeline for a model and task that check, plan and run accept as written.
+    New(NewArgs),
+    /// Print a completion script for bash, zsh, fish, elvish or PowerShell.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), or write one page per subcommand into --out.
+    Man {
+        /// Write ardpipe.1 and ardpipe-SUBCOMMAND.1 pages into this folder.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// The pipeline file to write (.ard); an existing one is refused unless --force.
+    pub file: PathBuf,
+    /// The model: a Hugging Face folder, a .gguf file or hf:ORG/NAME (from the local cache).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// What to train it for (default: causal_lm for a decoder, classification for an encoder,
+    /// vqa for a vision-language model).
+    #[arg(long, value_enum)]
+    pub task: Option<TaskArg>,
+    /// Replace FILE when it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TaskArg {
+    /// Sequence classification (the health-tweets example data).
+    Classification,
+    /// Causal language modelling (the Shakespeare example data).
+    #[value(name = "causal_lm")]
+    CausalLm,
+    /// Instruction tuning on conversations (the ChatterBot example data).
+    Instruct,
+    /// Visual question answering (the easy-VQA example data).
+    Vqa,
 }
 
 #[derive(Debug, Args)]

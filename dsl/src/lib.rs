@@ -16,6 +16,7 @@ mod check;
 pub mod diag;
 mod eval;
 mod format;
+pub mod hf_ref;
 mod load;
 mod overrides;
 mod parse;
@@ -32,6 +33,7 @@ use std::sync::Arc;
 
 pub use diag::{Code, Diagnostics, JsonProblem, Problem, Severity};
 pub use format::format_source;
+pub use hf_ref::HfRef;
 pub use pipeline::Pipeline;
 pub use plugin_uses::{PluginSite, PluginUse, PluginUses};
 

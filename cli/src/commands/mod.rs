@@ -4,6 +4,7 @@ mod bench;
 mod bench_distributed;
 mod check;
 mod classify;
+mod completions;
 mod compose;
 mod data;
 mod doctor;
@@ -13,7 +14,9 @@ mod generate;
 mod inspect;
 mod inspect_run;
 mod launch;
+mod man;
 mod merge;
+mod new;
 mod plan;
 mod plugin;
 mod run;
@@ -88,5 +91,8 @@ pub fn dispatch(command: Command, global: &Global) -> miette::Result<Code> {
         Command::Plugin { what } => plugin::run(what),
         Command::Bench { what } => bench::run(what),
         Command::Study(args) => study::run(args),
+        Command::New(a) => new::run(&a.file, &a.model, a.task, a.force),
+        Command::Completions { shell } => completions::run(shell),
+        Command::Man { out } => man::run(out.as_deref()),
     }
 }

@@ -25,7 +25,26 @@ pub fn check(b: &Block, cx: &mut Ctx) -> Option<Model> {
         .entry("path")
         .and_then(|e| cx.eval(&e.value))
         .and_then(|v| as_string(&v, "path", cx));
-    let path = r.path("path", cx);
+    // `hf:ORG/NAME` names a model in the local Hugging Face cache: kept as written (the engine
+    // looks it up, engine/models/src/hf/hub_cache.rs), never joined to the pipeline's folder.
+    let path = match path_text.as_deref().and_then(crate::hf_ref::HfRef::parse) {
+        Some(parsed) => {
+            let v = r.value("path", cx);
+            match (parsed, v) {
+                (Ok(_), _) => path_text.as_deref().map(std::path::PathBuf::from),
+                (Err(why), Some(v)) => {
+                    cx.push(
+                        Problem::error(Code::OutOfRange, v.span, why)
+                            .label("not a Hugging Face model name")
+                            .help("a path without `hf:` names a folder or a `.gguf` file"),
+                    );
+                    None
+                }
+                (Err(_), None) => None,
+            }
+        }
+        None => r.path("path", cx),
+    };
     if !r.has("path") {
         cx.missing(r.span(), "`path`", "name the model: a Hugging Face folder or a `.gguf` file, e.g. `path = \"${assets}/minilm\"`");
     }

@@ -42,6 +42,10 @@ impl ModelLocation {
     /// Decide from the path: a `.gguf` file (or any file starting with the GGUF magic), or a
     /// folder with config.json.
     pub fn detect(path: &Path) -> Result<Self> {
+        // `hf:ORG/NAME`: the snapshot in the local Hugging Face cache, then as any folder.
+        if let Some(snapshot) = crate::hf::hub_cache::resolve_path(path)? {
+            return Self::detect(&snapshot);
+        }
         let meta = std::fs::metadata(path).map_err(|e| ModelError::io(path, e))?;
         if meta.is_dir() {
             if path.join("config.json").exists() {
@@ -319,7 +323,7 @@ struct SeqClsFields {
 
 /// `pad_token_id` (required: the head looks for each row's last token that is not padding)
 /// and `initializer_range` (for a new `score`; transformers' default 0.02).
-fn seq_cls_fields(location: &ModelLocation) -> Result<(i64, f64)> {
+pub fn seq_cls_fields(location: &ModelLocation) -> Result<(i64, f64)> {
     let missing = |path: &Path, fix: &str| {
         ModelError::config(
             path,

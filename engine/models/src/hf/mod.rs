@@ -2,4 +2,5 @@
 
 pub mod config;
 pub mod export;
+pub mod hub_cache;
 pub mod safetensors;
