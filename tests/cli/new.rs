@@ -1,5 +1,6 @@
-//! `ardpipe new`: a pipeline for each task and its example model that `check` and `plan` accept
-//! as written, one that runs, and the refusals (an existing file, a task the model cannot do).
+//! `ardpipe new`: a pipeline for each task and its example model that `check`, `fmt --check` and
+//! `plan` accept as written, one that runs, and the refusals (an existing file, a task the model
+//! cannot do).
 
 use std::path::{Path, PathBuf};
 
@@ -39,6 +40,8 @@ fn new_checks_and_plans(file: &Path, model: &Path, task: Option<&str>) -> String
         "check: {}\n{text}",
         stderr(&out)
     );
+    let out = ardpipe(&["fmt", "--check", f]);
+    assert_eq!(out.status.code(), Some(0), "fmt: {}\n{text}", stderr(&out));
     let out = ardpipe(&["plan", f, "--format", "json"]);
     assert_eq!(out.status.code(), Some(0), "plan: {}\n{text}", stderr(&out));
     let plan: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();

@@ -45,6 +45,8 @@ pub fn run(file: &Path, model: &Path, task: Option<TaskArg>, force: bool) -> mie
     });
     fits(&desc, model, task)?;
     let text = render(&desc, &model_path_text(model, &dir)?, task, &name_of(file));
+    // In `ardpipe fmt`'s layout (long selector lists one per line), so `fmt --check` passes.
+    let text = ardpipe_dsl::format_source(&file.display().to_string(), &text).unwrap_or(text);
     // What `check` will say: a generated pipeline that does not check is ardpipe's bug, and is
     // not written.
     let ctx = super::check::context(&Overrides::default());
