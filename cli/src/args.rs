@@ -107,6 +107,9 @@ pub enum Command {
         #[command(flatten)]
         overrides: Overrides,
     },
+    /// Serve the language server on stdin/stdout for editors: the checker's diagnostics,
+    /// completion, hover, formatting and go to definition for .ard files.
+    Lsp,
     /// Format pipeline files canonically (keeps comments).
     Fmt {
         #[arg(required = true)]

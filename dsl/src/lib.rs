@@ -32,6 +32,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use diag::{Code, Diagnostics, JsonProblem, Problem, Severity};
+/// The checker's keys, blocks and value words, for editors.
+pub use check::keys;
 pub use format::format_source;
 pub use hf_ref::HfRef;
 pub use pipeline::Pipeline;

@@ -64,3 +64,64 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let col = before[line_start..].chars().count() + 1;
     (line, col)
 }
+
+/// The Language Server Protocol's position of a byte offset: the 0-based line and the column in
+/// UTF-16 code units (the unit LSP counts in unless a client negotiates another).
+pub fn utf16_position(text: &str, offset: usize) -> (u32, u32) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count();
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let col: usize = before[line_start..].chars().map(char::len_utf16).sum();
+    (line as u32, col as u32)
+}
+
+/// The byte offset of an LSP position (0-based line, UTF-16 column): a column past the end of its
+/// line is the line's end (before any `\r\n`), a line past the text is the text's end, and a
+/// column inside a surrogate pair is the character's start.
+pub fn utf16_offset(text: &str, line: u32, col: u32) -> usize {
+    let mut start = 0;
+    for _ in 0..line {
+        match text[start..].find('\n') {
+            Some(i) => start += i + 1,
+            None => return text.len(),
+        }
+    }
+    let end = text[start..]
+        .find('\n')
+        .map(|i| start + i)
+        .unwrap_or(text.len());
+    let line_text = text[start..end]
+        .strip_suffix('\r')
+        .unwrap_or(&text[start..end]);
+    let mut units = 0u32;
+    for (i, c) in line_text.char_indices() {
+        units += c.len_utf16() as u32;
+        if units > col {
+            return start + i;
+        }
+    }
+    start + line_text.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf16_positions_round_trip() {
+        // `α` is one UTF-16 unit (two bytes), `😀` two units (four bytes).
+        let text = "a = \"α😀b\"\r\nx\n";
+        let b = text.find('b').unwrap();
+        assert_eq!(utf16_position(text, b), (0, 8));
+        assert_eq!(utf16_offset(text, 0, 8), b);
+        assert_eq!(utf16_offset(text, 0, 99), text.find('\r').unwrap());
+        assert_eq!(utf16_position(text, text.find('x').unwrap()), (1, 0));
+        assert_eq!(utf16_offset(text, 7, 0), text.len());
+        // Inside the surrogate pair: the emoji's start.
+        assert_eq!(utf16_offset(text, 0, 7), text.find('😀').unwrap());
+    }
+}

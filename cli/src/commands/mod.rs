@@ -14,6 +14,7 @@ mod generate;
 mod inspect;
 mod inspect_run;
 mod launch;
+mod lsp;
 mod man;
 mod merge;
 mod new;
@@ -91,6 +92,7 @@ pub fn dispatch(command: Command, global: &Global) -> miette::Result<Code> {
         Command::Plugin { what } => plugin::run(what),
         Command::Bench { what } => bench::run(what),
         Command::Study(args) => study::run(args),
+        Command::Lsp => lsp::run(),
         Command::New(a) => new::run(&a.file, &a.model, a.task, a.force),
         Command::Completions { shell } => completions::run(shell),
         Command::Man { out } => man::run(out.as_deref()),

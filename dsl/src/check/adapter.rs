@@ -9,16 +9,21 @@ use crate::reader::{Ctx, Reader, as_number, as_symbol, wrong_type};
 use super::values::{Args, indices, position, schedule, selectors};
 
 pub const METHODS: &[&str] = &["ard_lora", "lora", "dora", "adalora", "full", "head_only"];
-const PLACEMENT: &[&str] = &["method", "modules", "layers", "heads", "exclude"];
-const ARD_KEYS: &[&str] = &["r0", "scale", "dropout", "groups", "meta"];
-const ARD_BLOCKS: &[&str] = &["alpha", "compaction", "regularize"];
-const LORA_KEYS: &[&str] = &["rank", "scale", "dropout"];
-const ADALORA_KEYS: &[&str] = &[
+pub(super) const PLACEMENT: &[&str] = &["method", "modules", "layers", "heads", "exclude"];
+pub(super) const ARD_KEYS: &[&str] = &["r0", "scale", "dropout", "groups", "meta"];
+pub(super) const ARD_BLOCKS: &[&str] = &["alpha", "compaction", "regularize"];
+pub(super) const LORA_KEYS: &[&str] = &["rank", "scale", "dropout"];
+pub(super) const ADALORA_KEYS: &[&str] = &[
     "init_r", "target_r", "tinit", "tfinal", "delta_t", "beta1", "beta2", "orth_reg", "scale",
     "dropout",
 ];
 
-fn keys_of(method: &str) -> (&'static [&'static str], &'static [&'static str]) {
+pub(super) const ALPHA_KEYS: &[&str] = &["init", "min", "max", "update"];
+pub(super) const ALPHA_UPDATES: &[&str] = &["proximal", "penalty"];
+pub(super) const COMPACTION_KEYS: &[&str] = &["every", "margin"];
+pub(super) const REGULARIZE_KEYS: &[&str] = &["lambda", "beta", "gamma", "tv"];
+
+pub(super) fn keys_of(method: &str) -> (&'static [&'static str], &'static [&'static str]) {
     match method {
         "ard_lora" => (ARD_KEYS, ARD_BLOCKS),
         "lora" | "dora" => (LORA_KEYS, &[]),
@@ -190,7 +195,7 @@ fn ard_lora(r: &mut Reader, cx: &mut Ctx) -> Option<ArdLora> {
                 None => Some(Position::Steps(50)),
             };
             let margin = cr.int("margin", 0, 4096, cx).unwrap_or(1) as u32;
-            cr.finish(&["every", "margin"], &[], &|_| None, cx);
+            cr.finish(COMPACTION_KEYS, &[], &|_| None, cx);
             Some(Compaction {
                 every: every?,
                 margin,
@@ -242,12 +247,12 @@ fn alpha(b: &Block, r0: u32, cx: &mut Ctx) -> Option<AlphaBounds> {
     let max = r.number("max", 0.0, 1e3, cx);
     let update = match r.value("update", cx) {
         None => Some(AlphaUpdate::Proximal),
-        Some(v) => match as_symbol(&v, "update", &["proximal", "penalty"], cx)? {
+        Some(v) => match as_symbol(&v, "update", ALPHA_UPDATES, cx)? {
             "penalty" => Some(AlphaUpdate::Penalty),
             _ => Some(AlphaUpdate::Proximal),
         },
     };
-    r.finish(&["init", "min", "max", "update"], &[], &|_| None, cx);
+    r.finish(ALPHA_KEYS, &[], &|_| None, cx);
     let update = update?;
     let (min, max) = (min.unwrap_or(0.0), max.unwrap_or(4.0));
     // The default init is 1 within the bounds; with min > max there are no bounds to clamp to
@@ -333,7 +338,7 @@ fn regularizer(b: &Block, cx: &mut Ctx) -> Option<Regularizer> {
         },
     };
     r.finish(
-        &["lambda", "beta", "gamma", "tv"],
+        REGULARIZE_KEYS,
         &[],
         &|k| (k == "l1").then(|| "the ℓ1 weight is `beta`".to_string()),
         cx,

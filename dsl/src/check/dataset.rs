@@ -11,7 +11,7 @@ use crate::suggest;
 
 use super::values::{option_value, regex_ok};
 
-const KEYS: &[&str] = &[
+pub(super) const KEYS: &[&str] = &[
     "format",
     "path",
     "delimiter",
@@ -32,8 +32,8 @@ const KEYS: &[&str] = &[
     "on_bad_row",
     "max_bad_rows",
 ];
-const BLOCKS: &[&str] = &["split", "preprocess"];
-const FORMATS: &[&str] = &[
+pub(super) const BLOCKS: &[&str] = &["split", "preprocess"];
+pub(super) const FORMATS: &[&str] = &[
     "jsonl",
     "csv",
     "text",
@@ -46,6 +46,20 @@ const FORMATS: &[&str] = &[
 pub(super) const SUPERVISED: &[&str] = &["prompt", "completion", "messages"];
 /// Keys of plain-text and classification records, which supervised records replace.
 const PLAIN: &[&str] = &["text", "text_pair", "label", "label_regex"];
+pub(super) const ON_BAD_ROW: &[&str] = &["fail", "skip"];
+pub(super) const TEXT_MODES: &[&str] = &["lines", "documents", "separator"];
+pub(super) const SPLIT_KEYS: &[&str] = &["validation", "test", "seed", "contiguous"];
+pub(super) const PREPROCESS_KEYS: &[&str] = &[
+    "max_length",
+    "truncation",
+    "strip",
+    "lowercase",
+    "block_size",
+    "train_on",
+    "packing",
+];
+pub(super) const TRUNCATIONS: &[&str] = &["left", "right"];
+pub(super) const TRAIN_ON: &[&str] = &["completions", "all"];
 
 pub fn check(b: &Block, name: &str, seed: u64, cx: &mut Ctx) -> Option<Dataset> {
     let mut r = Reader::new(b, cx);
@@ -123,7 +137,7 @@ pub fn check(b: &Block, name: &str, seed: u64, cx: &mut Ctx) -> Option<Dataset> 
         supervised_fields(b, fmt, cx);
     }
     let max_rows = r.int("max_rows", 1, u64::MAX, cx);
-    let policy = r.symbol("on_bad_row", &["fail", "skip"], cx);
+    let policy = r.symbol("on_bad_row", ON_BAD_ROW, cx);
     let max_bad = r.entry("max_bad_rows");
     let on_bad_row = match policy {
         Some("skip") => BadRowPolicy::Skip {
@@ -311,7 +325,7 @@ fn source(r: &mut Reader, dataset: &str, cx: &mut Ctx) -> Option<Source> {
         }
         "text" => {
             let mode = r
-                .symbol("mode", &["lines", "documents", "separator"], cx)
+                .symbol("mode", TEXT_MODES, cx)
                 .unwrap_or("lines");
             let sep = r.entry("separator");
             let mode = match mode {
@@ -473,7 +487,7 @@ fn split(block: &Block, seed: u64, cx: &mut Ctx) -> Option<Split> {
     let seed = r.int("seed", 0, u64::MAX, cx).unwrap_or(seed);
     let contiguous = r.int("contiguous", 1, 1 << 30, cx).unwrap_or(1) as u32;
     r.finish(
-        &["validation", "test", "seed", "contiguous"],
+        SPLIT_KEYS,
         &[],
         &|k| {
             (k == "train").then(|| {
@@ -533,7 +547,7 @@ fn preprocess(b: &Block, supervised: bool, images: bool, cx: &mut Ctx) -> Option
         .int("max_length", 1, 1 << 20, cx)
         .map(|v| v as u32)
         .unwrap_or(d.max_length);
-    let truncation = match r.symbol("truncation", &["left", "right"], cx) {
+    let truncation = match r.symbol("truncation", TRUNCATIONS, cx) {
         Some("left") => Side::Left,
         _ => Side::Right,
     };
@@ -556,7 +570,7 @@ fn preprocess(b: &Block, supervised: bool, images: bool, cx: &mut Ctx) -> Option
         .int("block_size", 2, 1 << 20, cx)
         .map(|v| v as u32)
         .unwrap_or(d.block_size);
-    let train_on = match r.symbol("train_on", &["completions", "all"], cx) {
+    let train_on = match r.symbol("train_on", TRAIN_ON, cx) {
         Some("all") => TrainOn::All,
         _ => d.train_on,
     };
@@ -607,15 +621,7 @@ fn preprocess(b: &Block, supervised: bool, images: bool, cx: &mut Ctx) -> Option
         }
     }
     r.finish(
-        &[
-            "max_length",
-            "truncation",
-            "strip",
-            "lowercase",
-            "block_size",
-            "train_on",
-            "packing",
-        ],
+        PREPROCESS_KEYS,
         &[],
         &|_| None,
         cx,

@@ -7,7 +7,7 @@ use crate::pipeline::*;
 use crate::reader::{Ctx, Reader, wrong_type};
 use crate::suggest;
 
-const KEYS: &[&str] = &["backend", "bucket_mb", "timeout"];
+pub(super) const KEYS: &[&str] = &["backend", "bucket_mb", "timeout"];
 pub const BACKENDS: &[&str] = &["auto", "gloo", "nccl"];
 /// Units of `timeout`, with how many seconds each is.
 const TIME_UNITS: &[(&str, f64)] = &[

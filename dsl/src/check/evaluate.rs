@@ -12,6 +12,8 @@ use crate::suggest;
 use super::values::option_value;
 
 pub const METRICS: &[&str] = &["loss", "perplexity", "accuracy", "macro_f1", "exact_match"];
+pub(super) const KEYS: &[&str] = &["dataset", "split", "metrics", "batch_size", "max_examples"];
+pub(super) const SPLITS: &[&str] = &["validation", "test", "train"];
 
 pub struct EvalSpans {
     pub dataset: Option<Span>,
@@ -53,7 +55,7 @@ pub fn check(b: &Block, cx: &mut Ctx) -> (Option<EvalParts>, EvalSpans) {
         .entries()
         .find(|e| e.key_text() == "split")
         .map(|e| e.value.span);
-    let split = match r.symbol("split", &["validation", "test", "train"], cx) {
+    let split = match r.symbol("split", SPLITS, cx) {
         Some("test") => SplitName::Test,
         Some("train") => SplitName::Train,
         _ => SplitName::Validation,
@@ -105,12 +107,7 @@ pub fn check(b: &Block, cx: &mut Ctx) -> (Option<EvalParts>, EvalSpans) {
     }
     let batch_size = r.int("batch_size", 1, 1 << 20, cx).map(|v| v as u32);
     let max_examples = r.int("max_examples", 1, u64::MAX, cx);
-    r.finish(
-        &["dataset", "split", "metrics", "batch_size", "max_examples"],
-        &[],
-        &|_| None,
-        cx,
-    );
+    r.finish(KEYS, &[], &|_| None, cx);
     let _ = ok;
     (
         Some((dataset, split, metrics, batch_size, max_examples)),

@@ -4,6 +4,7 @@ mod adapter;
 mod dataset;
 mod distributed;
 mod evaluate;
+pub mod keys;
 mod model;
 mod train;
 pub mod values;
@@ -184,7 +185,7 @@ pub fn check_run(items: &[Item], file: &Path, cx: &mut Ctx) -> Option<Pipeline> 
             let name = r.string("name", cx).unwrap_or(stem);
             let seed = r.int("seed", 0, u64::MAX, cx).unwrap_or(0);
             let description = r.string("description", cx);
-            r.finish(&["name", "seed", "description"], &[], &|_| None, cx);
+            r.finish(PIPELINE_KEYS, &[], &|_| None, cx);
             (name, seed, description)
         }
         None => (stem, 0, None),
@@ -203,7 +204,7 @@ pub fn check_run(items: &[Item], file: &Path, cx: &mut Ctx) -> Option<Pipeline> 
                 );
             }
             let abi = r.int("abi", 1, u32::MAX as u64, cx).unwrap_or(1) as u32;
-            r.finish(&["library", "abi"], &[], &|_| None, cx);
+            r.finish(PLUGIN_KEYS, &[], &|_| None, cx);
             Some(Plugin {
                 name: label(b),
                 library: library?,
@@ -648,6 +649,11 @@ fn past_the_end(d: Duration, dspan: Option<Span>, cx: &mut Ctx) {
 }
 
 const PLACEHOLDERS: &[&str] = &["name", "variant", "seed", "timestamp"];
+/// The keys of `pipeline`, `plugin NAME` and `output` (editors list them too: keys.rs).
+pub(super) const PIPELINE_KEYS: &[&str] = &["name", "seed", "description"];
+pub(super) const PLUGIN_KEYS: &[&str] = &["library", "abi"];
+pub(super) const OUTPUT_KEYS: &[&str] = &["dir", "export", "report"];
+pub(super) const EXPORTS: &[&str] = &["peft", "merged"];
 
 /// What `output.export` defaults to: `merged` where an adapter has no PEFT form (`full`,
 /// `head_only`), else `peft`.
@@ -782,7 +788,7 @@ fn output(b: &Block, adapters: &[Adapter], cx: &mut Ctx) -> Option<Output> {
             _ => vec![v.clone()],
         };
         for e in items {
-            match crate::reader::as_symbol(&e, "export", &["peft", "merged"], cx) {
+            match crate::reader::as_symbol(&e, "export", EXPORTS, cx) {
                 Some("peft") => {
                     // Fully trained modules ride along in PEFT's `modules_to_save`; with no low-rank
                     // adapter at all there is nothing PEFT could load.
@@ -819,7 +825,7 @@ fn output(b: &Block, adapters: &[Adapter], cx: &mut Ctx) -> Option<Output> {
     }
     export.dedup();
     let report = r.bool("report", cx).unwrap_or(true);
-    r.finish(&["dir", "export", "report"], &[], &|_| None, cx);
+    r.finish(OUTPUT_KEYS, &[], &|_| None, cx);
     Some(Output {
         dir,
         export,

@@ -5,7 +5,7 @@ use crate::diag::{Code, Problem};
 use crate::pipeline::*;
 use crate::reader::{Ctx, Reader, as_int, as_string, wrong_type};
 
-const KEYS: &[&str] = &[
+pub(super) const KEYS: &[&str] = &[
     "path",
     "format",
     "head",
@@ -49,7 +49,7 @@ pub fn check(b: &Block, cx: &mut Ctx) -> Option<Model> {
         cx.missing(r.span(), "`path`", "name the model: a Hugging Face folder or a `.gguf` file, e.g. `path = \"${assets}/minilm\"`");
     }
     // Without `format`, the file name decides: `.gguf` is GGUF, anything else a HF folder.
-    let format = match r.symbol("format", &["hf_folder", "gguf"], cx) {
+    let format = match r.symbol("format", FORMATS, cx) {
         Some("gguf") => ModelFormat::Gguf,
         Some(_) => ModelFormat::HfFolder,
         None if path_text.as_deref().is_some_and(|p| p.ends_with(".gguf")) => ModelFormat::Gguf,
@@ -128,7 +128,7 @@ pub fn check(b: &Block, cx: &mut Ctx) -> Option<Model> {
                 );
             }
             let pooling = match pooling.and_then(|e| cx.eval(&e.value)) {
-                Some(v) => match crate::reader::as_symbol(&v, "pooling", &["mean", "cls"], cx)? {
+                Some(v) => match crate::reader::as_symbol(&v, "pooling", POOLINGS, cx)? {
                     "cls" => Pooling::Cls,
                     _ => Pooling::Mean,
                 },
@@ -214,8 +214,10 @@ pub fn check(b: &Block, cx: &mut Ctx) -> Option<Model> {
     })
 }
 
-const DTYPES: &[&str] = &["auto", "f32", "f16", "bf16"];
-const QUANTIZE: &[&str] = &["none", "int8", "int4"];
+pub(super) const FORMATS: &[&str] = &["hf_folder", "gguf"];
+pub(super) const POOLINGS: &[&str] = &["mean", "cls"];
+pub(super) const DTYPES: &[&str] = &["auto", "f32", "f16", "bf16"];
+pub(super) const QUANTIZE: &[&str] = &["none", "int8", "int4"];
 /// Group sizes libtorch's int4 kernels take (columns sharing one scale).
 const INT4_GROUPS: &[u64] = &[32, 64, 128, 256];
 

@@ -7,7 +7,7 @@ use crate::reader::{Ctx, Reader, wrong_type};
 
 use super::values::{Args, position, schedule};
 
-const KEYS: &[&str] = &[
+pub(super) const KEYS: &[&str] = &[
     "dataset",
     "optimizer",
     "lr",
@@ -27,6 +27,11 @@ const KEYS: &[&str] = &[
     "eval_every",
     "checkpoint_every",
 ];
+pub(super) const BLOCKS: &[&str] = &["early_stopping"];
+pub(super) const PRECISIONS: &[&str] = &["f32", "bf16", "f16"];
+pub(super) const CHECKPOINTING: &[&str] = &["none", "layers"];
+pub(super) const EARLY_STOPPING_KEYS: &[&str] = &["metric", "mode", "patience", "min_delta"];
+pub(super) const EARLY_MODES: &[&str] = &["min", "max"];
 
 /// The parts of `train` the top level cross-checks against other blocks.
 pub struct TrainSpans {
@@ -147,12 +152,12 @@ pub fn check(b: &Block, seed: u64, cx: &mut Ctx) -> (Option<Train>, TrainSpans) 
     };
     spans.length = duration;
     let clip = r.number("clip", f64::MIN_POSITIVE, 1e9, cx);
-    let precision = match r.symbol("precision", &["f32", "bf16", "f16"], cx) {
+    let precision = match r.symbol("precision", PRECISIONS, cx) {
         Some("bf16") => Precision::Bf16,
         Some("f16") => Precision::F16,
         _ => Precision::F32,
     };
-    let checkpointing = match r.symbol("checkpointing", &["none", "layers"], cx) {
+    let checkpointing = match r.symbol("checkpointing", CHECKPOINTING, cx) {
         Some("layers") => Checkpointing::Layers,
         _ => Checkpointing::None,
     };
@@ -199,15 +204,10 @@ pub fn check(b: &Block, seed: u64, cx: &mut Ctx) -> (Option<Train>, TrainSpans) 
                     .and_then(|v| super::evaluate::metric(&v, cx)),
                 None => Some(Metric::Loss),
             };
-            let mode = er.symbol("mode", &["min", "max"], cx);
+            let mode = er.symbol("mode", EARLY_MODES, cx);
             let patience = er.int("patience", 1, 1 << 20, cx).unwrap_or(3) as u32;
             let min_delta = er.number("min_delta", 0.0, f64::MAX, cx).unwrap_or(0.0);
-            er.finish(
-                &["metric", "mode", "patience", "min_delta"],
-                &[],
-                &|_| None,
-                cx,
-            );
+            er.finish(EARLY_STOPPING_KEYS, &[], &|_| None, cx);
             metric.map(|metric| {
                 let mode = match mode {
                     Some("min") => Goal::Min,
@@ -227,7 +227,7 @@ pub fn check(b: &Block, seed: u64, cx: &mut Ctx) -> (Option<Train>, TrainSpans) 
         }
         None => Some(None),
     };
-    r.finish(KEYS, &["early_stopping"], &|_| None, cx);
+    r.finish(KEYS, BLOCKS, &|_| None, cx);
     let train = (|| {
         Some(Train {
             dataset: dataset.unwrap_or_default(),
