@@ -369,6 +369,12 @@ fn lsp_hover_formatting_and_definition() {
         "{h}"
     );
     assert!(value.contains("Default: `none`"), "{h}");
+    // On its value: the key's text too.
+    let h = c.at("textDocument/hover", &u, pos(&typed, "int8", 1));
+    let on_value = h["result"]["contents"]["value"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(on_value, value, "{h}");
     let doc =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/LANGUAGE.md"))
             .unwrap();

@@ -153,6 +153,8 @@ pub fn hover(text: &str, at: usize) -> Option<Hover> {
         (Place::Top, _) => docs().block(&[], word),
         (Place::Key, Some(Tok::Eq)) => docs().key(&path, word),
         (Place::Key, Some(Tok::Open('{'))) => docs().block(&path, word),
+        // A value (`int8`, a module name) is explained by its key's text.
+        (Place::Value { key, .. }, _) => docs().key(&path, key),
         // A top-level block's name: `dataset tweets {`.
         (Place::Key, Some(Tok::Word(_))) if path.first() == Some(&"variant") => {
             docs().block(&[], word)
