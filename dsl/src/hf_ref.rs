@@ -42,6 +42,15 @@ impl fmt::Display for HfRef {
     }
 }
 
+/// What a PEFT adapter's `base_model_name_or_path` says for a model path: the repository id of
+/// an `hf:` name (PEFT and transformers load the base from the Hub by it), else the path.
+pub fn base_model_name(path: &std::path::Path) -> String {
+    match HfRef::parse(&path.to_string_lossy()) {
+        Some(Ok(r)) => r.repo_id,
+        _ => path.display().to_string(),
+    }
+}
+
 const FORM: &str = "write `hf:ORG/NAME` or `hf:ORG/NAME@REVISION`, e.g. \
                     `hf:sentence-transformers/all-MiniLM-L6-v2`";
 

@@ -77,16 +77,53 @@ fn hf_names_resolve_from_the_local_cache() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 
-    // A pipeline written for the name keeps it, and plans against the cached files.
+    // A pipeline written for the name keeps it.
     let file = dir.join("p.ard");
     let out = ardpipe_with(&env, &["new", file.to_str().unwrap(), "--model", &spec]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(text.contains(&format!("path = \"{spec}\"")), "{text}");
-    let out = ardpipe_with(&env, &["plan", file.to_str().unwrap(), "--format", "json"]);
+    // It trains (the trainer loads the snapshot too), keeps the name in the resolved pipeline,
+    // and the PEFT adapter names its base by the repository id, as PEFT loads it from the Hub.
+    let run = dir.join("run");
+    // A small CSV in the example's layout: the model, not the data, is what this run is about.
+    let csv = dir.join("tweets.csv");
+    let rows: String = (0..60)
+        .map(|i| {
+            format!(
+                "{},{}-{i}\n",
+                ["good news today", "bad news again"][i % 2],
+                ["a", "b"][i % 2]
+            )
+        })
+        .collect();
+    std::fs::write(&csv, format!("text,source_id\n{rows}")).unwrap();
+    let out = ardpipe_with(
+        &env,
+        &[
+            "run",
+            file.to_str().unwrap(),
+            "-q",
+            "--set",
+            "train.steps=2",
+            "--set",
+            &format!("dataset.tweets.path=\"{}\"", csv.display()),
+            "--set",
+            &format!("output.dir=\"{}\"", run.display()),
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let plan: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(plan["pipeline"]["model"]["path"], spec.as_str(), "{plan}");
+    let read = |rel: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(run.join(rel)).unwrap()).unwrap()
+    };
+    assert_eq!(
+        read("pipeline.resolved.json")["model"]["path"],
+        spec.as_str()
+    );
+    assert_eq!(
+        read("adapter/adapter_config.json")["base_model_name_or_path"],
+        NAME
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

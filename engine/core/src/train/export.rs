@@ -121,7 +121,7 @@ impl Trainer {
                 p::Head::CausalLm => "CAUSAL_LM",
                 _ => "SEQ_CLS",
             },
-            base_model: self.plan.settings.model.path.display().to_string(),
+            base_model: ardpipe_dsl::hf_ref::base_model_name(&self.plan.settings.model.path),
             extra,
         }
         .write(&dir)
