@@ -22,8 +22,11 @@ Layout of the cache (ARDPIPE_CACHE, default ~/.cache/ardpipe):
                                       the ChatterBot corpus's YAML with the pinned PyYAML;
                                       assets/easyvqa/: {train,test}/images/N.png, each folder
                                       pinned by the sha256 of its listing, and {train,test}.jsonl)
-    peer-venv/                       Python torch + transformers + peft + pillow (the peer for round
-                                     trips, benchmarks)
+    peer-venv/                       Python torch + transformers + peft + pillow + tensorboard (the
+                                     peer for round trips, benchmarks, event-file checks)
+
+Debian's `chromium` (the headless browser of the report test) is installed with apt-get when it
+is missing and set-up runs as root.
 
 and inside the checkout (git-ignored) `.ardpipe/libtorch` and `.ardpipe/assets`
 link to them, which is what `.cargo/config.toml` and the tests read.
@@ -793,7 +796,30 @@ def show_terms(asset: dict, cache: Path) -> None:
 
 # gguf: the reference for GGUF dequantisation and for transformers' own GGUF loading.
 # pillow: transformers' image processors (SiglipImageProcessor) need it to read images.
-PEER_PACKAGES = ["transformers==5.24.0", "peft==0.21.2", "gguf==0.19.0", "pillow==13.0.0"]
+# tensorboard: its event reader checks the event files `ardpipe run` writes (tests/cli/tensorboard.rs).
+PEER_PACKAGES = ["transformers==5.24.0", "peft==0.21.2", "gguf==0.19.0", "pillow==13.0.0",
+                 "tensorboard==2.21.0"]
+
+
+def install_browser() -> str:
+    """Debian's chromium, the headless browser that renders the run report in tests/cli/report.rs.
+
+    Installed with apt-get only when missing; without root or apt-get, say so and go on (that
+    test then fails, saying chromium is missing)."""
+    if shutil.which("chromium"):
+        return "ok (installed)"
+    if shutil.which("apt-get") is None:
+        return "NOT INSTALLED: no apt-get here; install a `chromium` on PATH for tests/cli/report.rs"
+    if os.geteuid() != 0:
+        return "NOT INSTALLED: not root; run `sudo apt-get install --no-install-recommends chromium`"
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (["apt-get", "update", "-q"],
+                ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]):
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if res.returncode != 0:
+            tail = "\n    ".join(res.stderr.strip().splitlines()[-4:])
+            return f"NOT INSTALLED: `{' '.join(cmd)}` failed:\n    {tail}"
+    return "ok (installed with apt-get)"
 
 
 def install_peer_venv(manifest: dict, cache: Path) -> Path:
@@ -906,6 +932,8 @@ def main() -> int:
             venv = install_peer_venv(manifest, cache)
             link(venv, REPO / ".ardpipe" / "peer-venv")
             log(f"python peer venv     ok [{time.time() - t1:.1f}s]")
+        t1 = time.time()
+        log(f"chromium (report)    {install_browser()} [{time.time() - t1:.1f}s]")
     except SetupError as e:
         print(f"\nerror: {e}", file=sys.stderr)
         return 1

@@ -94,6 +94,11 @@ pub enum Command {
         /// settings on, so that the test split is only reported.
         #[arg(long)]
         validate: bool,
+        /// `json`: the run's events (start, each logged step, each evaluation, checkpoints,
+        /// exports, the end with its status) as one JSON object per line on stdout; the log
+        /// and progress stay on stderr.
+        #[arg(long, value_enum, default_value_t, value_name = "FORMAT")]
+        log_format: crate::output::LogFormat,
         #[command(flatten)]
         overrides: Overrides,
     },

@@ -106,6 +106,15 @@ fn die_of_sigpipe() -> ! {
     std::process::exit(128 + libc::SIGPIPE)
 }
 
+/// `ardpipe run --log-format`: the human log only (on stderr), or also the run's events as JSON
+/// lines on stdout (`ardpipe_engine::train::follow`).
+#[derive(Debug, Clone, Copy, clap::ValueEnum, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
 /// `value` as YAML for `--format yaml` (one writer for every command, so YAML is always YAML).
 pub fn yaml<T: Serialize + ?Sized>(value: &T) -> miette::Result<String> {
     serde_yaml::to_string(value)

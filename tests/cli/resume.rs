@@ -10,7 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 #[path = "../../engine/core/tests/support/tiny.rs"]
-mod tiny;
+pub(crate) mod tiny;
 
 const STEPS: u64 = 8;
 

@@ -40,6 +40,7 @@ pub fn dispatch(command: Command, global: &Global) -> miette::Result<Code> {
             nproc,
             threads,
             validate,
+            log_format,
             overrides,
         } => run::run(
             file.as_deref(),
@@ -51,6 +52,7 @@ pub fn dispatch(command: Command, global: &Global) -> miette::Result<Code> {
             validate,
             &overrides,
             global.quiet > 0,
+            log_format,
         ),
         Command::Check {
             files,

@@ -1,5 +1,9 @@
 //! `ardpipe run FILE` / `ardpipe run --resume RUN_DIR`: train, evaluate and export.
 //!
+//! With `--log-format json` stdout carries only the run's events, one JSON object per line
+//! (ardpipe_engine::train::follow writes them; the `end` event, with the status, is written
+//! here), and the summary goes to stderr with the log.
+//!
 //! SIGINT (Ctrl-C) and SIGTERM (Slurm preemption, Kubernetes eviction) ask the run to stop: it
 //! finishes its current step, writes a checkpoint, marks its manifest `interrupted` and exits
 //! 130 / 143; a second signal exits at once (the last checkpoint stays the one to resume from).
@@ -11,6 +15,7 @@ use ardpipe_engine::train::{self, RunOptions, RunSummary, TrainError};
 
 use crate::args::Overrides;
 use crate::exit::Code;
+use crate::output::LogFormat;
 
 /// A second stop signal while the first is being honoured: leave now.
 extern "C" fn on_stop_signal(signal: libc::c_int) {
@@ -54,7 +59,9 @@ pub fn run(
     validate: bool,
     overrides: &Overrides,
     quiet: bool,
+    log_format: LogFormat,
 ) -> miette::Result<Code> {
+    let json = log_format == LogFormat::Json;
     stop_on_signals();
     if let Some(n) = threads {
         ardpipe_engine::models::runtime::set_threads(n);
@@ -86,6 +93,11 @@ pub fn run(
                 }
                 Err(d) => {
                     super::check::print_diagnostics(d);
+                    if json {
+                        let error = format!("{} does not check: see the diagnostics", f.display());
+                        let fields = serde_json::json!({"status": "failed", "error": error});
+                        train::follow::emit_json("end", fields);
+                    }
                     return Ok(Code::Failure);
                 }
             }
@@ -124,11 +136,16 @@ pub fn run(
             validate,
             variant: (!pipeline.variants.is_empty()).then(|| variant.to_string()),
             group: group.clone(),
+            json_events: json,
         };
-        match train::run(p, &opts) {
+        let result = train::run(p, &opts);
+        if json && root {
+            emit_end(variant, &result);
+        }
+        match result {
             Ok(s) => {
                 if root {
-                    print_summary(p, &s);
+                    print_summary(json, p, &s);
                 }
                 if let Some(signal) = s.stop_signal {
                     // The other variants do not start: the user asked to stop.
@@ -212,17 +229,34 @@ pub(crate) fn report(e: TrainError) -> miette::Report {
     }
 }
 
-fn print_summary(p: &Pipeline, s: &RunSummary) {
+/// The run's summary for a person: on stdout, or on stderr when stdout carries JSON events.
+fn print_summary(to_stderr: bool, p: &Pipeline, s: &RunSummary) {
+    let text = summary_text(p, s);
+    if to_stderr {
+        eprint!("{text}");
+    } else {
+        print!("{text}");
+    }
+}
+
+fn summary_text(p: &Pipeline, s: &RunSummary) -> String {
+    let mut text = String::new();
+    macro_rules! say {
+        ($($arg:tt)*) => {{
+            text.push_str(&format!($($arg)*));
+            text.push('\n');
+        }};
+    }
     if s.interrupted {
-        println!(
+        say!(
             "stopped after step {} (checkpoint saved): resume with `ardpipe run --resume {}`",
             s.steps,
             s.run_dir.display()
         );
-        return;
+        return text;
     }
-    println!("\nrun        {}", s.run_dir.display());
-    println!(
+    say!("\nrun        {}", s.run_dir.display());
+    say!(
         "steps      {}{} in {:.0} s ({:.0} tokens/s)",
         s.steps,
         if s.stopped_early { " (early stop)" } else { "" },
@@ -238,31 +272,29 @@ fn print_summary(p: &Pipeline, s: &RunSummary) {
                 .find(|(name, _)| name == k)
                 .map(|(_, b)| format!(" (before training {b:.4})"))
                 .unwrap_or_default();
-            println!("{:<10} {v:.4}{before}", k);
+            say!("{:<10} {v:.4}{before}", k);
         }
     }
     if let Some(b) = s.majority_baseline {
-        println!(
-            "baseline   {b:.4} (always predicting the most frequent training class or answer)"
-        );
+        say!("baseline   {b:.4} (always predicting the most frequent training class or answer)");
     }
-    println!(
+    say!(
         "exported   {} parameters, {:.3}% of the base model's {} ({} allocated at peak)",
         s.exported_parameters,
         100.0 * s.exported_parameters as f64 / s.base_parameters.max(1) as f64,
         s.base_parameters,
         s.peak_parameters
     );
-    println!(
+    say!(
         "adaptation {:.2} MiB at peak (trainable tensors, gradients, optimiser state)",
         s.adaptation_memory.peak_bytes as f64 / 1048576.0
     );
     if let Some(r) = s.mean_effective_rank {
-        println!("mean rank  {r:.2} (ARD-LoRA effective rank per head)");
-        println!("rank map   (rows: module × layer, columns: heads)");
+        say!("mean rank  {r:.2} (ARD-LoRA effective rank per head)");
+        say!("rank map   (rows: module × layer, columns: heads)");
         for row in &s.rank_map {
             let ranks: Vec<String> = row.ranks.iter().map(|x| format!("{x:>2}")).collect();
-            println!(
+            say!(
                 "  {:<40} {:>2}  {}",
                 row.module,
                 row.layer.map(|l| l.to_string()).unwrap_or_default(),
@@ -274,15 +306,50 @@ fn print_summary(p: &Pipeline, s: &RunSummary) {
         .export
         .contains(&ardpipe_dsl::pipeline::Export::Peft)
     {
-        println!("adapter    {}", s.run_dir.join("adapter").display());
+        say!("adapter    {}", s.run_dir.join("adapter").display());
     }
     if p.output
         .export
         .contains(&ardpipe_dsl::pipeline::Export::Merged)
     {
-        println!(
+        say!(
             "merged     {} (a complete Hugging Face model folder)",
             s.run_dir.join("merged").display()
         );
     }
+    text
+}
+
+/// `--log-format json`: the last event of a run, with its status (`completed`, `stopped` early,
+/// `interrupted`, `failed` with the error).
+fn emit_end(variant: &str, result: &Result<RunSummary, TrainError>) {
+    let fields = match result {
+        Ok(s) => {
+            let status = if s.interrupted {
+                "interrupted"
+            } else if s.stopped_early {
+                "stopped"
+            } else {
+                "completed"
+            };
+            serde_json::json!({
+                "status": status,
+                "variant": variant,
+                "run_dir": s.run_dir,
+                "steps": s.steps,
+                "final_eval": s.final_eval.as_ref().map(|e| {
+                    e.metrics
+                        .iter()
+                        .map(|(k, v)| (k.clone(), serde_json::json!(v)))
+                        .collect::<serde_json::Map<_, _>>()
+                }),
+                "stop_signal": s.stop_signal,
+                "wall_seconds": s.wall_seconds,
+            })
+        }
+        Err(e) => {
+            serde_json::json!({"status": "failed", "variant": variant, "error": e.to_string()})
+        }
+    };
+    train::follow::emit_json("end", fields);
 }

@@ -22,3 +22,4 @@ pub mod report;
 pub mod rng;
 pub mod rundir;
 pub mod schedule;
+pub mod tensorboard;

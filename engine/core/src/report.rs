@@ -1,5 +1,8 @@
 //! The run report: `report/report.md` with SVG pictures drawn by this module (no plotting
-//! dependency): the learned rank map per module kind (layer × head), α curves and loss curves.
+//! dependency): the learned rank map per module kind (layer × head), α curves and loss curves;
+//! and `report/index.html`, the same and more in one self-contained page ([`html`]).
+
+pub mod html;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -243,6 +246,8 @@ fn fmt_num(v: f64) -> String {
 pub struct ReportFiles {
     pub markdown: PathBuf,
     pub pictures: Vec<PathBuf>,
+    /// `index.html` (the run report of [`write_run_report`]).
+    pub html: Option<PathBuf>,
 }
 
 fn slug(s: &str) -> String {
@@ -308,7 +313,11 @@ pub fn write_report(dir: &Path, input: &ReportInput) -> Result<ReportFiles, RunD
     }
     let markdown = dir.join("report.md");
     rundir::write_atomic(&markdown, md.as_bytes())?;
-    Ok(ReportFiles { markdown, pictures })
+    Ok(ReportFiles {
+        markdown,
+        pictures,
+        html: None,
+    })
 }
 
 /// Loss curves (`train` and every other split) from `metrics.jsonl` records.
@@ -444,14 +453,16 @@ pub fn read_run_curves(run_dir: &Path) -> Result<(Vec<Series>, Vec<RankRecord>),
 }
 
 /// Write `RUN/report/` from the run's logs: rank maps from the last rank record, α and loss
-/// curves, and the caller's summary rows; whole or not at all (filled as `report.partial/`,
-/// then renamed by [`rundir::write_dir_atomic`]). The trainer's report at the end of a run.
+/// curves, and the caller's summary rows, as `report.md` with its pictures and as
+/// `index.html`; whole or not at all (filled as `report.partial/`, then renamed by
+/// [`rundir::write_dir_atomic`]). The trainer's report at the end of a run.
 pub fn write_run_report(
     run_dir: &Path,
     title: &str,
     summary: Vec<(String, String)>,
 ) -> Result<ReportFiles, RunDirError> {
     let (loss, ranks) = read_run_curves(run_dir)?;
+    let page = html::render(run_dir, title, &summary, &ranks)?;
     let input = ReportInput {
         title: title.to_string(),
         summary,
@@ -463,7 +474,7 @@ pub fn write_run_report(
     let mut written = None;
     rundir::write_dir_atomic(&dir, |partial| -> Result<(), RunDirError> {
         written = Some(write_report(partial, &input)?);
-        Ok(())
+        rundir::write_atomic(&partial.join(html::INDEX), page.as_bytes())
     })?;
     let files = written.expect("the folder was filled");
     // The files as they are named now that the folder is in place.
@@ -471,6 +482,7 @@ pub fn write_run_report(
     Ok(ReportFiles {
         markdown: moved(files.markdown),
         pictures: files.pictures.into_iter().map(moved).collect(),
+        html: Some(dir.join(html::INDEX)),
     })
 }
 

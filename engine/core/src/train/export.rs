@@ -5,6 +5,7 @@
 //! none) and `--resume` writes it again.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use ardpipe_adapters::peft::{PeftModule, PeftType};
 use ardpipe_dsl::pipeline as p;
@@ -249,18 +250,29 @@ impl Trainer {
     }
 
     /// `report/report.md` with the summary, and SVG pictures of the learned rank map per
-    /// module kind (layer × head), α and loss curves, drawn from the run's own logs.
-    pub fn write_report(&self, summary: &RunSummary) -> Result<(), TrainError> {
+    /// module kind (layer × head), α and loss curves, drawn from the run's own logs; and
+    /// `report/index.html`, whose path it returns.
+    pub fn write_report(&self, summary: &RunSummary) -> Result<Option<PathBuf>, TrainError> {
         if !self.plan.settings.output.report || !self.writes() {
-            return Ok(());
+            return Ok(None);
         }
-        let mut rows: Vec<(String, String)> = vec![(
-            "steps".into(),
-            format!(
-                "{} in {:.0} s of training ({:.0} tokens/s)",
-                summary.steps, self.state.train_seconds, summary.tokens_per_second
+        // The manifest is marked finished after the report (a kill before then resumes the
+        // run): the report says how the training ended itself.
+        let status = if summary.stopped_early {
+            "stopped early (early stopping)"
+        } else {
+            "completed"
+        };
+        let mut rows: Vec<(String, String)> = vec![
+            ("status".into(), status.into()),
+            (
+                "steps".into(),
+                format!(
+                    "{} in {:.0} s of training ({:.0} tokens/s)",
+                    summary.steps, self.state.train_seconds, summary.tokens_per_second
+                ),
             ),
-        )];
+        ];
         for (k, v) in summary.initial_eval.iter().flatten() {
             rows.push((format!("{k} before training"), format!("{v:.4}")));
         }
@@ -295,7 +307,25 @@ impl Trainer {
                 summary.adaptation_memory.final_bytes as f64 / 1048576.0
             ),
         ));
-        crate::report::write_run_report(self.run_dir.root(), &self.plan.settings.name, rows)?;
+        let files =
+            crate::report::write_run_report(self.run_dir.root(), &self.plan.settings.name, rows)?;
+        Ok(files.html)
+    }
+
+    /// `report/index.html` of the run so far (at a checkpoint): the logs, plan and manifest,
+    /// with the steps done as its summary.
+    pub fn write_progress_report(&self) -> Result<(), TrainError> {
+        if !self.plan.settings.output.report || !self.writes() {
+            return Ok(());
+        }
+        let rows = vec![(
+            "steps".to_string(),
+            format!(
+                "{} of {} (training; this page is rewritten at each checkpoint)",
+                self.state.step, self.total_steps
+            ),
+        )];
+        crate::report::html::write_progress(self.run_dir.root(), &self.plan.settings.name, &rows)?;
         Ok(())
     }
 }

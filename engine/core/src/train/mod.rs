@@ -14,6 +14,7 @@ pub mod batches;
 mod console;
 pub mod dataset;
 mod export;
+pub mod follow;
 mod loss_scale;
 mod metric_plugins;
 pub mod parallel;
@@ -99,6 +100,8 @@ pub struct RunOptions {
     pub variant: Option<String>,
     /// Data parallelism: this process's group (from the torchrun environment).
     pub group: Option<std::sync::Arc<ardpipe_dist::ProcessGroup>>,
+    /// `--log-format json`: the run's events as JSON lines on stdout ([`follow`]).
+    pub json_events: bool,
 }
 
 /// One evaluation's named scalars.

@@ -7,6 +7,7 @@ use ardpipe_dsl::pipeline as p;
 use serde_json::json;
 use tch::{Kind, Tensor};
 
+use super::follow::Follow;
 use super::metric_plugins::MetricPlugins;
 use super::{AdaptationMemory, EvalResult, RankRow, RunOptions, RunSummary, TrainError, Trainer};
 
@@ -191,18 +192,27 @@ impl Trainer {
         }))
     }
 
-    fn log_metrics(&self, record: serde_json::Value) -> Result<(), TrainError> {
+    fn log_metrics(
+        &self,
+        follow: &mut Follow,
+        record: serde_json::Value,
+    ) -> Result<(), TrainError> {
         if !self.writes() {
             return Ok(());
         }
         let mut log = self.run_dir.metrics_log()?;
         log.append(&record)?;
-        Ok(())
+        follow.metrics(&record)
     }
 
     /// One evaluation as a `metrics.jsonl` record; `marker` (`initial`, `final`) flags the
     /// evaluations before and after training. Its keys are [`RECORD_KEYS`].
-    fn log_eval(&self, eval: &EvalResult, marker: Option<&str>) -> Result<(), TrainError> {
+    fn log_eval(
+        &self,
+        follow: &mut Follow,
+        eval: &EvalResult,
+        marker: Option<&str>,
+    ) -> Result<(), TrainError> {
         let mut rec = json!({ "step": eval.step, "split": "eval" });
         if let Some(m) = marker {
             rec[m] = json!(true);
@@ -210,11 +220,11 @@ impl Trainer {
         for (k, v) in &eval.metrics {
             rec[k] = json!(v);
         }
-        self.log_metrics(rec)
+        self.log_metrics(follow, rec)
     }
 
     /// `final`: the record after the last step, flagged so a resume can write it again.
-    fn log_ranks(&self, last: bool) -> Result<(), TrainError> {
+    fn log_ranks(&self, follow: &mut Follow, last: bool) -> Result<(), TrainError> {
         if !self.writes() {
             return Ok(());
         }
@@ -234,7 +244,7 @@ impl Trainer {
             rec["final"] = json!(true);
         }
         log.append(&rec)?;
-        Ok(())
+        follow.ranks(&rec)
     }
 
     fn has_metric_plugins(&self) -> bool {
@@ -282,6 +292,7 @@ impl Trainer {
         let started = Instant::now();
         let seconds_before = self.state.train_seconds;
         let progress = super::console::Console::new(self.total_steps, self.state.step, self.quiet);
+        let mut follow = Follow::start(self, opts.json_events)?;
         let mut window_tokens = 0i64;
         let mut window_start = Instant::now();
         let mut interrupted = false;
@@ -298,7 +309,7 @@ impl Trainer {
             && let Some(eval) = self.evaluate()?
         {
             // The base model's own score: "perplexity before → after" is what a user asks.
-            self.log_eval(&eval, Some("initial"))?;
+            self.log_eval(&mut follow, &eval, Some("initial"))?;
             progress.message(&format!("before training: {}", format_eval(&eval)));
             self.state.initial_eval = Some(eval.metrics);
         }
@@ -332,9 +343,9 @@ impl Trainer {
                     "mean_effective_rank": rank, "tokens_per_second": tps,
                 });
                 self.loss_scale_fields(&mut record);
-                self.log_metrics(record)?;
-                self.log_ranks(false)?;
-                progress.update(step, task, lr, rank, tps);
+                self.log_metrics(&mut follow, record)?;
+                self.log_ranks(&mut follow, false)?;
+                progress.update(step, task, lr, rank, tps, self.next_eval(step));
             } else {
                 progress.tick(step);
             }
@@ -345,7 +356,7 @@ impl Trainer {
                 && step < self.total_steps
                 && let Some(eval) = self.evaluate()?
             {
-                self.log_eval(&eval, None)?;
+                self.log_eval(&mut follow, &eval, None)?;
                 progress.message(&format_eval(&eval));
                 if self.early_stop_check(&eval) {
                     self.state.stopped_early = true;
@@ -357,7 +368,7 @@ impl Trainer {
             }
             if step.is_multiple_of(self.checkpoint_every) && step < self.total_steps {
                 self.state.train_seconds = seconds_before + started.elapsed().as_secs_f64();
-                self.save_checkpoint()?;
+                self.checkpoint(&follow)?;
             }
             window_start += pause.elapsed();
             crate::rundir::test_pause(&format!("step@{step}"), true);
@@ -369,14 +380,14 @@ impl Trainer {
         progress.finish();
         self.state.train_seconds = seconds_before + started.elapsed().as_secs_f64();
         if interrupted {
-            self.save_checkpoint()?;
+            self.checkpoint(&follow)?;
             let mut summary = self.summary(None, true);
             summary.stop_signal = stop_signal;
             return Ok(summary);
         }
         let final_eval = self.evaluate()?;
         if let Some(eval) = &final_eval {
-            self.log_eval(eval, Some("final"))?;
+            self.log_eval(&mut follow, eval, Some("final"))?;
         }
         let validation_eval = match &self.validation {
             Some(v) => self.evaluate_on(v)?,
@@ -385,16 +396,59 @@ impl Trainer {
         if let Some(eval) = &validation_eval {
             tracing::info!("validation split: {}", format_eval(eval));
         }
-        self.log_ranks(true)?;
-        self.save_checkpoint()?;
+        self.log_ranks(&mut follow, true)?;
+        self.checkpoint(&follow)?;
         self.export()?;
+        if self.writes() {
+            let exports: Vec<_> = self
+                .plan
+                .settings
+                .output
+                .export
+                .iter()
+                .map(|e| match e {
+                    p::Export::Peft => self.run_dir.adapter_dir(),
+                    p::Export::Merged => self.run_dir.path(super::export::MERGED),
+                })
+                .collect();
+            follow.event(
+                "export",
+                json!({ "step": self.state.step, "paths": exports }),
+            );
+        }
         let mut summary = self.summary(final_eval, false);
         summary.validation_eval = validation_eval;
         if self.writes() {
             crate::rundir::write_json_atomic(&self.run_dir.path("summary.json"), &summary)?;
         }
-        self.write_report(&summary)?;
+        if let Some(path) = self.write_report(&summary)? {
+            follow.event("report", json!({ "step": self.state.step, "path": path }));
+        }
         Ok(summary)
+    }
+
+    /// A checkpoint, and at it the HTML report of the run so far (when the run has a report).
+    fn checkpoint(&self, follow: &Follow) -> Result<(), TrainError> {
+        if let Some(path) = self.save_checkpoint()? {
+            follow.event(
+                "checkpoint",
+                json!({ "step": self.state.step, "path": path }),
+            );
+            self.write_progress_report()?;
+        }
+        Ok(())
+    }
+
+    /// The step of the next evaluation after `step`: the next `eval_every` one, or the final one.
+    fn next_eval(&self, step: u64) -> Option<u64> {
+        if self.data.eval_len() == 0 || step >= self.total_steps {
+            return None;
+        }
+        let next = self
+            .eval_every
+            .map(|e| (step / e + 1) * e)
+            .unwrap_or(self.total_steps);
+        Some(next.min(self.total_steps))
     }
 
     fn summary(&self, final_eval: Option<EvalResult>, interrupted: bool) -> RunSummary {
