@@ -147,6 +147,48 @@ pub enum Command {
         #[command(flatten)]
         overrides: Overrides,
     },
+    /// List the runs under a folder: status, method, steps, best evaluation, exported
+    /// parameters, wall time.
+    Runs {
+        /// The folder holding run directories (default: `runs`; with --pipeline, the folder the
+        /// pipeline's output.dir writes into).
+        dir: Option<PathBuf>,
+        /// Only the runs made from some version of this pipeline file: its committed versions
+        /// (renames followed) and its working copy, matched by Git blob id (docs/GIT.md).
+        #[arg(long, value_name = "FILE")]
+        pipeline: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
+        format: TextOrJson,
+    },
+    /// Compare runs side by side: final and best evaluation, training loss, parameters, the
+    /// settings that differ, mean rank per module and layer.
+    Compare {
+        #[arg(required = true, num_args = 2.., value_name = "RUN")]
+        runs: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
+        format: TextOrJson,
+    },
+    /// Compare two pipelines as resolved (imports, variables, defaults), then their plans:
+    /// modules, ranks, trainable parameters, steps. OLD and NEW are files or `REV:path` (Git).
+    Diff {
+        #[arg(required_unless_present = "textconv", value_name = "OLD")]
+        old: Option<String>,
+        #[arg(required_unless_present = "textconv", value_name = "NEW")]
+        new: Option<String>,
+        /// Print FILE's resolved pipeline as `key = value` lines, for Git's textconv
+        /// (`git config diff.ard.textconv "ardpipe diff --textconv"`; docs/GIT.md).
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["old", "new"])]
+        textconv: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
+        format: TextOrJson,
+    },
+    /// Upgrade a pipeline file to the current language version (prints the result; --write
+    /// rewrites the file).
+    Migrate {
+        file: PathBuf,
+        #[arg(long)]
+        write: bool,
+    },
     /// Print the JSON Schema of the pipeline, the plan or the run manifest.
     Schema {
         #[arg(value_enum, default_value_t = SchemaKind::Pipeline)]

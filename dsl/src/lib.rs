@@ -17,6 +17,7 @@ pub mod diag;
 mod eval;
 mod format;
 pub mod hf_ref;
+pub mod language;
 mod load;
 mod overrides;
 mod parse;
@@ -70,13 +71,27 @@ pub struct Checked {
 
 /// Reads, parses and checks a pipeline file with its imports.
 pub fn check_file(path: &Path, ctx: &Context) -> Result<Checked, Diagnostics> {
-    check_impl(path, None, ctx)
+    check_impl(path, None, ctx, None)
 }
 
 /// Checks pipeline text as if it were the file at `path` (imports and relative paths start from
 /// its directory; nothing is read for the top file itself).
 pub fn check_source(path: &Path, text: &str, ctx: &Context) -> Result<Checked, Diagnostics> {
-    check_impl(path, Some(text), ctx)
+    check_impl(path, Some(text), ctx, None)
+}
+
+/// Reads an imported file by its absolute path, or says why it cannot (e.g. from a Git
+/// revision's tree, for `ardpipe diff REV:path`).
+pub type ImportReader<'a> = &'a dyn Fn(&Path) -> Result<String, String>;
+
+/// [`check_source`] with imported files read through `imports` instead of from the disk.
+pub fn check_source_with_imports(
+    path: &Path,
+    text: &str,
+    ctx: &Context,
+    imports: ImportReader<'_>,
+) -> Result<Checked, Diagnostics> {
+    check_impl(path, Some(text), ctx, Some(imports))
 }
 
 /// The JSON Schema of [`Pipeline`] (checked in as `schemas/pipeline.schema.json`).
@@ -84,7 +99,12 @@ pub fn pipeline_schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(Pipeline)).unwrap_or_default()
 }
 
-fn check_impl(path: &Path, text: Option<&str>, ctx: &Context) -> Result<Checked, Diagnostics> {
+fn check_impl(
+    path: &Path,
+    text: Option<&str>,
+    ctx: &Context,
+    imports: Option<ImportReader<'_>>,
+) -> Result<Checked, Diagnostics> {
     let abs = absolute(path, ctx);
     let name = path.display().to_string();
     let mut sources = SourceMap::default();
@@ -97,7 +117,9 @@ fn check_impl(path: &Path, text: Option<&str>, ctx: &Context) -> Result<Checked,
     );
     builtins.insert("pipeline_dir".to_string(), Some(dir.display().to_string()));
 
-    let loaded = load::Loader::new(&mut sources, &mut sink, &builtins).load_top(&abs, &name, text);
+    let loaded = load::Loader::new(&mut sources, &mut sink, &builtins)
+        .with_imports(imports)
+        .load_top(&abs, &name, text);
     let mut base_dirs = loaded.base_dirs;
     let mut items = loaded.items;
     let top = loaded.top;
@@ -144,6 +166,12 @@ fn check_impl(path: &Path, text: Option<&str>, ctx: &Context) -> Result<Checked,
                 block_overrides.push(entry);
             }
         }
+    }
+
+    // A file for a newer ardpipe is refused before anything else is checked: its other keys
+    // may mean what this build does not know, and listing them as errors would mislead.
+    if let Some(p) = language::too_new(&items) {
+        return Err(Diagnostics::new(vec![p], Arc::new(sources)));
     }
 
     let complete = loaded.complete;

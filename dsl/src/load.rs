@@ -29,6 +29,8 @@ pub struct Loader<'a> {
     stack: Vec<PathBuf>,
     loaded: Vec<PathBuf>,
     out: Loaded,
+    /// Where imported files are read from, when not the disk (a Git revision's tree).
+    imports: Option<crate::ImportReader<'a>>,
 }
 
 impl<'a> Loader<'a> {
@@ -43,6 +45,7 @@ impl<'a> Loader<'a> {
             builtins,
             stack: Vec::new(),
             loaded: Vec::new(),
+            imports: None,
             out: Loaded {
                 items: Vec::new(),
                 base_dirs: HashMap::new(),
@@ -50,6 +53,12 @@ impl<'a> Loader<'a> {
                 complete: true,
             },
         }
+    }
+
+    /// Read imported files through `imports` instead of from the disk.
+    pub fn with_imports(mut self, imports: Option<crate::ImportReader<'a>>) -> Self {
+        self.imports = imports;
+        self
     }
 
     /// Loads the top file: from `text` when given (e.g. an editor buffer), else from disk.
@@ -162,7 +171,11 @@ impl<'a> Loader<'a> {
             );
             return Vec::new();
         }
-        match read(&path) {
+        let text = match self.imports {
+            Some(read_import) => read_import(&path),
+            None => read(&path),
+        };
+        match text {
             Ok(text) => self.load_text(&path, rel.clone(), &text, depth + 1),
             Err(why) => {
                 self.sink.push(

@@ -15,6 +15,11 @@ pub const PIPELINE_FORMAT: u32 = 2;
 #[serde(deny_unknown_fields)]
 pub struct Pipeline {
     pub format: u32,
+    /// The language version the file is written in (`pipeline { language = N }`): always the
+    /// current one once checked (a newer file is refused, an older one must be migrated).
+    /// Absent from pipelines resolved before the key existed.
+    #[serde(default = "crate::language::current")]
+    pub language: u32,
     pub name: String,
     pub description: Option<String>,
     /// The seed every other seed defaults to.

@@ -270,6 +270,45 @@ fn lsp_publishes_the_checkers_diagnostics_with_utf16_ranges() {
         json!({ "textDocument": { "uri": uri(&f), "version": 2 }, "contentChanges": [{ "text": good }] }),
     );
     assert_eq!(c.diagnostics(&uri(&f)), Vec::<Value>::new());
+
+    // A saved import is read again for every open pipeline that imports it.
+    let shared = dir.join("shared.ard");
+    std::fs::write(&shared, "let n = 10\n").unwrap();
+    let importing = format!(
+        "import \"shared.ard\"\n{}",
+        good.replace("steps = 10", "steps = n")
+    );
+    c.notify(
+        "textDocument/didChange",
+        json!({ "textDocument": { "uri": uri(&f), "version": 3 }, "contentChanges": [{ "text": importing }] }),
+    );
+    assert_eq!(c.diagnostics(&uri(&f)), Vec::<Value>::new());
+    std::fs::write(&shared, "let n = 0\n").unwrap();
+    c.notify(
+        "textDocument/didSave",
+        json!({ "textDocument": { "uri": uri(&shared) } }),
+    );
+    let d = c.diagnostics(&uri(&f));
+    assert_eq!(d.len(), 1, "{d:?}");
+    let msg = d[0]["message"].as_str().unwrap();
+    assert!(msg.contains("`steps` must be between 1"), "{msg}");
+    let (line, col) = pos(&importing, "steps = n", 8);
+    assert_eq!(
+        d[0]["range"]["start"],
+        json!({ "line": line, "character": col })
+    );
+    // A problem inside the imported file shows at the top of this one, saying where it is.
+    std::fs::write(&shared, "let n = 10 let = 2\n").unwrap();
+    c.notify(
+        "textDocument/didSave",
+        json!({ "textDocument": { "uri": uri(&shared) } }),
+    );
+    let d = c.diagnostics(&uri(&f));
+    assert!(!d.is_empty());
+    let msg = d[0]["message"].as_str().unwrap();
+    assert!(msg.starts_with("shared.ard:1:16: "), "{msg}");
+    assert_eq!(d[0]["range"]["start"], json!({ "line": 0, "character": 0 }));
+    assert_eq!(d[0]["code"], json!("ardpipe::dsl::syntax"));
     c.finish();
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -59,6 +59,7 @@ const KEYS: &[(&str, Reach)] = &[
     ("Pipeline.evaluate", Holds),
     ("Pipeline.file", Reads(SETUP, "pipeline_file: Some(&settings.file)")),
     ("Pipeline.format", Label("the version of this structure, set by the checker itself")),
+    ("Pipeline.language", Label("the language version the file is written in: the checker refuses a newer one and `ardpipe migrate` upgrades an older one (tests/cli/migrate.rs)")),
     ("Pipeline.model", Holds),
     ("Pipeline.name", Reads(SETUP, "(\"name\", settings.name.as_str())")),
     ("Pipeline.output", Holds),

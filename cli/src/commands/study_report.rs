@@ -387,7 +387,7 @@ pub(crate) fn count(v: f64) -> String {
 }
 
 /// The metric that decides "better" for a task, and whether higher is better.
-fn primary(metrics: &[String]) -> Option<(&str, bool)> {
+pub(super) fn primary(metrics: &[String]) -> Option<(&str, bool)> {
     for (m, higher) in [("perplexity", false), ("accuracy", true), ("loss", false)] {
         if metrics.iter().any(|x| x == m) {
             return Some((m, higher));

@@ -179,16 +179,17 @@ pub fn check_run(items: &[Item], file: &Path, cx: &mut Ctx) -> Option<Pipeline> 
         .and_then(|s| s.to_str())
         .unwrap_or("pipeline")
         .to_string();
-    let (name, seed, description) = match singles.get("pipeline") {
+    let (name, seed, description, language) = match singles.get("pipeline") {
         Some(b) => {
             let mut r = Reader::new(b, cx);
             let name = r.string("name", cx).unwrap_or(stem);
             let seed = r.int("seed", 0, u64::MAX, cx).unwrap_or(0);
             let description = r.string("description", cx);
+            let language = language_version(&mut r, cx);
             r.finish(PIPELINE_KEYS, &[], &|_| None, cx);
-            (name, seed, description)
+            (name, seed, description, language)
         }
-        None => (stem, 0, None),
+        None => (stem, 0, None, crate::language::CURRENT),
     };
 
     let plugins: Vec<Plugin> = blocks("plugin")
@@ -567,6 +568,7 @@ pub fn check_run(items: &[Item], file: &Path, cx: &mut Ctx) -> Option<Pipeline> 
 
     Some(Pipeline {
         format: PIPELINE_FORMAT,
+        language,
         name,
         description,
         seed,
@@ -581,6 +583,29 @@ pub fn check_run(items: &[Item], file: &Path, cx: &mut Ctx) -> Option<Pipeline> 
         distributed: distributed?,
         variants: Vec::new(),
     })
+}
+
+/// `pipeline { language = N }`: the current version, or an error. A newer one never gets here
+/// (the whole file is refused first, `language::too_new`); an older one must be migrated.
+fn language_version(r: &mut Reader, cx: &mut Ctx) -> u32 {
+    use crate::language::CURRENT;
+    let span = r.entry("language").map(|e| e.value.span);
+    if let (Some(v), Some(span)) = (r.int("language", 1, CURRENT as u64, cx), span)
+        && (v as u32) < CURRENT
+    {
+        cx.push(
+            Problem::error(
+                Code::OutOfRange,
+                span,
+                format!(
+                    "this pipeline is written in language version {v}; this ardpipe reads version {CURRENT}"
+                ),
+            )
+            .label("an older language version")
+            .help("upgrade the file: `ardpipe migrate FILE --write`"),
+        );
+    }
+    CURRENT
 }
 
 fn unresolved(cx: &mut Ctx, span: Span, what: &str, name: &str, known: &[&str]) {
@@ -650,7 +675,7 @@ fn past_the_end(d: Duration, dspan: Option<Span>, cx: &mut Ctx) {
 
 const PLACEHOLDERS: &[&str] = &["name", "variant", "seed", "timestamp"];
 /// The keys of `pipeline`, `plugin NAME` and `output` (editors list them too: keys.rs).
-pub(super) const PIPELINE_KEYS: &[&str] = &["name", "seed", "description"];
+pub(super) const PIPELINE_KEYS: &[&str] = &["name", "seed", "description", "language"];
 pub(super) const PLUGIN_KEYS: &[&str] = &["library", "abi"];
 pub(super) const OUTPUT_KEYS: &[&str] = &["dir", "export", "report"];
 pub(super) const EXPORTS: &[&str] = &["peft", "merged"];

@@ -30,6 +30,18 @@ pub fn now_rfc3339() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// Seconds from one RFC 3339 time to another (to now without an end): a run's wall time from
+/// its manifest's `started_at` and `ended_at`.
+pub fn seconds_between(start: &str, end: Option<&str>) -> Option<f64> {
+    use time::format_description::well_known::Rfc3339;
+    let start = time::OffsetDateTime::parse(start, &Rfc3339).ok()?;
+    let end = match end {
+        Some(e) => time::OffsetDateTime::parse(e, &Rfc3339).ok()?,
+        None => time::OffsetDateTime::now_utc(),
+    };
+    Some((end - start).as_seconds_f64())
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
@@ -172,6 +184,17 @@ pub fn pipeline_hash(pipeline: &Value) -> String {
     sha256_hex(canonical_json(pipeline).as_bytes())
 }
 
+/// The Git object id of `bytes` as a blob: sha1 of `blob <len>\0<bytes>`, what `git hash-object`
+/// prints. Computed here, not by git, so a run records it even where git is not installed;
+/// `ardpipe runs --pipeline` matches it against the ids of a file's committed versions.
+pub fn git_blob_id(bytes: &[u8]) -> String {
+    use sha1::Sha1;
+    let mut h = Sha1::new();
+    h.update(format!("blob {}\0", bytes.len()).as_bytes());
+    h.update(bytes);
+    hex(&h.finalize())
+}
+
 /// The Git state of the repository containing a file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct GitInfo {
@@ -179,11 +202,42 @@ pub struct GitInfo {
     /// Tracked files differ from the commit (untracked files do not count).
     pub dirty: bool,
     pub repository: PathBuf,
+    /// The pipeline file itself (absent in manifests written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<GitFile>,
+}
+
+/// Where the pipeline file stands against HEAD.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct GitFile {
+    /// Relative to the repository's top folder.
+    pub path: PathBuf,
+    /// Git knows the file (it is in the index); false for an untracked or ignored file.
+    pub tracked: bool,
+    /// The file differs from HEAD (staged or not), or is untracked: the run's pipeline is not
+    /// the committed one.
+    pub dirty: bool,
+}
+
+/// Why a manifest has no [`GitInfo`]: the run is still a run, this says why its provenance
+/// cannot name a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NoGit {
+    /// The `git` program could not be started.
+    GitNotFound,
+    /// The pipeline file is not inside a Git work tree (or the repository has no commit yet).
+    NotAWorkTree,
 }
 
 /// `None` when git is not installed or the file is not inside a repository: not an error, a
 /// run outside version control is still a run.
 pub fn git_info(file: &Path) -> Option<GitInfo> {
+    git_state(file).ok()
+}
+
+/// [`git_info`], or why there is none.
+pub fn git_state(file: &Path) -> Result<GitInfo, NoGit> {
     let dir = if file.is_dir() {
         file.to_path_buf()
     } else {
@@ -192,24 +246,69 @@ pub fn git_info(file: &Path) -> Option<GitInfo> {
             .unwrap_or(Path::new("."))
             .to_path_buf()
     };
-    let git = |args: &[&str]| -> Option<String> {
+    let git = |args: &[&str]| -> Result<Option<String>, NoGit> {
         let out = Command::new("git")
             .arg("-C")
             .arg(&dir)
             .args(args)
             .output()
-            .ok()?;
-        out.status
+            .map_err(|_| NoGit::GitNotFound)?;
+        Ok(out
+            .status
             .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+            .then(|| String::from_utf8_lossy(&out.stdout).trim_end().to_string()))
     };
-    let commit = git(&["rev-parse", "HEAD"])?;
-    let repository = PathBuf::from(git(&["rev-parse", "--show-toplevel"])?);
-    let status = git(&["status", "--porcelain", "--untracked-files=no"])?;
-    Some(GitInfo {
+    let commit = git(&["rev-parse", "HEAD"])?.ok_or(NoGit::NotAWorkTree)?;
+    let repository =
+        PathBuf::from(git(&["rev-parse", "--show-toplevel"])?.ok_or(NoGit::NotAWorkTree)?);
+    let status = git(&["status", "--porcelain", "--untracked-files=no"])?.unwrap_or_default();
+    let file = (!file.is_dir())
+        .then(|| git_file(file, &repository, &git))
+        .flatten();
+    Ok(GitInfo {
         commit,
-        dirty: !status.is_empty(),
+        dirty: !status.trim().is_empty(),
         repository,
+        file,
+    })
+}
+
+/// Runs git with these arguments in the file's folder: its stdout, `None` when git failed.
+type GitCommand<'a> = &'a dyn Fn(&[&str]) -> Result<Option<String>, NoGit>;
+
+/// The file's state from `git status --porcelain --ignored -- FILE`: nothing printed is a clean
+/// tracked file, `??` untracked, `!!` ignored, any other code a change against HEAD.
+fn git_file(
+    file: &Path,
+    repository: &Path,
+    git: GitCommand<'_>,
+) -> Option<GitFile> {
+    let name = file.file_name()?.to_str()?;
+    let status = git(&[
+        "status",
+        "--porcelain",
+        "--ignored",
+        "--untracked-files=all",
+        "--",
+        name,
+    ])
+    .ok()??;
+    let path = git(&["ls-files", "--full-name", "--error-unmatch", "--", name])
+        .ok()
+        .flatten()
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
+    let tracked = path.is_some();
+    let path = path.unwrap_or_else(|| {
+        let real = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+        let top = std::fs::canonicalize(repository).unwrap_or_else(|_| repository.to_path_buf());
+        real.strip_prefix(&top)
+            .map_or(real.clone(), Path::to_path_buf)
+    });
+    Some(GitFile {
+        path,
+        tracked,
+        dirty: !status.trim().is_empty(),
     })
 }
 
@@ -366,7 +465,13 @@ pub struct Manifest {
     /// sha256 of the canonical JSON of `pipeline.resolved.json`.
     pub pipeline_sha256: String,
     pub pipeline_file: Option<PathBuf>,
+    /// The pipeline file's Git blob id (`git hash-object FILE`), whether or not it is in Git.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_blob: Option<String>,
     pub git: Option<GitInfo>,
+    /// Why `git` is null (absent when it is not, and in manifests written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_git: Option<NoGit>,
     pub datasets: Vec<FileHash>,
     pub plugins: Vec<PluginHash>,
     pub versions: Versions,
@@ -409,12 +514,19 @@ impl Manifest {
                 .map(|(name, path)| FileHash::of(name, path))
                 .collect::<Result<Vec<_>, _>>()
         };
+        let git = inputs.pipeline_file.map(git_state);
         Ok(Manifest {
             format: MANIFEST_FORMAT,
             run_name: inputs.run_name.to_string(),
             pipeline_sha256: pipeline_hash(inputs.pipeline),
             pipeline_file: inputs.pipeline_file.map(Path::to_path_buf),
-            git: inputs.pipeline_file.and_then(git_info),
+            // An unreadable file has no id; the check already read it, so this is a race only.
+            pipeline_blob: inputs
+                .pipeline_file
+                .and_then(|f| std::fs::read(f).ok())
+                .map(|b| git_blob_id(&b)),
+            git: git.clone().and_then(Result::ok),
+            no_git: git.and_then(Result::err),
             datasets: hash_all(inputs.datasets)?,
             plugins: inputs
                 .plugins
@@ -596,6 +708,10 @@ impl Default for ResumePolicy {
             ),
             ("description", "documentation only"),
             (
+                "language",
+                "the language version changes how a file is written, not what it resolves to",
+            ),
+            (
                 "file",
                 "the pipeline file moved; its content is what counts",
             ),
@@ -706,9 +822,7 @@ impl ResumePolicy {
 
     /// Compare the run's resolved pipeline with the resuming invocation's.
     pub fn check(&self, old: &Value, new: &Value) -> ResumeCheck {
-        let mut raw = Vec::new();
-        diff(String::new(), Some(old), Some(new), &mut raw);
-        let differences = raw
+        let differences = json_diff(old, new)
             .into_iter()
             .map(|(path, old, new)| {
                 let (verdict, reason) = self.judge(&path);
@@ -754,6 +868,15 @@ pub fn check_inputs(old: &Manifest, datasets: &[FileHash], plugins: &[FileHash])
         }
     }
     ResumeCheck { differences }
+}
+
+/// Every leaf that differs between two JSON values, as `(dotted path, old, new)` in key order:
+/// objects are compared key by key, arrays of equal length item by item, numbers by value
+/// (1 and 1.0 are the same). What resume checks and `ardpipe diff` report.
+pub fn json_diff(old: &Value, new: &Value) -> Vec<(String, Option<Value>, Option<Value>)> {
+    let mut out = Vec::new();
+    diff(String::new(), Some(old), Some(new), &mut out);
+    out
 }
 
 fn same(a: &Value, b: &Value) -> bool {
@@ -887,12 +1010,43 @@ mod tests {
         let g = git_info(&file).unwrap();
         assert_eq!(g.commit.len(), 40);
         assert!(!g.dirty);
+        let f = g.file.unwrap();
+        assert_eq!(
+            (f.path.as_path(), f.tracked, f.dirty),
+            (Path::new("p.ard"), true, false)
+        );
+        // The blob id is the one git gives the same bytes.
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(d.path())
+            .args(["hash-object", "p.ard"])
+            .output()
+            .unwrap();
+        let by_git = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert_eq!(git_blob_id(b"model {}\n"), by_git);
         std::fs::write(d.path().join("untracked"), "x").unwrap();
         assert!(!git_info(&file).unwrap().dirty);
+        let u = git_info(&d.path().join("untracked")).unwrap().file.unwrap();
+        assert_eq!((u.tracked, u.dirty), (false, true), "{u:?}");
         std::fs::write(&file, "model { changed }\n").unwrap();
-        assert!(git_info(&file).unwrap().dirty);
+        let g = git_info(&file).unwrap();
+        assert!(g.dirty && g.file.unwrap().dirty);
         let outside = tempfile::tempdir().unwrap();
         assert!(git_info(&outside.path().join("x.ard")).is_none());
+        assert_eq!(
+            git_state(&outside.path().join("x.ard")),
+            Err(NoGit::NotAWorkTree)
+        );
+    }
+
+    #[test]
+    fn git_blob_id_is_gits_object_id() {
+        // `printf 'hello\n' | git hash-object --stdin` and the empty blob's well-known id.
+        assert_eq!(
+            git_blob_id(b"hello\n"),
+            "ce013625030ba8dba906f756967f9e9ca394464a"
+        );
+        assert_eq!(git_blob_id(b""), "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391");
     }
 
     #[test]

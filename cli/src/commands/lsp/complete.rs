@@ -81,21 +81,22 @@ fn module_names(server: &mut Server, uri: &Url, text: &str) -> Vec<String> {
     let Some(path) = model_path(server, uri, text) else {
         return Vec::new();
     };
-    let names = server.models.entry(path.clone()).or_insert_with(|| {
-        ardpipe_engine::models::describe(&path)
-            .map(|d| {
-                let mut names: Vec<String> = Vec::new();
-                for m in d.modules {
-                    if !names.contains(&m.name) {
-                        names.push(m.name);
-                    }
+    if let Some(names) = server.models.get(&path) {
+        return names.clone();
+    }
+    // Only a model that could be read is kept: one that is not there yet (being downloaded,
+    // a path still being typed) is looked for again at the next completion.
+    match ardpipe_engine::models::describe(&path) {
+        Ok(d) => {
+            let mut names: Vec<String> = Vec::new();
+            for m in d.modules {
+                if !names.contains(&m.name) {
+                    names.push(m.name);
                 }
-                names
-            })
-            .map_err(|e| e.to_string())
-    });
-    match names {
-        Ok(n) => n.clone(),
+            }
+            server.models.insert(path, names.clone());
+            names
+        }
         Err(why) => {
             eprintln!(
                 "ardpipe lsp: no module names from {}: {why}",

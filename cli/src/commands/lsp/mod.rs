@@ -118,8 +118,8 @@ pub(crate) struct Server<'c> {
     /// Open documents by URI: their current full text.
     docs: HashMap<Url, String>,
     ctx: ardpipe_dsl::Context,
-    /// Adaptable module names of each model path completion has read (or why it could not).
-    models: HashMap<PathBuf, Result<Vec<String>, String>>,
+    /// Adaptable module names of each model path completion has read.
+    models: HashMap<PathBuf, Vec<String>>,
 }
 
 /// A request's parameters, or the InvalidParams response that says why they are not.
@@ -285,7 +285,12 @@ impl<'c> Server<'c> {
                     if let Some(t) = p.text {
                         self.docs.insert(uri.clone(), t);
                     }
-                    self.publish(&uri);
+                    // The checker reads imports from disk: a saved file may change what every
+                    // open pipeline that imports it says.
+                    let open: Vec<Url> = self.docs.keys().cloned().collect();
+                    for u in open {
+                        self.publish(&u);
+                    }
                 }
             }
             "textDocument/didClose" => {
