@@ -4,9 +4,11 @@ mod bench;
 mod bench_distributed;
 mod check;
 mod classify;
+mod compare;
 mod completions;
 mod compose;
 mod data;
+mod diff;
 mod doctor;
 mod embed;
 mod fmt;
@@ -17,10 +19,12 @@ mod launch;
 mod lsp;
 mod man;
 mod merge;
+mod migrate;
 mod new;
 mod plan;
 mod plugin;
 mod run;
+mod runs;
 mod schema;
 mod study;
 mod study_report;
@@ -76,6 +80,19 @@ pub fn dispatch(command: Command, global: &Global) -> miette::Result<Code> {
             fit.as_deref().map(|d| (d, nproc)),
             &overrides,
         ),
+        Command::Runs {
+            dir,
+            pipeline,
+            format,
+        } => runs::run(dir.as_deref(), pipeline.as_deref(), format),
+        Command::Compare { runs, format } => compare::run(&runs, format),
+        Command::Diff {
+            old,
+            new,
+            textconv,
+            format,
+        } => diff::run(old.as_deref(), new.as_deref(), textconv.as_deref(), format),
+        Command::Migrate { file, write } => migrate::run(&file, write),
         Command::Schema { kind } => schema::print(kind),
         Command::Inspect {
             what: InspectWhat::Model { path, format },
@@ -94,9 +111,9 @@ pub fn dispatch(command: Command, global: &Global) -> miette::Result<Code> {
         Command::Plugin { what } => plugin::run(what),
         Command::Bench { what } => bench::run(what),
         Command::Study(args) => study::run(args),
-        Command::Lsp => lsp::run(),
         Command::New(a) => new::run(&a.file, &a.model, a.task, a.force),
         Command::Completions { shell } => completions::run(shell),
         Command::Man { out } => man::run(out.as_deref()),
+        Command::Lsp => lsp::run(),
     }
 }
