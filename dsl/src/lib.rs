@@ -32,9 +32,9 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use diag::{Code, Diagnostics, JsonProblem, Problem, Severity};
 /// The checker's keys, blocks and value words, for editors.
 pub use check::keys;
+pub use diag::{Code, Diagnostics, JsonProblem, Problem, Severity};
 pub use format::format_source;
 pub use hf_ref::HfRef;
 pub use pipeline::Pipeline;

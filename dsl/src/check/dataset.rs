@@ -324,9 +324,7 @@ fn source(r: &mut Reader, dataset: &str, cx: &mut Ctx) -> Option<Source> {
             })
         }
         "text" => {
-            let mode = r
-                .symbol("mode", TEXT_MODES, cx)
-                .unwrap_or("lines");
+            let mode = r.symbol("mode", TEXT_MODES, cx).unwrap_or("lines");
             let sep = r.entry("separator");
             let mode = match mode {
                 "separator" => {
@@ -620,12 +618,7 @@ fn preprocess(b: &Block, supervised: bool, images: bool, cx: &mut Ctx) -> Option
             }
         }
     }
-    r.finish(
-        PREPROCESS_KEYS,
-        &[],
-        &|_| None,
-        cx,
-    );
+    r.finish(PREPROCESS_KEYS, &[], &|_| None, cx);
     Some(Preprocess {
         max_length,
         truncation,
