@@ -270,28 +270,29 @@ fn text(runs: &[Compared], settings: &[(String, Vec<Option<Value>>)], ranks: &Ra
     if ranks.is_empty() {
         out.push_str("  none of these runs records ranks\n");
     }
+    // One grid for every module, so the columns line up across them.
+    let mut lrows: Vec<(String, Vec<String>)> = Vec::new();
     for (module, layers) in ranks {
-        out.push_str(&format!("  {module}\n"));
-        let lrows: Vec<(String, Vec<String>)> = layers
-            .iter()
-            .map(|(l, vs)| {
-                (
-                    format!("    layer {l}"),
-                    vs.iter()
-                        .map(|v| v.map_or("-".into(), |x| format!("{x:.2}")))
-                        .collect(),
-                )
-            })
-            .collect();
-        out.push_str(&grid(&lrows));
+        lrows.push((format!("  {module}"), vec![]));
+        for (l, vs) in layers {
+            lrows.push((
+                format!("    layer {l}"),
+                vs.iter()
+                    .map(|v| v.map_or("-".into(), |x| format!("{x:.2}")))
+                    .collect(),
+            ));
+        }
     }
+    out.push_str(&grid(&lrows));
     out
 }
 
 /// Rows of a label and one cell per run, in aligned columns.
 fn grid(rows: &[(String, Vec<String>)]) -> String {
+    // A heading row (no cells) may be wider than the labels without widening the columns.
     let label_w = rows
         .iter()
+        .filter(|(_, c)| !c.is_empty())
         .map(|(l, _)| l.chars().count())
         .max()
         .unwrap_or(0);

@@ -349,7 +349,10 @@ fn text(old: &str, new: &str, keys: &[KeyChange], impact: &[RunImpact]) -> Strin
         match (&r.old, &r.new) {
             (Ok(a), Ok(b)) => {
                 if a == b {
-                    let _ = writeln!(o, "  unchanged");
+                    let _ = writeln!(
+                        o,
+                        "  unchanged (steps, trainable parameters, modules, rank budgets)"
+                    );
                     continue;
                 }
                 let _ = writeln!(
