@@ -242,3 +242,65 @@ fn a_resumed_run_reads_back_without_what_the_killed_process_logged_after_its_che
     }
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// A raw HTTP GET to the local server (the tests have no HTTP client); the body, on 200.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    (head.split(' ').nth(1) == Some("200")).then(|| body.to_string())
+}
+
+#[test]
+fn the_tensorboard_server_shows_the_runs_scalars_and_histograms() {
+    let run = &tiny_run().run;
+    // A free port: bound, then released for the server.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let tensorboard = crate::peer_python().with_file_name("tensorboard");
+    let mut server = Command::new(&tensorboard)
+        .arg(format!("--logdir={}", run.parent().unwrap().display()))
+        .args(["--host=127.0.0.1", &format!("--port={port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{} does not start: {e}", tensorboard.display()));
+    let (run_name, tag) = ("run/tensorboard", "train/loss");
+    let query = format!("/data/plugin/scalars/scalars?run={run_name}&tag={tag}");
+    let t0 = Instant::now();
+    // The server reads the files in the background: ask until the points are there.
+    let body = loop {
+        if let Some(b) = http_get(port, &query) {
+            break b;
+        }
+        if t0.elapsed() > Duration::from_secs(60) || server.try_wait().unwrap().is_some() {
+            let _ = server.kill();
+            panic!("the TensorBoard server gave no train/loss in 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let histograms = http_get(port, "/data/plugin/histograms/tags");
+    let _ = server.kill();
+    let _ = server.wait();
+    // [[wall_time, step, value]] as metrics.jsonl has them.
+    let points: Vec<(u64, f64)> = serde_json::from_str::<Vec<Value>>(&body)
+        .unwrap()
+        .iter()
+        .map(|p| (p[1].as_u64().unwrap(), p[2].as_f64().unwrap()))
+        .collect();
+    let want = expected_scalars(&jsonl(&run.join("metrics.jsonl")));
+    assert_eq!(points, want["train/loss"]);
+    let histograms: Value = serde_json::from_str(&histograms.expect("histogram tags")).unwrap();
+    assert_eq!(
+        histograms[run_name].as_object().unwrap().len(),
+        4,
+        "{histograms}"
+    );
+}
