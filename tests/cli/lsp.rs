@@ -330,8 +330,15 @@ fn lsp_completes_keys_values_and_the_models_modules() {
     c.notify("textDocument/didChange", json!({ "textDocument": { "uri": u, "version": 2 }, "contentChanges": [{ "text": inside }] }));
     let (line, _) = pos(&inside, "    head = sequence_classification", 0);
     let got = labels(&c.at("textDocument/completion", &u, (line + 1, 4)));
-    for want in ["path", "quantize", "dtype", "head"] {
+    for want in ["quantize", "dtype", "device"] {
         assert!(got.contains(&want.to_string()), "{want} in {got:?}");
+    }
+    // Keys the block already sets are not offered again (a second one is an error).
+    for set in ["path", "head"] {
+        assert!(
+            !got.contains(&set.to_string()),
+            "{set} offered again: {got:?}"
+        );
     }
     assert!(
         !got.contains(&"steps".to_string()),

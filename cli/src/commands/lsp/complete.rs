@@ -48,6 +48,7 @@ pub fn complete(server: &mut Server, uri: &Url, text: &str, at: usize) -> Vec<Co
             let mut items: Vec<CompletionItem> = k
                 .keys
                 .iter()
+                .filter(|key| !c.set.iter().any(|s| s == *key))
                 .map(|key| item(key, CompletionItemKind::PROPERTY, docs().key(&path, key)))
                 .collect();
             items.extend(

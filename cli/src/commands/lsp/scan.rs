@@ -98,6 +98,8 @@ enum Frame {
         key: Option<String>,
         /// `key = word` entries so far: what `method` an adapter has.
         words: Vec<(String, String)>,
+        /// Every key set so far (a second one would be an error: completion leaves them out).
+        set: Vec<String>,
     },
     Bracket {
         open: char,
@@ -127,6 +129,8 @@ pub struct Cursor {
     pub path: Vec<String>,
     /// The innermost enclosing adapter's `method`, when written before the point.
     pub method: Option<String>,
+    /// The keys the innermost block sets before the point.
+    pub set: Vec<String>,
     pub place: Place,
 }
 
@@ -186,6 +190,7 @@ fn walk(toks: &[Token], upto: usize) -> Walk {
                     kind,
                     key: None,
                     words: Vec::new(),
+                    set: Vec::new(),
                 });
             }
             Tok::Open(open) => {
@@ -219,10 +224,11 @@ fn walk(toks: &[Token], upto: usize) -> Walk {
                 }
             }
             Tok::Eq => {
-                if let (Some(Tok::Word(k)), Some(Frame::Block { key, .. })) =
+                if let (Some(Tok::Word(k)), Some(Frame::Block { key, set, .. })) =
                     (recent.last(), stack.last_mut())
                 {
                     *key = Some(k.clone());
+                    set.push(k.clone());
                 }
             }
             value @ (Tok::Word(_) | Tok::Str(_)) if recent.last() == Some(&&Tok::Eq) => {
@@ -286,6 +292,15 @@ pub fn cursor(text: &str, at: usize) -> Cursor {
             .map(|(_, v)| v.clone()),
         _ => None,
     });
+    let set = w
+        .stack
+        .iter()
+        .rev()
+        .find_map(|f| match f {
+            Frame::Block { set, .. } => Some(set.clone()),
+            Frame::Bracket { .. } => None,
+        })
+        .unwrap_or_default();
     let place = if inside {
         Place::None
     } else {
@@ -314,6 +329,7 @@ pub fn cursor(text: &str, at: usize) -> Cursor {
     Cursor {
         path,
         method,
+        set,
         place,
     }
 }
@@ -372,6 +388,7 @@ mod tests {
     fn finds_the_place_in_unfinished_text() {
         let c = at("model {\n  path = \"x\"\n  qu|");
         assert_eq!(c.path, ["model"]);
+        assert_eq!(c.set, ["path"]);
         assert_eq!(c.place, Place::Key);
         let c = at("model {\n  quantize = |");
         assert_eq!(
