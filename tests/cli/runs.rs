@@ -233,6 +233,27 @@ fn runs_lists_status_and_versions_and_compare_puts_runs_side_by_side() {
         "json",
     ]);
     assert_eq!(rows.as_array().unwrap().len(), 3, "{rows:#}");
+    // A manifest from before blob ids were recorded: matched by the file's path.
+    std::fs::create_dir_all(runs.join("e")).unwrap();
+    let mut me = json(&runs.join("b/manifest.json"));
+    me.as_object_mut().unwrap().remove("pipeline_blob");
+    me["pipeline_file"] = repo.join("q.ard").display().to_string().into();
+    std::fs::write(runs.join("e/manifest.json"), me.to_string()).unwrap();
+    let rows = list(&[
+        "runs",
+        "runs",
+        "--pipeline",
+        "repo/q.ard",
+        "--format",
+        "json",
+    ]);
+    let e = rows.as_array().unwrap().iter().find(|r| r["name"] == "e");
+    assert_eq!(
+        e.map(|e| e["version"].clone()),
+        Some("unknown (no blob id recorded)".into()),
+        "{rows:#}"
+    );
+    std::fs::remove_dir_all(runs.join("e")).unwrap();
 
     // compare: metrics, parameters, differing settings and rank maps side by side.
     let o = ardpipe_in(&root, &["compare", "runs/a", "runs/b", "--format", "json"]);

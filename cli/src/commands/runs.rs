@@ -44,6 +44,8 @@ pub struct RunRow {
     pub started_at: Option<String>,
     /// The pipeline file's Git blob id the manifest records.
     pub pipeline_blob: Option<String>,
+    /// The pipeline file the run was started from.
+    pub pipeline_file: Option<PathBuf>,
     /// With `--pipeline`: the commit holding the run's version of the file (the newest one
     /// that changed the file to it), or `working copy` for a version that was never committed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -81,12 +83,22 @@ pub fn run(
         .map(|d| describe(&d, &dir))
         .collect();
     if let Some(v) = &versions {
-        rows.retain_mut(|r| match r.pipeline_blob.as_ref().and_then(|b| v.get(b)) {
-            Some(version) => {
-                r.version = Some(version.clone());
-                true
-            }
-            None => false,
+        // A manifest written before blob ids were recorded is matched by the file's path: the
+        // run is of this file, in a version nobody can name any more.
+        let canonical = |p: &Path| std::fs::canonicalize(p).ok();
+        let file = pipeline.and_then(canonical);
+        rows.retain_mut(|r| {
+            let version = match &r.pipeline_blob {
+                Some(b) => v.get(b).cloned(),
+                None => r
+                    .pipeline_file
+                    .as_deref()
+                    .and_then(canonical)
+                    .filter(|f| Some(f) == file.as_ref())
+                    .map(|_| "unknown (no blob id recorded)".to_string()),
+            };
+            r.version = version;
+            r.version.is_some()
         });
     }
     rows.sort_by(|a, b| (&a.started_at, &a.name).cmp(&(&b.started_at, &b.name)));
@@ -191,6 +203,7 @@ pub fn describe(run: &Path, root: &Path) -> RunRow {
         wall_seconds,
         started_at: manifest["started_at"].as_str().map(str::to_string),
         pipeline_blob: manifest["pipeline_blob"].as_str().map(str::to_string),
+        pipeline_file: manifest["pipeline_file"].as_str().map(PathBuf::from),
         version: None,
     }
 }
