@@ -118,7 +118,9 @@ fn tensorboard_reads_the_run_as_metrics_and_ranks_jsonl_have_it() {
         .filter(|r| r.get("final").is_none())
         .collect();
     assert_eq!(ranks.len(), 4, "a rank record per log step");
-    let mut modules: BTreeMap<String, Vec<(u64, Vec<f64>, Vec<f64>)>> = BTreeMap::new();
+    // Per module: (step, its heads' effective ranks, their α) at each rank record.
+    type Heads = (u64, Vec<f64>, Vec<f64>);
+    let mut modules: BTreeMap<String, Vec<Heads>> = BTreeMap::new();
     for r in &ranks {
         let step = r["step"].as_u64().unwrap();
         let mut per: BTreeMap<String, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
