@@ -2,7 +2,7 @@ use crate::{ardpipe, stderr, stdout};
 
 const SUBCOMMANDS: &[&str] = &[
     "run", "check", "fmt", "plan", "schema", "inspect", "generate", "classify", "embed", "merge",
-    "doctor", "data", "plugin", "bench", "study",
+    "doctor", "data", "plugin", "bench", "study", "runs", "compare", "diff", "migrate",
 ];
 
 #[test]
