@@ -278,11 +278,7 @@ type GitCommand<'a> = &'a dyn Fn(&[&str]) -> Result<Option<String>, NoGit>;
 
 /// The file's state from `git status --porcelain --ignored -- FILE`: nothing printed is a clean
 /// tracked file, `??` untracked, `!!` ignored, any other code a change against HEAD.
-fn git_file(
-    file: &Path,
-    repository: &Path,
-    git: GitCommand<'_>,
-) -> Option<GitFile> {
+fn git_file(file: &Path, repository: &Path, git: GitCommand<'_>) -> Option<GitFile> {
     let name = file.file_name()?.to_str()?;
     let status = git(&[
         "status",
