@@ -231,6 +231,9 @@ fn a_resumed_run_reads_back_without_what_the_killed_process_logged_after_its_che
             .collect()
     };
     assert_eq!(steps("train/loss"), [2, 4, 6, 8]);
+    // The server keeps, per tag, the values written last for a step written again.
+    let (served, _) = serve(&run, "tensorboard");
+    assert_eq!(served, expected_scalars(&metrics)["train/loss"]);
     assert_eq!(steps("eval/loss"), [4, 8]);
     let alpha = events["histograms"].as_object().unwrap();
     for (tag, h) in alpha {
@@ -257,9 +260,9 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     (head.split(' ').nth(1) == Some("200")).then(|| body.to_string())
 }
 
-#[test]
-fn the_tensorboard_server_shows_the_runs_scalars_and_histograms() {
-    let run = &tiny_run().run;
+/// `tensorboard --logdir LOGDIR` (its default data server) asked for RUN's `train/loss`
+/// points (step, value) and its histogram tags.
+fn serve(logdir: &Path, run_name: &str) -> (Vec<(u64, f64)>, Value) {
     // A free port: bound, then released for the server.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -268,14 +271,13 @@ fn the_tensorboard_server_shows_the_runs_scalars_and_histograms() {
         .port();
     let tensorboard = crate::peer_python().with_file_name("tensorboard");
     let mut server = Command::new(&tensorboard)
-        .arg(format!("--logdir={}", run.parent().unwrap().display()))
+        .arg(format!("--logdir={}", logdir.display()))
         .args(["--host=127.0.0.1", &format!("--port={port}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("{} does not start: {e}", tensorboard.display()));
-    let (run_name, tag) = ("run/tensorboard", "train/loss");
-    let query = format!("/data/plugin/scalars/scalars?run={run_name}&tag={tag}");
+    let query = format!("/data/plugin/scalars/scalars?run={run_name}&tag=train/loss");
     let t0 = Instant::now();
     // The server reads the files in the background: ask until the points are there.
     let body = loop {
@@ -291,18 +293,21 @@ fn the_tensorboard_server_shows_the_runs_scalars_and_histograms() {
     let histograms = http_get(port, "/data/plugin/histograms/tags");
     let _ = server.kill();
     let _ = server.wait();
-    // [[wall_time, step, value]] as metrics.jsonl has them.
-    let points: Vec<(u64, f64)> = serde_json::from_str::<Vec<Value>>(&body)
+    // [[wall_time, step, value]]
+    let points = serde_json::from_str::<Vec<Value>>(&body)
         .unwrap()
         .iter()
         .map(|p| (p[1].as_u64().unwrap(), p[2].as_f64().unwrap()))
         .collect();
+    let histograms: Value = serde_json::from_str(&histograms.expect("histogram tags")).unwrap();
+    (points, histograms[run_name].clone())
+}
+
+#[test]
+fn the_tensorboard_server_shows_the_runs_scalars_and_histograms() {
+    let run = &tiny_run().run;
+    let (points, histograms) = serve(run.parent().unwrap(), "run/tensorboard");
     let want = expected_scalars(&jsonl(&run.join("metrics.jsonl")));
     assert_eq!(points, want["train/loss"]);
-    let histograms: Value = serde_json::from_str(&histograms.expect("histogram tags")).unwrap();
-    assert_eq!(
-        histograms[run_name].as_object().unwrap().len(),
-        4,
-        "{histograms}"
-    );
+    assert_eq!(histograms.as_object().unwrap().len(), 4, "{histograms}");
 }

@@ -17,7 +17,10 @@
 //! A resumed run appends a new events file that starts with a `SessionLog` START event at the
 //! checkpoint's step: TensorBoard's reader then drops what earlier files hold from that step on
 //! (what the killed process logged after its checkpoint), and the new file repeats the records
-//! the truncated logs keep at that step. The steps then read back exactly as the logs have them.
+//! the truncated logs keep at that step. The steps then read back exactly as the logs have them,
+//! in TensorBoard's Python reader (`EventAccumulator`, which honours the START event) and in
+//! the data server `tensorboard --logdir` runs (which keeps, per tag, what was written last for
+//! a step written again); tests/cli/tensorboard.rs checks both.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
