@@ -231,7 +231,8 @@ fn a_resumed_run_reads_back_without_what_the_killed_process_logged_after_its_che
             .collect()
     };
     assert_eq!(steps("train/loss"), [2, 4, 6, 8]);
-    // The server keeps, per tag, the values written last for a step written again.
+    // The server's data server drops, per tag, the points from a step on when that step is
+    // written again: the same reading.
     let (served, _) = serve(&run, "tensorboard");
     assert_eq!(served, expected_scalars(&metrics)["train/loss"]);
     assert_eq!(steps("eval/loss"), [4, 8]);

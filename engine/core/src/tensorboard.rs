@@ -19,8 +19,8 @@
 //! (what the killed process logged after its checkpoint), and the new file repeats the records
 //! the truncated logs keep at that step. The steps then read back exactly as the logs have them,
 //! in TensorBoard's Python reader (`EventAccumulator`, which honours the START event) and in
-//! the data server `tensorboard --logdir` runs (which keeps, per tag, what was written last for
-//! a step written again); tests/cli/tensorboard.rs checks both.
+//! the data server `tensorboard --logdir` runs (which, per tag, drops the points from a step on
+//! when that step is written again); tests/cli/tensorboard.rs checks both.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};

@@ -74,7 +74,8 @@
   function heatmap(m, i) {
     var heads = Math.max(1, m.heads), rows = Math.max(1, m.layers.length);
     var cell = 28, left = 70, top = 30;
-    var w = left + cell * heads + 20, h = top + cell * rows + 34;
+    // Wide enough for the caption above a narrow grid.
+    var w = Math.max(left + cell * heads + 20, 280), h = top + cell * rows + 34;
     var max = 1;
     m.ranks.forEach(function (grid) { grid.forEach(function (v) { if (isNum(v)) { max = Math.max(max, v); } }); });
     var grid = m.ranks[i] || [];
