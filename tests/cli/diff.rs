@@ -2,55 +2,13 @@
 //! revision), its plan impact, a side that cannot be planned, and `git diff` through the
 //! `--textconv` driver docs/GIT.md sets up.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use crate::{Scratch, ardpipe_in, git, text};
 
 // One copy of the tiny model writer for the whole test binary (resume.rs includes it).
 use crate::resume::tiny;
 
 const EVAL: &str =
     "evaluate {\n split = validation\n metrics = [loss, accuracy]\n batch_size = 8\n}\n";
-
-fn git(repo: &Path, args: &[&str]) -> Output {
-    let o = Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-        .args(args)
-        .env("GIT_PAGER", "cat")
-        .output()
-        .expect("git runs (the tests need git installed)");
-    assert!(
-        o.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
-}
-
-fn ardpipe_in(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ardpipe"))
-        .current_dir(dir)
-        .args(args)
-        .env("ARDPIPE_COLOR", "never")
-        .env("COLUMNS", "1000")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
-}
-
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
 
 #[test]
 fn diff_of_two_revisions_shows_changed_keys_and_the_plan_impact() {
@@ -166,8 +124,7 @@ fn diff_of_two_revisions_shows_changed_keys_and_the_plan_impact() {
     std::fs::write(repo.join(".gitattributes"), "*.ard diff=ard\n").unwrap();
     let conv = format!("{} diff --textconv", env!("CARGO_BIN_EXE_ardpipe"));
     git(&repo, &["config", "diff.ard.textconv", &conv]);
-    let o = git(&repo, &["diff", "HEAD~1", "HEAD", "--", "p.ard"]);
-    let t = text(&o);
+    let t = git(&repo, &["diff", "HEAD~1", "HEAD", "--", "p.ard"]);
     for want in [
         "-adapters[0].method.r0 = 4",
         "+adapters[0].method.r0 = 2",

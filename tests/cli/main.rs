@@ -86,3 +86,46 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// stdout then stderr.
+pub fn text(o: &Output) -> String {
+    stdout(o) + &stderr(o)
+}
+
+/// `ardpipe ARGS` run in `dir` (relative paths and `runs/` resolve there).
+pub fn ardpipe_in(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ardpipe"))
+        .current_dir(dir)
+        .args(args)
+        .env("ARDPIPE_COLOR", "never")
+        .env("COLUMNS", "1000")
+        .env_remove("ARDPIPE_TEST_PAUSE")
+        .output()
+        .expect("the ardpipe binary runs")
+}
+
+/// `git -C REPO ARGS` under a fixed identity and no pager, asserting it succeeds: its stdout,
+/// trimmed.
+pub fn git(repo: &std::path::Path, args: &[&str]) -> String {
+    let o = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+        .args(args)
+        .env("GIT_PAGER", "cat")
+        .output()
+        .expect("git runs (the tests need git installed)");
+    assert!(o.status.success(), "git {args:?}: {}", stderr(&o));
+    stdout(&o).trim().to_string()
+}
+
+/// A scratch folder, removed when dropped unless the test failed (then kept to look at).
+pub struct Scratch(pub std::path::PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}

@@ -4,44 +4,15 @@
 //! failed at start (its model's weights cut short). The manifests' Git fields are checked on the
 //! way: the file's blob id, its path in the repository and whether it differed from HEAD.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
+
+use crate::{Scratch, ardpipe_in, git, text};
 
 // One copy of the tiny model writer for the whole test binary (resume.rs includes it).
 use crate::resume::tiny;
 
 const STEPS: u64 = 4;
-
-fn git(repo: &Path, args: &[&str]) -> String {
-    let o = Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-        .args(args)
-        .output()
-        .expect("git runs (the tests need git installed)");
-    assert!(
-        o.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
-fn ardpipe_in(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ardpipe"))
-        .current_dir(dir)
-        .args(args)
-        .env("ARDPIPE_COLOR", "never")
-        .env("COLUMNS", "1000")
-        .env_remove("ARDPIPE_TEST_PAUSE")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
-}
 
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -60,16 +31,6 @@ fn train(repo: &Path, file: &str, out: &Path) -> Output {
             &format!("output.dir={:?}", out.display().to_string()),
         ],
     )
-}
-
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 }
 
 #[test]
