@@ -12,7 +12,6 @@
 //! tree), and a file that cannot be resolved is shown as written, so `git diff` never fails.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use ardpipe_engine::manifest::{canonical_json, json_diff};
 use ardpipe_engine::plan::ExecutionPlan;
@@ -122,18 +121,7 @@ fn git_spec(spec: &str) -> Option<(&str, &str)> {
 }
 
 fn git(args: &[&str], dir: Option<&Path>) -> Result<String, String> {
-    let mut cmd = Command::new("git");
-    if let Some(d) = dir {
-        cmd.arg("-C").arg(d);
-    }
-    let out = cmd
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run git: {e}"))?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-    }
-    String::from_utf8(out.stdout).map_err(|_| "git printed bytes that are not UTF-8".to_string())
+    ardpipe_engine::git::run(dir, args).map_err(|e| e.to_string())
 }
 
 /// Check one side; on errors its diagnostics are printed and `None` returned.

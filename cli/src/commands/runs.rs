@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use ardpipe_engine::manifest::git_blob_id;
 use ardpipe_engine::rundir;
@@ -318,30 +317,25 @@ fn committed_blobs(file: &Path) -> Vec<(String, String)> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let Some(name) = file.file_name() else {
+    let Some(name) = file.file_name().and_then(|n| n.to_str()) else {
         return vec![];
     };
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args([
-            "log",
-            "--follow",
-            "-m",
-            "--no-abbrev",
-            "--raw",
-            "--format=commit %H",
-            "--",
-        ])
-        .arg(name)
-        .output();
-    let Ok(out) = out else { return vec![] };
-    if !out.status.success() {
+    let args = [
+        "log",
+        "--follow",
+        "-m",
+        "--no-abbrev",
+        "--raw",
+        "--format=commit %H",
+        "--",
+        name,
+    ];
+    let Ok(out) = ardpipe_engine::git::run(Some(dir), &args) else {
         return vec![];
-    }
+    };
     let mut blobs = Vec::new();
     let mut commit = String::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+    for line in out.lines() {
         if let Some(c) = line.strip_prefix("commit ") {
             commit = c.trim().to_string();
         } else if let Some(raw) = line.strip_prefix(':') {

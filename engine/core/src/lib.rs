@@ -9,6 +9,7 @@ pub use tch;
 
 // From a checked pipeline to a plan, and the loop that runs it.
 pub mod convert;
+pub mod git;
 pub mod memory;
 pub mod plan;
 pub mod train;

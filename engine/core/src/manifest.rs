@@ -11,7 +11,6 @@ use std::fmt;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -247,16 +246,11 @@ pub fn git_state(file: &Path) -> Result<GitInfo, NoGit> {
             .to_path_buf()
     };
     let git = |args: &[&str]| -> Result<Option<String>, NoGit> {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(&dir)
-            .args(args)
-            .output()
-            .map_err(|_| NoGit::GitNotFound)?;
-        Ok(out
-            .status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).trim_end().to_string()))
+        match crate::git::run(Some(&dir), args) {
+            Ok(out) => Ok(Some(out.trim_end().to_string())),
+            Err(crate::git::GitError::NotFound(_)) => Err(NoGit::GitNotFound),
+            Err(crate::git::GitError::Failed(_)) => Ok(None),
+        }
     };
     let commit = git(&["rev-parse", "HEAD"])?.ok_or(NoGit::NotAWorkTree)?;
     let repository =
@@ -917,6 +911,7 @@ fn diff(
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::process::Command;
 
     fn pipeline() -> Value {
         json!({
