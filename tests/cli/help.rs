@@ -1,8 +1,30 @@
 use crate::{ardpipe, stderr, stdout};
 
 const SUBCOMMANDS: &[&str] = &[
-    "run", "check", "fmt", "plan", "schema", "inspect", "generate", "classify", "embed", "merge",
-    "doctor", "data", "plugin", "bench", "study", "runs", "compare", "diff", "migrate",
+    "run",
+    "check",
+    "fmt",
+    "plan",
+    "schema",
+    "inspect",
+    "generate",
+    "classify",
+    "embed",
+    "merge",
+    "doctor",
+    "data",
+    "plugin",
+    "bench",
+    "study",
+    "runs",
+    "compare",
+    "diff",
+    "migrate",
+    "lsp",
+    "compose",
+    "new",
+    "completions",
+    "man",
 ];
 
 #[test]
