@@ -37,6 +37,7 @@ pub use check::keys;
 pub use diag::{Code, Diagnostics, JsonProblem, Problem, Severity};
 pub use format::format_source;
 pub use hf_ref::HfRef;
+pub use load::normalize as normalize_path;
 pub use pipeline::Pipeline;
 pub use plugin_uses::{PluginSite, PluginUse, PluginUses};
 

@@ -235,6 +235,8 @@ fn read(path: &Path) -> Result<String, String> {
     })
 }
 
+/// `a/./b/../c` → `a/c`, lexically (the dsl does not look at the disk); a `..` with nothing
+/// before it to cancel is kept.
 pub fn normalize(p: &Path) -> PathBuf {
     use std::path::Component;
     let mut out = PathBuf::new();

@@ -38,10 +38,10 @@ impl Ctx<'_> {
     pub fn resolve_path(&self, s: &str, span: Span) -> PathBuf {
         let p = Path::new(s);
         if p.is_absolute() {
-            return normalize(p);
+            return crate::load::normalize(p);
         }
         match self.base_dirs.get(&span.file) {
-            Some(dir) => normalize(&dir.join(p)),
+            Some(dir) => crate::load::normalize(&dir.join(p)),
             None => p.to_path_buf(),
         }
     }
@@ -55,24 +55,6 @@ impl Ctx<'_> {
             );
         }
     }
-}
-
-/// `a/./b/../c` → `a/c`, lexically (the dsl does not look at the disk).
-fn normalize(p: &Path) -> PathBuf {
-    use std::path::Component;
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if !out.pop() {
-                    out.push("..");
-                }
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 pub struct Reader<'b> {

@@ -127,17 +127,18 @@ fn git(args: &[&str], dir: Option<&Path>) -> Result<String, String> {
 /// Check one side; on errors its diagnostics are printed and `None` returned.
 fn resolve(spec: &str) -> miette::Result<Option<Side>> {
     let ctx = super::check::context(&Overrides::default());
+    let side = |checked: Result<ardpipe_dsl::Checked, ardpipe_dsl::Diagnostics>| match checked {
+        Ok(c) => Some(Side {
+            label: spec.to_string(),
+            pipeline: c.pipeline,
+        }),
+        Err(d) => {
+            super::check::print_diagnostics(d);
+            None
+        }
+    };
     let Some((rev, path)) = git_spec(spec) else {
-        return Ok(match ardpipe_dsl::check_file(Path::new(spec), &ctx) {
-            Ok(c) => Some(Side {
-                label: spec.to_string(),
-                pipeline: c.pipeline,
-            }),
-            Err(d) => {
-                super::check::print_diagnostics(d);
-                None
-            }
-        });
+        return Ok(side(ardpipe_dsl::check_file(Path::new(spec), &ctx)));
     };
     let fail = |why: String| {
         miette::miette!(
@@ -153,7 +154,7 @@ fn resolve(spec: &str) -> miette::Result<Option<Side>> {
     // As git reads it: `REV:./p` is relative to the current folder, `REV:p` to the top.
     let in_repo = if path.starts_with("./") || path.starts_with("../") {
         let prefix = git(&["rev-parse", "--show-prefix"], None).map_err(fail)?;
-        normalize(&Path::new(prefix.trim()).join(path))
+        ardpipe_dsl::normalize_path(&Path::new(prefix.trim()).join(path))
     } else {
         PathBuf::from(path)
     };
@@ -173,34 +174,9 @@ fn resolve(spec: &str) -> miette::Result<Option<Side>> {
             Err(_) => std::fs::read_to_string(abs).map_err(|e| e.to_string()),
         }
     };
-    Ok(
-        match ardpipe_dsl::check_source_with_imports(&file, &text, &ctx, &imports) {
-            Ok(c) => Some(Side {
-                label: spec.to_string(),
-                pipeline: c.pipeline,
-            }),
-            Err(d) => {
-                super::check::print_diagnostics(d);
-                None
-            }
-        },
-    )
-}
-
-/// `a/./b/../c` → `a/c`, lexically.
-fn normalize(p: &Path) -> PathBuf {
-    use std::path::Component;
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
+    Ok(side(ardpipe_dsl::check_source_with_imports(
+        &file, &text, &ctx, &imports,
+    )))
 }
 
 /// The resolved pipeline as JSON, without its location (`file`): what the file says, not where
