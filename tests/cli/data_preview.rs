@@ -22,10 +22,7 @@ fn repo(rel: &str) -> String {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ardpipe-preview-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    crate::fresh_dir(&format!("preview-{name}"))
 }
 
 fn run_ok(args: &[&str]) -> String {

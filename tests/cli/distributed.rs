@@ -20,10 +20,7 @@ fn repo() -> PathBuf {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ardpipe-dist-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    crate::fresh_dir(&format!("dist-{name}"))
 }
 
 /// MiniLM with dropout off: links to the real weights and tokenizer, an edited config.json.

@@ -11,10 +11,7 @@ const NAME: &str = "sentence-transformers/all-MiniLM-L6-v2";
 const COMMIT: &str = "c9745ed1d9f207416be6d2e6f8de32d1f16199bf";
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ardpipe-hf-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    crate::fresh_dir(&format!("hf-{name}"))
 }
 
 /// `HOME/hub` as the cache: MiniLM's files as blobs (symlinks to the example asset, so nothing

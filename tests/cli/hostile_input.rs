@@ -11,10 +11,7 @@ use crate::plugin::c_plugin;
 use crate::{ardpipe, stderr};
 
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ardpipe-hostile-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    crate::fresh_dir(&format!("hostile-{name}"))
 }
 
 /// `ardpipe run` single-threaded and quiet (warnings still show).

@@ -12,10 +12,7 @@ use serde_json::{Value, json};
 use crate::{ardpipe, asset, stderr};
 
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ardpipe-lsp-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    crate::fresh_dir(&format!("lsp-{name}"))
 }
 
 fn uri(p: &Path) -> String {

@@ -119,6 +119,15 @@ pub fn git(repo: &std::path::Path, args: &[&str]) -> String {
     stdout(&o).trim().to_string()
 }
 
+/// An empty folder `ardpipe-NAME-PID` in the temporary directory (emptied if a run before left
+/// one there).
+pub fn fresh_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("ardpipe-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
 /// A scratch folder, removed when dropped unless the test failed (then kept to look at).
 pub struct Scratch(pub std::path::PathBuf);
 

@@ -10,10 +10,7 @@ fn causal_lm() -> String {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ardpipe-memory-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    crate::fresh_dir(&format!("memory-{name}"))
 }
 
 /// A short SmolLM2 run (2 steps of 4 × 128 tokens, ARD-LoRA on attention and half the MLPs,

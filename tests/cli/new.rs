@@ -7,10 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::{ardpipe, asset, stderr, stdout};
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ardpipe-new-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    crate::fresh_dir(&format!("new-{name}"))
 }
 
 fn smollm2() -> PathBuf {

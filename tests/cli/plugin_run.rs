@@ -13,10 +13,7 @@ fn repo() -> PathBuf {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ardpipe-plugin-run-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    crate::fresh_dir(&format!("plugin-run-{name}"))
 }
 
 /// `ardpipe run` single-threaded (see tests/cli/run.rs), from the repository root.

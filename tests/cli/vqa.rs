@@ -126,10 +126,7 @@ output {{
 }
 
 fn scratch(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ardpipe-vqa-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    crate::fresh_dir(&format!("vqa-{tag}"))
 }
 
 /// ardpipe's logits for one image question with the run's adapter merged in, written for the
